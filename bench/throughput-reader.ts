@@ -1,0 +1,123 @@
+// The reading end of the throughput measurement: connect one way (direct Unix
+// socket, `ws` client, or a byte-counting WebSocket client), read as fast as
+// possible, and after a warm-up count bytes over a fixed window. CPU use of
+// the reader (this process), the relay and the source is sampled at the
+// window's edges. Runs in its own small process (throughput-reader-main.ts):
+// in a process that has loaded the broker's module graph and run the other
+// measurements, the reader's own garbage collection — 64 KiB buffers at
+// GB/s — cost several times more and made it, not the relay, the bottleneck.
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import WebSocket from 'ws';
+import { groupCpuMs, processCpuMs } from './processes.js';
+
+export type ReaderKind = 'direct' | 'ws' | 'raw-ws';
+
+export interface ReaderJob {
+  kind: ReaderKind;
+  /** Unix socket path (direct) or ws:// URL. */
+  target: string;
+  windowMs: number;
+  warmUpMs: number;
+  sourcePid: number;
+  /** The relay's PID, and whether to count its whole process group (websockify forks per connection). */
+  relay: { pid: number; group: boolean } | null;
+}
+
+export interface ReaderResult {
+  bytes: number;
+  seconds: number;
+  messages: number;
+  readerCpuMs: number;
+  relayCpuMs: number | null;
+  sourceCpuMs: number;
+}
+
+export function readFor(job: ReaderJob): Promise<ReaderResult> {
+  const relayCpu = job.relay ? (job.relay.group ? () => groupCpuMs(job.relay!.pid) : () => processCpuMs(job.relay!.pid)) : null;
+  return new Promise<ReaderResult>((resolve, reject) => {
+    let firstAt = 0;
+    let start: { at: number; bytes: number; messages: number; reader: NodeJS.CpuUsage; relay: number; source: number } | null = null;
+    let bytes = 0;
+    let messages = 0;
+    let settled = false;
+    let close = () => {};
+    const limitMs = job.windowMs + job.warmUpMs + 10000;
+    const hardTimer = setTimeout(() => finish(new Error(`no complete ${job.windowMs} ms window within ${limitMs} ms (${bytes} bytes read)`)), limitMs);
+    const finish = (err: Error | null, result?: ReaderResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(hardTimer);
+      close();
+      if (err) reject(err);
+      else resolve(result!);
+    };
+    const onBytes = (n: number) => {
+      if (settled) return;
+      const now = performance.now();
+      bytes += n;
+      messages++;
+      if (!firstAt) firstAt = now;
+      if (!start) {
+        if (now - firstAt >= job.warmUpMs) start = { at: now, bytes, messages, reader: process.cpuUsage(), relay: relayCpu?.() ?? 0, source: processCpuMs(job.sourcePid) };
+        return;
+      }
+      if (now - start.at < job.windowMs) return;
+      const reader = process.cpuUsage(start.reader);
+      finish(null, {
+        bytes: bytes - start.bytes,
+        seconds: (now - start.at) / 1000,
+        messages: messages - start.messages,
+        readerCpuMs: (reader.user + reader.system) / 1000,
+        relayCpuMs: relayCpu ? relayCpu() - start.relay : null,
+        sourceCpuMs: processCpuMs(job.sourcePid) - start.source,
+      });
+    };
+    const fail = (err: Error) => finish(new Error(`${job.kind} ${job.target}: ${err.message}`));
+    if (job.kind === 'direct') {
+      const socket = net.createConnection(job.target);
+      close = () => socket.destroy();
+      socket.on('data', (chunk: Buffer) => onBytes(chunk.length));
+      socket.on('error', fail);
+      socket.on('close', () => fail(new Error('the source closed the connection')));
+    } else if (job.kind === 'raw-ws') {
+      const socket = rawWebSocket(job.target, onBytes, fail);
+      close = () => socket.destroy();
+    } else {
+      const ws = new WebSocket(job.target, { perMessageDeflate: false });
+      close = () => ws.terminate();
+      ws.on('message', (data: Buffer) => onBytes(data.length));
+      ws.on('unexpected-response', (_req, res) => fail(new Error(`HTTP ${res.statusCode} instead of a WebSocket upgrade`)));
+      ws.on('error', fail);
+      ws.on('close', (code, reason) => fail(new Error(`WebSocket closed (${code} ${reason.toString()})`)));
+    }
+  });
+}
+
+/**
+ * A WebSocket client that does only the opening handshake (RFC 6455 §4.1) and
+ * then reports the size of every socket read as it comes: no frame parsing,
+ * no message assembly. For measuring what a relay can push, not for use.
+ */
+function rawWebSocket(url: string, onBytes: (n: number) => void, onError: (err: Error) => void): net.Socket {
+  const u = new URL(url);
+  const socket = net.createConnection(Number(u.port), u.hostname);
+  let head = Buffer.alloc(0);
+  let upgraded = false;
+  socket.on('connect', () => {
+    socket.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+  });
+  socket.on('data', (chunk: Buffer) => {
+    if (upgraded) return onBytes(chunk.length);
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const status = head.subarray(0, head.indexOf('\r\n')).toString('latin1');
+    if (!/^HTTP\/1\.1 101 /.test(status)) return onError(new Error(`upgrade refused: ${status}`));
+    upgraded = true;
+    if (head.length > end + 4) onBytes(head.length - end - 4);
+  });
+  socket.on('error', onError);
+  socket.on('close', () => onError(new Error('connection closed')));
+  return socket;
+}

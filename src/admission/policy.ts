@@ -1,0 +1,104 @@
+// decideAdmission: pure. Given what is asked, what live sessions already hold,
+// the site limits and the host's measured state, admit or refuse with a
+// message a scientist understands — which limit, and what they could ask for
+// instead. Every limit is inclusive: a limit of 3 allows 3.
+import type { Config } from '../config/schema.js';
+
+export interface HostLoad {
+  cpus: number;
+  totalMemoryMiB: number;
+  availableMemoryMiB: number;
+  load1: number;
+  sampledAt: number;
+}
+
+/** What live sessions (starting, running, stopping) hold. */
+export interface Reserved {
+  sessions: number;
+  cpus: number;
+  memoryMiB: number;
+  sessionsOfUser: number;
+  cpusOfUser: number;
+  memoryMiBOfUser: number;
+  gpusOfUser: number;
+  sessionsOfMachine: number;
+}
+
+export interface AdmissionRequest {
+  user: string;
+  cpus: number;
+  memoryMiB: number;
+  gpus: number;
+  machine: { name: string; maxSessions: number | null };
+}
+
+export interface AdmissionInput {
+  request: AdmissionRequest;
+  reserved: Reserved;
+  limits: Config['limits'];
+  host: HostLoad;
+  /** Usable GPUs not claimed by any session. */
+  gpusFree: number;
+}
+
+export type AdmissionDecision =
+  | { admit: true }
+  | { admit: false; status: 429 | 503; code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY'; limit: string; message: string };
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+export function decideAdmission({ request, reserved, limits, host, gpusFree }: AdmissionInput): AdmissionDecision {
+  // Per-person limits first: they are the ones a user can act on.
+  if (reserved.sessionsOfUser + 1 > limits.maxSessionsPerUser) {
+    return refuse(429, 'maxSessionsPerUser', `You already have ${plural(reserved.sessionsOfUser, 'desktop')} running, the most allowed per person (${limits.maxSessionsPerUser}). Stop one to start another.`);
+  }
+  const userCpusLeft = limits.maxCpusPerUser - reserved.cpusOfUser;
+  if (request.cpus > userCpusLeft) {
+    return refuse(429, 'maxCpusPerUser', userCpusLeft > 0 ? `Your desktops already use ${plural(reserved.cpusOfUser, 'CPU')} of the ${limits.maxCpusPerUser} allowed per person; ask for ${userCpusLeft} or fewer.` : `Your desktops already use all ${limits.maxCpusPerUser} CPUs allowed per person. Stop one to start another.`);
+  }
+  const userMemoryLeft = limits.maxMemoryMiBPerUser - reserved.memoryMiBOfUser;
+  if (request.memoryMiB > userMemoryLeft) {
+    return refuse(429, 'maxMemoryMiBPerUser', userMemoryLeft >= 64 ? `Your desktops already use ${reserved.memoryMiBOfUser} MiB of the ${limits.maxMemoryMiBPerUser} MiB allowed per person; ask for ${userMemoryLeft} MiB or less.` : `Your desktops already use all the memory allowed per person (${limits.maxMemoryMiBPerUser} MiB). Stop one to start another.`);
+  }
+  if (request.gpus > 0 && reserved.gpusOfUser + request.gpus > limits.maxGpusPerUser) {
+    return refuse(429, 'maxGpusPerUser', `You already have ${plural(reserved.gpusOfUser, 'GPU')}, the most allowed per person (${limits.maxGpusPerUser}). Start this desktop without a GPU, or stop the other one.`);
+  }
+  if (reserved.sessions + 1 > limits.maxSessions) {
+    return refuse(503, 'maxSessions', `This server is running its maximum of ${limits.maxSessions} desktops. Please try again later.`);
+  }
+  if (request.machine.maxSessions !== null && reserved.sessionsOfMachine + 1 > request.machine.maxSessions) {
+    return refuse(503, 'machine.maxSessions', `All ${request.machine.maxSessions} "${request.machine.name}" desktops allowed at once are in use. Please try another machine or try again later.`);
+  }
+  const cpuCapacity = Math.floor(host.cpus * limits.cpuOvercommit);
+  const cpusFree = Math.max(0, cpuCapacity - reserved.cpus);
+  if (request.cpus > cpusFree) {
+    return refuse(503, 'cpu', cpusFree > 0 ? `Only ${cpusFree === 1 ? '1 CPU is' : `${cpusFree} CPUs are`} free on this server; ask for ${cpusFree} or fewer.` : 'All CPUs of this server are in use. Please try again later.');
+  }
+  const memoryCapacity = Math.floor((host.totalMemoryMiB - limits.hostReserveMemoryMiB) * limits.memoryOvercommit);
+  const memoryFree = Math.max(0, Math.min(memoryCapacity - reserved.memoryMiB, host.availableMemoryMiB - limits.hostReserveMemoryMiB));
+  if (request.memoryMiB > memoryFree) {
+    return refuse(503, 'memory', memoryFree >= 64 ? `Only ${memoryFree} MiB of memory is free on this server; ask for ${memoryFree} MiB or less.` : 'The memory of this server is in use. Please try again later.');
+  }
+  if (request.gpus > gpusFree) {
+    return refuse(503, 'gpu', gpusFree > 0 ? `Only ${gpusFree === 1 ? '1 GPU is' : `${gpusFree} GPUs are`} free; ask for ${gpusFree} or fewer.` : 'No GPU is free right now. Start the desktop without a GPU, or try again later.');
+  }
+  if (host.cpus > 0 && host.load1 / host.cpus > limits.maxLoadPerCpu) {
+    return refuse(503, 'load', 'This server is too busy right now (high load). Please try again in a few minutes.');
+  }
+  return { admit: true };
+}
+
+function refuse(status: 429 | 503, limit: string, message: string): AdmissionDecision {
+  return { admit: false, status, code: status === 429 ? 'QWD_ADMISSION_LIMIT' : 'QWD_ADMISSION_CAPACITY', limit, message };
+}
+
+/** What the form shows: what one more desktop could still get (ignoring per-user limits). */
+export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'>, limits: Config['limits'], host: HostLoad, gpusFree: number) {
+  const memoryCapacity = Math.floor((host.totalMemoryMiB - limits.hostReserveMemoryMiB) * limits.memoryOvercommit);
+  return {
+    sessions: Math.max(0, limits.maxSessions - reserved.sessions),
+    cpus: Math.max(0, Math.floor(host.cpus * limits.cpuOvercommit) - reserved.cpus),
+    memoryMiB: Math.max(0, Math.min(memoryCapacity - reserved.memoryMiB, host.availableMemoryMiB - limits.hostReserveMemoryMiB)),
+    gpus: gpusFree,
+  };
+}

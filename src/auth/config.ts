@@ -1,0 +1,108 @@
+// The auth section of the config: the backend chain (tried in order) and the
+// login protections. Parsed with the same problem reporting as the rest.
+import path from 'node:path';
+import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj } from '../config/check.js';
+
+export interface LdapBackendConfig {
+  type: 'ldap'; name: string; url: string; startTls: boolean; caFile: string | null; bindDn: string | null; bindPassword: string | null;
+  baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string; adminGroupDn: string | null; timeoutMs: number;
+}
+export interface ImapBackendConfig { type: 'imap'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
+export interface SmtpBackendConfig { type: 'smtp'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
+export interface EmailBackendConfig { type: 'email'; name: string; allowedDomains: string[]; linkTtlS: number }
+export type BackendConfig = { type: 'none'; name: string } | { type: 'local'; name: string } | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
+
+export interface AuthConfig {
+  backends: BackendConfig[];
+  /** User names that are administrators whatever backend vouches for them. */
+  admins: string[];
+  rateLimit: { maxFailures: number; windowS: number };
+  /** Lifetime of a login (browser session), seconds. */
+  sessionTtlS: number;
+}
+
+const TYPES = ['none', 'local', 'ldap', 'imap', 'smtp', 'email'] as const;
+
+export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthConfig {
+  const raw = section(p, top, 'auth');
+  rejectUnknownKeys(p, raw, 'auth.', ['backends', 'admins', 'rateLimit', 'sessionTtlS']);
+  const list = raw.backends ?? [{ type: 'none' }];
+  const backends: BackendConfig[] = [];
+  if (!Array.isArray(list) || list.length === 0) p.add('auth.backends', 'a non-empty list of backends', list);
+  else {
+    list.forEach((item, i) => {
+      const at = `auth.backends[${i}].`;
+      if (!isObject(item)) return p.add(`auth.backends[${i}]`, 'a mapping with a type', item);
+      const type = item.type;
+      if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) return p.add(`${at}type`, `one of ${TYPES.join(', ')}`, type);
+      const b = parseBackend(p, item, type as BackendConfig['type'], at, baseDir);
+      if (b) backends.push(b);
+    });
+    if (backends.some((b) => b.type === 'none') && backends.length > 1) p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
+    const names = backends.map((b) => b.name);
+    const dup = names.find((n, i) => names.indexOf(n) !== i);
+    if (dup) p.note(`auth.backends: two backends are named "${dup}"; give them distinct name: keys`);
+  }
+  const admins = raw.admins ?? [];
+  if (!Array.isArray(admins) || !admins.every((a) => typeof a === 'string')) p.add('auth.admins', 'a list of user names', admins);
+  const rl = section(p, raw, 'rateLimit', 'auth.');
+  rejectUnknownKeys(p, rl, 'auth.rateLimit.', ['maxFailures', 'windowS']);
+  return {
+    backends,
+    admins: Array.isArray(admins) ? (admins as string[]) : [],
+    rateLimit: { maxFailures: readInt(p, rl, 'maxFailures', 5, { prefix: 'auth.rateLimit.', min: 1, max: 1000 }), windowS: readInt(p, rl, 'windowS', 300, { prefix: 'auth.rateLimit.', min: 1, max: 86400 }) },
+    sessionTtlS: readInt(p, raw, 'sessionTtlS', 12 * 3600, { prefix: 'auth.', min: 60, max: 30 * 86400 }),
+  };
+}
+
+function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: string, baseDir: string): BackendConfig | null {
+  const file = (key: string) => {
+    const v = readOptionalString(p, item, key, { prefix: at });
+    return v ? path.resolve(baseDir, v) : null;
+  };
+  const name = readString(p, item, 'name', type, { prefix: at });
+  switch (type) {
+    case 'none':
+    case 'local':
+      rejectUnknownKeys(p, item, at, ['type', 'name']);
+      return { type, name };
+    case 'ldap': {
+      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'timeoutMs']);
+      const url = readString(p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' });
+      if (item.url === undefined) p.add(`${at}url`, 'present', undefined);
+      const filter = readString(p, item, 'filter', '(uid={user})', { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' });
+      const userDnTemplate = readOptionalString(p, item, 'userDnTemplate', { prefix: at, pattern: /\{user\}/, expectation: 'a DN template containing {user}' });
+      const baseDn = readString(p, item, 'baseDn', '', { prefix: at });
+      if (!userDnTemplate && item.baseDn === undefined) p.note(`${at}baseDn is required for search-then-bind (or set userDnTemplate for a direct bind)`);
+      const bindDn = readOptionalString(p, item, 'bindDn', { prefix: at });
+      const bindPassword = readOptionalString(p, item, 'bindPassword', { prefix: at });
+      if (bindDn && !bindPassword) p.note(`${at}bindPassword is required with bindDn`);
+      return {
+        type, name, url, startTls: readBool(p, item, 'startTls', false, at), caFile: file('caFile'), bindDn, bindPassword, baseDn, filter, userDnTemplate,
+        userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }), mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
+        adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }), timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
+      };
+    }
+    case 'imap':
+    case 'smtp': {
+      rejectUnknownKeys(p, item, at, ['type', 'name', 'host', 'port', 'secure', 'caFile', 'timeoutMs', 'emailDomain']);
+      const host = readString(p, item, 'host', '', { prefix: at });
+      if (item.host === undefined) p.add(`${at}host`, 'present', undefined);
+      const secure = readBool(p, item, 'secure', type === 'imap', at);
+      return {
+        type, name, host, secure, caFile: file('caFile'),
+        port: readInt(p, item, 'port', type === 'imap' ? (secure ? 993 : 143) : secure ? 465 : 587, { prefix: at, min: 1, max: 65535 }),
+        timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
+        emailDomain: readOptionalString(p, item, 'emailDomain', { prefix: at, pattern: /^[A-Za-z0-9.-]+$/, expectation: 'a domain name' }),
+      };
+    }
+    case 'email': {
+      rejectUnknownKeys(p, item, at, ['type', 'name', 'allowedDomains', 'linkTtlS']);
+      const domains = item.allowedDomains;
+      if (!Array.isArray(domains) || domains.length === 0 || !domains.every((d) => typeof d === 'string' && /^[A-Za-z0-9.-]+$/.test(d))) {
+        p.add(`${at}allowedDomains`, 'a non-empty list of domain names (who may get a login link)', domains);
+      }
+      return { type, name, allowedDomains: Array.isArray(domains) ? (domains as string[]).map((d) => d.toLowerCase()) : [], linkTtlS: readInt(p, item, 'linkTtlS', 900, { prefix: at, min: 60, max: 86400 }) };
+    }
+  }
+}

@@ -1,0 +1,119 @@
+// The authentication service the HTTP layer uses: builds the backend chain
+// from the config, applies rate limits, and runs the e-mail link flow.
+import crypto from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import type { UserStore } from '../store/users.js';
+import type { Mailer } from '../notify/mailer.js';
+import { QwdError } from '../errors.js';
+import { authenticateChain } from './chain.js';
+import { LoginRateLimiter } from './rate-limit.js';
+import { localBackend } from './backends/local.js';
+import { ldapBackend } from './backends/ldap.js';
+import { imapBackend } from './backends/imap.js';
+import { smtpBackend } from './backends/smtp.js';
+import { USER_NAME, type AuthBackend, type Identity } from './types.js';
+import type { EmailBackendConfig } from './config.js';
+
+export type LoginOutcome =
+  | { ok: true; identity: Identity }
+  | { ok: false; status: 401 | 429 | 503; message: string; retryAfterS?: number };
+
+export class AuthService {
+  readonly backends: AuthBackend[];
+  readonly emailBackend: EmailBackendConfig | null;
+  private readonly limiter: LoginRateLimiter;
+
+  constructor(private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null, private readonly log: Logger, now: () => number = Date.now) {
+    this.backends = config.auth.backends.flatMap((b): AuthBackend[] => {
+      switch (b.type) {
+        case 'none': return [];
+        case 'local': return [localBackend(b.name, users)];
+        case 'ldap': return [ldapBackend(b)];
+        case 'imap': return [imapBackend(b)];
+        case 'smtp': return [smtpBackend(b)];
+        case 'email': return [];
+      }
+    });
+    this.emailBackend = (config.auth.backends.find((b) => b.type === 'email') as EmailBackendConfig | undefined) ?? null;
+    this.limiter = new LoginRateLimiter(config.auth.rateLimit.maxFailures, config.auth.rateLimit.windowS, now);
+  }
+
+  /** No backend proves anything: users type a name (DARTS's "none"). */
+  get open(): boolean {
+    return this.config.auth.backends.every((b) => b.type === 'none');
+  }
+
+  get hasPasswordLogin(): boolean {
+    return this.backends.length > 0;
+  }
+
+  async login(user: string, password: string, ip: string): Promise<LoginOutcome> {
+    const name = user.trim();
+    const keys = [`ip:${ip}`, `user:${name.toLowerCase()}`];
+    const wait = this.limiter.retryAfterS(keys);
+    if (wait > 0) return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
+    if (!USER_NAME.test(name) || password === '') {
+      this.limiter.fail(keys);
+      return { ok: false, status: 401, message: 'Invalid user name or password.' };
+    }
+    const result = await authenticateChain(this.backends, name, password, this.config.auth.admins, this.log);
+    if (result.ok) {
+      this.limiter.succeed(keys);
+      return result;
+    }
+    if (result.reason === 'unavailable') return { ok: false, status: 503, message: 'The login service is unavailable right now. Please try again later.' };
+    this.limiter.fail(keys);
+    return { ok: false, status: 401, message: 'Invalid user name or password.' };
+  }
+
+  /** Mails a single-use login link; says nothing about whether the address is known. */
+  async sendEmailLink(address: string, baseUrl: string, ip: string): Promise<void> {
+    const backend = this.emailBackend;
+    if (!backend || !this.mailer) throw new QwdError('QWD_BAD_REQUEST', 'e-mail login is not configured', { userMessage: 'Login by e-mail is not available here.' });
+    const email = address.trim().toLowerCase();
+    const keys = [`ip:${ip}`, `user:${email}`];
+    const wait = this.limiter.retryAfterS(keys);
+    if (wait > 0) throw new QwdError('QWD_ADMISSION_LIMIT', 'e-mail link rate limited', { userMessage: `Too many login links requested. Try again in ${wait} s.` });
+    const m = /^[a-z0-9._%+-]{1,64}@([a-z0-9.-]{1,253}\.[a-z]{2,63})$/.exec(email);
+    if (!m) throw new QwdError('QWD_BAD_REQUEST', 'not an e-mail address', { userMessage: 'Please enter a valid e-mail address.' });
+    if (!backend.allowedDomains.includes(m[1]!)) {
+      this.limiter.fail(keys);
+      throw new QwdError('QWD_BAD_REQUEST', `domain ${m[1]} not allowed`, { userMessage: `Login links are only sent to addresses at ${backend.allowedDomains.join(', ')}.` });
+    }
+    // Counted like a failure so that one address cannot be flooded with links.
+    this.limiter.fail(keys);
+    const token = crypto.randomBytes(32).toString('base64url');
+    this.users.addEmailToken(hashToken(token), email, Date.now() + backend.linkTtlS * 1000);
+    const minutes = Math.round(backend.linkTtlS / 60);
+    await this.mailer.send({
+      to: email,
+      subject: 'Your qemu-web-desktop login link',
+      text: `Open this link to log in (it works once, for ${minutes} minutes):\n\n${baseUrl}/login/email/${token}\n\nIf you did not ask for it, ignore this mail.\n`,
+    });
+    this.log.info({ email }, 'login link mailed');
+  }
+
+  /** Redeems a login link: once, before it expires. */
+  redeemEmailLink(token: string): Identity | null {
+    if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
+    const email = this.users.consumeEmailToken(hashToken(token), Date.now());
+    if (!email) return null;
+    return { user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name };
+  }
+
+  /** An API token (Authorization: Bearer) → who it speaks for. */
+  identityForApiToken(token: string): Identity | null {
+    if (!/^qwd_[A-Za-z0-9_-]{43}$/.test(token)) return null;
+    const found = this.users.apiTokenByHash(hashToken(token), Date.now());
+    return found ? { user: found.user, email: null, groups: [], admin: found.admin, via: 'api-token' } : null;
+  }
+}
+
+export function hashToken(token: string): string {
+  return crypto.createHash('sha256').update(token).digest('hex');
+}
+
+export function newApiToken(): { id: string; token: string } {
+  return { id: crypto.randomBytes(4).toString('hex'), token: `qwd_${crypto.randomBytes(32).toString('base64url')}` };
+}

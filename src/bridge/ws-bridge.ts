@@ -1,0 +1,132 @@
+// The WebSocket ↔ VNC bridge on the broker's own HTTP server: /ws/<token>.
+// The token is checked before the upgrade (unknown → 404, ended → 410, no
+// upgrade). noVNC offers no WebSocket subprotocol and gets none; older clients
+// that offer "binary" get it back; we never answer with one not offered. Bytes are piped both ways
+// with backpressure (stream pipes); the VNC side's first bytes (the RFB
+// banner) are read by a listener attached before anything is awaited.
+import type http from 'node:http';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import type { Logger } from '../log.js';
+import type { SessionManager, EndedEvent, RevokedEvent } from '../sessions/manager.js';
+import type { LinkKind } from '../store/session-rows.js';
+import { ViewOnlyFilter } from './rfb-client-filter.js';
+import { readViewerTicket } from './viewer-ticket.js';
+import { connectVnc, describe } from '../qemu/rfb-probe.js';
+
+export interface Bridge {
+  viewerCount(sessionId: string): number;
+  viewerCounts(sessionId: string): { control: number; view: number };
+  /** Names of logged-in viewers (from their viewer tickets), one per connection. */
+  viewerNames(sessionId: string): string[];
+  close(): void;
+}
+
+const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
+
+export function attachBridge(server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string): Bridge {
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
+  const viewers = new Map<string, Set<WebSocket>>();
+  const access = new WeakMap<WebSocket, LinkKind>();
+  const names = new WeakMap<WebSocket, string>();
+
+  const closeViewers = ({ id, reason }: EndedEvent) => {
+    for (const ws of viewers.get(id) ?? []) ws.close(4000, `session ended: ${reason}`.slice(0, 120));
+  };
+  const closeRevoked = ({ id, kind }: RevokedEvent) => {
+    for (const ws of viewers.get(id) ?? []) if (access.get(ws) === kind) ws.close(4001, 'link revoked');
+  };
+  manager.on('ending', closeViewers);
+  manager.on('ended', closeViewers);
+  manager.on('revoked', closeRevoked);
+
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const match = WS_PATH.exec(url.pathname);
+    if (!match) {
+      // Not ours: another upgrade handler may want it; without one, refuse.
+      if (server.listenerCount('upgrade') === 1) reject(socket, 404, 'Not Found');
+      return;
+    }
+    const found = manager.lookupToken(match[1]);
+    if (found.kind === 'unknown') return reject(socket, 404, 'Not Found');
+    if (found.kind === 'ended') return reject(socket, 410, 'Gone');
+    const row = found.row;
+    if (row.state !== 'running' || !row.handle) return reject(socket, 409, 'Conflict');
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const address = manager.vncAddress(row);
+      const vnc: net.Socket = connectVnc(address);
+      // Attach the data path before awaiting anything: QEMU sends its banner at once.
+      const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });
+      vnc.pipe(wsStream);
+      // View-only is enforced here: input messages never reach QEMU.
+      const filter = found.access === 'view' ? new ViewOnlyFilter() : null;
+      if (filter) wsStream.pipe(filter).pipe(vnc);
+      else wsStream.pipe(vnc);
+      access.set(ws, found.access);
+      const name = readViewerTicket(ticketSecret, match[1]!, url.searchParams.get('t'));
+      if (name) names.set(ws, name);
+      const set = viewers.get(row.id) ?? new Set<WebSocket>();
+      set.add(ws);
+      viewers.set(row.id, set);
+      manager.recordViewers(row.id, set.size);
+      log.info({ sessionId: row.id, viewers: set.size, access: found.access }, 'viewer connected');
+      let finished = false;
+      const finish = (why: string) => {
+        if (finished) return;
+        finished = true;
+        set.delete(ws);
+        if (set.size === 0) viewers.delete(row.id);
+        if (manager.get(row.id)) manager.recordViewers(row.id, set.size);
+        vnc.destroy();
+        wsStream.destroy();
+        if (ws.readyState === ws.OPEN) ws.close(1000, why.slice(0, 120));
+        log.info({ sessionId: row.id, why, viewers: set.size }, 'viewer disconnected');
+      };
+      vnc.on('error', (err) => {
+        log.warn({ sessionId: row.id, vnc: describe(address), err: err.message }, 'VNC side failed');
+        finish('desktop connection lost');
+      });
+      vnc.on('close', () => finish('desktop connection closed'));
+      wsStream.on('error', () => finish('browser connection failed'));
+      filter?.on('error', (err) => {
+        log.warn({ sessionId: row.id, err: err.message }, 'view-only viewer sent a message that cannot be filtered');
+        if (ws.readyState === ws.OPEN) ws.close(4003, 'protocol error');
+        finish('protocol error');
+      });
+      ws.on('close', () => finish('browser closed'));
+    });
+  };
+  server.on('upgrade', onUpgrade);
+
+  return {
+    viewerCount: (id) => viewers.get(id)?.size ?? 0,
+    viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
+    viewerCounts: (id) => {
+      const counts = { control: 0, view: 0 };
+      for (const ws of viewers.get(id) ?? []) counts[access.get(ws) ?? 'control']++;
+      return counts;
+    },
+    close: () => {
+      server.off('upgrade', onUpgrade);
+      manager.off('ending', closeViewers);
+      manager.off('ended', closeViewers);
+      manager.off('revoked', closeRevoked);
+      for (const set of viewers.values()) for (const ws of set) ws.terminate();
+      viewers.clear();
+      wss.close();
+    },
+  };
+}
+
+/** RFC 6455 §4.2.2: pick one the client offered, or none. */
+function chooseProtocol(offered: Set<string>): string | false {
+  return offered.has('binary') ? 'binary' : false;
+}
+
+function reject(socket: Duplex, status: number, text: string): void {
+  if (!socket.writable) return void socket.destroy();
+  const body = `${status} ${text}\n`;
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}

@@ -1,0 +1,87 @@
+// Machine descriptors (machines/*.yml): one file per machine a user can pick.
+// parseMachine is pure; reading files and probing images lives in catalog.ts.
+import path from 'node:path';
+import { ARCHES, type Arch } from '../config/schema.js';
+import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, type Obj } from '../config/check.js';
+import type { ShareDecl } from '../guest/shares.js';
+import { readBootScripts, readShares, type BootScriptsDecl } from '../guest/declarations.js';
+
+export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'qed', 'iso'] as const;
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+export type Firmware = 'bios' | 'uefi';
+export type DiskInterface = 'virtio' | 'ide' | 'scsi';
+
+/** Machine names are used in paths and QEMU -name: keep them boring. */
+export const MACHINE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export interface Machine {
+  readonly name: string;
+  readonly description: string;
+  /** Absolute path to the master image; never written. */
+  readonly image: string;
+  /** null until detected with qemu-img info (catalog.ts fills it in). */
+  readonly format: ImageFormat | null;
+  readonly arch: Arch;
+  readonly firmware: Firmware;
+  readonly diskInterface: DiskInterface;
+  readonly cpus: { readonly default: number; readonly max: number };
+  readonly memoryMiB: { readonly default: number; readonly max: number };
+  /** Size of the blank disk given to ISO machines. */
+  readonly isoDiskGiB: number | null;
+  /** Most sessions of this machine at once (null: no per-machine limit). */
+  readonly maxSessions: number | null;
+  readonly url: string | null;
+  readonly sha256: string | null;
+  /** Host folders shared into the guest (virtio-9p). */
+  readonly shares: readonly ShareDecl[];
+  readonly bootScripts: BootScriptsDecl;
+  /** The descriptor file it came from. */
+  readonly file: string;
+}
+
+const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions'] as const;
+
+export function parseMachine(raw: unknown, file: string): { machine: Machine | null; problems: string[] } {
+  const p = new Problems(file);
+  if (!isObject(raw)) {
+    p.note('a machine descriptor must be a YAML mapping');
+    return { machine: null, problems: p.list };
+  }
+  rejectUnknownKeys(p, raw, '', KEYS);
+  const name = readString(p, raw, 'name', '', { pattern: MACHINE_NAME, expectation: 'a name of lower-case letters, digits, ".", "_" or "-" (at most 64, not starting with "." or "-")' });
+  if (raw.name === undefined) p.add('name', 'present', undefined);
+  const imageRaw = readString(p, raw, 'image', '');
+  if (raw.image === undefined) p.add('image', 'a path to the master image', undefined);
+  const format = raw.format === undefined || raw.format === null ? null : readEnum<ImageFormat>(p, raw, 'format', IMAGE_FORMATS, 'qcow2');
+  const cpus = readRange(p, raw, 'cpus', { def: 1, max: 2 }, 1, 1024);
+  const memoryMiB = readRange(p, raw, 'memoryMiB', { def: 1024, max: 4096 }, 16, 16 * 1024 * 1024);
+  const machine: Machine = {
+    name,
+    description: readString(p, raw, 'description', name),
+    image: path.resolve(path.dirname(file), imageRaw),
+    format,
+    arch: readEnum<Arch>(p, raw, 'arch', ARCHES, 'x86_64'),
+    firmware: readEnum<Firmware>(p, raw, 'firmware', ['bios', 'uefi'], 'bios'),
+    diskInterface: readEnum<DiskInterface>(p, raw, 'diskInterface', ['virtio', 'ide', 'scsi'], 'virtio'),
+    cpus,
+    memoryMiB,
+    isoDiskGiB: raw.isoDiskGiB === undefined ? null : readInt(p, raw, 'isoDiskGiB', 10, { min: 1, max: 65536 }),
+    maxSessions: raw.maxSessions === undefined || raw.maxSessions === null ? null : readInt(p, raw, 'maxSessions', 1, { min: 0, max: 10000 }),
+    url: readOptionalString(p, raw, 'url', { pattern: /^(https?|file):\/\/\S+$/, expectation: 'an http(s):// or file:// URL' }),
+    sha256: readOptionalString(p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' }),
+    shares: readShares(p, raw, 'shares'),
+    bootScripts: readBootScripts(p, raw, path.dirname(file), file),
+    file,
+  };
+  return p.ok ? { machine, problems: [] } : { machine: null, problems: p.list };
+}
+
+function readRange(p: Problems, raw: Obj, key: string, fallback: { def: number; max: number }, min: number, max: number): { default: number; max: number } {
+  const r = section(p, raw, key);
+  rejectUnknownKeys(p, r, `${key}.`, ['default', 'max']);
+  const def = readInt(p, r, 'default', fallback.def, { min, max, prefix: `${key}.` });
+  const top = readInt(p, r, 'max', Math.max(def, fallback.max), { min, max, prefix: `${key}.` });
+  if (def > top) p.note(`${key}.default (${def}) must not exceed ${key}.max (${top})`);
+  return { default: def, max: top };
+}
+

@@ -1,0 +1,231 @@
+// qwdctl machines list|show|check|add|import|download|remove.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { stringify } from 'yaml';
+import { ConfigError, QwdError } from '../../errors.js';
+import { readDescriptor, readDescriptors, checkImage, loadCatalog } from '../../catalog/catalog.js';
+import type { Machine } from '../../catalog/descriptor.js';
+import { inspectImage } from '../../catalog/image-format.js';
+import { importDartsMachines } from '../../catalog/darts-import.js';
+import { downloadImage, progressReporter } from '../../catalog/download.js';
+import { runTool } from '../../qemu/run-tool.js';
+import { openDb } from '../../store/db.js';
+import { SessionRows } from '../../store/session-rows.js';
+import type { Config } from '../../config/schema.js';
+import { CliContext, usage } from '../context.js';
+import { json, table } from '../output.js';
+
+function machineJson(m: Machine) {
+  return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, file: m.file };
+}
+
+/** Deep check of one machine: descriptor, image readable, format, backing chain. */
+export async function checkMachine(config: Config, machine: Machine): Promise<string[]> {
+  const problems: string[] = [];
+  const checked = await checkImage(machine, config.qemu.img, problems);
+  if (!checked) return problems;
+  try {
+    const { stdout } = await runTool(config.qemu.img, ['info', '--output=json', '--backing-chain', '--force-share', machine.image], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
+    const chain = JSON.parse(stdout) as Array<{ filename: string; 'backing-filename'?: string; 'full-backing-filename'?: string }>;
+    for (const layer of chain) {
+      const backing = layer['full-backing-filename'];
+      if (backing && !fs.existsSync(backing)) problems.push(`${machine.file}: ${layer.filename} needs backing file ${backing}, which is missing`);
+    }
+  } catch (err) {
+    problems.push(`${machine.file}: backing chain of ${machine.image}: ${(err as Error).message}`);
+  }
+  if (checked.format === 'qcow2') {
+    try {
+      await runTool(config.qemu.img, ['check', '-q', '--force-share', machine.image], { timeoutMs: 120000, errorCode: 'QWD_IMAGE_INVALID' });
+    } catch (err) {
+      problems.push(`${machine.file}: qemu-img check found problems in ${machine.image}: ${(err as Error).message}`);
+    }
+  }
+  if (checked.arch === 'aarch64' || checked.firmware === 'uefi') {
+    const firmware = config.qemu.uefi[checked.arch];
+    if (!fs.existsSync(firmware)) problems.push(`${machine.file}: needs UEFI firmware ${firmware} (qemu.uefi.${checked.arch}), which is missing`);
+  }
+  return problems;
+}
+
+async function findDescriptor(config: Config, name: string) {
+  const { files } = await readDescriptors(config.machinesDir);
+  const found = files.find((f) => f.machine?.name === name);
+  if (!found?.machine) throw new QwdError('QWD_UNKNOWN_MACHINE', `no machine "${name}" in ${config.machinesDir}`, { userMessage: `There is no machine "${name}" (see qwdctl machines list).` });
+  return found.machine;
+}
+
+export async function downloadMachines(ctx: CliContext, name: string | undefined, opts: { force?: boolean; json?: boolean }): Promise<void> {
+  const config = ctx.config();
+  const { files } = await readDescriptors(config.machinesDir);
+  const machines = files.map((f) => f.machine).filter((m): m is Machine => m !== null && (name === undefined || m.name === name));
+  if (name !== undefined && machines.length === 0) await findDescriptor(config, name); // throws "no machine"
+  const results: Array<{ name: string; status: string; bytes?: number }> = [];
+  let failure: unknown = null;
+  for (const machine of machines) {
+    if (!machine.url) {
+      if (name !== undefined) throw usage(`machine "${machine.name}" has no url to download from`);
+      continue;
+    }
+    if (fs.existsSync(machine.image) && !opts.force) {
+      results.push({ name: machine.name, status: 'present' });
+      if (!opts.json) ctx.print(`${machine.name}: ${machine.image} is present (--force to fetch again)`);
+      continue;
+    }
+    await fsp.mkdir(path.dirname(machine.image), { recursive: true });
+    try {
+      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name) });
+      results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
+      if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
+    } catch (err) {
+      results.push({ name: machine.name, status: `failed: ${(err as QwdError).userMessage ?? (err as Error).message}` });
+      failure ??= err;
+    }
+  }
+  if (opts.json) ctx.print(json(results));
+  else if (results.length === 0) ctx.print('no machine has a url to download');
+  if (failure) throw failure;
+}
+
+export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): Promise<void> {
+  const config = ctx.config();
+  const { files, problems } = await readDescriptors(config.machinesDir);
+  const report: Array<{ file: string; name: string | null; ok: boolean; problems: string[] }> = [];
+  const names = new Map<string, string>();
+  for (const f of files) {
+    const found = [...f.problems];
+    if (f.machine) {
+      const previous = names.get(f.machine.name);
+      if (previous) found.push(`${f.file}: name "${f.machine.name}" is already used by ${previous}`);
+      else names.set(f.machine.name, f.file);
+      found.push(...(await checkMachine(config, f.machine)));
+    }
+    report.push({ file: f.file, name: f.machine?.name ?? null, ok: found.length === 0, problems: found });
+  }
+  if (opts.json) ctx.print(json({ ok: problems.length === 0 && report.every((r) => r.ok), problems, machines: report }));
+  else {
+    for (const p of problems) ctx.print(`✗ ${p}`);
+    for (const r of report) {
+      if (r.ok) ctx.print(`✓ ${r.name} (${path.basename(r.file)})`);
+      else for (const p of r.problems) ctx.print(`✗ ${p}`);
+    }
+    if (files.length === 0 && problems.length === 0) ctx.print(`no machine descriptors in ${config.machinesDir}`);
+  }
+  const all = [...problems, ...report.flatMap((r) => r.problems)];
+  if (all.length) {
+    const err = new ConfigError(all, 'QWD_MACHINE_INVALID');
+    (err as ConfigError & { reported?: boolean }).reported = true;
+    throw err;
+  }
+}
+
+export function registerMachines(program: Command, ctx: CliContext): void {
+  const machines = program.command('machines').description('the machine catalog: list, check, add, import, download, remove');
+
+  machines.command('list').alias('ls').description('machines the form offers').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const config = ctx.config();
+      const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
+      const list = catalog.list();
+      if (opts.json) return ctx.print(json({ machines: list.map(machineJson), problems: catalog.problems }));
+      ctx.print(list.length ? table(list, [
+        { header: 'NAME', value: (m) => m.name, keep: true },
+        { header: 'ARCH', value: (m) => m.arch, keep: true },
+        { header: 'FORMAT', value: (m) => m.format ?? '?', keep: true },
+        { header: 'CPUS', value: (m) => `${m.cpus.default}/${m.cpus.max}`, keep: true },
+        { header: 'MEMORY', value: (m) => `${m.memoryMiB.default}/${m.memoryMiB.max}M`, keep: true },
+        { header: 'DESCRIPTION', value: (m) => m.description },
+      ]) : 'no usable machine');
+      if (catalog.problems.length) ctx.err.write(`${catalog.problems.length} descriptor(s) skipped: run "qwdctl machines check"\n`);
+    });
+
+  machines.command('show <name>').description('one machine: descriptor and image details').option('--json', 'machine-readable output')
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const config = ctx.config();
+      const machine = await findDescriptor(config, name);
+      let image: unknown = 'missing';
+      if (fs.existsSync(machine.image)) image = await inspectImage(config.qemu.img, machine.image).catch((err: Error) => `unreadable: ${err.message}`);
+      const info = { ...machineJson(machine), imageInfo: image };
+      ctx.print(opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(13)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '-'}`).join('\n'));
+    });
+
+  machines.command('check').description('validate every descriptor and image (qemu-img info, format, backing chain, qemu-img check)').option('--json', 'machine-readable output')
+    .action((opts: { json?: boolean }) => checkMachines(ctx, opts));
+
+  machines.command('add <file>').description('validate a descriptor and copy it into the machines directory')
+    .action(async (file: string) => {
+      const config = ctx.config();
+      const source = await readDescriptor(path.resolve(file));
+      if (!source.machine) throw new ConfigError(source.problems, 'QWD_MACHINE_INVALID');
+      const problems = await checkMachine(config, source.machine);
+      if (problems.length) throw new ConfigError(problems, 'QWD_MACHINE_INVALID');
+      const { files } = await readDescriptors(config.machinesDir);
+      if (files.some((f) => f.machine?.name === source.machine!.name)) throw usage(`a machine named "${source.machine.name}" already exists in ${config.machinesDir}`);
+      const dest = path.join(config.machinesDir, `${source.machine.name}.yml`);
+      // Written with an absolute image path, so the copy points at the same image.
+      const raw = (await import('yaml')).parse(await fsp.readFile(source.file, 'utf8')) as Record<string, unknown>;
+      await fsp.mkdir(config.machinesDir, { recursive: true });
+      await fsp.writeFile(dest, stringify({ ...raw, image: source.machine.image }), { flag: 'wx' });
+      ctx.print(`added machine ${source.machine.name} → ${dest}`);
+    });
+
+  machines.command('import <machinesConf>').description("convert DARTS's machines.conf into descriptors (then: qwdctl machines download)")
+    .option('-n, --dry-run', 'print what would be written').option('--json', 'machine-readable output')
+    .action(async (conf: string, opts: { dryRun?: boolean; json?: boolean }) => {
+      const config = ctx.config();
+      let text: string;
+      try {
+        text = await fsp.readFile(conf, 'utf8');
+      } catch (err) {
+        throw usage(`cannot read ${conf}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      }
+      const { machines: imported, warnings } = importDartsMachines(text, conf);
+      const { files } = await readDescriptors(config.machinesDir);
+      const existing = new Set(files.map((f) => f.machine?.name).filter(Boolean));
+      const written: string[] = [];
+      const skipped: string[] = [];
+      for (const m of imported) {
+        if (existing.has(m.name)) {
+          skipped.push(m.name);
+          warnings.push(`${m.name}: a machine of that name exists; not overwritten`);
+          continue;
+        }
+        const dest = path.join(config.machinesDir, `${m.name}.yml`);
+        if (!opts.dryRun) {
+          await fsp.mkdir(config.machinesDir, { recursive: true });
+          await fsp.writeFile(dest, `# Imported from ${path.resolve(conf)} by qwdctl machines import\n${stringify(m.descriptor)}`, { flag: 'wx' });
+        }
+        written.push(dest);
+      }
+      if (opts.json) return ctx.print(json({ written, skipped, warnings, dryRun: Boolean(opts.dryRun) }));
+      for (const w of warnings) ctx.err.write(`warning: ${w}\n`);
+      for (const f of written) ctx.print(`${opts.dryRun ? 'would write' : 'wrote'} ${f}`);
+      ctx.print(`${written.length} machine(s) ${opts.dryRun ? 'to import' : 'imported'}${written.length ? '; fetch their images with: qwdctl machines download' : ''}`);
+    });
+
+  machines.command('download [name]').description('fetch images that have a url (resumes partial downloads, verifies sha256)')
+    .option('-f, --force', 'download again even if the image exists').option('--json', 'machine-readable output')
+    .action((name: string | undefined, opts: { force?: boolean; json?: boolean }) => downloadMachines(ctx, name, opts));
+
+  machines.command('remove <name>').description('remove a machine descriptor (and with --image, its image)')
+    .option('--image', 'also delete the image file')
+    .action(async (name: string, opts: { image?: boolean }) => {
+      const config = ctx.config();
+      const machine = await findDescriptor(config, name);
+      const db = openDb(config.stateDir);
+      try {
+        const users = new SessionRows(db).all().filter((r) => r.machine === name);
+        if (users.length) throw usage(`machine "${name}" is used by ${users.length} running session(s): ${users.map((r) => r.id).join(', ')}; stop them first`);
+      } finally {
+        db.close();
+      }
+      await fsp.rm(machine.file);
+      ctx.print(`removed ${machine.file}`);
+      if (opts.image) {
+        await fsp.rm(machine.image, { force: true });
+        ctx.print(`removed ${machine.image}`);
+      }
+    });
+}

@@ -1,0 +1,168 @@
+// qwdctl sessions list|show|start|stop|extend|url|logs (and the DARTS aliases
+// start/stop, which call the same functions).
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline/promises';
+import type { Command } from 'commander';
+import { QwdError } from '../../errors.js';
+import type { Services } from '../../main.js';
+import type { SessionRow } from '../../store/session-rows.js';
+import type { VmHandle } from '../../launcher/types.js';
+import { CliContext, usage } from '../context.js';
+import { formatRemaining, json, parseDuration, shortTime, table } from '../output.js';
+
+/** The stable JSON shape of a session (documented in INSTALL.md). */
+export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) {
+  const handle = row.handle as VmHandle | null;
+  return {
+    id: row.id, owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, state: row.state,
+    createdAt: new Date(row.createdAt).toISOString(), expiresAt: new Date(row.expiresAt).toISOString(),
+    remainingS: Math.max(0, Math.round((row.expiresAt - now) / 1000)), viewers: row.viewers,
+    url: `${baseUrl}/s/${row.token}`, pid: handle?.pid ?? null, accel: handle?.accel ?? null, runDir: row.runDir,
+  };
+}
+
+export function sessionsTable(rows: SessionRow[], now = Date.now()): string {
+  if (rows.length === 0) return 'no sessions\n';
+  return table(rows, [
+    { header: 'ID', value: (r) => r.id, keep: true },
+    { header: 'USER', value: (r) => r.owner },
+    { header: 'MACHINE', value: (r) => r.machine },
+    { header: 'CPU', value: (r) => String(r.cpus), keep: true },
+    { header: 'MEM', value: (r) => `${r.memoryMiB}M`, keep: true },
+    { header: 'STATE', value: (r) => r.state, keep: true },
+    { header: 'STARTED', value: (r) => shortTime(r.createdAt).slice(5), keep: true },
+    { header: 'LEFT', value: (r) => formatRemaining(Math.round((r.expiresAt - now) / 1000)), keep: true },
+    { header: 'VIEW', value: (r) => String(r.viewers), keep: true },
+  ]);
+}
+
+export function findSession(services: Services, id: string): SessionRow {
+  if (!/^[0-9a-f]{1,12}$/.test(id)) throw usage(`session id must be the 12-character hex id shown by "qwdctl sessions list", got ${JSON.stringify(id.slice(0, 40))}`);
+  const exact = services.manager.get(id);
+  if (exact) return exact;
+  const matches = services.manager.list().filter((r) => r.id.startsWith(id));
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length > 1) throw usage(`session id prefix "${id}" matches ${matches.length} sessions; give more characters`);
+  throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no session ${id}.` });
+}
+
+export interface StartOptions {
+  cpus?: string;
+  memory?: string;
+  lifetime?: string;
+  user?: string;
+  json?: boolean;
+}
+
+export async function startSession(ctx: CliContext, machine: string, opts: StartOptions): Promise<void> {
+  const lifetimeS = opts.lifetime === undefined ? undefined : parseDuration(opts.lifetime);
+  if (lifetimeS === null) throw usage(`--lifetime must be a duration like 2h, 30m, 1d or seconds, got ${JSON.stringify(opts.lifetime)}`);
+  await ctx.withServices(async (services) => {
+    const row = await services.manager.create({
+      machine, user: opts.user ?? process.env.SUDO_USER ?? process.env.USER ?? 'admin',
+      ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
+      ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
+      ...(lifetimeS !== undefined ? { lifetimeS } : {}),
+    });
+    const info = sessionJson(row, ctx.baseUrl(services.config));
+    if (opts.json) ctx.print(json(info));
+    else ctx.print(`started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) until ${shortTime(row.expiresAt)} UTC\n${info.url}`);
+  });
+}
+
+export async function stopSessions(ctx: CliContext, ids: string[], opts: { all?: boolean; yes?: boolean; json?: boolean }): Promise<void> {
+  if (opts.all && ids.length) throw usage('give session ids or --all, not both');
+  if (!opts.all && ids.length === 0) throw usage('which session? give one or more ids, or --all');
+  await ctx.withServices(async (services) => {
+    const rows = opts.all ? services.manager.list() : ids.map((id) => findSession(services, id));
+    if (opts.all && rows.length === 0) return ctx.print(opts.json ? json({ stopped: [] }) : 'no sessions to stop');
+    if (opts.all && !opts.yes) {
+      if (!process.stdin.isTTY) throw usage(`refusing to stop all ${rows.length} sessions without confirmation: add --yes`);
+      const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+      const answer = await rl.question(`Stop all ${rows.length} sessions? Unsaved work in them is lost. [y/N] `);
+      rl.close();
+      if (!/^y(es)?$/i.test(answer.trim())) return ctx.print('nothing stopped');
+    }
+    for (const row of rows) {
+      await services.manager.stop(row.id, 'stopped by an administrator');
+      if (!opts.json) ctx.print(`stopped session ${row.id} (${row.owner}, ${row.machine})`);
+    }
+    if (opts.json) ctx.print(json({ stopped: rows.map((r) => r.id) }));
+  });
+}
+
+export function registerSessions(program: Command, ctx: CliContext): void {
+  const sessions = program.command('sessions').description('list, inspect, start, stop and extend desktop sessions');
+
+  sessions.command('list').alias('ls').description('all sessions').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      await ctx.withServices(async (services) => {
+        const rows = services.manager.list();
+        ctx.print(opts.json ? json(rows.map((r) => sessionJson(r, ctx.baseUrl(services.config)))) : sessionsTable(rows));
+      });
+    });
+
+  sessions.command('show <id>').description('one session in detail').option('--json', 'machine-readable output')
+    .action(async (id: string, opts: { json?: boolean }) => {
+      await ctx.withServices(async (services) => {
+        const info = sessionJson(findSession(services, id), ctx.baseUrl(services.config));
+        ctx.print(opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(11)} ${v ?? '-'}`).join('\n'));
+      });
+    });
+
+  sessions.command('start <machine>').description('start a session exactly as the web form does (same admission, same store)')
+    .option('--cpus <n>', 'CPUs').option('--memory <MiB>', 'memory in MiB').option('--lifetime <duration>', 'life-time, e.g. 2h, 30m, 1d')
+    .option('--user <name>', 'owner (default: $SUDO_USER or $USER)').option('--json', 'machine-readable output')
+    .action((machine: string, opts: StartOptions) => startSession(ctx, machine, opts));
+
+  sessions.command('stop [ids...]').description('stop sessions (QMP quit → SIGTERM → SIGKILL, then clean up)')
+    .option('--all', 'stop every session').option('-y, --yes', 'do not ask for confirmation with --all').option('--json', 'machine-readable output')
+    .action((ids: string[], opts: { all?: boolean; yes?: boolean; json?: boolean }) => stopSessions(ctx, ids, opts));
+
+  sessions.command('extend <id>').description('add time to a session, up to the maximum life-time')
+    .requiredOption('--by <duration>', 'time to add, e.g. 1h, 30m').option('--json', 'machine-readable output')
+    .action(async (id: string, opts: { by: string; json?: boolean }) => {
+      const byS = parseDuration(opts.by);
+      if (!byS) throw usage(`--by must be a duration like 1h, 30m or seconds, got ${JSON.stringify(opts.by)}`);
+      await ctx.withServices(async (services) => {
+        const row = services.manager.extend(findSession(services, id).id, byS);
+        ctx.print(opts.json ? json(sessionJson(row, ctx.baseUrl(services.config))) : `session ${row.id} now ends at ${shortTime(row.expiresAt)} UTC`);
+      });
+    });
+
+  sessions.command('balloon <id>').description("show the guest's memory (QMP query-balloon), or set the balloon target with --target")
+    .option('--target <MiB>', 'memory the guest should keep (64 to its size); its size gives everything back').option('--json', 'machine-readable output')
+    .action(async (id: string, opts: { target?: string; json?: boolean }) => {
+      await ctx.withServices(async (services) => {
+        const row = findSession(services, id);
+        if (opts.target !== undefined) {
+          if (!/^\d{1,9}$/.test(opts.target)) throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
+          await services.manager.setBalloon(row.id, Number(opts.target));
+        }
+        const info = await services.manager.balloonInfo(row.id);
+        ctx.print(opts.json ? json({ id: row.id, ...info }) : `session ${row.id}: guest has ${info.actualMiB} of ${info.memoryMiB} MiB${info.targetMiB !== null ? ` (balloon target ${info.targetMiB} MiB)` : ''}`);
+      });
+    });
+
+  sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)")
+    .action(async (id: string) => {
+      await ctx.withServices(async (services) => ctx.print(sessionJson(findSession(services, id), ctx.baseUrl(services.config)).url));
+    });
+
+  sessions.command('logs <id>').description("print the session's QEMU log and serial console log")
+    .action(async (id: string) => {
+      await ctx.withServices(async (services) => {
+        const row = findSession(services, id);
+        for (const name of ['qemu.log', 'serial.log']) {
+          const file = path.join(row.runDir, name);
+          ctx.print(`==> ${file} <==`);
+          try {
+            ctx.print(fs.readFileSync(file, 'utf8') || '(empty)');
+          } catch (err) {
+            ctx.print(`(${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+          }
+        }
+      });
+    });
+}

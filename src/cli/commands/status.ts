@@ -1,0 +1,38 @@
+// qwdctl status: host load, version, config, and the session table.
+import type { Command } from 'commander';
+import { VERSION } from '../../main.js';
+import { CliContext } from '../context.js';
+import { json } from '../output.js';
+import { sessionJson, sessionsTable } from './sessions.js';
+
+export function registerStatus(program: Command, ctx: CliContext): void {
+  program.command('status').description('host load, version, config and all sessions').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      await ctx.withServices(async (services) => {
+        const { config, manager, load, accel, catalog } = services;
+        const host = load.current();
+        const rows = manager.list();
+        const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
+        const info = {
+          version: VERSION,
+          config: config.source,
+          stateDir: config.stateDir,
+          launcher: config.launcher,
+          accelerator: { accel: accel.accel, reason: accel.reason },
+          host: { cpus: host.cpus, load1: Math.round(host.load1 * 100) / 100, totalMemoryMiB: host.totalMemoryMiB, availableMemoryMiB: host.availableMemoryMiB },
+          reserved,
+          limits: { maxSessions: config.limits.maxSessions, maxSessionsPerUser: config.limits.maxSessionsPerUser },
+          machines: catalog.list().length,
+          sessions: rows.map((r) => sessionJson(r, ctx.baseUrl(config))),
+        };
+        if (opts.json) return ctx.print(json(info));
+        ctx.print([
+          `qemu-web-desktop ${VERSION} · config ${config.source ?? '(embedded defaults)'} · state ${config.stateDir}`,
+          `host: ${host.cpus} CPUs, load ${info.host.load1}, memory ${host.availableMemoryMiB}/${host.totalMemoryMiB} MiB free · ${accel.accel} (${accel.reason})`,
+          `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
+          '',
+        ].join('\n'));
+        ctx.print(sessionsTable(rows));
+      });
+    });
+}

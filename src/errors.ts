@@ -1,0 +1,134 @@
+// One error hierarchy for the whole service. Every error that crosses a module
+// boundary is a QwdError: a stable code (listed in INSTALL.md), an HTTP status,
+// an operator message (paths, argv, stderr tail) and a userMessage that is safe
+// to show a scientist in a browser. Boundaries translate foreign errors and keep
+// the original as `cause`.
+
+export type ErrorFamily =
+  | 'usage'
+  | 'not-found'
+  | 'gone'
+  | 'refused'
+  | 'launch'
+  | 'config'
+  | 'download'
+  | 'internal';
+
+export const ERROR_CODES = {
+  QWD_BAD_REQUEST: { status: 400, family: 'usage' },
+  QWD_FORBIDDEN: { status: 403, family: 'usage' },
+  QWD_CSRF: { status: 403, family: 'usage' },
+  QWD_UNAUTHORIZED: { status: 401, family: 'usage' },
+  QWD_LOGIN_UNAVAILABLE: { status: 503, family: 'refused' },
+  QWD_UNKNOWN_MACHINE: { status: 404, family: 'not-found' },
+  QWD_SESSION_NOT_FOUND: { status: 404, family: 'not-found' },
+  QWD_NOT_FOUND: { status: 404, family: 'not-found' },
+  QWD_SESSION_ENDED: { status: 410, family: 'gone' },
+  QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
+  QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
+  QWD_IMAGE_INVALID: { status: 500, family: 'launch' },
+  QWD_OVERLAY_FAILED: { status: 500, family: 'launch' },
+  QWD_LAUNCH_FAILED: { status: 500, family: 'launch' },
+  QWD_LAUNCH_TIMEOUT: { status: 504, family: 'launch' },
+  QWD_QMP_ERROR: { status: 502, family: 'launch' },
+  QWD_QMP_TIMEOUT: { status: 504, family: 'launch' },
+  QWD_VNC_UNREACHABLE: { status: 502, family: 'launch' },
+  QWD_DOWNLOAD_FAILED: { status: 502, family: 'download' },
+  QWD_CHECKSUM_MISMATCH: { status: 502, family: 'download' },
+  QWD_CONFIG_INVALID: { status: 500, family: 'config' },
+  QWD_MACHINE_INVALID: { status: 500, family: 'config' },
+  QWD_INTERNAL: { status: 500, family: 'internal' },
+} as const satisfies Record<string, { status: number; family: ErrorFamily }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface QwdErrorOptions {
+  userMessage?: string;
+  cause?: unknown;
+  details?: Record<string, unknown>;
+}
+
+export class QwdError extends Error {
+  readonly code: ErrorCode;
+  readonly httpStatus: number;
+  readonly family: ErrorFamily;
+  readonly userMessage: string;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: QwdErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'QwdError';
+    this.code = code;
+    this.httpStatus = ERROR_CODES[code].status;
+    this.family = ERROR_CODES[code].family;
+    this.userMessage = options.userMessage ?? defaultUserMessage(this.family);
+    this.details = options.details;
+  }
+}
+
+/** Input that a user or an admin got wrong: 400, names the field and the value. */
+export class ValidationError extends QwdError {
+  constructor(message: string, options: QwdErrorOptions = {}) {
+    super('QWD_BAD_REQUEST', message, { userMessage: message, ...options });
+    this.name = 'ValidationError';
+  }
+}
+
+/** Admission refusals: the userMessage says which limit and what to ask for instead. */
+export class AdmissionError extends QwdError {
+  constructor(code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY', userMessage: string, details?: Record<string, unknown>) {
+    super(code, userMessage, { userMessage, details });
+    this.name = 'AdmissionError';
+  }
+}
+
+/** The config file or a machine descriptor is wrong; message lists every problem. */
+export class ConfigError extends QwdError {
+  readonly problems: string[];
+  constructor(problems: string[], code: 'QWD_CONFIG_INVALID' | 'QWD_MACHINE_INVALID' = 'QWD_CONFIG_INVALID') {
+    super(code, problems.join('\n'), { userMessage: 'The service is misconfigured; an administrator has been told.' });
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+function defaultUserMessage(family: ErrorFamily): string {
+  switch (family) {
+    case 'usage':
+      return 'The request was not understood.';
+    case 'not-found':
+      return 'Not found.';
+    case 'gone':
+      return 'This desktop has ended.';
+    case 'refused':
+      return 'The server cannot start a desktop right now.';
+    case 'launch':
+      return 'The desktop could not be started. Please try again; if it keeps failing, tell the administrators.';
+    case 'config':
+      return 'The service is misconfigured; an administrator has been told.';
+    case 'download':
+      return 'The image could not be downloaded.';
+    case 'internal':
+      return 'Something went wrong on the server.';
+  }
+}
+
+/** Wraps anything thrown into a QwdError, keeping it as the cause. */
+export function toQwdError(err: unknown, code: ErrorCode = 'QWD_INTERNAL'): QwdError {
+  if (err instanceof QwdError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new QwdError(code, message, { cause: err });
+}
+
+/** The cause chain as lines, for `--verbose` and logs. */
+export function describeCauses(err: unknown): string[] {
+  const lines: string[] = [];
+  let current: unknown = err;
+  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    if (current instanceof QwdError) lines.push(`${current.code}: ${current.message}`);
+    else if (current instanceof Error) lines.push(`${current.name}: ${current.message}`);
+    else lines.push(String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return lines;
+}

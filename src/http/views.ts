@@ -1,0 +1,214 @@
+// Server-rendered pages: the form, the session page, the viewer shell, the
+// user's list, and the answers for ended or unknown links.
+import type { Machine } from '../catalog/descriptor.js';
+import type { Config } from '../config/schema.js';
+import type { SessionRow } from '../store/session-rows.js';
+import { Html, csrfField, esc, html, layout, formatDuration, type PageContext } from './html.js';
+
+export interface FormValues {
+  machine?: string;
+  cpus?: string;
+  memoryMiB?: string;
+  lifetimeS?: string;
+  user?: string;
+  email?: string;
+  oneShot?: boolean;
+  gpus?: boolean;
+}
+
+export function lifetimeChoices(limits: Config['limits']): number[] {
+  const steps = [300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400];
+  const set = new Set(steps.filter((s) => s >= limits.minLifetimeS && s <= limits.maxLifetimeS));
+  set.add(limits.defaultLifetimeS);
+  set.add(limits.maxLifetimeS);
+  return [...set].sort((a, b) => a - b);
+}
+
+export interface Availability {
+  sessions: number;
+  cpus: number;
+  memoryMiB: number;
+  gpus: number;
+}
+
+export function formPage(ctx: PageContext, machines: Machine[], config: Config, values: FormValues = {}, error?: string, free?: Availability): string {
+  const limits = config.limits;
+  const oneShot = values.oneShot ?? config.sessions.oneShotDefault;
+  const selected = values.machine ?? machines[0]?.name;
+  const machine = machines.find((m) => m.name === selected) ?? machines[0];
+  const cpuMax = Math.min(machine?.cpus.max ?? 1, limits.maxCpusPerSession);
+  const memMax = Math.min(machine?.memoryMiB.max ?? 1024, limits.maxMemoryMiBPerSession);
+  const lifetime = Number(values.lifetimeS ?? limits.defaultLifetimeS);
+  const body = html`
+<h1>Start a desktop</h1>
+${error ? html`<p class="error" role="alert">${error}</p>` : ''}
+${machines.length === 0
+    ? html`<p class="error">No machine is available on this server. An administrator must add one (see <code>qwdctl machines check</code>).</p>`
+    : html`
+<form method="post" action="/sessions" class="create">
+  ${csrfField(ctx)}
+  <fieldset class="machines">
+    <legend>Machine</legend>
+    ${machines.map((m) => html`<label class="machine"><input type="radio" name="machine" value="${m.name}" ${m.name === machine?.name ? html`checked` : ''} data-cpus="${Math.min(m.cpus.max, limits.maxCpusPerSession)}" data-cpus-default="${m.cpus.default}" data-memory="${Math.min(m.memoryMiB.max, limits.maxMemoryMiBPerSession)}" data-memory-default="${m.memoryMiB.default}">
+      <span><strong>${m.name}</strong> <small>${m.description}</small> <small class="muted">${m.arch}, ${m.format}</small></span></label>`)}
+  </fieldset>
+  <div class="row">
+    <label>CPUs <input type="number" name="cpus" min="1" max="${cpuMax}" value="${values.cpus ?? Math.min(machine?.cpus.default ?? 1, cpuMax)}" required></label>
+    <label>Memory (MiB) <input type="number" name="memoryMiB" min="64" max="${memMax}" step="64" value="${values.memoryMiB ?? Math.min(machine?.memoryMiB.default ?? 1024, memMax)}" required></label>
+    <label>Life-time <select name="lifetimeS">${lifetimeChoices(limits).map((s) => html`<option value="${s}" ${s === lifetime ? html`selected` : ''}>${formatDuration(s)}</option>`)}</select></label>
+  </div>
+  ${ctx.identity ? html`<p>Desktop for <strong>${ctx.identity.user}</strong>.</p>` : html`<label>Your name <input type="text" name="user" maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9._@+\\-]{0,63}" value="${values.user ?? ''}" autocomplete="username" required></label>`}
+  <label>E-mail for end-of-life warnings <small class="muted">(optional)</small> <input type="email" name="email" maxlength="254" value="${values.email ?? ''}" autocomplete="email"></label>
+  ${free && free.gpus > 0 ? html`<label class="check gpu"><input type="checkbox" name="gpus" value="1" ${values.gpus ? html`checked` : ''}> GPU (${free.gpus} free${config.gpu.machines ? `; for ${config.gpu.machines.join(', ')}` : ''})</label>` : ''}
+  <label class="check"><input type="checkbox" name="oneShot" ${oneShot ? html`checked` : ''}> One-shot: end the desktop when its last viewer leaves</label>
+  ${machines.some((m) => m.bootScripts.allowUserScripts) ? html`<label>Boot script <small class="muted">(run as root at first boot; only for ${machines.filter((m) => m.bootScripts.allowUserScripts).map((m) => m.name).join(', ')}; @USER@ @SESSION_NAME@ @VM@ are replaced)</small>
+    <textarea name="script" rows="4" maxlength="65536" spellcheck="false"></textarea></label>` : ''}
+  ${ctx.open ? html`<p class="hint">Anyone may type any name here: the name labels your desktop, it does not protect it. Keep the link you get private.</p>` : ''}
+  ${free ? html`<p class="hint availability">Free now on this server: ${free.sessions} desktop${free.sessions === 1 ? '' : 's'}, ${free.cpus} CPU${free.cpus === 1 ? '' : 's'}, ${free.memoryMiB} MiB${free.gpus ? `, ${free.gpus} GPU${free.gpus === 1 ? '' : 's'}` : ''}.</p>` : ''}
+  <button type="submit" class="primary">Create</button>
+</form>`}
+`;
+  return layout('New desktop', body, { scripts: ['/static/form.js'], ctx });
+}
+
+export interface SessionLinks {
+  page: string;
+  viewer: string;
+  ws: string;
+  viewPage: string;
+  viewViewer: string;
+  viewWs: string;
+}
+
+function remainingText(row: SessionRow, now: number): string {
+  return formatDuration(Math.max(0, Math.round((row.expiresAt - now) / 1000)));
+}
+
+export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLinks, qr: { control: string; view: string }, viewers: { control: number; view: number; names: string[] }, config: Config, now: number, balloon: { actualMiB: number } | null, manageable: boolean): string {
+  const canExtend = manageable && row.expiresAt < row.createdAt + config.limits.maxLifetimeS * 1000;
+  const body = html`
+<h1>Your desktop <small class="muted">${row.machine}</small></h1>
+<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.token}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
+  <p class="warning" hidden role="alert"></p>
+  <p><a class="button primary big" href="${links.viewer}" target="_blank" rel="noopener">Connect</a></p>
+  <dl>
+    <dt>State</dt><dd class="state">${row.state}${row.oneShot ? ' (one-shot: ends when its last viewer leaves)' : ''}</dd>
+    <dt>Resources</dt><dd>${row.cpus} CPU${row.cpus === 1 ? '' : 's'}, ${row.memoryMiB} MiB</dd>
+    <dt>Owner</dt><dd>${row.owner}</dd>
+    <dt>Ends at</dt><dd><time datetime="${new Date(row.expiresAt).toISOString()}">${new Date(row.expiresAt).toUTCString()}</time> (<span class="countdown">${remainingText(row, now)}</span> left)
+      ${canExtend ? html`<form method="post" action="${links.page}/extend" class="inline">${csrfField(ctx)}<button type="submit">Extend by ${formatDuration(config.sessions.extendStepS)}</button></form>` : manageable ? html`<small class="muted">(maximum life-time reached)</small>` : ''}</dd>
+    <dt>Connected now</dt><dd><span class="viewers">${viewers.control + viewers.view} (${viewers.view} view-only)</span> <span class="viewer-names muted">${viewers.names.length ? `: ${[...new Set(viewers.names)].join(', ')}` : ''}</span></dd>
+    ${row.gpus ? html`<dt>GPU</dt><dd>${row.gpus} passed through</dd>` : ''}
+    ${balloon ? html`<dt>Guest memory</dt><dd class="balloon">${balloon.actualMiB} of ${row.memoryMiB} MiB${balloon.actualMiB < row.memoryMiB ? ' (memory was taken back while nobody was connected; it returns when you connect)' : ''}</dd>` : ''}
+  </dl>
+  <h2>Share</h2>
+  <div class="links">
+    <div class="link">
+      <h3>Control link</h3>
+      <p>Anyone with this link can see <em>and use</em> this desktop (keyboard and mouse), extend and stop it.</p>
+      <p class="share-row"><input class="share" type="text" readonly value="${links.page}" aria-label="Control link"> <button type="button" class="copy" data-copy="${links.page}">Copy</button></p>
+      <figure class="qr control">${new Html(qr.control)}<figcaption>Scan to control this desktop</figcaption></figure>
+      ${manageable ? html`<form method="post" action="${links.page}/revoke/control" data-confirm="Make a new control link? The current one stops working and everyone using it is disconnected, you too: you will be sent to the new link.">${csrfField(ctx)}<button type="submit">Revoke and renew</button></form>` : ''}
+    </div>
+    <div class="link">
+      <h3>View-only link</h3>
+      <p>Anyone with this link can watch, but not type, click or copy.</p>
+      <p class="share-row"><input class="share" type="text" readonly value="${links.viewPage}" aria-label="View-only link"> <button type="button" class="copy" data-copy="${links.viewPage}">Copy</button></p>
+      <figure class="qr view">${new Html(qr.view)}<figcaption>Scan to watch this desktop</figcaption></figure>
+      ${manageable ? html`<form method="post" action="${links.page}/revoke/view" data-confirm="Make a new view-only link? Everyone watching with the current one is disconnected.">${csrfField(ctx)}<button type="submit">Revoke and renew</button></form>` : ''}
+    </div>
+  </div>
+  ${manageable ? html`<form method="post" action="${links.page}/stop" class="stop" data-confirm="Stop this desktop? Unsaved work in it is lost.">
+    ${csrfField(ctx)}<button type="submit" class="danger">Stop</button>
+  </form>` : html`<p class="hint">Shared with you by ${row.owner}: only they (or an administrator) can extend or stop it.</p>`}
+</section>`;
+  return layout('Desktop', body, { scripts: ['/static/session.js'], ctx });
+}
+
+export function viewOnlyPage(row: SessionRow, links: SessionLinks, config: Config, now: number): string {
+  const body = html`
+<h1>Desktop <small class="muted">${row.machine}, view-only</small></h1>
+<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
+  <p class="warning" hidden role="alert"></p>
+  <p><a class="button primary big" href="${links.viewViewer}" target="_blank" rel="noopener">Watch</a></p>
+  <p>This link lets you watch the desktop; keyboard and mouse are not passed on.</p>
+  <dl>
+    <dt>Ends at</dt><dd><time datetime="${new Date(row.expiresAt).toISOString()}">${new Date(row.expiresAt).toUTCString()}</time> (<span class="countdown">${remainingText(row, now)}</span> left)</dd>
+  </dl>
+</section>`;
+  return layout('Desktop (view-only)', body, { scripts: ['/static/session.js'] });
+}
+
+export function endedPage(reason: string, endedAt: number): string {
+  return layout('Desktop ended', html`<h1>This desktop has ended</h1><p>It ended on ${new Date(endedAt).toUTCString()}: ${reason}.</p><p><a class="button primary" href="/">Start a new desktop</a></p>`);
+}
+
+export function notFoundPage(what = 'This link does not lead to a desktop. Check that it was copied whole.'): string {
+  return layout('Not found', html`<h1>Not found</h1><p>${what}</p><p><a class="button" href="/">Start a new desktop</a></p>`);
+}
+
+export function errorPage(title: string, message: string, back = '/'): string {
+  return layout(title, html`<h1>${title}</h1><p class="error">${message}</p><p><a class="button" href="${back}">Back</a></p>`);
+}
+
+export interface AdminView {
+  host: { cpus: number; load1: number; availableMemoryMiB: number; totalMemoryMiB: number };
+  reserved: { cpus: number; memoryMiB: number };
+}
+
+export function managePage(ctx: PageContext, rows: SessionRow[], pageUrl: (row: SessionRow) => string, now: number, admin: AdminView | null = null): string {
+  const body = html`
+<h1>${admin ? 'All desktops' : 'My desktops'}</h1>
+${admin ? html`<p class="hint">Host: ${admin.host.cpus} CPUs, load ${admin.host.load1.toFixed(2)}, ${admin.host.availableMemoryMiB} of ${admin.host.totalMemoryMiB} MiB free; desktops hold ${admin.reserved.cpus} CPUs and ${admin.reserved.memoryMiB} MiB.</p>` : ''}
+${rows.length === 0
+    ? html`<p>${admin ? 'No desktop is running.' : ctx.identity ? 'You have no desktop running.' : 'No desktop was started from this browser.'} <a href="/">Start one</a>.</p>`
+    : html`<table class="sessions"><thead><tr>${admin ? html`<th>Owner</th>` : ''}<th>Machine</th><th>Resources</th><th>State</th><th>Time left</th><th></th></tr></thead><tbody>
+${rows.map((r) => html`<tr>${admin ? html`<td>${r.owner}</td>` : ''}<td>${r.machine}</td><td>${r.cpus} CPU, ${r.memoryMiB} MiB</td><td>${r.state}</td><td>${formatDuration(Math.round((r.expiresAt - now) / 1000))}</td>
+<td><a class="button" href="${pageUrl(r)}">Open</a> <a class="button primary" href="${pageUrl(r)}/view" target="_blank" rel="noopener">Connect</a>
+<form method="post" action="${pageUrl(r)}/stop" class="inline" data-confirm="Stop this desktop? Unsaved work in it is lost.">${csrfField(ctx)}<input type="hidden" name="back" value="manage"><button type="submit" class="danger">Stop</button></form></td></tr>`)}
+</tbody></table>`}
+${admin && rows.length ? html`<form method="post" action="/admin/stop-all" class="stop" data-confirm="Stop ALL ${rows.length} desktops? Unsaved work in them is lost.">${csrfField(ctx)}
+  <label class="check"><input type="checkbox" name="confirm" value="yes" required> I understand that every desktop on this server stops now</label>
+  <button type="submit" class="danger">Stop all desktops</button></form>` : ''}`;
+  return layout(admin ? 'All desktops' : 'My desktops', body, { scripts: ['/static/session.js'], ctx });
+}
+
+export function viewerPage(token: string, expiresAt: number, access: 'control' | 'view', warnBeforeS: readonly number[], ticket: string | null = null): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Desktop · qemu-web-desktop</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/viewer.css">
+<script type="module" src="/static/viewer.js"></script>
+</head>
+<body>
+<div id="status" class="status" data-token="${esc(token)}" data-expires-at="${esc(expiresAt)}" data-access="${esc(access)}" data-warn-before="${esc(warnBeforeS.join(','))}" data-ticket="${esc(ticket ?? '')}" role="status">Connecting…</div>
+<div id="others" class="others" hidden></div>
+<div id="screen"></div>
+</body>
+</html>
+`;
+}
+
+
+export function loginPage(ctx: PageContext, opts: { password: boolean; email: boolean; error?: string; notice?: string; next: string; user?: string }): string {
+  const body = html`
+<h1>Log in</h1>
+${opts.error ? html`<p class="error" role="alert">${opts.error}</p>` : ''}
+${opts.notice ? html`<p class="notice" role="status">${opts.notice}</p>` : ''}
+${opts.password ? html`<form method="post" action="/login" class="create">
+  ${csrfField(ctx)}<input type="hidden" name="next" value="${opts.next}">
+  <label>User name <input type="text" name="user" maxlength="64" value="${opts.user ?? ''}" autocomplete="username" required autofocus></label>
+  <label>Password <input type="password" name="password" maxlength="1024" autocomplete="current-password" required></label>
+  <button type="submit" class="primary">Log in</button>
+</form>` : ''}
+${opts.email ? html`<form method="post" action="/login/email" class="create">
+  ${csrfField(ctx)}
+  <label>${opts.password ? 'Or get a login link by e-mail' : 'Your e-mail address'} <input type="email" name="email" maxlength="254" autocomplete="email" required></label>
+  <button type="submit">Send me a login link</button>
+</form>` : ''}`;
+  return layout('Log in', body, { ctx });
+}

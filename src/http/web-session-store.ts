@@ -1,0 +1,49 @@
+// express-session store in the SQLite state database, so browser sessions
+// survive a broker restart. Expired rows are removed by prune().
+import session from 'express-session';
+import type { Db } from '../store/db.js';
+
+const DAY_MS = 86400000;
+
+export class SqliteWebSessionStore extends session.Store {
+  constructor(private readonly db: Db) {
+    super();
+  }
+
+  override get(sid: string, callback: (err: unknown, session?: session.SessionData | null) => void): void {
+    try {
+      const row = this.db.prepare('SELECT data, expires_at FROM web_sessions WHERE sid = ?').get(sid) as { data: string; expires_at: number } | undefined;
+      if (!row || row.expires_at < Date.now()) return callback(null, null);
+      callback(null, JSON.parse(row.data));
+    } catch (err) {
+      callback(err);
+    }
+  }
+
+  override set(sid: string, data: session.SessionData, callback?: (err?: unknown) => void): void {
+    try {
+      const expires = data.cookie?.expires ? new Date(data.cookie.expires).getTime() : Date.now() + DAY_MS;
+      this.db.prepare('INSERT INTO web_sessions (sid, data, expires_at) VALUES (?, ?, ?) ON CONFLICT(sid) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at').run(sid, JSON.stringify(data), expires);
+      callback?.();
+    } catch (err) {
+      callback?.(err);
+    }
+  }
+
+  override destroy(sid: string, callback?: (err?: unknown) => void): void {
+    try {
+      this.db.prepare('DELETE FROM web_sessions WHERE sid = ?').run(sid);
+      callback?.();
+    } catch (err) {
+      callback?.(err);
+    }
+  }
+
+  override touch(sid: string, data: session.SessionData, callback?: () => void): void {
+    this.set(sid, data, () => callback?.());
+  }
+
+  prune(now = Date.now()): number {
+    return this.db.prepare('DELETE FROM web_sessions WHERE expires_at < ?').run(now).changes;
+  }
+}

@@ -1,0 +1,137 @@
+// The broker's composition root: the only place that constructs services.
+// startBroker() wires config → store → catalog → launcher → manager → HTTP,
+// bridge and purge schedule, reconciles sessions left by a previous run, and
+// returns a handle whose close() stops serving but leaves VMs running (the
+// next start adopts them).
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config/schema.js';
+import { INSTALL_DIR } from './config/load.js';
+import type { Logger } from './log.js';
+import { openDb, type Db } from './store/db.js';
+import { SessionRows } from './store/session-rows.js';
+import { loadCatalog, type Catalog } from './catalog/catalog.js';
+import { chooseAccelerator, probeHostAccel, type AccelChoice } from './qemu/accel.js';
+import { LocalLauncher } from './launcher/local.js';
+import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
+import { SessionManager } from './sessions/manager.js';
+import { createApp } from './http/app.js';
+import { SqliteWebSessionStore } from './http/web-session-store.js';
+import { attachBridge, type Bridge } from './bridge/ws-bridge.js';
+import { schedulePurge, type PurgeSchedule } from './purge/schedule.js';
+import { createMailer } from './notify/mailer.js';
+import { discoverGpus } from './gpu/discover.js';
+import { UserStore } from './store/users.js';
+import { AuthService } from './auth/service.js';
+
+export const VERSION: string = JSON.parse(fs.readFileSync(path.join(INSTALL_DIR, 'package.json'), 'utf8')).version;
+
+export interface Services {
+  config: Config;
+  db: Db;
+  rows: SessionRows;
+  catalog: Catalog;
+  accel: AccelChoice;
+  launcher: LocalLauncher;
+  load: LoadSampler;
+  manager: SessionManager;
+  users: UserStore;
+  auth: AuthService;
+  log: Logger;
+}
+
+/** The services shared by the broker and qwdctl (no HTTP, no schedules). */
+export async function createServices(config: Config, log: Logger, opts: { hostRoot?: string } = {}): Promise<Services> {
+  const db = openDb(config.stateDir);
+  const rows = new SessionRows(db);
+  const catalog = await loadCatalog(config.machinesDir, config.qemu.img, log.child({ module: 'catalog' }));
+  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
+  const launcher = new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
+  const load = await startLoadSampler(5000, log);
+  const mailer = createMailer(config.mail);
+  const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
+  const discover = () => discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude);
+  const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, log: log.child({ module: 'sessions' }) });
+  const users = new UserStore(db);
+  const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
+  return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
+}
+
+export interface Broker {
+  services: Services;
+  server: http.Server;
+  url: string;
+  bridge: Bridge;
+  /** Stops serving; running VMs are left for the next broker to adopt. */
+  close(): Promise<void>;
+}
+
+export async function startBroker(config: Config, log: Logger): Promise<Broker> {
+  const startedAt = Date.now();
+  const services = await createServices(config, log);
+  const { manager, catalog, accel, db } = services;
+  log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
+  if (catalog.list().length === 0) log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
+  await manager.reconcile();
+
+  const webSessions = new SqliteWebSessionStore(db);
+  const server = http.createServer();
+  const sessionSecret = loadSecret(config.stateDir);
+  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret);
+  const app = createApp({
+    config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
+    viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,
+    log: log.child({ module: 'http' }), version: VERSION, startedAt,
+  });
+  server.on('request', app);
+  const purge: PurgeSchedule = schedulePurge(config.purge.schedule, async () => {
+    await manager.purge();
+    webSessions.prune();
+    services.users.pruneEmailTokens(Date.now());
+  }, log.child({ module: 'purge' }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  log.info({ url, stateDir: config.stateDir, config: config.source ?? '(embedded defaults)' }, 'broker listening');
+
+  let closed = false;
+  return {
+    services, server, url, bridge,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      purge.stop();
+      bridge.close();
+      manager.detach();
+      services.load.stop();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      db.close();
+    },
+  };
+}
+
+/** The cookie-signing secret: generated once, kept 0600 in the state dir. */
+function loadSecret(stateDir: string): string {
+  const file = path.join(stateDir, 'cookie-secret');
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    const secret = crypto.randomBytes(32).toString('base64url');
+    fs.writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+    return secret;
+  }
+}

@@ -1,0 +1,173 @@
+// buildQemuArgv: pure translation of (machine, request, paths, options) into the
+// argv of qemu-system-<arch>. No I/O, no defaults read from elsewhere: what goes
+// in is what comes out, so every combination is tested in a table.
+import type { Machine } from '../catalog/descriptor.js';
+import type { Arch } from '../config/schema.js';
+import { qemuOpts } from './escape.js';
+
+export type ResolvedAccel = 'kvm' | 'tcg';
+
+export interface VmRequest {
+  readonly cpus: number;
+  readonly memoryMiB: number;
+}
+
+export interface VmPaths {
+  readonly overlay: string;
+  readonly qmpSocket: string;
+  readonly vncSocket: string;
+  readonly serialLog: string;
+  readonly pidFile: string;
+}
+
+export interface ArgvOptions {
+  readonly sessionId: string;
+  readonly accel: ResolvedAccel;
+  readonly sandbox: boolean;
+  /** Drop privileges to this user after start-up (only when the broker runs as root). */
+  readonly runAs: string | null;
+  readonly network: 'user' | 'none';
+  /** Firmware file for machines with firmware: uefi (or any aarch64 machine). */
+  readonly uefiFirmware: string;
+}
+
+/** Per-session guest devices beyond the disk: host folders and the cloud-init seed. */
+export interface GuestDevices {
+  readonly shares: readonly { path: string; tag: string; readonly: boolean }[];
+  readonly seedIso: string | null;
+  /** Per passed-through GPU, the host PCI functions of its IOMMU group (GPU first). */
+  readonly gpus?: readonly (readonly string[])[];
+}
+
+export const NO_GUEST_DEVICES: GuestDevices = { shares: [], seedIso: null, gpus: [] };
+
+/** The QEMU -name of a session; also how a running qemu is recognised as ours. */
+export function qemuProcessName(sessionId: string): string {
+  return `qwd-${sessionId}`;
+}
+
+export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPaths, opts: ArgvOptions, guest: GuestDevices = NO_GUEST_DEVICES): string[] {
+  const arch: Arch = machine.arch;
+  const argv: string[] = [
+    '-name', qemuOpts(qemuProcessName(opts.sessionId), { process: qemuProcessName(opts.sessionId) }),
+    '-nodefaults', '-no-user-config',
+    ...machineArgs(arch, opts.accel),
+    '-smp', String(request.cpus),
+    '-m', `${request.memoryMiB}M`,
+    ...firmwareArgs(machine, opts),
+    ...diskArgs(machine, paths.overlay),
+    ...seedArgs(machine, guest.seedIso),
+    ...shareArgs(guest.shares),
+    ...vfioArgs(arch, guest.gpus ?? []),
+    ...displayArgs(arch),
+    '-device', qemuOpts('virtio-balloon-pci', { id: 'balloon0' }),
+    ...networkArgs(opts.network),
+    // The display is QEMU's own VNC on a Unix socket in the 0700 run dir: never a TCP port.
+    // force-shared: a viewer cannot kick the others off by asking for exclusive access.
+    '-display', 'none',
+    '-vnc', qemuOpts(`unix:${escapeInline(paths.vncSocket)}`, { share: 'force-shared' }),
+    '-qmp', qemuOpts(`unix:${escapeInline(paths.qmpSocket)}`, { server: true, wait: false }),
+    '-chardev', qemuOpts('file', { id: 'serial0', path: paths.serialLog }),
+    '-serial', 'chardev:serial0',
+    '-monitor', 'none',
+    '-pidfile', paths.pidFile,
+  ];
+  if (opts.sandbox) {
+    // -runas needs setuid/setgid after the filter is installed, so privilege
+    // elevation can only be denied when QEMU is not dropping privileges itself.
+    argv.push('-sandbox', qemuOpts('on', {
+      obsolete: 'deny',
+      elevateprivileges: opts.runAs ? 'allow' : 'deny',
+      spawn: 'deny',
+      resourcecontrol: 'deny',
+    }));
+  }
+  if (opts.runAs) argv.push('-runas', opts.runAs);
+  return argv;
+}
+
+function escapeInline(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+function machineArgs(arch: Arch, accel: ResolvedAccel): string[] {
+  const cpu = accel === 'kvm' ? 'host' : arch === 'aarch64' ? 'max' : 'qemu64';
+  const type = arch === 'aarch64' ? 'virt' : 'pc';
+  return ['-machine', qemuOpts(type, { accel }), '-cpu', cpu];
+}
+
+function firmwareArgs(machine: Machine, opts: ArgvOptions): string[] {
+  if (machine.arch === 'aarch64' || machine.firmware === 'uefi') return ['-bios', opts.uefiFirmware];
+  return [];
+}
+
+function diskArgs(machine: Machine, overlay: string): string[] {
+  const args: string[] = [];
+  const needsScsi = machine.diskInterface === 'scsi' || (machine.format === 'iso' && machine.arch === 'aarch64');
+  if (needsScsi) args.push('-device', qemuOpts('virtio-scsi-pci', { id: 'scsi0' }));
+  if (machine.diskInterface === 'scsi') {
+    args.push('-drive', qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }));
+    args.push('-device', qemuOpts('scsi-hd', { drive: 'disk0', bus: 'scsi0.0', bootindex: machine.format === 'iso' ? 2 : 1 }));
+  } else {
+    args.push('-drive', qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }));
+    const device = machine.diskInterface === 'ide' ? 'ide-hd' : 'virtio-blk-pci';
+    args.push('-device', qemuOpts(device, { drive: 'disk0', bootindex: machine.format === 'iso' ? 2 : 1 }));
+  }
+  if (machine.format === 'iso') {
+    // The ISO is the master: attached read-only, the session writes to the blank disk.
+    args.push('-drive', qemuOpts(`file=${escapeInline(machine.image)}`, { format: 'raw', if: 'none', id: 'cd0', media: 'cdrom', readonly: true }));
+    const cd = needsScsi ? qemuOpts('scsi-cd', { drive: 'cd0', bus: 'scsi0.0', bootindex: 1 }) : qemuOpts('ide-cd', { drive: 'cd0', bootindex: 1 });
+    args.push('-device', cd);
+  }
+  return args;
+}
+
+/** The cloud-init NoCloud seed, read-only, as a second CD-ROM. */
+function seedArgs(machine: Machine, seedIso: string | null): string[] {
+  if (!seedIso) return [];
+  const args = ['-drive', qemuOpts(`file=${escapeInline(seedIso)}`, { format: 'raw', if: 'none', id: 'seed0', media: 'cdrom', readonly: true })];
+  if (machine.arch === 'aarch64') {
+    if (!(machine.diskInterface === 'scsi' || machine.format === 'iso')) args.push('-device', qemuOpts('virtio-scsi-pci', { id: 'scsi0' }));
+    args.push('-device', qemuOpts('scsi-cd', { drive: 'seed0', bus: 'scsi0.0' }));
+  } else {
+    args.push('-device', qemuOpts('ide-cd', { drive: 'seed0' }));
+  }
+  return args;
+}
+
+/**
+ * Host folders over virtio-9p. Read-only folders use security_model=none (the
+ * guest sees host ownership and cannot write); read-write folders use
+ * mapped-xattr (files are created as QEMU's user, guest owners and modes are
+ * kept in extended attributes, never applied to the host).
+ */
+function shareArgs(shares: GuestDevices['shares']): string[] {
+  return shares.flatMap((share, i) => [
+    '-fsdev', qemuOpts('local', { id: `fs${i}`, path: share.path, security_model: share.readonly ? 'none' : 'mapped-xattr', readonly: share.readonly ? true : undefined }),
+    '-device', qemuOpts('virtio-9p-pci', { fsdev: `fs${i}`, mount_tag: share.tag }),
+  ]);
+}
+
+/**
+ * VFIO passthrough: each GPU's functions keep their layout in one guest slot
+ * (function 0 multifunction=on, the others .1, .2 …), GPUs from slot 0x10 on.
+ * The emulated VGA stays the primary display that VNC shows.
+ */
+function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
+  const bus = arch === 'aarch64' ? 'pcie.0' : 'pci.0';
+  return gpus.flatMap((functions, g) => functions.flatMap((host, f) => [
+    '-device', qemuOpts('vfio-pci', { host, bus, addr: `0x${(0x10 + g).toString(16)}.${f}`, multifunction: f === 0 && functions.length > 1 ? true : undefined }),
+  ]));
+}
+
+function displayArgs(arch: Arch): string[] {
+  const usb = ['-device', qemuOpts('qemu-xhci', { id: 'xhci' }), '-device', qemuOpts('usb-tablet', { bus: 'xhci.0' })];
+  // x86 'pc' has a PS/2 keyboard built in; aarch64 'virt' needs a USB one.
+  if (arch === 'aarch64') return ['-device', 'virtio-gpu-pci', ...usb, '-device', qemuOpts('usb-kbd', { bus: 'xhci.0' })];
+  return ['-vga', 'std', ...usb];
+}
+
+function networkArgs(network: 'user' | 'none'): string[] {
+  if (network === 'none') return [];
+  return ['-nic', qemuOpts('user', { model: 'virtio-net-pci' })];
+}

@@ -1,0 +1,512 @@
+// The session manager: the only writer of session state. It validates and
+// admits requests, creates the row, asks the launcher for a VM, watches it,
+// stops it (always ending with postStop, which releases everything the session
+// held), reconciles the store with reality after a restart, and purges.
+import { EventEmitter } from 'node:events';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { AdmissionError, QwdError, ValidationError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import type { Catalog } from '../catalog/catalog.js';
+import type { LaunchSpec, Launcher, VmHandle } from '../launcher/types.js';
+import { resolveShares } from '../guest/shares.js';
+import type { GpuDevice } from '../gpu/discover.js';
+import { resolveScripts } from '../guest/boot-scripts.js';
+import type { LoadSampler } from '../admission/host-load.js';
+import { availability, decideAdmission, type Reserved } from '../admission/policy.js';
+import { SessionRows, type SessionRow, type EndedRow, type LinkKind } from '../store/session-rows.js';
+import { selectOrphanDirs, selectPurge, type PurgeAction } from '../purge/select.js';
+import { selectWarnings, type Warning } from '../purge/warnings.js';
+import type { Mailer } from '../notify/mailer.js';
+import { validateCreateRequest } from './request.js';
+import { hashToken, isWellFormedToken, newSessionId, newToken, tokensEqual } from './tokens.js';
+import { isLive, nextState, type SessionEvent } from './state.js';
+
+export interface ManagerDeps {
+  config: Config;
+  rows: SessionRows;
+  catalog: Catalog;
+  launcher: Launcher;
+  load: LoadSampler;
+  log: Logger;
+  /** VFIO GPUs on this host (re-read at every request: rebinding shows at once). */
+  discoverGpus?: () => GpuDevice[];
+  /** Sends life-time warnings; absent when no mail is configured. */
+  mailer?: Mailer | null;
+  /** Base URL for links in mails (the broker's public address). */
+  baseUrl?: string;
+  now?: () => number;
+}
+
+export type TokenLookup =
+  | { kind: 'live'; row: SessionRow; access: LinkKind }
+  | { kind: 'ended'; ended: EndedRow }
+  | { kind: 'unknown' };
+
+export interface PurgeReport {
+  actions: PurgeAction[];
+  warnings: Warning[];
+  orphanDirs: string[];
+  forgottenTombstones: number;
+  dryRun: boolean;
+}
+
+export interface EndedEvent {
+  id: string;
+  reason: string;
+}
+
+export interface RevokedEvent {
+  id: string;
+  kind: LinkKind;
+}
+
+export class SessionManager extends EventEmitter {
+  private readonly now: () => number;
+  private readonly starting = new Map<string, Promise<SessionRow>>();
+  private readonly stops = new Map<string, Promise<void>>();
+  private readonly watchers = new Map<string, () => void>();
+  private readonly hadViewer = new Set<string>();
+  private readonly oneShotTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(private readonly deps: ManagerDeps) {
+    super();
+    this.now = deps.now ?? Date.now;
+  }
+
+  get config(): Config {
+    return this.deps.config;
+  }
+
+  /** Validates, admits (atomically, in one immediate transaction), launches. */
+  async create(raw: unknown): Promise<SessionRow> {
+    const { config, rows, catalog, load, log } = this.deps;
+    const request = validateCreateRequest(raw, (name) => catalog.get(name), config.limits, { oneShot: config.sessions.oneShotDefault, gpuMachines: config.gpu.machines });
+    const id = newSessionId();
+    // Host folders and boot scripts are resolved before anything is created:
+    // a folder outside the roots is the request's problem, not a half-made session.
+    const values = { user: request.user, sessionId: id, machine: request.machine.name };
+    const shares = resolveShares([...config.guest.shares, ...request.machine.shares], config.guest.shareRoots, values);
+    const scripts = resolveScripts([...config.guest.bootScripts, ...request.machine.bootScripts.scripts], { machine: request.machine.name, user: request.user, groups: [] }, values, request.script);
+    const now = this.now();
+    const token = newToken();
+    const viewToken = newToken();
+    const row: SessionRow = {
+      id, token, tokenHash: hashToken(token), viewToken, viewTokenHash: hashToken(viewToken),
+      owner: request.user, machine: request.machine.name, cpus: request.cpus, memoryMiB: request.memoryMiB,
+      createdAt: now, expiresAt: now + request.lifetimeS * 1000, state: 'starting', handle: null,
+      runDir: path.join(config.runDir, id), updatedAt: now, viewers: 0,
+      oneShot: request.oneShot, email: request.email, warnedBeforeS: null, gpus: request.gpus,
+      idleSince: now, balloonTargetMiB: null,
+    };
+    const usableGpus = request.gpus > 0 ? (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable) : [];
+    let claimed: GpuDevice[] = [];
+    // Check and reserve in one transaction: concurrent requests (from this
+    // process or qwdctl) cannot together exceed a limit.
+    rows.db.transaction(() => {
+      const taken = new Set(rows.gpuClaims().map((c) => c.address));
+      const free = usableGpus.filter((g) => !taken.has(g.address));
+      const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
+      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: load.current(), gpusFree: free.length });
+      if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
+      rows.insert(row);
+      claimed = free.slice(0, request.gpus);
+      for (const gpu of claimed) rows.claimGpu(gpu.address, id, gpu.functions.map((f) => f.address), now);
+    }).immediate();
+    rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address) }, now);
+    log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
+
+    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)) });
+    this.starting.set(id, launch);
+    try {
+      return await launch;
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus'>): Promise<SessionRow> {
+    const { launcher, rows, log } = this.deps;
+    let handle: VmHandle;
+    try {
+      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, ...guest });
+    } catch (err) {
+      log.error({ sessionId: row.id, err }, 'launch failed');
+      const current = rows.byId(row.id);
+      if (current?.state === 'starting') this.transition(current, 'launch-failed');
+      await this.postStop({ ...row, state: 'failed' }, 'failed to start');
+      throw err;
+    }
+    const current = rows.byId(row.id);
+    if (!current || current.state !== 'starting') {
+      // Stopped while starting: finish the stop now that there is a VM to stop.
+      await launcher.stop(handle);
+      await this.postStop({ ...row, handle, state: 'stopping' }, 'stopped');
+      throw new QwdError('QWD_SESSION_ENDED', `session ${row.id} was stopped while starting`, { userMessage: 'This desktop was stopped while it was starting.' });
+    }
+    const running: SessionRow = { ...current, handle, state: this.transition(current, 'launched', { handle }) };
+    this.watch(running);
+    log.info({ sessionId: row.id, pid: handle.pid }, 'session running');
+    return running;
+  }
+
+  private transition(row: SessionRow, event: SessionEvent, changes: { handle?: VmHandle } = {}) {
+    const next = nextState(row.state, event);
+    if (!next) throw new QwdError('QWD_INTERNAL', `session ${row.id}: no transition from ${row.state} on ${event}`);
+    this.deps.rows.update(row.id, { state: next, ...changes }, this.now());
+    return next;
+  }
+
+  private watch(row: SessionRow): void {
+    const handle = row.handle as VmHandle;
+    this.watchers.get(row.id)?.();
+    const unsubscribe = this.deps.launcher.watchExit(handle, (info) => {
+      this.watchers.delete(row.id);
+      if (this.stops.has(row.id)) return; // a stop in progress does its own cleanup
+      const current = this.deps.rows.byId(row.id);
+      if (!current) return;
+      const reason = info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly';
+      this.deps.log.warn({ sessionId: row.id, ...info }, 'qemu exited on its own');
+      this.runStop(current.id, () => this.postStop(current, reason)).catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
+    });
+    this.watchers.set(row.id, unsubscribe);
+  }
+
+  /** Reserved resources of sessions that hold them (starting, running, stopping). */
+  reserved(user: string, machine: string): Reserved {
+    const all = this.deps.rows.all().filter((r) => r.state === 'starting' || r.state === 'running' || r.state === 'stopping');
+    const mine = all.filter((r) => r.owner === user);
+    const sum = (rows: SessionRow[], f: (r: SessionRow) => number) => rows.reduce((n, r) => n + f(r), 0);
+    return {
+      sessions: all.length,
+      cpus: sum(all, (r) => r.cpus),
+      memoryMiB: sum(all, (r) => r.memoryMiB),
+      sessionsOfUser: mine.length,
+      cpusOfUser: sum(mine, (r) => r.cpus),
+      memoryMiBOfUser: sum(mine, (r) => r.memoryMiB),
+      gpusOfUser: sum(mine, (r) => r.gpus),
+      sessionsOfMachine: all.filter((r) => r.machine === machine).length,
+    };
+  }
+
+  /** What one more desktop could get right now (the form shows it). */
+  availability() {
+    const r = this.reserved('', '');
+    const taken = new Set(this.deps.rows.gpuClaims().map((c) => c.address));
+    const gpusFree = (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable && !taken.has(g.address)).length;
+    return availability(r, this.deps.config.limits, this.deps.load.current(), gpusFree);
+  }
+
+  /** GPUs with who holds them, for qwdctl gpu list and the form. */
+  gpuStatus(): Array<GpuDevice & { heldBy: string | null }> {
+    const claims = new Map(this.deps.rows.gpuClaims().map((c) => [c.address, c.sessionId]));
+    return (this.deps.discoverGpus?.() ?? []).map((g) => ({ ...g, heldBy: claims.get(g.address) ?? null }));
+  }
+
+  lookupToken(token: unknown): TokenLookup {
+    if (!isWellFormedToken(token)) return { kind: 'unknown' };
+    const hash = hashToken(token);
+    const found = this.deps.rows.byTokenHash(hash);
+    if (found && tokensEqual(found.kind === 'control' ? found.row.token : found.row.viewToken, token)) {
+      const row = found.row;
+      if (row.state === 'stopping' || row.expiresAt <= this.now()) return { kind: 'ended', ended: { sessionId: row.id, endedAt: this.now(), reason: row.state === 'stopping' ? 'stopping' : 'expired' } };
+      return { kind: 'live', row, access: found.kind };
+    }
+    const ended = this.deps.rows.ended(hash);
+    return ended ? { kind: 'ended', ended } : { kind: 'unknown' };
+  }
+
+  get(id: string): SessionRow | undefined {
+    return this.deps.rows.byId(id);
+  }
+
+  list(): SessionRow[] {
+    return this.deps.rows.all();
+  }
+
+  vncAddress(row: SessionRow) {
+    return this.deps.launcher.vncAddress(row.handle as VmHandle);
+  }
+
+  /**
+   * Records how many viewers the bridge has for a session (for status pages
+   * and qwdctl). A one-shot session ends when its last viewer has been gone for
+   * sessions.oneShotGraceS (a page reload does not end it).
+   */
+  recordViewers(id: string, viewers: number): void {
+    const row = this.deps.rows.byId(id);
+    if (!row) return;
+    this.deps.rows.setViewers(id, viewers, this.now());
+    // Somebody is back on a guest whose memory was taken for idleness: give it back.
+    if (viewers > 0 && row.balloonTargetMiB !== null && row.balloonTargetMiB < row.memoryMiB && row.state === 'running') {
+      this.setBalloon(id, row.memoryMiB).catch((err) => this.deps.log.warn({ sessionId: id, err: (err as Error).message }, 'balloon restore failed'));
+    }
+    if (!row.oneShot) return;
+    if (viewers > 0) {
+      this.hadViewer.add(id);
+      clearTimeout(this.oneShotTimers.get(id));
+      this.oneShotTimers.delete(id);
+      return;
+    }
+    if (!this.hadViewer.has(id) || this.oneShotTimers.has(id)) return;
+    const timer = setTimeout(() => {
+      this.oneShotTimers.delete(id);
+      const current = this.deps.rows.byId(id);
+      if (current && current.viewers === 0) {
+        this.stop(id, 'one-shot desktop: its last viewer left').catch((err) => this.deps.log.error({ err, sessionId: id }, 'one-shot stop failed'));
+      }
+    }, this.deps.config.sessions.oneShotGraceS * 1000);
+    timer.unref();
+    this.oneShotTimers.set(id, timer);
+  }
+
+  /** The guest's current memory as the balloon driver reports it (QMP query-balloon). */
+  async balloonInfo(id: string): Promise<{ actualMiB: number; targetMiB: number | null; memoryMiB: number }> {
+    const row = this.requireRunning(id);
+    const info = await this.deps.launcher.qmp<{ actual: number }>(row.handle as VmHandle, 'query-balloon');
+    return { actualMiB: Math.round(info.actual / 1048576), targetMiB: row.balloonTargetMiB, memoryMiB: row.memoryMiB };
+  }
+
+  /** Asks the guest's balloon driver to give memory back (or take it again), QMP balloon. */
+  async setBalloon(id: string, targetMiB: number): Promise<void> {
+    const row = this.requireRunning(id);
+    if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) throw new ValidationError(`balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${JSON.stringify(targetMiB)}`);
+    await this.deps.launcher.qmp(row.handle as VmHandle, 'balloon', { value: targetMiB * 1048576 });
+    this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
+    this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now());
+  }
+
+  private requireRunning(id: string): SessionRow {
+    const row = this.deps.rows.byId(id);
+    if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
+    if (row.state !== 'running' || !row.handle) throw new QwdError('QWD_SESSION_ENDED', `session ${id} is ${row.state}`, { userMessage: 'This desktop is not running.' });
+    return row;
+  }
+
+  /** Revokes a link: a new token replaces it and its open viewers are disconnected. */
+  revokeLink(id: string, kind: LinkKind): SessionRow {
+    const row = this.deps.rows.byId(id);
+    if (!row || !isLive(row.state)) throw new QwdError('QWD_SESSION_ENDED', `session ${id} has ended`, { userMessage: 'This desktop has ended.' });
+    const token = newToken();
+    const now = this.now();
+    this.deps.rows.rotateToken(row, kind, token, hashToken(token), now);
+    this.deps.rows.audit(id, 'link-revoked', { kind }, now);
+    this.emit('revoked', { id, kind } satisfies RevokedEvent);
+    return this.deps.rows.byId(id)!;
+  }
+
+  /**
+   * Adds time to a running session, never beyond limits.maxLifetimeS counted
+   * from its creation. Returns the new end time.
+   */
+  extend(id: string, byS: number): SessionRow {
+    const { rows, config } = this.deps;
+    if (!Number.isInteger(byS) || byS <= 0) throw new ValidationError(`extension must be a positive whole number of seconds, got ${JSON.stringify(byS)}`);
+    const row = rows.byId(id);
+    if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
+    const now = this.now();
+    if (row.state !== 'running' || row.expiresAt <= now) throw new QwdError('QWD_SESSION_ENDED', `session ${id} is ${row.state}`, { userMessage: 'This desktop has ended and cannot be extended.' });
+    const ceiling = row.createdAt + config.limits.maxLifetimeS * 1000;
+    if (row.expiresAt >= ceiling) {
+      throw new AdmissionError('QWD_ADMISSION_LIMIT', `This desktop already runs until its maximum life-time (${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`, { limit: 'maxLifetimeS' });
+    }
+    const expiresAt = Math.min(row.expiresAt + byS * 1000, ceiling);
+    rows.update(id, { expiresAt }, now);
+    rows.audit(id, 'extended', { byS, expiresAt }, now);
+    this.deps.log.info({ sessionId: id, expiresAt, capped: expiresAt === ceiling }, 'session extended');
+    return { ...row, expiresAt };
+  }
+
+  /** Stops a session and releases everything it holds. Twice is a no-op. */
+  stop(id: string, reason = 'stopped'): Promise<void> {
+    return this.runStop(id, async () => {
+      const row = this.deps.rows.byId(id);
+      if (!row) return;
+      const starting = this.starting.get(id);
+      if (row.state === 'starting') {
+        this.transition(row, 'stop-requested');
+        this.emit('ending', { id, reason } satisfies EndedEvent);
+        if (starting) {
+          await starting.catch(() => {}); // launch() sees 'stopping', stops the VM and cleans up
+          return;
+        }
+        await this.postStop(row, reason); // started by another process that is gone
+        return;
+      }
+      if (row.state === 'running') this.transition(row, 'stop-requested');
+      this.emit('ending', { id, reason } satisfies EndedEvent);
+      this.watchers.get(id)?.();
+      this.watchers.delete(id);
+      if (row.handle) {
+        const outcome = await this.deps.launcher.stop(row.handle as VmHandle);
+        this.deps.log.info({ sessionId: id, outcome }, 'qemu stopped');
+      }
+      await this.postStop(row, reason);
+    });
+  }
+
+  private runStop(id: string, work: () => Promise<void>): Promise<void> {
+    const existing = this.stops.get(id);
+    if (existing) return existing;
+    const promise = work().finally(() => this.stops.delete(id));
+    this.stops.set(id, promise);
+    return promise;
+  }
+
+  /** Always runs after a VM is gone: run dir (sockets, overlay, logs), row, viewers. */
+  private async postStop(row: SessionRow, reason: string): Promise<void> {
+    this.watchers.get(row.id)?.();
+    this.watchers.delete(row.id);
+    clearTimeout(this.oneShotTimers.get(row.id));
+    this.oneShotTimers.delete(row.id);
+    this.hadViewer.delete(row.id);
+    try {
+      await this.deps.launcher.cleanup(row.handle as VmHandle | null, row.runDir);
+    } finally {
+      const now = this.now();
+      this.deps.rows.remove(row, reason, now);
+      this.deps.rows.audit(row.id, 'ended', { reason }, now);
+      this.deps.log.info({ sessionId: row.id, reason }, 'session ended');
+      this.emit('ended', { id: row.id, reason } satisfies EndedEvent);
+    }
+  }
+
+  /** After a broker restart: adopt VMs that still run, clean up the rest. */
+  async reconcile(): Promise<{ adopted: string[]; cleaned: string[] }> {
+    this.deps.rows.resetViewers();
+    const adopted: string[] = [];
+    const cleaned: string[] = [];
+    for (const row of this.deps.rows.all()) {
+      if (this.starting.has(row.id) || this.stops.has(row.id)) continue;
+      const alive = row.handle !== null && this.deps.launcher.isAlive(row.handle as VmHandle);
+      if (row.state === 'running' && alive) {
+        this.watch(row);
+        adopted.push(row.id);
+        continue;
+      }
+      if (row.state === 'starting' && this.now() - row.updatedAt < this.deps.config.qemu.readyTimeoutMs * 2) continue; // maybe qwdctl is starting it
+      if (alive) await this.stop(row.id, 'reconciled after restart');
+      else await this.runStop(row.id, () => this.postStop(row, 'the virtual machine ended while the service was down'));
+      cleaned.push(row.id);
+    }
+    this.deps.log.info({ adopted, cleaned }, 'sessions reconciled');
+    return { adopted, cleaned };
+  }
+
+  /** What the cron job does: expired → stop; dead → clean up; orphan run dirs → delete. */
+  async purge(opts: { dryRun?: boolean } = {}): Promise<PurgeReport> {
+    const { rows, launcher, config, log } = this.deps;
+    const now = this.now();
+    const all = rows.all();
+    const candidates = all.map((r) => ({
+      id: r.id, state: r.state, expiresAt: r.expiresAt, updatedAt: r.updatedAt,
+      alive: r.handle !== null && launcher.isAlive(r.handle as VmHandle),
+      busy: this.starting.has(r.id) || this.stops.has(r.id),
+    }));
+    const actions = selectPurge(candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000);
+    let dirs: string[] = [];
+    try {
+      dirs = await fsp.readdir(config.runDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const orphanDirs = selectOrphanDirs(dirs, new Set(all.map((r) => r.id)));
+    const warnings = this.deps.mailer ? selectWarnings(all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS) : [];
+    if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
+    await this.sendWarnings(warnings, all);
+    await this.reclaimIdleMemory(all, actions, now);
+    // Sessions started by another process (qwdctl) are watched from now on, so
+    // their exit is noticed within a second rather than at the next purge.
+    for (const c of candidates) {
+      const row = all.find((r) => r.id === c.id)!;
+      if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) this.watch(row);
+    }
+    for (const action of actions) {
+      try {
+        if (action.action === 'stop') await this.stop(action.id, action.reason);
+        else {
+          const row = rows.byId(action.id);
+          if (row) {
+            if (row.handle && launcher.isAlive(row.handle as VmHandle)) await launcher.stop(row.handle as VmHandle);
+            await this.runStop(row.id, () => this.postStop(row, action.reason === 'vm-exited' ? 'the virtual machine stopped' : action.reason));
+          }
+        }
+      } catch (err) {
+        log.error({ err, sessionId: action.id }, 'purge action failed');
+      }
+    }
+    for (const dir of orphanDirs) {
+      // Re-check: a session may have been created since the listing.
+      if (rows.byId(dir)) continue;
+      await launcher.cleanup(null, path.join(config.runDir, dir));
+      log.info({ dir }, 'orphan run dir removed');
+    }
+    const releasedClaims = rows.releaseOrphanGpuClaims();
+    if (releasedClaims) log.warn({ releasedClaims }, 'GPU claims without a session released');
+    const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
+    if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
+    return { actions, warnings, orphanDirs, forgottenTombstones, dryRun: false };
+  }
+
+  /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS. */
+  private async reclaimIdleMemory(rows: SessionRow[], actions: PurgeAction[], now: number): Promise<void> {
+    const { idleAfterS, idleTargetPercent } = this.deps.config.balloon;
+    if (idleAfterS <= 0) return;
+    for (const row of rows) {
+      if (row.state !== 'running' || row.viewers > 0 || row.idleSince === null || actions.some((a) => a.id === row.id)) continue;
+      if (now - row.idleSince < idleAfterS * 1000) continue;
+      const target = Math.max(64, Math.floor((row.memoryMiB * idleTargetPercent) / 100));
+      if (row.balloonTargetMiB !== null && row.balloonTargetMiB <= target) continue;
+      try {
+        await this.setBalloon(row.id, target);
+        this.deps.log.info({ sessionId: row.id, targetMiB: target }, 'memory reclaimed from an idle guest');
+      } catch (err) {
+        this.deps.log.warn({ sessionId: row.id, err: (err as Error).message }, 'balloon reclaim failed');
+      }
+    }
+  }
+
+  private async sendWarnings(warnings: Warning[], rows: SessionRow[]): Promise<void> {
+    const { mailer, log, rows: store } = this.deps;
+    if (!mailer) return;
+    for (const w of warnings) {
+      const row = rows.find((r) => r.id === w.id)!;
+      const minutes = Math.max(1, Math.round(w.remainingS / 60));
+      const link = this.deps.baseUrl ? `${this.deps.baseUrl}/s/${row.token}` : null;
+      try {
+        await mailer.send({
+          to: row.email!,
+          subject: `Your desktop ${row.machine} ends in ${minutes} minute${minutes === 1 ? '' : 's'}`,
+          text: [
+            `Hello ${row.owner},`,
+            '',
+            `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} minute${minutes === 1 ? '' : 's'}).`,
+            'Save your work before then: the virtual machine and its disk are deleted at the end.',
+            link ? `You can extend it (up to the maximum life-time) from its page: ${link}` : '',
+            '',
+            '-- qemu-web-desktop',
+          ].filter((l) => l !== null).join('\n'),
+        });
+        store.setWarned(row.id, w.beforeS);
+        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, this.now());
+        log.info({ sessionId: row.id, beforeS: w.beforeS }, 'life-time warning mailed');
+      } catch (err) {
+        // Not recorded as sent: the next purge run tries again.
+        log.warn({ sessionId: row.id, err: (err as Error).message }, 'life-time warning not sent');
+      }
+    }
+  }
+
+  /** Stops watching (the VMs keep running and are adopted by the next start). */
+  detach(): void {
+    for (const unsubscribe of this.watchers.values()) unsubscribe();
+    this.watchers.clear();
+    for (const timer of this.oneShotTimers.values()) clearTimeout(timer);
+    this.oneShotTimers.clear();
+  }
+
+  liveCount(): number {
+    return this.deps.rows.all().filter((r) => isLive(r.state)).length;
+  }
+}

@@ -1,0 +1,113 @@
+// The SQLite store (better-sqlite3, WAL) under the state dir, shared by the
+// broker and qwdctl. Holds session rows, tombstones of ended sessions, web
+// sessions and an audit log. Schema migrations are numbered and run once.
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export type Db = Database.Database;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE sessions (
+     id TEXT PRIMARY KEY,
+     token TEXT NOT NULL UNIQUE,
+     token_hash TEXT NOT NULL UNIQUE,
+     view_token TEXT NOT NULL UNIQUE,
+     view_token_hash TEXT NOT NULL UNIQUE,
+     owner TEXT NOT NULL,
+     machine TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     handle TEXT,
+     run_dir TEXT NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX sessions_owner ON sessions(owner);
+   CREATE TABLE ended_sessions (
+     token_hash TEXT PRIMARY KEY,
+     session_id TEXT NOT NULL,
+     ended_at INTEGER NOT NULL,
+     reason TEXT NOT NULL
+   );
+   CREATE TABLE events (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     at INTEGER NOT NULL,
+     session_id TEXT,
+     kind TEXT NOT NULL,
+     detail TEXT
+   );
+   CREATE TABLE web_sessions (
+     sid TEXT PRIMARY KEY,
+     data TEXT NOT NULL,
+     expires_at INTEGER NOT NULL
+   );`,
+  // 2: live viewer counts, written by the broker's bridge, read by qwdctl status.
+  `ALTER TABLE sessions ADD COLUMN viewers INTEGER NOT NULL DEFAULT 0;`,
+  // 3: one-shot sessions, the owner's e-mail for warnings, the last warning sent.
+  `ALTER TABLE sessions ADD COLUMN one_shot INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE sessions ADD COLUMN email TEXT;
+   ALTER TABLE sessions ADD COLUMN warned_before_s INTEGER;`,
+  // 4: GPUs. One row per claimed PCI function group (keyed by the GPU's
+  // address): the primary key makes a double claim impossible.
+  `ALTER TABLE sessions ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE gpu_claims (
+     address TEXT PRIMARY KEY,
+     session_id TEXT NOT NULL,
+     functions TEXT NOT NULL,
+     claimed_at INTEGER NOT NULL
+   );
+   CREATE INDEX gpu_claims_session ON gpu_claims(session_id);`,
+  // 5: balloon bookkeeping: since when nobody watches, and the target set.
+  `ALTER TABLE sessions ADD COLUMN idle_since INTEGER;
+   ALTER TABLE sessions ADD COLUMN balloon_target_mib INTEGER;`,
+  // 6: authentication: local accounts (scrypt hashes), e-mail login tokens and API tokens (SHA-256 only).
+  `CREATE TABLE users (
+     name TEXT PRIMARY KEY,
+     hash TEXT NOT NULL,
+     email TEXT,
+     admin INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   CREATE TABLE email_tokens (
+     hash TEXT PRIMARY KEY,
+     email TEXT NOT NULL,
+     expires_at INTEGER NOT NULL,
+     used_at INTEGER
+   );
+   CREATE TABLE api_tokens (
+     id TEXT PRIMARY KEY,
+     hash TEXT NOT NULL UNIQUE,
+     user TEXT NOT NULL,
+     admin INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL,
+     last_used_at INTEGER
+   );`,
+];
+
+export function openDb(stateDir: string): Db {
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const db = new Database(path.join(stateDir, 'qwd.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+  const row = db.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
+  let version = row?.version ?? 0;
+  if (!row) db.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
+  while (version < MIGRATIONS.length) {
+    const next = version + 1;
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.prepare('UPDATE schema_version SET version = ?').run(next);
+    }).immediate();
+    version = next;
+  }
+}

@@ -1,0 +1,173 @@
+// Row access for sessions and their tombstones. Plain data in and out; only
+// the session manager calls the writers.
+import type { Db } from './db.js';
+
+export type SessionState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+export interface SessionRow {
+  id: string;
+  token: string;
+  tokenHash: string;
+  viewToken: string;
+  viewTokenHash: string;
+  owner: string;
+  machine: string;
+  cpus: number;
+  memoryMiB: number;
+  createdAt: number;
+  expiresAt: number;
+  state: SessionState;
+  /** The launcher's handle (JSON), null while starting. */
+  handle: unknown;
+  runDir: string;
+  updatedAt: number;
+  /** Viewers connected through the broker's bridge right now. */
+  viewers: number;
+  /** Ends when its last viewer leaves. */
+  oneShot: boolean;
+  /** Where life-time warnings are mailed, if anywhere. */
+  email: string | null;
+  /** The smallest "seconds before the end" warning already sent, or null. */
+  warnedBeforeS: number | null;
+  /** Number of GPUs asked for (their claims are in gpu_claims). */
+  gpus: number;
+  /** Since when no viewer is connected (null while someone is). */
+  idleSince: number | null;
+  /** The balloon target last set (MiB), null = never set (full memory). */
+  balloonTargetMiB: number | null;
+}
+
+export interface GpuClaim {
+  address: string;
+  sessionId: string;
+  /** PCI addresses passed to the VM (the GPU and its IOMMU group mates). */
+  functions: string[];
+  claimedAt: number;
+}
+
+export type LinkKind = 'control' | 'view';
+
+export interface EndedRow {
+  sessionId: string;
+  endedAt: number;
+  reason: string;
+}
+
+interface RawRow {
+  id: string; token: string; token_hash: string; view_token: string; view_token_hash: string;
+  owner: string; machine: string; cpus: number; memory_mib: number; created_at: number;
+  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number; one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null; balloon_target_mib: number | null;
+}
+
+function fromRaw(r: RawRow): SessionRow {
+  return {
+    id: r.id, token: r.token, tokenHash: r.token_hash, viewToken: r.view_token, viewTokenHash: r.view_token_hash,
+    owner: r.owner, machine: r.machine, cpus: r.cpus, memoryMiB: r.memory_mib, createdAt: r.created_at,
+    expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(r.handle) : null, runDir: r.run_dir, updatedAt: r.updated_at, viewers: r.viewers,
+    oneShot: r.one_shot === 1, email: r.email, warnedBeforeS: r.warned_before_s, gpus: r.gpus,
+    idleSince: r.idle_since, balloonTargetMiB: r.balloon_target_mib,
+  };
+}
+
+export class SessionRows {
+  constructor(readonly db: Db) {}
+
+  insert(row: SessionRow): void {
+    this.db.prepare(
+      `INSERT INTO sessions (id, token, token_hash, view_token, view_token_hash, owner, machine, cpus, memory_mib, created_at, expires_at, state, handle, run_dir, updated_at, one_shot, email, gpus, idle_since)
+       VALUES (@id, @token, @tokenHash, @viewToken, @viewTokenHash, @owner, @machine, @cpus, @memoryMiB, @createdAt, @expiresAt, @state, @handle, @runDir, @updatedAt, @oneShot, @email, @gpus, @createdAt)`,
+    ).run({ ...row, handle: row.handle === null ? null : JSON.stringify(row.handle), oneShot: row.oneShot ? 1 : 0 });
+  }
+
+  byId(id: string): SessionRow | undefined {
+    const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as RawRow | undefined;
+    return r && fromRaw(r);
+  }
+
+  byTokenHash(hash: string): { row: SessionRow; kind: LinkKind } | undefined {
+    const r = this.db.prepare('SELECT * FROM sessions WHERE token_hash = ? OR view_token_hash = ?').get(hash, hash) as RawRow | undefined;
+    return r && { row: fromRaw(r), kind: r.token_hash === hash ? 'control' : 'view' };
+  }
+
+  /** Replaces a link's token; the old one is tombstoned as revoked. */
+  rotateToken(row: SessionRow, kind: LinkKind, token: string, tokenHash: string, now: number): void {
+    this.db.transaction(() => {
+      const oldHash = kind === 'control' ? row.tokenHash : row.viewTokenHash;
+      if (kind === 'control') this.db.prepare('UPDATE sessions SET token = ?, token_hash = ?, updated_at = ? WHERE id = ?').run(token, tokenHash, now, row.id);
+      else this.db.prepare('UPDATE sessions SET view_token = ?, view_token_hash = ?, updated_at = ? WHERE id = ?').run(token, tokenHash, now, row.id);
+      this.db.prepare('INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)').run(oldHash, row.id, now, 'revoked');
+    })();
+  }
+
+  setWarned(id: string, beforeS: number): void {
+    this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
+  }
+
+  all(): SessionRow[] {
+    return (this.db.prepare('SELECT * FROM sessions ORDER BY created_at').all() as RawRow[]).map(fromRaw);
+  }
+
+  byOwner(owner: string): SessionRow[] {
+    return (this.db.prepare('SELECT * FROM sessions WHERE owner = ? ORDER BY created_at').all(owner) as RawRow[]).map(fromRaw);
+  }
+
+  update(id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number): void {
+    const sets: string[] = ['updated_at = @now'];
+    const params: Record<string, unknown> = { id, now };
+    if (changes.state !== undefined) { sets.push('state = @state'); params.state = changes.state; }
+    if (changes.handle !== undefined) { sets.push('handle = @handle'); params.handle = changes.handle === null ? null : JSON.stringify(changes.handle); }
+    if (changes.expiresAt !== undefined) { sets.push('expires_at = @expiresAt', 'warned_before_s = NULL'); params.expiresAt = changes.expiresAt; }
+    this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
+  }
+
+  setViewers(id: string, viewers: number, now: number): void {
+    // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
+    this.db.prepare('UPDATE sessions SET viewers = ?, idle_since = CASE WHEN ? > 0 THEN NULL ELSE COALESCE(idle_since, ?) END WHERE id = ?').run(viewers, viewers, now, id);
+  }
+
+  setBalloonTarget(id: string, targetMiB: number | null): void {
+    this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
+  }
+
+  /** After a broker restart nobody is connected: the counts start again from zero. */
+  resetViewers(): void {
+    this.db.prepare('UPDATE sessions SET viewers = 0, idle_since = COALESCE(idle_since, ?) WHERE viewers != 0').run(Date.now());
+  }
+
+  claimGpu(address: string, sessionId: string, functions: string[], now: number): void {
+    this.db.prepare('INSERT INTO gpu_claims (address, session_id, functions, claimed_at) VALUES (?, ?, ?, ?)').run(address, sessionId, JSON.stringify(functions), now);
+  }
+
+  gpuClaims(): GpuClaim[] {
+    return (this.db.prepare('SELECT address, session_id, functions, claimed_at FROM gpu_claims ORDER BY address').all() as Array<{ address: string; session_id: string; functions: string; claimed_at: number }>).map((r) => ({ address: r.address, sessionId: r.session_id, functions: JSON.parse(r.functions), claimedAt: r.claimed_at }));
+  }
+
+  /** Claims whose session row is gone (a crash between steps): released. */
+  releaseOrphanGpuClaims(): number {
+    return this.db.prepare('DELETE FROM gpu_claims WHERE session_id NOT IN (SELECT id FROM sessions)').run().changes;
+  }
+
+  /** Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason. */
+  remove(row: SessionRow, reason: string, now: number): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
+      this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
+      const tomb = this.db.prepare('INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)');
+      tomb.run(row.tokenHash, row.id, now, reason);
+      tomb.run(row.viewTokenHash, row.id, now, reason);
+    })();
+  }
+
+  ended(tokenHash: string): EndedRow | undefined {
+    const r = this.db.prepare('SELECT session_id, ended_at, reason FROM ended_sessions WHERE token_hash = ?').get(tokenHash) as { session_id: string; ended_at: number; reason: string } | undefined;
+    return r && { sessionId: r.session_id, endedAt: r.ended_at, reason: r.reason };
+  }
+
+  forgetEndedBefore(cutoff: number): number {
+    return this.db.prepare('DELETE FROM ended_sessions WHERE ended_at < ?').run(cutoff).changes;
+  }
+
+  audit(sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number): void {
+    this.db.prepare('INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)').run(now, sessionId, kind, detail ? JSON.stringify(detail) : null);
+  }
+}

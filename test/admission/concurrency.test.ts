@@ -1,0 +1,134 @@
+// Admission under concurrency, on real QEMU: requests racing for the last
+// places or the last GPU never together exceed a limit, and refusals leave
+// nothing behind.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { api, startTestBroker } from '../helpers/broker.js';
+import { makeSetup, pidsMentioning, requireQemu, tempDir, waitFor } from '../helpers/env.js';
+import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
+import type { VmHandle } from '../../src/launcher/types.js';
+import type { Broker } from '../../src/main.js';
+
+test.before(() => requireQemu());
+
+const runDirs = (stateDir: string) => {
+  const dir = path.join(stateDir, 'sessions');
+  return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+};
+
+test('50 concurrent creates against a cap of 10: exactly 10 run, 40 are refused, no orphans', async (t) => {
+  t.timeout(180_000);
+  const setup = makeSetup(t, { limits: { maxSessions: 10, maxSessionsPerUser: 50, cpuOvercommit: 64, maxCpusPerUser: 100 } });
+  const broker = await startTestBroker(t, setup.config);
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) => api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: `user${i}`, memoryMiB: 64, lifetimeS: 600 })));
+  const created = results.filter((r) => r.status === 201);
+  const refused = results.filter((r) => r.status === 503);
+  t.is(created.length, 10);
+  t.is(refused.length, 40);
+  for (const r of refused) t.regex(r.json.error.message, /maximum of 10 desktops/);
+  t.is(broker.services.rows.all().length, 10);
+  t.is(pidsMentioning(setup.stateDir).length, 10);
+  t.is(runDirs(setup.stateDir).length, 10);
+  await Promise.all(created.map((r) => api(broker, 'DELETE', `/api/v1/sessions/${r.json.token}`)));
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+  t.deepEqual(runDirs(setup.stateDir), []);
+});
+
+/** Claim intervals from the audit log: no GPU address is ever held by two sessions at once. */
+function assertNoDoubleClaim(t: import('ava').ExecutionContext, broker: Broker) {
+  const events = broker.services.db.prepare("SELECT id, session_id, kind, detail FROM events WHERE kind IN ('created', 'ended') ORDER BY id").all() as Array<{ session_id: string; kind: string; detail: string }>;
+  const holder = new Map<string, string>();
+  let claimsSeen = 0;
+  for (const e of events) {
+    const detail = JSON.parse(e.detail ?? '{}');
+    if (e.kind === 'created') {
+      for (const address of detail.gpus ?? []) {
+        t.false(holder.has(address), `${address} claimed by ${e.session_id} while held by ${holder.get(address)}`);
+        holder.set(address, e.session_id);
+        claimsSeen++;
+      }
+    } else {
+      for (const [address, id] of holder) if (id === e.session_id) holder.delete(address);
+    }
+  }
+  return claimsSeen;
+}
+
+test('concurrent GPU requests never claim the same GPU, and every claim is released', async (t) => {
+  // Fixture GPUs (no real device here): QEMU refuses them at start, which is
+  // the "failed launch" stop path; what is tested is the claim bookkeeping.
+  const sysfs = makeSysfs(tempDir(t), [GPU('0000:01:00.0', '1'), AUDIO('0000:01:00.1', '1'), GPU('0000:02:00.0', '2')]);
+  const setup = makeSetup(t, { gpu: { sysfsRoot: sysfs }, limits: { maxSessions: 20, maxSessionsPerUser: 20, cpuOvercommit: 64, maxCpusPerUser: 100 } });
+  const broker = await startTestBroker(t, setup.config);
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: `g${i}`, gpus: 1, memoryMiB: 64 })));
+  const noGpu = results.filter((r) => r.status === 503);
+  const launched = results.filter((r) => r.status === 500);
+  t.is(noGpu.length + launched.length, 10, JSON.stringify(results.map((r) => r.status)));
+  t.true(launched.length >= 2, 'both GPUs were claimed at least once');
+  for (const r of noGpu) t.regex(r.json.error.message, /No GPU is free right now/);
+  const claims = assertNoDoubleClaim(t, broker);
+  t.is(claims, launched.length);
+  t.deepEqual(broker.services.rows.gpuClaims(), [], 'failed launches release their claims');
+  t.deepEqual(broker.services.rows.all(), []);
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+  t.deepEqual(runDirs(setup.stateDir), []);
+  // The QEMU error names the device it could not open.
+  const log = broker.services.db.prepare("SELECT COUNT(*) AS n FROM events WHERE kind = 'ended' AND detail LIKE '%failed to start%'").get() as { n: number };
+  t.is(log.n, launched.length);
+});
+
+test('a GPU request for a machine not allowed a GPU, or with no usable GPU, is refused clearly', async (t) => {
+  const sysfs = makeSysfs(tempDir(t), [GPU('0000:01:00.0', '1', 'nouveau')]);
+  const setup = makeSetup(t, { gpu: { sysfsRoot: sysfs } });
+  const broker = await startTestBroker(t, setup.config);
+  const none = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'a', gpus: 1 });
+  t.is(none.status, 503);
+  t.regex(none.json.error.message, /No GPU is free/);
+  const tooMany = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'a', gpus: 2 });
+  t.is(tooMany.status, 400);
+  t.regex(tooMany.json.error.message, /gpus must be a whole number from 0 to 1/);
+  const setup2 = makeSetup(t, { gpu: { sysfsRoot: sysfs, machines: ['other'] } });
+  const broker2 = await startTestBroker(t, setup2.config);
+  const notAllowed = await api(broker2, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'a', gpus: 1 });
+  t.is(notAllowed.status, 400);
+  t.regex(notAllowed.json.error.message, /cannot have a GPU/);
+  t.deepEqual(broker.services.rows.all(), []);
+});
+
+/** A running session (no real GPU here) holding a claim recorded exactly as create() records it. */
+async function sessionHoldingClaim(broker: Broker, lifetimeS = 600) {
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: `c${Math.random().toString(16).slice(2, 8)}`, lifetimeS });
+  broker.services.rows.claimGpu('0000:01:00.0', json.id, ['0000:01:00.0', '0000:01:00.1'], Date.now());
+  return json as { id: string; token: string };
+}
+
+test('GPU claims are released on stop, expiry and SIGKILL of qemu', async (t) => {
+  const setup = makeSetup(t, { purge: { schedule: '* * * * * *' } });
+  const broker = await startTestBroker(t, setup.config);
+  const stopped = await sessionHoldingClaim(broker);
+  t.is(broker.services.rows.gpuClaims().length, 1);
+  await api(broker, 'DELETE', `/api/v1/sessions/${stopped.token}`);
+  t.deepEqual(broker.services.rows.gpuClaims(), [], 'stop');
+
+  await sessionHoldingClaim(broker, 1);
+  await waitFor('expiry', () => broker.services.rows.gpuClaims().length === 0, 10000);
+  t.pass('expiry');
+
+  const killed = await sessionHoldingClaim(broker);
+  process.kill((broker.services.manager.get(killed.id)!.handle as VmHandle).pid, 'SIGKILL');
+  await waitFor('crash cleanup', () => broker.services.rows.gpuClaims().length === 0, 10000);
+  t.is(broker.services.rows.byId(killed.id), undefined);
+});
+
+test('GPU claims of a VM that died while the broker was down are released at start', async (t) => {
+  const setup = makeSetup(t);
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const held = await sessionHoldingClaim(first);
+  const pid = (first.services.manager.get(held.id)!.handle as VmHandle).pid;
+  await first.close();
+  process.kill(pid, 'SIGKILL');
+  await waitFor('qemu to die', () => pidsMentioning(`qwd-${held.id}`).length === 0);
+  const second = await startTestBroker(t, setup.config);
+  t.deepEqual(second.services.rows.gpuClaims(), []);
+});

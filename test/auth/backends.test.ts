@@ -1,0 +1,151 @@
+// The password backends against real servers started by the tests: OpenLDAP
+// slapd (StartTLS, LDAPS, search-then-bind, direct bind, admin group) and
+// Dovecot (IMAP, SMTP submission AUTH) — directly and through the login form.
+import test from 'ava';
+import { ldapBackend } from '../../src/auth/backends/ldap.js';
+import { imapBackend } from '../../src/auth/backends/imap.js';
+import { smtpBackend } from '../../src/auth/backends/smtp.js';
+import { escapeDnValue, escapeFilterValue } from '../../src/auth/escape.js';
+import type { LdapBackendConfig } from '../../src/auth/config.js';
+import { startSlapd, type LdapServer } from '../helpers/slapd.js';
+import { startDovecot } from '../helpers/dovecot.js';
+import { makeSetup, requireQemu } from '../helpers/env.js';
+import { startTestBroker } from '../helpers/broker.js';
+import { WebClient } from '../helpers/web-client.js';
+import { closedPort } from '../helpers/peer-process.js';
+
+const USERS = [
+  { uid: 'alice', password: 'alice-Secret-4711', cn: 'Alice Liddell', mail: 'alice@example.org' },
+  { uid: 'bob', password: 'bob-Secret-0815', cn: 'Bob Builder', mail: 'bob@example.org' },
+];
+const GROUPS = [{ cn: 'desktop-admins', members: ['alice'] }];
+
+function ldapConfig(server: LdapServer, over: Partial<LdapBackendConfig> = {}): LdapBackendConfig {
+  return {
+    type: 'ldap', name: 'ldap', url: server.url, startTls: true, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword,
+    baseDn: server.peopleDn, filter: '(uid={user})', userDnTemplate: null, userAttribute: 'uid', mailAttribute: 'mail',
+    adminGroupDn: `cn=desktop-admins,${server.groupsDn}`, timeoutMs: 3000, ...over,
+  };
+}
+
+test('escaping: filter values per RFC 4515, DN values per RFC 4514', (t) => {
+  t.is(escapeFilterValue('*)(uid=*'), '\\2a\\29\\28uid=\\2a');
+  t.is(escapeFilterValue('admin)(|(a=b'), 'admin\\29\\28|\\28a=b');
+  t.is(escapeFilterValue('back\\slash\u0000'), 'back\\5cslash\\00');
+  t.is(escapeFilterValue('é'), '\\c3\\a9');
+  t.is(escapeDnValue('o,brien+x'), 'o\\,brien\\+x');
+  t.is(escapeDnValue(' lead#'), '\\ lead#');
+  t.is(escapeDnValue('#hash'), '\\#hash');
+});
+
+test('LDAP search-then-bind over StartTLS: valid, wrong password, empty password, unknown user, group admin', async (t) => {
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const ldap = ldapBackend(ldapConfig(server));
+  const alice = await ldap.authenticate!('alice', USERS[0]!.password);
+  t.true(alice.ok);
+  if (alice.ok) {
+    t.is(alice.identity.user, 'alice');
+    t.is(alice.identity.email, 'alice@example.org');
+    t.true(alice.identity.admin, 'member of the admin group');
+  }
+  const bob = await ldap.authenticate!('bob', USERS[1]!.password);
+  t.true(bob.ok && !bob.identity.admin);
+  t.like(await ldap.authenticate!('alice', 'wrong-password'), { ok: false, reason: 'invalid' });
+  t.like(await ldap.authenticate!('alice', ''), { ok: false, reason: 'invalid' }, 'an empty password is never an anonymous bind');
+  t.like(await ldap.authenticate!('nobody', 'whatever-1'), { ok: false, reason: 'invalid' });
+});
+
+test('LDAP filter injection: crafted user names match nobody, even with a valid password', async (t) => {
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const ldap = ldapBackend(ldapConfig(server));
+  for (const name of ['*)(uid=*', 'admin)(|(a=b', '*', 'alice)(uid=bob', 'ali*']) {
+    t.like(await ldap.authenticate!(name, USERS[0]!.password), { ok: false, reason: 'invalid' }, name);
+  }
+  const direct = ldapBackend(ldapConfig(server, { userDnTemplate: `uid={user},${server.peopleDn}`, bindDn: null, bindPassword: null }));
+  t.like(await direct.authenticate!('alice,ou=people', USERS[0]!.password), { ok: false }, 'DN injection in a direct bind');
+});
+
+test('LDAP direct bind over LDAPS, and a server that is down', async (t) => {
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const direct = ldapBackend(ldapConfig(server, { url: server.ldapsUrl, startTls: false, bindDn: null, bindPassword: null, userDnTemplate: `uid={user},${server.peopleDn}` }));
+  const ok = await direct.authenticate!('bob', USERS[1]!.password);
+  t.true(ok.ok);
+  if (ok.ok) t.is(ok.identity.email, 'bob@example.org');
+  t.like(await direct.authenticate!('bob', 'nope-nope'), { ok: false, reason: 'invalid' });
+  const port = await closedPort();
+  const down = ldapBackend(ldapConfig(server, { url: `ldap://127.0.0.1:${port}` }));
+  t.like(await down.authenticate!('alice', USERS[0]!.password), { ok: false, reason: 'unavailable' });
+  await server.stop();
+  t.like(await direct.authenticate!('bob', USERS[1]!.password), { ok: false, reason: 'unavailable' });
+});
+
+test('LDAP through the login form: the admin group sees every desktop; an ordinary user only theirs', async (t) => {
+  requireQemu();
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const setup = makeSetup(t, { auth: { backends: [{ type: 'ldap', url: server.url, startTls: true, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword, baseDn: server.peopleDn, adminGroupDn: `cn=desktop-admins,${server.groupsDn}` }] } });
+  const broker = await startTestBroker(t, setup.config);
+  const login = async (user: string, password: string) => {
+    const b = new WebClient(broker.url);
+    await b.get('/login');
+    const res = await b.post('/login', { user, password });
+    await b.get('/');
+    return { b, res };
+  };
+  const { b: bob, res } = await login('bob', USERS[1]!.password);
+  t.is(res.status, 303);
+  const created = await bob.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true });
+  t.is(created.status, 201);
+  t.is(broker.services.manager.get(created.json.id)!.email, 'bob@example.org', 'mail from the directory');
+  const { b: alice } = await login('alice', USERS[0]!.password);
+  t.regex((await alice.get('/manage')).text, /All desktops[\s\S]*<td>bob<\/td>/);
+  const injected = await login('*)(uid=*', USERS[0]!.password);
+  t.is(injected.res.status, 401);
+  const empty = await login('alice', '');
+  t.is(empty.res.status, 401);
+});
+
+test('IMAP login: valid and invalid over STARTTLS and implicit TLS; server down', async (t) => {
+  const mail = await startDovecot(t, [{ user: 'carol', password: 'carol-Secret-1' }]);
+  const starttls = imapBackend({ type: 'imap', name: 'imap', host: '127.0.0.1', port: mail.imapPort, secure: false, caFile: mail.caFile, timeoutMs: 5000, emailDomain: 'example.org' });
+  const ok = await starttls.authenticate!('carol', 'carol-Secret-1');
+  t.true(ok.ok);
+  if (ok.ok) t.is(ok.identity.email, 'carol@example.org');
+  t.like(await starttls.authenticate!('carol', 'wrong-password'), { ok: false, reason: 'invalid' });
+  t.like(await starttls.authenticate!('mallory', 'carol-Secret-1'), { ok: false, reason: 'invalid' });
+  const implicit = imapBackend({ type: 'imap', name: 'imaps', host: '127.0.0.1', port: mail.imapsPort, secure: true, caFile: mail.caFile, timeoutMs: 5000, emailDomain: null });
+  t.true((await implicit.authenticate!('carol', 'carol-Secret-1')).ok);
+  const port = await closedPort();
+  const down = imapBackend({ type: 'imap', name: 'down', host: '127.0.0.1', port, secure: false, caFile: null, timeoutMs: 2000, emailDomain: null });
+  t.like(await down.authenticate!('carol', 'carol-Secret-1'), { ok: false, reason: 'unavailable' });
+});
+
+test('SMTP AUTH against Dovecot submission: valid, invalid, down', async (t) => {
+  const mail = await startDovecot(t, [{ user: 'dave', password: 'dave-Secret-2' }]);
+  const smtp = smtpBackend({ type: 'smtp', name: 'smtp', host: '127.0.0.1', port: mail.submissionPort, secure: false, caFile: mail.caFile, timeoutMs: 5000, emailDomain: 'example.org' });
+  t.true((await smtp.authenticate!('dave', 'dave-Secret-2')).ok);
+  t.like(await smtp.authenticate!('dave', 'wrong-password'), { ok: false, reason: 'invalid' });
+  const port = await closedPort();
+  const down = smtpBackend({ type: 'smtp', name: 'down', host: '127.0.0.1', port, secure: false, caFile: null, timeoutMs: 2000, emailDomain: null });
+  t.like(await down.authenticate!('dave', 'dave-Secret-2'), { ok: false, reason: 'unavailable' });
+});
+
+test('chained through the form: LDAP down, then IMAP accepts; a wrong password is "invalid"', async (t) => {
+  requireQemu();
+  const mail = await startDovecot(t, [{ user: 'erin', password: 'erin-Secret-3' }]);
+  const port = await closedPort();
+  const setup = makeSetup(t, { auth: { backends: [
+    { type: 'ldap', url: `ldap://127.0.0.1:${port}`, baseDn: 'dc=example,dc=org', timeoutMs: 1000 },
+    { type: 'imap', host: '127.0.0.1', port: mail.imapPort, secure: false, caFile: mail.caFile },
+  ] } });
+  const broker = await startTestBroker(t, setup.config);
+  const b = new WebClient(broker.url);
+  await b.get('/login');
+  t.is((await b.post('/login', { user: 'erin', password: 'erin-Secret-3' })).status, 303);
+  await b.get('/');
+  t.regex((await b.get('/')).text, /Desktop for <strong>erin<\/strong>/);
+  const c = new WebClient(broker.url);
+  await c.get('/login');
+  const wrong = await c.post('/login', { user: 'erin', password: 'not-it' });
+  t.is(wrong.status, 401);
+  t.regex(wrong.text, /Invalid user name or password/);
+});

@@ -1,0 +1,79 @@
+// Login by e-mail link, through a real SMTP server on loopback: the link
+// arrives, works once, and expires; other domains get nothing.
+import test from 'ava';
+import Database from 'better-sqlite3';
+import path from 'node:path';
+import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
+import { startTestBroker } from '../helpers/broker.js';
+import { startSmtpSink } from '../helpers/smtp.js';
+import { WebClient } from '../helpers/web-client.js';
+
+test.before(() => requireQemu());
+
+async function setupEmail(t: import('ava').ExecutionContext) {
+  const smtp = await startSmtpSink(t);
+  const setup = makeSetup(t, {
+    auth: { backends: [{ type: 'email', allowedDomains: ['example.org'], linkTtlS: 600 }], rateLimit: { maxFailures: 5, windowS: 60 } },
+    mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false, from: 'desktops@example.org' },
+  });
+  const broker = await startTestBroker(t, setup.config);
+  return { smtp, setup, broker };
+}
+
+const linkIn = (text: string) => /(http:\/\/[^\s]+\/login\/email\/[A-Za-z0-9_-]{43})/.exec(text)?.[1];
+
+test('the link arrives, logs in once, and cannot be used again', async (t) => {
+  const { smtp, broker } = await setupEmail(t);
+  const b = new WebClient(broker.url);
+  const page = await b.get('/login');
+  t.regex(page.text, /Send me a login link/);
+  t.notRegex(page.text, /type="password"/, 'no password form without a password backend');
+  const sent = await b.post('/login/email', { email: 'Ada@Example.org' });
+  t.is(sent.status, 200);
+  t.regex(sent.text, /a link is on its way/);
+  await waitFor('the login mail', () => smtp.mails.length === 1, 5000);
+  t.deepEqual(smtp.mails[0]!.to, ['ada@example.org']);
+  const link = linkIn(smtp.mails[0]!.text)!;
+  t.truthy(link);
+  const path_ = new URL(link).pathname;
+  const used = await b.get(path_);
+  t.is(used.status, 303);
+  await b.get('/');
+  t.regex((await b.get('/')).text, /Desktop for <strong>ada@example\.org<\/strong>/);
+  const again = await new WebClient(broker.url).get(path_);
+  t.is(again.status, 410);
+  t.regex(again.text, /expired or was already used/);
+});
+
+test('an expired link does not log in; other domains and garbage get clear refusals and no mail', async (t) => {
+  const { smtp, setup, broker } = await setupEmail(t);
+  const b = new WebClient(broker.url);
+  await b.get('/login');
+  await b.post('/login/email', { email: 'bob@example.org' });
+  await waitFor('the login mail', () => smtp.mails.length === 1, 5000);
+  const link = linkIn(smtp.mails[0]!.text)!;
+  // Let the clock pass the link's end (10 minutes) by moving its expiry into the past.
+  const db = new Database(path.join(setup.stateDir, 'qwd.sqlite'));
+  db.prepare('UPDATE email_tokens SET expires_at = ?').run(Date.now() - 1000);
+  db.close();
+  t.is((await b.get(new URL(link).pathname)).status, 410);
+  const other = await b.post('/login/email', { email: 'eve@evil.example' });
+  t.is(other.status, 400);
+  t.regex(other.text, /only sent to addresses at example\.org/);
+  const garbage = await b.post('/login/email', { email: 'not an address' });
+  t.is(garbage.status, 400);
+  t.is((await b.get('/login/email/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')).status, 410);
+  t.is(smtp.mails.length, 1);
+});
+
+test('requesting links is rate limited per address', async (t) => {
+  const { smtp, broker } = await setupEmail(t);
+  const b = new WebClient(broker.url);
+  await b.get('/login');
+  for (let i = 0; i < 5; i++) t.is((await b.post('/login/email', { email: 'flood@example.org' })).status, 200);
+  const limited = await b.post('/login/email', { email: 'flood@example.org' });
+  t.is(limited.status, 429);
+  t.regex(limited.text, /Too many login links requested\. Try again in \d+ s/);
+  await waitFor('five mails', () => smtp.mails.length === 5, 5000);
+  t.is(smtp.mails.length, 5);
+});

@@ -1,0 +1,290 @@
+// The real qwdctl, spawned as a separate process against a temp state dir and
+// real QEMU, next to a running broker that serves what the CLI starts.
+import test from 'ava';
+import { qwdctl } from '../helpers/cli.js';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
+import type { AddressInfo } from 'node:net';
+import { startTestBroker } from '../helpers/broker.js';
+import { ROOT, makeSetup, pidsMentioning, requireQemu, tempDir } from '../helpers/env.js';
+import { connectRfb } from '../helpers/rfb-client.js';
+
+test.before(() => requireQemu());
+
+
+test('start → status → url through the broker → extend → stop leaves nothing', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  // The CLI prints links for the broker that actually listens (port 0 in tests).
+  const c = ['--config', setup.configFile];
+  const started = await qwdctl([...c, 'sessions', 'start', 'blank', '--cpus', '2', '--memory', '256', '--lifetime', '30m', '--user', 'admin1', '--json']);
+  t.is(started.code, 0, started.stderr);
+  const session = JSON.parse(started.stdout);
+  t.regex(session.id, /^[0-9a-f]{12}$/);
+  t.is(session.state, 'running');
+  t.is(session.cpus, 2);
+  t.is(session.memoryMiB, 256);
+  t.true(session.remainingS > 1790 && session.remainingS <= 1800);
+  t.is(pidsMentioning(`qwd-${session.id}`).length, 1, 'the VM outlives the CLI process');
+
+  const status = await qwdctl([...c, 'status']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, new RegExp(`${session.id}\\s+admin1\\s+blank\\s+2\\s+256M\\s+running`));
+  t.true(status.stdout.split('\n').every((line) => line.length <= 80 || /^(qemu-web-desktop|host:)/.test(line)), 'table fits 80 columns');
+  const statusJson = JSON.parse((await qwdctl([...c, 'status', '--json'])).stdout);
+  t.is(statusJson.sessions.length, 1);
+  t.deepEqual(Object.keys(statusJson).sort(), ['accelerator', 'config', 'host', 'launcher', 'limits', 'machines', 'reserved', 'sessions', 'stateDir', 'version']);
+
+  const url = (await qwdctl([...c, 'sessions', 'url', session.id])).stdout.trim();
+  const token = url.split('/s/')[1]!;
+  const rfb = await connectRfb(`${broker.url.replace('http', 'ws')}/ws/${token}`);
+  t.is(rfb.name, `QEMU (qwd-${session.id})`);
+  t.is((await rfb.update(false)).length, 720 * 400 * 4);
+  const shown = JSON.parse((await qwdctl([...c, 'sessions', 'show', session.id, '--json'])).stdout);
+  t.is(shown.viewers, 1, 'viewer count recorded by the broker, seen by the CLI');
+  rfb.close();
+
+  const extended = await qwdctl([...c, 'sessions', 'extend', session.id.slice(0, 6), '--by', '1h', '--json']);
+  t.is(extended.code, 0, extended.stderr);
+  t.is(Date.parse(JSON.parse(extended.stdout).expiresAt), Date.parse(session.expiresAt) + 3600_000);
+  const capped = await qwdctl([...c, 'sessions', 'extend', session.id, '--by', '30d']);
+  t.is(capped.code, 0, 'extension is capped at the maximum life-time');
+  const again = await qwdctl([...c, 'sessions', 'extend', session.id, '--by', '1m']);
+  t.is(again.code, 4);
+  t.regex(again.stderr, /maximum life-time/);
+
+  const stopped = await qwdctl([...c, 'sessions', 'stop', session.id]);
+  t.is(stopped.code, 0, stopped.stderr);
+  t.deepEqual(pidsMentioning(`qwd-${session.id}`), []);
+  t.false(fs.existsSync(session.runDir));
+  t.deepEqual((await qwdctl([...c, 'sessions', 'list', '--json'])).stdout.trim(), '[]');
+  t.is((await fetch(url.replace(/^http:\/\/[^/]+/, broker.url))).status, 410);
+});
+
+test('DARTS aliases: start, status, stop --yes', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const started = await qwdctl([...c, 'start', 'blank', '--user', 'darts']);
+  t.is(started.code, 0, started.stderr);
+  t.regex(started.stdout, /^started session [0-9a-f]{12} \(blank, 1 CPU, 128 MiB\)/);
+  t.regex((await qwdctl([...c, 'status'])).stdout, /darts\s+blank/);
+  const refused = await qwdctl([...c, 'stop']);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /without confirmation: add --yes/);
+  t.is(pidsMentioning(setup.stateDir).length, 1, 'nothing stopped without confirmation');
+  const stopped = await qwdctl([...c, 'stop', '--yes']);
+  t.is(stopped.code, 0, stopped.stderr);
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+});
+
+test('machines import converts a DARTS machines.conf', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const conf = path.join(ROOT, 'test', 'fixtures', 'darts-machines.conf');
+  const dry = await qwdctl([...c, 'machines', 'import', conf, '--dry-run', '--json']);
+  t.is(dry.code, 0, dry.stderr);
+  t.is(JSON.parse(dry.stdout).written.length, 3);
+  t.false(fs.existsSync(path.join(setup.machinesDir, 'slax.yml')), 'dry run writes nothing');
+
+  const res = await qwdctl([...c, 'machines', 'import', conf]);
+  t.is(res.code, 0, res.stderr);
+  t.regex(res.stdout, /3 machine\(s\) imported/);
+  t.regex(res.stderr, /\[Debian11_DataAnalysis\] renamed to "debian11_dataanalysis"/);
+  t.regex(res.stderr, /\[win10\] key "gpu" has no equivalent/);
+  t.regex(res.stderr, /\[win10\] boot scripts are not imported/);
+  t.regex(res.stderr, /\[broken section without data\] has no usable machine name|has neither url nor file/);
+  const slax = parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'slax.yml'), 'utf8'));
+  t.deepEqual(slax, { name: 'slax', description: 'Slax 9 (Debian 9), light live system', image: 'images/slax-64bit-9.11.0.iso', format: 'iso', url: 'http://127.0.0.1:1/machines/slax-64bit-9.11.0.iso' });
+  const deb = parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'debian11_dataanalysis.yml'), 'utf8'));
+  t.deepEqual(deb.cpus, { default: 2, max: 4 });
+  t.deepEqual(deb.memoryMiB, { default: 4096, max: 8192 });
+  t.is(deb.sha256, '0b5c2a7e8f4ad3a4b1e9f0c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6');
+  const win = parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'win10.yml'), 'utf8'));
+  t.is(win.image, '/srv/vm/win10.qcow2');
+  t.is(win.firmware, 'uefi');
+  // Importing again overwrites nothing.
+  const twice = await qwdctl([...c, 'machines', 'import', conf]);
+  t.regex(twice.stdout, /0 machine\(s\) imported/);
+});
+
+/** A loopback HTTP server for images: can cut the first transfer halfway, honours Range. */
+async function imageServer(t: import('ava').ExecutionContext, body: Buffer, opts: { cutFirst?: boolean } = {}) {
+  const requests: Array<{ range: string | undefined }> = [];
+  const server = http.createServer((req, res) => {
+    requests.push({ range: req.headers.range });
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    const slice = body.subarray(start);
+    res.writeHead(m ? 206 : 200, { 'content-length': slice.length, ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
+    if (opts.cutFirst && requests.length === 1) {
+      res.write(slice.subarray(0, Math.floor(slice.length / 2)), () => res.socket?.destroy());
+      return;
+    }
+    res.end(slice);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+}
+
+function writeDescriptor(dir: string, name: string, url: string, sha256?: string) {
+  fs.writeFileSync(path.join(dir, `${name}.yml`), `name: ${name}\nimage: images/${name}.qcow2\nurl: ${url}\n${sha256 ? `sha256: ${sha256}\n` : ''}`);
+}
+
+test('machines download: resumes an interrupted download and verifies sha256', async (t) => {
+  const setup = makeSetup(t);
+  const source = path.join(tempDir(t), 'src.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', source, '64M']);
+  const body = Buffer.concat([fs.readFileSync(source), crypto.randomBytes(3 * 1024 * 1024)]);
+  const sha = crypto.createHash('sha256').update(body).digest('hex');
+  const server = await imageServer(t, body, { cutFirst: true });
+  writeDescriptor(setup.machinesDir, 'remote', `${server.url}/remote.qcow2`, sha);
+  const image = path.join(setup.machinesDir, 'images', 'remote.qcow2');
+
+  const first = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'remote']);
+  t.is(first.code, 7, first.stderr);
+  t.regex(first.stderr, /interrupted after \d+ bytes; run it again to resume|incomplete; run it again to resume/);
+  t.false(fs.existsSync(image), 'no half-written image under the final name');
+  const partSize = fs.statSync(`${image}.part`).size;
+  t.true(partSize > 0 && partSize < body.length);
+
+  const second = await qwdctl(['--config', setup.configFile, 'download', 'remote']);
+  t.is(second.code, 0, second.stderr);
+  t.regex(second.stdout, new RegExp(`resumed at ${partSize}\\).*\\(verified\\)`));
+  t.is(server.requests[1]!.range, `bytes=${partSize}-`);
+  t.true(fs.readFileSync(image).equals(body));
+  t.false(fs.existsSync(`${image}.part`));
+  t.regex(second.stderr, /remote: 100%/, 'plain progress lines when not on a terminal');
+});
+
+test('machines download: a checksum mismatch keeps nothing', async (t) => {
+  const setup = makeSetup(t);
+  const server = await imageServer(t, crypto.randomBytes(256 * 1024));
+  writeDescriptor(setup.machinesDir, 'tampered', `${server.url}/t.qcow2`, 'a'.repeat(64));
+  const res = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'tampered']);
+  t.is(res.code, 7);
+  t.regex(res.stderr, /does not match its SHA-256 checksum/);
+  t.deepEqual(fs.readdirSync(path.join(setup.machinesDir, 'images')), []);
+});
+
+test('machines check says exactly what is wrong; list and show', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  fs.writeFileSync(path.join(setup.machinesDir, 'lost.yml'), 'name: lost\nimage: nowhere.qcow2\n');
+  execFileSync('qemu-img', ['create', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', path.join(setup.dir, 'gone-base.qcow2'), path.join(setup.machinesDir, 'orphan.qcow2'), '16M']);
+  fs.writeFileSync(path.join(setup.machinesDir, 'orphan.yml'), 'name: orphan\nimage: orphan.qcow2\n');
+  const check = await qwdctl([...c, 'machines', 'check']);
+  t.is(check.code, 6);
+  t.regex(check.stdout, /✓ blank/);
+  t.regex(check.stdout, /✗ .*lost\.yml: image .*nowhere\.qcow2 is missing or unreadable/);
+  t.regex(check.stdout, /✗ .*orphan\.yml: .*(gone-base\.qcow2|backing)/);
+  const refresh = await qwdctl([...c, 'refresh', '--json']);
+  t.is(refresh.code, 6);
+  t.false(JSON.parse(refresh.stdout).ok);
+  const list = await qwdctl([...c, 'machines', 'list', '--json']);
+  t.deepEqual(JSON.parse(list.stdout).machines.map((m: { name: string }) => m.name), ['blank']);
+  const show = JSON.parse((await qwdctl([...c, 'machines', 'show', 'blank', '--json'])).stdout);
+  t.is(show.imageInfo.format, 'qcow2');
+  t.is((await qwdctl([...c, 'machines', 'show', 'nope'])).code, 3);
+});
+
+test('machines add and remove', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const elsewhere = tempDir(t);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', path.join(elsewhere, 'extra.img'), '16M']);
+  fs.writeFileSync(path.join(elsewhere, 'extra.yml'), 'name: extra\nimage: extra.img\n');
+  const added = await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'extra.yml')]);
+  t.is(added.code, 0, added.stderr);
+  t.is(parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'extra.yml'), 'utf8')).image, path.join(elsewhere, 'extra.img'));
+  t.is((await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'extra.yml')])).code, 1, 'no duplicate');
+  fs.writeFileSync(path.join(elsewhere, 'bad.yml'), 'name: Bad Name\nimage: extra.img\n');
+  const bad = await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'bad.yml')]);
+  t.is(bad.code, 6);
+  t.false(fs.existsSync(path.join(setup.machinesDir, 'bad.yml')));
+  t.is((await qwdctl([...c, 'machines', 'remove', 'extra'])).code, 0);
+  t.false(fs.existsSync(path.join(setup.machinesDir, 'extra.yml')));
+  t.true(fs.existsSync(path.join(elsewhere, 'extra.img')), 'the image stays unless --image');
+});
+
+test('config check lists every problem; show masks nothing it should not; path', async (t) => {
+  const setup = makeSetup(t);
+  const ok = await qwdctl(['--config', setup.configFile, 'config', 'check']);
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /config OK/);
+  const shown = parseYaml((await qwdctl(['--config', setup.configFile, 'config', 'show'])).stdout);
+  t.is(shown.listen.port, 0);
+  t.is(shown.qemu.accel, 'auto');
+  t.is((await qwdctl(['--config', setup.configFile, 'config', 'path'])).stdout.trim(), setup.configFile);
+  t.regex((await qwdctl(['config', 'path'], { env: { QWD_CONFIG: '' } })).stdout, /embedded defaults/);
+
+  fs.writeFileSync(setup.configFile, 'listen: { port: 99999, hots: x }\nlimits: { maxSessions: -1, minLifetimeS: "1h" }\nqemu: { accel: fast }\nnonsense: true\n');
+  const bad = await qwdctl(['--config', setup.configFile, 'config', 'check']);
+  t.is(bad.code, 6);
+  for (const re of [/listen\.hots is not a known key/, /listen\.port must be an integer from 0 to 65535, got 99999/, /limits\.maxSessions must be an integer from 0 to 10000, got -1/, /limits\.minLifetimeS must be an integer .* got "1h"/, /qemu\.accel must be one of auto, kvm, tcg, got "fast"/, /nonsense is not a known key/]) {
+    t.regex(bad.stderr, re);
+  }
+});
+
+test('bad arguments are usage errors (exit 1) and change nothing', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const cases: string[][] = [
+    ['sessions', 'start'],
+    ['sessions', 'start', 'blank', '--lifetime', 'forever'],
+    ['sessions', 'start', 'blank', '--cpus', '1 -display sdl'],
+    ['sessions', 'start', '../../etc/passwd'],
+    ['sessions', 'stop'],
+    ['sessions', 'stop', '--all', 'abc'],
+    ['sessions', 'extend', 'abcdef', '--by', 'soon'],
+    ['sessions', 'show', '../x'],
+    ['machines', 'import', '/nonexistent.conf'],
+    ['completion', 'fish'],
+    ['edit', 'everything'],
+    ['sessions', 'frobnicate'],
+    ['--no-such-flag'],
+  ];
+  for (const args of cases) {
+    const res = await qwdctl([...c, ...args]);
+    t.is(res.code, 1, `${args.join(' ')} → ${res.code}: ${res.stderr}`);
+    t.true(res.stderr.length > 0, `${args.join(' ')} explains itself`);
+  }
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+  const sessionsDir = path.join(setup.stateDir, 'sessions');
+  t.deepEqual(fs.existsSync(sessionsDir) ? fs.readdirSync(sessionsDir) : [], []);
+  t.deepEqual(fs.readdirSync(setup.machinesDir).sort(), ['blank.qcow2', 'blank.yml']);
+});
+
+test('help on every level, version, and bash completion', async (t) => {
+  const help = await qwdctl(['--help']);
+  t.is(help.code, 0);
+  for (const noun of ['serve', 'status', 'sessions', 'machines', 'purge', 'config', 'version', 'completion']) t.regex(help.stdout, new RegExp(`\\n  ${noun}\\b`));
+  const sub = await qwdctl(['machines', '--help']);
+  t.regex(sub.stdout, /import \[options\] <machinesConf>/);
+  t.regex((await qwdctl(['version'])).stdout, /^\d+\.\d+\.\d+\n$/);
+  const completion = await qwdctl(['completion', 'bash']);
+  t.regex(completion.stdout, /complete -F _qwdctl qwdctl/);
+  t.regex(completion.stdout, /sessions\) words="list show start stop extend balloon url logs"/);
+  t.regex(completion.stdout, /machines\) words="list show check add import download remove"/);
+});
+
+test('edit opens $EDITOR (argv, no shell) and validates afterwards', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const ok = await qwdctl([...c, 'edit', 'config'], { env: { EDITOR: 'true' } });
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /config OK/);
+  const machine = await qwdctl([...c, 'edit', 'machines', 'blank'], { env: { EDITOR: 'true' } });
+  t.is(machine.code, 0, machine.stderr);
+  t.regex(machine.stdout, /✓ blank/);
+  // An "editor" that breaks the file: the validation after it reports the problem.
+  const breaker = path.join(tempDir(t), 'breaker.sh');
+  fs.writeFileSync(breaker, '#!/bin/sh\necho "qemu: { accel: warp }" >> "$1"\n', { mode: 0o755 });
+  const broken = await qwdctl([...c, 'edit', 'config'], { env: { EDITOR: breaker } });
+  t.is(broken.code, 6);
+  t.regex(broken.stderr, /qemu|accel/);
+});

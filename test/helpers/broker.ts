@@ -1,0 +1,64 @@
+// Starts a real broker (HTTP + bridge + purge) in-process for a test, on a
+// loopback port chosen by the kernel, and stops it — and every VM it started —
+// in teardown.
+import type { ExecutionContext } from 'ava';
+import { startBroker, type Broker } from '../../src/main.js';
+import { silentLogger } from '../../src/log.js';
+import type { Config } from '../../src/config/schema.js';
+import type { VmHandle } from '../../src/launcher/types.js';
+import { signalGroup } from '../../src/qemu/process.js';
+
+// VMs are their own process groups and outlive their parent on purpose. If a
+// test worker dies before its teardown (an uncaught exception), kill the VMs
+// its brokers started — by PID, from the store — so nothing leaks.
+const liveBrokers = new Set<Broker>();
+process.once('exit', () => {
+  for (const broker of liveBrokers) {
+    try {
+      for (const row of broker.services.rows.all()) if (row.handle) signalGroup((row.handle as VmHandle).pid, 'SIGKILL');
+    } catch {
+      // The store is already closed: its VMs were stopped by the teardown.
+    }
+  }
+});
+
+export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean } = {}): Promise<Broker> {
+  const broker = await startBroker(config, silentLogger());
+  liveBrokers.add(broker);
+  t.teardown(async () => {
+    if (!opts.keepVms) await stopAllVms(broker);
+    liveBrokers.delete(broker);
+    await broker.close();
+  });
+  return broker;
+}
+
+/** Stops every session the broker knows (by the manager, so cleanup runs). */
+export async function stopAllVms(broker: Broker): Promise<void> {
+  const { manager, rows } = broker.services;
+  for (const row of rows.all()) {
+    try {
+      await manager.stop(row.id, 'test teardown');
+    } catch {
+      // Last resort for a test that broke the store on purpose: kill our own PID.
+      if (row.handle) signalGroup((row.handle as VmHandle).pid, 'SIGKILL');
+    }
+  }
+}
+
+export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+  const res = await fetch(broker.url + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json', accept: 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    redirect: 'manual',
+  });
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // Not JSON (an HTML page or an empty 204): callers look at text.
+  }
+  return { status: res.status, json, text };
+}

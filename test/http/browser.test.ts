@@ -1,0 +1,280 @@
+// End to end in a real browser: Debian's Chromium (through playwright-core)
+// fills the form, lands on the session page with its QR code, opens the noVNC
+// viewer against a real broker booting the demo guest under QEMU, types into
+// the guest's shell, and a second browser joins through the share link while
+// the first is still connected. Screenshots are kept in test-artifacts/.
+/// <reference lib="dom" />
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import type { Page } from 'playwright-core';
+import { startTestBroker } from '../helpers/broker.js';
+import { launchChromium, requireChromium, type PageProblems } from '../helpers/chromium.js';
+import { ROOT, makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
+
+test.before(() => {
+  requireQemu();
+  requireChromium();
+  requireDemoImage();
+});
+
+const ARTIFACTS = path.join(ROOT, 'test-artifacts');
+const TOKEN_PATH = /\/s\/([A-Za-z0-9_-]{43})$/;
+/** One 9×16 text cell: the most a blinking cursor can change on the VGA text screen. */
+const CELL_PX = 9 * 16;
+
+/** The viewer canvas as a 1-bit "lit" map (any non-black pixel), small enough to ship out of the page. */
+interface Screen {
+  width: number;
+  height: number;
+  lit: number;
+  bits: Buffer;
+}
+
+async function readScreen(page: Page): Promise<Screen | null> {
+  // No named functions inside: tsx would wrap them in a __name() helper the page does not have.
+  const raw = await page.evaluate(() => {
+    const canvas = document.querySelector('#screen canvas');
+    if (!(canvas instanceof HTMLCanvasElement) || canvas.width === 0 || canvas.height === 0) return null;
+    const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+    const bytes = new Uint8Array(Math.ceil(data.length / 32));
+    let lit = 0;
+    for (let i = 0, p = 0; i < data.length; i += 4, p++) {
+      if (data[i]! | data[i + 1]! | data[i + 2]!) {
+        lit++;
+        bytes[p >> 3]! |= 1 << (p & 7);
+      }
+    }
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return { width: canvas.width, height: canvas.height, lit, bits: btoa(binary) };
+  });
+  return raw && { ...raw, bits: Buffer.from(raw.bits, 'base64') };
+}
+
+/** How many pixels went from lit to dark or back between two screens of the same size. */
+function changedPixels(a: Screen, b: Screen): number {
+  if (a.width !== b.width || a.height !== b.height) return a.width * a.height;
+  let n = 0;
+  for (let i = 0; i < a.bits.length; i++) {
+    let x = a.bits[i]! ^ b.bits[i]!;
+    for (; x; x &= x - 1) n++;
+  }
+  return n;
+}
+
+/**
+ * The screen as a grid of text cells, each cell's lit pattern as a string
+ * ('' for a blank cell). The demo guest draws on the VGA text console:
+ * 720×400, 80×25 cells of 9×16 pixels.
+ */
+function textCells(screen: Screen): string[][] {
+  const cellW = 9, cellH = 16;
+  if (screen.width !== 80 * cellW || screen.height !== 25 * cellH) throw new Error(`expected the guest's 720×400 VGA text console, got a ${screen.width}×${screen.height} screen`);
+  const grid: string[][] = [];
+  for (let row = 0; row < 25; row++) {
+    const cells: string[] = [];
+    for (let col = 0; col < 80; col++) {
+      let pattern = '';
+      let any = false;
+      for (let y = row * cellH; y < (row + 1) * cellH; y++) {
+        for (let x = col * cellW; x < (col + 1) * cellW; x++) {
+          const p = y * screen.width + x;
+          const bit = (screen.bits[p >> 3]! >> (p & 7)) & 1;
+          pattern += bit;
+          if (bit) any = true;
+        }
+      }
+      cells.push(any ? pattern : '');
+    }
+    grid.push(cells);
+  }
+  return grid;
+}
+
+/**
+ * Finds the typed command `echo qwd` on one text row and its output `qwd`
+ * alone at the start of the next: the shell ran what was typed. No font is
+ * needed: the seven letters must be seven different glyphs, and the three
+ * output cells must be the very glyphs of the command's last three letters.
+ */
+function findEchoedCommand(screen: Screen): { row: number; col: number } | null {
+  const grid = textCells(screen);
+  for (let row = 0; row + 1 < grid.length; row++) {
+    const line = grid[row]!;
+    const next = grid[row + 1]!;
+    for (let col = 1; col + 8 <= line.length; col++) {
+      const [e, c, h, o, space, q, w, d] = line.slice(col, col + 8) as [string, string, string, string, string, string, string, string];
+      const letters = [e, c, h, o, q, w, d];
+      if (line[col - 1] !== '' || space !== '' || letters.includes('') || new Set(letters).size !== 7) continue;
+      if (next[0] === q && next[1] === w && next[2] === d && next.slice(3).every((cell) => cell === '')) return { row, col };
+    }
+  }
+  return null;
+}
+
+/** Waits for a line in the guest's serial console (QEMU writes it to serial.log in the session's run dir). */
+async function waitForSerialLine(runDir: string, line: string, timeoutMs: number): Promise<void> {
+  const file = path.join(runDir, 'serial.log');
+  let text = '';
+  try {
+    await waitFor(`"${line}" on the guest's serial console`, () => {
+      try {
+        text = fs.readFileSync(file, 'utf8');
+      } catch (err) {
+        // QEMU creates the file when it starts; until then there is nothing to read.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      return text.split(/\r?\n/).some((l) => l.trim() === line);
+    }, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; ${file} ends with: ${JSON.stringify(text.slice(-600))}`, { cause: err });
+  }
+}
+
+/** Polls the page's canvas until `accept` holds; on timeout says what the screen looked like last. */
+async function waitForScreen(page: Page, what: string, accept: (s: Screen) => boolean, timeoutMs: number, beforeEach?: () => Promise<void>): Promise<Screen> {
+  let last: Screen | null = null;
+  try {
+    return await waitFor(what, async () => {
+      await beforeEach?.();
+      last = await readScreen(page);
+      return last && accept(last) ? last : false;
+    }, timeoutMs);
+  } catch (err) {
+    const seen = last as Screen | null;
+    throw new Error(`${(err as Error).message} (last screen: ${seen ? `${seen.width}×${seen.height}, ${seen.lit} lit pixels` : 'no canvas'})`, { cause: err });
+  }
+}
+
+/** Waits until the screen stays put (nothing but a blinking cursor) for `quietMs`. */
+async function waitForQuietScreen(page: Page, quietMs: number, timeoutMs: number): Promise<Screen> {
+  let since: { screen: Screen; at: number } | null = null;
+  return waitFor(`the guest screen to stay unchanged for ${quietMs} ms`, async () => {
+    const now = await readScreen(page);
+    if (!now) return false;
+    if (!since || changedPixels(since.screen, now) > CELL_PX) since = { screen: now, at: Date.now() };
+    return Date.now() - since.at >= quietMs ? now : false;
+  }, timeoutMs);
+}
+
+async function waitForStatus(page: Page, prefix: string, timeoutMs: number): Promise<string> {
+  let last: string | null = null;
+  try {
+    return await waitFor(`#status to start with "${prefix}"`, async () => {
+      last = await page.locator('#status').textContent();
+      return last?.startsWith(prefix) ? last : false;
+    }, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; it says ${JSON.stringify(last)}`, { cause: err });
+  }
+}
+
+/** Clicks a target=_blank link and returns the tab it opened, loaded. */
+async function openInNewTab(page: Page, selector: string): Promise<Page> {
+  const [tab] = await Promise.all([page.context().waitForEvent('page', { timeout: 15000 }), page.click(selector)]);
+  await tab.waitForLoadState('load');
+  return tab;
+}
+
+async function saveScreenshot(page: Page, name: string, t: ExecutionContext): Promise<string> {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  t.log(`screenshot: ${path.relative(ROOT, file)}`);
+  return file;
+}
+
+function assertNoPageProblems(t: ExecutionContext, who: string, problems: PageProblems): void {
+  t.deepEqual(problems.errors, [], `${who}: uncaught errors in pages`);
+  t.deepEqual(problems.httpErrors, [], `${who}: failed requests from pages`);
+  t.deepEqual(problems.consoleErrors, [], `${who}: console errors in pages`);
+}
+
+test('in Chromium, the form starts the demo guest, the viewer shows and types into it, and the share link shows the same screen', async (t) => {
+  t.timeout(180_000);
+  const started = Date.now();
+  fs.rmSync(path.join(ARTIFACTS, 'browser-viewer-failed.png'), { force: true });
+  const setup = makeSetup(t, {}, { machines: (d) => writeDemoMachine(d) });
+  const broker = await startTestBroker(t, setup.config);
+  const owner = await launchChromium(t);
+
+  // The form: the only machine is pre-selected; a name is all it needs.
+  const page = owner.context.pages()[0] ?? await owner.context.newPage();
+  await page.goto(`${broker.url}/`);
+  t.true(await page.locator('input[name=machine][value=demo]').isChecked(), 'demo is pre-selected');
+  await page.fill('input[name=user]', 'tester');
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.waitForURL(TOKEN_PATH, { timeout: 30000 });
+
+  // The session page: the QR code is drawn, the share link is this page.
+  const sessionUrl = page.url();
+  t.true(sessionUrl.startsWith(`${broker.url}/s/`), sessionUrl);
+  const token = TOKEN_PATH.exec(new URL(sessionUrl).pathname)![1]!;
+  const found = broker.services.manager.lookupToken(token);
+  if (found.kind !== 'live') return t.fail(`the new session's token looks up as ${found.kind}`);
+  t.is(found.row.owner, 'tester');
+  t.is(found.row.machine, 'demo');
+  t.true(await page.locator('figure.qr.control svg').isVisible(), 'the control QR code is visible');
+  t.true(await page.locator('figure.qr.view svg').isVisible(), 'the view-only QR code is visible');
+  t.is(await page.locator('input.share[aria-label="Control link"]').inputValue(), sessionUrl);
+  t.is(await page.getByRole('link', { name: 'Connect' }).getAttribute('href'), `${sessionUrl}/view`);
+  await saveScreenshot(page, 'browser-session.png', t);
+
+  // The viewer, in the tab Connect opens: noVNC connects, then the guest draws.
+  const viewer = await openInNewTab(page, 'a:has-text("Connect")');
+  // Runs before the browser closes (teardowns run last-in first-out): what the viewer showed when it failed.
+  t.teardown(async () => {
+    if (!t.passed) await saveScreenshot(viewer, 'browser-viewer-failed.png', t);
+  });
+  t.is(viewer.url(), `${sessionUrl}/view`);
+  await waitForStatus(viewer, 'Connected', 15000);
+  const first = await waitForScreen(viewer, 'noVNC\'s canvas to show the guest (non-blank)', (s) => s.lit > 500, 30000);
+  t.log(`guest screen ${first.width}×${first.height}, first non-blank after ${Date.now() - started} ms`);
+
+  // Keys reach the guest. Type only once its shell reads the console: the
+  // guest says "QWD: boot ok" on its serial port just before init starts the
+  // shell, and the screen then settles on the prompt (keys typed earlier are
+  // lost in the boot, which would prove nothing).
+  await waitForSerialLine(found.row.runDir, 'QWD: boot ok', 60000);
+  const quiet = await waitForQuietScreen(viewer, 2000, 30000);
+  t.log(`guest booted and its screen quiet after ${Date.now() - started} ms`);
+  t.is(findEchoedCommand(quiet), null, 'nothing was typed yet');
+  await viewer.click('#screen canvas');
+  await viewer.keyboard.type('echo qwd', { delay: 30 });
+  // The shell echoes the keys: more changes than a blinking cursor can make.
+  const typed = await waitForScreen(viewer, 'the typed command to show on the guest screen', (s) => changedPixels(quiet, s) > CELL_PX, 10000);
+  await viewer.keyboard.press('Enter');
+  const answered = await waitForScreen(viewer, 'the shell to run the typed "echo qwd" (the command line, then "qwd" on the next line)', (s) => findEchoedCommand(s) !== null, 10000);
+  t.true(changedPixels(typed, answered) > CELL_PX);
+  t.log(`"echo qwd" ran in the guest, on text row ${findEchoedCommand(answered)!.row + 1}`);
+  await saveScreenshot(viewer, 'browser-viewer.png', t);
+
+  // A colleague (a second browser, its own profile) opens the share link,
+  // then its viewer, while the owner stays connected: same screen for both.
+  const colleague = await launchChromium(t);
+  const shared = colleague.context.pages()[0] ?? await colleague.context.newPage();
+  await shared.goto(await page.locator('input.share[aria-label="Control link"]').inputValue());
+  t.is(shared.url(), sessionUrl);
+  const sharedViewer = await openInNewTab(shared, 'a:has-text("Connect")');
+  await waitForStatus(sharedViewer, 'Connected', 15000);
+  // Read both canvases each round: the guest may still be drawing, so they
+  // match once both have caught up (a blinking cursor aside).
+  let ownerNow: Screen | null = answered;
+  const seen = await waitForScreen(sharedViewer, 'the shared viewer to show the same screen as the owner\'s', (s) => s.lit > 500 && !!ownerNow && changedPixels(ownerNow, s) <= CELL_PX, 15000, async () => {
+    ownerNow = await readScreen(viewer);
+  });
+  t.is(seen.width, first.width);
+  t.is(seen.height, first.height);
+  t.deepEqual(findEchoedCommand(seen), findEchoedCommand(answered), 'the colleague sees the command the owner typed');
+  t.is(broker.bridge.viewerCount(found.row.id), 2);
+  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected/, 'the owner is still connected');
+  // The viewer asks the API who is here every 5 s.
+  await waitFor('the owner\'s viewer to say someone else is connected', async () => (await viewer.locator('#others').textContent()) === '1 other person is connected', 12000);
+  t.true(await viewer.locator('#others').isVisible());
+
+  assertNoPageProblems(t, 'owner', owner.problems);
+  assertNoPageProblems(t, 'colleague', colleague.problems);
+  t.log(`done in ${Date.now() - started} ms`);
+});

@@ -1,0 +1,199 @@
+// End to end on real QEMU: the JSON API and the form create sessions, the
+// bridge shows their screens, stop/expiry/crash leave nothing behind, and a
+// restarted broker adopts what still runs.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { api, startTestBroker } from '../helpers/broker.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
+import { connectRfb, nonBlackPixels } from '../helpers/rfb-client.js';
+import { WebClient } from '../helpers/web-client.js';
+import type { VmHandle } from '../../src/launcher/types.js';
+
+test.before(() => requireQemu());
+
+function runDirEntries(stateDir: string): string[] {
+  try {
+    return fs.readdirSync(path.join(stateDir, 'sessions'));
+  } catch {
+    return [];
+  }
+}
+
+test('a session created through the API shows its screen through /ws/<token>', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const created = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', cpus: 1, memoryMiB: 128, lifetimeS: 600, user: 'alice' });
+  t.is(created.status, 201, created.text);
+  t.regex(created.json.token, /^[A-Za-z0-9_-]{43}$/);
+  t.is(created.json.url, `${broker.url}/s/${created.json.token}`);
+  t.is(created.json.wsUrl, `${broker.url.replace('http', 'ws')}/ws/${created.json.token}`);
+  t.true(Date.parse(created.json.expiresAt) > Date.now() + 590_000);
+  t.false('viewToken' in created.json, 'the view-only token is not exposed yet');
+
+  const rfb = await connectRfb(created.json.wsUrl);
+  t.teardown(() => rfb.close());
+  t.is(rfb.width, 720);
+  t.is(rfb.height, 400);
+  t.is(rfb.name, `QEMU (qwd-${created.json.id})`);
+  // SeaBIOS writes text within ~0.1 s; poll until the screen is not blank.
+  const fb = await waitFor('a non-blank framebuffer', async () => {
+    const frame = await rfb.update(false);
+    return nonBlackPixels(frame) > 100 ? frame : false;
+  });
+  t.true(nonBlackPixels(fb) > 100);
+
+  const info = await api(broker, 'GET', `/api/v1/sessions/${created.json.token}`);
+  t.is(info.status, 200);
+  t.is(info.json.state, 'running');
+  t.is(info.json.owner, 'alice');
+  t.is(info.json.viewers, 1);
+});
+
+test('two viewers see the same session at once', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'bob', lifetimeS: 600 });
+  const a = await connectRfb(json.wsUrl);
+  const b = await connectRfb(json.wsUrl);
+  t.teardown(() => { a.close(); b.close(); });
+  const [fa, fb] = await Promise.all([a.update(false), b.update(false)]);
+  t.is(fa.length, 720 * 400 * 4);
+  t.is(fb.length, 720 * 400 * 4);
+  t.is(broker.bridge.viewerCount(json.id), 2);
+  // Still both alive after the other one asked for an update (force-shared).
+  await a.update(false);
+  await b.update(false);
+  t.is(broker.bridge.viewerCount(json.id), 2);
+});
+
+test('stop leaves no process, socket, overlay or row, closes viewers, and the token answers 410', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'carol', lifetimeS: 600 });
+  const row = broker.services.manager.get(json.id)!;
+  const pid = (row.handle as VmHandle).pid;
+  t.true(fs.existsSync(path.join(row.runDir, 'disk.qcow2')));
+  t.true(fs.existsSync(path.join(row.runDir, 'vnc.sock')));
+  t.deepEqual(pidsMentioning(`qwd-${json.id}`), [pid]);
+  const viewer = await connectRfb(json.wsUrl);
+  const closed = new Promise<number>((resolve) => viewer.ws.once('close', (code) => resolve(code)));
+
+  const del = await api(broker, 'DELETE', `/api/v1/sessions/${json.token}`);
+  t.is(del.status, 204);
+  t.is(await closed, 4000);
+  t.deepEqual(pidsMentioning(`qwd-${json.id}`), []);
+  t.false(fs.existsSync(row.runDir));
+  t.is(broker.services.rows.byId(json.id), undefined);
+  t.deepEqual(runDirEntries(setup.stateDir), []);
+
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${json.token}`)).status, 410);
+  t.is((await fetch(`${broker.url}/s/${json.token}`)).status, 410);
+  await t.throwsAsync(connectRfb(json.wsUrl), { message: 'HTTP 410' });
+  // Stopping again is a no-op answered with 410.
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${json.token}`)).status, 410);
+});
+
+test('a short life-time session is stopped and deleted by the cron job', async (t) => {
+  const setup = makeSetup(t, { purge: { schedule: '* * * * * *' } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'dave', lifetimeS: 2 });
+  t.is(status, 201);
+  const pid = (broker.services.manager.get(json.id)!.handle as VmHandle).pid;
+  await waitFor('the expired session to be purged', () => broker.services.rows.byId(json.id) === undefined, 15000);
+  t.deepEqual(pidsMentioning(`qwd-${json.id}`), []);
+  t.false(fs.existsSync(`/proc/${pid}/cmdline`) && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(json.id));
+  t.deepEqual(runDirEntries(setup.stateDir), []);
+  const page = await fetch(`${broker.url}/s/${json.token}`);
+  t.is(page.status, 410);
+  t.regex(await page.text(), /life-time ran out/);
+});
+
+test('a restarted broker adopts a running session and its token still works', async (t) => {
+  const setup = makeSetup(t);
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'erin', lifetimeS: 600 });
+  const pid = (first.services.manager.get(json.id)!.handle as VmHandle).pid;
+  await first.close();
+  t.deepEqual(pidsMentioning(`qwd-${json.id}`), [pid], 'qemu survives the broker');
+
+  const second = await startTestBroker(t, setup.config);
+  const wsUrl = `${second.url.replace('http', 'ws')}/ws/${json.token}`;
+  const rfb = await connectRfb(wsUrl);
+  t.teardown(() => rfb.close());
+  t.is(rfb.name, `QEMU (qwd-${json.id})`);
+  t.is((await rfb.update(false)).length, 720 * 400 * 4);
+  t.is(second.services.manager.get(json.id)!.state, 'running');
+
+  // The adopted VM is not the new broker's child: it is still watched and stoppable.
+  t.is((await api(second, 'DELETE', `/api/v1/sessions/${json.token}`)).status, 204);
+  t.deepEqual(pidsMentioning(`qwd-${json.id}`), []);
+});
+
+test('qemu killed with SIGKILL is noticed and cleaned up', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'frank', lifetimeS: 600 });
+  const row = broker.services.manager.get(json.id)!;
+  process.kill((row.handle as VmHandle).pid, 'SIGKILL');
+  await waitFor('the dead session to be cleaned up', () => broker.services.rows.byId(json.id) === undefined, 10000);
+  t.false(fs.existsSync(row.runDir));
+  const gone = await api(broker, 'GET', `/api/v1/sessions/${json.token}`);
+  t.is(gone.status, 410);
+  t.regex(gone.json.error.message, /stopped unexpectedly/);
+});
+
+test('a VM that died while the broker was down is cleaned up at start', async (t) => {
+  const setup = makeSetup(t);
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'gina', lifetimeS: 600 });
+  const row = first.services.manager.get(json.id)!;
+  await first.close();
+  process.kill((row.handle as VmHandle).pid, 'SIGKILL');
+  await waitFor('qemu to die', () => pidsMentioning(`qwd-${json.id}`).length === 0);
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.rows.byId(json.id), undefined);
+  t.false(fs.existsSync(row.runDir));
+  t.is((await api(second, 'GET', `/api/v1/sessions/${json.token}`)).status, 410);
+});
+
+test('the web form creates a session and redirects to its page with a QR code', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const browser = new WebClient(broker.url);
+  const form = await browser.get('/');
+  t.is(form.status, 200);
+  t.regex(form.text, /name="machine" value="blank"/);
+  const res = await browser.post('/sessions', { machine: 'blank', cpus: '1', memoryMiB: '128', lifetimeS: '3600', user: 'hana' });
+  t.is(res.status, 303);
+  const location = res.location!;
+  t.regex(location, /^\/s\/[A-Za-z0-9_-]{43}$/);
+  const page = await browser.get(location);
+  t.is(page.status, 200);
+  t.regex(page.text, /<svg[^>]*>.*<\/svg>/s, 'QR code rendered server-side');
+  t.true(page.text.includes(`${broker.url}${location}`), 'share link shown');
+  t.regex(page.text, />Connect</);
+  t.regex(page.text, />Stop</);
+  const viewer = await browser.get(`${location}/view`);
+  t.regex(viewer.text, /viewer\.js/);
+  const manage = await browser.get('/manage');
+  t.true(manage.text.includes(location), '/manage lists the session created from this browser');
+  const stop = await browser.post(`${location}/stop`, {});
+  t.is(stop.status, 303);
+  t.is((await browser.get(location)).status, 410);
+});
+
+test('/healthz reports the accelerator and why it was chosen', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'GET', '/healthz');
+  t.is(json.status, 'ok');
+  t.true(['kvm', 'tcg'].includes(json.accelerator.accel));
+  t.is(json.accelerator.requested, 'auto');
+  t.is(typeof json.accelerator.reason, 'string');
+  if (fs.existsSync('/sys/module/kvm_pvm')) {
+    t.is(json.accelerator.accel, 'tcg');
+    t.regex(json.accelerator.reason, /kvm-pvm/);
+  }
+  t.is(json.machines, 1);
+});

@@ -1,0 +1,146 @@
+// Sharing and not losing work: control and view-only links, revocation,
+// one-shot sessions, extension limits and life-time warnings — on real QEMU.
+import test from 'ava';
+import { api, startTestBroker } from '../helpers/broker.js';
+import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
+import { connectRfb } from '../helpers/rfb-client.js';
+import { startSmtpSink } from '../helpers/smtp.js';
+import { WebClient } from '../helpers/web-client.js';
+
+test.before(() => requireQemu());
+
+const good = { machine: 'blank', user: 'ada', lifetimeS: 3600 };
+
+test('the owner gets both links; a view-only token sees only its own link and cannot change anything', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
+  t.regex(s.viewUrl, /\/s\/[A-Za-z0-9_-]{43}$/);
+  t.not(s.viewUrl, s.url);
+  t.is(s.viewWsUrl, s.viewUrl.replace('http', 'ws').replace('/s/', '/ws/'));
+  const viewToken = s.viewUrl.split('/s/')[1];
+  const asViewer = await api(broker, 'GET', `/api/v1/sessions/${viewToken}`);
+  t.is(asViewer.status, 200);
+  t.is(asViewer.json.access, 'view');
+  t.is(asViewer.json.url, s.viewUrl);
+  for (const key of ['token', 'viewUrl', 'viewWsUrl', 'owner']) t.false(key in asViewer.json, `${key} hidden from view-only`);
+  t.false(JSON.stringify(asViewer.json).includes(s.token), 'the control token never reaches a view-only holder');
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${viewToken}`)).status, 403);
+  t.is((await api(broker, 'POST', `/api/v1/sessions/${viewToken}/extend`, {})).status, 403);
+  const browser = new WebClient(broker.url);
+  await browser.get(`/s/${viewToken}`);
+  const stopWithViewLink = await browser.post(`/s/${viewToken}/stop`, {});
+  t.is(stopWithViewLink.status, 403);
+  t.regex(stopWithViewLink.text, /view-only link cannot change/);
+  const page = await (await fetch(s.viewUrl)).text();
+  t.regex(page, /view-only/);
+  t.false(page.includes(s.token));
+  const control = await (await fetch(s.url)).text();
+  t.is((control.match(/<svg/g) ?? []).length, 2, 'two QR codes on the owner page');
+  t.true(control.includes(s.viewUrl));
+});
+
+test('revoking a link disconnects its viewers at once, keeps the others, and the old link answers 410', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
+  const controlViewer = await connectRfb(s.wsUrl);
+  const viewViewer = await connectRfb(s.viewWsUrl);
+  t.teardown(() => { controlViewer.close(); viewViewer.close(); });
+  const closed = new Promise<number>((resolve) => viewViewer.ws.once('close', (code) => resolve(code)));
+  const revoked = await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'view' });
+  t.is(revoked.status, 200);
+  t.is(await closed, 4001);
+  t.not(revoked.json.viewUrl, s.viewUrl);
+  t.is(revoked.json.url, s.url, 'the control link is unchanged');
+  t.is((await controlViewer.update(false)).length, 720 * 400 * 4, 'control viewer still works');
+  const old = await fetch(s.viewUrl);
+  t.is(old.status, 410);
+  t.regex(await old.text(), /revoked/);
+  const fresh = await connectRfb(revoked.json.viewWsUrl);
+  t.is(fresh.width, 720);
+  fresh.close();
+
+  const ctlClosed = new Promise<number>((resolve) => controlViewer.ws.once('close', (code) => resolve(code)));
+  const renewed = await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'control' });
+  t.is(await ctlClosed, 4001);
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).status, 410);
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${renewed.json.token}`)).json.state, 'running');
+  t.is((await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'sideways' })).status, 410);
+  t.is((await api(broker, 'POST', `/api/v1/sessions/${renewed.json.token}/revoke`, { link: 'sideways' })).status, 400);
+});
+
+test('a one-shot session ends after its only viewer leaves (after the grace period), not before', async (t) => {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: 3 } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
+  t.is(s.oneShot, true);
+  const first = await connectRfb(s.wsUrl);
+  first.close();
+  // A reload within the grace period keeps the desktop.
+  const reload = await connectRfb(s.wsUrl);
+  await new Promise((r) => setTimeout(r, 3500));
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+  reload.close();
+  await waitFor('the one-shot session to end', async () => (await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).status === 410, 15000);
+  const gone = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
+  t.regex(gone.json.error.message, /one-shot/);
+});
+
+test('a session nobody ever connected to is not ended by one-shot', async (t) => {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: 0 } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
+  await new Promise((r) => setTimeout(r, 500));
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+});
+
+test('extend adds time up to the maximum life-time and then refuses', async (t) => {
+  const setup = makeSetup(t, { limits: { maxLifetimeS: 7200, defaultLifetimeS: 3600 }, sessions: { extendStepS: 3000 } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
+  const created = Date.parse(s.createdAt);
+  const first = await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, {});
+  t.is(first.status, 200);
+  t.is(Date.parse(first.json.expiresAt), Date.parse(s.expiresAt) + 3000_000);
+  const capped = await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, { byS: 86400 });
+  t.is(Date.parse(capped.json.expiresAt), created + 7200_000);
+  const refused = await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, {});
+  t.is(refused.status, 429);
+  t.regex(refused.json.error.message, /maximum life-time/);
+  t.is((await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, { byS: -5 })).status, 400);
+  // The page's Extend button is gone at the cap.
+  t.notRegex(await (await fetch(s.url)).text(), /Extend by/);
+});
+
+test('life-time warnings are mailed once per point to a real SMTP server and shown in the page', async (t) => {
+  const smtp = await startSmtpSink(t);
+  const setup = makeSetup(t, {
+    purge: { schedule: '* * * * * *' },
+    sessions: { warnBeforeS: [3600, 60, 30] },
+    mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false, from: 'desktops@example.org' },
+    publicUrl: 'http://desktops.example.org',
+  });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, lifetimeS: 45, email: 'ada@example.org' });
+  await waitFor('a warning mail', () => smtp.mails.length >= 1, 10000);
+  t.deepEqual(smtp.mails[0]!.to, ['ada@example.org']);
+  t.regex(smtp.mails[0]!.raw, /Subject: Your desktop blank ends in 1 minute/);
+  t.true(smtp.mails[0]!.text.includes(`http://desktops.example.org/s/${s.token}`));
+  // 45 s left is past the 3600 and 60 s points: one mail for both. The 30 s point comes later.
+  await waitFor('the 30-second warning', () => smtp.mails.length >= 2, 25000);
+  await new Promise((r) => setTimeout(r, 2000));
+  t.is(smtp.mails.length, 2, 'each point is mailed once');
+  // (publicUrl is only used in links; the test talks to the broker on loopback.)
+  const page = await (await fetch(`${broker.url}/s/${s.token}`)).text();
+  t.regex(page, /data-warn-before="3600,60,30"/);
+});
+
+test('without an address or mail config, nothing is mailed and nothing fails', async (t) => {
+  const smtp = await startSmtpSink(t);
+  const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [3600] }, mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false } });
+  const broker = await startTestBroker(t, setup.config);
+  await api(broker, 'POST', '/api/v1/sessions', good);
+  await new Promise((r) => setTimeout(r, 2500));
+  t.is(smtp.mails.length, 0);
+});

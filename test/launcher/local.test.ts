@@ -1,0 +1,88 @@
+// The local launcher against real QEMU: ready means QMP and VNC answer; stop
+// escalates quit → SIGTERM → SIGKILL; cleanup always removes the run dir.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { LocalLauncher } from '../../src/launcher/local.js';
+import { loadCatalog } from '../../src/catalog/catalog.js';
+import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
+import { silentLogger } from '../../src/log.js';
+import { readRfbBanner } from '../../src/qemu/rfb-probe.js';
+import { QwdError } from '../../src/errors.js';
+import { makeSetup, pidsMentioning, requireQemu } from '../helpers/env.js';
+import type { ExecutionContext } from 'ava';
+import type { Config } from '../../src/config/schema.js';
+
+test.before(() => requireQemu());
+
+async function setupLauncher(t: ExecutionContext, raw: Record<string, unknown> = {}) {
+  const setup = makeSetup(t, raw);
+  const config: Config = setup.config;
+  const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
+  const launcher = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
+  const machine = catalog.get('blank')!;
+  const spec = (id: string) => ({ sessionId: id, machine, cpus: 1, memoryMiB: 128, runDir: path.join(config.runDir, id) });
+  return { setup, config, launcher, spec };
+}
+
+test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) => {
+  const { launcher, spec } = await setupLauncher(t);
+  const handle = await launcher.start(spec('aaaaaaaaaaa1'));
+  t.teardown(() => launcher.stop(handle));
+  t.true(launcher.isAlive(handle));
+  t.is(await readRfbBanner({ kind: 'unix', path: handle.vncSocket }), 'RFB 003.008');
+  t.is(fs.statSync(handle.runDir).mode & 0o777, 0o700);
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [handle.pid]);
+  if (process.getuid?.() === 0) {
+    const status = fs.readFileSync(`/proc/${handle.pid}/status`, 'utf8');
+    t.notRegex(status, /^Uid:\s+0\s/m, 'qemu dropped root privileges (-runas)');
+  }
+});
+
+test('stop asks QMP to quit first; stop twice is a no-op', async (t) => {
+  const { launcher, spec } = await setupLauncher(t);
+  const handle = await launcher.start(spec('aaaaaaaaaaa2'));
+  const [first, second] = await Promise.all([launcher.stop(handle), launcher.stop(handle)]);
+  t.is(first, 'quit');
+  t.is(second, 'quit');
+  t.is(await launcher.stop(handle), 'already-gone');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa2'), []);
+  await launcher.cleanup(handle, handle.runDir);
+  t.false(fs.existsSync(handle.runDir));
+});
+
+test('stop escalates to SIGKILL when qemu ignores quit and SIGTERM', async (t) => {
+  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 300, termGraceMs: 300 } });
+  const handle = await launcher.start(spec('aaaaaaaaaaa3'));
+  // A stopped process cannot answer QMP nor act on SIGTERM; SIGKILL still ends it.
+  process.kill(handle.pid, 'SIGSTOP');
+  const outcome = await launcher.stop(handle);
+  t.is(outcome, 'killed');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa3'), []);
+  await launcher.cleanup(handle, handle.runDir);
+});
+
+test('a qemu that cannot start fails with its stderr and leaves nothing', async (t) => {
+  const { launcher, spec, config } = await setupLauncher(t);
+  const s = spec('aaaaaaaaaaa4');
+  const err = await t.throwsAsync(launcher.start({ ...s, memoryMiB: 1 << 30 }));
+  t.true(err instanceof QwdError);
+  t.is((err as QwdError).code, 'QWD_LAUNCH_FAILED');
+  t.regex(err!.message, /exited during start-up/);
+  t.false(fs.existsSync(s.runDir));
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa4'), []);
+  void config;
+});
+
+test('a missing qemu binary is reported with what to install', async (t) => {
+  const { launcher, spec } = await setupLauncher(t, { qemu: { binaries: { x86_64: 'qemu-system-nonexistent' } } });
+  const s = spec('aaaaaaaaaaa5');
+  await t.throwsAsync(launcher.start(s), { code: 'QWD_LAUNCH_FAILED', message: /qemu-system-nonexistent.*install qemu-system-x86/ });
+  t.false(fs.existsSync(s.runDir));
+});
+
+test('run dirs outside the configured root are refused', async (t) => {
+  const { launcher, spec } = await setupLauncher(t);
+  await t.throwsAsync(launcher.start({ ...spec('aaaaaaaaaaa6'), runDir: '/tmp/elsewhere' }), { message: /outside/ });
+  await t.throwsAsync(launcher.cleanup(null, '/'), { message: /outside/ });
+});
