@@ -7,6 +7,7 @@ import { readBootScripts, readShares } from '../guest/declarations.js';
 import type { ShareDecl } from '../guest/shares.js';
 import type { ScriptDecl } from '../guest/boot-scripts.js';
 import { parseAuthConfig, type AuthConfig } from '../auth/config.js';
+import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,
   readOptionalString, readBool, readEnum, readIntList, type Obj,
@@ -26,7 +27,8 @@ export interface Config {
   readonly stateDir: string;
   readonly runDir: string;
   readonly machinesDir: string;
-  readonly launcher: 'local';
+  readonly launcher: 'local' | 'slurm';
+  readonly slurm: SlurmConfig;
   readonly qemu: {
     readonly binaries: Readonly<Record<Arch, string>>;
     readonly img: string;
@@ -101,7 +103,7 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
-const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'qemu', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'auth', 'mail', 'log'] as const;
+const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'auth', 'mail', 'log'] as const;
 const QEMU_KEYS = ['binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi', 'network'] as const;
 const LIMIT_KEYS = ['maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS', 'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser'] as const;
 
@@ -270,7 +272,8 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     stateDir,
     runDir,
     machinesDir: resolve(readString(p, top, 'machinesDir', 'machines')),
-    launcher: readEnum(p, top, 'launcher', ['local'] as const, 'local'),
+    launcher: readEnum(p, top, 'launcher', ['local', 'slurm'] as const, 'local'),
+    slurm: parseSlurmConfig(p, top, baseDir, stateDir),
     qemu,
     limits,
     purge,

@@ -230,11 +230,11 @@ export function createApp(deps: AppDeps): express.Express {
     res.redirect(303, (req.body as Record<string, unknown>).back === 'manage' ? '/manage' : `/s/${row.token}`);
   });
 
-  app.post('/s/:token/extend', (req, res) => {
+  app.post('/s/:token/extend', async (req, res) => {
     const row = controlledRow(req, res);
     if (!row) return;
     try {
-      manager.extend(row.id, config.sessions.extendStepS);
+      await manager.extend(row.id, config.sessions.extendStepS);
       res.redirect(303, `/s/${row.token}`);
     } catch (err) {
       const e = err instanceof QwdError ? err : new QwdError('QWD_INTERNAL', String(err), { cause: err });
@@ -315,10 +315,10 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(204).end();
   });
 
-  app.post('/api/v1/sessions/:token/extend', (req, res) => {
+  app.post('/api/v1/sessions/:token/extend', async (req, res) => {
     const row = apiControl(req, req.params.token);
     const byS = (req.body as { byS?: unknown } | undefined)?.byS ?? config.sessions.extendStepS;
-    const updated = manager.extend(row.id, byS as number);
+    const updated = await manager.extend(row.id, byS as number);
     res.json(sessionApiJson(updated, links(req, updated), 'control', deps.viewerCounts(row.id)));
   });
 

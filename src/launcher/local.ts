@@ -17,7 +17,7 @@ import type { AccelChoice } from '../qemu/accel.js';
 import { QmpClient } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
-import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StopOutcome, VmHandle } from './types.js';
+import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
 export interface LocalLauncherOptions {
   config: Config;
@@ -44,7 +44,7 @@ export class LocalLauncher implements Launcher {
 
   constructor(private readonly opts: LocalLauncherOptions) {}
 
-  async start(spec: LaunchSpec): Promise<VmHandle> {
+  async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<VmHandle> {
     const { config, log } = this.opts;
     this.assertInsideRunRoot(spec.runDir);
     await fsp.mkdir(path.dirname(spec.runDir), { recursive: true, mode: 0o700 });
@@ -139,7 +139,8 @@ export class LocalLauncher implements Launcher {
     }
   }
 
-  stop(handle: VmHandle): Promise<StopOutcome> {
+  stop(vm: VmHandle): Promise<StopOutcome> {
+    const handle = asLocal(vm);
     const running = this.stopping.get(handle.pid);
     if (running) return running;
     const promise = this.escalate(handle).finally(() => {
@@ -152,7 +153,7 @@ export class LocalLauncher implements Launcher {
 
   private async escalate(handle: LocalHandle): Promise<StopOutcome> {
     const { config, log } = this.opts;
-    if (!this.isAlive(handle)) return 'already-gone';
+    if (!this.alive(handle)) return 'already-gone';
     try {
       const qmp = await QmpClient.connect(handle.qmpSocket, { timeoutMs: Math.min(2000, config.qemu.quitGraceMs || 1) });
       try {
@@ -164,7 +165,7 @@ export class LocalLauncher implements Launcher {
     } catch (err) {
       log.warn({ pid: handle.pid, err: (err as Error).message }, 'QMP quit failed; sending SIGTERM');
     }
-    if (!this.isAlive(handle)) return 'quit';
+    if (!this.alive(handle)) return 'quit';
     signalGroup(handle.pid, 'SIGTERM');
     if (await this.waitGone(handle, config.qemu.termGraceMs)) return 'terminated';
     log.warn({ pid: handle.pid }, 'qemu ignored SIGTERM; sending SIGKILL');
@@ -173,17 +174,22 @@ export class LocalLauncher implements Launcher {
     throw new QwdError('QWD_INTERNAL', `qemu pid ${handle.pid} survived SIGKILL for 10 s`);
   }
 
-  isAlive(handle: VmHandle): boolean {
+  async isAlive(vm: VmHandle): Promise<boolean> {
+    return this.alive(asLocal(vm));
+  }
+
+  private alive(handle: LocalHandle): boolean {
     const own = this.children.get(handle.pid);
     if (own?.exit) return false;
     return isOurProcess(handle.pid, handle.startTime, handle.processName);
   }
 
-  vncAddress(handle: VmHandle): VncAddress {
-    return { kind: 'unix', path: handle.vncSocket };
+  vncAddress(vm: VmHandle): VncAddress {
+    return { kind: 'unix', path: asLocal(vm).vncSocket };
   }
 
-  watchExit(handle: VmHandle, onExit: (info: ExitInfo) => void): () => void {
+  watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
+    const handle = asLocal(vm);
     let fired = false;
     let unsubscribe = () => {};
     const fire = (info: ExitInfo) => {
@@ -213,8 +219,8 @@ export class LocalLauncher implements Launcher {
     };
   }
 
-  async qmp<T = unknown>(handle: VmHandle, command: string, args?: Record<string, unknown>): Promise<T> {
-    const client = await QmpClient.connect(handle.qmpSocket, { timeoutMs: 3000 });
+  async qmp<T = unknown>(vm: VmHandle, command: string, args?: Record<string, unknown>): Promise<T> {
+    const client = await QmpClient.connect(asLocal(vm).qmpSocket, { timeoutMs: 3000 });
     try {
       return await client.execute<T>(command, args, { timeoutMs: 5000 });
     } finally {
@@ -259,6 +265,11 @@ export class LocalLauncher implements Launcher {
       entry.child.once('exit', onExit);
     });
   }
+}
+
+function asLocal(handle: VmHandle): LocalHandle {
+  if (handle.kind !== 'local') throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${handle.kind} handle`);
+  return handle;
 }
 
 async function readTail(file: string): Promise<string> {

@@ -18,7 +18,38 @@ export interface LocalHandle {
   accel: 'kvm' | 'tcg';
 }
 
-export type VmHandle = LocalHandle;
+/** A VM running as a Slurm job on a compute node. */
+export interface SlurmHandle {
+  kind: 'slurm';
+  jobId: string;
+  /** The session's directory on storage both the broker and the nodes see. */
+  jobDir: string;
+  /** Filled in once the job reports QEMU ready (connection file). */
+  node: string | null;
+  host: string | null;
+  port: number | null;
+  accel: 'kvm' | 'tcg' | null;
+}
+
+export type VmHandle = LocalHandle | SlurmHandle;
+
+/** Where a queued VM is: Slurm's job state and reason, and its place in the queue. */
+export interface QueueInfo {
+  state: string;
+  reason: string | null;
+  /** 1 = next to start; null when unknown. */
+  position: number | null;
+  node: string | null;
+}
+
+export interface StartHooks {
+  /**
+   * Called once the VM has been handed to a scheduler that may make it wait
+   * (a Slurm job submitted): the manager records the handle and answers the
+   * user at once, while start() goes on until the VM is ready.
+   */
+  onQueued?(handle: VmHandle): void;
+}
 
 export interface LaunchSpec {
   sessionId: string;
@@ -44,10 +75,10 @@ export interface ExitInfo {
 export interface Launcher {
   readonly kind: string;
   /** Creates the disk, starts the VM and resolves once QMP and VNC answer. */
-  start(spec: LaunchSpec): Promise<VmHandle>;
+  start(spec: LaunchSpec, hooks?: StartHooks): Promise<VmHandle>;
   /** Ask → SIGTERM → SIGKILL; resolves when the VM is gone. Twice is a no-op. */
   stop(handle: VmHandle): Promise<StopOutcome>;
-  isAlive(handle: VmHandle): boolean;
+  isAlive(handle: VmHandle): Promise<boolean>;
   vncAddress(handle: VmHandle): VncAddress;
   /** Calls back once when the VM exits (however that is noticed); returns an unsubscribe. */
   watchExit(handle: VmHandle, onExit: (info: ExitInfo) => void): () => void;
@@ -55,4 +86,12 @@ export interface Launcher {
   qmp<T = unknown>(handle: VmHandle, command: string, args?: Record<string, unknown>): Promise<T>;
   /** Releases what start() created on disk (run dir, overlay, sockets). Idempotent. */
   cleanup(handle: VmHandle | null, runDir: string): Promise<void>;
+  /** Goes on waiting for a queued VM (after a broker restart) until it is ready; absent for launchers that never queue. */
+  awaitReady?(handle: VmHandle, runDir: string): Promise<VmHandle>;
+  /** A scheduler's view of a VM waiting to start (Slurm); absent for launchers that never queue. */
+  queueInfo?(handle: VmHandle): Promise<QueueInfo | null>;
+  /** Tells the scheduler about a new end time (Slurm enforces it); absent where nothing else enforces it. */
+  extend?(handle: VmHandle, expiresAt: number): Promise<void>;
+  /** Scheduler details for status displays (Slurm job id, node, job state). */
+  describe?(handle: VmHandle): Promise<Record<string, string | number | null>>;
 }

@@ -20,6 +20,16 @@ export type PurgeAction =
 export function selectPurge(sessions: readonly PurgeCandidate[], now: number, stuckAfterMs: number): PurgeAction[] {
   const actions: PurgeAction[] = [];
   for (const s of sessions) {
+    if (s.state === 'queued') {
+      // Waiting for a node: the scheduler holds it (its start is awaited in this
+      // process, so "busy" does not protect it). Gone from the scheduler → clean
+      // up (unless its awaited start is about to notice); still waiting at its
+      // end time → stop (cancel) it.
+      if (!s.alive) {
+        if (!s.busy) actions.push({ id: s.id, action: 'cleanup', reason: 'vm-exited' });
+      } else if (s.expiresAt <= now) actions.push({ id: s.id, action: 'stop', reason: 'expired' });
+      continue;
+    }
     if (s.busy) continue;
     if (s.state === 'starting') {
       if (now - s.updatedAt > stuckAfterMs) actions.push({ id: s.id, action: 'cleanup', reason: 'start-abandoned' });

@@ -29,6 +29,12 @@ export interface ArgvOptions {
   readonly network: 'user' | 'none';
   /** Firmware file for machines with firmware: uefi (or any aarch64 machine). */
   readonly uefiFirmware: string;
+  /**
+   * VNC on TCP with a password instead of the Unix socket (Slurm jobs, where
+   * the broker is on another host): `listen` is "host:display", the password
+   * is read by QEMU from `secretFile` (a secret object, never on the command line).
+   */
+  readonly vncTcp?: { readonly listen: string; readonly secretFile: string };
 }
 
 /** Per-session guest devices beyond the disk: host folders and the cloud-init seed. */
@@ -62,10 +68,11 @@ export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPat
     ...displayArgs(arch),
     '-device', qemuOpts('virtio-balloon-pci', { id: 'balloon0' }),
     ...networkArgs(opts.network),
-    // The display is QEMU's own VNC on a Unix socket in the 0700 run dir: never a TCP port.
+    // The display is QEMU's own VNC on a Unix socket in the 0700 run dir; only a
+    // Slurm job, reached from another host, listens on TCP, and then with a password.
     // force-shared: a viewer cannot kick the others off by asking for exclusive access.
     '-display', 'none',
-    '-vnc', qemuOpts(`unix:${escapeInline(paths.vncSocket)}`, { share: 'force-shared' }),
+    ...vncArgs(paths, opts),
     '-qmp', qemuOpts(`unix:${escapeInline(paths.qmpSocket)}`, { server: true, wait: false }),
     '-chardev', qemuOpts('file', { id: 'serial0', path: paths.serialLog }),
     '-serial', 'chardev:serial0',
@@ -84,6 +91,14 @@ export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPat
   }
   if (opts.runAs) argv.push('-runas', opts.runAs);
   return argv;
+}
+
+function vncArgs(paths: VmPaths, opts: ArgvOptions): string[] {
+  if (!opts.vncTcp) return ['-vnc', qemuOpts(`unix:${escapeInline(paths.vncSocket)}`, { share: 'force-shared' })];
+  return [
+    '-object', qemuOpts('secret', { id: 'vncpw', file: opts.vncTcp.secretFile, format: 'raw' }),
+    '-vnc', qemuOpts(escapeInline(opts.vncTcp.listen), { 'password-secret': 'vncpw', share: 'force-shared' }),
+  ];
 }
 
 function escapeInline(value: string): string {

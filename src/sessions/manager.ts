@@ -9,7 +9,7 @@ import { AdmissionError, QwdError, ValidationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { LaunchSpec, Launcher, VmHandle } from '../launcher/types.js';
+import type { LaunchSpec, Launcher, QueueInfo, VmHandle } from '../launcher/types.js';
 import { resolveShares } from '../guest/shares.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { resolveScripts } from '../guest/boot-scripts.js';
@@ -117,29 +117,67 @@ export class SessionManager extends EventEmitter {
     rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address) }, now);
     log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
 
-    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)) });
-    this.starting.set(id, launch);
-    try {
-      return await launch;
-    } finally {
-      this.starting.delete(id);
-    }
+    // The answer comes when the VM is ready, or as soon as a scheduler has
+    // queued it (Slurm): then the session page says "waiting for a node" and
+    // the launch goes on in the background.
+    let answerQueued!: (row: SessionRow) => void;
+    const queued = new Promise<SessionRow>((resolve) => { answerQueued = resolve; });
+    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)) }, answerQueued);
+    this.track(id, launch);
+    return Promise.race([launch, queued]);
   }
 
-  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus'>): Promise<SessionRow> {
+  private track(id: string, launch: Promise<SessionRow>): void {
+    this.starting.set(id, launch);
+    const done = () => { if (this.starting.get(id) === launch) this.starting.delete(id); };
+    launch.then(done, done);
+  }
+
+  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus'>, onQueued?: (row: SessionRow) => void): Promise<SessionRow> {
     const { launcher, rows, log } = this.deps;
     let handle: VmHandle;
     try {
-      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, ...guest });
+      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, ...guest }, {
+        onQueued: (queuedHandle) => {
+          const current = rows.byId(row.id);
+          if (current?.state !== 'starting') return;
+          this.transition(current, 'submitted', { handle: queuedHandle });
+          log.info({ sessionId: row.id, handle: queuedHandle }, 'session queued');
+          onQueued?.(rows.byId(row.id)!);
+        },
+      });
     } catch (err) {
-      log.error({ sessionId: row.id, err }, 'launch failed');
-      const current = rows.byId(row.id);
-      if (current?.state === 'starting') this.transition(current, 'launch-failed');
-      await this.postStop({ ...row, state: 'failed' }, 'failed to start');
+      return this.launchFailed(row, err);
+    }
+    return this.launched(row, handle);
+  }
+
+  /** After a broker restart: goes on waiting for a VM a scheduler still holds. */
+  private resumeQueued(row: SessionRow): void {
+    const { launcher } = this.deps;
+    if (!launcher.awaitReady || !row.handle) return;
+    const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir).then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
+    launch.catch(() => {}); // failures are logged and cleaned up by launchFailed
+    this.track(row.id, launch);
+  }
+
+  private async launchFailed(row: SessionRow, err: unknown): Promise<never> {
+    const { rows, log } = this.deps;
+    const current = rows.byId(row.id);
+    if (this.stops.has(row.id) || current?.state === 'stopping') {
+      // A stop (cancel) made the launch fail: the stop cleans up.
       throw err;
     }
+    log.error({ sessionId: row.id, err }, 'launch failed');
+    if (current && (current.state === 'starting' || current.state === 'queued')) this.transition(current, 'launch-failed');
+    await this.postStop({ ...(current ?? row), state: 'failed' }, failureReason(err));
+    throw err;
+  }
+
+  private async launched(row: SessionRow, handle: VmHandle): Promise<SessionRow> {
+    const { launcher, rows, log } = this.deps;
     const current = rows.byId(row.id);
-    if (!current || current.state !== 'starting') {
+    if (!current || (current.state !== 'starting' && current.state !== 'queued')) {
       // Stopped while starting: finish the stop now that there is a VM to stop.
       await launcher.stop(handle);
       await this.postStop({ ...row, handle, state: 'stopping' }, 'stopped');
@@ -147,7 +185,7 @@ export class SessionManager extends EventEmitter {
     }
     const running: SessionRow = { ...current, handle, state: this.transition(current, 'launched', { handle }) };
     this.watch(running);
-    log.info({ sessionId: row.id, pid: handle.pid }, 'session running');
+    log.info({ sessionId: row.id, handle }, 'session running');
     return running;
   }
 
@@ -300,8 +338,8 @@ export class SessionManager extends EventEmitter {
    * Adds time to a running session, never beyond limits.maxLifetimeS counted
    * from its creation. Returns the new end time.
    */
-  extend(id: string, byS: number): SessionRow {
-    const { rows, config } = this.deps;
+  async extend(id: string, byS: number): Promise<SessionRow> {
+    const { rows, config, launcher } = this.deps;
     if (!Number.isInteger(byS) || byS <= 0) throw new ValidationError(`extension must be a positive whole number of seconds, got ${JSON.stringify(byS)}`);
     const row = rows.byId(id);
     if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
@@ -312,6 +350,8 @@ export class SessionManager extends EventEmitter {
       throw new AdmissionError('QWD_ADMISSION_LIMIT', `This desktop already runs until its maximum life-time (${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`, { limit: 'maxLifetimeS' });
     }
     const expiresAt = Math.min(row.expiresAt + byS * 1000, ceiling);
+    // Where a scheduler enforces the end (Slurm's time limit), it must agree first.
+    if (launcher.extend && row.handle) await launcher.extend(row.handle as VmHandle, expiresAt);
     rows.update(id, { expiresAt }, now);
     rows.audit(id, 'extended', { byS, expiresAt }, now);
     this.deps.log.info({ sessionId: id, expiresAt, capped: expiresAt === ceiling }, 'session extended');
@@ -324,14 +364,15 @@ export class SessionManager extends EventEmitter {
       const row = this.deps.rows.byId(id);
       if (!row) return;
       const starting = this.starting.get(id);
-      if (row.state === 'starting') {
+      if (row.state === 'starting' || row.state === 'queued') {
         this.transition(row, 'stop-requested');
         this.emit('ending', { id, reason } satisfies EndedEvent);
-        if (starting) {
-          await starting.catch(() => {}); // launch() sees 'stopping', stops the VM and cleans up
-          return;
-        }
-        await this.postStop(row, reason); // started by another process that is gone
+        // A queued VM may wait for hours: cancel it now (its awaited start then fails).
+        if (row.state === 'queued' && row.handle) await this.deps.launcher.stop(row.handle as VmHandle);
+        // Otherwise launch() sees 'stopping' when the VM is up, stops it and cleans up.
+        if (starting) await starting.catch(() => {});
+        const left = this.deps.rows.byId(id);
+        if (left) await this.postStop(left, reason); // a failed or foreign start leaves it to us
         return;
       }
       if (row.state === 'running') this.transition(row, 'stop-requested');
@@ -379,9 +420,14 @@ export class SessionManager extends EventEmitter {
     const cleaned: string[] = [];
     for (const row of this.deps.rows.all()) {
       if (this.starting.has(row.id) || this.stops.has(row.id)) continue;
-      const alive = row.handle !== null && this.deps.launcher.isAlive(row.handle as VmHandle);
+      const alive = row.handle !== null && await this.deps.launcher.isAlive(row.handle as VmHandle);
       if (row.state === 'running' && alive) {
         this.watch(row);
+        adopted.push(row.id);
+        continue;
+      }
+      if (row.state === 'queued' && alive && this.deps.launcher.awaitReady) {
+        this.resumeQueued(row);
         adopted.push(row.id);
         continue;
       }
@@ -399,11 +445,11 @@ export class SessionManager extends EventEmitter {
     const { rows, launcher, config, log } = this.deps;
     const now = this.now();
     const all = rows.all();
-    const candidates = all.map((r) => ({
+    const candidates = await Promise.all(all.map(async (r) => ({
       id: r.id, state: r.state, expiresAt: r.expiresAt, updatedAt: r.updatedAt,
-      alive: r.handle !== null && launcher.isAlive(r.handle as VmHandle),
+      alive: r.handle !== null && await launcher.isAlive(r.handle as VmHandle).catch(() => true), // unknown: assume alive, never clean up on a hiccup
       busy: this.starting.has(r.id) || this.stops.has(r.id),
-    }));
+    })));
     const actions = selectPurge(candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000);
     let dirs: string[] = [];
     try {
@@ -421,6 +467,7 @@ export class SessionManager extends EventEmitter {
     for (const c of candidates) {
       const row = all.find((r) => r.id === c.id)!;
       if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) this.watch(row);
+      if (c.state === 'queued' && c.alive && !c.busy && row.expiresAt > now) this.resumeQueued(row);
     }
     for (const action of actions) {
       try {
@@ -428,7 +475,7 @@ export class SessionManager extends EventEmitter {
         else {
           const row = rows.byId(action.id);
           if (row) {
-            if (row.handle && launcher.isAlive(row.handle as VmHandle)) await launcher.stop(row.handle as VmHandle);
+            if (row.handle && await launcher.isAlive(row.handle as VmHandle)) await launcher.stop(row.handle as VmHandle);
             await this.runStop(row.id, () => this.postStop(row, action.reason === 'vm-exited' ? 'the virtual machine stopped' : action.reason));
           }
         }
@@ -506,7 +553,26 @@ export class SessionManager extends EventEmitter {
     this.oneShotTimers.clear();
   }
 
+  /** Where a queued session waits (Slurm job state, reason, position); null when not queued. */
+  async queueInfo(id: string): Promise<QueueInfo | null> {
+    const row = this.deps.rows.byId(id);
+    if (!row || row.state !== 'queued' || !row.handle || !this.deps.launcher.queueInfo) return null;
+    return this.deps.launcher.queueInfo(row.handle as VmHandle).catch(() => null);
+  }
+
+  /** Scheduler details for status displays (Slurm job id, node, state); {} for local VMs. */
+  async schedulerInfo(row: SessionRow): Promise<Record<string, string | number | null>> {
+    if (!row.handle || !this.deps.launcher.describe) return {};
+    return this.deps.launcher.describe(row.handle as VmHandle).catch((err) => ({ error: (err as Error).message }));
+  }
+
   liveCount(): number {
     return this.deps.rows.all().filter((r) => isLive(r.state)).length;
   }
+}
+
+/** What the tombstone says about a failed start: the user-facing message when there is one. */
+function failureReason(err: unknown): string {
+  if (err instanceof QwdError && err.userMessage) return `failed to start: ${err.userMessage}`;
+  return 'failed to start';
 }

@@ -2,10 +2,11 @@
 // applies transitions; anything not in the table is a programming error.
 import type { SessionState } from '../store/session-rows.js';
 
-export type SessionEvent = 'launched' | 'launch-failed' | 'stop-requested' | 'exited' | 'cleaned-up';
+export type SessionEvent = 'submitted' | 'launched' | 'launch-failed' | 'stop-requested' | 'exited' | 'cleaned-up';
 
 const TABLE: Record<SessionState, Partial<Record<SessionEvent, SessionState>>> = {
-  starting: { launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed' },
+  starting: { submitted: 'queued', launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed' },
+  queued: { launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed' },
   running: { 'stop-requested': 'stopping', exited: 'stopped' },
   stopping: { exited: 'stopped', 'cleaned-up': 'stopped' },
   stopped: {},
@@ -17,5 +18,5 @@ export function nextState(current: SessionState, event: SessionEvent): SessionSt
 }
 
 export function isLive(state: SessionState): boolean {
-  return state === 'starting' || state === 'running';
+  return state === 'starting' || state === 'queued' || state === 'running';
 }

@@ -2,7 +2,8 @@
 // the session manager calls the writers.
 import type { Db } from './db.js';
 
-export type SessionState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+/** queued: handed to a scheduler (Slurm) that has not started it yet. */
+export type SessionState = 'starting' | 'queued' | 'running' | 'stopping' | 'stopped' | 'failed';
 
 export interface SessionRow {
   id: string;

@@ -28,12 +28,17 @@ async function bootDemo(t: ExecutionContext, raw: Record<string, unknown> = {}, 
   return { setup, broker, session: res.json, serial: () => fs.readFileSync(serial, 'utf8') };
 }
 
-const KEYSYM: Record<string, number> = { '\n': 0xff0d, ' ': 0x20, '-': 0x2d, '/': 0x2f, '.': 0x2e, '>': 0x3e };
+const KEYSYM: Record<string, number> = { '\n': 0xff0d };
+/** Characters typed with Shift on a US keyboard: QEMU maps keysyms to keys, not to shifted keys. */
+const SHIFTED = new Set('>_|&:"<?'.split(''));
+const SHIFT_L = 0xffe1;
 async function type(rfb: RfbSession, text: string) {
   for (const ch of text) {
     const sym = KEYSYM[ch] ?? ch.charCodeAt(0);
+    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, true);
     rfb.keyEvent(sym, true);
     rfb.keyEvent(sym, false);
+    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, false);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

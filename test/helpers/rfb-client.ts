@@ -1,12 +1,14 @@
 // A minimal raw RFB 3.8 client (RFC 6143) over a WebSocket, for tests: does the
-// handshake with security type None, asks for raw 32-bit pixels, and reads
+// handshake with security type None, asks for raw 32-bit pixels (and the
+// DesktopSize pseudo-encoding, so a guest changing mode is followed), and reads
 // FramebufferUpdates into a pixel buffer so tests can compare screens.
 import WebSocket from 'ws';
 
 export interface RfbSession {
   ws: WebSocket;
-  width: number;
-  height: number;
+  /** The current framebuffer size (follows DesktopSize changes). */
+  readonly width: number;
+  readonly height: number;
   name: string;
   securityTypes: number[];
   /** Requests an update and resolves with the framebuffer after it (RGBX, 4 bytes/pixel). */
@@ -85,11 +87,12 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
     pf.writeUInt16BE(255, 8); pf.writeUInt16BE(255, 10); pf.writeUInt16BE(255, 12);
     pf.set([16, 8, 0], 14);
     ws.send(pf);
-    // SetEncodings: Raw only (0).
-    const enc = Buffer.alloc(8);
+    // SetEncodings: Raw (0) and the DesktopSize pseudo-encoding (-223).
+    const enc = Buffer.alloc(12);
     enc[0] = 2;
-    enc.writeUInt16BE(1, 2);
+    enc.writeUInt16BE(2, 2);
     enc.writeInt32BE(0, 4);
+    enc.writeInt32BE(-223, 8);
     ws.send(enc);
     clearTimeout(timer);
 
@@ -97,7 +100,9 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
     let fbHeight = height;
     let fb = Buffer.alloc(fbWidth * fbHeight * 4);
     const session: RfbSession = {
-      ws, width, height, name, securityTypes,
+      ws, name, securityTypes,
+      get width() { return fbWidth; },
+      get height() { return fbHeight; },
       async update(incremental = false, ms = 10000) {
         const req = Buffer.alloc(10);
         req[0] = 3;
@@ -162,6 +167,19 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
     clearTimeout(timer);
     ws.terminate();
     throw err;
+  }
+}
+
+/** Waits until the guest has drawn text at the top of the screen (not QEMU's own placeholder). */
+export async function waitForGuestText(rfb: RfbSession, timeoutMs = 15000): Promise<Buffer> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const fb = await rfb.update(false);
+    // QEMU's "Guest has not initialized the display" placeholder is 640x480 with
+    // its text in the middle; a text-mode guest draws in the first row at 720x400.
+    if (rfb.width === 720 && nonBlackPixels(fb.subarray(0, rfb.width * 16 * 4)) > 20) return fb;
+    if (Date.now() > deadline) throw new Error(`no guest text at the top of the screen within ${timeoutMs} ms (screen ${rfb.width}x${rfb.height})`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -29,7 +29,7 @@ test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) =>
   const { launcher, spec } = await setupLauncher(t);
   const handle = await launcher.start(spec('aaaaaaaaaaa1'));
   t.teardown(() => launcher.stop(handle));
-  t.true(launcher.isAlive(handle));
+  t.true(await launcher.isAlive(handle));
   t.is(await readRfbBanner({ kind: 'unix', path: handle.vncSocket }), 'RFB 003.008');
   t.is(fs.statSync(handle.runDir).mode & 0o777, 0o700);
   t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [handle.pid]);

@@ -16,6 +16,9 @@ const table: Array<[string, PurgeCandidate, string | null]> = [
   ['a stopping session whose VM is gone is cleaned up', c({ state: 'stopping', alive: false }), 'cleanup:stop-abandoned'],
   ['a stuck stopping session is cleaned up', c({ state: 'stopping', updatedAt: now - 60_001 }), 'cleanup:stop-abandoned'],
   ['a recent stopping session with a live VM is left alone', c({ state: 'stopping' }), null],
+  ['a queued session before its end is kept', c({ state: 'queued', busy: true }), null],
+  ['a queued session still waiting at its end is stopped, even while its start is awaited', c({ state: 'queued', busy: true, expiresAt: now }), 'stop:expired'],
+  ['a queued session the scheduler no longer knows is cleaned up', c({ state: 'queued', alive: false }), 'cleanup:vm-exited'],
 ];
 for (const [title, candidate, expected] of table) {
   test(`purge: ${title}`, (t) => {

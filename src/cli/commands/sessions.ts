@@ -18,7 +18,8 @@ export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) 
     id: row.id, owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, state: row.state,
     createdAt: new Date(row.createdAt).toISOString(), expiresAt: new Date(row.expiresAt).toISOString(),
     remainingS: Math.max(0, Math.round((row.expiresAt - now) / 1000)), viewers: row.viewers,
-    url: `${baseUrl}/s/${row.token}`, pid: handle?.pid ?? null, accel: handle?.accel ?? null, runDir: row.runDir,
+    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local' ? handle.pid : null, accel: handle?.accel ?? null, runDir: row.runDir,
+    slurmJobId: handle?.kind === 'slurm' ? handle.jobId : null, node: handle?.kind === 'slurm' ? handle.node : null,
   };
 }
 
@@ -126,7 +127,7 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       const byS = parseDuration(opts.by);
       if (!byS) throw usage(`--by must be a duration like 1h, 30m or seconds, got ${JSON.stringify(opts.by)}`);
       await ctx.withServices(async (services) => {
-        const row = services.manager.extend(findSession(services, id).id, byS);
+        const row = await services.manager.extend(findSession(services, id).id, byS);
         ctx.print(opts.json ? json(sessionJson(row, ctx.baseUrl(services.config))) : `session ${row.id} now ends at ${shortTime(row.expiresAt)} UTC`);
       });
     });
