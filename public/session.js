@@ -31,12 +31,21 @@ if (section) {
       if (!res) return;
       if (res.status === 410 || res.status === 404) return location.reload();
       const info = await res.json();
+      // Waiting for a node: show where it is; once it runs, show the Connect button.
+      if (section.dataset.state !== 'running' && info.state === 'running') return location.reload();
+      const queueText = section.querySelector('.queue-text');
+      if (queueText && info.queue) {
+        const q = info.queue;
+        queueText.textContent = q.state === 'PENDING'
+          ? `waiting for a node${q.position ? `, number ${q.position} in the queue` : ''}${q.reason ? `; the scheduler says: ${q.reason}` : ''}`
+          : `starting on ${q.node || 'a node'}`;
+      }
       expiresAt = Date.parse(info.expiresAt);
       const viewers = section.querySelector('.viewers');
       if (viewers) viewers.textContent = `${info.viewers} (${info.viewOnlyViewers} view-only)`;
       const names = section.querySelector('.viewer-names');
       if (names && info.viewerNames) names.textContent = info.viewerNames.length ? `: ${[...new Set(info.viewerNames)].join(', ')}` : '';
-    }, 5000);
+    }, section.dataset.state === 'running' ? 5000 : 2000);
   }
 }
 for (const button of document.querySelectorAll('button.copy')) {

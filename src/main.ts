@@ -16,6 +16,8 @@ import { SessionRows } from './store/session-rows.js';
 import { loadCatalog, type Catalog } from './catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel, type AccelChoice } from './qemu/accel.js';
 import { LocalLauncher } from './launcher/local.js';
+import { SlurmLauncher } from './launcher/slurm.js';
+import type { Launcher } from './launcher/types.js';
 import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
 import { SessionManager } from './sessions/manager.js';
 import { createApp } from './http/app.js';
@@ -35,7 +37,7 @@ export interface Services {
   rows: SessionRows;
   catalog: Catalog;
   accel: AccelChoice;
-  launcher: LocalLauncher;
+  launcher: Launcher;
   load: LoadSampler;
   manager: SessionManager;
   users: UserStore;
@@ -49,11 +51,14 @@ export async function createServices(config: Config, log: Logger, opts: { hostRo
   const rows = new SessionRows(db);
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img, log.child({ module: 'catalog' }));
   const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
-  const launcher = new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
+  const launcher: Launcher = config.launcher === 'slurm'
+    ? new SlurmLauncher({ config, log: log.child({ module: 'launcher', launcher: 'slurm' }) })
+    : new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
   const load = await startLoadSampler(5000, log);
   const mailer = createMailer(config.mail);
   const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
-  const discover = () => discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude);
+  // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
+  const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
   const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, log: log.child({ module: 'sessions' }) });
   const users = new UserStore(db);
   const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));

@@ -36,7 +36,8 @@ export interface AdmissionInput {
   request: AdmissionRequest;
   reserved: Reserved;
   limits: Config['limits'];
-  host: HostLoad;
+  /** This host's load and size; null when a cluster scheduler (Slurm) owns capacity and queues what does not fit. */
+  host: HostLoad | null;
   /** Usable GPUs not claimed by any session. */
   gpusFree: number;
 }
@@ -69,6 +70,10 @@ export function decideAdmission({ request, reserved, limits, host, gpusFree }: A
   if (request.machine.maxSessions !== null && reserved.sessionsOfMachine + 1 > request.machine.maxSessions) {
     return refuse(503, 'machine.maxSessions', `All ${request.machine.maxSessions} "${request.machine.name}" desktops allowed at once are in use. Please try another machine or try again later.`);
   }
+  if (host === null) {
+    if (request.gpus > gpusFree) return refuse(503, 'gpu', 'GPUs cannot be given to desktops on this service. Start the desktop without a GPU.');
+    return { admit: true };
+  }
   const cpuCapacity = Math.floor(host.cpus * limits.cpuOvercommit);
   const cpusFree = Math.max(0, cpuCapacity - reserved.cpus);
   if (request.cpus > cpusFree) {
@@ -93,7 +98,9 @@ function refuse(status: 429 | 503, limit: string, message: string): AdmissionDec
 }
 
 /** What the form shows: what one more desktop could still get (ignoring per-user limits). */
-export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'>, limits: Config['limits'], host: HostLoad, gpusFree: number) {
+export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'>, limits: Config['limits'], host: HostLoad | null, gpusFree: number): { sessions: number; cpus: number | null; memoryMiB: number | null; gpus: number } {
+  // A cluster's free capacity is the scheduler's to know: only the service's own limit shows.
+  if (host === null) return { sessions: Math.max(0, limits.maxSessions - reserved.sessions), cpus: null, memoryMiB: null, gpus: gpusFree };
   const memoryCapacity = Math.floor((host.totalMemoryMiB - limits.hostReserveMemoryMiB) * limits.memoryOvercommit);
   return {
     sessions: Math.max(0, limits.maxSessions - reserved.sessions),

@@ -75,7 +75,7 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
     account: readOptionalString(p, raw, 'account', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm account name' }),
     qos: readOptionalString(p, raw, 'qos', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm QOS name' }),
     extraArgs: readArgs(p, raw, 'slurm.'),
-    sharedDir: path.resolve(baseDir, readString(p, raw, 'sharedDir', path.join(stateDir, 'slurm'), { prefix: 'slurm.' })),
+    sharedDir: path.resolve(baseDir, readOptionalString(p, raw, 'sharedDir', { prefix: 'slurm.' }) ?? path.join(stateDir, 'slurm')),
     vncBind: readString(p, raw, 'vncBind', '0.0.0.0', { prefix: 'slurm.', pattern: /^[0-9A-Fa-f.:]+$/, expectation: 'an IP address' }),
     vncPortMin,
     vncPortMax,

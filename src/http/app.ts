@@ -207,18 +207,21 @@ export function createApp(deps: AppDeps): express.Express {
       return;
     }
     const manageable = canManage(req, row, auth.open, true);
-    const [qr, viewQr, balloon] = await Promise.all([
+    const [qr, viewQr, balloon, queue] = await Promise.all([
       qrSvg(l.page), qrSvg(l.viewPage),
       // The page still renders if the guest's QMP is busy or the balloon has no driver.
-      manageable ? manager.balloonInfo(row.id).catch(() => null) : null,
+      manageable && row.state === 'running' ? manager.balloonInfo(row.id).catch(() => null) : null,
+      manager.queueInfo(row.id),
     ]);
-    res.type('html').send(sessionPage(page(req), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, Date.now(), balloon, manageable));
+    res.type('html').send(sessionPage(page(req), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, Date.now(), balloon, manageable, queue));
   });
 
   app.get('/s/:token/view', (req, res) => {
     const found = liveSession(req, res);
     if (!found) return;
     res.set('Cache-Control', 'no-store');
+    // Still waiting for a node: the session page says so and moves on when it runs.
+    if (found.row.state !== 'running') return void res.redirect(303, `/s/${req.params.token as string}`);
     const ticket = req.identity ? issueViewerTicket(deps.sessionSecret, req.params.token as string, req.identity.user) : null;
     res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket));
   });
@@ -303,9 +306,9 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(201).location(`/api/v1/sessions/${row.token}`).json(sessionApiJson(row, links(req, row), 'control', deps.viewerCounts(row.id)));
   });
 
-  app.get('/api/v1/sessions/:token', (req, res) => {
+  app.get('/api/v1/sessions/:token', async (req, res) => {
     const { row, access } = apiSession(manager, req.params.token);
-    const json = sessionApiJson(row, links(req, row), access, deps.viewerCounts(row.id));
+    const json = { ...sessionApiJson(row, links(req, row), access, deps.viewerCounts(row.id)), queue: await manager.queueInfo(row.id) };
     res.set('Cache-Control', 'no-store').json(access === 'control' ? { ...json, viewerNames: deps.viewerNames(row.id) } : json);
   });
 

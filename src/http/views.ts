@@ -3,6 +3,7 @@
 import type { Machine } from '../catalog/descriptor.js';
 import type { Config } from '../config/schema.js';
 import type { SessionRow } from '../store/session-rows.js';
+import type { QueueInfo } from '../launcher/types.js';
 import { Html, csrfField, esc, html, layout, formatDuration, type PageContext } from './html.js';
 
 export interface FormValues {
@@ -26,8 +27,9 @@ export function lifetimeChoices(limits: Config['limits']): number[] {
 
 export interface Availability {
   sessions: number;
-  cpus: number;
-  memoryMiB: number;
+  /** null: a cluster scheduler decides (desktops that do not fit wait in its queue). */
+  cpus: number | null;
+  memoryMiB: number | null;
   gpus: number;
 }
 
@@ -64,7 +66,8 @@ ${machines.length === 0
   ${machines.some((m) => m.bootScripts.allowUserScripts) ? html`<label>Boot script <small class="muted">(run as root at first boot; only for ${machines.filter((m) => m.bootScripts.allowUserScripts).map((m) => m.name).join(', ')}; @USER@ @SESSION_NAME@ @VM@ are replaced)</small>
     <textarea name="script" rows="4" maxlength="65536" spellcheck="false"></textarea></label>` : ''}
   ${ctx.open ? html`<p class="hint">Anyone may type any name here: the name labels your desktop, it does not protect it. Keep the link you get private.</p>` : ''}
-  ${free ? html`<p class="hint availability">Free now on this server: ${free.sessions} desktop${free.sessions === 1 ? '' : 's'}, ${free.cpus} CPU${free.cpus === 1 ? '' : 's'}, ${free.memoryMiB} MiB${free.gpus ? `, ${free.gpus} GPU${free.gpus === 1 ? '' : 's'}` : ''}.</p>` : ''}
+  ${free && free.cpus !== null ? html`<p class="hint availability">Free now on this server: ${free.sessions} desktop${free.sessions === 1 ? '' : 's'}, ${free.cpus} CPU${free.cpus === 1 ? '' : 's'}, ${free.memoryMiB} MiB${free.gpus ? `, ${free.gpus} GPU${free.gpus === 1 ? '' : 's'}` : ''}.</p>` : ''}
+  ${free && free.cpus === null ? html`<p class="hint availability">Desktops run on the cluster's compute nodes: when none is free, yours waits in the queue and starts by itself. ${free.sessions} more desktop${free.sessions === 1 ? '' : 's'} may be started on this service now.</p>` : ''}
   <button type="submit" class="primary">Create</button>
 </form>`}
 `;
@@ -84,13 +87,22 @@ function remainingText(row: SessionRow, now: number): string {
   return formatDuration(Math.max(0, Math.round((row.expiresAt - now) / 1000)));
 }
 
-export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLinks, qr: { control: string; view: string }, viewers: { control: number; view: number; names: string[] }, config: Config, now: number, balloon: { actualMiB: number } | null, manageable: boolean): string {
-  const canExtend = manageable && row.expiresAt < row.createdAt + config.limits.maxLifetimeS * 1000;
+/** "waiting for a node (2nd in the queue; Slurm says: Resources)". */
+export function queueText(queue: QueueInfo | null): string {
+  if (!queue) return 'waiting for a node';
+  const where = queue.position ? `, number ${queue.position} in the queue` : '';
+  const why = queue.reason ? `; the scheduler says: ${queue.reason}` : '';
+  return queue.state === 'PENDING' ? `waiting for a node${where}${why}` : `starting on ${queue.node ?? 'a node'}`;
+}
+
+export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLinks, qr: { control: string; view: string }, viewers: { control: number; view: number; names: string[] }, config: Config, now: number, balloon: { actualMiB: number } | null, manageable: boolean, queue: QueueInfo | null = null): string {
+  const canExtend = manageable && row.state === 'running' && row.expiresAt < row.createdAt + config.limits.maxLifetimeS * 1000;
+  const waiting = row.state !== 'running';
   const body = html`
 <h1>Your desktop <small class="muted">${row.machine}</small></h1>
-<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.token}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
+<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.token}" data-warn-before="${config.sessions.warnBeforeS.join(',')}" data-state="${row.state}">
   <p class="warning" hidden role="alert"></p>
-  <p><a class="button primary big" href="${links.viewer}" target="_blank" rel="noopener">Connect</a></p>
+  ${waiting ? html`<p class="queued" role="status">Your desktop is <strong class="queue-text">${queueText(queue)}</strong>. This page moves on by itself when it is ready; you can close it and come back with the link.</p>` : html`<p><a class="button primary big" href="${links.viewer}" target="_blank" rel="noopener">Connect</a></p>`}
   <dl>
     <dt>State</dt><dd class="state">${row.state}${row.oneShot ? ' (one-shot: ends when its last viewer leaves)' : ''}</dd>
     <dt>Resources</dt><dd>${row.cpus} CPU${row.cpus === 1 ? '' : 's'}, ${row.memoryMiB} MiB</dd>

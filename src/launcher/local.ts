@@ -39,6 +39,9 @@ export function vmPaths(runDir: string): VmPaths {
 
 export class LocalLauncher implements Launcher {
   readonly kind = 'local';
+  get runRoot(): string {
+    return this.opts.config.runDir;
+  }
   private readonly children = new Map<number, { child: ChildProcess; exit: ExitInfo | null }>();
   private readonly stopping = new Map<number, Promise<StopOutcome>>();
 

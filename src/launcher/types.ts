@@ -63,6 +63,8 @@ export interface LaunchSpec {
   bootScripts?: { delivery: ScriptDelivery; scripts: readonly ResolvedScript[] };
   /** Claimed GPUs: per GPU, the PCI functions of its IOMMU group (GPU first). */
   gpus?: readonly (readonly string[])[];
+  /** When the session ends (a scheduler's time limit is set from it). */
+  expiresAt: number;
 }
 
 export type StopOutcome = 'quit' | 'terminated' | 'killed' | 'already-gone';
@@ -70,10 +72,14 @@ export type StopOutcome = 'quit' | 'terminated' | 'killed' | 'already-gone';
 export interface ExitInfo {
   code: number | null;
   signal: string | null;
+  /** Why, in words for the session's tombstone, when the launcher knows better than the exit code (e.g. Slurm's time limit). */
+  reason?: string;
 }
 
 export interface Launcher {
   readonly kind: string;
+  /** Where session directories live (the run dir locally; the shared dir for Slurm). */
+  readonly runRoot: string;
   /** Creates the disk, starts the VM and resolves once QMP and VNC answer. */
   start(spec: LaunchSpec, hooks?: StartHooks): Promise<VmHandle>;
   /** Ask → SIGTERM → SIGKILL; resolves when the VM is gone. Twice is a no-op. */

@@ -81,7 +81,7 @@ export class SessionManager extends EventEmitter {
 
   /** Validates, admits (atomically, in one immediate transaction), launches. */
   async create(raw: unknown): Promise<SessionRow> {
-    const { config, rows, catalog, load, log } = this.deps;
+    const { config, rows, catalog, log } = this.deps;
     const request = validateCreateRequest(raw, (name) => catalog.get(name), config.limits, { oneShot: config.sessions.oneShotDefault, gpuMachines: config.gpu.machines });
     const id = newSessionId();
     // Host folders and boot scripts are resolved before anything is created:
@@ -96,7 +96,7 @@ export class SessionManager extends EventEmitter {
       id, token, tokenHash: hashToken(token), viewToken, viewTokenHash: hashToken(viewToken),
       owner: request.user, machine: request.machine.name, cpus: request.cpus, memoryMiB: request.memoryMiB,
       createdAt: now, expiresAt: now + request.lifetimeS * 1000, state: 'starting', handle: null,
-      runDir: path.join(config.runDir, id), updatedAt: now, viewers: 0,
+      runDir: path.join(this.deps.launcher.runRoot, id), updatedAt: now, viewers: 0,
       oneShot: request.oneShot, email: request.email, warnedBeforeS: null, gpus: request.gpus,
       idleSince: now, balloonTargetMiB: null,
     };
@@ -108,7 +108,7 @@ export class SessionManager extends EventEmitter {
       const taken = new Set(rows.gpuClaims().map((c) => c.address));
       const free = usableGpus.filter((g) => !taken.has(g.address));
       const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
-      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: load.current(), gpusFree: free.length });
+      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: free.length });
       if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
       rows.insert(row);
       claimed = free.slice(0, request.gpus);
@@ -137,7 +137,7 @@ export class SessionManager extends EventEmitter {
     const { launcher, rows, log } = this.deps;
     let handle: VmHandle;
     try {
-      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, ...guest }, {
+      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, expiresAt: row.expiresAt, ...guest }, {
         onQueued: (queuedHandle) => {
           const current = rows.byId(row.id);
           if (current?.state !== 'starting') return;
@@ -204,7 +204,7 @@ export class SessionManager extends EventEmitter {
       if (this.stops.has(row.id)) return; // a stop in progress does its own cleanup
       const current = this.deps.rows.byId(row.id);
       if (!current) return;
-      const reason = info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly';
+      const reason = info.reason ?? (info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly');
       this.deps.log.warn({ sessionId: row.id, ...info }, 'qemu exited on its own');
       this.runStop(current.id, () => this.postStop(current, reason)).catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
     });
@@ -233,7 +233,12 @@ export class SessionManager extends EventEmitter {
     const r = this.reserved('', '');
     const taken = new Set(this.deps.rows.gpuClaims().map((c) => c.address));
     const gpusFree = (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable && !taken.has(g.address)).length;
-    return availability(r, this.deps.config.limits, this.deps.load.current(), gpusFree);
+    return availability(r, this.deps.config.limits, this.hostCapacity(), gpusFree);
+  }
+
+  /** This host's load for admission; null when Slurm owns capacity (what does not fit waits in its queue). */
+  private hostCapacity() {
+    return this.deps.launcher.kind === 'slurm' ? null : this.deps.load.current();
   }
 
   /** GPUs with who holds them, for qwdctl gpu list and the form. */
@@ -453,7 +458,7 @@ export class SessionManager extends EventEmitter {
     const actions = selectPurge(candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000);
     let dirs: string[] = [];
     try {
-      dirs = await fsp.readdir(config.runDir);
+      dirs = await fsp.readdir(launcher.runRoot);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -486,7 +491,7 @@ export class SessionManager extends EventEmitter {
     for (const dir of orphanDirs) {
       // Re-check: a session may have been created since the listing.
       if (rows.byId(dir)) continue;
-      await launcher.cleanup(null, path.join(config.runDir, dir));
+      await launcher.cleanup(null, path.join(launcher.runRoot, dir));
       log.info({ dir }, 'orphan run dir removed');
     }
     const releasedClaims = rows.releaseOrphanGpuClaims();

@@ -82,3 +82,12 @@ test('cpu overcommit multiplies the host CPUs', (t) => {
 test('availability for the form', (t) => {
   t.deepEqual(availability({ sessions: 1, cpus: 3, memoryMiB: 2000 }, limits, host, 1), { sessions: 2, cpus: 1, memoryMiB: 6000, gpus: 1 });
 });
+
+test('under a cluster scheduler (host null) this host\'s size and load do not refuse; the service\'s own limits still do', (t) => {
+  const busy = { request: { ...req, cpus: 64, memoryMiB: 1000 }, reserved: { ...none, cpus: 500, memoryMiB: 100000 }, limits: { ...limits, maxCpusPerUser: 100 }, gpusFree: 0 };
+  t.deepEqual(decideAdmission({ ...busy, host: null }), { admit: true });
+  t.like(decideAdmission({ ...busy, host: { ...host, load1: 100 } }), { admit: false, limit: 'cpu' });
+  t.like(decideAdmission({ ...busy, host: null, reserved: { ...busy.reserved, sessions: 3 } }), { admit: false, limit: 'maxSessions' });
+  t.like(decideAdmission({ ...busy, host: null, request: { ...busy.request, gpus: 1 } }), { admit: false, limit: 'gpu' });
+  t.deepEqual(availability({ sessions: 1, cpus: 9, memoryMiB: 9 }, limits, null, 0), { sessions: 2, cpus: null, memoryMiB: null, gpus: 0 });
+});

@@ -23,8 +23,12 @@ export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) 
   };
 }
 
-export function sessionsTable(rows: SessionRow[], now = Date.now()): string {
+/** Slurm job id, node and job state per session (Slurm launcher only). */
+export type SchedulerInfo = ReadonlyMap<string, Record<string, string | number | null>>;
+
+export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: SchedulerInfo | null = null): string {
   if (rows.length === 0) return 'no sessions\n';
+  const job = (r: SessionRow, key: string) => String(scheduler?.get(r.id)?.[key] ?? '-');
   return table(rows, [
     { header: 'ID', value: (r) => r.id, keep: true },
     { header: 'USER', value: (r) => r.owner },
@@ -35,6 +39,11 @@ export function sessionsTable(rows: SessionRow[], now = Date.now()): string {
     { header: 'STARTED', value: (r) => shortTime(r.createdAt).slice(5), keep: true },
     { header: 'LEFT', value: (r) => formatRemaining(Math.round((r.expiresAt - now) / 1000)), keep: true },
     { header: 'VIEW', value: (r) => String(r.viewers), keep: true },
+    ...(scheduler ? [
+      { header: 'JOB', value: (r: SessionRow) => job(r, 'slurmJobId'), keep: true },
+      { header: 'NODE', value: (r: SessionRow) => job(r, 'node') },
+      { header: 'JOBSTATE', value: (r: SessionRow) => job(r, 'jobState') },
+    ] : []),
   ]);
 }
 

@@ -12,6 +12,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
         const { config, manager, load, accel, catalog } = services;
         const host = load.current();
         const rows = manager.list();
+        const scheduler = config.launcher === 'slurm' ? new Map(await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))) : null;
         const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
         const info = {
           version: VERSION,
@@ -23,7 +24,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           reserved,
           limits: { maxSessions: config.limits.maxSessions, maxSessionsPerUser: config.limits.maxSessionsPerUser },
           machines: catalog.list().length,
-          sessions: rows.map((r) => sessionJson(r, ctx.baseUrl(config))),
+          sessions: rows.map((r) => ({ ...sessionJson(r, ctx.baseUrl(config)), ...(scheduler ? { slurm: scheduler.get(r.id) ?? null } : {}) })),
         };
         if (opts.json) return ctx.print(json(info));
         ctx.print([
@@ -32,7 +33,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
           '',
         ].join('\n'));
-        ctx.print(sessionsTable(rows));
+        ctx.print(sessionsTable(rows, Date.now(), scheduler));
       });
     });
 }
