@@ -33,6 +33,12 @@ export const ERROR_CODES = {
   QWD_QMP_ERROR: { status: 502, family: 'launch' },
   QWD_QMP_TIMEOUT: { status: 504, family: 'launch' },
   QWD_VNC_UNREACHABLE: { status: 502, family: 'launch' },
+  // The desktop's VNC refused the broker's VNC Authentication (wrong password, or no security type we speak).
+  QWD_VNC_AUTH_FAILED: { status: 502, family: 'launch' },
+  // Slurm said no to a job as asked (partition, account, QOS, limits, resources): retrying the same request will not help.
+  QWD_SLURM_REFUSED: { status: 422, family: 'refused' },
+  // A Slurm command failed otherwise (not installed, controller unreachable, timed out, unexpected output).
+  QWD_SLURM_FAILED: { status: 502, family: 'launch' },
   QWD_DOWNLOAD_FAILED: { status: 502, family: 'download' },
   QWD_CHECKSUM_MISMATCH: { status: 502, family: 'download' },
   QWD_CONFIG_INVALID: { status: 500, family: 'config' },

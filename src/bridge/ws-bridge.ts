@@ -5,7 +5,6 @@
 // with backpressure (stream pipes); the VNC side's first bytes (the RFB
 // banner) are read by a listener attached before anything is awaited.
 import type http from 'node:http';
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../log.js';
@@ -56,7 +55,7 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
     if (row.state !== 'running' || !row.handle) return reject(socket, 409, 'Conflict');
     wss.handleUpgrade(req, socket, head, (ws) => {
       const address = manager.vncAddress(row);
-      const vnc: net.Socket = connectVnc(address);
+      const vnc: Duplex = connectVnc(address);
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
       const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });
       vnc.pipe(wsStream);

@@ -1,18 +1,34 @@
-// Waits until a VNC endpoint answers with its RFB ProtocolVersion banner
-// ("RFB 003.008\n", RFC 6143 §7.1.1). Used as the readiness test: a session is
-// ready when QMP answers and the VNC socket speaks RFB.
+// Where a desktop's VNC is and how to reach it. connectVnc() is what the bridge
+// pipes a viewer into; readRfbBanner() waits until a VNC endpoint answers with
+// its RFB ProtocolVersion banner ("RFB 003.008\n", RFC 6143 §7.1.1) and is the
+// readiness test: a session is ready when QMP answers and the VNC speaks RFB.
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { QwdError } from '../errors.js';
+import { connectAuthenticatedVnc } from '../bridge/vnc-auth.js';
 
-export type VncAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+/**
+ * A desktop's VNC endpoint. A TCP endpoint with a `password` is protected by
+ * VNC Authentication, which the broker performs itself (src/bridge/vnc-auth.ts):
+ * viewers are offered security type None and never see the password.
+ */
+export type VncAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number; password?: string };
 
-export function connectVnc(address: VncAddress): net.Socket {
+/** A stream that speaks RFB from its first byte, as a viewer expects: authenticated underneath when the address has a password. */
+export function connectVnc(address: VncAddress): Duplex {
+  if (address.kind === 'tcp' && address.password !== undefined) return connectAuthenticatedVnc(address, address.password);
+  return connectRaw(address);
+}
+
+/** The endpoint's own socket, no handshake: what readRfbBanner() probes. */
+function connectRaw(address: VncAddress): net.Socket {
   return address.kind === 'unix' ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
 }
 
 export function readRfbBanner(address: VncAddress, timeoutMs = 3000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connectVnc(address);
+    // Raw even when the address has a password: the banner comes before any authentication.
+    const socket = connectRaw(address);
     let received = Buffer.alloc(0);
     const done = (err: Error | null, banner?: string) => {
       clearTimeout(timer);

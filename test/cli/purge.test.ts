@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createServices } from '../../src/main.js';
 import { silentLogger } from '../../src/log.js';
-import type { VmHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/types.js';
 import { ROOT, makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 
 test.before(() => requireQemu());
@@ -20,7 +20,7 @@ test('qwdctl purge --dry-run lists, qwdctl purge stops expired sessions and remo
     services.db.close();
   });
   const row = await services.manager.create({ machine: 'blank', user: 'ivy', lifetimeS: 1 });
-  const pid = (row.handle as VmHandle).pid;
+  const pid = (row.handle as LocalHandle).pid;
   services.manager.detach(); // this process no longer watches it: only purge will act
   const orphan = path.join(setup.config.runDir, 'abcdefabcdef');
   fs.mkdirSync(orphan);

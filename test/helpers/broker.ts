@@ -15,7 +15,7 @@ const liveBrokers = new Set<Broker>();
 process.once('exit', () => {
   for (const broker of liveBrokers) {
     try {
-      for (const row of broker.services.rows.all()) if (row.handle) signalGroup((row.handle as VmHandle).pid, 'SIGKILL');
+      for (const row of broker.services.rows.all()) killLocalVm(row.handle as VmHandle | null);
     } catch {
       // The store is already closed: its VMs were stopped by the teardown.
     }
@@ -41,9 +41,14 @@ export async function stopAllVms(broker: Broker): Promise<void> {
       await manager.stop(row.id, 'test teardown');
     } catch {
       // Last resort for a test that broke the store on purpose: kill our own PID.
-      if (row.handle) signalGroup((row.handle as VmHandle).pid, 'SIGKILL');
+      killLocalVm(row.handle as VmHandle | null);
     }
   }
+}
+
+/** A local VM is our own process group; Slurm jobs are ended by the test's Slurm going away. */
+function killLocalVm(handle: VmHandle | null): void {
+  if (handle?.kind === 'local') signalGroup(handle.pid, 'SIGKILL');
 }
 
 export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {

@@ -74,7 +74,11 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
     if (!securityTypes.includes(1)) throw new Error(`security None not offered (offered: ${securityTypes.join(',')})`);
     ws.send(Buffer.from([1]));
     const result = (await reader.read(4)).readUInt32BE(0);
-    if (result !== 0) throw new Error(`security result ${result}`);
+    if (result !== 0) {
+      // RFC 6143 §7.1.3: in 3.8 a failed SecurityResult is followed by a reason string.
+      const reason = await reader.read(4).then(async (len) => (await reader.read(len.readUInt32BE(0))).toString('utf8')).catch(() => null);
+      throw new Error(`security result ${result}${reason === null ? '' : `: ${reason}`}`);
+    }
     ws.send(Buffer.from([1])); // ClientInit: shared
     const init = await reader.read(24);
     const width = init.readUInt16BE(0);

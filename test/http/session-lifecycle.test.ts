@@ -8,7 +8,7 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 import { connectRfb, nonBlackPixels, waitForGuestText } from '../helpers/rfb-client.js';
 import { WebClient } from '../helpers/web-client.js';
-import type { VmHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/types.js';
 
 test.before(() => requireQemu());
 
@@ -69,7 +69,7 @@ test('stop leaves no process, socket, overlay or row, closes viewers, and the to
   const broker = await startTestBroker(t, setup.config);
   const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'carol', lifetimeS: 600 });
   const row = broker.services.manager.get(json.id)!;
-  const pid = (row.handle as VmHandle).pid;
+  const pid = (row.handle as LocalHandle).pid;
   t.true(fs.existsSync(path.join(row.runDir, 'disk.qcow2')));
   t.true(fs.existsSync(path.join(row.runDir, 'vnc.sock')));
   t.deepEqual(pidsMentioning(`qwd-${json.id}`), [pid]);
@@ -96,7 +96,7 @@ test('a short life-time session is stopped and deleted by the cron job', async (
   const broker = await startTestBroker(t, setup.config);
   const { json, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'dave', lifetimeS: 2 });
   t.is(status, 201);
-  const pid = (broker.services.manager.get(json.id)!.handle as VmHandle).pid;
+  const pid = (broker.services.manager.get(json.id)!.handle as LocalHandle).pid;
   await waitFor('the expired session to be purged', () => broker.services.rows.byId(json.id) === undefined, 15000);
   t.deepEqual(pidsMentioning(`qwd-${json.id}`), []);
   t.false(fs.existsSync(`/proc/${pid}/cmdline`) && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(json.id));
@@ -110,7 +110,7 @@ test('a restarted broker adopts a running session and its token still works', as
   const setup = makeSetup(t);
   const first = await startTestBroker(t, setup.config, { keepVms: true });
   const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'erin', lifetimeS: 600 });
-  const pid = (first.services.manager.get(json.id)!.handle as VmHandle).pid;
+  const pid = (first.services.manager.get(json.id)!.handle as LocalHandle).pid;
   await first.close();
   t.deepEqual(pidsMentioning(`qwd-${json.id}`), [pid], 'qemu survives the broker');
 
@@ -132,7 +132,7 @@ test('qemu killed with SIGKILL is noticed and cleaned up', async (t) => {
   const broker = await startTestBroker(t, setup.config);
   const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'frank', lifetimeS: 600 });
   const row = broker.services.manager.get(json.id)!;
-  process.kill((row.handle as VmHandle).pid, 'SIGKILL');
+  process.kill((row.handle as LocalHandle).pid, 'SIGKILL');
   await waitFor('the dead session to be cleaned up', () => broker.services.rows.byId(json.id) === undefined, 10000);
   t.false(fs.existsSync(row.runDir));
   const gone = await api(broker, 'GET', `/api/v1/sessions/${json.token}`);
@@ -146,7 +146,7 @@ test('a VM that died while the broker was down is cleaned up at start', async (t
   const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'gina', lifetimeS: 600 });
   const row = first.services.manager.get(json.id)!;
   await first.close();
-  process.kill((row.handle as VmHandle).pid, 'SIGKILL');
+  process.kill((row.handle as LocalHandle).pid, 'SIGKILL');
   await waitFor('qemu to die', () => pidsMentioning(`qwd-${json.id}`).length === 0);
   const second = await startTestBroker(t, setup.config);
   t.is(second.services.rows.byId(json.id), undefined);

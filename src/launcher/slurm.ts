@@ -1,0 +1,330 @@
+// The Slurm launcher: each desktop is a batch job on a compute node. The
+// broker writes the session's VNC secret into the shared job dir, submits the
+// generated job script on sbatch's stdin, and answers the user at once (state
+// "queued"); the job creates the overlay, starts QEMU with VNC on TCP behind
+// that password, and reports node and port in status.json. The bridge then
+// authenticates to QEMU itself (the password never reaches a browser).
+// Slurm enforces the end (--time) even when the broker is down; liveness,
+// expiry by Slurm, scancel from outside and preemption are read from
+// `scontrol show job`.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { QwdError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import { submitOptionsFor } from '../config/slurm.js';
+import { buildQemuArgv, type ArgvOptions, type VmPaths } from '../qemu/argv.js';
+import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
+import { overlayArgv, OVERLAY_NAME } from '../snapshot/overlay.js';
+import { buildSeedIso } from '../guest/seed-iso.js';
+import { buildJobScript, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
+import { SlurmCli, type JobInfo } from './slurm-cli.js';
+import type { ExitInfo, Launcher, LaunchSpec, QueueInfo, SlurmHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
+
+export interface SlurmLauncherOptions {
+  config: Config;
+  log: Logger;
+  /** The Slurm commands (injected in tests only to count calls; real ones otherwise). */
+  cli?: SlurmCli;
+}
+
+/** Job states in which the VM exists or may still come. */
+const ALIVE = new Set(['PENDING', 'CONFIGURING', 'RUNNING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT']);
+/** Memory QEMU itself needs beyond the guest's RAM (its own code, VGA, buffers). */
+const QEMU_OVERHEAD_MIB = 256;
+const PASSWORD_CHARS = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
+
+interface ReadyStatus { state: 'ready'; node: string; bind: string; port: number; accel: 'kvm' | 'tcg'; pid: number }
+type JobStatus = ReadyStatus | { state: 'failed'; error: string } | { state: 'exited'; code: number };
+
+export class SlurmLauncher implements Launcher {
+  readonly kind = 'slurm';
+  private readonly cli: SlurmCli;
+  private readonly stopping = new Map<string, Promise<StopOutcome>>();
+
+  constructor(private readonly opts: SlurmLauncherOptions) {
+    const { slurm } = opts.config;
+    this.cli = opts.cli ?? new SlurmCli({ bin: slurm.binaries, env: slurm.env });
+  }
+
+  get runRoot(): string {
+    return this.opts.config.slurm.sharedDir;
+  }
+
+  async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
+    const { config, log } = this.opts;
+    const jobDir = this.jobDirOf(spec.runDir);
+    if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {
+      throw new QwdError('QWD_LAUNCH_FAILED', `machine ${spec.machine.name}: boot scripts delivered by ${spec.bootScripts.delivery} cannot run on a cluster node`, {
+        userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; an administrator can switch it to cloud-init delivery.',
+      });
+    }
+    if (spec.gpus?.length) {
+      throw new QwdError('QWD_LAUNCH_FAILED', 'GPUs for Slurm sessions are not implemented', { userMessage: 'GPUs cannot be given to cluster desktops yet.' });
+    }
+    await fsp.mkdir(this.runRoot, { recursive: true, mode: 0o711 });
+    await fsp.mkdir(jobDir, { mode: 0o700 });
+    let jobId: string | null = null;
+    try {
+      // The VNC password: random, in a 0600 file QEMU reads as a secret object.
+      // VNC authentication uses its first 8 characters.
+      await fsp.writeFile(path.join(jobDir, SECRET_FILE), randomPassword(8), { mode: 0o600, flag: 'wx' });
+      const scripts = spec.bootScripts?.scripts ?? [];
+      const seedIso = scripts.length ? await buildSeedIso(config.guest.genisoimage, jobDir, spec.sessionId, spec.machine.name, scripts) : null;
+      const overlay = path.join(jobDir, OVERLAY_NAME);
+      const paths: VmPaths = {
+        overlay,
+        qmpSocket: `${NODE_DIR_PLACEHOLDER}/qmp.sock`,
+        vncSocket: '',
+        serialLog: path.join(jobDir, 'serial.log'),
+        pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`,
+      };
+      const argvFor = (accel: 'kvm' | 'tcg') => {
+        const opts: ArgvOptions = {
+          sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs: null, network: config.qemu.network,
+          uefiFirmware: config.qemu.uefi[spec.machine.arch],
+          vncTcp: { listen: vncListen(config.slurm.vncBind), secretFile: path.join(jobDir, SECRET_FILE) },
+        };
+        return buildQemuArgv(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts, { shares: spec.shares ?? [], seedIso, gpus: [] });
+      };
+      const script = buildJobScript({
+        sessionId: spec.sessionId, jobDir, qemuBinary: config.qemu.binaries[spec.machine.arch], qemuImg: config.qemu.img,
+        overlayArgv: overlayArgv(spec.machine, overlay, config.qemu.isoDiskGiB), overlayPath: overlay,
+        argvKvm: argvFor('kvm'), argvTcg: argvFor('tcg'), accel: config.qemu.accel, guestArch: spec.machine.arch,
+        vncBind: config.slurm.vncBind, vncPortMin: config.slurm.vncPortMin, vncPortMax: config.slurm.vncPortMax,
+      });
+      await fsp.writeFile(path.join(jobDir, 'job.sh'), script, { mode: 0o600 });
+      const args = sbatchArgs(config, spec, jobDir);
+      jobId = await this.cli.submit(script, args);
+      log.info({ sessionId: spec.sessionId, jobId, args }, 'slurm job submitted');
+      const handle: SlurmHandle = { kind: 'slurm', jobId, jobDir, node: null, host: null, port: null, accel: null };
+      hooks.onQueued?.(handle);
+      return await this.awaitReady(handle, spec.runDir);
+    } catch (err) {
+      if (jobId) await this.cli.cancel(jobId).catch(() => {});
+      await this.cleanup(null, spec.runDir);
+      throw err;
+    }
+  }
+
+  /** Waits for the job's QEMU to report ready and for its VNC to answer from here. */
+  async awaitReady(vm: VmHandle, _runDir: string): Promise<VmHandle> {
+    const handle = asSlurm(vm);
+    const { slurm } = this.opts.config;
+    let runningSince: number | null = null;
+    let nextJobCheck = 0;
+    for (;;) {
+      const status = readStatus(handle.jobDir);
+      if (status?.state === 'ready') {
+        const host = status.bind === '0.0.0.0' || status.bind === '::' ? await this.cli.nodeAddress(status.node) : probeHost(status.bind);
+        await readRfbBanner({ kind: 'tcp', host, port: status.port }, 5000).catch((err: Error) => {
+          throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId}: QEMU on ${status.node} listens on port ${status.port}, but ${host}:${status.port} cannot be reached from the broker: ${err.message}`, {
+            userMessage: 'The desktop started on a cluster node that the service cannot reach; an administrator has been told.', cause: err,
+          });
+        });
+        return { ...handle, node: status.node, host, port: status.port, accel: status.accel };
+      }
+      if (status?.state === 'failed') {
+        throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId}: ${status.error}`, { userMessage: 'The desktop could not start on its cluster node; an administrator has been told.' });
+      }
+      const now = Date.now();
+      if (now >= nextJobCheck) {
+        nextJobCheck = now + slurm.pollIntervalMs;
+        const info = await this.cli.jobInfo(handle.jobId);
+        if (!info || !ALIVE.has(info.state)) {
+          if (readStatus(handle.jobDir)) continue; // it reported just before ending: read that first
+          throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId} ended before QEMU was ready (${info ? `${info.state}${info.reason ? `, ${info.reason}` : ''}` : 'no longer known to Slurm'}): ${await slurmOutputTail(handle.jobDir)}`, {
+            userMessage: info?.state === 'CANCELLED' ? 'The cluster job of this desktop was cancelled before it started.' : 'The desktop\'s cluster job ended before the desktop was ready.',
+          });
+        }
+        if (info.state === 'RUNNING' && runningSince === null) runningSince = now;
+        if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
+          await this.cli.cancel(handle.jobId).catch(() => {});
+          throw new QwdError('QWD_LAUNCH_TIMEOUT', `job ${handle.jobId} runs on ${info.nodes ?? '?'} but QEMU did not report ready within ${slurm.startTimeoutMs} ms`);
+        }
+      }
+      await new Promise((r) => setTimeout(r, Math.min(100, slurm.pollIntervalMs)));
+    }
+  }
+
+  /** scancel --batch -s TERM: the job forwards it to QEMU (an orderly shutdown, as QMP quit); then scancel; then SIGKILL. */
+  stop(vm: VmHandle): Promise<StopOutcome> {
+    const handle = asSlurm(vm);
+    const running = this.stopping.get(handle.jobId);
+    if (running) return running;
+    const promise = this.escalate(handle).finally(() => this.stopping.delete(handle.jobId));
+    this.stopping.set(handle.jobId, promise);
+    return promise;
+  }
+
+  private async escalate(handle: SlurmHandle): Promise<StopOutcome> {
+    const { config, log } = this.opts;
+    const info = await this.cli.jobInfo(handle.jobId);
+    if (!info || !ALIVE.has(info.state)) return 'already-gone';
+    if (info.state === 'RUNNING') {
+      await this.cli.cancel(handle.jobId, { signal: 'TERM', batchOnly: true });
+      if (await this.waitEnded(handle, config.qemu.quitGraceMs)) return 'quit';
+      log.warn({ jobId: handle.jobId }, 'job did not end on SIGTERM; cancelling it');
+    }
+    await this.cli.cancel(handle.jobId);
+    // Slurm sends SIGTERM, then SIGKILL after its KillWait.
+    if (await this.waitEnded(handle, config.qemu.termGraceMs + 35000)) return 'terminated';
+    await this.cli.cancel(handle.jobId, { signal: 'KILL' });
+    if (await this.waitEnded(handle, 10000)) return 'killed';
+    throw new QwdError('QWD_INTERNAL', `slurm job ${handle.jobId} did not end after scancel -s KILL`);
+  }
+
+  private async waitEnded(handle: SlurmHandle, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const info = await this.cli.jobInfo(handle.jobId);
+      if (!info || !ALIVE.has(info.state)) return true;
+      if (Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  async isAlive(vm: VmHandle): Promise<boolean> {
+    const info = await this.cli.jobInfo(asSlurm(vm).jobId);
+    return info !== null && ALIVE.has(info.state);
+  }
+
+  vncAddress(vm: VmHandle): VncAddress {
+    const handle = asSlurm(vm);
+    if (!handle.host || !handle.port) throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId} has not reported its VNC port yet`);
+    const password = fs.readFileSync(path.join(handle.jobDir, SECRET_FILE), 'utf8');
+    return { kind: 'tcp', host: handle.host, port: handle.port, password };
+  }
+
+  watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
+    const handle = asSlurm(vm);
+    let done = false;
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy || done) return;
+      busy = true;
+      this.cli.jobInfo(handle.jobId).then((info) => {
+        if (done || (info && ALIVE.has(info.state))) return;
+        done = true;
+        clearInterval(timer);
+        onExit(exitInfo(info, readStatus(handle.jobDir)));
+      }, (err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again')).finally(() => { busy = false; });
+    }, this.opts.config.slurm.pollIntervalMs);
+    timer.unref();
+    return () => {
+      done = true;
+      clearInterval(timer);
+    };
+  }
+
+  async qmp<T = unknown>(_vm: VmHandle, command: string): Promise<T> {
+    throw new QwdError('QWD_BAD_REQUEST', `QMP ${command} is not available for desktops running as Slurm jobs (QMP stays on the node)`, {
+      userMessage: 'This desktop runs on a cluster node; its memory (balloon) cannot be managed from here.',
+    });
+  }
+
+  async cleanup(_handle: VmHandle | null, runDir: string): Promise<void> {
+    await fsp.rm(this.jobDirOf(runDir), { recursive: true, force: true });
+  }
+
+  async queueInfo(vm: VmHandle): Promise<QueueInfo | null> {
+    const handle = asSlurm(vm);
+    const info = await this.cli.jobInfo(handle.jobId);
+    if (!info) return null;
+    const position = info.state === 'PENDING' ? await this.cli.queuePosition(handle.jobId).catch(() => null) : null;
+    return { state: info.state, reason: info.reason && info.reason !== 'None' ? info.reason : null, position, node: info.nodes };
+  }
+
+  /** Slurm's time limit counts from the job's start: make it end at expiresAt. */
+  async extend(vm: VmHandle, expiresAt: number): Promise<void> {
+    const handle = asSlurm(vm);
+    const info = await this.cli.jobInfo(handle.jobId);
+    if (!info || !ALIVE.has(info.state)) throw new QwdError('QWD_SESSION_ENDED', `job ${handle.jobId} has ended`, { userMessage: 'This desktop has ended and cannot be extended.' });
+    const from = info.state === 'PENDING' || !info.startTime ? Date.now() : info.startTime;
+    await this.cli.setTimeLimit(handle.jobId, Math.ceil((expiresAt - from) / 60000));
+  }
+
+  async describe(vm: VmHandle): Promise<Record<string, string | number | null>> {
+    const handle = asSlurm(vm);
+    const info = await this.cli.jobInfo(handle.jobId);
+    return { slurmJobId: handle.jobId, node: handle.node ?? info?.nodes ?? null, jobState: info?.state ?? 'GONE', reason: info?.reason && info.reason !== 'None' ? info.reason : null };
+  }
+
+  /** The session dir under the shared dir (never anything else: it is deleted recursively). */
+  private jobDirOf(runDir: string): string {
+    const root = path.resolve(this.runRoot);
+    const resolved = path.resolve(runDir);
+    if (path.dirname(resolved) !== root) throw new QwdError('QWD_INTERNAL', `refusing to use job dir ${runDir} outside ${root}`);
+    return resolved;
+  }
+}
+
+/** Pure: the sbatch options of a session (the script itself goes on stdin). */
+export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt'>, jobDir: string, now = Date.now()): string[] {
+  const o = submitOptionsFor(config.slurm, spec.machine.name);
+  const minutes = Math.max(1, Math.ceil((spec.expiresAt - now) / 60000));
+  return [
+    `--job-name=qwd-${spec.sessionId}`,
+    `--time=${minutes}`,
+    '--nodes=1',
+    '--ntasks=1',
+    `--cpus-per-task=${spec.cpus}`,
+    `--mem=${spec.memoryMiB + QEMU_OVERHEAD_MIB}M`,
+    `--chdir=${jobDir}`,
+    `--output=${path.join(jobDir, 'slurm.out')}`,
+    ...(o.partition ? [`--partition=${o.partition}`] : []),
+    ...(o.account ? [`--account=${o.account}`] : []),
+    ...(o.qos ? [`--qos=${o.qos}`] : []),
+    ...o.extraArgs,
+  ];
+}
+
+/** Why a job ended, for the session's tombstone. */
+export function exitInfo(info: JobInfo | null, status: JobStatus | null): ExitInfo {
+  const code = status?.state === 'exited' ? status.code : null;
+  const byState: Record<string, string> = {
+    TIMEOUT: 'its time limit was reached (Slurm ended the job)',
+    CANCELLED: 'its Slurm job was cancelled',
+    PREEMPTED: 'its Slurm job was preempted',
+    NODE_FAIL: 'its compute node failed',
+    OUT_OF_MEMORY: 'its Slurm job ran out of memory',
+    BOOT_FAIL: 'its compute node failed to boot',
+    DEADLINE: 'its Slurm job reached its deadline',
+  };
+  const reason = info && byState[info.state] ? byState[info.state]
+    : code === 0 ? 'the virtual machine was shut down'
+      : info?.state === 'COMPLETED' && code === null ? 'its Slurm job ended'
+        : 'the virtual machine stopped unexpectedly';
+  return { code, signal: null, reason };
+}
+
+function readStatus(jobDir: string): JobStatus | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(jobDir, STATUS_FILE), 'utf8')) as JobStatus;
+  } catch {
+    return null; // not written yet (it is renamed into place, so never half-written)
+  }
+}
+
+async function slurmOutputTail(jobDir: string): Promise<string> {
+  for (const name of ['qemu.log', 'slurm.out']) {
+    try {
+      const text = (await fsp.readFile(path.join(jobDir, name), 'utf8')).trim();
+      if (text) return `${name}: ${text.split('\n').slice(-5).join(' | ')}`;
+    } catch {
+      // try the next one
+    }
+  }
+  return '(no output)';
+}
+
+function randomPassword(length: number): string {
+  return Array.from({ length }, () => PASSWORD_CHARS[crypto.randomInt(PASSWORD_CHARS.length)]).join('');
+}
+
+function asSlurm(handle: VmHandle): SlurmHandle {
+  if (handle.kind !== 'slurm') throw new QwdError('QWD_INTERNAL', `the Slurm launcher was given a ${handle.kind} handle`);
+  return handle;
+}

@@ -1,0 +1,217 @@
+// Desktops as Slurm jobs, end to end against a real private Slurm (munged,
+// slurmctld, slurmd started by the test on loopback ports): the form's API
+// submits a job, the session waits "queued" while the node is full, the job's
+// QEMU listens on TCP behind a VNC password, and the bridge authenticates to
+// it while the browser side sees security None. Stop, Slurm's time limit,
+// scancel from outside and a broker restart are all followed.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { api, startTestBroker } from '../helpers/broker.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
+import { connectRfb, waitForGuestText } from '../helpers/rfb-client.js';
+import { freePorts } from '../helpers/peer-process.js';
+import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
+import type { SlurmHandle } from '../../src/launcher/types.js';
+import type { Broker } from '../../src/main.js';
+
+test.before(() => requireQemu());
+
+async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number } = {}) {
+  t.timeout(240_000);
+  const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096 });
+  // A private VNC port range per test: several test files run at once.
+  const [base] = await freePorts(1);
+  const portMin = Math.min(Math.max(base!, 20000), 60000);
+  const setup = makeSetup(t, {
+    launcher: 'slurm',
+    slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 40, pollIntervalMs: 300, ...(raw.slurm as object | undefined) },
+    purge: { schedule: '* * * * * *' },
+    ...Object.fromEntries(Object.entries(raw).filter(([k]) => k !== 'slurm')),
+  });
+  const broker = await startTestBroker(t, setup.config);
+  return { slurm, setup, broker };
+}
+
+const handleOf = (broker: Broker, id: string) => broker.services.manager.get(id)?.handle as SlurmHandle | undefined;
+const jobState = async (slurm: SlurmCluster, jobId: string) => (await slurm.run('scontrol', ['show', 'job', '-o', jobId]).catch((e: Error) => e.message)).match(/JobState=(\S+)/)?.[1] ?? 'GONE';
+
+async function createRunning(broker: Broker, body: Record<string, unknown> = {}) {
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'alice', cpus: 1, memoryMiB: 128, lifetimeS: 600, ...body });
+  if (res.status !== 201) throw new Error(`create: ${res.status} ${res.text}`);
+  await waitFor('the job to run and QEMU to be ready', async () => (await api(broker, 'GET', `/api/v1/sessions/${res.json.token}`)).json.state === 'running', 60_000);
+  return res.json;
+}
+
+test('a session lands as a Slurm job; its screen comes through /ws with security None while QEMU demands a password; stop ends the job and leaves nothing', async (t) => {
+  const { slurm, broker } = await cluster(t);
+  const s = await createRunning(broker);
+  const handle = handleOf(broker, s.id)!;
+  t.is(handle.kind, 'slurm');
+  t.regex(handle.jobId, /^\d+$/);
+  t.is(await jobState(slurm, handle.jobId), 'RUNNING');
+  t.regex(await slurm.run('scontrol', ['show', 'job', '-o', handle.jobId]), new RegExp(`JobName=qwd-${s.id} `));
+  t.is(handle.host, '127.0.0.1');
+  t.true(handle.port! >= 20000);
+
+  // The browser side: security None only; the screen is the VM's.
+  const rfb = await connectRfb(s.wsUrl);
+  t.teardown(() => rfb.close());
+  t.deepEqual(rfb.securityTypes, [1]);
+  t.is(rfb.name, `QEMU (qwd-${s.id})`);
+  await waitForGuestText(rfb);
+  // QEMU itself refuses anyone without the password (only VNC authentication is offered).
+  const direct = await rawRfbSecurityTypes('127.0.0.1', handle.port!);
+  t.deepEqual(direct, [2]);
+  // The password is on no command line.
+  const secret = fs.readFileSync(path.join(handle.jobDir, 'vnc.secret'), 'utf8');
+  const qemuPids = pidsMentioning(`qwd-${s.id}`);
+  t.true(qemuPids.length >= 1);
+  for (const pid of qemuPids) t.false(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(secret));
+
+  // qwdctl status shows job id, node and job state.
+  const status = await broker.services.manager.schedulerInfo(broker.services.manager.get(s.id)!);
+  t.like(status, { slurmJobId: handle.jobId, node: 'localhost', jobState: 'RUNNING' });
+
+  const closed = new Promise<number>((resolve) => rfb.ws.once('close', (code) => resolve(code)));
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
+  t.is(await closed, 4000);
+  t.not(await jobState(slurm, handle.jobId), 'RUNNING');
+  t.deepEqual(pidsMentioning(`qwd-${s.id}`), [], 'QEMU is gone');
+  t.false(fs.existsSync(handle.jobDir), 'the job dir (overlay, secret, logs) is gone');
+  t.is(broker.services.rows.byId(s.id), undefined);
+});
+
+test('a full node: the next session is queued ("waiting for a node") and starts when capacity frees', async (t) => {
+  const { slurm, broker } = await cluster(t, {}, { cpus: 2 });
+  const first = await createRunning(broker, { cpus: 2 });
+  const t0 = Date.now();
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'bob', cpus: 2, memoryMiB: 128, lifetimeS: 600 });
+  t.is(res.status, 201, res.text);
+  t.true(Date.now() - t0 < 5000, 'the answer does not wait for a node');
+  t.is(res.json.state, 'queued');
+  const info = await waitFor('Slurm to say why it waits', async () => {
+    const r = await api(broker, 'GET', `/api/v1/sessions/${res.json.token}`);
+    return r.json.queue?.reason ? r.json : false;
+  }, 20_000);
+  t.is(info.state, 'queued');
+  t.is(info.queue.state, 'PENDING');
+  t.is(info.queue.position, 1);
+  t.regex(info.queue.reason, /Resources|Priority/);
+  const page = await (await fetch(res.json.url)).text();
+  t.regex(page, /waiting for a node, number 1 in the queue/);
+  t.notRegex(page, />Connect</, 'no Connect button while queued');
+  // The bridge refuses while there is no VM yet.
+  await t.throwsAsync(connectRfb(res.json.wsUrl), { message: /409/ });
+
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${first.token}`)).status, 204);
+  await waitFor('the queued session to run', async () => (await api(broker, 'GET', `/api/v1/sessions/${res.json.token}`)).json.state === 'running', 60_000);
+  const rfb = await connectRfb(res.json.wsUrl);
+  t.teardown(() => rfb.close());
+  await waitForGuestText(rfb);
+  t.is(await jobState(slurm, handleOf(broker, res.json.id)!.jobId), 'RUNNING');
+});
+
+test('stopping a queued session cancels its job', async (t) => {
+  const { slurm, broker } = await cluster(t, {}, { cpus: 2 });
+  await createRunning(broker, { cpus: 2 });
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'bob', cpus: 2, memoryMiB: 128, lifetimeS: 600 });
+  t.is(res.json.state, 'queued');
+  const jobId = handleOf(broker, res.json.id)!.jobId;
+  t.is(await jobState(slurm, jobId), 'PENDING');
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${res.json.token}`)).status, 204);
+  t.is(await jobState(slurm, jobId), 'CANCELLED');
+  t.is(broker.services.rows.byId(res.json.id), undefined);
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${res.json.token}`)).status, 410);
+});
+
+test('scancel from outside is noticed: the session ends and says why', async (t) => {
+  const { slurm, broker } = await cluster(t);
+  const s = await createRunning(broker);
+  const { jobId, jobDir } = handleOf(broker, s.id)!;
+  await slurm.run('scancel', [jobId]);
+  const gone = await waitFor('the session to end', async () => {
+    const r = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
+    return r.status === 410 && !/being stopped/.test(r.json.error.message) ? r : false;
+  }, 20_000);
+  t.regex(gone.json.error.message, /cancelled/);
+  t.false(fs.existsSync(jobDir));
+  t.deepEqual(pidsMentioning(`qwd-${s.id}`), []);
+});
+
+test('Slurm\'s time limit ends the session even when the broker does not (purge off)', async (t) => {
+  const { slurm, broker } = await cluster(t, { purge: { schedule: '0 0 1 1 *' } });
+  const s = await createRunning(broker, { lifetimeS: 60 });
+  const { jobId } = handleOf(broker, s.id)!;
+  t.regex(await slurm.run('scontrol', ['show', 'job', '-o', jobId]), /TimeLimit=00:01:00/);
+  const gone = await waitFor('Slurm to end the job at its time limit', async () => {
+    const r = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
+    return r.status === 410 && !/being stopped/.test(r.json.error.message) ? r : false;
+  }, 150_000);
+  t.regex(gone.json.error.message, /time limit/);
+  t.is(await jobState(slurm, jobId), 'TIMEOUT');
+});
+
+test('extend raises the job\'s time limit; a broker restart re-adopts the running job', async (t) => {
+  const { slurm, setup, broker } = await cluster(t, { limits: { maxLifetimeS: 7200 } });
+  const s = await createRunning(broker, { lifetimeS: 600 });
+  const { jobId } = handleOf(broker, s.id)!;
+  const extended = await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, { byS: 1200 });
+  t.is(extended.status, 200, extended.text);
+  const limit = (await slurm.run('scontrol', ['show', 'job', '-o', jobId])).match(/TimeLimit=(\S+)/)![1]!;
+  const [h, m] = limit.split(':').map(Number);
+  t.true(h! * 60 + m! >= 30 && h! * 60 + m! <= 31, `TimeLimit ${limit} covers the new end`);
+
+  await broker.close();
+  t.is(await jobState(slurm, jobId), 'RUNNING', 'the job outlives the broker');
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.manager.get(s.id)?.state, 'running');
+  const rfb = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${s.token}`);
+  t.teardown(() => rfb.close());
+  await waitForGuestText(rfb);
+  t.is((await api(second, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
+  t.not(await jobState(slurm, jobId), 'RUNNING');
+});
+
+test('a broker restart re-adopts a queued job, which then starts', async (t) => {
+  const { slurm, setup, broker } = await cluster(t, {}, { cpus: 2 });
+  const first = await createRunning(broker, { cpus: 2 });
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'bob', cpus: 2, memoryMiB: 128, lifetimeS: 600 });
+  t.is(res.json.state, 'queued');
+  await broker.close();
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.manager.get(res.json.id)?.state, 'queued');
+  await slurm.run('scancel', [handleOf(second, first.id)!.jobId]);
+  await waitFor('the queued session to run under the new broker', async () => second.services.manager.get(res.json.id)?.state === 'running', 60_000);
+  const rfb = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${res.json.token}`);
+  t.teardown(() => rfb.close());
+  await waitForGuestText(rfb);
+});
+
+test('Slurm refusals become clear messages and leave nothing behind', async (t) => {
+  const { setup, broker } = await cluster(t, { slurm: { partition: 'nosuchpartition' } });
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'alice', cpus: 1, memoryMiB: 128, lifetimeS: 600 });
+  t.true(res.status >= 400, res.text);
+  t.regex(res.json.error.message, /partition/i);
+  t.deepEqual(broker.services.rows.all(), []);
+  t.deepEqual(fs.existsSync(setup.config.slurm.sharedDir) ? fs.readdirSync(setup.config.slurm.sharedDir) : [], []);
+});
+
+/** Security types a VNC server offers to a raw RFB 3.8 client. */
+async function rawRfbSecurityTypes(host: string, port: number): Promise<number[]> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(port, host);
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length === 12) s.write('RFB 003.008\n');
+      if (buf.length >= 13 && buf.length >= 13 + buf[12]!) {
+        s.destroy();
+        resolve([...buf.subarray(13, 13 + buf[12]!)]);
+      }
+    });
+    s.on('error', reject);
+  });
+}

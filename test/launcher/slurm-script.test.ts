@@ -1,0 +1,149 @@
+// The Slurm job script and sbatch options, as pure functions, plus the script
+// run by a real bash against a real QEMU (no Slurm needed for that part).
+import test from 'ava';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { buildJobScript, shellQuote, vncListen, probeHost, NODE_DIR_PLACEHOLDER, type JobScriptInput } from '../../src/launcher/slurm-script.js';
+import { exitInfo, sbatchArgs } from '../../src/launcher/slurm.js';
+import { buildQemuArgv } from '../../src/qemu/argv.js';
+import { overlayArgv } from '../../src/snapshot/overlay.js';
+import { parseConfig } from '../../src/config/schema.js';
+import { requireQemu, tempDir, waitFor } from '../helpers/env.js';
+import { freePorts } from '../helpers/peer-process.js';
+
+test('shellQuote gives bash back exactly the value', (t) => {
+  for (const value of ["plain", "it's", "$(touch /tmp/x) `id` ${HOME} \\ \" ; & | > <", "spaces  and\ttabs", '', "''", 'ünïcödé']) {
+    const out = spawnSync('bash', ['-c', `printf %s ${shellQuote(value)}`], { encoding: 'utf8' });
+    t.is(out.stdout, value);
+  }
+  t.throws(() => shellQuote('a\nb'), { message: /control character/ });
+});
+
+test('VNC listen and probe addresses', (t) => {
+  t.is(vncListen('0.0.0.0'), '0.0.0.0:@QWD_VNC_DISPLAY@');
+  t.is(vncListen('::'), '[::]:@QWD_VNC_DISPLAY@');
+  t.is(probeHost('0.0.0.0'), '127.0.0.1');
+  t.is(probeHost('::'), '::1');
+  t.is(probeHost('10.1.2.3'), '10.1.2.3');
+});
+
+const config = (slurm: Record<string, unknown> = {}) => {
+  const parsed = parseConfig({ launcher: 'slurm', slurm }, null, '/srv/qwd');
+  if (!parsed.config) throw new Error(parsed.problems.join('\n'));
+  return parsed.config;
+};
+const machine = { name: 'demo', arch: 'x86_64', format: 'qcow2', image: '/img/demo.qcow2' } as never;
+
+test('sbatch options: job name, time from the life-time, resources, site and per-machine options', (t) => {
+  const now = 1_000_000;
+  const c = config({ partition: 'desk', account: 'lab', qos: 'short', extraArgs: ['--constraint=avx2'], machines: { demo: { partition: 'gpu', extraArgs: [] } } });
+  const args = sbatchArgs(c, { sessionId: 'abc123abc123', machine, cpus: 2, memoryMiB: 1024, expiresAt: now + 3600_000 + 1 }, '/shared/abc123abc123', now);
+  t.deepEqual(args, [
+    '--job-name=qwd-abc123abc123', '--time=61', '--nodes=1', '--ntasks=1', '--cpus-per-task=2', '--mem=1280M',
+    '--chdir=/shared/abc123abc123', '--output=/shared/abc123abc123/slurm.out', '--partition=gpu', '--account=lab', '--qos=short',
+  ]);
+  const other = sbatchArgs(c, { sessionId: 'abc123abc123', machine: { ...(machine as object), name: 'other' } as never, cpus: 1, memoryMiB: 256, expiresAt: now + 10_000 }, '/s/x', now);
+  t.true(other.includes('--partition=desk'));
+  t.true(other.includes('--constraint=avx2'));
+  t.true(other.includes('--time=1'), 'Slurm counts whole minutes; never less than one');
+});
+
+test('slurm config: defaults, and every bad key reported at once', (t) => {
+  const c = config();
+  t.is(c.slurm.sharedDir, '/srv/qwd/var/slurm');
+  t.is(c.slurm.vncBind, '0.0.0.0');
+  t.deepEqual(c.slurm.binaries, { sbatch: 'sbatch', squeue: 'squeue', scontrol: 'scontrol', scancel: 'scancel' });
+  const bad = parseConfig({ launcher: 'slurm', slurm: { partition: 'a b', extraArgs: 'rm -rf /', vncPortMin: 6000, vncPortMax: 5999, env: { 'BAD-NAME': 'x' }, machines: { demo: { colour: 'red' } }, typo: 1 } }, 'c.yml', '/');
+  t.is(bad.config, null);
+  const text = bad.problems.join('\n');
+  for (const key of ['slurm.partition', 'slurm.extraArgs', 'slurm.vncPortMax', 'slurm.env.BAD-NAME', 'slurm.machines.demo.colour', 'slurm.typo']) t.true(text.includes(key), `${key} reported:\n${text}`);
+});
+
+test('why a job ended, in words', (t) => {
+  const info = (state: string) => ({ state } as never);
+  t.regex(exitInfo(info('TIMEOUT'), null).reason!, /time limit/);
+  t.regex(exitInfo(info('CANCELLED'), null).reason!, /cancelled/);
+  t.regex(exitInfo(info('PREEMPTED'), null).reason!, /preempted/);
+  t.regex(exitInfo(info('COMPLETED'), { state: 'exited', code: 0 }).reason!, /shut down/);
+  t.regex(exitInfo(info('FAILED'), { state: 'exited', code: 1 }).reason!, /unexpectedly/);
+  t.regex(exitInfo(null, null).reason!, /unexpectedly/);
+});
+
+function scriptFor(dir: string, bind: string, ports: [number, number], accel: JobScriptInput['accel'] = 'auto'): string {
+  const m = { name: 'blank', arch: 'x86_64', format: 'raw', image: path.join(dir, 'master.raw'), firmware: 'bios', diskInterface: 'virtio', shares: [], bootScripts: { scripts: [], delivery: 'cloud-init' } } as never;
+  fs.writeFileSync(path.join(dir, 'master.raw'), Buffer.alloc(1024 * 1024));
+  const jobDir = path.join(dir, 'job');
+  fs.mkdirSync(jobDir, { mode: 0o700 });
+  fs.writeFileSync(path.join(jobDir, 'vnc.secret'), 'pw123456', { mode: 0o600 });
+  const paths = { overlay: path.join(jobDir, 'disk.qcow2'), qmpSocket: `${NODE_DIR_PLACEHOLDER}/qmp.sock`, vncSocket: '', serialLog: path.join(jobDir, 'serial.log'), pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid` };
+  const argv = (a: 'kvm' | 'tcg') => buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, { sessionId: 'feedfeedfeed', accel: a, sandbox: true, runAs: null, network: 'none', uefiFirmware: '', vncTcp: { listen: vncListen(bind), secretFile: path.join(jobDir, 'vnc.secret') } });
+  return buildJobScript({
+    sessionId: 'feedfeedfeed', jobDir, qemuBinary: 'qemu-system-x86_64', qemuImg: 'qemu-img', overlayArgv: overlayArgv(m, paths.overlay, 1), overlayPath: paths.overlay,
+    argvKvm: argv('kvm'), argvTcg: argv('tcg'), accel, guestArch: 'x86_64', vncBind: bind, vncPortMin: ports[0], vncPortMax: ports[1],
+  });
+}
+
+const readJson = (file: string) => { try { return JSON.parse(fs.readFileSync(file, 'utf8')); } catch { return null; } };
+
+test('the job script, run by bash: overlay, QEMU behind a VNC password on a port it really holds, SIGTERM → orderly exit', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  const script = scriptFor(dir, '127.0.0.1', [port!, port!]);
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  job.stdin.end(script);
+  const status = path.join(dir, 'job', 'status.json');
+  const ready = await waitFor('the job to report ready', () => readJson(status)?.state === 'ready' ? readJson(status) : false, 15000);
+  t.is(ready.port, port);
+  t.is(ready.accel, 'tcg', 'kvm-pvm or no KVM here: TCG');
+  t.true(fs.existsSync(path.join(dir, 'job', 'disk.qcow2')), 'the overlay was made in the job dir');
+  // QEMU asks for VNC authentication (type 2) only.
+  const types = await new Promise<number[]>((resolve, reject) => {
+    const s = net.createConnection(port!, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length === 12) s.write('RFB 003.008\n');
+      if (buf.length >= 13 && buf.length >= 13 + buf[12]!) { s.destroy(); resolve([...buf.subarray(13, 13 + buf[12]!)]); }
+    });
+    s.on('error', reject);
+  });
+  t.deepEqual(types, [2]);
+  // The password is in no process's command line.
+  const cmdline = fs.readFileSync(`/proc/${ready.pid}/cmdline`, 'utf8');
+  t.false(cmdline.includes('pw123456'));
+  const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
+  process.kill(job.pid!, 'SIGTERM');
+  t.is(await exited, 0);
+  t.deepEqual(readJson(status), { state: 'exited', code: 0 });
+  t.false(fs.existsSync(`/proc/${ready.pid}`), 'QEMU is gone');
+});
+
+test('the job script skips a port another program holds, and fails clearly when none is left', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  const holder = net.createServer().listen(port!, '127.0.0.1');
+  t.teardown(() => holder.close());
+  await new Promise((r) => holder.once('listening', r));
+  const out = spawnSync('bash', ['-s'], { input: scriptFor(dir, '127.0.0.1', [port!, port!]), encoding: 'utf8', timeout: 30000 });
+  t.is(out.status, 1);
+  const status = readJson(path.join(dir, 'job', 'status.json'));
+  t.is(status.state, 'failed');
+  t.regex(status.error, new RegExp(`no free VNC port in ${port}-${port}`));
+});
+
+test('a QEMU that cannot start is reported with its own words', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  const script = scriptFor(dir, '127.0.0.1', [port!, port!]).replace("ACCEL='auto'", "ACCEL='tcg'").replace(/'-m' '128M'/g, "'-m' 'lots'");
+  const out = spawnSync('bash', ['-s'], { input: script, encoding: 'utf8', timeout: 30000 });
+  t.is(out.status, 1);
+  const status = readJson(path.join(dir, 'job', 'status.json'));
+  t.is(status.state, 'failed');
+  t.regex(status.error, /qemu failed to start on .*: .*(memory|size)/i);
+});
