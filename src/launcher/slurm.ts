@@ -246,6 +246,11 @@ export class SlurmLauncher implements Launcher {
     await this.cli.setTimeLimit(handle.jobId, Math.ceil((expiresAt - from) / 60000));
   }
 
+  async exitReason(vm: VmHandle): Promise<string | null> {
+    const handle = asSlurm(vm);
+    return exitInfo(await this.cli.jobInfo(handle.jobId), readStatus(handle.jobDir)).reason ?? null;
+  }
+
   async describe(vm: VmHandle): Promise<Record<string, string | number | null>> {
     const handle = asSlurm(vm);
     const info = await this.cli.jobInfo(handle.jobId);

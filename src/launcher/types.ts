@@ -100,4 +100,6 @@ export interface Launcher {
   extend?(handle: VmHandle, expiresAt: number): Promise<void>;
   /** Scheduler details for status displays (Slurm job id, node, job state). */
   describe?(handle: VmHandle): Promise<Record<string, string | number | null>>;
+  /** Why a VM that is no longer alive ended, when the launcher can tell (Slurm: cancelled, time limit, preempted…). */
+  exitReason?(handle: VmHandle): Promise<string | null>;
 }

@@ -480,8 +480,10 @@ export class SessionManager extends EventEmitter {
         else {
           const row = rows.byId(action.id);
           if (row) {
-            if (row.handle && await launcher.isAlive(row.handle as VmHandle)) await launcher.stop(row.handle as VmHandle);
-            await this.runStop(row.id, () => this.postStop(row, action.reason === 'vm-exited' ? 'the virtual machine stopped' : action.reason));
+            const handle = row.handle as VmHandle | null;
+            if (handle && await launcher.isAlive(handle)) await launcher.stop(handle);
+            const why = action.reason === 'vm-exited' ? await this.exitReason(handle) : action.reason;
+            await this.runStop(row.id, () => this.postStop(row, why));
           }
         }
       } catch (err) {
@@ -499,6 +501,14 @@ export class SessionManager extends EventEmitter {
     const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
     if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
     return { actions, warnings, orphanDirs, forgottenTombstones, dryRun: false };
+  }
+
+  /** Why a dead VM ended, in words for its tombstone: the launcher's account when it has one. */
+  private async exitReason(handle: VmHandle | null): Promise<string> {
+    const fallback = 'the virtual machine stopped';
+    if (!handle || !this.deps.launcher.exitReason) return fallback;
+    // A scheduler that cannot be asked right now does not keep the session alive: the generic reason will do.
+    return (await this.deps.launcher.exitReason(handle).catch(() => null)) ?? fallback;
   }
 
   /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS. */

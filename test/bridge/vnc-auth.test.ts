@@ -535,13 +535,14 @@ test('a desktop that accepts but never speaks is given up after timeoutMs, and t
 
 test('a viewer that never finishes its handshake is closed after timeoutMs', async (t) => {
   const qemu = await startVncQemu(t, PASSWORD);
-  const vnc = connectAuthenticatedVnc({ host: HOST, port: qemu.port }, PASSWORD, { timeoutMs: 300 });
+  // The budget covers QEMU's side too, which must finish first: leave it room on a loaded host.
+  const vnc = connectAuthenticatedVnc({ host: HOST, port: qemu.port }, PASSWORD, { timeoutMs: 2000 });
   t.teardown(() => vnc.destroy());
   const { errors, closed } = watch(vnc);
   vnc.resume();
   await closed;
   t.is((errors[0] as QwdError).code, 'QWD_BAD_REQUEST');
-  t.regex(errors[0]!.message, /did not finish the RFB handshake within 300 ms/);
+  t.regex(errors[0]!.message, /did not finish the RFB handshake within 2000 ms/);
 });
 
 test('pass-through keeps every byte in order both ways and holds back a viewer that does not read', async (t) => {

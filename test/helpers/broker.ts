@@ -3,7 +3,9 @@
 // in teardown.
 import type { ExecutionContext } from 'ava';
 import { startBroker, type Broker } from '../../src/main.js';
-import { silentLogger } from '../../src/log.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { VmHandle } from '../../src/launcher/types.js';
 import { signalGroup } from '../../src/qemu/process.js';
@@ -22,8 +24,20 @@ process.once('exit', () => {
   }
 });
 
+/**
+ * The broker's log: silent, unless QWD_TEST_LOG_DIR names a directory, where
+ * each broker then writes its JSON log (one file per test) for a post-mortem.
+ */
+function testLogger(t: ExecutionContext) {
+  const dir = process.env.QWD_TEST_LOG_DIR;
+  if (!dir) return silentLogger();
+  fs.mkdirSync(dir, { recursive: true });
+  const name = `${t.title.replace(/[^A-Za-z0-9]+/g, '-').slice(0, 80)}-${process.pid}-${Date.now()}.log`;
+  return createLogger('debug', fs.createWriteStream(path.join(dir, name)));
+}
+
 export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean } = {}): Promise<Broker> {
-  const broker = await startBroker(config, silentLogger());
+  const broker = await startBroker(config, testLogger(t));
   liveBrokers.add(broker);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);
@@ -35,7 +49,9 @@ export async function startTestBroker(t: ExecutionContext, config: Config, opts:
 
 /** Stops every session the broker knows (by the manager, so cleanup runs). */
 export async function stopAllVms(broker: Broker): Promise<void> {
-  const { manager, rows } = broker.services;
+  const { manager, rows, db } = broker.services;
+  // A broker the test closed itself handed its VMs on (to a second broker, which stops them).
+  if (!db.open) return;
   for (const row of rows.all()) {
     try {
       await manager.stop(row.id, 'test teardown');

@@ -4,26 +4,29 @@
 // QEMU listens on TCP behind a VNC password, and the bridge authenticates to
 // it while the browser side sees security None. Stop, Slurm's time limit,
 // scancel from outside and a broker restart are all followed.
-import test from 'ava';
+import anyTest from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 import { connectRfb, waitForGuestText } from '../helpers/rfb-client.js';
-import { freePorts } from '../helpers/peer-process.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
 import type { SlurmHandle } from '../../src/launcher/types.js';
 import type { Broker } from '../../src/main.js';
 
-test.before(() => requireQemu());
+anyTest.before(() => requireQemu());
+
+// One test at a time: each brings up its own Slurm and boots guests under TCG,
+// and on two cores eight of them at once starve the other test files' QEMUs.
+const test = anyTest.serial;
 
 async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number } = {}) {
   t.timeout(240_000);
   const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096 });
-  // A private VNC port range per test: several test files run at once.
-  const [base] = await freePorts(1);
-  const portMin = Math.min(Math.max(base!, 20000), 60000);
+  // A private VNC port range per test, below the kernel's ephemeral range
+  // (32768-60999) where every other test's listeners and clients get theirs.
+  const portMin = await freeRange(20000, 32000, 41);
   const setup = makeSetup(t, {
     launcher: 'slurm',
     slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 40, pollIntervalMs: 300, ...(raw.slurm as object | undefined) },
@@ -145,16 +148,17 @@ test('Slurm\'s time limit ends the session even when the broker does not (purge 
   const s = await createRunning(broker, { lifetimeS: 60 });
   const { jobId } = handleOf(broker, s.id)!;
   t.regex(await slurm.run('scontrol', ['show', 'job', '-o', jobId]), /TimeLimit=00:01:00/);
-  const gone = await waitFor('Slurm to end the job at its time limit', async () => {
-    const r = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
-    return r.status === 410 && !/being stopped/.test(r.json.error.message) ? r : false;
-  }, 150_000);
+  // Past expiresAt the API already answers 410 ("life-time ran out"); the row
+  // stays until Slurm itself ends the job, which is what this test is about.
+  await waitFor('Slurm to end the job at its time limit', () => broker.services.rows.byId(s.id) === undefined, 150_000);
+  const gone = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
+  t.is(gone.status, 410);
   t.regex(gone.json.error.message, /time limit/);
   t.is(await jobState(slurm, jobId), 'TIMEOUT');
 });
 
 test('extend raises the job\'s time limit; a broker restart re-adopts the running job', async (t) => {
-  const { slurm, setup, broker } = await cluster(t, { limits: { maxLifetimeS: 7200 } });
+  const { slurm, setup, broker } = await cluster(t, { limits: { defaultLifetimeS: 3600, maxLifetimeS: 7200 } });
   const s = await createRunning(broker, { lifetimeS: 600 });
   const { jobId } = handleOf(broker, s.id)!;
   const extended = await api(broker, 'POST', `/api/v1/sessions/${s.token}/extend`, { byS: 1200 });
@@ -197,6 +201,23 @@ test('Slurm refusals become clear messages and leave nothing behind', async (t) 
   t.deepEqual(broker.services.rows.all(), []);
   t.deepEqual(fs.existsSync(setup.config.slurm.sharedDir) ? fs.readdirSync(setup.config.slurm.sharedDir) : [], []);
 });
+
+/** A run of `count` consecutive TCP ports in [low, high) that nothing listens on now. */
+async function freeRange(low: number, high: number, count: number): Promise<number> {
+  const net = await import('node:net');
+  const free = (port: number) => new Promise<boolean>((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = low + Math.floor(Math.random() * (high - low - count));
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await free(p);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} free consecutive ports in ${low}-${high}`);
+}
 
 /** Security types a VNC server offers to a raw RFB 3.8 client. */
 async function rawRfbSecurityTypes(host: string, port: number): Promise<number[]> {
