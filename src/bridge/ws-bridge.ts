@@ -12,7 +12,8 @@ import type { SessionManager, EndedEvent, RevokedEvent } from '../sessions/manag
 import type { LinkKind } from '../store/session-rows.js';
 import { ViewOnlyFilter } from './rfb-client-filter.js';
 import { readViewerTicket } from './viewer-ticket.js';
-import { connectVnc, describe } from '../qemu/rfb-probe.js';
+import { describe } from '../qemu/rfb-probe.js';
+import { connectVnc } from './vnc-connect.js';
 
 export interface Bridge {
   viewerCount(sessionId: string): number;

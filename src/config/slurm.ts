@@ -28,9 +28,15 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly startTimeoutMs: number;
   /** Per-machine overrides of partition, account, qos, extraArgs. */
   readonly machines: Readonly<Record<string, Partial<SlurmSubmitOptions>>>;
+  /** The generic resource a GPU desktop asks for (`--gres=<gpuGres>:N`); null: cluster desktops get no GPU. */
+  readonly gpuGres: string | null;
+  /** Where the job reads sysfs on the node to find its VFIO GPUs ("/" in production; a fixture tree in tests). */
+  readonly nodeSysfsRoot: string;
+  /** A node-local directory of lock files that makes each GPU (IOMMU group) exclusive to one job on a node. */
+  readonly gpuLockDir: string;
 }
 
-const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'machines'] as const;
+const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir'] as const;
 const SUBMIT_KEYS = ['partition', 'account', 'qos', 'extraArgs'] as const;
 /** Slurm names: partitions, accounts, QOS. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -82,6 +88,9 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
     pollIntervalMs: readInt(p, raw, 'pollIntervalMs', 2000, { prefix: 'slurm.', min: 100, max: 600000 }),
     startTimeoutMs: readInt(p, raw, 'startTimeoutMs', 120000, { prefix: 'slurm.', min: 1000, max: 3600000 }),
     machines,
+    gpuGres: readOptionalString(p, raw, 'gpuGres', { prefix: 'slurm.', pattern: /^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$/, expectation: 'a gres name such as "gpu" or "gpu:a100"' }),
+    nodeSysfsRoot: readString(p, raw, 'nodeSysfsRoot', '/', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
+    gpuLockDir: readString(p, raw, 'gpuLockDir', '/run/lock/qemu-web-desktop', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
   };
 }
 

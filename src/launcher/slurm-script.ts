@@ -10,6 +10,11 @@
 //      listens on the port (checked in /proc, not by connecting to whatever answers);
 //   5. forwards SIGTERM (scancel) to QEMU, which then shuts down in order as
 //      QMP quit does, and reports how QEMU ended.
+// With GPUs, before 3: picks free VFIO GPUs on the node by the rules of
+// src/gpu/discover.ts (display-class device, its whole IOMMU group bound to
+// vfio-pci, PCI bridges stay, gpu.exclude honoured), one whole group per GPU,
+// each held exclusively for the job's life by flock(1) on a node-local lock
+// file; Slurm's gres count guarantees enough exist, the locks decide which.
 // Every value is single-quoted for bash; the script is sbatch's stdin, never a
 // command line.
 import type { Arch } from '../config/schema.js';
@@ -35,6 +40,8 @@ export interface JobScriptInput {
   vncBind: string;
   vncPortMin: number;
   vncPortMax: number;
+  /** GPUs the job picks on its node (Slurm counted them as gres); null: none. */
+  gpus?: { count: number; sysfsRoot: string; lockDir: string; exclude: readonly string[] } | null;
 }
 
 /** Bash single-quoting: the value comes out exactly as given. */
@@ -108,7 +115,7 @@ case "$ACCEL" in
        && { [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ] || [ "$GUEST_ARCH" = aarch64 ]; }; then USE=kvm; else USE=tcg; fi ;;
 esac
 if [ "$USE" = kvm ]; then ARGV=("\${ARGV_KVM[@]}"); else ARGV=("\${ARGV_TCG[@]}"); fi
-
+${gpuPart(input)}
 # True when QEMU itself (not another program) listens on TCP port $1.
 qemu_listens() {
   local hex inode fd
@@ -141,7 +148,9 @@ done
 [ -n "$PORT" ] || fail "no free VNC port in $PORT_MIN-$PORT_MAX on $(hostname) after 16 tries"
 
 NODE_NAME=\${SLURMD_NODENAME:-$(hostname)}
-report "{\\"state\\":\\"ready\\",\\"node\\":\\"$(json_text "$NODE_NAME")\\",\\"bind\\":\\"$(json_text "$VNC_BIND")\\",\\"port\\":$PORT,\\"accel\\":\\"$USE\\",\\"pid\\":$QEMU_PID}"
+GPU_JSON=
+for gpu in "\${GPU_PICKED[@]}"; do GPU_JSON="$GPU_JSON\${GPU_JSON:+,}\\"$(json_text "$gpu")\\""; done
+report "{\\"state\\":\\"ready\\",\\"node\\":\\"$(json_text "$NODE_NAME")\\",\\"bind\\":\\"$(json_text "$VNC_BIND")\\",\\"port\\":$PORT,\\"accel\\":\\"$USE\\",\\"pid\\":$QEMU_PID,\\"gpus\\":[$GPU_JSON]}"
 
 # wait returns early when a trapped signal arrives: keep waiting until QEMU is gone.
 while :; do
@@ -151,5 +160,66 @@ while :; do
 done
 report "{\\"state\\":\\"exited\\",\\"code\\":$STATUS_CODE}"
 exit "$STATUS_CODE"
+`;
+}
+
+const PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
+
+/** The node-side GPU pick (bash), or an empty GPU_PICKED when the job has no GPU. */
+function gpuPart(input: JobScriptInput): string {
+  const gpus = input.gpus;
+  if (!gpus || gpus.count < 1) return 'GPU_PICKED=()\n';
+  if (!Number.isInteger(gpus.count) || gpus.count > 16) throw new Error(`bad GPU count ${gpus.count}`);
+  for (const address of gpus.exclude) if (!PCI_ADDRESS.test(address)) throw new Error(`bad PCI address in gpu.exclude: ${address}`);
+  return `
+# ---- GPUs: ${gpus.count}, picked here on the node ----
+GPU_COUNT=${gpus.count}
+SYSFS=${shellQuote(gpus.sysfsRoot.replace(/\/+$/, ''))}
+LOCK_DIR=${shellQuote(gpus.lockDir)}
+GPU_EXCLUDE=${array(gpus.exclude)}
+GPU_BUS=${shellQuote(input.guestArch === 'aarch64' ? 'pcie.0' : 'pci.0')}
+command -v flock >/dev/null 2>&1 || fail "flock (util-linux) is not installed on node $(hostname)"
+mkdir -p "$LOCK_DIR" 2>/dev/null && [ -w "$LOCK_DIR" ] || fail "the GPU lock directory $LOCK_DIR cannot be written on $(hostname)"
+pci_class() { cat "$SYSFS/sys/bus/pci/devices/$1/class" 2>/dev/null; }
+pci_driver() { local d; d=$(readlink "$SYSFS/sys/bus/pci/devices/$1/driver" 2>/dev/null) || return 0; printf '%s' "\${d##*/}"; }
+GPU_ARGS=()
+GPU_PICKED=()
+GPU_WHY=
+SEEN_GROUPS=' '
+for dev in "$SYSFS"/sys/bus/pci/devices/*; do
+  [ \${#GPU_PICKED[@]} -ge "$GPU_COUNT" ] && break
+  addr=\${dev##*/}
+  case "$(pci_class "$addr")" in 0x03*) ;; *) continue ;; esac
+  for x in "\${GPU_EXCLUDE[@]}"; do [ "$x" = "$addr" ] && continue 2; done
+  group=$(readlink "$dev/iommu_group" 2>/dev/null) || { GPU_WHY="$GPU_WHY; $addr has no IOMMU group"; continue; }
+  group=\${group##*/}
+  case "$SEEN_GROUPS" in *" $group "*) continue ;; esac
+  SEEN_GROUPS="$SEEN_GROUPS$group "
+  funcs=("$addr")
+  usable=1
+  [ "$(pci_driver "$addr")" = vfio-pci ] || usable=0
+  for member in "$SYSFS/sys/kernel/iommu_groups/$group/devices"/*; do
+    m=\${member##*/}
+    [ -e "$member" ] && [ "$m" != "$addr" ] || continue
+    case "$(pci_class "$m")" in 0x0604*) continue ;; esac
+    [ "$(pci_driver "$m")" = vfio-pci ] || usable=0
+    funcs+=("$m")
+  done
+  [ "$usable" = 1 ] || { GPU_WHY="$GPU_WHY; IOMMU group $group of $addr is not all bound to vfio-pci"; continue; }
+  # Held (fd open) until this script and QEMU, which inherits it, have exited.
+  exec {lock_fd}>"$LOCK_DIR/iommu-group-$group.lock" || continue
+  if ! flock -n "$lock_fd"; then exec {lock_fd}>&-; GPU_WHY="$GPU_WHY; $addr is used by another job"; continue; fi
+  slot=$(printf '0x%x' $((16 + \${#GPU_PICKED[@]})))
+  fn=0
+  for f in "\${funcs[@]}"; do
+    opt="vfio-pci,host=$f,bus=$GPU_BUS,addr=$slot.$fn"
+    [ "$fn" = 0 ] && [ \${#funcs[@]} -gt 1 ] && opt="$opt,multifunction=on"
+    GPU_ARGS+=(-device "$opt")
+    fn=$((fn + 1))
+  done
+  GPU_PICKED+=("$addr")
+done
+[ \${#GPU_PICKED[@]} -ge "$GPU_COUNT" ] || fail "only \${#GPU_PICKED[@]} of $GPU_COUNT VFIO GPUs usable and free on $(hostname)\${GPU_WHY:+ (\${GPU_WHY#; })}"
+ARGV+=("\${GPU_ARGS[@]}")
 `;
 }

@@ -53,6 +53,11 @@ export class SlurmLauncher implements Launcher {
     return this.opts.config.slurm.sharedDir;
   }
 
+  /** Slurm counts GPUs (gres) and queues what does not fit; the node picks the devices. */
+  get nodeGpusPerSession(): number {
+    return this.opts.config.slurm.gpuGres ? this.opts.config.limits.maxGpusPerSession : 0;
+  }
+
   async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
     const { config, log } = this.opts;
     const jobDir = this.jobDirOf(spec.runDir);
@@ -61,8 +66,9 @@ export class SlurmLauncher implements Launcher {
         userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; an administrator can switch it to cloud-init delivery.',
       });
     }
-    if (spec.gpus?.length) {
-      throw new QwdError('QWD_LAUNCH_FAILED', 'GPUs for Slurm sessions are not implemented', { userMessage: 'GPUs cannot be given to cluster desktops yet.' });
+    if (spec.gpus?.length || (spec.gpuCount && !config.slurm.gpuGres)) {
+      // Admission offers cluster GPUs only with slurm.gpuGres, and the broker's own GPUs never go to a node.
+      throw new QwdError('QWD_LAUNCH_FAILED', 'a GPU was asked for a Slurm session but slurm.gpuGres is not set', { userMessage: 'GPUs cannot be given to cluster desktops on this service.' });
     }
     await fsp.mkdir(this.runRoot, { recursive: true, mode: 0o711 });
     await fsp.mkdir(jobDir, { mode: 0o700 });
@@ -94,6 +100,7 @@ export class SlurmLauncher implements Launcher {
         overlayArgv: overlayArgv(spec.machine, overlay, config.qemu.isoDiskGiB), overlayPath: overlay,
         argvKvm: argvFor('kvm'), argvTcg: argvFor('tcg'), accel: config.qemu.accel, guestArch: spec.machine.arch,
         vncBind: config.slurm.vncBind, vncPortMin: config.slurm.vncPortMin, vncPortMax: config.slurm.vncPortMax,
+        gpus: spec.gpuCount ? { count: spec.gpuCount, sysfsRoot: config.slurm.nodeSysfsRoot, lockDir: config.slurm.gpuLockDir, exclude: config.gpu.exclude } : null,
       });
       await fsp.writeFile(path.join(jobDir, 'job.sh'), script, { mode: 0o600 });
       const args = sbatchArgs(config, spec, jobDir);
@@ -267,7 +274,7 @@ export class SlurmLauncher implements Launcher {
 }
 
 /** Pure: the sbatch options of a session (the script itself goes on stdin). */
-export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt'>, jobDir: string, now = Date.now()): string[] {
+export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt' | 'gpuCount'>, jobDir: string, now = Date.now()): string[] {
   const o = submitOptionsFor(config.slurm, spec.machine.name);
   const minutes = Math.max(1, Math.ceil((spec.expiresAt - now) / 60000));
   return [
@@ -279,6 +286,7 @@ export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 
     `--mem=${spec.memoryMiB + QEMU_OVERHEAD_MIB}M`,
     `--chdir=${jobDir}`,
     `--output=${path.join(jobDir, 'slurm.out')}`,
+    ...(spec.gpuCount && config.slurm.gpuGres ? [`--gres=${config.slurm.gpuGres}:${spec.gpuCount}`] : []),
     ...(o.partition ? [`--partition=${o.partition}`] : []),
     ...(o.account ? [`--account=${o.account}`] : []),
     ...(o.qos ? [`--qos=${o.qos}`] : []),

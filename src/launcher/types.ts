@@ -63,6 +63,8 @@ export interface LaunchSpec {
   bootScripts?: { delivery: ScriptDelivery; scripts: readonly ResolvedScript[] };
   /** Claimed GPUs: per GPU, the PCI functions of its IOMMU group (GPU first). */
   gpus?: readonly (readonly string[])[];
+  /** GPUs the node picks itself (launchers with nodeGpusPerSession): how many. */
+  gpuCount?: number;
   /** When the session ends (a scheduler's time limit is set from it). */
   expiresAt: number;
 }
@@ -80,6 +82,12 @@ export interface Launcher {
   readonly kind: string;
   /** Where session directories live (the run dir locally; the shared dir for Slurm). */
   readonly runRoot: string;
+  /**
+   * For schedulers that own GPUs on their nodes (Slurm gres): the most GPUs one
+   * VM may ask for; the scheduler counts them and the node picks the devices.
+   * Absent or 0: GPUs are this host's own, claimed in the store.
+   */
+  readonly nodeGpusPerSession?: number;
   /** Creates the disk, starts the VM and resolves once QMP and VNC answer. */
   start(spec: LaunchSpec, hooks?: StartHooks): Promise<VmHandle>;
   /** Ask → SIGTERM → SIGKILL; resolves when the VM is gone. Twice is a no-op. */

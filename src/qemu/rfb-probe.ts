@@ -1,11 +1,10 @@
-// Where a desktop's VNC is and how to reach it. connectVnc() is what the bridge
-// pipes a viewer into; readRfbBanner() waits until a VNC endpoint answers with
-// its RFB ProtocolVersion banner ("RFB 003.008\n", RFC 6143 §7.1.1) and is the
-// readiness test: a session is ready when QMP answers and the VNC speaks RFB.
+// Where a desktop's VNC is, and whether it answers: readRfbBanner() waits
+// until a VNC endpoint sends its RFB ProtocolVersion banner ("RFB 003.008\n",
+// RFC 6143 §7.1.1) and is the readiness test: a session is ready when QMP
+// answers and the VNC speaks RFB. What a viewer is piped into (authenticated
+// or not) is the bridge's business: src/bridge/vnc-connect.ts.
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { QwdError } from '../errors.js';
-import { connectAuthenticatedVnc } from '../bridge/vnc-auth.js';
 
 /**
  * A desktop's VNC endpoint. A TCP endpoint with a `password` is protected by
@@ -14,14 +13,8 @@ import { connectAuthenticatedVnc } from '../bridge/vnc-auth.js';
  */
 export type VncAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number; password?: string };
 
-/** A stream that speaks RFB from its first byte, as a viewer expects: authenticated underneath when the address has a password. */
-export function connectVnc(address: VncAddress): Duplex {
-  if (address.kind === 'tcp' && address.password !== undefined) return connectAuthenticatedVnc(address, address.password);
-  return connectRaw(address);
-}
-
-/** The endpoint's own socket, no handshake: what readRfbBanner() probes. */
-function connectRaw(address: VncAddress): net.Socket {
+/** The endpoint's own socket, no handshake. */
+export function connectRaw(address: VncAddress): net.Socket {
   return address.kind === 'unix' ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
 }
 

@@ -30,7 +30,8 @@ import {
   type RfbMinor,
   type UpstreamState,
 } from '../../src/bridge/vnc-auth.js';
-import { connectVnc, readRfbBanner } from '../../src/qemu/rfb-probe.js';
+import { readRfbBanner } from '../../src/qemu/rfb-probe.js';
+import { connectVnc } from '../../src/bridge/vnc-connect.js';
 import { QwdError } from '../../src/errors.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 import { pidsMentioning, requireQemu, tempDir } from '../helpers/env.js';

@@ -84,8 +84,8 @@ process.once('exit', () => {
 });
 
 /** Spawns a foreground server (argv array, no shell) whose stop is registered in teardown at once. */
-export async function spawnPeer(t: ExecutionContext, file: string, args: string[], opts: { termGraceMs: number }): Promise<PeerProcess> {
-  const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function spawnPeer(t: ExecutionContext, file: string, args: string[], opts: { termGraceMs: number; env?: Record<string, string> }): Promise<PeerProcess> {
+  const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-STDERR_TAIL_CHARS)));
   let done = false;

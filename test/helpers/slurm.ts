@@ -62,6 +62,12 @@ export interface SlurmOptions {
   minJobAgeS?: number;
   /** KillWait in seconds (default 5): SIGTERM → SIGKILL when a job is cancelled or times out. */
   killWaitS?: number;
+  /**
+   * GPU device files of the node (`gres/gpu`, one per GPU, as a site lists its
+   * /dev/vfio/<group> files in gres.conf). Slurm 22.05 drops a file-less GPU
+   * gres ("Removing file-less GPU"), so tests give it character devices.
+   */
+  gpuFiles?: string[];
 }
 
 export interface SlurmCluster {
@@ -105,6 +111,7 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
   const cpus = opts.cpus ?? 2;
   const memoryMiB = opts.memoryMiB ?? 2048;
   const defMemPerCpuMiB = opts.defMemPerCpuMiB ?? 256;
+  const gpus = opts.gpuFiles?.length ?? 0;
   if (!Number.isInteger(cpus) || cpus < 1) throw new Error(`startSlurm: cpus must be a positive integer, got ${cpus}`);
   if (!Number.isInteger(memoryMiB) || memoryMiB < 64) throw new Error(`startSlurm: memoryMiB must be an integer >= 64, got ${memoryMiB}`);
 
@@ -152,10 +159,13 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
     const [ctldPort, slurmdPort] = await freePorts(2);
     fs.writeFileSync(conf, slurmConf({
       clusterName, dir, stateDir, spoolDir, mungeSocket, ctldPort: ctldPort!, slurmdPort: slurmdPort!, cpus, memoryMiB, defMemPerCpuMiB, firstJobId,
-      enforcePartLimits: opts.enforcePartLimits ?? true, minJobAgeS: opts.minJobAgeS ?? 60, killWaitS: opts.killWaitS ?? 5,
+      enforcePartLimits: opts.enforcePartLimits ?? true, minJobAgeS: opts.minJobAgeS ?? 60, killWaitS: opts.killWaitS ?? 5, gpus,
     }));
-    slurmctld = await spawnPeer(t, 'slurmctld', ['-D', '-f', conf], { termGraceMs: TERM_GRACE_MS });
-    slurmd = await spawnPeer(t, 'slurmd', ['-D', '-f', conf, '-N', NODE_NAME], { termGraceMs: TERM_GRACE_MS });
+    // gres.conf(5) is read from slurm.conf's directory.
+    if (gpus) fs.writeFileSync(file('gres.conf'), opts.gpuFiles!.map((f) => `Name=gpu File=${f}\n`).join(''));
+    // SLURM_CONF too: the daemons find gres.conf beside it only through it (-f alone reads /etc/slurm/gres.conf).
+    slurmctld = await spawnPeer(t, 'slurmctld', ['-D', '-f', conf], { termGraceMs: TERM_GRACE_MS, env });
+    slurmd = await spawnPeer(t, 'slurmd', ['-D', '-f', conf, '-N', NODE_NAME], { termGraceMs: TERM_GRACE_MS, env });
     try {
       await waitFor(`slurmd to register node ${NODE_NAME} as idle with slurmctld`, async () => {
         for (const [name, peer] of [['slurmctld', slurmctld!], ['slurmd', slurmd!]] as const) {
@@ -221,6 +231,7 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
 interface ConfValues {
   clusterName: string; dir: string; stateDir: string; spoolDir: string; mungeSocket: string; ctldPort: number; slurmdPort: number;
   cpus: number; memoryMiB: number; defMemPerCpuMiB: number; firstJobId: number; enforcePartLimits: boolean; minJobAgeS: number; killWaitS: number;
+  gpus: number;
 }
 
 /** slurm.conf(5) for one private single-node cluster. */
@@ -273,7 +284,8 @@ function slurmConf(v: ConfValues): string {
     // batch_sched_delay batches submissions on busy clusters).
     'SchedulerParameters=batch_sched_delay=0',
     'Waittime=0',
-    `NodeName=${NODE_NAME} NodeAddr=${NODE_ADDR} CPUs=${v.cpus} RealMemory=${v.memoryMiB} State=UNKNOWN`,
+    ...(v.gpus ? ['GresTypes=gpu'] : []),
+    `NodeName=${NODE_NAME} NodeAddr=${NODE_ADDR} CPUs=${v.cpus} RealMemory=${v.memoryMiB}${v.gpus ? ` Gres=gpu:${v.gpus}` : ''} State=UNKNOWN`,
     `PartitionName=debug Nodes=${NODE_NAME} Default=YES MaxTime=INFINITE State=UP`,
     `PartitionName=other Nodes=${NODE_NAME} MaxTime=60 State=UP`,
     '',

@@ -6,7 +6,10 @@
 // scancel from outside and a broker restart are all followed.
 import anyTest from 'ava';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
@@ -21,9 +24,9 @@ anyTest.before(() => requireQemu());
 // and on two cores eight of them at once starve the other test files' QEMUs.
 const test = anyTest.serial;
 
-async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number } = {}) {
+async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number; gpuFiles?: string[] } = {}) {
   t.timeout(240_000);
-  const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096 });
+  const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096, gpuFiles: opts.gpuFiles });
   // A private VNC port range per test, below the kernel's ephemeral range
   // (32768-60999) where every other test's listeners and clients get theirs.
   const portMin = await freeRange(20000, 32000, 41);
@@ -236,3 +239,87 @@ async function rawRfbSecurityTypes(host: string, port: number): Promise<number[]
     s.on('error', reject);
   });
 }
+
+// ---- GPUs on the cluster ----
+// This machine has no VFIO device, so QEMU cannot really be given one. The
+// node's sysfs is a fixture tree (slurm.nodeSysfsRoot), and QEMU is reached
+// through a recorder: a script that writes down the argv the job built, then
+// runs the real QEMU without the vfio-pci devices. Everything else is real:
+// Slurm counts the GPUs (gres), the job picks and locks them on the node.
+function qemuRecorder(t: ExecutionContext): { binary: string; argvOf: (sessionId: string) => string[][] } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-qemu-rec-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const real = execFileSync('bash', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
+  const binary = path.join(dir, 'qemu-system-x86_64');
+  fs.writeFileSync(binary, `#!/bin/bash
+# Test stand-in for VFIO hardware (see test/http/slurm.test.ts): record, then run QEMU without vfio-pci.
+printf '%s\\n' "$@" > ${JSON.stringify(dir)}/argv.$$
+args=()
+prev=
+for a in "$@"; do
+  if [ "$prev" = -device ] && [[ "$a" == vfio-pci,* ]]; then unset 'args[\${#args[@]}-1]'; prev=; continue; fi
+  args+=("$a")
+  prev=$a
+done
+exec ${JSON.stringify(real)} "\${args[@]}"
+`, { mode: 0o755 });
+  const argvOf = (sessionId: string) => fs.readdirSync(dir).filter((f) => f.startsWith('argv.'))
+    .map((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n'))
+    .filter((argv) => argv.includes(`qwd-${sessionId}`) || argv.some((a) => a.startsWith(`qwd-${sessionId},`)));
+  return { binary, argvOf };
+}
+
+const vfioDevices = (argv: string[]) => argv.filter((a, i) => argv[i - 1] === '-device' && a.startsWith('vfio-pci,'));
+
+test('GPU desktops on the cluster: Slurm counts the GPUs, the node passes whole free IOMMU groups, and a third waits for one', async (t) => {
+  const sysfs = makeSysfs(fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-node-sysfs-')), [GPU('0000:01:00.0', '1'), AUDIO('0000:01:00.1', '1'), GPU('0000:02:00.0', '2'), GPU('0000:03:00.0', '3', 'nouveau')]);
+  t.teardown(() => fs.rmSync(sysfs, { recursive: true, force: true }));
+  const lockDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-gpu-locks-'));
+  t.teardown(() => fs.rmSync(lockDir, { recursive: true, force: true }));
+  const recorder = qemuRecorder(t);
+  // The node's /dev/vfio/<group> files, as a site lists them in gres.conf: character devices (here 1:3, like /dev/null).
+  fs.mkdirSync(path.join(sysfs, 'dev/vfio'), { recursive: true });
+  const gpuFiles = ['1', '2'].map((group) => path.join(sysfs, 'dev/vfio', group));
+  for (const f of gpuFiles) execFileSync('mknod', [f, 'c', '1', '3']);
+  const { slurm, broker } = await cluster(t, {
+    slurm: { gpuGres: 'gpu', nodeSysfsRoot: sysfs, gpuLockDir: lockDir },
+    qemu: { binaries: { x86_64: recorder.binary } },
+  }, { cpus: 4, gpuFiles });
+
+  // The form offers a GPU on the cluster.
+  const form = await (await fetch(broker.url + '/')).text();
+  t.regex(form, /name="gpus"/);
+
+  const first = await createRunning(broker, { user: 'ada', gpus: 1 });
+  const firstJob = handleOf(broker, first.id)!.jobId;
+  t.regex(await slurm.run('scontrol', ['show', 'job', '-o', firstJob]), /TresPerNode=gres:gpu:1/);
+  const [argv1] = recorder.argvOf(first.id);
+  t.deepEqual(vfioDevices(argv1!), ['vfio-pci,host=0000:01:00.0,bus=pci.0,addr=0x10.0,multifunction=on', 'vfio-pci,host=0000:01:00.1,bus=pci.0,addr=0x10.1']);
+  const rfb = await connectRfb(first.wsUrl);
+  t.teardown(() => rfb.close());
+  await waitForGuestText(rfb);
+
+  const second = await createRunning(broker, { user: 'ben', gpus: 1 });
+  t.deepEqual(vfioDevices(recorder.argvOf(second.id)[0]!), ['vfio-pci,host=0000:02:00.0,bus=pci.0,addr=0x10.0'], 'the next free group; the nouveau-bound GPU is never taken');
+
+  // Both GPUs are held: Slurm keeps the third job waiting, CPUs are free.
+  const third = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'cy', cpus: 1, memoryMiB: 128, lifetimeS: 600, gpus: 1 });
+  t.is(third.status, 201, third.text);
+  t.is(third.json.state, 'queued');
+  await waitFor('Slurm to say the job waits for resources', async () => /Resources|Priority/.test((await api(broker, 'GET', `/api/v1/sessions/${third.json.token}`)).json.queue?.reason ?? ''), 20_000);
+
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${first.token}`)).status, 204);
+  await waitFor('the third to run once a GPU is free', async () => (await api(broker, 'GET', `/api/v1/sessions/${third.json.token}`)).json.state === 'running', 60_000);
+  t.deepEqual(vfioDevices(recorder.argvOf(third.json.id)[0]!).map((d) => d.split(',')[1]), ['host=0000:01:00.0', 'host=0000:01:00.1'], 'the released group, whole');
+});
+
+test('without slurm.gpuGres a cluster desktop cannot have a GPU, and nothing is submitted', async (t) => {
+  const { slurm, broker } = await cluster(t);
+  const form = await (await fetch(broker.url + '/')).text();
+  t.notRegex(form, /name="gpus"/);
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', cpus: 1, memoryMiB: 128, lifetimeS: 600, gpus: 1 });
+  t.is(res.status, 503, res.text);
+  t.regex(res.json.error.message, /GPU/);
+  t.deepEqual(broker.services.rows.all(), []);
+  t.is((await slurm.run('squeue', ['--noheader'])).trim(), '');
+});
