@@ -28,6 +28,7 @@ import { createMailer } from './notify/mailer.js';
 import { discoverGpus } from './gpu/discover.js';
 import { UserStore } from './store/users.js';
 import { AuthService } from './auth/service.js';
+import { forgetBrokerAddress, recordBrokerAddress } from './cli/broker-address.js';
 
 export const VERSION: string = JSON.parse(fs.readFileSync(path.join(INSTALL_DIR, 'package.json'), 'utf8')).version;
 
@@ -109,6 +110,7 @@ export async function startBroker(config: Config, log: Logger): Promise<Broker> 
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   log.info({ url, stateDir: config.stateDir, config: config.source ?? '(embedded defaults)' }, 'broker listening');
+  recordBrokerAddress(config.stateDir, url); // so qwdctl's links use the real port
 
   let closed = false;
   return {
@@ -120,6 +122,7 @@ export async function startBroker(config: Config, log: Logger): Promise<Broker> 
       bridge.close();
       manager.detach();
       services.load.stop();
+      forgetBrokerAddress(config.stateDir, url);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

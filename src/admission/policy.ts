@@ -3,6 +3,7 @@
 // message a scientist understands — which limit, and what they could ask for
 // instead. Every limit is inclusive: a limit of 3 allows 3.
 import type { Config } from '../config/schema.js';
+import type { SessionState } from '../store/session-rows.js';
 
 export interface HostLoad {
   cpus: number;
@@ -12,11 +13,18 @@ export interface HostLoad {
   sampledAt: number;
 }
 
-/** What live sessions (starting, running, stopping) hold. */
+/**
+ * What live sessions hold. The service's own limits (global, per user, per
+ * machine) count every live session, queued ones too; this host's capacity
+ * (cpus, memoryMiB, gpuMemoryMiB) counts only the sessions that run or may run
+ * here (starting, running, stopping), not those waiting in a scheduler's queue.
+ */
 export interface Reserved {
   sessions: number;
   cpus: number;
   memoryMiB: number;
+  /** The part of memoryMiB that belongs to GPU guests: pinned by VFIO, never overcommitted. */
+  gpuMemoryMiB: number;
   sessionsOfUser: number;
   cpusOfUser: number;
   memoryMiBOfUser: number;
@@ -45,6 +53,54 @@ export interface AdmissionInput {
 export type AdmissionDecision =
   | { admit: true }
   | { admit: false; status: 429 | 503; code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY'; limit: string; message: string };
+
+/** The fields of a session row that admission counts. */
+export interface HeldSession {
+  state: SessionState;
+  owner: string;
+  machine: string;
+  cpus: number;
+  memoryMiB: number;
+  gpus: number;
+}
+
+/** Sums what sessions hold for a request by `user` for `machine`. Pure. */
+export function reservedBy(sessions: readonly HeldSession[], user: string, machine: string): Reserved {
+  // queued: handed to a scheduler (Slurm) that has not started it; it is a
+  // desktop of that user and machine all the same, and will run without asking again.
+  const live = sessions.filter((r) => r.state === 'starting' || r.state === 'queued' || r.state === 'running' || r.state === 'stopping');
+  const onHost = live.filter((r) => r.state !== 'queued');
+  const mine = live.filter((r) => r.owner === user);
+  const sum = (rows: readonly HeldSession[], f: (r: HeldSession) => number) => rows.reduce((n, r) => n + f(r), 0);
+  return {
+    sessions: live.length,
+    cpus: sum(onHost, (r) => r.cpus),
+    memoryMiB: sum(onHost, (r) => r.memoryMiB),
+    gpuMemoryMiB: sum(onHost.filter((r) => r.gpus > 0), (r) => r.memoryMiB),
+    sessionsOfUser: mine.length,
+    cpusOfUser: sum(mine, (r) => r.cpus),
+    memoryMiBOfUser: sum(mine, (r) => r.memoryMiB),
+    gpusOfUser: sum(mine, (r) => r.gpus),
+    sessionsOfMachine: live.filter((r) => r.machine === machine).length,
+  };
+}
+
+/**
+ * Memory one more desktop can have on this host. Overcommit (limits.memoryOvercommit)
+ * relies on the balloon, which cannot take back a GPU guest's memory: VFIO pins all
+ * of it for DMA. So GPU guests count at 1x against the physical capacity, the others
+ * at 1/overcommit; a GPU request gets physical MiB, any other overcommitted MiB.
+ * Also bounded by the memory the host measures as available now.
+ */
+export function memoryFreeMiB(reserved: Pick<Reserved, 'memoryMiB'> & Partial<Pick<Reserved, 'gpuMemoryMiB'>>, limits: Config['limits'], host: HostLoad, forGpuGuest: boolean): number {
+  const physicalMiB = host.totalMemoryMiB - limits.hostReserveMemoryMiB;
+  const pinnedMiB = reserved.gpuMemoryMiB ?? 0;
+  const balloonedMiB = reserved.memoryMiB - pinnedMiB;
+  const capacityLeft = forGpuGuest
+    ? Math.floor(physicalMiB - pinnedMiB - balloonedMiB / limits.memoryOvercommit)
+    : Math.floor((physicalMiB - pinnedMiB) * limits.memoryOvercommit) - balloonedMiB;
+  return Math.max(0, Math.min(capacityLeft, host.availableMemoryMiB - limits.hostReserveMemoryMiB));
+}
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
@@ -79,8 +135,7 @@ export function decideAdmission({ request, reserved, limits, host, gpusFree }: A
   if (request.cpus > cpusFree) {
     return refuse(503, 'cpu', cpusFree > 0 ? `Only ${cpusFree === 1 ? '1 CPU is' : `${cpusFree} CPUs are`} free on this server; ask for ${cpusFree} or fewer.` : 'All CPUs of this server are in use. Please try again later.');
   }
-  const memoryCapacity = Math.floor((host.totalMemoryMiB - limits.hostReserveMemoryMiB) * limits.memoryOvercommit);
-  const memoryFree = Math.max(0, Math.min(memoryCapacity - reserved.memoryMiB, host.availableMemoryMiB - limits.hostReserveMemoryMiB));
+  const memoryFree = memoryFreeMiB(reserved, limits, host, request.gpus > 0);
   if (request.memoryMiB > memoryFree) {
     return refuse(503, 'memory', memoryFree >= 64 ? `Only ${memoryFree} MiB of memory is free on this server; ask for ${memoryFree} MiB or less.` : 'The memory of this server is in use. Please try again later.');
   }
@@ -98,14 +153,14 @@ function refuse(status: 429 | 503, limit: string, message: string): AdmissionDec
 }
 
 /** What the form shows: what one more desktop could still get (ignoring per-user limits). */
-export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'>, limits: Config['limits'], host: HostLoad | null, gpusFree: number): { sessions: number; cpus: number | null; memoryMiB: number | null; gpus: number } {
+export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'> & Partial<Pick<Reserved, 'gpuMemoryMiB'>>, limits: Config['limits'], host: HostLoad | null, gpusFree: number): { sessions: number; cpus: number | null; memoryMiB: number | null; gpus: number } {
   // A cluster's free capacity is the scheduler's to know: only the service's own limit shows.
   if (host === null) return { sessions: Math.max(0, limits.maxSessions - reserved.sessions), cpus: null, memoryMiB: null, gpus: gpusFree };
-  const memoryCapacity = Math.floor((host.totalMemoryMiB - limits.hostReserveMemoryMiB) * limits.memoryOvercommit);
   return {
     sessions: Math.max(0, limits.maxSessions - reserved.sessions),
     cpus: Math.max(0, Math.floor(host.cpus * limits.cpuOvercommit) - reserved.cpus),
-    memoryMiB: Math.max(0, Math.min(memoryCapacity - reserved.memoryMiB, host.availableMemoryMiB - limits.hostReserveMemoryMiB)),
+    // What a desktop without a GPU could get (the form's common case).
+    memoryMiB: memoryFreeMiB(reserved, limits, host, false),
     gpus: gpusFree,
   };
 }

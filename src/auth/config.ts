@@ -6,6 +6,10 @@ import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, re
 export interface LdapBackendConfig {
   type: 'ldap'; name: string; url: string; startTls: boolean; caFile: string | null; bindDn: string | null; bindPassword: string | null;
   baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string; adminGroupDn: string | null; timeoutMs: number;
+  /** Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no search. */
+  groupBaseDn: string | null;
+  /** An attribute of the user's entry listing the DNs of its groups (e.g. memberOf); null: not read. */
+  memberOfAttribute: string | null;
 }
 export interface ImapBackendConfig { type: 'imap'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
 export interface SmtpBackendConfig { type: 'smtp'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
@@ -39,6 +43,12 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
       if (b) backends.push(b);
     });
     if (backends.some((b) => b.type === 'none') && backends.length > 1) p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
+    // Mailed login links are built from publicUrl only: a link built from the
+    // request's Host header could be pointed at an attacker's site by whoever
+    // asks for a victim's link (host header injection).
+    if (backends.some((b) => b.type === 'email') && (typeof top.publicUrl !== 'string' || top.publicUrl === '')) {
+      p.note('publicUrl is required when auth.backends has an "email" backend: mailed login links are built from it, never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)');
+    }
     const names = backends.map((b) => b.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) p.note(`auth.backends: two backends are named "${dup}"; give them distinct name: keys`);
@@ -67,7 +77,7 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       rejectUnknownKeys(p, item, at, ['type', 'name']);
       return { type, name };
     case 'ldap': {
-      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'timeoutMs']);
+      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'groupBaseDn', 'memberOfAttribute', 'timeoutMs']);
       const url = readString(p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' });
       if (item.url === undefined) p.add(`${at}url`, 'present', undefined);
       const filter = readString(p, item, 'filter', '(uid={user})', { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' });
@@ -81,6 +91,8 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
         type, name, url, startTls: readBool(p, item, 'startTls', false, at), caFile: file('caFile'), bindDn, bindPassword, baseDn, filter, userDnTemplate,
         userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }), mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
         adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }), timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
+        groupBaseDn: readOptionalString(p, item, 'groupBaseDn', { prefix: at }),
+        memberOfAttribute: readOptionalString(p, item, 'memberOfAttribute', { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' }),
       };
     }
     case 'imap':

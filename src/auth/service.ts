@@ -24,7 +24,7 @@ export class AuthService {
   readonly emailBackend: EmailBackendConfig | null;
   private readonly limiter: LoginRateLimiter;
 
-  constructor(private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null, private readonly log: Logger, now: () => number = Date.now) {
+  constructor(private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null, private readonly log: Logger, private readonly now: () => number = Date.now) {
     this.backends = config.auth.backends.flatMap((b): AuthBackend[] => {
       switch (b.type) {
         case 'none': return [];
@@ -68,9 +68,13 @@ export class AuthService {
   }
 
   /** Mails a single-use login link; says nothing about whether the address is known. */
-  async sendEmailLink(address: string, baseUrl: string, ip: string): Promise<void> {
+  async sendEmailLink(address: string, ip: string): Promise<void> {
     const backend = this.emailBackend;
     if (!backend || !this.mailer) throw new QwdError('QWD_BAD_REQUEST', 'e-mail login is not configured', { userMessage: 'Login by e-mail is not available here.' });
+    // Only the configured public URL, never the request's Host header (which the
+    // requester controls). The config check makes this unreachable; kept as a guard.
+    const baseUrl = this.config.publicUrl;
+    if (!baseUrl) throw new QwdError('QWD_CONFIG_INVALID', 'e-mail login needs publicUrl in the config', { userMessage: 'Login by e-mail is not available here.' });
     const email = address.trim().toLowerCase();
     const keys = [`ip:${ip}`, `user:${email}`];
     const wait = this.limiter.retryAfterS(keys);
@@ -100,6 +104,30 @@ export class AuthService {
     const email = this.users.consumeEmailToken(hashToken(token), Date.now());
     if (!email) return null;
     return { user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name };
+  }
+
+  /** The time to record as a browser login's start (see currentIdentity). */
+  loginStartedAt(): number {
+    return this.now();
+  }
+
+  /**
+   * A browser login as it stands now: null once it is auth.sessionTtlS old
+   * (or has no start time), when the backend that vouched for it is no longer
+   * configured, or when its local account was deleted; a local account's
+   * admin flag as the store says now (so `qwdctl users admin|del` takes
+   * effect at the next request, not at the next login).
+   */
+  currentIdentity(identity: Identity | undefined, loggedInAt: number | undefined): Identity | null {
+    if (!identity) return null;
+    if (loggedInAt === undefined || this.now() - loggedInAt >= this.config.auth.sessionTtlS * 1000) return null;
+    const backend = this.config.auth.backends.find((b) => b.name === identity.via);
+    if (!backend || backend.type === 'none') return null;
+    if (backend.type !== 'local') return identity;
+    const account = this.users.get(identity.user);
+    if (!account) return null;
+    const admin = account.admin || this.config.auth.admins.includes(account.name);
+    return admin === identity.admin ? identity : { ...identity, admin };
   }
 
   /** An API token (Authorization: Bearer) → who it speaks for. */

@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger } from '../log.js';
 import { createServices, type Services } from '../main.js';
 import { QwdError } from '../errors.js';
+import { runningBrokerUrl } from './broker-address.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -30,7 +31,9 @@ export class CliContext {
 
   async withServices<T>(fn: (services: Services) => Promise<T>): Promise<T> {
     const config = this.config();
-    const services = await createServices(config, createLogger(this.globals.verbose ? 'info' : 'warn'));
+    // Without --verbose, qwdctl itself reports what went wrong (the user message);
+    // the services' log lines (operator detail: argv, paths, stderr) only with it.
+    const services = await createServices(config, createLogger(this.globals.verbose ? 'info' : 'silent'));
     try {
       return await fn(services);
     } finally {
@@ -43,9 +46,15 @@ export class CliContext {
     this.out.write(text.endsWith('\n') ? text : text + '\n');
   }
 
-  /** The base URL users reach the broker at (publicUrl, else the listen address). */
+  /**
+   * The base URL users reach the broker at: publicUrl; else the address the
+   * running broker recorded (its real port, also with listen.port 0); else the
+   * config's listen address. A wildcard host becomes localhost.
+   */
   baseUrl(config: Config): string {
     if (config.publicUrl) return config.publicUrl;
+    const recorded = runningBrokerUrl(config.stateDir);
+    if (recorded) return recorded.replace(/^http:\/\/(0\.0\.0\.0|\[::\])(?=:)/, 'http://localhost');
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
     return `http://${host}:${config.listen.port}`;
   }

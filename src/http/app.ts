@@ -122,7 +122,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.post('/sessions', async (req, res) => {
     if (needLogin(req, res)) return;
     try {
-      const row = await manager.create(withIdentity(req, formToRequest(req.body)));
+      const row = await manager.create(withIdentity(req, formToRequest(req.body)), identityGroups(req));
       remember(req, row);
       res.redirect(303, `/s/${row.token}`);
     } catch (err) {
@@ -157,7 +157,8 @@ export function createApp(deps: AppDeps): express.Express {
   app.post('/login/email', async (req, res) => {
     const email = (req.body as Record<string, unknown> | undefined)?.email;
     try {
-      await auth.sendEmailLink(typeof email === 'string' ? email : '', base(req), req.ip ?? 'unknown');
+      // The link is built from config.publicUrl only (never from the Host header).
+      await auth.sendEmailLink(typeof email === 'string' ? email : '', req.ip ?? 'unknown');
       res.type('html').send(loginPage(page(req), { password: auth.hasPasswordLogin, email: true, next: '/', notice: 'If this address may log in, a link is on its way. It works once, for a limited time.' }));
     } catch (err) {
       const e = err instanceof QwdError ? err : new QwdError('QWD_INTERNAL', String(err), { cause: err });
@@ -191,6 +192,8 @@ export function createApp(deps: AppDeps): express.Express {
       req.session.regenerate((err) => {
         if (err) return reject(err);
         req.session.identity = identity;
+        // The login lasts auth.sessionTtlS from here (checked on every request by identify()).
+        req.session.loggedInAt = auth.loginStartedAt();
         req.session.sessionIds = kept;
         req.session.save((e) => (e ? reject(e) : resolve()));
       });
@@ -301,7 +304,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.post('/api/v1/sessions', async (req, res) => {
     apiLogin(req);
     if (!req.is('application/json')) throw new QwdError('QWD_BAD_REQUEST', 'expected a JSON body', { userMessage: 'Send the request as JSON (Content-Type: application/json).' });
-    const row = await manager.create(withIdentity(req, req.body));
+    const row = await manager.create(withIdentity(req, req.body), identityGroups(req));
     remember(req, row);
     res.status(201).location(`/api/v1/sessions/${row.token}`).json(sessionApiJson(row, links(req, row), 'control', deps.viewerCounts(row.id)));
   });
@@ -364,6 +367,11 @@ export function createApp(deps: AppDeps): express.Express {
     b.user = who.user;
     if (!b.email && who.email) b.email = who.email;
     return b;
+  }
+
+  /** The groups the auth backend vouched for (boot-script conditions); nothing from the request. */
+  function identityGroups(req: Request): { groups: readonly string[] } {
+    return { groups: req.identity?.groups ?? [] };
   }
 
   app.get('/healthz', (_req, res) => {

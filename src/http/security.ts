@@ -16,6 +16,8 @@ declare module 'express-session' {
     userName?: string;
     /** Who logged in (password backends, e-mail link). */
     identity?: Identity;
+    /** When they logged in (ms since the epoch): the login ends auth.sessionTtlS later. */
+    loggedInAt?: number;
     /** The CSRF token of this browser session. */
     csrf?: string;
   }
@@ -38,8 +40,14 @@ export function identify(auth: AuthService) {
       req.identity = identity;
       req.viaBearer = true;
     } else {
-      req.identity = req.session.identity ?? null;
+      req.identity = auth.currentIdentity(req.session.identity, req.session.loggedInAt);
       req.viaBearer = false;
+      if (!req.identity && req.session.identity) {
+        // Expired, or its account is gone: the browser session stays (its CSRF
+        // token, the desktops made in it), the login does not.
+        delete req.session.identity;
+        delete req.session.loggedInAt;
+      }
     }
     next();
   };
@@ -59,15 +67,25 @@ function same(a: unknown, b: string | undefined): boolean {
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
+/** The browser session cookie's name (the `name` given to express-session in app.ts). */
+export const SESSION_COOKIE = 'qwd.sid';
+
+/** Does the request carry the browser session cookie (whether or not anyone is logged in)? */
+export function carriesSessionCookie(cookieHeader: string | undefined): boolean {
+  return (cookieHeader ?? '').split(';').some((part) => part.trim().startsWith(`${SESSION_COOKIE}=`));
+}
+
 /**
- * Forms must carry the session's _csrf field. API calls made with the cookie
- * of a logged-in browser must carry it in X-CSRF-Token. API tokens and
- * cookie-less scripts need none (nothing ambient to abuse).
+ * Forms must carry the session's _csrf field. API calls that carry the
+ * browser's session cookie must carry it in X-CSRF-Token — logged in or not:
+ * with auth "none" the cookie itself holds rights (the desktops made in this
+ * browser). API tokens (Authorization header) and cookie-less scripts need
+ * none: a cross-site request cannot add either, so nothing ambient is abused.
  */
 export function csrfProtect(req: Request, _res: Response, next: NextFunction): void {
   if (!UNSAFE.has(req.method) || req.viaBearer) return next();
   if (req.path.startsWith('/api/')) {
-    if (!req.session.identity) return next();
+    if (!carriesSessionCookie(req.get('cookie'))) return next();
     if (same(req.get('x-csrf-token'), req.session.csrf)) return next();
     return next(new QwdError('QWD_CSRF', 'missing or wrong X-CSRF-Token on a cookie-authenticated API call', { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
   }

@@ -3,9 +3,18 @@
 // sockets in the session's 0700 run dir. Readiness is observed (QMP answers,
 // VNC sends its RFB banner), never assumed after a sleep. Stop escalates
 // QMP quit → SIGTERM → SIGKILL with grace timers.
+//
+// While a VM is watched, the launcher holds one QMP connection to it (the
+// "monitor") for QMP events: a guest power-off is a SHUTDOWN event with
+// guest: true, which says why the VM ended even when it is not our child (an
+// adopted VM has no exit code). QEMU's QMP socket serves one client at a time
+// (a second connect waits unanswered until the first closes), so the
+// launcher's own commands (qmp(), quit) go through the monitor when there is
+// one. Another process (qwdctl) asking QMP meanwhile waits for its greeting.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { QwdError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -14,7 +23,7 @@ import { createOverlay } from '../snapshot/overlay.js';
 import { applyVirtCustomize, buildSeedIso } from '../guest/seed-iso.js';
 import { buildQemuArgv, qemuProcessName, type VmPaths } from '../qemu/argv.js';
 import type { AccelChoice } from '../qemu/accel.js';
-import { QmpClient } from '../qemu/qmp-client.js';
+import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
 import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
@@ -44,6 +53,10 @@ export class LocalLauncher implements Launcher {
   }
   private readonly children = new Map<number, { child: ChildProcess; exit: ExitInfo | null }>();
   private readonly stopping = new Map<number, Promise<StopOutcome>>();
+  /** One QMP connection per watched VM (by pid), shared by every watch of it. */
+  private readonly monitors = new Map<number, QmpMonitor>();
+  /** Why VMs the monitor saw shut down from inside ended (pid → words), for exitReason(). */
+  private readonly guestShutdowns = new Map<number, string>();
 
   constructor(private readonly opts: LocalLauncherOptions) {}
 
@@ -157,13 +170,9 @@ export class LocalLauncher implements Launcher {
   private async escalate(handle: LocalHandle): Promise<StopOutcome> {
     const { config, log } = this.opts;
     if (!this.alive(handle)) return 'already-gone';
+    this.monitors.get(handle.pid)?.endExpected();
     try {
-      const qmp = await QmpClient.connect(handle.qmpSocket, { timeoutMs: Math.min(2000, config.qemu.quitGraceMs || 1) });
-      try {
-        await qmp.quit(config.qemu.quitGraceMs);
-      } finally {
-        qmp.close();
-      }
+      await this.withQmp(handle, Math.min(2000, config.qemu.quitGraceMs || 1), (qmp) => qmp.quit(config.qemu.quitGraceMs));
       if (await this.waitGone(handle, config.qemu.quitGraceMs)) return 'quit';
     } catch (err) {
       log.warn({ pid: handle.pid, err: (err as Error).message }, 'QMP quit failed; sending SIGTERM');
@@ -195,11 +204,20 @@ export class LocalLauncher implements Launcher {
     const handle = asLocal(vm);
     let fired = false;
     let unsubscribe = () => {};
+    const monitor = this.acquireMonitor(handle);
+    const release = () => this.releaseMonitor(handle.pid, monitor);
     const fire = (info: ExitInfo) => {
       if (fired) return;
       fired = true;
       unsubscribe();
-      onExit(info);
+      // QEMU sends SHUTDOWN and then exits; the exit may be noticed before the
+      // event is read off the socket. The socket's end comes after its data,
+      // so wait (briefly) for it before deciding why the VM ended.
+      void monitor.drained(500).then(() => {
+        release();
+        const reason = info.reason ?? monitor.guestShutdownReason ?? undefined;
+        onExit(reason ? { ...info, reason } : info);
+      });
     };
     const own = this.children.get(handle.pid);
     if (own?.exit) {
@@ -209,30 +227,71 @@ export class LocalLauncher implements Launcher {
       own.child.once('exit', listener);
       unsubscribe = () => own.child.off('exit', listener);
     } else {
-      // Adopted after a broker restart: not our child, so poll /proc.
-      const timer = setInterval(() => {
+      // Adopted after a broker restart: not our child, so poll /proc — every
+      // second, and at once when the monitor says the VM is going away.
+      const check = () => {
         if (!isOurProcess(handle.pid, handle.startTime, handle.processName)) fire({ code: null, signal: null });
-      }, 1000);
+      };
+      const timer = setInterval(check, 1000);
       timer.unref();
-      unsubscribe = () => clearInterval(timer);
+      const soon = () => void this.waitGone(handle, 5000).then((gone) => gone && check());
+      monitor.on('ending', soon);
+      unsubscribe = () => {
+        clearInterval(timer);
+        monitor.off('ending', soon);
+      };
     }
     return () => {
+      if (fired) return;
       fired = true;
       unsubscribe();
+      release();
     };
   }
 
   async qmp<T = unknown>(vm: VmHandle, command: string, args?: Record<string, unknown>): Promise<T> {
-    const client = await QmpClient.connect(asLocal(vm).qmpSocket, { timeoutMs: 3000 });
+    return this.withQmp(asLocal(vm), 3000, (client) => client.execute<T>(command, args, { timeoutMs: 5000 }));
+  }
+
+  async exitReason(vm: VmHandle): Promise<string | null> {
+    return vm.kind === 'local' ? this.guestShutdowns.get(vm.pid) ?? null : null;
+  }
+
+  /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */
+  private async withQmp<T>(handle: LocalHandle, connectTimeoutMs: number, fn: (client: QmpClient) => Promise<T>): Promise<T> {
+    const shared = await this.monitors.get(handle.pid)?.client();
+    if (shared) return fn(shared);
+    const client = await QmpClient.connect(handle.qmpSocket, { timeoutMs: connectTimeoutMs });
     try {
-      return await client.execute<T>(command, args, { timeoutMs: 5000 });
+      return await fn(client);
     } finally {
       client.close();
     }
   }
 
-  async cleanup(_handle: VmHandle | null, runDir: string): Promise<void> {
+  private acquireMonitor(handle: LocalHandle): QmpMonitor {
+    let monitor = this.monitors.get(handle.pid);
+    if (!monitor) {
+      monitor = new QmpMonitor(handle, () => this.alive(handle), this.opts.log);
+      monitor.on('guest-shutdown', (reason: string) => {
+        this.guestShutdowns.set(handle.pid, reason);
+        this.opts.log.info({ pid: handle.pid, reason }, 'guest shut down from inside');
+      });
+      this.monitors.set(handle.pid, monitor);
+    }
+    monitor.users++;
+    return monitor;
+  }
+
+  private releaseMonitor(pid: number, monitor: QmpMonitor): void {
+    if (--monitor.users > 0) return;
+    monitor.close();
+    if (this.monitors.get(pid) === monitor) this.monitors.delete(pid);
+  }
+
+  async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
     this.assertInsideRunRoot(runDir);
+    if (handle?.kind === 'local') this.guestShutdowns.delete(handle.pid);
     await fsp.rm(runDir, { recursive: true, force: true });
   }
 
@@ -281,5 +340,132 @@ async function readTail(file: string): Promise<string> {
     return text.trim().split('\n').slice(-5).join(' | ') || '(no output)';
   } catch {
     return '(no log)';
+  }
+}
+
+/**
+ * Why a VM ended, in words for the session's tombstone, from a QMP SHUTDOWN
+ * event (qapi/run-state.json: ShutdownCause); null when the host, not the
+ * guest, asked (quit, a signal) — the caller knows why it stopped the VM then.
+ */
+export function guestShutdownReason(event: QmpEvent): string | null {
+  if (event.event !== 'SHUTDOWN' || event.data?.guest !== true) return null;
+  switch (event.data.reason) {
+    case 'guest-reset':
+      return 'the virtual machine was restarted from inside, which ends the session';
+    case 'guest-panic':
+      return 'the virtual machine was shut down after its operating system crashed';
+    default: // 'guest-shutdown' (ACPI power-off, poweroff -f, …)
+      return 'the virtual machine was shut down from inside';
+  }
+}
+
+/**
+ * The launcher's QMP connection to one watched VM: reconnects while the VM
+ * lives (another client may hold the socket for a while), records a guest
+ * shutdown, and emits 'ending' when the VM announces or shows its end (a
+ * SHUTDOWN event, the socket closing).
+ */
+class QmpMonitor extends EventEmitter {
+  users = 0;
+  guestShutdownReason: string | null = null;
+  private current: QmpClient | null = null;
+  private connecting: Promise<QmpClient | null> | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private closed = false;
+  private ending = false;
+  private readonly closeWaiters = new Set<() => void>();
+
+  constructor(private readonly handle: LocalHandle, private readonly isAlive: () => boolean, private readonly log: Logger) {
+    super();
+    void this.client();
+  }
+
+  /** The open connection, after the connect in progress if there is one; null when QMP cannot be reached. */
+  client(): Promise<QmpClient | null> {
+    if (this.closed) return Promise.resolve(null);
+    if (this.current) return Promise.resolve(this.current);
+    if (this.connecting) return this.connecting;
+    if (this.ending) return Promise.resolve(null); // the VM is going away: no new connection
+    if (this.retry) {
+      clearTimeout(this.retry);
+      this.retry = null;
+    }
+    this.connecting = QmpClient.connect(this.handle.qmpSocket, { timeoutMs: 3000 }).then(
+      (client) => {
+        this.connecting = null;
+        if (this.closed) {
+          client.close();
+          return null;
+        }
+        this.attach(client);
+        return client;
+      },
+      (err: Error) => {
+        this.connecting = null;
+        for (const done of [...this.closeWaiters]) done();
+        this.log.debug({ pid: this.handle.pid, err: err.message }, 'QMP monitor could not connect');
+        this.reconnectLater();
+        return null;
+      },
+    );
+    return this.connecting;
+  }
+
+  /** The broker is stopping this VM itself: its connection closing is no reason to reconnect. */
+  endExpected(): void {
+    this.ending = true;
+  }
+
+  /** Resolves once the connection has closed (or there is none), or after ms. */
+  drained(ms: number): Promise<void> {
+    if (!this.current && !this.connecting) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.closeWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.closeWaiters.add(done);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+    this.current?.close();
+    this.current = null;
+    for (const done of [...this.closeWaiters]) done();
+  }
+
+  private attach(client: QmpClient): void {
+    this.current = client;
+    client.on('event', (event: QmpEvent) => {
+      if (event.event !== 'SHUTDOWN') return;
+      const reason = guestShutdownReason(event);
+      if (reason) {
+        this.guestShutdownReason = reason;
+        this.emit('guest-shutdown', reason);
+      }
+      this.emit('ending');
+    });
+    client.once('close', () => {
+      this.current = null;
+      for (const done of [...this.closeWaiters]) done();
+      if (this.closed) return;
+      if (!this.ending && this.isAlive()) this.reconnectLater();
+      else this.emit('ending');
+    });
+  }
+
+  private reconnectLater(): void {
+    if (this.closed || this.ending || this.retry || !this.isAlive()) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      void this.client();
+    }, 1000);
+    this.retry.unref();
   }
 }

@@ -164,13 +164,22 @@ function shareArgs(shares: GuestDevices['shares']): string[] {
 }
 
 /**
- * VFIO passthrough: each GPU's functions keep their layout in one guest slot
- * (function 0 multifunction=on, the others .1, .2 …), GPUs from slot 0x10 on.
- * The emulated VGA stays the primary display that VNC shows.
+ * VFIO passthrough: each host PCI device (domain:bus:slot) of a GPU unit keeps
+ * its functions together in one guest slot (function 0 multifunction=on, the
+ * others .1, .2 …); slots from 0x10 on. An IOMMU group with two cards thus
+ * gives two guest slots. The emulated VGA stays the primary display that VNC shows.
  */
 function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
   const bus = arch === 'aarch64' ? 'pcie.0' : 'pci.0';
-  return gpus.flatMap((functions, g) => functions.flatMap((host, f) => [
+  const slots = gpus.flatMap((functions) => {
+    const byDevice = new Map<string, string[]>();
+    for (const host of functions) {
+      const device = host.replace(/\.[0-7]$/, '');
+      byDevice.set(device, [...(byDevice.get(device) ?? []), host]);
+    }
+    return [...byDevice.values()];
+  });
+  return slots.flatMap((functions, g) => functions.flatMap((host, f) => [
     '-device', qemuOpts('vfio-pci', { host, bus, addr: `0x${(0x10 + g).toString(16)}.${f}`, multifunction: f === 0 && functions.length > 1 ? true : undefined }),
   ]));
 }

@@ -14,7 +14,9 @@ import { resolveShares } from '../guest/shares.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { resolveScripts } from '../guest/boot-scripts.js';
 import type { LoadSampler } from '../admission/host-load.js';
-import { availability, decideAdmission, type Reserved } from '../admission/policy.js';
+import { availability, decideAdmission, reservedBy, type Reserved } from '../admission/policy.js';
+import { selectIdleReclaims } from '../admission/idle-reclaim.js';
+import { freeGpus, holderOf } from '../gpu/claims.js';
 import { SessionRows, type SessionRow, type EndedRow, type LinkKind } from '../store/session-rows.js';
 import { selectOrphanDirs, selectPurge, type PurgeAction } from '../purge/select.js';
 import { selectWarnings, type Warning } from '../purge/warnings.js';
@@ -79,8 +81,12 @@ export class SessionManager extends EventEmitter {
     return this.deps.config;
   }
 
-  /** Validates, admits (atomically, in one immediate transaction), launches. */
-  async create(raw: unknown): Promise<SessionRow> {
+  /**
+   * Validates, admits (atomically, in one immediate transaction), launches.
+   * `who.groups` are the logged-in user's groups as the auth backend reported
+   * them (boot-script `when.groups`); never taken from the request body.
+   */
+  async create(raw: unknown, who: { groups?: readonly string[] } = {}): Promise<SessionRow> {
     const { config, rows, catalog, log } = this.deps;
     const request = validateCreateRequest(raw, (name) => catalog.get(name), config.limits, { oneShot: config.sessions.oneShotDefault, gpuMachines: config.gpu.machines });
     const id = newSessionId();
@@ -88,7 +94,7 @@ export class SessionManager extends EventEmitter {
     // a folder outside the roots is the request's problem, not a half-made session.
     const values = { user: request.user, sessionId: id, machine: request.machine.name };
     const shares = resolveShares([...config.guest.shares, ...request.machine.shares], config.guest.shareRoots, values);
-    const scripts = resolveScripts([...config.guest.bootScripts, ...request.machine.bootScripts.scripts], { machine: request.machine.name, user: request.user, groups: [] }, values, request.script);
+    const scripts = resolveScripts([...config.guest.bootScripts, ...request.machine.bootScripts.scripts], { machine: request.machine.name, user: request.user, groups: who.groups ?? [] }, values, request.script);
     const now = this.now();
     const token = newToken();
     const viewToken = newToken();
@@ -105,16 +111,16 @@ export class SessionManager extends EventEmitter {
     // Check and reserve in one transaction: concurrent requests (from this
     // process or qwdctl) cannot together exceed a limit.
     rows.db.transaction(() => {
-      const taken = new Set(rows.gpuClaims().map((c) => c.address));
-      const free = usableGpus.filter((g) => !taken.has(g.address));
+      // A unit is taken when any of its functions is claimed (an IOMMU group is never shared).
+      const free = freeGpus(usableGpus, rows.claimedGpuFunctions());
       const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
-      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: free.length });
+      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length });
       if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
       rows.insert(row);
       claimed = free.slice(0, request.gpus);
       for (const gpu of claimed) rows.claimGpu(gpu.address, id, gpu.functions.map((f) => f.address), now);
     }).immediate();
-    rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address) }, now);
+    rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address), gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)) }, now);
     log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
 
     // The answer comes when the VM is ready, or as soon as a scheduler has
@@ -122,7 +128,7 @@ export class SessionManager extends EventEmitter {
     // the launch goes on in the background.
     let answerQueued!: (row: SessionRow) => void;
     const queued = new Promise<SessionRow>((resolve) => { answerQueued = resolve; });
-    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)) }, answerQueued);
+    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)), gpuCount: this.nodeGpus() ? request.gpus : 0 }, answerQueued);
     this.track(id, launch);
     return Promise.race([launch, queued]);
   }
@@ -133,7 +139,7 @@ export class SessionManager extends EventEmitter {
     launch.then(done, done);
   }
 
-  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus'>, onQueued?: (row: SessionRow) => void): Promise<SessionRow> {
+  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus' | 'gpuCount'>, onQueued?: (row: SessionRow) => void): Promise<SessionRow> {
     const { launcher, rows, log } = this.deps;
     let handle: VmHandle;
     try {
@@ -211,29 +217,21 @@ export class SessionManager extends EventEmitter {
     this.watchers.set(row.id, unsubscribe);
   }
 
-  /** Reserved resources of sessions that hold them (starting, running, stopping). */
+  /** Reserved resources of live sessions; queued ones count toward the service's limits, not this host's capacity (reservedBy). */
   reserved(user: string, machine: string): Reserved {
-    const all = this.deps.rows.all().filter((r) => r.state === 'starting' || r.state === 'running' || r.state === 'stopping');
-    const mine = all.filter((r) => r.owner === user);
-    const sum = (rows: SessionRow[], f: (r: SessionRow) => number) => rows.reduce((n, r) => n + f(r), 0);
-    return {
-      sessions: all.length,
-      cpus: sum(all, (r) => r.cpus),
-      memoryMiB: sum(all, (r) => r.memoryMiB),
-      sessionsOfUser: mine.length,
-      cpusOfUser: sum(mine, (r) => r.cpus),
-      memoryMiBOfUser: sum(mine, (r) => r.memoryMiB),
-      gpusOfUser: sum(mine, (r) => r.gpus),
-      sessionsOfMachine: all.filter((r) => r.machine === machine).length,
-    };
+    return reservedBy(this.deps.rows.all(), user, machine);
   }
 
   /** What one more desktop could get right now (the form shows it). */
   availability() {
     const r = this.reserved('', '');
-    const taken = new Set(this.deps.rows.gpuClaims().map((c) => c.address));
-    const gpusFree = (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable && !taken.has(g.address)).length;
+    const gpusFree = this.nodeGpus() || freeGpus(this.deps.discoverGpus?.() ?? [], this.deps.rows.claimedGpuFunctions()).length;
     return availability(r, this.deps.config.limits, this.hostCapacity(), gpusFree);
+  }
+
+  /** GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any. */
+  private nodeGpus(): number {
+    return this.deps.launcher.nodeGpusPerSession ?? 0;
   }
 
   /** This host's load for admission; null when Slurm owns capacity (what does not fit waits in its queue). */
@@ -243,8 +241,8 @@ export class SessionManager extends EventEmitter {
 
   /** GPUs with who holds them, for qwdctl gpu list and the form. */
   gpuStatus(): Array<GpuDevice & { heldBy: string | null }> {
-    const claims = new Map(this.deps.rows.gpuClaims().map((c) => [c.address, c.sessionId]));
-    return (this.deps.discoverGpus?.() ?? []).map((g) => ({ ...g, heldBy: claims.get(g.address) ?? null }));
+    const held = this.deps.rows.claimedGpuFunctions();
+    return (this.deps.discoverGpus?.() ?? []).map((g) => ({ ...g, heldBy: holderOf(g, held) }));
   }
 
   lookupToken(token: unknown): TokenLookup {
@@ -511,20 +509,14 @@ export class SessionManager extends EventEmitter {
     return (await this.deps.launcher.exitReason(handle).catch(() => null)) ?? fallback;
   }
 
-  /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS. */
+  /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims). */
   private async reclaimIdleMemory(rows: SessionRow[], actions: PurgeAction[], now: number): Promise<void> {
-    const { idleAfterS, idleTargetPercent } = this.deps.config.balloon;
-    if (idleAfterS <= 0) return;
-    for (const row of rows) {
-      if (row.state !== 'running' || row.viewers > 0 || row.idleSince === null || actions.some((a) => a.id === row.id)) continue;
-      if (now - row.idleSince < idleAfterS * 1000) continue;
-      const target = Math.max(64, Math.floor((row.memoryMiB * idleTargetPercent) / 100));
-      if (row.balloonTargetMiB !== null && row.balloonTargetMiB <= target) continue;
+    for (const { id, targetMiB } of selectIdleReclaims(rows, new Set(actions.map((a) => a.id)), now, this.deps.config.balloon)) {
       try {
-        await this.setBalloon(row.id, target);
-        this.deps.log.info({ sessionId: row.id, targetMiB: target }, 'memory reclaimed from an idle guest');
+        await this.setBalloon(id, targetMiB);
+        this.deps.log.info({ sessionId: id, targetMiB }, 'memory reclaimed from an idle guest');
       } catch (err) {
-        this.deps.log.warn({ sessionId: row.id, err: (err as Error).message }, 'balloon reclaim failed');
+        this.deps.log.warn({ sessionId: id, err: (err as Error).message }, 'balloon reclaim failed');
       }
     }
   }

@@ -50,8 +50,8 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE sessions ADD COLUMN one_shot INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE sessions ADD COLUMN email TEXT;
    ALTER TABLE sessions ADD COLUMN warned_before_s INTEGER;`,
-  // 4: GPUs. One row per claimed PCI function group (keyed by the GPU's
-  // address): the primary key makes a double claim impossible.
+  // 4: GPUs. One row per claimed GPU unit, keyed by its first display
+  // function; which functions are held is in gpu_claim_functions (7).
   `ALTER TABLE sessions ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0;
    CREATE TABLE gpu_claims (
      address TEXT PRIMARY KEY,
@@ -85,6 +85,23 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL,
      last_used_at INTEGER
    );`,
+  // 7: GPU claims exclusive per PCI function. Migration 4 keyed a claim by the
+  // GPU's address only, so two GPUs of one IOMMU group (or a group listed
+  // twice) could be claimed by two sessions. Each claimed function now has its
+  // own row whose primary key is the function address: no function is ever
+  // held twice. Additive: gpu_claims stays as it is, existing claims are copied
+  // (INSERT OR IGNORE: of an old double claim the first holder keeps the
+  // function; the other keeps its gpu_claims row until it ends).
+  `CREATE TABLE IF NOT EXISTS gpu_claim_functions (
+     address TEXT PRIMARY KEY,
+     claim_address TEXT NOT NULL,
+     session_id TEXT NOT NULL
+   );
+   CREATE INDEX IF NOT EXISTS gpu_claim_functions_session ON gpu_claim_functions(session_id);
+   INSERT OR IGNORE INTO gpu_claim_functions (address, claim_address, session_id)
+     SELECT c.address, c.address, c.session_id FROM gpu_claims c ORDER BY c.claimed_at;
+   INSERT OR IGNORE INTO gpu_claim_functions (address, claim_address, session_id)
+     SELECT f.value, c.address, c.session_id FROM gpu_claims c, json_each(c.functions) f ORDER BY c.claimed_at;`,
 ];
 
 export function openDb(stateDir: string): Db {

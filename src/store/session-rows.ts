@@ -1,6 +1,7 @@
 // Row access for sessions and their tombstones. Plain data in and out; only
 // the session manager calls the writers.
 import type { Db } from './db.js';
+import { AdmissionError } from '../errors.js';
 
 /** queued: handed to a scheduler (Slurm) that has not started it yet. */
 export type SessionState = 'starting' | 'queued' | 'running' | 'stopping' | 'stopped' | 'failed';
@@ -38,7 +39,9 @@ export interface SessionRow {
   balloonTargetMiB: number | null;
 }
 
+/** A claimed GPU unit (its functions are each held in gpu_claim_functions). */
 export interface GpuClaim {
+  /** The unit's first display function. */
   address: string;
   sessionId: string;
   /** PCI addresses passed to the VM (the GPU and its IOMMU group mates). */
@@ -135,23 +138,52 @@ export class SessionRows {
     this.db.prepare('UPDATE sessions SET viewers = 0, idle_since = COALESCE(idle_since, ?) WHERE viewers != 0').run(Date.now());
   }
 
+  /**
+   * Claims a GPU unit for a session: one gpu_claims row, and one row per PCI
+   * function whose primary key makes the function exclusive. If any function
+   * is already held nothing is claimed (one transaction) and the request is
+   * refused as "no GPU free"; admission checks claimedGpuFunctions() first,
+   * so this is the safety net, not the usual path.
+   */
   claimGpu(address: string, sessionId: string, functions: string[], now: number): void {
-    this.db.prepare('INSERT INTO gpu_claims (address, session_id, functions, claimed_at) VALUES (?, ?, ?, ?)').run(address, sessionId, JSON.stringify(functions), now);
+    const all = [...new Set([address, ...functions])];
+    this.db.transaction(() => {
+      const holders = this.db.prepare(`SELECT address, session_id FROM gpu_claim_functions WHERE address IN (${all.map(() => '?').join(', ')})
+        UNION SELECT address, session_id FROM gpu_claims WHERE address = ?`).all(...all, address) as Array<{ address: string; session_id: string }>;
+      if (holders.length) {
+        throw new AdmissionError('QWD_ADMISSION_CAPACITY', 'No GPU is free right now. Start the desktop without a GPU, or try again later.', {
+          limit: 'gpu', conflict: holders.map((h) => `${h.address} is held by session ${h.session_id}`).join(', '),
+        });
+      }
+      this.db.prepare('INSERT INTO gpu_claims (address, session_id, functions, claimed_at) VALUES (?, ?, ?, ?)').run(address, sessionId, JSON.stringify(functions), now);
+      const fn = this.db.prepare('INSERT INTO gpu_claim_functions (address, claim_address, session_id) VALUES (?, ?, ?)');
+      for (const f of all) fn.run(f, address, sessionId);
+    })();
   }
 
   gpuClaims(): GpuClaim[] {
     return (this.db.prepare('SELECT address, session_id, functions, claimed_at FROM gpu_claims ORDER BY address').all() as Array<{ address: string; session_id: string; functions: string; claimed_at: number }>).map((r) => ({ address: r.address, sessionId: r.session_id, functions: JSON.parse(r.functions), claimedAt: r.claimed_at }));
   }
 
+  /** Every claimed PCI function → the session holding it. */
+  claimedGpuFunctions(): Map<string, string> {
+    const rows = this.db.prepare('SELECT address, session_id FROM gpu_claim_functions').all() as Array<{ address: string; session_id: string }>;
+    return new Map(rows.map((r) => [r.address, r.session_id]));
+  }
+
   /** Claims whose session row is gone (a crash between steps): released. */
   releaseOrphanGpuClaims(): number {
-    return this.db.prepare('DELETE FROM gpu_claims WHERE session_id NOT IN (SELECT id FROM sessions)').run().changes;
+    return this.db.transaction(() => {
+      this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id NOT IN (SELECT id FROM sessions)').run();
+      return this.db.prepare('DELETE FROM gpu_claims WHERE session_id NOT IN (SELECT id FROM sessions)').run().changes;
+    })();
   }
 
   /** Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason. */
   remove(row: SessionRow, reason: string, now: number): void {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
+      this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
       const tomb = this.db.prepare('INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)');
       tomb.run(row.tokenHash, row.id, now, reason);

@@ -35,7 +35,11 @@ test('50 concurrent creates against a cap of 10: exactly 10 run, 40 are refused,
   t.deepEqual(runDirs(setup.stateDir), []);
 });
 
-/** Claim intervals from the audit log: no GPU address is ever held by two sessions at once. */
+/**
+ * Claim intervals from the audit log: no PCI function (a GPU, its audio, a
+ * second GPU of its IOMMU group) is ever held by two sessions at once.
+ * Returns the number of GPU units claimed.
+ */
 function assertNoDoubleClaim(t: import('ava').ExecutionContext, broker: Broker) {
   const events = broker.services.db.prepare("SELECT id, session_id, kind, detail FROM events WHERE kind IN ('created', 'ended') ORDER BY id").all() as Array<{ session_id: string; kind: string; detail: string }>;
   const holder = new Map<string, string>();
@@ -43,10 +47,10 @@ function assertNoDoubleClaim(t: import('ava').ExecutionContext, broker: Broker) 
   for (const e of events) {
     const detail = JSON.parse(e.detail ?? '{}');
     if (e.kind === 'created') {
-      for (const address of detail.gpus ?? []) {
+      claimsSeen += (detail.gpus ?? []).length;
+      for (const address of detail.gpuFunctions ?? []) {
         t.false(holder.has(address), `${address} claimed by ${e.session_id} while held by ${holder.get(address)}`);
         holder.set(address, e.session_id);
-        claimsSeen++;
       }
     } else {
       for (const [address, id] of holder) if (id === e.session_id) holder.delete(address);
@@ -76,6 +80,45 @@ test('concurrent GPU requests never claim the same GPU, and every claim is relea
   // The QEMU error names the device it could not open.
   const log = broker.services.db.prepare("SELECT COUNT(*) AS n FROM events WHERE kind = 'ended' AND detail LIKE '%failed to start%'").get() as { n: number };
   t.is(log.n, launched.length);
+});
+
+test('two GPUs in one IOMMU group are one unit: concurrent requests never both get that group', async (t) => {
+  // Fixture GPUs as above: every launch fails at QEMU, the claims are what is tested.
+  const sysfs = makeSysfs(tempDir(t), [GPU('0000:01:00.0', '3'), AUDIO('0000:01:00.1', '3'), GPU('0000:02:00.0', '3'), AUDIO('0000:02:00.1', '3')]);
+  const setup = makeSetup(t, { gpu: { sysfsRoot: sysfs }, limits: { maxSessions: 20, maxSessionsPerUser: 20, cpuOvercommit: 64, maxCpusPerUser: 100 } });
+  const broker = await startTestBroker(t, setup.config);
+  t.is(broker.services.manager.availability().gpus, 1, 'the form offers one GPU, not two');
+  const results = await Promise.all(Array.from({ length: 8 }, (_, i) => api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: `s${i}`, gpus: 1, memoryMiB: 64 })));
+  const noGpu = results.filter((r) => r.status === 503);
+  const launched = results.filter((r) => r.status === 500);
+  t.is(noGpu.length + launched.length, 8, JSON.stringify(results.map((r) => r.status)));
+  t.true(launched.length >= 1);
+  for (const r of noGpu) t.regex(r.json.error.message, /No GPU is free right now/);
+  t.is(assertNoDoubleClaim(t, broker), launched.length);
+  const created = broker.services.db.prepare("SELECT detail FROM events WHERE kind = 'created'").all() as Array<{ detail: string }>;
+  for (const e of created) {
+    t.deepEqual(JSON.parse(e.detail).gpuFunctions, ['0000:01:00.0', '0000:02:00.0', '0000:01:00.1', '0000:02:00.1'], 'the whole group is claimed');
+  }
+  t.deepEqual(broker.services.rows.gpuClaims(), []);
+  t.deepEqual([...broker.services.rows.claimedGpuFunctions()], []);
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+});
+
+test('while one session holds a shared IOMMU group, a GPU request is refused and the group shows as held', async (t) => {
+  const sysfs = makeSysfs(tempDir(t), [GPU('0000:01:00.0', '3'), GPU('0000:02:00.0', '3')]);
+  const setup = makeSetup(t, { gpu: { sysfsRoot: sysfs } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'holder', lifetimeS: 600 });
+  // Held through its second GPU only, as a claim made from the old per-GPU listing would be.
+  broker.services.rows.claimGpu('0000:02:00.0', json.id, ['0000:02:00.0'], Date.now());
+  t.is(broker.services.manager.availability().gpus, 0);
+  t.deepEqual(broker.services.manager.gpuStatus().map((g) => [g.address, g.heldBy]), [['0000:01:00.0', json.id]]);
+  const refused = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'other', gpus: 1, memoryMiB: 64 });
+  t.is(refused.status, 503);
+  t.regex(refused.json.error.message, /No GPU is free right now/);
+  await api(broker, 'DELETE', `/api/v1/sessions/${json.token}`);
+  t.deepEqual([...broker.services.rows.claimedGpuFunctions()], []);
+  t.is(broker.services.manager.availability().gpus, 1);
 });
 
 test('a GPU request for a machine not allowed a GPU, or with no usable GPU, is refused clearly', async (t) => {

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { availability, decideAdmission, type AdmissionRequest, type HostLoad, type Reserved } from '../../src/admission/policy.js';
+import { availability, decideAdmission, memoryFreeMiB, reservedBy, type AdmissionRequest, type HeldSession, type HostLoad, type Reserved } from '../../src/admission/policy.js';
+import { selectIdleReclaims, type ReclaimCandidate } from '../../src/admission/idle-reclaim.js';
 import { parseConfig } from '../../src/config/schema.js';
 
 const limits = {
@@ -8,7 +9,7 @@ const limits = {
   memoryOvercommit: 1, maxCpusPerUser: 3, maxMemoryMiBPerUser: 5000, maxGpusPerSession: 2, maxGpusPerUser: 1,
 };
 const host: HostLoad = { cpus: 4, totalMemoryMiB: 9000, availableMemoryMiB: 8000, load1: 0.5, sampledAt: 0 };
-const none: Reserved = { sessions: 0, cpus: 0, memoryMiB: 0, sessionsOfUser: 0, cpusOfUser: 0, memoryMiBOfUser: 0, gpusOfUser: 0, sessionsOfMachine: 0 };
+const none: Reserved = { sessions: 0, cpus: 0, memoryMiB: 0, gpuMemoryMiB: 0, sessionsOfUser: 0, cpusOfUser: 0, memoryMiBOfUser: 0, gpusOfUser: 0, sessionsOfMachine: 0 };
 const req: AdmissionRequest = { user: 'u', cpus: 1, memoryMiB: 1000, gpus: 0, machine: { name: 'demo', maxSessions: null } };
 
 type Row = [string, Partial<Reserved>, Partial<AdmissionRequest>, Partial<HostLoad> & { gpusFree?: number; memoryOvercommit?: number }, null | { status: number; limit: string; message: RegExp }];
@@ -43,6 +44,12 @@ const table: Row[] = [
   ['memory: above the measured free memory refuses', {}, { memoryMiB: 4001 }, { availableMemoryMiB: 5000 }, { status: 503, limit: 'memory', message: /Only 4000 MiB.*4000 MiB or less/ }],
   ['memory: reservations count even when the host looks free', { memoryMiB: 7500 }, { memoryMiB: 600 }, {}, { status: 503, limit: 'memory', message: /Only 500 MiB/ }],
   ['memory overcommit 2 doubles the reservable memory', { memoryMiB: 7500 }, { memoryMiB: 600 }, { memoryOvercommit: 2 }, null],
+  // GPU guests: VFIO pins their memory, so it counts 1x whatever the overcommit (capacity 8000 physical)
+  ['GPU guest: overcommit does not stretch its memory (one above the physical free refuses)', { memoryMiB: 7000 }, { memoryMiB: 4501, gpus: 1 }, { memoryOvercommit: 2, availableMemoryMiB: 9000, gpusFree: 1 }, { status: 503, limit: 'memory', message: /Only 4500 MiB/ }],
+  ['GPU guest: exactly the physical free memory admits', { memoryMiB: 7000 }, { memoryMiB: 4500, gpus: 1 }, { memoryOvercommit: 2, availableMemoryMiB: 9000, gpusFree: 1 }, null],
+  ['the same request without a GPU is overcommitted', { memoryMiB: 7000 }, { memoryMiB: 4501 }, { memoryOvercommit: 2, availableMemoryMiB: 9000 }, null],
+  ['running GPU guests are not overcommitted for the others either', { memoryMiB: 6000, gpuMemoryMiB: 6000 }, { memoryMiB: 4001 }, { memoryOvercommit: 2, availableMemoryMiB: 9000 }, { status: 503, limit: 'memory', message: /Only 4000 MiB/ }],
+  ['running GPU guests: the rest of the host is still overcommitted', { memoryMiB: 6000, gpuMemoryMiB: 6000 }, { memoryMiB: 4000 }, { memoryOvercommit: 2, availableMemoryMiB: 9000 }, null],
   // GPUs free
   ['GPUs: none free refuses', {}, { gpus: 1 }, { gpusFree: 0 }, { status: 503, limit: 'gpu', message: /No GPU is free/ }],
   ['GPUs: asking two with one free', {}, { gpus: 2 }, { gpusFree: 1 }, { status: 429, limit: 'maxGpusPerUser', message: /GPU/ }],
@@ -90,4 +97,78 @@ test('under a cluster scheduler (host null) this host\'s size and load do not re
   t.like(decideAdmission({ ...busy, host: null, reserved: { ...busy.reserved, sessions: 3 } }), { admit: false, limit: 'maxSessions' });
   t.like(decideAdmission({ ...busy, host: null, request: { ...busy.request, gpus: 1 } }), { admit: false, limit: 'gpu' });
   t.deepEqual(availability({ sessions: 1, cpus: 9, memoryMiB: 9 }, limits, null, 0), { sessions: 2, cpus: null, memoryMiB: null, gpus: 0 });
+});
+
+const row = (state: HeldSession['state'], owner = 'u', machine = 'demo', extra: Partial<HeldSession> = {}): HeldSession => ({ state, owner, machine, cpus: 2, memoryMiB: 1000, gpus: 0, ...extra });
+
+test('reserved: queued sessions count toward the service\'s limits but not this host\'s capacity; ended ones not at all', (t) => {
+  const sessions = [row('running'), row('queued'), row('queued', 'v', 'other'), row('starting', 'v'), row('stopping', 'u', 'demo', { gpus: 1 }), row('stopped'), row('failed')];
+  t.deepEqual(reservedBy(sessions, 'u', 'demo'), {
+    sessions: 5, cpus: 6, memoryMiB: 3000, gpuMemoryMiB: 1000,
+    sessionsOfUser: 3, cpusOfUser: 6, memoryMiBOfUser: 3000, gpusOfUser: 1, sessionsOfMachine: 4,
+  });
+});
+
+// Slurm: host null, so only the service's own limits apply; the queued sessions must count for them.
+type QueuedRow = [string, HeldSession[], Partial<AdmissionRequest>, string | null];
+const queuedTable: QueuedRow[] = [
+  ['maxSessions (3): two running and one queued refuse a fourth', [row('running', 'a'), row('running', 'b'), row('queued', 'c')], { user: 'd' }, 'maxSessions'],
+  ['maxSessions (3): two queued admit a third', [row('queued', 'a'), row('queued', 'b')], { user: 'd' }, null],
+  ['maxSessionsPerUser (2): two queued of the user refuse a third', [row('queued'), row('queued')], {}, 'maxSessionsPerUser'],
+  ['maxCpusPerUser (3): a queued 2-CPU desktop leaves 1', [row('queued')], { cpus: 2 }, 'maxCpusPerUser'],
+  ['maxCpusPerUser (3): a queued 2-CPU desktop, asking 1 admits', [row('queued')], { cpus: 1 }, null],
+  ['maxMemoryMiBPerUser (5000): a queued 1000 MiB desktop leaves 4000', [row('queued')], { memoryMiB: 4001 }, 'maxMemoryMiBPerUser'],
+  ['machine.maxSessions (1): a queued desktop of the machine refuses another', [row('queued', 'a')], { user: 'd', machine: { name: 'demo', maxSessions: 1 } }, 'machine.maxSessions'],
+  ['machine.maxSessions (1): a queued desktop of another machine does not count', [row('queued', 'a', 'other')], { user: 'd', machine: { name: 'demo', maxSessions: 1 } }, null],
+];
+for (const [title, sessions, request, limit] of queuedTable) {
+  test(`queued: ${title}`, (t) => {
+    const r = { ...req, ...request };
+    const decision = decideAdmission({ request: r, reserved: reservedBy(sessions, r.user, r.machine.name), limits, host: null, gpusFree: 0 });
+    if (limit === null) return t.deepEqual(decision, { admit: true });
+    t.like(decision, { admit: false, limit });
+  });
+}
+
+test('queued sessions do not take this host\'s CPUs or memory', (t) => {
+  const sessions = [row('queued', 'a', 'demo', { cpus: 4, memoryMiB: 8000 })];
+  t.deepEqual(decideAdmission({ request: { ...req, cpus: 3 }, reserved: reservedBy(sessions, 'u', 'demo'), limits, host, gpusFree: 0 }), { admit: true });
+});
+
+test('memory free: GPU guests count at 1x, other guests at 1/overcommit', (t) => {
+  const l = { ...limits, memoryOvercommit: 2 };
+  const big: HostLoad = { ...host, availableMemoryMiB: 100000 };
+  // physical 8000; 2000 pinned + 4000 ballooned (2000 physical) leave 4000 physical.
+  const r = { memoryMiB: 6000, gpuMemoryMiB: 2000 };
+  t.is(memoryFreeMiB(r, l, big, true), 4000);
+  t.is(memoryFreeMiB(r, l, big, false), 8000);
+  t.is(memoryFreeMiB({ memoryMiB: 0 }, l, big, false), 16000);
+  t.is(memoryFreeMiB({ memoryMiB: 0 }, l, big, true), 8000);
+  t.is(memoryFreeMiB({ memoryMiB: 20000, gpuMemoryMiB: 0 }, l, big, true), 0, 'never negative');
+  t.is(memoryFreeMiB({ memoryMiB: 0 }, l, host, false), 7000, 'bounded by what the host measures as available');
+  t.deepEqual(availability({ sessions: 1, cpus: 0, memoryMiB: 6000, gpuMemoryMiB: 2000 }, l, big, 0).memoryMiB, 8000);
+});
+
+const idle = (id: string, extra: Partial<ReclaimCandidate> = {}): ReclaimCandidate => ({ id, state: 'running', viewers: 0, idleSince: 0, memoryMiB: 4096, balloonTargetMiB: null, gpus: 0, ...extra });
+const balloon = { idleAfterS: 600, idleTargetPercent: 50 };
+type ReclaimRow = [string, ReclaimCandidate, number | null];
+const reclaimTable: ReclaimRow[] = [
+  ['an idle guest past idleAfterS is ballooned to the target', idle('a'), 2048],
+  ['a GPU guest is never ballooned: VFIO pins its memory', idle('a', { gpus: 1 }), null],
+  ['a guest with a viewer is not', idle('a', { viewers: 1 }), null],
+  ['a guest idle for less than idleAfterS is not', idle('a', { idleSince: 1 }), null],
+  ['a guest already at the target is not asked again', idle('a', { balloonTargetMiB: 2048 }), null],
+  ['a guest ballooned above the target is shrunk further', idle('a', { balloonTargetMiB: 3000 }), 2048],
+  ['a queued or starting guest is not', idle('a', { state: 'queued' }), null],
+  ['the target never goes below 64 MiB', idle('a', { memoryMiB: 100 }), 64],
+];
+for (const [title, candidate, target] of reclaimTable) {
+  test(`idle reclaim: ${title}`, (t) => {
+    t.deepEqual(selectIdleReclaims([candidate], new Set(), 600_000, balloon), target === null ? [] : [{ id: 'a', targetMiB: target }]);
+  });
+}
+
+test('idle reclaim: sessions about to be purged are skipped, and idleAfterS 0 turns it off', (t) => {
+  t.deepEqual(selectIdleReclaims([idle('a'), idle('b')], new Set(['a']), 600_000, balloon), [{ id: 'b', targetMiB: 2048 }]);
+  t.deepEqual(selectIdleReclaims([idle('a')], new Set(), 600_000, { ...balloon, idleAfterS: 0 }), []);
 });

@@ -2,14 +2,18 @@
 // slapd (StartTLS, LDAPS, search-then-bind, direct bind, admin group) and
 // Dovecot (IMAP, SMTP submission AUTH) — directly and through the login form.
 import test from 'ava';
-import { ldapBackend } from '../../src/auth/backends/ldap.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { stringify } from 'yaml';
+import { groupNameOfDn, ldapBackend, pickUserName, sameDn } from '../../src/auth/backends/ldap.js';
 import { imapBackend } from '../../src/auth/backends/imap.js';
 import { smtpBackend } from '../../src/auth/backends/smtp.js';
 import { escapeDnValue, escapeFilterValue } from '../../src/auth/escape.js';
 import type { LdapBackendConfig } from '../../src/auth/config.js';
 import { startSlapd, type LdapServer } from '../helpers/slapd.js';
 import { startDovecot } from '../helpers/dovecot.js';
-import { makeSetup, requireQemu } from '../helpers/env.js';
+import { makeSetup, requireProgram, requireQemu } from '../helpers/env.js';
 import { startTestBroker } from '../helpers/broker.js';
 import { WebClient } from '../helpers/web-client.js';
 import { closedPort } from '../helpers/peer-process.js';
@@ -18,13 +22,13 @@ const USERS = [
   { uid: 'alice', password: 'alice-Secret-4711', cn: 'Alice Liddell', mail: 'alice@example.org' },
   { uid: 'bob', password: 'bob-Secret-0815', cn: 'Bob Builder', mail: 'bob@example.org' },
 ];
-const GROUPS = [{ cn: 'desktop-admins', members: ['alice'] }];
+const GROUPS = [{ cn: 'desktop-admins', members: ['alice'] }, { cn: 'physics', members: ['alice'] }];
 
 function ldapConfig(server: LdapServer, over: Partial<LdapBackendConfig> = {}): LdapBackendConfig {
   return {
     type: 'ldap', name: 'ldap', url: server.url, startTls: true, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword,
     baseDn: server.peopleDn, filter: '(uid={user})', userDnTemplate: null, userAttribute: 'uid', mailAttribute: 'mail',
-    adminGroupDn: `cn=desktop-admins,${server.groupsDn}`, timeoutMs: 3000, ...over,
+    adminGroupDn: `cn=desktop-admins,${server.groupsDn}`, timeoutMs: 3000, groupBaseDn: null, memberOfAttribute: null, ...over,
   };
 }
 
@@ -102,6 +106,99 @@ test('LDAP through the login form: the admin group sees every desktop; an ordina
   t.is(injected.res.status, 401);
   const empty = await login('alice', '');
   t.is(empty.res.status, 401);
+});
+
+test('LDAP identity helpers: user name from the entry, group cn from a DN, DN comparison', (t) => {
+  t.is(pickUserName(['alice'], 'ALICE'), 'alice');
+  t.is(pickUserName(['ali', 'alice'], 'Alice'), 'alice', 'the value matching the typed name among several');
+  t.is(pickUserName(['alice'], 'alice@example.org'), 'alice', 'logged in by another attribute: the first value');
+  t.is(pickUserName(['bad name', ''], 'x'), null);
+  t.is(pickUserName([], 'alice'), null);
+  t.is(groupNameOfDn('cn=physics,ou=groups,dc=example,dc=org'), 'physics');
+  t.is(groupNameOfDn('CN = Lab\\2C B ,ou=groups'), 'Lab, B');
+  t.is(groupNameOfDn('cn=\\c3\\a9quipe,ou=groups'), 'équipe');
+  t.is(groupNameOfDn('ou=groups,dc=example'), null);
+  t.true(sameDn('cn=Desktop-Admins, ou=groups,dc=example,dc=org', 'CN=desktop-admins,OU=groups,DC=example,DC=org'));
+  t.false(sameDn('cn=desktop-admins,ou=groups,dc=example', 'cn=desktop-admin,ou=groups,dc=example'));
+});
+
+test('LDAP identity is the entry\'s userAttribute, not the typed name: "ALICE" and her mail address log in as "alice"', async (t) => {
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const search = ldapBackend(ldapConfig(server, { filter: '(|(uid={user})(mail={user}))' }));
+  for (const typed of ['ALICE', 'Alice', 'alice@example.org']) {
+    const r = await search.authenticate!(typed, USERS[0]!.password);
+    t.true(r.ok, typed);
+    if (r.ok) t.is(r.identity.user, 'alice', typed);
+  }
+  const direct = ldapBackend(ldapConfig(server, { userDnTemplate: `uid={user},${server.peopleDn}`, bindDn: null, bindPassword: null }));
+  const r = await direct.authenticate!('BOB', USERS[1]!.password);
+  t.true(r.ok);
+  if (r.ok) t.is(r.identity.user, 'bob', 'a direct bind reads the uid of the bound entry');
+  const cn = ldapBackend(ldapConfig(server, { userAttribute: 'cn' }));
+  const byCn = await cn.authenticate!('alice', USERS[0]!.password);
+  t.like(byCn, { ok: false, reason: 'unavailable' }, '"Alice Liddell" is not a usable user name: refused, not passed on');
+});
+
+test('LDAP groups come from memberOf on the user entry and from a group search; memberOf alone can make an admin', async (t) => {
+  const users = [...USERS, { uid: 'carol', password: 'carol-Secret-5', mail: 'carol@example.org', memberOf: ['cn=ops-admins,ou=groups,dc=example,dc=org'] }];
+  const server = await startSlapd(t, { users, groups: GROUPS });
+  const opsAdmins = `cn=ops-admins,${server.groupsDn}`;
+  const viaMemberOf = ldapBackend(ldapConfig(server, { memberOfAttribute: 'memberOf', adminGroupDn: opsAdmins }));
+  const carol = await viaMemberOf.authenticate!('carol', 'carol-Secret-5');
+  t.true(carol.ok);
+  if (carol.ok) {
+    t.true(carol.identity.admin, 'memberOf names the admin group (no group entry lists her)');
+    t.deepEqual(carol.identity.groups, ['ops-admins']);
+  }
+  const alice = await viaMemberOf.authenticate!('alice', USERS[0]!.password);
+  t.true(alice.ok);
+  if (alice.ok) {
+    t.deepEqual(alice.identity.groups, ['desktop-admins', 'physics']);
+    t.false(alice.identity.admin);
+  }
+  const bob = await viaMemberOf.authenticate!('bob', USERS[1]!.password);
+  t.true(bob.ok && bob.identity.groups.length === 0 && !bob.identity.admin);
+
+  const viaSearch = ldapBackend(ldapConfig(server, { groupBaseDn: server.groupsDn, adminGroupDn: opsAdmins }));
+  const alice2 = await viaSearch.authenticate!('alice', USERS[0]!.password);
+  t.true(alice2.ok);
+  if (alice2.ok) t.deepEqual(alice2.identity.groups, ['desktop-admins', 'physics'], 'cn of the groups that list her as member');
+  const carol2 = await viaSearch.authenticate!('carol', 'carol-Secret-5');
+  t.true(carol2.ok);
+  if (carol2.ok) t.false(carol2.identity.admin, 'without memberOfAttribute her memberOf value is not read');
+});
+
+test('a boot script with a group condition applies for an LDAP user in the group and not for one outside', async (t) => {
+  requireQemu();
+  requireProgram('genisoimage', 'genisoimage');
+  requireProgram('isoinfo', 'genisoimage');
+  const server = await startSlapd(t, { users: USERS, groups: GROUPS });
+  const setup = makeSetup(t, {
+    auth: { backends: [{ type: 'ldap', url: server.url, startTls: true, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword, baseDn: server.peopleDn, groupBaseDn: server.groupsDn }] },
+    guest: { bootScripts: { scripts: [{ exec: 'echo physics-only @USER@', when: { groups: ['physics'] } }, { exec: 'echo for-everyone @USER@' }] } },
+  }, {
+    machines: (d) => {
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(d, 'scripted.qcow2'), '64M']);
+      fs.writeFileSync(path.join(d, 'scripted.yml'), stringify({ name: 'scripted', image: 'scripted.qcow2', memoryMiB: { default: 128, max: 256 }, bootScripts: { delivery: 'cloud-init', scripts: [] } }));
+    },
+  });
+  const broker = await startTestBroker(t, setup.config);
+  const userData = async (user: string, password: string) => {
+    const b = new WebClient(broker.url);
+    await b.get('/login');
+    t.is((await b.post('/login', { user, password })).status, 303, `${user} logs in`);
+    await b.get('/');
+    const created = await b.api('POST', '/api/v1/sessions', { machine: 'scripted' }, { withCsrf: true });
+    t.is(created.status, 201, JSON.stringify(created.json));
+    const iso = path.join(broker.services.manager.get(created.json.id)!.runDir, 'seed.iso');
+    return execFileSync('isoinfo', ['-R', '-i', iso, '-x', '/user-data'], { encoding: 'utf8' });
+  };
+  const alice = await userData('alice', USERS[0]!.password);
+  t.regex(alice, /echo physics-only alice/);
+  t.regex(alice, /echo for-everyone alice/);
+  const bob = await userData('bob', USERS[1]!.password);
+  t.regex(bob, /echo for-everyone bob/);
+  t.notRegex(bob, /physics-only/);
 });
 
 test('IMAP login: valid and invalid over STARTTLS and implicit TLS; server down', async (t) => {

@@ -3,6 +3,8 @@
 import test from 'ava';
 import Database from 'better-sqlite3';
 import path from 'node:path';
+import http from 'node:http';
+import { parseConfig } from '../../src/config/schema.js';
 import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { startTestBroker } from '../helpers/broker.js';
 import { startSmtpSink } from '../helpers/smtp.js';
@@ -13,6 +15,7 @@ test.before(() => requireQemu());
 async function setupEmail(t: import('ava').ExecutionContext) {
   const smtp = await startSmtpSink(t);
   const setup = makeSetup(t, {
+    publicUrl: PUBLIC_URL,
     auth: { backends: [{ type: 'email', allowedDomains: ['example.org'], linkTtlS: 600 }], rateLimit: { maxFailures: 5, windowS: 60 } },
     mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false, from: 'desktops@example.org' },
   });
@@ -20,7 +23,8 @@ async function setupEmail(t: import('ava').ExecutionContext) {
   return { smtp, setup, broker };
 }
 
-const linkIn = (text: string) => /(http:\/\/[^\s]+\/login\/email\/[A-Za-z0-9_-]{43})/.exec(text)?.[1];
+const PUBLIC_URL = 'https://desktops.example.org';
+const linkIn = (text: string) => /(https?:\/\/[^\s]+\/login\/email\/[A-Za-z0-9_-]{43})/.exec(text)?.[1];
 
 test('the link arrives, logs in once, and cannot be used again', async (t) => {
   const { smtp, broker } = await setupEmail(t);
@@ -76,4 +80,46 @@ test('requesting links is rate limited per address', async (t) => {
   t.regex(limited.text, /Too many login links requested\. Try again in \d+ s/);
   await waitFor('five mails', () => smtp.mails.length === 5, 5000);
   t.is(smtp.mails.length, 5);
+});
+
+test('a config with an e-mail backend but no publicUrl is refused, naming the key', (t) => {
+  const raw = { auth: { backends: [{ type: 'email', allowedDomains: ['example.org'] }] } };
+  const { config, problems } = parseConfig(raw, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.is(config, null);
+  t.true(problems.some((p) => /cfg\.yml: publicUrl is required when auth\.backends has an "email" backend/.test(p) && /Host header/.test(p)), problems.join('\n'));
+  t.truthy(parseConfig({ ...raw, publicUrl: PUBLIC_URL }, '/etc/qwd/cfg.yml', '/etc/qwd').config, 'with publicUrl it is accepted');
+});
+
+/** One raw HTTP request with a Host header of our choosing (fetch would not let us forge it). */
+function rawRequest(port: number, opts: { method: string; path: string; host: string; cookie?: string; form?: Record<string, string> }): Promise<{ status: number; text: string; cookie: string | null }> {
+  const body = opts.form ? new URLSearchParams(opts.form).toString() : undefined;
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, method: opts.method, path: opts.path,
+      headers: { host: opts.host, 'x-forwarded-host': opts.host, ...(opts.cookie ? { cookie: opts.cookie } : {}), ...(body ? { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) } : {}) },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text, cookie: res.headers['set-cookie']?.[0]?.split(';')[0] ?? null }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('a forged Host header does not change the mailed link: it always points at publicUrl', async (t) => {
+  const { smtp, broker } = await setupEmail(t);
+  const port = Number(new URL(broker.url).port);
+  const page = await rawRequest(port, { method: 'GET', path: '/login', host: 'evil.example' });
+  t.is(page.status, 200);
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(page.text)?.[1];
+  t.truthy(csrf && page.cookie);
+  const sent = await rawRequest(port, { method: 'POST', path: '/login/email', host: 'evil.example', cookie: page.cookie!, form: { email: 'victim@example.org', _csrf: csrf! } });
+  t.is(sent.status, 200, sent.text.slice(0, 300));
+  await waitFor('the login mail', () => smtp.mails.length === 1, 5000);
+  const link = linkIn(smtp.mails[0]!.text)!;
+  t.truthy(link);
+  t.true(link.startsWith(`${PUBLIC_URL}/login/email/`), link);
+  t.false(smtp.mails[0]!.text.includes('evil.example'), 'the Host header never reaches the mail');
 });

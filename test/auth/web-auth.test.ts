@@ -12,6 +12,8 @@ import { startTestBroker, stopAllVms } from '../helpers/broker.js';
 import { qwdctl } from '../helpers/cli.js';
 import { WebClient } from '../helpers/web-client.js';
 import { closedPort } from '../helpers/peer-process.js';
+import { startSlapd } from '../helpers/slapd.js';
+import { startDovecot } from '../helpers/dovecot.js';
 
 test.before(() => requireQemu());
 
@@ -122,6 +124,29 @@ test('CSRF: forms and cookie API calls without the token are refused and change 
   t.is((await fresh.post('/login', { user: 'alice', password: PASSWORDS.alice }, { withCsrf: false })).status, 403);
 });
 
+test('CSRF in none mode: a cookie API call without the token is refused though nobody is logged in; cookie-less scripts need none', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const browser = new WebClient(broker.url);
+  t.is((await browser.get('/')).status, 200);
+  t.true(browser.hasCookie, 'the form page starts a browser session');
+  const forged = await browser.api('POST', '/api/v1/sessions', { machine: 'blank', user: 'ada' });
+  t.is(forged.status, 403);
+  t.is(forged.json.error.code, 'QWD_CSRF');
+  t.deepEqual(broker.services.manager.list(), [], 'nothing was created');
+  const created = await browser.api('POST', '/api/v1/sessions', { machine: 'blank', user: 'ada' }, { withCsrf: true });
+  t.is(created.status, 201);
+  t.is((await browser.api('POST', `/api/v1/sessions/${created.json.token}/extend`, { byS: 60 })).status, 403, 'extend with the cookie, no token');
+  t.is((await browser.api('DELETE', `/api/v1/sessions/${created.json.token}`)).status, 403, 'stop with the cookie, no token');
+  t.is(broker.services.manager.list().length, 1);
+  // A cookie the broker never issued (or one from an ended browser session) is still a cookie: the token is needed.
+  const stale = await fetch(`${broker.url}/api/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json', cookie: 'qwd.sid=s%3Aforged.sig' }, body: JSON.stringify({ machine: 'blank', user: 'eve' }) });
+  t.is(stale.status, 403);
+  const script = await fetch(`${broker.url}/api/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ machine: 'blank', user: 'bea' }) });
+  t.is(script.status, 201, 'no cookie, nothing ambient: no token needed');
+  t.is((await browser.api('DELETE', `/api/v1/sessions/${created.json.token}`, undefined, { withCsrf: true })).status, 204);
+});
+
 test('holding the share link lets you use the desktop, not stop it; the owner and an admin can', async (t) => {
   const setup = await localSetup(t);
   const broker = await startTestBroker(t, setup.config);
@@ -206,19 +231,139 @@ test('after logins, sessions and stops, no password appears in the state dir, ru
   const { json: s } = await alice.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true });
   t.is((await alice.api('DELETE', `/api/v1/sessions/${s.token}`, undefined, { withCsrf: true })).status, 204);
   await new Promise<void>((r) => stream.end(r));
+  assertNoSecretsUnder(t, setup.dir, logFile, [...Object.values(PASSWORDS), 'bob-typo-Secret']);
+});
+
+/** Every file under dir (state dir, run dirs, the captured log) is free of every secret. */
+function assertNoSecretsUnder(t: import('ava').ExecutionContext, dir: string, logFile: string, secrets: string[]): void {
   const files: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
       else if (e.isFile()) files.push(p);
     }
   };
-  walk(setup.dir);
+  walk(dir);
   t.true(files.some((f) => f.endsWith('qwd.sqlite')));
-  t.true(fs.statSync(logFile).size > 1000, 'the trace log has content');
+  t.true(files.includes(logFile) && fs.statSync(logFile).size > 1000, 'the trace log is under the scanned dir and has content');
   for (const file of files) {
     const content = fs.readFileSync(file);
-    for (const secret of [...Object.values(PASSWORDS), 'bob-typo-Secret']) t.false(content.includes(secret), `${secret} found in ${file}`);
+    for (const secret of secrets) t.false(content.includes(secret), `${secret} found in ${file}`);
   }
+}
+
+test('after LDAP, IMAP and SMTP logins (right and wrong), sessions and stops, no password appears in the state dir, run dirs or logs', async (t) => {
+  const ldapUser = { uid: 'lena', password: 'lena-Ldap-Secret-31', mail: 'lena@example.org' };
+  const imapUser = { user: 'ivan', password: 'ivan-Imap-Secret-32' };
+  const smtpUser = { user: 'sam', password: 'sam-Smtp-Secret-33' };
+  const [ldap, imap, smtp] = await Promise.all([startSlapd(t, { users: [ldapUser] }), startDovecot(t, [imapUser]), startDovecot(t, [smtpUser])]);
+  const setup = await localSetup(t, { auth: { rateLimit: { maxFailures: 50, windowS: 60 }, backends: [
+    { type: 'ldap', url: ldap.url, startTls: true, caFile: ldap.caFile, bindDn: ldap.serviceDn, bindPassword: ldap.servicePassword, baseDn: ldap.peopleDn },
+    { type: 'imap', host: '127.0.0.1', port: imap.imapPort, secure: false, caFile: imap.caFile, emailDomain: 'example.org' },
+    { type: 'smtp', host: '127.0.0.1', port: smtp.submissionPort, secure: false, caFile: smtp.caFile, emailDomain: 'example.org' },
+    { type: 'local' },
+  ] } });
+  const logFile = path.join(setup.dir, 'broker.log');
+  const stream = fs.createWriteStream(logFile);
+  const broker = await startBroker(setup.config, createLogger('trace', stream));
+  t.teardown(async () => {
+    await stopAllVms(broker);
+    await broker.close();
+  });
+  const logins: Array<[string, string, string]> = [['lena', ldapUser.password, 'ldap'], ['ivan', imapUser.password, 'imap'], ['sam', smtpUser.password, 'smtp'], ['alice', PASSWORDS.alice, 'local']];
+  for (const [user, password, via] of logins) {
+    const wrong = new WebClient(broker.url);
+    await wrong.get('/login');
+    t.is((await wrong.post('/login', { user, password: `${password}-typo` })).status, 401, `${user}: a wrong password goes through every backend and is refused`);
+    const b = new WebClient(broker.url);
+    await b.get('/login');
+    t.is((await b.post('/login', { user, password })).status, 303, `${user} logs in`);
+    await b.get('/');
+    const { status, json: s } = await b.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true });
+    t.is(status, 201);
+    const row = broker.services.manager.get(s.id)!;
+    t.is(row.owner, user);
+    t.true(fs.existsSync(row.runDir), 'a run dir was made');
+    t.is((await b.api('DELETE', `/api/v1/sessions/${s.token}`, undefined, { withCsrf: true })).status, 204);
+  }
+  await new Promise<void>((r) => stream.end(r));
+  const accepted = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"login accepted"')).map((l) => JSON.parse(l) as { backend: string; user: string });
+  t.deepEqual(accepted.map((l) => [l.user, l.backend]), logins.map(([user, , via]) => [user, via]), 'each login was vouched for by the backend meant to test');
+  assertNoSecretsUnder(t, setup.dir, logFile, logins.flatMap(([, password]) => [password, `${password}-typo`]));
+});
+
+/** One request with an explicit cookie (the WebClient keeps its own), returning the raw Set-Cookie. */
+async function send(url: string, method: string, path_: string, opts: { cookie?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}) {
+  const res = await fetch(url + path_, {
+    method, redirect: 'manual',
+    headers: { ...(opts.cookie ? { cookie: opts.cookie } : {}), ...(opts.form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}), ...opts.headers },
+    body: opts.form ? new URLSearchParams(opts.form) : undefined,
+  });
+  const text = await res.text();
+  const setCookie = res.headers.get('set-cookie');
+  return { status: res.status, location: res.headers.get('location'), text, setCookie, cookie: setCookie?.split(';')[0] ?? null, csrf: /name="_csrf" value="([^"]+)"/.exec(text)?.[1] ?? null };
+}
+
+test('the session cookie changes at login (no fixation); the pre-login cookie and a cookie replayed after logout are not logged in', async (t) => {
+  const setup = await localSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const before = await send(broker.url, 'GET', '/login');
+  t.truthy(before.cookie && before.csrf);
+  const login = await send(broker.url, 'POST', '/login', { cookie: before.cookie!, form: { user: 'alice', password: PASSWORDS.alice, next: '/', _csrf: before.csrf! } });
+  t.is(login.status, 303);
+  t.truthy(login.cookie);
+  t.not(login.cookie, before.cookie, 'a new session id at login');
+  t.is((await send(broker.url, 'GET', '/', { cookie: before.cookie! })).location, '/login?next=%2F', 'the cookie from before the login is not logged in');
+  const home = await send(broker.url, 'GET', '/', { cookie: login.cookie! });
+  t.regex(home.text, /Desktop for <strong>alice<\/strong>/);
+  const logout = await send(broker.url, 'POST', '/logout', { cookie: login.cookie!, form: { _csrf: home.csrf! } });
+  t.is(logout.status, 303);
+  const replay = await send(broker.url, 'GET', '/', { cookie: login.cookie! });
+  t.is(replay.status, 303, 'the logged-out cookie, replayed, is not logged in');
+  t.is(replay.location, '/login?next=%2F');
+  t.is((await send(broker.url, 'GET', '/manage', { cookie: login.cookie! })).status, 303);
+});
+
+test('the cookie is Secure behind a trusted proxy saying https, and not when the proxy is not trusted', async (t) => {
+  const trusted = await startTestBroker(t, makeSetup(t, { trustProxy: true }).config);
+  const https = await send(trusted.url, 'GET', '/', { headers: { 'x-forwarded-proto': 'https' } });
+  t.regex(https.setCookie ?? '', /^qwd\.sid=[^;]+;.*; Secure/i);
+  t.regex(https.setCookie ?? '', /HttpOnly/i);
+  t.regex(https.setCookie ?? '', /SameSite=Lax/i);
+  const plain = await send(trusted.url, 'GET', '/');
+  t.truthy(plain.setCookie);
+  t.notRegex(plain.setCookie!, /Secure/i, 'plain http through the proxy');
+  const untrusted = await startTestBroker(t, makeSetup(t).config);
+  const spoofed = await send(untrusted.url, 'GET', '/', { headers: { 'x-forwarded-proto': 'https' } });
+  t.truthy(spoofed.setCookie);
+  t.notRegex(spoofed.setCookie!, /Secure/i, 'X-Forwarded-Proto is ignored without trustProxy');
+});
+
+test('a login ends after auth.sessionTtlS; qwdctl users admin off and del take effect at the next request', async (t) => {
+  const setup = await localSetup(t, { auth: { backends: [{ type: 'local' }], sessionTtlS: 600 } });
+  const broker = await startTestBroker(t, setup.config);
+  const alice = await loggedIn(broker.url, 'alice');
+  const root = await loggedIn(broker.url, 'root');
+  const bob = await loggedIn(broker.url, 'bob');
+  t.regex((await root.get('/manage')).text, /All desktops/);
+  // Move alice's login start 601 s into the past, as if the clock had run on.
+  const { db } = broker.services;
+  const moved = db.prepare("UPDATE web_sessions SET data = json_set(data, '$.loggedInAt', ?) WHERE json_extract(data, '$.identity.user') = ?").run(Date.now() - 601_000, 'alice').changes;
+  t.is(moved, 1);
+  const expired = await alice.get('/');
+  t.is(expired.status, 303);
+  t.is(expired.location, '/login?next=%2F');
+  t.is((await alice.api('GET', '/api/v1/sessions')).status, 401);
+  t.regex((await bob.get('/')).text, /Desktop for <strong>bob<\/strong>/, 'a login within its lifetime stays');
+
+  t.is((await qwdctl(['--config', setup.configFile, 'users', 'admin', 'root', 'off'])).code, 0);
+  const demoted = await root.get('/manage');
+  t.notRegex(demoted.text, /All desktops/, 'no longer an admin, without logging in again');
+  t.is((await root.post('/admin/stop-all', { confirm: 'yes' })).status, 403);
+  t.is((await qwdctl(['--config', setup.configFile, 'users', 'admin', 'bob', 'on'])).code, 0);
+  t.regex((await bob.get('/manage')).text, /All desktops/, 'promotion takes effect too');
+  t.is((await qwdctl(['--config', setup.configFile, 'users', 'del', 'bob'])).code, 0);
+  t.is((await bob.get('/')).status, 303, 'a deleted account is logged out');
+  t.is((await bob.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true })).status, 401);
 });

@@ -1,11 +1,15 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { loadCatalog } from '../../src/catalog/catalog.js';
 import { parseMachine } from '../../src/catalog/descriptor.js';
 import { createOverlay } from '../../src/snapshot/overlay.js';
-import { requireProgram, requireQemu, tempDir } from '../helpers/env.js';
+import { LocalLauncher } from '../../src/launcher/local.js';
+import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
+import { silentLogger } from '../../src/log.js';
+import { makeSetup, requireProgram, requireQemu, tempDir } from '../helpers/env.js';
 
 test.before(() => requireQemu());
 
@@ -72,4 +76,69 @@ test('the bundled demo descriptor parses', async (t) => {
   t.deepEqual(problems, []);
   t.is(machine?.name, 'demo');
   t.is(machine?.image, path.resolve('machines', 'images', 'demo.qcow2'));
+});
+
+function makeIso(dir: string, name: string): string {
+  requireProgram('genisoimage', 'genisoimage');
+  const src = path.join(dir, `${name}-src`);
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, 'README'), 'a live CD\n');
+  const iso = path.join(dir, `${name}.iso`);
+  execFileSync('genisoimage', ['-quiet', '-V', 'QWDTEST', '-o', iso, src]);
+  return iso;
+}
+
+const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+test('an ISO machine gets a blank qcow2 disk of qemu.isoDiskGiB, no backing file, and the ISO as a read-only CD-ROM', async (t) => {
+  const setup = makeSetup(t, { qemu: { isoDiskGiB: 2 } }, {
+    machines: (d) => {
+      makeIso(d, 'live');
+      fs.writeFileSync(path.join(d, 'live.yml'), 'name: live\nimage: live.iso\n');
+    },
+  });
+  const iso = path.join(setup.machinesDir, 'live.iso');
+  const before = { sha: sha256(iso), mtimeMs: fs.statSync(iso).mtimeMs };
+  const catalog = await loadCatalog(setup.config.machinesDir, setup.config.qemu.img);
+  t.deepEqual(catalog.problems, []);
+  const machine = catalog.get('live')!;
+  t.is(machine.format, 'iso');
+  const launcher = new LocalLauncher({ config: setup.config, accel: chooseAccelerator('tcg', probeHostAccel()), log: silentLogger() });
+  const runDir = path.join(setup.config.runDir, 'bbbbbbbbbbb1');
+  const handle = await launcher.start({ sessionId: 'bbbbbbbbbbb1', machine, cpus: 1, memoryMiB: 128, runDir, expiresAt: Date.now() + 60_000 });
+  t.teardown(async () => {
+    await launcher.stop(handle);
+    await launcher.cleanup(handle, runDir);
+  });
+
+  const disk = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', path.join(runDir, 'disk.qcow2')], { encoding: 'utf8' }));
+  t.is(disk.format, 'qcow2');
+  t.is(disk['virtual-size'], 2 * 1024 ** 3);
+  t.false('backing-filename' in disk, 'a blank disk, not an overlay of the ISO');
+
+  // What the running qemu really has attached (QMP query-block).
+  const blocks = await launcher.qmp<Array<{ device: string; qdev?: string; removable: boolean; inserted?: { file: string; ro: boolean; drv: string } }>>(handle, 'query-block');
+  const cd = blocks.find((b) => b.device === 'cd0');
+  t.truthy(cd, `a cd0 drive among ${blocks.map((b) => b.device).join(', ')}`);
+  t.is(cd!.inserted?.file, machine.image);
+  t.true(cd!.inserted?.ro, 'the ISO is read-only');
+  t.true(cd!.removable, 'attached as a CD-ROM');
+  const hd = blocks.find((b) => b.inserted?.file === path.join(runDir, 'disk.qcow2'));
+  t.truthy(hd, 'the blank disk is attached');
+  t.false(hd!.inserted!.ro);
+
+  await launcher.stop(handle);
+  t.is(sha256(iso), before.sha, 'the ISO is never written');
+  t.is(fs.statSync(iso).mtimeMs, before.mtimeMs);
+});
+
+test('an ISO machine\'s own isoDiskGiB wins over the site default', async (t) => {
+  const dir = tempDir(t);
+  const iso = makeIso(dir, 'own');
+  const { machine, problems } = parseMachine({ name: 'own', image: iso, format: 'iso', isoDiskGiB: 3 }, path.join(dir, 'own.yml'));
+  t.deepEqual(problems, []);
+  const overlay = await createOverlay('qemu-img', machine!, dir, 1);
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', overlay], { encoding: 'utf8' }));
+  t.is(info['virtual-size'], 3 * 1024 ** 3);
+  t.false('backing-filename' in info);
 });

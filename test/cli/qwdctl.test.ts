@@ -37,9 +37,17 @@ test('start → status → url through the broker → extend → stop leaves not
   t.true(status.stdout.split('\n').every((line) => line.length <= 80 || /^(qemu-web-desktop|host:)/.test(line)), 'table fits 80 columns');
   const statusJson = JSON.parse((await qwdctl([...c, 'status', '--json'])).stdout);
   t.is(statusJson.sessions.length, 1);
-  t.deepEqual(Object.keys(statusJson).sort(), ['accelerator', 'config', 'host', 'launcher', 'limits', 'machines', 'reserved', 'sessions', 'stateDir', 'version']);
+  t.deepEqual(Object.keys(statusJson).sort(), ['accelerator', 'config', 'gpus', 'host', 'launcher', 'limits', 'machines', 'reserved', 'sessions', 'stateDir', 'version']);
 
   const url = (await qwdctl([...c, 'sessions', 'url', session.id])).stdout.trim();
+  // The link works exactly as printed: the broker recorded its real port (listen.port is 0).
+  t.true(url.startsWith(`${broker.url}/s/`), url);
+  t.is((await fetch(url)).status, 200);
+  t.deepEqual(JSON.parse((await qwdctl([...c, 'sessions', 'url', session.id, '--json'])).stdout), { id: session.id, url });
+  const logs = JSON.parse((await qwdctl([...c, 'sessions', 'logs', session.id, '--json'])).stdout);
+  t.is(logs.id, session.id);
+  t.deepEqual(logs.logs.map((l: { name: string }) => l.name), ['qemu.log', 'serial.log']);
+  t.true(logs.logs.every((l: { file: string; text: string | null; error: string | null }) => l.file.startsWith(session.runDir) && (typeof l.text === 'string') !== (l.error !== null)));
   const token = url.split('/s/')[1]!;
   const rfb = await connectRfb(`${broker.url.replace('http', 'ws')}/ws/${token}`);
   t.is(rfb.name, `QEMU (qwd-${session.id})`);
@@ -62,7 +70,7 @@ test('start → status → url through the broker → extend → stop leaves not
   t.deepEqual(pidsMentioning(`qwd-${session.id}`), []);
   t.false(fs.existsSync(session.runDir));
   t.deepEqual((await qwdctl([...c, 'sessions', 'list', '--json'])).stdout.trim(), '[]');
-  t.is((await fetch(url.replace(/^http:\/\/[^/]+/, broker.url))).status, 410);
+  t.is((await fetch(url)).status, 410);
 });
 
 test('DARTS aliases: start, status, stop --yes', async (t) => {
@@ -287,4 +295,105 @@ test('edit opens $EDITOR (argv, no shell) and validates afterwards', async (t) =
   const broken = await qwdctl([...c, 'edit', 'config'], { env: { EDITOR: breaker } });
   t.is(broken.code, 6);
   t.regex(broken.stderr, /qemu|accel/);
+});
+
+test('sessions url uses publicUrl when set; the broker removes its recorded address when it closes', async (t) => {
+  const setup = makeSetup(t, { publicUrl: 'https://desktops.example.org/qwd/' });
+  const broker = await startTestBroker(t, setup.config);
+  const record = path.join(setup.stateDir, 'broker.json');
+  t.is(JSON.parse(fs.readFileSync(record, 'utf8')).url, broker.url);
+  const started = await qwdctl(['--config', setup.configFile, 'sessions', 'start', 'blank', '--json']);
+  t.is(started.code, 0, started.stderr);
+  const session = JSON.parse(started.stdout);
+  const url = (await qwdctl(['--config', setup.configFile, 'sessions', 'url', session.id])).stdout.trim();
+  t.regex(url, /^https:\/\/desktops\.example\.org\/qwd\/s\/[A-Za-z0-9_-]{20,}$/);
+  t.is(url, session.url);
+  await qwdctl(['--config', setup.configFile, 'sessions', 'stop', session.id]);
+  await broker.close();
+  t.false(fs.existsSync(record), 'a closed broker leaves no address behind');
+});
+
+test('a stale broker address (its process is gone) is not used for links', async (t) => {
+  const setup = makeSetup(t);
+  fs.mkdirSync(setup.stateDir, { recursive: true });
+  // PID 2^22+1 is above Linux's pid_max ceiling: certainly no such process.
+  fs.writeFileSync(path.join(setup.stateDir, 'broker.json'), JSON.stringify({ url: 'http://127.0.0.1:9', pid: 4194305 }));
+  const started = await qwdctl(['--config', setup.configFile, 'sessions', 'start', 'blank', '--json']);
+  t.is(started.code, 0, started.stderr);
+  const session = JSON.parse(started.stdout);
+  t.teardown(() => qwdctl(['--config', setup.configFile, 'sessions', 'stop', session.id]).then(() => undefined));
+  t.regex(session.url, /^http:\/\/127\.0\.0\.1:0\/s\//, 'the config\'s listen address, not the dead broker\'s');
+});
+
+test('config show masks the SMTP password and the LDAP bind password', async (t) => {
+  const smtpPassword = 'smtp-S3cret-value';
+  const bindPassword = 'ldap-B1nd-value';
+  const setup = makeSetup(t, {
+    mail: { smtpHost: '127.0.0.1', smtpUser: 'relay', smtpPassword },
+    auth: { backends: [{ type: 'ldap', name: 'campus', url: 'ldap://127.0.0.1:1', baseDn: 'dc=example,dc=org', bindDn: 'cn=reader,dc=example,dc=org', bindPassword }] },
+  });
+  const yaml = await qwdctl(['--config', setup.configFile, 'config', 'show']);
+  t.is(yaml.code, 0, yaml.stderr);
+  const asJson = await qwdctl(['--config', setup.configFile, 'config', 'show', '--json']);
+  t.is(asJson.code, 0, asJson.stderr);
+  for (const out of [yaml.stdout, asJson.stdout]) {
+    t.false(out.includes(smtpPassword), 'no SMTP password in the output');
+    t.false(out.includes(bindPassword), 'no bind password in the output');
+  }
+  for (const shown of [parseYaml(yaml.stdout), JSON.parse(asJson.stdout)]) {
+    t.is(shown.mail.smtpPassword, '********');
+    t.is(shown.mail.smtpUser, 'relay', 'what is not secret is shown');
+    t.is(shown.auth.backends[0].bindPassword, '********');
+    t.is(shown.auth.backends[0].bindDn, 'cn=reader,dc=example,dc=org');
+  }
+});
+
+test('config check --json and config path --json answer in JSON, also when the config is invalid', async (t) => {
+  const setup = makeSetup(t);
+  const ok = await qwdctl(['--config', setup.configFile, 'config', 'check', '--json']);
+  t.is(ok.code, 0, ok.stderr);
+  t.deepEqual(JSON.parse(ok.stdout), { ok: true, source: setup.configFile });
+  t.deepEqual(JSON.parse((await qwdctl(['--config', setup.configFile, 'config', 'path', '--json'])).stdout), { path: setup.configFile });
+  t.deepEqual(JSON.parse((await qwdctl(['config', 'path', '--json'], { env: { QWD_CONFIG: '' } })).stdout), { path: null });
+  fs.writeFileSync(setup.configFile, 'listen: { port: 99999 }\nqemu: { accel: fast }\n');
+  const bad = await qwdctl(['--config', setup.configFile, 'config', 'check', '--json']);
+  t.is(bad.code, 6);
+  const report = JSON.parse(bad.stdout);
+  t.false(report.ok);
+  t.is(report.problems.length, 2);
+  t.regex(report.problems.join('\n'), /listen\.port must be an integer from 0 to 65535, got 99999/);
+  t.regex(report.problems.join('\n'), /qemu\.accel must be one of auto, kvm, tcg, got "fast"/);
+  t.is(bad.stderr, '', 'the problems are printed once, as JSON');
+});
+
+test('a launch failure exits 5 with the user message; --verbose adds the QWD_ code and the cause', async (t) => {
+  // A qcow2 whose backing file is garbage: qemu-img info of the image itself
+  // passes (so the catalog offers it), qemu-img create of the overlay fails.
+  const setup = makeSetup(t, {}, {
+    machines: (dir) => {
+      fs.writeFileSync(path.join(dir, 'garbage-base.qcow2'), crypto.randomBytes(1024 * 1024));
+      execFileSync('qemu-img', ['create', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', 'garbage-base.qcow2', path.join(dir, 'corrupt.qcow2'), '64M']);
+      fs.writeFileSync(path.join(dir, 'corrupt.yml'), 'name: corrupt\nimage: corrupt.qcow2\nformat: qcow2\n');
+    },
+  });
+  const c = ['--config', setup.configFile];
+  const plain = await qwdctl([...c, 'sessions', 'start', 'corrupt']);
+  t.is(plain.code, 5, plain.stderr);
+  t.is(plain.stderr, 'qwdctl: The desktop could not be started. Please try again; if it keeps failing, tell the administrators.\n', 'only the user message');
+  t.is(plain.stdout, '');
+  const verbose = await qwdctl([...c, '-v', 'sessions', 'start', 'corrupt']);
+  t.is(verbose.code, 5);
+  t.regex(verbose.stderr, /^qwdctl: The desktop could not be started\./m);
+  t.regex(verbose.stderr, /^ {2}QWD_OVERLAY_FAILED: qemu-img create .*corrupt\.qcow2.*Could not open backing file/m);
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+  t.deepEqual(JSON.parse((await qwdctl([...c, 'sessions', 'list', '--json'])).stdout), [], 'the failed sessions are cleaned up');
+});
+
+test('sessions start refused by admission exits 4 and starts nothing', async (t) => {
+  const setup = makeSetup(t, { limits: { maxSessions: 0 } });
+  const refused = await qwdctl(['--config', setup.configFile, 'sessions', 'start', 'blank']);
+  t.is(refused.code, 4, refused.stderr);
+  t.regex(refused.stderr, /^qwdctl: This server is running its maximum of 0 desktops\. Please try again later\.\n$/);
+  t.deepEqual(pidsMentioning(setup.stateDir), []);
+  t.deepEqual(JSON.parse((await qwdctl(['--config', setup.configFile, 'sessions', 'list', '--json'])).stdout), []);
 });

@@ -9,6 +9,8 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import { connectRfb, type RfbSession } from '../helpers/rfb-client.js';
 import type { Broker } from '../../src/main.js';
+import type { LocalHandle } from '../../src/launcher/types.js';
+import { isRunning } from '../../src/qemu/process.js';
 
 test.before(() => {
   requireQemu();
@@ -64,15 +66,19 @@ test('view-only viewers cannot type into the guest; the control link can; framin
   const control = await connectRfb(session.wsUrl);
   const viewer = await connectRfb(session.viewWsUrl);
   t.teardown(() => { control.close(); viewer.close(); });
+  const initial = await settledScreen(viewer);
   // Commands with a side effect the test can read: a line on the guest's serial port.
+  // Had they reached the guest, Enter would run them and scroll the console up.
   await type(viewer, 'echo viewonly-typed > /dev/ttyS0\n');
   viewer.pointerEvent(100, 100, 1);
   viewer.pointerEvent(100, 100, 0);
-  const before = await settledScreen(viewer);
+  const afterViewOnly = await settledScreen(viewer);
+  t.is(afterViewOnly, initial, 'the screen is unchanged by the view-only typing');
+  t.is(await settledScreen(control), initial, 'the control link sees the same unchanged screen');
   await type(control, 'echo control-typed > /dev/ttyS0\n');
   await waitFor('the control link\'s command to run in the guest', () => serial().includes('control-typed'), 20_000);
   t.false(serial().includes('viewonly-typed'), 'the view-only input never reached the guest');
-  t.not(await settledScreen(viewer), before, 'the view-only viewer sees what the control link typed');
+  t.not(await settledScreen(viewer), afterViewOnly, 'the control link\'s typing changes the screen, as the view-only viewer sees');
   // The view-only stream is still framed correctly: more updates arrive.
   t.is((await viewer.update(false)).length, viewer.width * viewer.height * 4);
   t.is((await viewer.update(true)).length, viewer.width * viewer.height * 4);
@@ -88,6 +94,36 @@ test('a power-off from inside the guest ends the session promptly and says so', 
   t.regex(gone.json.error.message, /shut down/);
   await closed;
   t.is(broker.services.rows.byId(session.id), undefined);
+});
+
+test('a power-off from inside a guest adopted after a broker restart ends its session promptly and says so', async (t) => {
+  t.timeout(150_000);
+  const setup = makeSetup(t, {}, { machines: (d) => writeDemoMachine(d) });
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const res = await api(first, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'tester', lifetimeS: 3600 });
+  t.is(res.status, 201, res.text);
+  const session = res.json;
+  const row = first.services.manager.get(session.id)!;
+  const pid = (row.handle as LocalHandle).pid;
+  const serial = path.join(row.runDir, 'serial.log');
+  await waitFor('the demo guest to boot', () => fs.existsSync(serial) && fs.readFileSync(serial, 'utf8').includes('QWD: boot ok'), BOOT_TIMEOUT_MS);
+  await first.close();
+  // The second broker is not qemu's parent: no exit code will tell it how qemu ended.
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.manager.get(session.id)!.state, 'running');
+  const control = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${session.token}`);
+  const closed = new Promise<number>((resolve) => control.ws.once('close', (code) => resolve(code)));
+  await type(control, 'poweroff -f\n');
+  const typedAt = Date.now();
+  await waitFor('the adopted session to end', async () => (await api(second, 'GET', `/api/v1/sessions/${session.token}`)).status === 410, 20_000);
+  const gone = await api(second, 'GET', `/api/v1/sessions/${session.token}`);
+  t.regex(gone.json.error.message, /shut down from inside/);
+  t.notRegex(gone.json.error.message, /unexpectedly/);
+  t.true(Date.now() - typedAt < 10_000, `ended ${Date.now() - typedAt} ms after the power-off`);
+  await closed;
+  t.is(second.services.rows.byId(session.id), undefined);
+  t.false(fs.existsSync(row.runDir));
+  t.false(isRunning(pid) && (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(session.id)), 'qemu is gone');
 });
 
 test('a host folder shared over 9p is seen by the guest', async (t) => {

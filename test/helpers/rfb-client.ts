@@ -15,6 +15,8 @@ export interface RfbSession {
   update(incremental?: boolean, timeoutMs?: number): Promise<Buffer>;
   keyEvent(keysym: number, down: boolean): void;
   pointerEvent(x: number, y: number, buttons: number): void;
+  /** Sends raw client-to-server bytes (for protocol tests: malformed or unknown messages). */
+  sendRaw(bytes: Buffer): void;
   close(): void;
 }
 
@@ -161,6 +163,9 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
         const m = Buffer.alloc(6);
         m[0] = 5; m[1] = buttons; m.writeUInt16BE(x, 2); m.writeUInt16BE(y, 4);
         ws.send(m);
+      },
+      sendRaw(bytes) {
+        ws.send(bytes);
       },
       close() {
         ws.close();

@@ -16,7 +16,11 @@ import { Client } from 'ldapts';
 import { requireProgram, tempDir } from './env.js';
 import { runProgram, startPeerOnFreePorts, writeSelfSignedCert } from './peer-process.js';
 
-export interface LdapUser { uid: string; password: string; cn?: string; mail?: string }
+export interface LdapUser {
+  uid: string; password: string; cn?: string; mail?: string;
+  /** Extra memberOf DNs written as given, with no group entry behind them (groups kept elsewhere, as in AD). */
+  memberOf?: string[];
+}
 export interface LdapGroup { cn: string; members: string[] /* uids */ }
 export interface LdapServer {
   /** ldap://127.0.0.1:PORT — plain, StartTLS available. */
@@ -129,7 +133,7 @@ export async function startSlapd(t: ExecutionContext, opts: { users?: LdapUser[]
       ['sn', (u.cn ?? u.uid).split(' ').at(-1) || u.uid],
       ...(u.mail === undefined ? [] : [['mail', u.mail] as [string, string]]),
       ['userPassword', userHashes[i]!],
-      ...(memberOf.get(u.uid) ?? []).map((dn): [string, string] => ['memberOf', dn]),
+      ...[...(memberOf.get(u.uid) ?? []), ...(u.memberOf ?? [])].map((dn): [string, string] => ['memberOf', dn]),
     ]),
     ...groups.map((g): Array<[string, string]> => [
       ['dn', groupDn(g.cn)],

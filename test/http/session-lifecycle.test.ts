@@ -4,8 +4,11 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { api, startTestBroker } from '../helpers/broker.js';
-import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor, writeBlankMachine } from '../helpers/env.js';
+import { openDb } from '../../src/store/db.js';
+import { isRunning, readProcStat } from '../../src/qemu/process.js';
 import { connectRfb, nonBlackPixels, waitForGuestText } from '../helpers/rfb-client.js';
 import { WebClient } from '../helpers/web-client.js';
 import type { LocalHandle } from '../../src/launcher/types.js';
@@ -152,6 +155,58 @@ test('a VM that died while the broker was down is cleaned up at start', async (t
   t.is(second.services.rows.byId(json.id), undefined);
   t.false(fs.existsSync(row.runDir));
   t.is((await api(second, 'GET', `/api/v1/sessions/${json.token}`)).status, 410);
+});
+
+test('a store row whose PID now belongs to another process is cleaned up at start without signalling that process', async (t) => {
+  const setup = makeSetup(t);
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ivan', lifetimeS: 600 });
+  const row = first.services.manager.get(json.id)!;
+  const qemuPid = (row.handle as LocalHandle).pid;
+  await first.close();
+  process.kill(qemuPid, 'SIGKILL');
+  await waitFor('qemu to die', () => pidsMentioning(`qwd-${json.id}`).length === 0);
+  // The PID is recycled: a process of ours that is not qemu now has it. The
+  // row points at it, with that process's own start time, so only the -name
+  // check in /proc tells it apart from the session's qemu.
+  const other = spawn('sleep', ['60'], { stdio: 'ignore', detached: true });
+  t.teardown(() => {
+    if (other.exitCode === null && other.signalCode === null) process.kill(other.pid!, 'SIGKILL');
+  });
+  await new Promise((resolve) => other.once('spawn', resolve));
+  const recycled = { ...(row.handle as LocalHandle), pid: other.pid!, startTime: readProcStat(other.pid!)!.startTime };
+  const db = openDb(setup.stateDir);
+  db.prepare('UPDATE sessions SET handle = ? WHERE id = ?').run(JSON.stringify(recycled), json.id);
+  db.close();
+
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.rows.byId(json.id), undefined, 'the row is gone');
+  t.false(fs.existsSync(row.runDir));
+  t.is((await api(second, 'GET', `/api/v1/sessions/${json.token}`)).status, 410);
+  await new Promise((r) => setTimeout(r, 200)); // a signal, had one been sent, has landed by now
+  t.true(isRunning(other.pid!), 'the process that has the PID now still runs');
+  t.is(other.exitCode, null);
+  t.is(other.signalCode, null, 'and was never signalled');
+  const exited = new Promise((resolve) => other.once('exit', resolve));
+  process.kill(other.pid!, 'SIGKILL');
+  await exited;
+  t.false(isRunning(other.pid!));
+});
+
+test('GET /api/v1/machines lists the machines with their limits clamped to the site limits', async (t) => {
+  const setup = makeSetup(t, { limits: { maxCpusPerSession: 4, maxMemoryMiBPerSession: 256 } }, {
+    machines: (d) => { writeBlankMachine(d, 'blank'); writeBlankMachine(d, 'second'); },
+  });
+  const broker = await startTestBroker(t, setup.config);
+  const { status, json } = await api(broker, 'GET', '/api/v1/machines');
+  t.is(status, 200);
+  t.deepEqual(json.map((m: { name: string }) => m.name).sort(), ['blank', 'second']);
+  const blank = json.find((m: { name: string }) => m.name === 'blank');
+  t.like(blank, { arch: 'x86_64', format: 'qcow2', description: 'Blank disk: SeaBIOS only' });
+  // The machine allows 2 CPUs (below the site's 4) and 512 MiB (above the site's 256).
+  t.deepEqual(blank.cpus, { default: 1, max: 2 });
+  t.deepEqual(blank.memoryMiB, { default: 128, max: 256 });
+  t.false('image' in blank, 'host paths are not published');
 });
 
 test('the web form creates a session and redirects to its page with a QR code', async (t) => {

@@ -70,6 +70,29 @@ test('revoking a link disconnects its viewers at once, keeps the others, and the
   t.is((await api(broker, 'POST', `/api/v1/sessions/${renewed.json.token}/revoke`, { link: 'sideways' })).status, 400);
 });
 
+test('a view-only viewer that sends an unknown message type is closed with 4003; a control viewer on the session is unaffected', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
+  const control = await connectRfb(s.wsUrl);
+  const viewer = await connectRfb(s.viewWsUrl);
+  t.teardown(() => { control.close(); viewer.close(); });
+  t.is((await viewer.update(false)).length, viewer.width * viewer.height * 4, 'the view-only viewer works until then');
+  t.is(broker.bridge.viewerCount(s.id), 2);
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => viewer.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  // Type 77 is no RFC 6143 §7.5 message nor a known extension: the bridge cannot
+  // know its length, so it cannot skip it safely and closes this viewer.
+  viewer.sendRaw(Buffer.from([77, 0, 0, 0, 0, 0, 0, 0]));
+  t.deepEqual(await closed, { code: 4003, reason: 'protocol error' });
+  await waitFor('the bridge to drop the viewer', () => broker.bridge.viewerCount(s.id) === 1, 3000);
+  // The control viewer on the same session still gets full and incremental updates.
+  t.is((await control.update(false)).length, control.width * control.height * 4);
+  control.keyEvent(0x61, true);
+  control.keyEvent(0x61, false);
+  t.is((await control.update(true)).length, control.width * control.height * 4);
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+});
+
 test('a one-shot session ends after its only viewer leaves (after the grace period), not before', async (t) => {
   const setup = makeSetup(t, { sessions: { oneShotGraceS: 3 } });
   const broker = await startTestBroker(t, setup.config);

@@ -1,17 +1,22 @@
 // The local launcher against real QEMU: ready means QMP and VNC answer; stop
-// escalates quit → SIGTERM → SIGKILL; cleanup always removes the run dir.
+// escalates quit → SIGTERM → SIGKILL; cleanup always removes the run dir; a
+// watch holds QEMU's one QMP connection and shares it with commands.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LocalLauncher } from '../../src/launcher/local.js';
+import net from 'node:net';
+import { LocalLauncher, guestShutdownReason } from '../../src/launcher/local.js';
 import { loadCatalog } from '../../src/catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
 import { silentLogger } from '../../src/log.js';
 import { readRfbBanner } from '../../src/qemu/rfb-probe.js';
 import { QwdError } from '../../src/errors.js';
-import { makeSetup, pidsMentioning, requireQemu } from '../helpers/env.js';
+import { signalGroup } from '../../src/qemu/process.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 import type { ExecutionContext } from 'ava';
 import type { Config } from '../../src/config/schema.js';
+import type { ExitInfo } from '../../src/launcher/types.js';
+import type { QmpEvent } from '../../src/qemu/qmp-client.js';
 
 test.before(() => requireQemu());
 
@@ -85,4 +90,73 @@ test('run dirs outside the configured root are refused', async (t) => {
   const { launcher, spec } = await setupLauncher(t);
   await t.throwsAsync(launcher.start({ ...spec('aaaaaaaaaaa6'), runDir: '/tmp/elsewhere' }), { message: /outside/ });
   await t.throwsAsync(launcher.cleanup(null, '/'), { message: /outside/ });
+});
+
+test('stop sends SIGTERM when QMP does not answer, and qemu honours it', async (t) => {
+  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 300, termGraceMs: 3000 } });
+  const handle = await launcher.start(spec('aaaaaaaaaaa7'));
+  t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  // QEMU's QMP socket serves one client at a time: while another client holds
+  // it, the launcher's connect gets no greeting, so quit cannot be asked.
+  const holder = net.createConnection(handle.qmpSocket);
+  t.teardown(() => holder.destroy());
+  await new Promise<void>((resolve) => holder.once('data', () => resolve()));
+  t.is(await launcher.stop(handle), 'terminated');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa7'), []);
+  await launcher.cleanup(handle, handle.runDir);
+});
+
+test('a watched VM still answers the launcher\'s QMP commands, and stop still quits through QMP', async (t) => {
+  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
+  const handle = await launcher.start(spec('aaaaaaaaaaa8'));
+  t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  const exits: ExitInfo[] = [];
+  const unwatch = launcher.watchExit(handle, (info) => exits.push(info));
+  t.teardown(unwatch);
+  // The watch holds the one QMP connection; commands share it instead of waiting for a greeting.
+  const started = Date.now();
+  for (let i = 0; i < 3; i++) t.like(await launcher.qmp(handle, 'query-status'), { status: 'running' });
+  t.true(Date.now() - started < 1500, `three commands took ${Date.now() - started} ms`);
+  t.is(await launcher.stop(handle), 'quit');
+  await waitFor('the watch to report the exit', () => exits.length === 1, 3000);
+  t.is(exits[0]!.reason, undefined, 'a quit asked by the host is not a guest shutdown');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa8'), []);
+  await launcher.cleanup(handle, handle.runDir);
+});
+
+test('a restarted launcher adopts a VM it did not start: watches it, commands it, stops it through QMP', async (t) => {
+  const { launcher, spec, config } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
+  const handle = await launcher.start(spec('aaaaaaaaaaa9'));
+  t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  // A second launcher stands for the broker after a restart: the VM is not its child.
+  const adopter = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
+  t.true(await adopter.isAlive(handle));
+  const exits: ExitInfo[] = [];
+  const unwatch = adopter.watchExit(handle, (info) => exits.push(info));
+  t.teardown(unwatch);
+  t.like(await adopter.qmp(handle, 'query-status'), { status: 'running' });
+  t.is(await adopter.stop(handle), 'quit');
+  await waitFor('the adopter to notice the exit', () => exits.length === 1, 3000);
+  t.deepEqual(exits[0], { code: null, signal: null });
+  t.is(await adopter.exitReason(handle), null);
+  await adopter.cleanup(handle, handle.runDir);
+});
+
+test('QMP SHUTDOWN events say why a VM ended only when the guest asked', (t) => {
+  const cases: Array<[QmpEvent, RegExp | null]> = [
+    [{ event: 'SHUTDOWN', data: { guest: true, reason: 'guest-shutdown' } }, /shut down from inside/],
+    [{ event: 'SHUTDOWN', data: { guest: true, reason: 'guest-reset' } }, /restarted from inside/],
+    [{ event: 'SHUTDOWN', data: { guest: true, reason: 'guest-panic' } }, /crashed/],
+    [{ event: 'SHUTDOWN', data: { guest: true, reason: 'something-new' } }, /shut down from inside/],
+    [{ event: 'SHUTDOWN', data: { guest: false, reason: 'host-qmp-quit' } }, null],
+    [{ event: 'SHUTDOWN', data: { guest: false, reason: 'host-signal' } }, null],
+    [{ event: 'SHUTDOWN' }, null],
+    [{ event: 'RESET', data: { guest: true, reason: 'guest-reset' } }, null],
+    [{ event: 'STOP' }, null],
+  ];
+  for (const [event, expected] of cases) {
+    const got = guestShutdownReason(event);
+    if (expected) t.regex(got ?? '', expected, JSON.stringify(event));
+    else t.is(got, null, JSON.stringify(event));
+  }
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import type { Config } from '../../config/schema.js';
+import { ConfigError } from '../../errors.js';
 import { CliContext, usage } from '../context.js';
 import { json } from '../output.js';
 import { checkMachines } from './machines.js';
@@ -24,7 +25,15 @@ export function registerConfig(program: Command, ctx: CliContext): void {
 
   config.command('check').description('validate the config (every problem at once, with file and key)').option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => {
-      const c = ctx.config(); // throws ConfigError listing every problem
+      let c: Config;
+      try {
+        c = ctx.config(); // throws ConfigError listing every problem
+      } catch (err) {
+        if (!opts.json || !(err instanceof ConfigError)) throw err;
+        // Scripts read the problems from stdout; the exit code (6) still says it failed.
+        ctx.print(json({ ok: false, problems: err.problems }));
+        throw Object.assign(err, { reported: true });
+      }
       ctx.print(opts.json ? json({ ok: true, source: c.source }) : `config OK: ${c.source ?? '(embedded defaults)'}`);
     });
 
@@ -34,9 +43,10 @@ export function registerConfig(program: Command, ctx: CliContext): void {
       ctx.print(opts.json ? json(c) : stringify(c));
     });
 
-  config.command('path').description('which config file is used')
-    .action(() => {
-      ctx.print(ctx.config().source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)');
+  config.command('path').description('which config file is used').option('--json', 'machine-readable output')
+    .action((opts: { json?: boolean }) => {
+      const source = ctx.config().source;
+      ctx.print(opts.json ? json({ path: source ?? null }) : source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)');
     });
 }
 

@@ -1,8 +1,8 @@
 // qwdctl gpu list|check: passthrough-ready GPUs, their IOMMU groups, whether
 // usable (and why not), who holds each; and the host prerequisites.
 import type { Command } from 'commander';
-import { checkVfioHost } from '../../gpu/check-host.js';
-import { CliContext } from '../context.js';
+import { checkVfioHost, readBrokerMemlock, readProcessIdentity, systemdMainPid } from '../../gpu/check-host.js';
+import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 import { QwdError } from '../../errors.js';
 
@@ -14,14 +14,15 @@ export function registerGpu(program: Command, ctx: CliContext): void {
       await ctx.withServices(async (services) => {
         const gpus = services.manager.gpuStatus();
         if (opts.json) {
-          return ctx.print(json(gpus.map((g) => ({ address: g.address, vendor: g.vendor, device: g.device, driver: g.driver, iommuGroup: g.iommuGroup, functions: g.functions.map((f) => f.address), usable: g.usable, reason: g.reason || null, heldBy: g.heldBy }))));
+          return ctx.print(json(gpus.map((g) => ({ address: g.address, vendor: g.vendor, device: g.device, driver: g.driver, iommuGroup: g.iommuGroup, displayFunctions: g.displayFunctions, functions: g.functions.map((f) => f.address), usable: g.usable, reason: g.reason || null, heldBy: g.heldBy }))));
         }
         if (gpus.length === 0) return ctx.print(`no GPU (PCI display device) found under ${services.config.gpu.sysfsRoot}: the GPU option is not offered`);
         ctx.print(table(gpus, [
           { header: 'ADDRESS', value: (g) => g.address, keep: true },
           { header: 'ID', value: (g) => `${g.vendor.replace('0x', '')}:${g.device.replace('0x', '')}`, keep: true },
           { header: 'GROUP', value: (g) => g.iommuGroup ?? '-', keep: true },
-          { header: 'FUNCTIONS', value: (g) => g.functions.map((f) => f.address.slice(-4)).join(',') },
+          // Functions on the GPU's own bus as "00.1"; others of the group (a second card) as "02:00.0".
+          { header: 'FUNCTIONS', value: (g) => g.functions.map((f) => (f.address.slice(0, 7) === g.address.slice(0, 7) ? f.address.slice(-4) : f.address.slice(5))).join(',') },
           { header: 'STATE', value: (g) => (g.heldBy ? `held by ${g.heldBy}` : g.usable ? 'free' : 'not usable'), keep: true },
         ]));
         for (const g of gpus.filter((x) => !x.usable)) ctx.print(`${g.address}: ${g.reason}`);
@@ -29,11 +30,18 @@ export function registerGpu(program: Command, ctx: CliContext): void {
     });
 
   gpu.command('check').description('is this host ready for passthrough? (IOMMU, vfio modules, /dev/vfio, memlock) and what to change').option('--json', 'machine-readable output')
-    .action(async (opts: { json?: boolean }) => {
+    .option('--pid <pid>', `the running broker's pid, whose memlock limit and user are checked (default: the MainPID of qemu-web-desktop.service, else its installed unit file)`)
+    .action(async (opts: { json?: boolean; pid?: string }) => {
+      if (opts.pid !== undefined && !/^[1-9]\d*$/.test(opts.pid)) throw usage(`--pid must be a process id, got ${JSON.stringify(opts.pid)}`);
       await ctx.withServices(async (services) => {
         const largest = Math.max(0, ...services.catalog.list().map((m) => Math.min(m.memoryMiB.max, services.config.limits.maxMemoryMiBPerSession)));
-        const checks = checkVfioHost(services.config.gpu.sysfsRoot, largest);
         const gpus = services.manager.gpuStatus();
+        // QEMU inherits the broker's limits: read them from the broker, not from this qwdctl.
+        const brokerPid = opts.pid ? Number(opts.pid) : systemdMainPid();
+        const checks = checkVfioHost(services.config.gpu.sysfsRoot, largest, readBrokerMemlock({ brokerPid }), {
+          usableGroups: [...new Set(gpus.filter((g) => g.usable && g.iommuGroup !== null).map((g) => g.iommuGroup!))],
+          broker: brokerPid ? readProcessIdentity(brokerPid) : null,
+        });
         const ok = checks.every((c) => c.ok) && gpus.some((g) => g.usable);
         if (opts.json) ctx.print(json({ ok, checks, usableGpus: gpus.filter((g) => g.usable).map((g) => g.address) }));
         else {

@@ -26,7 +26,28 @@ export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) 
 /** Slurm job id, node and job state per session (Slurm launcher only). */
 export type SchedulerInfo = ReadonlyMap<string, Record<string, string | number | null>>;
 
-export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: SchedulerInfo | null = null): string {
+/**
+ * squeue's compact job state codes (squeue(1), "JOB STATE CODES"), so the
+ * Slurm table fits 80 columns; other states (our GONE) are shown as they are.
+ */
+const SLURM_STATE_CODES: Record<string, string> = {
+  PENDING: 'PD', RUNNING: 'R', SUSPENDED: 'S', COMPLETING: 'CG', COMPLETED: 'CD', CONFIGURING: 'CF', CANCELLED: 'CA',
+  FAILED: 'F', TIMEOUT: 'TO', PREEMPTED: 'PR', NODE_FAIL: 'NF', BOOT_FAIL: 'BF', DEADLINE: 'DL', OUT_OF_MEMORY: 'OOM',
+  REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO', RESV_DEL_HOLD: 'RD',
+  REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
+};
+
+export function compactJobState(state: string): string {
+  return SLURM_STATE_CODES[state] ?? state;
+}
+
+/** Like ps(1)'s START: the time (UTC) within the last 24 hours, else the date. */
+export function startedColumn(createdAt: number, now: number): string {
+  const text = shortTime(createdAt); // "YYYY-MM-DD HH:MM", UTC
+  return now - createdAt < 86400_000 ? text.slice(11) : text.slice(5, 10);
+}
+
+export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: SchedulerInfo | null = null, width?: number): string {
   if (rows.length === 0) return 'no sessions\n';
   const job = (r: SessionRow, key: string) => String(scheduler?.get(r.id)?.[key] ?? '-');
   return table(rows, [
@@ -36,15 +57,15 @@ export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: S
     { header: 'CPU', value: (r) => String(r.cpus), keep: true },
     { header: 'MEM', value: (r) => `${r.memoryMiB}M`, keep: true },
     { header: 'STATE', value: (r) => r.state, keep: true },
-    { header: 'STARTED', value: (r) => shortTime(r.createdAt).slice(5), keep: true },
+    { header: 'STARTED', value: (r) => startedColumn(r.createdAt, now), keep: true },
     { header: 'LEFT', value: (r) => formatRemaining(Math.round((r.expiresAt - now) / 1000)), keep: true },
     { header: 'VIEW', value: (r) => String(r.viewers), keep: true },
     ...(scheduler ? [
       { header: 'JOB', value: (r: SessionRow) => job(r, 'slurmJobId'), keep: true },
       { header: 'NODE', value: (r: SessionRow) => job(r, 'node') },
-      { header: 'JOBSTATE', value: (r: SessionRow) => job(r, 'jobState') },
+      { header: 'ST', value: (r: SessionRow) => compactJobState(job(r, 'jobState')) },
     ] : []),
-  ]);
+  ], width);
 }
 
 export function findSession(services: Services, id: string): SessionRow {
@@ -116,7 +137,10 @@ export function registerSessions(program: Command, ctx: CliContext): void {
   sessions.command('show <id>').description('one session in detail').option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
-        const info = sessionJson(findSession(services, id), ctx.baseUrl(services.config));
+        const row = findSession(services, id);
+        // With Slurm, also the job's state as squeue/scontrol report it now.
+        const jobState = services.config.launcher === 'slurm' ? { jobState: (await services.manager.schedulerInfo(row)).jobState ?? null } : {};
+        const info = { ...sessionJson(row, ctx.baseUrl(services.config)), ...jobState };
         ctx.print(opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(11)} ${v ?? '-'}`).join('\n'));
       });
     });
@@ -155,23 +179,32 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       });
     });
 
-  sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)")
-    .action(async (id: string) => {
-      await ctx.withServices(async (services) => ctx.print(sessionJson(findSession(services, id), ctx.baseUrl(services.config)).url));
-    });
-
-  sessions.command('logs <id>').description("print the session's QEMU log and serial console log")
-    .action(async (id: string) => {
+  sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)").option('--json', 'machine-readable output')
+    .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
-        for (const name of ['qemu.log', 'serial.log']) {
+        const { url } = sessionJson(row, ctx.baseUrl(services.config));
+        ctx.print(opts.json ? json({ id: row.id, url }) : url);
+      });
+    });
+
+  sessions.command('logs <id>').description("print the session's QEMU log and serial console log").option('--json', 'machine-readable output')
+    .action(async (id: string, opts: { json?: boolean }) => {
+      await ctx.withServices(async (services) => {
+        const row = findSession(services, id);
+        const logs = ['qemu.log', 'serial.log'].map((name) => {
           const file = path.join(row.runDir, name);
-          ctx.print(`==> ${file} <==`);
           try {
-            ctx.print(fs.readFileSync(file, 'utf8') || '(empty)');
+            return { name, file, text: fs.readFileSync(file, 'utf8'), error: null };
           } catch (err) {
-            ctx.print(`(${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+            // A log QEMU has not written (yet) is reported, not fatal: the other may say why.
+            return { name, file, text: null, error: (err as NodeJS.ErrnoException).code ?? 'unreadable' };
           }
+        });
+        if (opts.json) return ctx.print(json({ id: row.id, logs }));
+        for (const log of logs) {
+          ctx.print(`==> ${log.file} <==`);
+          ctx.print(log.text === null ? `(${log.error})` : log.text || '(empty)');
         }
       });
     });
