@@ -1,6 +1,7 @@
-// The reading end of the throughput measurement: connect one way (direct Unix
-// socket, `ws` client, or a byte-counting WebSocket client), read as fast as
-// possible, and after a warm-up count bytes over a fixed window. CPU use of
+// The reading end of the throughput measurement: connect one way (straight to
+// the source over its Unix socket or over plain TCP on 127.0.0.1, `ws`
+// client, or a byte-counting WebSocket client), read as fast as possible,
+// and after a warm-up count bytes over a fixed window. CPU use of
 // the reader (this process), the relay and the source is sampled at the
 // window's edges. Runs in its own small process (throughput-reader-main.ts):
 // in a process that has loaded the broker's module graph and run the other
@@ -11,11 +12,11 @@ import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { groupCpuMs, processCpuMs } from './processes.js';
 
-export type ReaderKind = 'direct' | 'ws' | 'raw-ws';
+export type ReaderKind = 'unix' | 'tcp' | 'ws' | 'raw-ws';
 
 export interface ReaderJob {
   kind: ReaderKind;
-  /** Unix socket path (direct) or ws:// URL. */
+  /** Unix socket path (unix), tcp://127.0.0.1:<port> (tcp) or ws:// URL. */
   target: string;
   windowMs: number;
   warmUpMs: number;
@@ -74,8 +75,8 @@ export function readFor(job: ReaderJob): Promise<ReaderResult> {
       });
     };
     const fail = (err: Error) => finish(new Error(`${job.kind} ${job.target}: ${err.message}`));
-    if (job.kind === 'direct') {
-      const socket = net.createConnection(job.target);
+    if (job.kind === 'unix' || job.kind === 'tcp') {
+      const socket = job.kind === 'unix' ? net.createConnection(job.target) : tcpConnection(job.target);
       close = () => socket.destroy();
       socket.on('data', (chunk: Buffer) => onBytes(chunk.length));
       socket.on('error', fail);
@@ -92,6 +93,13 @@ export function readFor(job: ReaderJob): Promise<ReaderResult> {
       ws.on('close', (code, reason) => fail(new Error(`WebSocket closed (${code} ${reason.toString()})`)));
     }
   });
+}
+
+/** A plain TCP connection to tcp://<host>:<port>. */
+function tcpConnection(url: string): net.Socket {
+  const u = new URL(url);
+  if (u.protocol !== 'tcp:' || !u.port) throw new Error(`not a tcp://<host>:<port> address: ${url}`);
+  return net.createConnection(Number(u.port), u.hostname);
 }
 
 /**

@@ -13,7 +13,7 @@ import { ldapBackend } from './backends/ldap.js';
 import { imapBackend } from './backends/imap.js';
 import { smtpBackend } from './backends/smtp.js';
 import { USER_NAME, type AuthBackend, type Identity } from './types.js';
-import type { EmailBackendConfig } from './config.js';
+import type { EmailBackendConfig } from '../config/auth.js';
 
 export type LoginOutcome =
   | { ok: true; identity: Identity }

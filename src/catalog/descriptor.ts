@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ARCHES, type Arch } from '../config/schema.js';
 import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, type Obj } from '../config/check.js';
 import type { ShareDecl } from '../guest/shares.js';
-import { readBootScripts, readShares, type BootScriptsDecl } from '../guest/declarations.js';
+import { readBootScripts, readShares, type BootScriptsDecl } from '../config/guest.js';
 
 export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'qed', 'iso'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];

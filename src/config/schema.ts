@@ -3,10 +3,8 @@
 // The example config in etc/qemu-web-desktop/config.example.yml documents the
 // same keys; keep both in step.
 import path from 'node:path';
-import { readBootScripts, readShares } from '../guest/declarations.js';
-import type { ShareDecl } from '../guest/shares.js';
-import type { ScriptDecl } from '../guest/boot-scripts.js';
-import { parseAuthConfig, type AuthConfig } from '../auth/config.js';
+import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './guest.js';
+import { parseAuthConfig, type AuthConfig } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,

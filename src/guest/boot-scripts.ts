@@ -9,17 +9,9 @@ import path from 'node:path';
 import { QwdError, ValidationError } from '../errors.js';
 import { substitute, type Substitutions } from './substitute.js';
 
-export type ScriptDelivery = 'cloud-init' | 'virt-customize';
+import type { ScriptDecl } from '../config/guest.js';
 
-export interface ScriptDecl {
-  /** A file (relative to the descriptor or config) … */
-  file?: string;
-  /** … or inline text (DARTS's "exec:"). */
-  exec?: string;
-  when?: { machines?: string[]; users?: string[]; groups?: string[] };
-  /** Where it was declared, for log lines and errors. */
-  source: string;
-}
+export type { ScriptDecl, ScriptDelivery } from '../config/guest.js';
 
 export interface ResolvedScript {
   name: string;

@@ -7,23 +7,16 @@ import path from 'node:path';
 import { ValidationError } from '../errors.js';
 import { substitute, type Substitutions } from './substitute.js';
 
-export interface ShareDecl {
-  /** Host path; may contain @USER@, @SESSION_NAME@, @VM@. */
-  path: string;
-  /** The 9p mount tag the guest mounts (mount -t 9p -o trans=virtio TAG /mnt). */
-  tag: string;
-  readonly: boolean;
-  /** false: silently skipped when the folder does not exist (e.g. a user without a data dir). */
-  required: boolean;
-}
+import type { ShareDecl } from '../config/guest.js';
+
+export type { ShareDecl } from '../config/guest.js';
+export { MOUNT_TAG } from '../config/guest.js';
 
 export interface ResolvedShare {
   path: string;
   tag: string;
   readonly: boolean;
 }
-
-export const MOUNT_TAG = /^[A-Za-z0-9_-]{1,31}$/;
 
 export function resolveShares(decls: readonly ShareDecl[], roots: readonly string[], values: Substitutions): ResolvedShare[] {
   const realRoots = roots.map((r) => {

@@ -10,7 +10,7 @@ import { groupNameOfDn, ldapBackend, pickUserName, sameDn } from '../../src/auth
 import { imapBackend } from '../../src/auth/backends/imap.js';
 import { smtpBackend } from '../../src/auth/backends/smtp.js';
 import { escapeDnValue, escapeFilterValue } from '../../src/auth/escape.js';
-import type { LdapBackendConfig } from '../../src/auth/config.js';
+import type { LdapBackendConfig } from '../../src/config/auth.js';
 import { startSlapd, type LdapServer } from '../helpers/slapd.js';
 import { startDovecot } from '../helpers/dovecot.js';
 import { makeSetup, requireProgram, requireQemu } from '../helpers/env.js';

@@ -93,6 +93,9 @@ test('gpu list shows a held GPU with its holder session, in the table and in --j
   t.notRegex(listed.stdout, /^0000:02:00\.0/m, 'the second card of group 1 is part of its unit, not a line of its own');
   const asJson = JSON.parse((await qwdctl(['--config', setup.configFile, 'gpu', 'list', '--json'])).stdout);
   t.deepEqual(asJson.map((g: { address: string; heldBy: string | null }) => [g.address, g.heldBy]), [['0000:01:00.0', json.id], ['0000:03:00.0', null]]);
+  // gpu check reads the memlock limit of the broker that recorded itself in the state dir (here this test process).
+  const check = JSON.parse((await qwdctl(['--config', setup.configFile, 'gpu', 'check', '--json'])).stdout);
+  t.regex(check.checks.find((c: { name: string }) => c.name === 'memlock limit').detail, new RegExp(`checked: the running broker \\(pid ${process.pid},`));
   await api(broker, 'DELETE', `/api/v1/sessions/${json.token}`);
   const after = JSON.parse((await qwdctl(['--config', setup.configFile, 'gpu', 'list', '--json'])).stdout);
   t.is(after[0].heldBy, null, 'released when the session ends');

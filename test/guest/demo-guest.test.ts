@@ -47,14 +47,29 @@ async function type(rfb: RfbSession, text: string) {
 
 const digest = (fb: Buffer) => crypto.createHash('sha256').update(fb).digest('hex');
 
-/** The screen after it has stopped changing (the cursor blinks, so compare text rows only). */
+/**
+ * The screen once it has stopped changing, as a digest. The text-mode cursor
+ * blinks (QEMU toggles it every 500 ms) wherever the prompt is, so each sample
+ * is a window of frames over more than a blink period, with the pixels that
+ * changed inside the window blanked; the screen is settled when two windows
+ * in a row agree. Typed text, command output or scrolling are stable pixels
+ * and so change the digest.
+ */
 async function settledScreen(rfb: RfbSession): Promise<string> {
   let last = '';
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 300));
-    // Drop the bottom rows where the blinking cursor lives: compare everything above it.
-    const fb = await rfb.update(false);
-    const now = digest(fb.subarray(0, fb.length - rfb.width * 4 * 48));
+  for (let i = 0; i < 10; i++) {
+    const frames: Buffer[] = [];
+    for (let k = 0; k < 7; k++) {
+      if (k) await new Promise((r) => setTimeout(r, 200));
+      frames.push(await rfb.update(false));
+    }
+    const first = frames[0]!;
+    const masked = Buffer.from(first);
+    for (const frame of frames.slice(1)) {
+      if (frame.length !== first.length) continue; // a mode change: the next window settles it
+      for (let p = 0; p < first.length; p += 4) if (frame.readUInt32LE(p) !== first.readUInt32LE(p)) masked.writeUInt32LE(0, p);
+    }
+    const now = digest(masked);
     if (now === last) return now;
     last = now;
   }

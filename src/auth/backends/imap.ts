@@ -2,7 +2,7 @@
 // STARTTLS. Wrong credentials are "invalid"; a server that does not answer
 // is "unavailable" so the chain moves on.
 import { ImapFlow } from 'imapflow';
-import type { ImapBackendConfig } from '../config.js';
+import type { ImapBackendConfig } from '../../config/auth.js';
 import { invalid, unavailable, type AuthBackend, type AuthResult } from '../types.js';
 import { readCaFile } from '../ca-file.js';
 

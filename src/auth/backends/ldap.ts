@@ -11,7 +11,7 @@
 // member/uniqueMember. Admin rights: membership of `adminGroupDn` by either
 // route, or the admin group listing the user itself.
 import { Client, InvalidCredentialsError } from 'ldapts';
-import type { LdapBackendConfig } from '../config.js';
+import type { LdapBackendConfig } from '../../config/auth.js';
 import { escapeDnValue, escapeFilterValue, fillTemplate } from '../escape.js';
 import { USER_NAME, invalid, unavailable, type AuthBackend, type AuthResult } from '../types.js';
 import { readCaFile } from '../ca-file.js';

@@ -1,7 +1,7 @@
 // SMTP AUTH (nodemailer verify() with the user's own credentials) against the
 // site's submission server. 535 = invalid; connection problems = unavailable.
 import nodemailer from 'nodemailer';
-import type { SmtpBackendConfig } from '../config.js';
+import type { SmtpBackendConfig } from '../../config/auth.js';
 import { invalid, unavailable, type AuthBackend, type AuthResult } from '../types.js';
 import { readCaFile } from '../ca-file.js';
 

@@ -2,7 +2,10 @@
 // usable (and why not), who holds each; and the host prerequisites.
 import type { Command } from 'commander';
 import { checkVfioHost, readBrokerMemlock, readProcessIdentity, systemdMainPid } from '../../gpu/check-host.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { CliContext, usage } from '../context.js';
+import { BROKER_ADDRESS_FILE } from '../broker-address.js';
 import { json, table } from '../output.js';
 import { QwdError } from '../../errors.js';
 
@@ -30,14 +33,14 @@ export function registerGpu(program: Command, ctx: CliContext): void {
     });
 
   gpu.command('check').description('is this host ready for passthrough? (IOMMU, vfio modules, /dev/vfio, memlock) and what to change').option('--json', 'machine-readable output')
-    .option('--pid <pid>', `the running broker's pid, whose memlock limit and user are checked (default: the MainPID of qemu-web-desktop.service, else its installed unit file)`)
+    .option('--pid <pid>', `the running broker's pid, whose memlock limit and user are checked (default: the pid the broker recorded in the state dir, else the MainPID of qemu-web-desktop.service, else its installed unit file)`)
     .action(async (opts: { json?: boolean; pid?: string }) => {
       if (opts.pid !== undefined && !/^[1-9]\d*$/.test(opts.pid)) throw usage(`--pid must be a process id, got ${JSON.stringify(opts.pid)}`);
       await ctx.withServices(async (services) => {
         const largest = Math.max(0, ...services.catalog.list().map((m) => Math.min(m.memoryMiB.max, services.config.limits.maxMemoryMiBPerSession)));
         const gpus = services.manager.gpuStatus();
         // QEMU inherits the broker's limits: read them from the broker, not from this qwdctl.
-        const brokerPid = opts.pid ? Number(opts.pid) : systemdMainPid();
+        const brokerPid = opts.pid ? Number(opts.pid) : recordedBrokerPid(services.config.stateDir) ?? systemdMainPid();
         const checks = checkVfioHost(services.config.gpu.sysfsRoot, largest, readBrokerMemlock({ brokerPid }), {
           usableGroups: [...new Set(gpus.filter((g) => g.usable && g.iommuGroup !== null).map((g) => g.iommuGroup!))],
           broker: brokerPid ? readProcessIdentity(brokerPid) : null,
@@ -51,4 +54,14 @@ export function registerGpu(program: Command, ctx: CliContext): void {
         if (!ok) throw Object.assign(new QwdError('QWD_CONFIG_INVALID', 'the host is not ready for GPU passthrough', { userMessage: 'This host is not ready for GPU passthrough (see above and GPU.md).' }), { reported: true });
       });
     });
+}
+
+/** The pid a running broker recorded in the state dir (cli/broker-address.ts), if that process is still there. */
+function recordedBrokerPid(stateDir: string): number | null {
+  try {
+    const { pid } = JSON.parse(fs.readFileSync(path.join(stateDir, BROKER_ADDRESS_FILE), 'utf8')) as { pid?: unknown };
+    return Number.isInteger(pid) && (pid as number) > 0 && fs.existsSync(`/proc/${pid}`) ? (pid as number) : null;
+  } catch {
+    return null; // no broker has recorded itself (or the record is torn): other sources are tried
+  }
 }

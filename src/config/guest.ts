@@ -1,9 +1,33 @@
 // Reading the guest-side declarations (host folders, boot scripts) shared by
 // machine descriptors and the site config, with the same problem reporting.
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readString, readOptionalString, readEnum, readBool, type Obj } from '../config/check.js';
-import { MOUNT_TAG, type ShareDecl } from './shares.js';
-import type { ScriptDecl, ScriptDelivery } from './boot-scripts.js';
+import { Problems, isObject, rejectUnknownKeys, section, readString, readOptionalString, readEnum, readBool, type Obj } from './check.js';
+
+/** A host folder shared into the guest with virtio-9p, as declared (src/guest/shares.ts resolves it). */
+export interface ShareDecl {
+  /** Host path; may contain @USER@, @SESSION_NAME@, @VM@. */
+  path: string;
+  /** The 9p mount tag the guest mounts (mount -t 9p -o trans=virtio TAG /mnt). */
+  tag: string;
+  readonly: boolean;
+  /** false: silently skipped when the folder does not exist (e.g. a user without a data dir). */
+  required: boolean;
+}
+
+export const MOUNT_TAG = /^[A-Za-z0-9_-]{1,31}$/;
+
+export type ScriptDelivery = 'cloud-init' | 'virt-customize';
+
+/** A boot script, as declared (src/guest/boot-scripts.ts selects and substitutes it). */
+export interface ScriptDecl {
+  /** A file (relative to the descriptor or config) … */
+  file?: string;
+  /** … or inline text (DARTS's "exec:"). */
+  exec?: string;
+  when?: { machines?: string[]; users?: string[]; groups?: string[] };
+  /** Where it was declared, for log lines and errors. */
+  source: string;
+}
 
 export interface BootScriptsDecl {
   readonly delivery: ScriptDelivery;

@@ -1,7 +1,7 @@
 // The auth section of the config: the backend chain (tried in order) and the
 // login protections. Parsed with the same problem reporting as the rest.
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj } from '../config/check.js';
+import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj } from './check.js';
 
 export interface LdapBackendConfig {
   type: 'ldap'; name: string; url: string; startTls: boolean; caFile: string | null; bindDn: string | null; bindPassword: string | null;
