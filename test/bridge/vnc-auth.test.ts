@@ -3,7 +3,7 @@
 // elsewhere, the handshake machines table by table, then real QEMU with
 // `-vnc …,password-secret=…` reached directly and through a WebSocket the way
 // the bridge does it.
-import test, { type ExecutionContext } from 'ava';
+import anyTest, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -35,6 +35,11 @@ import { connectVnc } from '../../src/bridge/vnc-connect.js';
 import { QwdError } from '../../src/errors.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 import { pidsMentioning, requireQemu, tempDir } from '../helpers/env.js';
+
+// One at a time: most tests start their own QEMU, and two dozen starting at
+// once on a 2-core host (beside the other test files) stretched handshakes past
+// their budgets; serial, the file takes a few seconds more.
+const test = anyTest.serial;
 
 const HOST = '127.0.0.1';
 const PASSWORD = 'Zq7#kP2m';
@@ -225,7 +230,7 @@ test('toward the viewer: a security type other than None is refused, with a reas
 // ---------------------------------------------------------------------------
 // Real QEMU
 
-test.before(() => requireQemu());
+anyTest.before(() => requireQemu());
 
 /** A free TCP port on 127.0.0.1 (the kernel's ephemeral range is above 5900). */
 async function freePort(): Promise<number> {
