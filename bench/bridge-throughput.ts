@@ -1,7 +1,11 @@
 // Measurement 3: the bridge's own throughput ceiling. One fake VNC source
-// (fake-vnc-source-main.ts, never rate-limited) is read over each path for a
+// (fake-vnc-source-main.ts, never rate-limited, listening on a Unix socket and
+// on 127.0.0.1 TCP) is read over each path for a
 // bounded window, paths interleaved, in the same run:
-//   direct      — the reader connects to the source's Unix socket itself;
+//   direct-unix — the reader connects to the source's Unix socket itself;
+//   direct-tcp  — the reader connects to the source's plain TCP port on
+//                 127.0.0.1 itself: the ceiling with no WebSocket framing and
+//                 no relay, over the transport the relays' clients use;
 //   bridge      — through our bridge, alone: bridge-harness-main.ts runs
 //                 attachBridge (src/bridge/ws-bridge.ts) in its own small
 //                 process behind a stand-in session manager (a HARNESS);
@@ -35,9 +39,9 @@ import { spawnTracked, waitForLine, type Tracked } from './processes.js';
 import type { ReaderJob, ReaderKind, ReaderResult } from './throughput-reader.js';
 
 export type Relay = 'bridge' | 'websockify' | 'broker';
-export type RelayPath = 'direct' | Relay | `${Relay}-raw`;
+export type RelayPath = 'direct-unix' | 'direct-tcp' | Relay | `${Relay}-raw`;
 
-export const RELAY_PATHS: RelayPath[] = ['direct', 'bridge', 'websockify', 'broker', 'bridge-raw', 'websockify-raw', 'broker-raw'];
+export const RELAY_PATHS: RelayPath[] = ['direct-unix', 'direct-tcp', 'bridge', 'websockify', 'broker', 'bridge-raw', 'websockify-raw', 'broker-raw'];
 
 export interface ThroughputSample {
   path: RelayPath;
@@ -46,7 +50,7 @@ export interface ThroughputSample {
   seconds: number;
   /** 10^6 bytes per second. */
   mbPerS: number;
-  /** WebSocket messages (direct, byte counter: socket reads) in the window, and their mean size. */
+  /** WebSocket messages (direct paths, byte counter: socket reads) in the window, and their mean size. */
   messages: number;
   meanMessageKiB: number;
   /** CPU use over the window, in % of one core. */
@@ -64,6 +68,8 @@ interface RelayEndpoint {
 
 export interface ThroughputRig {
   sourcePath: string;
+  /** The source's plain TCP listener on 127.0.0.1. */
+  sourceTcpPort: number;
   source: Tracked;
   relays: Record<Relay, RelayEndpoint>;
 }
@@ -77,7 +83,7 @@ export async function startThroughputRig(cleanup: Cleanup, opts: { websockify: s
   const sourcePath = path.join(dir, 'source.sock');
 
   const source = spawnTracked(cleanup, 'fake VNC source', process.execPath, [...TSX, path.join(ROOT, 'bench', 'fake-vnc-source-main.ts'), sourcePath, String(opts.chunkKiB)], { cwd: ROOT });
-  await waitForLine(source, /"ready":true/, 15000, 'the fake VNC source');
+  const sourceTcpPort = JSON.parse((await waitForLine(source, /^\{"ready":true,"tcpPort":\d+\}$/, 15000, 'the fake VNC source'))[0]).tcpPort as number;
 
   const harness = spawnTracked(cleanup, 'bridge harness', process.execPath, [...TSX, path.join(ROOT, 'bench', 'bridge-harness-main.ts'), sourcePath], { cwd: ROOT });
   const harnessUrl = JSON.parse((await waitForLine(harness, /^\{"wsUrl":.*\}$/, 15000, 'the bridge harness'))[0]).wsUrl as string;
@@ -89,7 +95,7 @@ export async function startThroughputRig(cleanup: Cleanup, opts: { websockify: s
 
   const brokerUrl = await pointRealSessionAtSource(cleanup, opts.broker, opts.config, opts.machine, sourcePath);
   return {
-    sourcePath, source,
+    sourcePath, sourceTcpPort, source,
     relays: {
       bridge: { wsUrl: harnessUrl, pid: harness.pid, group: false },
       websockify: { wsUrl: `ws://127.0.0.1:${port}/`, pid: websockify.pid, group: true },
@@ -122,14 +128,15 @@ async function pointRealSessionAtSource(cleanup: Cleanup, broker: BrokerProcess,
 }
 
 const READER_KIND: Record<RelayPath, ReaderKind> = {
-  direct: 'direct', bridge: 'ws', websockify: 'ws', broker: 'ws', 'bridge-raw': 'raw-ws', 'websockify-raw': 'raw-ws', 'broker-raw': 'raw-ws',
+  'direct-unix': 'unix', 'direct-tcp': 'tcp', bridge: 'ws', websockify: 'ws', broker: 'ws', 'bridge-raw': 'raw-ws', 'websockify-raw': 'raw-ws', 'broker-raw': 'raw-ws',
 };
 
 /** One bounded measurement of one path, by a fresh reader process (throughput-reader-main.ts). */
 export async function measurePath(cleanup: Cleanup, rig: ThroughputRig, which: RelayPath, round: number, windowMs: number, warmUpMs = 300): Promise<ThroughputSample> {
-  const relay = which === 'direct' ? null : rig.relays[which.replace(/-raw$/, '') as Relay];
+  const relay = which === 'direct-unix' || which === 'direct-tcp' ? null : rig.relays[which.replace(/-raw$/, '') as Relay];
+  const target = relay ? relay.wsUrl : which === 'direct-tcp' ? `tcp://127.0.0.1:${rig.sourceTcpPort}` : rig.sourcePath;
   const job: ReaderJob = {
-    kind: READER_KIND[which], target: relay ? relay.wsUrl : rig.sourcePath, windowMs, warmUpMs,
+    kind: READER_KIND[which], target, windowMs, warmUpMs,
     sourcePid: rig.source.pid, relay: relay ? { pid: relay.pid, group: relay.group } : null,
   };
   const reader = spawnTracked(cleanup, `throughput reader (${which})`, process.execPath, [...TSX, path.join(ROOT, 'bench', 'throughput-reader-main.ts'), JSON.stringify(job)], { cwd: ROOT });

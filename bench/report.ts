@@ -115,7 +115,8 @@ export function summarizeThroughput(samples: ThroughputSample[]): PathSummary[] 
 }
 
 const PATH_LABEL: Record<RelayPath, string> = {
-  direct: '(a) direct: Unix socket read from the source',
+  'direct-unix': '(a) direct: Unix socket read from the source',
+  'direct-tcp': '(a′) direct: plain TCP on 127.0.0.1 read from the source',
   bridge: '(b) our bridge alone (harness), `ws` client',
   websockify: '(c) websockify, `ws` client',
   broker: '(d) our bridge inside the broker, `ws` client',
@@ -192,6 +193,7 @@ export function renderConsole(r: BenchResults): string {
     `3. Bridge throughput, ${r.throughput.rounds} rounds × ${r.throughput.windowS} s per path, source writes ${r.throughput.chunkKiB} KiB buffers`,
     table(THROUGHPUT_HEADER, throughputRows(t)),
     `   vs websockify: bridge alone ${ratio(t, 'bridge', 'websockify')} (ws client), ${ratio(t, 'bridge-raw', 'websockify-raw')} (byte counter); bridge in the broker ${ratio(t, 'broker', 'websockify')} (ws client), ${ratio(t, 'broker-raw', 'websockify-raw')} (byte counter)`,
+    `   vs plain TCP (byte counter): bridge alone ${ratio(t, 'bridge-raw', 'direct-tcp')}, websockify ${ratio(t, 'websockify-raw', 'direct-tcp')}, bridge in the broker ${ratio(t, 'broker-raw', 'direct-tcp')}`,
     '',
   ].join('\n');
 }
@@ -274,9 +276,10 @@ export function renderMarkdown(r: BenchResults): string {
     '',
     `### 3. Bridge throughput ceiling`,
     '',
-    `A fake VNC source (bench/fake-vnc-source-main.ts: RFB banner, then ${r.throughput.chunkKiB} KiB buffers as fast as the reader takes them, no rate limit) is read over each path for ${r.throughput.windowS} s after a 0.3 s warm-up; ${r.throughput.rounds} rounds, paths interleaved; median and best of the rounds. Paths:`,
+    `A fake VNC source (bench/fake-vnc-source-main.ts, on a Unix socket and on a TCP port on 127.0.0.1: RFB banner, then ${r.throughput.chunkKiB} KiB buffers as fast as the reader takes them, no rate limit) is read over each path for ${r.throughput.windowS} s after a 0.3 s warm-up; ${r.throughput.rounds} rounds, paths interleaved; median and best of the rounds. Paths:`,
     '',
-    '- **(a) direct**: the reader connects to the source\'s Unix socket itself — the ceiling of this host with no relay;',
+    '- **(a) direct, Unix socket**: the reader connects to the source\'s Unix socket itself — the ceiling of this host with no relay;',
+    '- **(a′) direct, plain TCP**: the reader connects to the same source on its plain TCP port on 127.0.0.1 — plain TCP on loopback, the ceiling with no WebSocket framing and no relay, over the transport the relays\' clients use;',
     '- **(b) our bridge alone**: the real `attachBridge` (src/bridge/ws-bridge.ts) in its own small process behind a stand-in session manager — a **harness** (bench/bridge-harness.ts), not the broker;',
     '- **(c) websockify**: `websockify 127.0.0.1:<port> --unix-target=<source socket>`, its own process (per-connection forks counted);',
     '- **(d) our bridge inside the broker**: the broker process under test, on a real session whose guest is paused (QMP `stop`) and whose run-dir `vnc.sock` the benchmark replaced by a symlink to the source — the same bridge code, sharing the broker\'s heap and event loop.',
@@ -286,6 +289,8 @@ export function renderMarkdown(r: BenchResults): string {
     table(THROUGHPUT_HEADER, throughputRows(t)),
     '',
     `Median MB/s relative to websockify: bridge alone ${ratio(t, 'bridge', 'websockify')} (\`ws\` client), ${ratio(t, 'bridge-raw', 'websockify-raw')} (byte counter); bridge inside the broker ${ratio(t, 'broker', 'websockify')} (\`ws\` client), ${ratio(t, 'broker-raw', 'websockify-raw')} (byte counter).`,
+    '',
+    `Median MB/s relative to plain TCP on loopback (a′), byte counter: bridge alone ${ratio(t, 'bridge-raw', 'direct-tcp')}, websockify ${ratio(t, 'websockify-raw', 'direct-tcp')}, bridge inside the broker ${ratio(t, 'broker-raw', 'direct-tcp')}.`,
     '',
     END,
   ].join('\n');
