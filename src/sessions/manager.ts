@@ -251,7 +251,7 @@ export class SessionManager extends EventEmitter {
     const found = this.deps.rows.byTokenHash(hash);
     if (found && tokensEqual(found.kind === 'control' ? found.row.token : found.row.viewToken, token)) {
       const row = found.row;
-      if (row.state === 'stopping' || row.expiresAt <= this.now()) return { kind: 'ended', ended: { sessionId: row.id, endedAt: this.now(), reason: row.state === 'stopping' ? 'stopping' : 'expired' } };
+      if (row.state === 'stopping' || row.expiresAt <= this.now()) return { kind: 'ended', ended: { sessionId: row.id, endedAt: this.now(), reason: row.expiresAt <= this.now() ? 'expired' : 'stopping' } }; // an expired session being stopped ended because its life-time ran out
       return { kind: 'live', row, access: found.kind };
     }
     const ended = this.deps.rows.ended(hash);

@@ -175,3 +175,26 @@ test('GPU claims of a VM that died while the broker was down are released at sta
   const second = await startTestBroker(t, setup.config);
   t.deepEqual(second.services.rows.gpuClaims(), []);
 });
+
+test('GPU claims are released when QEMU exits on its own and when a one-shot desktop\'s last viewer leaves', async (t) => {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: 0 } });
+  const broker = await startTestBroker(t, setup.config);
+  const { manager, rows } = broker.services;
+  // The blank guest has no OS to power off: QMP quit makes QEMU exit by itself,
+  // which is what a guest power-off ends in (the broker did not ask for it).
+  const poweredOff = await sessionHoldingClaim(broker);
+  await broker.services.launcher.qmp(manager.get(poweredOff.id)!.handle as VmHandle, 'quit').catch(() => {
+    // The monitor may close before it answers: QEMU is exiting, which is the point.
+  });
+  await waitFor('power-off cleanup', () => rows.gpuClaims().length === 0 && rows.claimedGpuFunctions().size === 0, 10000);
+  t.is(manager.get(poweredOff.id), undefined);
+
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'oneshot', lifetimeS: 600, oneShot: true });
+  t.true(manager.get(json.id)!.oneShot);
+  rows.claimGpu('0000:01:00.0', json.id, ['0000:01:00.0', '0000:01:00.1'], Date.now());
+  manager.recordViewers(json.id, 1);
+  t.is(rows.claimedGpuFunctions().size, 2);
+  manager.recordViewers(json.id, 0);
+  await waitFor('one-shot end', () => rows.claimedGpuFunctions().size === 0 && !manager.get(json.id), 10000);
+  t.deepEqual(rows.gpuClaims(), []);
+});

@@ -59,7 +59,7 @@ async function settledScreen(rfb: RfbSession): Promise<string> {
   let last = '';
   for (let i = 0; i < 10; i++) {
     const frames: Buffer[] = [];
-    for (let k = 0; k < 7; k++) {
+    for (let k = 0; k < 6; k++) {
       if (k) await new Promise((r) => setTimeout(r, 200));
       frames.push(await rfb.update(false));
     }

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { Page } from 'playwright-core';
-import { startTestBroker } from '../helpers/broker.js';
+import { api, startTestBroker } from '../helpers/broker.js';
 import { launchChromium, requireChromium, type PageProblems } from '../helpers/chromium.js';
 import { ROOT, makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 
@@ -277,4 +277,45 @@ test('in Chromium, the form starts the demo guest, the viewer shows and types in
   assertNoPageProblems(t, 'owner', owner.problems);
   assertNoPageProblems(t, 'colleague', colleague.problems);
   t.log(`done in ${Date.now() - started} ms`);
+});
+
+test('in Chromium, the session page and the viewer count down, warn before the end, and say when the life-time ran out', async (t) => {
+  t.timeout(90_000);
+  // The blank machine (SeaBIOS only) starts in a fraction of a second: this test is about the pages, not the guest.
+  const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [8] } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 14 });
+  t.is(status, 201);
+  const expiresAt = Date.parse(s.expiresAt);
+  const browser = await launchChromium(t);
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  await page.goto(s.url);
+  const countdown = page.locator('section.session .countdown');
+  const warning = page.locator('section.session p.warning');
+  const viewer = await openInNewTab(page, 'a:has-text("Connect")');
+  await waitForStatus(viewer, 'Connected', 15000);
+
+  // More than 8 s left: the remaining time shows, no warning yet.
+  const early = (expiresAt - Date.now()) / 1000;
+  t.true(early > 9, `the pages loaded with ${early.toFixed(1)} s left: too slow for this test`);
+  t.regex(await countdown.textContent() ?? '', /^(1[0-4]|9) s$/);
+  t.false(await warning.isVisible(), 'no warning before the first point');
+  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1[0-4]|9) s left$/);
+
+  // At 8 s before the end both pages warn, and still count down.
+  await waitFor('the session page\'s warning', () => warning.isVisible(), 8000);
+  t.regex(await warning.textContent() ?? '', /^This desktop ends in [1-8] s\. Save your work, or extend it\.$/);
+  t.is(await warning.getAttribute('role'), 'alert');
+  t.true(Date.now() >= expiresAt - 9000, 'not before the warning point');
+  const viewerWarning = await waitForStatus(viewer, 'This desktop ends in', 3000);
+  t.regex(viewerWarning, /^This desktop ends in 0 min [0-8] s: save your work\.$/);
+  t.regex(await viewer.locator('#status').getAttribute('class') ?? '', /\bwarn\b/);
+  const a = Number(/(\d) s\./.exec(await warning.textContent() ?? '')![1]);
+  await waitFor('the warning to count down', async () => Number(/(\d) s\./.exec(await warning.textContent() ?? '')?.[1] ?? a) < a, 3000);
+
+  // At the end the purge job stops the session: the viewer says why; the page reloads into the tombstone.
+  t.is(await waitForStatus(viewer, 'This desktop has ended', 15000), 'This desktop has ended (its life-time ran out).');
+  await waitFor('the session page to show that the desktop ended', async () => /life-time ran out/.test(await page.locator('body').textContent().catch(() => '') ?? ''), 10000);
+  t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the pages');
+  await saveScreenshot(viewer, 'browser-viewer-ended.png', t);
 });
