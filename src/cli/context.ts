@@ -37,6 +37,8 @@ export class CliContext {
     try {
       return await fn(services);
     } finally {
+      // VMs this command started keep running for the broker; stop watching them so the CLI can exit.
+      services.manager.detach();
       services.load.stop();
       services.db.close();
     }

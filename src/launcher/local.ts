@@ -4,13 +4,15 @@
 // VNC sends its RFB banner), never assumed after a sleep. Stop escalates
 // QMP quit → SIGTERM → SIGKILL with grace timers.
 //
-// While a VM is watched, the launcher holds one QMP connection to it (the
+// While a VM is watched, the launcher holds a QMP connection to it (the
 // "monitor") for QMP events: a guest power-off is a SHUTDOWN event with
 // guest: true, which says why the VM ended even when it is not our child (an
-// adopted VM has no exit code). QEMU's QMP socket serves one client at a time
-// (a second connect waits unanswered until the first closes), so the
-// launcher's own commands (qmp(), quit) go through the monitor when there is
-// one. Another process (qwdctl) asking QMP meanwhile waits for its greeting.
+// adopted VM has no exit code). A QMP socket serves one client at a time (a
+// second connect waits unanswered until the first closes), so the monitor
+// has a socket of its own (qmp-events.sock) and qmp.sock stays free for
+// commands from the broker and qwdctl. A VM started without that socket is
+// monitored on qmp.sock, and the launcher's own commands then share the
+// monitor's connection.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -26,6 +28,7 @@ import type { AccelChoice } from '../qemu/accel.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
+import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
 import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
 export interface LocalLauncherOptions {
@@ -44,6 +47,19 @@ export function vmPaths(runDir: string): VmPaths {
     serialLog: path.join(runDir, 'serial.log'),
     pidFile: path.join(runDir, 'qemu.pid'),
   };
+}
+
+/** The QMP socket the launcher's monitor listens on for events (see the header). */
+export function qmpEventsSocket(runDir: string): string {
+  return path.join(runDir, 'qmp-events.sock');
+}
+
+/**
+ * Pure: the extra QEMU arguments for the monitor's own QMP socket. (Kept next
+ * to the monitor that needs it; buildQemuArgv builds everything else.)
+ */
+export function eventsMonitorArgv(runDir: string): string[] {
+  return ['-qmp', qemuOpts(`unix:${escapeOptionValue(qmpEventsSocket(runDir))}`, { server: true, wait: false })];
 }
 
 export class LocalLauncher implements Launcher {
@@ -83,7 +99,7 @@ export class LocalLauncher implements Launcher {
       const argv = buildQemuArgv(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, {
         sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs, network: config.qemu.network,
         uefiFirmware: config.qemu.uefi[spec.machine.arch],
-      }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] });
+      }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));
       const binary = config.qemu.binaries[spec.machine.arch];
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);
       try {
@@ -203,6 +219,7 @@ export class LocalLauncher implements Launcher {
   watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
     const handle = asLocal(vm);
     let fired = false;
+    let cancelled = false;
     let unsubscribe = () => {};
     const monitor = this.acquireMonitor(handle);
     const release = () => this.releaseMonitor(handle.pid, monitor);
@@ -215,6 +232,7 @@ export class LocalLauncher implements Launcher {
       // so wait (briefly) for it before deciding why the VM ended.
       void monitor.drained(500).then(() => {
         release();
+        if (cancelled) return; // unsubscribed meanwhile: the caller no longer wants to hear
         const reason = info.reason ?? monitor.guestShutdownReason ?? undefined;
         onExit(reason ? { ...info, reason } : info);
       });
@@ -242,7 +260,8 @@ export class LocalLauncher implements Launcher {
       };
     }
     return () => {
-      if (fired) return;
+      cancelled = true;
+      if (fired) return; // the exit is being delivered: fire() releases the monitor
       fired = true;
       unsubscribe();
       release();
@@ -259,7 +278,8 @@ export class LocalLauncher implements Launcher {
 
   /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */
   private async withQmp<T>(handle: LocalHandle, connectTimeoutMs: number, fn: (client: QmpClient) => Promise<T>): Promise<T> {
-    const shared = await this.monitors.get(handle.pid)?.client();
+    const monitor = this.monitors.get(handle.pid);
+    const shared = monitor?.onCommandSocket ? await monitor.client() : null;
     if (shared) return fn(shared);
     const client = await QmpClient.connect(handle.qmpSocket, { timeoutMs: connectTimeoutMs });
     try {
@@ -369,6 +389,9 @@ export function guestShutdownReason(event: QmpEvent): string | null {
 class QmpMonitor extends EventEmitter {
   users = 0;
   guestShutdownReason: string | null = null;
+  /** Monitoring on qmp.sock (a VM started without qmp-events.sock): commands must share this connection. */
+  readonly onCommandSocket: boolean;
+  private readonly socketPath: string;
   private current: QmpClient | null = null;
   private connecting: Promise<QmpClient | null> | null = null;
   private retry: NodeJS.Timeout | null = null;
@@ -378,6 +401,9 @@ class QmpMonitor extends EventEmitter {
 
   constructor(private readonly handle: LocalHandle, private readonly isAlive: () => boolean, private readonly log: Logger) {
     super();
+    const events = qmpEventsSocket(handle.runDir);
+    this.onCommandSocket = !fs.existsSync(events);
+    this.socketPath = this.onCommandSocket ? handle.qmpSocket : events;
     void this.client();
   }
 
@@ -391,7 +417,7 @@ class QmpMonitor extends EventEmitter {
       clearTimeout(this.retry);
       this.retry = null;
     }
-    this.connecting = QmpClient.connect(this.handle.qmpSocket, { timeoutMs: 3000 }).then(
+    this.connecting = QmpClient.connect(this.socketPath, { timeoutMs: 3000 }).then(
       (client) => {
         this.connecting = null;
         if (this.closed) {
@@ -404,7 +430,7 @@ class QmpMonitor extends EventEmitter {
       (err: Error) => {
         this.connecting = null;
         for (const done of [...this.closeWaiters]) done();
-        this.log.debug({ pid: this.handle.pid, err: err.message }, 'QMP monitor could not connect');
+        this.log.debug({ pid: this.handle.pid, socket: this.socketPath, err: err.message }, 'QMP monitor could not connect');
         this.reconnectLater();
         return null;
       },

@@ -1,5 +1,6 @@
 // The bundled demo guest (a real Linux under TCG): view-only enforcement on a
-// live screen, power-off from inside, host folders over 9p, and the balloon.
+// live screen, power-off from inside (also of a VM adopted after a broker
+// restart), host folders over 9p, and the balloon.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -2,7 +2,9 @@
 // fills the form, lands on the session page with its QR code, opens the noVNC
 // viewer against a real broker booting the demo guest under QEMU, types into
 // the guest's shell, and a second browser joins through the share link while
-// the first is still connected. Screenshots are kept in test-artifacts/.
+// the first is still connected; with a short life-time, both pages count
+// down, warn before the end and say why it ended. Screenshots are kept in
+// test-artifacts/.
 /// <reference lib="dom" />
 import test from 'ava';
 import fs from 'node:fs';

@@ -1,6 +1,7 @@
 // End to end on real QEMU: the JSON API and the form create sessions, the
-// bridge shows their screens, stop/expiry/crash leave nothing behind, and a
-// restarted broker adopts what still runs.
+// bridge shows their screens, stop/expiry/crash leave nothing behind, a
+// restarted broker adopts what still runs (and never signals a recycled PID),
+// and the machine list carries the site's limits.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -5,7 +5,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
-import { LocalLauncher, guestShutdownReason } from '../../src/launcher/local.js';
+import { LocalLauncher, eventsMonitorArgv, guestShutdownReason, qmpEventsSocket } from '../../src/launcher/local.js';
+import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { loadCatalog } from '../../src/catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
 import { silentLogger } from '../../src/log.js';
@@ -106,21 +107,41 @@ test('stop sends SIGTERM when QMP does not answer, and qemu honours it', async (
   await launcher.cleanup(handle, handle.runDir);
 });
 
-test('a watched VM still answers the launcher\'s QMP commands, and stop still quits through QMP', async (t) => {
+test('a watched VM still answers QMP commands from the launcher and from another process, and stop still quits through QMP', async (t) => {
   const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
   const handle = await launcher.start(spec('aaaaaaaaaaa8'));
   t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  t.true(fs.existsSync(qmpEventsSocket(handle.runDir)), 'the monitor has a QMP socket of its own');
   const exits: ExitInfo[] = [];
   const unwatch = launcher.watchExit(handle, (info) => exits.push(info));
   t.teardown(unwatch);
-  // The watch holds the one QMP connection; commands share it instead of waiting for a greeting.
+  // QEMU lists a socket chardev nobody is connected to as "disconnected:…".
+  const chardevs = () => launcher.qmp<Array<{ label: string; filename: string }>>(handle, 'query-chardev');
+  await waitFor('the monitor to connect to its socket', async () => (await chardevs()).some((c) => c.filename.includes('qmp-events.sock') && !c.filename.startsWith('disconnected:')), 3000);
   const started = Date.now();
   for (let i = 0; i < 3; i++) t.like(await launcher.qmp(handle, 'query-status'), { status: 'running' });
-  t.true(Date.now() - started < 1500, `three commands took ${Date.now() - started} ms`);
+  // What qwdctl does from its own process: a connection of its own to qmp.sock.
+  const other = await QmpClient.connect(handle.qmpSocket, { timeoutMs: 1000 });
+  t.like(await other.execute('query-status'), { status: 'running' });
+  other.close();
+  t.true(Date.now() - started < 1500, `four commands took ${Date.now() - started} ms`);
   t.is(await launcher.stop(handle), 'quit');
   await waitFor('the watch to report the exit', () => exits.length === 1, 3000);
   t.is(exits[0]!.reason, undefined, 'a quit asked by the host is not a guest shutdown');
   t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa8'), []);
+  await launcher.cleanup(handle, handle.runDir);
+});
+
+test('stop right after a watch ends still quits through QMP: QEMU serves the next client', async (t) => {
+  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
+  const handle = await launcher.start(spec('aaaaaaaaaa10'));
+  t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  const unwatch = launcher.watchExit(handle, () => t.fail('the watch ended before the VM did'));
+  t.like(await launcher.qmp(handle, 'query-status'), { status: 'running' }); // the monitor is connected
+  unwatch(); // what the manager does before it stops a session
+  const started = Date.now();
+  t.is(await launcher.stop(handle), 'quit');
+  t.true(Date.now() - started < 1500, `stop took ${Date.now() - started} ms`);
   await launcher.cleanup(handle, handle.runDir);
 });
 
@@ -140,6 +161,31 @@ test('a restarted launcher adopts a VM it did not start: watches it, commands it
   t.deepEqual(exits[0], { code: null, signal: null });
   t.is(await adopter.exitReason(handle), null);
   await adopter.cleanup(handle, handle.runDir);
+});
+
+test('a VM without the events socket (started by an older broker) is monitored on qmp.sock, and commands share that connection', async (t) => {
+  const { launcher, spec, config } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
+  const handle = await launcher.start(spec('aaaaaaaaaa11'));
+  t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
+  // Unlinked, the socket cannot be reached any more: as if QEMU had never been given it.
+  fs.unlinkSync(qmpEventsSocket(handle.runDir));
+  const adopter = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
+  const exits: ExitInfo[] = [];
+  t.teardown(adopter.watchExit(handle, (info) => exits.push(info)));
+  await new Promise((r) => setTimeout(r, 200)); // the monitor now holds qmp.sock
+  t.true((await adopter.qmp<Array<{ filename: string }>>(handle, 'query-chardev')).some((c) => c.filename.includes('qmp.sock') && !c.filename.includes('events') && !c.filename.startsWith('disconnected:')));
+  // Without sharing, these would wait for a greeting that never comes (3 s, then fail).
+  const started = Date.now();
+  for (let i = 0; i < 3; i++) t.like(await adopter.qmp(handle, 'query-status'), { status: 'running' });
+  t.true(Date.now() - started < 1500, `three commands took ${Date.now() - started} ms`);
+  t.is(await adopter.stop(handle), 'quit');
+  await waitFor('the adopter to notice the exit', () => exits.length === 1, 3000);
+  await adopter.cleanup(handle, handle.runDir);
+});
+
+test('the monitor\'s QMP socket is one more -qmp option, escaped for QEMU', (t) => {
+  t.deepEqual(eventsMonitorArgv('/run/q/s1'), ['-qmp', 'unix:/run/q/s1/qmp-events.sock,server=on,wait=off']);
+  t.deepEqual(eventsMonitorArgv('/run/a,b'), ['-qmp', 'unix:/run/a,,b/qmp-events.sock,server=on,wait=off']);
 });
 
 test('QMP SHUTDOWN events say why a VM ended only when the guest asked', (t) => {

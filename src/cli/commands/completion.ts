@@ -3,25 +3,52 @@
 import type { Command } from 'commander';
 import { CliContext, usage } from '../context.js';
 
+/** Every option (of any command) that takes a value: its value is never the noun. */
+function valueOptions(program: Command): string[] {
+  const names = new Set<string>();
+  const visit = (cmd: Command) => {
+    for (const o of cmd.options) {
+      if (!o.required && !o.optional) continue;
+      if (o.long) names.add(o.long);
+      if (o.short) names.add(o.short);
+    }
+    cmd.commands.forEach(visit);
+  };
+  visit(program);
+  return [...names].sort();
+}
+
+/** Words after a command that has no sub-commands but fixed first arguments. */
+const ARGUMENT_WORDS: Record<string, string> = { edit: 'config machines', completion: 'bash' };
+
 export function bashCompletion(program: Command): string {
   const top = program.commands.map((c) => c.name());
-  const cases = program.commands
-    .filter((c) => c.commands.length > 0)
-    .map((c) => `    ${c.name()}) words="${c.commands.map((s) => s.name()).join(' ')}" ;;`)
-    .join('\n');
+  const cases = [
+    ...program.commands.filter((c) => c.commands.length > 0).map((c) => `    ${c.name()}) words="${c.commands.map((s) => s.name()).join(' ')}" ;;`),
+    ...Object.entries(ARGUMENT_WORDS).filter(([name]) => top.includes(name)).map(([name, words]) => `    ${name}) words="${words}" ;;`),
+  ].join('\n');
   return `# bash completion for qwdctl — install: qwdctl completion bash > /etc/bash_completion.d/qwdctl
 _qwdctl() {
-  local cur words noun i
+  local cur words noun i nounAt
   cur="\${COMP_WORDS[COMP_CWORD]}"
   noun=""
+  nounAt=0
   for ((i = 1; i < COMP_CWORD; i++)); do
-    case "\${COMP_WORDS[i]}" in -*) ;; *) noun="\${COMP_WORDS[i]}"; break ;; esac
+    case "\${COMP_WORDS[i]}" in
+      ${valueOptions(program).join('|')}) ((i++)) ;; # the next word is this option's value
+      -*) ;;
+      *) noun="\${COMP_WORDS[i]}"; nounAt=$i; break ;;
+    esac
   done
   if [[ "$cur" == -* ]]; then
     words="--help --json --config --state-dir --verbose --yes --all --dry-run"
   elif [[ -z "$noun" ]]; then
     words="${top.join(' ')}"
   else
+    # Only the word right after the noun is a verb; later words are arguments.
+    for ((i = nounAt + 1; i < COMP_CWORD; i++)); do
+      case "\${COMP_WORDS[i]}" in -*) ;; *) COMPREPLY=(); return ;; esac
+    done
     case "$noun" in
 ${cases}
     *) words="" ;;
