@@ -283,11 +283,16 @@ export function createApp(deps: AppDeps): express.Express {
 
   // JSON API (for scripts and qwdctl).
   app.get('/api/v1/machines', (_req, res) => {
-    res.json(catalog.list().map((m) => ({
-      name: m.name, description: m.description, arch: m.arch, format: m.format, firmware: m.firmware,
-      cpus: { default: m.cpus.default, max: Math.min(m.cpus.max, config.limits.maxCpusPerSession) },
-      memoryMiB: { default: m.memoryMiB.default, max: Math.min(m.memoryMiB.max, config.limits.maxMemoryMiBPerSession) },
-    })));
+    // What a request without cpus/memoryMiB gets: the machine's default within the site's limit (as validateCreateRequest does).
+    res.json(catalog.list().map((m) => {
+      const cpuMax = Math.min(m.cpus.max, config.limits.maxCpusPerSession);
+      const memoryMax = Math.min(m.memoryMiB.max, config.limits.maxMemoryMiBPerSession);
+      return {
+        name: m.name, description: m.description, arch: m.arch, format: m.format, firmware: m.firmware,
+        cpus: { default: Math.min(m.cpus.default, cpuMax), max: cpuMax },
+        memoryMiB: { default: Math.min(m.memoryMiB.default, memoryMax), max: memoryMax },
+      };
+    }));
   });
 
   const apiLogin = (req: Request) => {

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { parse as parseYaml } from 'yaml';
 import type { AddressInfo } from 'node:net';
 import { startTestBroker } from '../helpers/broker.js';
-import { ROOT, makeSetup, pidsMentioning, requireQemu, tempDir } from '../helpers/env.js';
+import { ROOT, makeSetup, pidsMentioning, requireProgram, requireQemu, tempDir } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 
 test.before(() => requireQemu());
@@ -396,4 +396,25 @@ test('sessions start refused by admission exits 4 and starts nothing', async (t)
   t.regex(refused.stderr, /^qwdctl: This server is running its maximum of 0 desktops\. Please try again later\.\n$/);
   t.deepEqual(pidsMentioning(setup.stateDir), []);
   t.deepEqual(JSON.parse((await qwdctl(['--config', setup.configFile, 'sessions', 'list', '--json'])).stdout), []);
+});
+
+test('bash completion skips option values, completes verbs, and the arguments of edit and completion', async (t) => {
+  requireProgram('bash', 'bash');
+  const script = path.join(tempDir(t), 'qwdctl.bash');
+  const generated = await qwdctl(['completion', 'bash']);
+  t.is(generated.code, 0, generated.stderr);
+  fs.writeFileSync(script, generated.stdout);
+  /** Runs the real completion function in bash for a command line (a trailing space: a new, empty word). */
+  const complete = (line: string) => {
+    const words = line.split(' ');
+    const out = execFileSync('bash', ['-c', 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _qwdctl; printf "%s\\n" "${COMPREPLY[@]}"', 'bash', script, ...words], { encoding: 'utf8' });
+    return out.split('\n').filter(Boolean);
+  };
+  t.deepEqual(complete('qwdctl --config /etc/qwd/config.yml sessions st'), ['start', 'stop']);
+  t.deepEqual(complete('qwdctl -c sessions.yml ses'), ['sessions'], 'an option value is not the noun');
+  t.deepEqual(complete('qwdctl --state-dir /var/lib/qwd machines '), ['list', 'show', 'check', 'add', 'import', 'download', 'remove']);
+  t.deepEqual(complete('qwdctl edit '), ['config', 'machines']);
+  t.deepEqual(complete('qwdctl completion '), ['bash']);
+  t.deepEqual(complete('qwdctl sessions start --cpus 2 '), [], 'no verbs offered after the verb');
+  t.true(complete('qwdctl ').includes('status'));
 });

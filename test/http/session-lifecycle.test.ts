@@ -208,6 +208,11 @@ test('GET /api/v1/machines lists the machines with their limits clamped to the s
   t.deepEqual(blank.cpus, { default: 1, max: 2 });
   t.deepEqual(blank.memoryMiB, { default: 128, max: 256 });
   t.false('image' in blank, 'host paths are not published');
+  // A site limit below a machine's default lowers the default too, as a request without cpus/memoryMiB gets.
+  const tight = makeSetup(t, { limits: { maxMemoryMiBPerSession: 64 } });
+  const small = await startTestBroker(t, tight.config);
+  const [only] = (await api(small, 'GET', '/api/v1/machines')).json;
+  t.deepEqual(only.memoryMiB, { default: 64, max: 64 });
 });
 
 test('the web form creates a session and redirects to its page with a QR code', async (t) => {
