@@ -49,11 +49,16 @@ export function parseIni(text: string, source: string): { sections: Map<string, 
   return { sections, warnings };
 }
 
+/** A section name that is an image file name (DARTS: "the section name is the VM file name"). */
+const IMAGE_FILE = /\.(iso|qcow2|qcow|img|raw|vdi|vmdk|vhdx?)$/i;
+
 export function importDartsMachines(text: string, source: string, imagesDir = 'images'): DartsImport {
   const { sections, warnings } = parseIni(text, source);
   const machines: ImportedMachine[] = [];
   for (const [section, keys] of sections) {
-    const name = section.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+/, '').slice(0, 64);
+    // DARTS names a VM by its file: a section like [slax.iso] with no url/file is that image.
+    const sectionFile = IMAGE_FILE.test(section) && !keys.has('url') && !keys.has('file') && !keys.has('image') ? section : undefined;
+    const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+/, '').slice(0, 64);
     if (!MACHINE_NAME.test(name)) {
       warnings.push(`${source}: [${section}] has no usable machine name; skipped`);
       continue;
@@ -62,7 +67,7 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     for (const key of keys.keys()) if (!KNOWN.has(key)) warnings.push(`${source}: [${section}] key "${key}" has no equivalent; ignored`);
     if (keys.has('config_script') || keys.has('script')) warnings.push(`${source}: [${section}] boot scripts are not imported; configure them in the descriptor by hand`);
     const url = keys.get('url');
-    const fileName = keys.get('file') ?? keys.get('image') ?? (url ? decodeURIComponent(path.posix.basename(new URL(url, 'http://x/').pathname)) : undefined);
+    const fileName = keys.get('file') ?? keys.get('image') ?? (url ? decodeURIComponent(path.posix.basename(new URL(url, 'http://x/').pathname)) : sectionFile);
     if (!fileName) {
       warnings.push(`${source}: [${section}] has neither url nor file; skipped`);
       continue;

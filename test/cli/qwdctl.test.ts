@@ -95,12 +95,12 @@ test('machines import converts a DARTS machines.conf', async (t) => {
   const conf = path.join(ROOT, 'test', 'fixtures', 'darts-machines.conf');
   const dry = await qwdctl([...c, 'machines', 'import', conf, '--dry-run', '--json']);
   t.is(dry.code, 0, dry.stderr);
-  t.is(JSON.parse(dry.stdout).written.length, 3);
+  t.is(JSON.parse(dry.stdout).written.length, 4);
   t.false(fs.existsSync(path.join(setup.machinesDir, 'slax.yml')), 'dry run writes nothing');
 
   const res = await qwdctl([...c, 'machines', 'import', conf]);
   t.is(res.code, 0, res.stderr);
-  t.regex(res.stdout, /3 machine\(s\) imported/);
+  t.regex(res.stdout, /4 machine\(s\) imported/);
   t.regex(res.stderr, /\[Debian11_DataAnalysis\] renamed to "debian11_dataanalysis"/);
   t.regex(res.stderr, /\[win10\] key "gpu" has no equivalent/);
   t.regex(res.stderr, /\[win10\] boot scripts are not imported/);
@@ -111,6 +111,9 @@ test('machines import converts a DARTS machines.conf', async (t) => {
   t.deepEqual(deb.cpus, { default: 2, max: 4 });
   t.deepEqual(deb.memoryMiB, { default: 4096, max: 8192 });
   t.is(deb.sha256, '0b5c2a7e8f4ad3a4b1e9f0c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6');
+  // A section named like an image file, without url or file: the section name is the image.
+  const dsl = parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'dsl-4.4.10.yml'), 'utf8'));
+  t.deepEqual(dsl, { name: 'dsl-4.4.10', description: 'Damn Small Linux 4.4.10', image: 'images/DSL-4.4.10.iso', format: 'iso' });
   const win = parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'win10.yml'), 'utf8'));
   t.is(win.image, '/srv/vm/win10.qcow2');
   t.is(win.firmware, 'uefi');

@@ -36,12 +36,22 @@
 // - If a test worker dies before its teardown, peer-process.ts kills the
 //   daemons by PID; processes of jobs still running then are not caught
 //   (slurmstepd detaches from slurmd), so tests end their jobs in teardown.
+// - With netnsNodes, slurmctld and each slurmd run in network namespaces of
+//   their own (entered with nsenter --net: `ip netns exec` remounts /sys
+//   without the cgroup mount slurmd needs), joined by veth pairs to a private
+//   bridge whose host side (.1) is how the broker reaches them. SlurmctldHost
+//   must be this host's own name ("not a valid controller" otherwise), with
+//   the address clients use in parentheses; slurmctld binds what the name
+//   resolves to (127.0.0.1) under NoCtldInAddrAny, so namespaced daemons bind
+//   every address of their namespace instead (only lo and one veth there).
+//   sinfo --Node lists a node once per partition.
 // Timings measured here (2 vCPUs): bring-up (mungekey → node idle)
 // 0.2–1.5 s, typically ~1.2 s, up to ~1.9 s with 20 clusters starting at once;
 // teardown (scancel every job, wait for the steps, stop slurmd + slurmctld +
 // munged, check the PIDs) 0.15–0.4 s with a running `sleep` job, plus up to
 // KillWait (5 s here) when a job ignores SIGTERM. A job goes PD → R in 1–2 s.
 import fs from 'node:fs';
+import os from 'node:os';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
@@ -68,6 +78,27 @@ export interface SlurmOptions {
    * gres ("Removing file-less GPU"), so tests give it character devices.
    */
   gpuFiles?: string[];
+  /**
+   * N compute nodes (n1 … nN), each slurmd in its own network namespace with
+   * its own address on a private bridge (10.a.b.0/24, the broker's side .1),
+   * so a desktop's VNC is really on another host address. Default: the one
+   * node `localhost` on 127.0.0.1. Needs root and iproute2 (`ip netns`).
+   */
+  netnsNodes?: number;
+}
+
+/** Where slurmctld runs: SlurmctldHost's name, the address clients use (null: the name's), its network namespace. */
+interface Controller {
+  name: string;
+  addr: string | null;
+  netns: string | null;
+}
+
+/** One compute node: its name (slurmd -N), address, and network namespace (null: the host's own). */
+export interface SlurmNode {
+  name: string;
+  addr: string;
+  netns: string | null;
 }
 
 export interface SlurmCluster {
@@ -78,9 +109,11 @@ export interface SlurmCluster {
   /** The temp dir that holds everything (job output goes here unless a job says otherwise). */
   dir: string;
   clusterName: string;
-  /** The node's name (also its slurmd -N) and its address. */
+  /** The (first) node's name (also its slurmd -N) and its address. */
   nodeName: string;
   nodeAddr: string;
+  /** Every node (one unless netnsNodes). */
+  nodes: SlurmNode[];
   /** The default partition 'debug' (MaxTime=INFINITE) and a second one 'other' (MaxTime=60 minutes). */
   partitions: { default: 'debug'; other: 'other' };
   cpus: number;
@@ -89,7 +122,7 @@ export interface SlurmCluster {
   firstJobId: number;
   /** Runs a Slurm client command (argv array, no shell, cwd = dir) with SLURM_CONF; rejects with its stderr. */
   run(cmd: string, args: string[], opts?: { input?: string }): Promise<string>;
-  pids: { munged: number; slurmctld: number; slurmd: number };
+  pids: { munged: number; slurmctld: number; slurmd: number; slurmds: number[] };
   /** Cancels every job, waits for their steps to end, stops slurmd, slurmctld and munged by PID and checks they are gone. Twice is a no-op. */
   stop(): Promise<void>;
 }
@@ -130,6 +163,14 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
   const clusterName = `qwd${crypto.randomBytes(4).toString('hex')}`;
   const firstJobId = 1000 + crypto.randomInt(900000);
   const env = { SLURM_CONF: conf };
+  const tag = crypto.randomBytes(3).toString('hex');
+  const { nodes, controller }: { nodes: SlurmNode[]; controller: Controller } = opts.netnsNodes
+    ? await createNodeNetwork(t, tag, opts.netnsNodes)
+    : { nodes: [{ name: NODE_NAME, addr: NODE_ADDR, netns: null }], controller: { name: NODE_NAME, addr: null, netns: null } };
+  const multi = nodes.length > 1 || nodes[0]!.netns !== null;
+  // One spool dir per node (slurmstepd sockets live there).
+  const spoolDirs = multi ? nodes.map((n) => path.join(spoolDir, n.name)) : [spoolDir];
+  for (const d of spoolDirs) if (d !== spoolDir) fs.mkdirSync(d, { mode: 0o700 });
 
   const run = (cmd: string, args: string[], runOpts: { input?: string } = {}) => runWithEnv(cmd, args, env, dir, runOpts.input);
   const logTail = (name: string) => {
@@ -154,50 +195,60 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
 
   // ---- slurmctld + slurmd on fresh ports (new ones if the picked were taken meanwhile) ----
   let slurmctld: PeerProcess | undefined;
-  let slurmd: PeerProcess | undefined;
+  let slurmds: PeerProcess[] = [];
   for (let attempt = 1; ; attempt++) {
     const [ctldPort, slurmdPort] = await freePorts(2);
     fs.writeFileSync(conf, slurmConf({
       clusterName, dir, stateDir, spoolDir, mungeSocket, ctldPort: ctldPort!, slurmdPort: slurmdPort!, cpus, memoryMiB, defMemPerCpuMiB, firstJobId,
-      enforcePartLimits: opts.enforcePartLimits ?? true, minJobAgeS: opts.minJobAgeS ?? 60, killWaitS: opts.killWaitS ?? 5, gpus,
+      enforcePartLimits: opts.enforcePartLimits ?? true, minJobAgeS: opts.minJobAgeS ?? 60, killWaitS: opts.killWaitS ?? 5, gpus, nodes, controller, multi,
     }));
     // gres.conf(5) is read from slurm.conf's directory.
     if (gpus) fs.writeFileSync(file('gres.conf'), opts.gpuFiles!.map((f) => `Name=gpu File=${f}\n`).join(''));
     // SLURM_CONF too: the daemons find gres.conf beside it only through it (-f alone reads /etc/slurm/gres.conf).
-    slurmctld = await spawnPeer(t, 'slurmctld', ['-D', '-f', conf], { termGraceMs: TERM_GRACE_MS, env });
-    slurmd = await spawnPeer(t, 'slurmd', ['-D', '-f', conf, '-N', NODE_NAME], { termGraceMs: TERM_GRACE_MS, env });
+    slurmctld = controller.netns
+      ? await spawnPeer(t, 'nsenter', [`--net=/run/netns/${controller.netns}`, '--', 'slurmctld', '-D', '-f', conf], { termGraceMs: TERM_GRACE_MS, env })
+      : await spawnPeer(t, 'slurmctld', ['-D', '-f', conf], { termGraceMs: TERM_GRACE_MS, env });
+    // nsenter enters only the network namespace (`ip netns exec` also remounts
+    // /sys, without the cgroup mount slurmd needs) and execs slurmd: its PID is slurmd's.
+    slurmds = await Promise.all(nodes.map((n) => n.netns
+      ? spawnPeer(t, 'nsenter', [`--net=/run/netns/${n.netns}`, '--', 'slurmd', '-D', '-f', conf, '-N', n.name], { termGraceMs: TERM_GRACE_MS, env })
+      : spawnPeer(t, 'slurmd', ['-D', '-f', conf, '-N', n.name], { termGraceMs: TERM_GRACE_MS, env })));
+    const names = nodes.map((n) => n.name).join(',');
+    let lastSinfo = '';
     try {
-      await waitFor(`slurmd to register node ${NODE_NAME} as idle with slurmctld`, async () => {
-        for (const [name, peer] of [['slurmctld', slurmctld!], ['slurmd', slurmd!]] as const) {
+      await waitFor(`slurmd to register node${nodes.length > 1 ? 's' : ''} ${names} as idle with slurmctld`, async () => {
+        for (const [name, peer] of [['slurmctld', slurmctld!] as const, ...slurmds.map((d, i) => [`slurmd ${nodes[i]!.name}`, d] as const)]) {
           if (peer.exited()) throw new Error(`${name} exited during startup (${peer.exitReason()}): ${peer.stderrTail()}`);
         }
-        const state = await run('sinfo', ['--noheader', `--nodes=${NODE_NAME}`, '--format=%T']).catch(() => '');
-        return state.trim().split('\n').includes('idle');
+        lastSinfo = await run('sinfo', ['--noheader', '--Node', `--nodes=${names}`, '--format=%N %T %E']).catch((e: Error) => e.message);
+        // One line per node and partition: every node must be idle in all of them.
+        const lines = lastSinfo.trim().split('\n').map((line) => line.trim().split(/\s+/));
+        return nodes.every((n) => lines.some((l) => l[0] === n.name)) && lines.every((l) => l[1] === 'idle');
       }, READY_TIMEOUT_MS);
       break;
     } catch (err) {
-      const portTaken = /Address already in use/.test(slurmctld.stderrTail() + slurmd.stderrTail());
-      await Promise.all([slurmd.stop(), slurmctld.stop()]);
+      const portTaken = /Address already in use/.test(slurmctld.stderrTail() + slurmds.map((d) => d.stderrTail()).join(''));
+      await Promise.all([...slurmds.map((d) => d.stop()), slurmctld.stop()]);
       if (portTaken && attempt < PORT_ATTEMPTS) {
         fs.rmSync(stateDir, { recursive: true, force: true });
         fs.mkdirSync(stateDir, { mode: 0o700 });
         continue;
       }
-      throw new Error(`${(err as Error).message}\n${logTail('slurmctld.log')}\n${logTail('slurmd.log')}`, { cause: err });
+      throw new Error(`${(err as Error).message}\nsinfo: ${lastSinfo.trim()}\n${logTail('slurmctld.log')}\n${nodes.map((n) => logTail(multi ? `slurmd-${n.name}.log` : 'slurmd.log')).join('\n')}`, { cause: err });
     }
   }
   const bringUpMs = Date.now() - started;
 
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= (async () => {
-    const daemons = { slurmd: slurmd!, slurmctld: slurmctld!, munged };
+    const daemons: Record<string, PeerProcess> = { slurmctld: slurmctld!, munged, ...Object.fromEntries(slurmds.map((d, i) => [`slurmd ${nodes[i]!.name}`, d])) };
     const problems: string[] = [];
     // slurmd leaves running jobs alone when it stops (their slurmstepd lives
     // on, by design): cancel every job first and wait until their steps are gone.
-    if (!slurmctld!.exited() && !slurmd!.exited()) {
-      await cancelAllJobs(run, spoolDir, ((opts.killWaitS ?? 5) * 1000) + DRAIN_EXTRA_MS).catch((err: Error) => problems.push(err.message));
+    if (!slurmctld!.exited() && !slurmds.some((d) => d.exited())) {
+      await cancelAllJobs(run, spoolDirs, ((opts.killWaitS ?? 5) * 1000) + DRAIN_EXTRA_MS).catch((err: Error) => problems.push(err.message));
     }
-    await Promise.all([slurmd!.stop(), slurmctld!.stop()]);
+    await Promise.all([...slurmds.map((d) => d.stop()), slurmctld!.stop()]);
     await munged.stop();
     const left = Object.entries(daemons).filter(([, peer]) => isRunning(peer.pid));
     if (left.length > 0) problems.push(`still running after stop: ${left.map(([name, peer]) => `${name} (PID ${peer.pid})`).join(', ')}`);
@@ -223,8 +274,8 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
   t.teardown(stop);
   t.log(`private Slurm ${clusterName} up in ${bringUpMs} ms (${dir})`);
   return {
-    conf, env, dir, clusterName, nodeName: NODE_NAME, nodeAddr: NODE_ADDR, partitions: { default: 'debug', other: 'other' }, cpus, memoryMiB, firstJobId,
-    run, pids: { munged: munged.pid, slurmctld: slurmctld!.pid, slurmd: slurmd!.pid }, stop,
+    conf, env, dir, clusterName, nodeName: nodes[0]!.name, nodeAddr: nodes[0]!.addr, nodes, partitions: { default: 'debug', other: 'other' }, cpus, memoryMiB, firstJobId,
+    run, pids: { munged: munged.pid, slurmctld: slurmctld!.pid, slurmd: slurmds[0]!.pid, slurmds: slurmds.map((d) => d.pid) }, stop,
   };
 }
 
@@ -232,6 +283,10 @@ interface ConfValues {
   clusterName: string; dir: string; stateDir: string; spoolDir: string; mungeSocket: string; ctldPort: number; slurmdPort: number;
   cpus: number; memoryMiB: number; defMemPerCpuMiB: number; firstJobId: number; enforcePartLimits: boolean; minJobAgeS: number; killWaitS: number;
   gpus: number;
+  nodes: SlurmNode[];
+  controller: Controller;
+  /** Several nodes (or namespaced ones): per-node spool dir, pid and log files (%n). */
+  multi: boolean;
 }
 
 /** slurm.conf(5) for one private single-node cluster. */
@@ -239,11 +294,12 @@ function slurmConf(v: ConfValues): string {
   const f = (name: string) => path.join(v.dir, name);
   return [
     `ClusterName=${v.clusterName}`,
-    `SlurmctldHost=${NODE_NAME}`,
+    `SlurmctldHost=${v.controller.name}${v.controller.addr ? `(${v.controller.addr})` : ''}`,
     `SlurmctldPort=${v.ctldPort}`,
     `SlurmdPort=${v.slurmdPort}`,
-    // Bind the resolved address (127.0.0.1), not INADDR_ANY.
-    'CommunicationParameters=NoCtldInAddrAny,NoInAddrAny',
+    // Bind the resolved address (127.0.0.1), not INADDR_ANY; namespaced daemons
+    // bind every address of their namespace, which holds only lo and one veth.
+    ...(v.multi ? [] : ['CommunicationParameters=NoCtldInAddrAny,NoInAddrAny']),
     'SlurmUser=root',
     'SlurmdUser=root',
     'AuthType=auth/munge',
@@ -251,11 +307,11 @@ function slurmConf(v: ConfValues): string {
     // Read by both plugins (auth and cred) in 22.05.
     `AuthInfo=socket=${v.mungeSocket}`,
     `StateSaveLocation=${v.stateDir}`,
-    `SlurmdSpoolDir=${v.spoolDir}`,
+    `SlurmdSpoolDir=${v.multi ? path.join(v.spoolDir, '%n') : v.spoolDir}`,
     `SlurmctldPidFile=${f('slurmctld.pid')}`,
-    `SlurmdPidFile=${f('slurmd.pid')}`,
+    `SlurmdPidFile=${f(v.multi ? 'slurmd-%n.pid' : 'slurmd.pid')}`,
     `SlurmctldLogFile=${f('slurmctld.log')}`,
-    `SlurmdLogFile=${f('slurmd.log')}`,
+    `SlurmdLogFile=${f(v.multi ? 'slurmd-%n.log' : 'slurmd.log')}`,
     'SlurmctldDebug=info',
     'SlurmdDebug=info',
     // No cgroups here: plain /proc process tracking, no task containment.
@@ -285,9 +341,9 @@ function slurmConf(v: ConfValues): string {
     'SchedulerParameters=batch_sched_delay=0',
     'Waittime=0',
     ...(v.gpus ? ['GresTypes=gpu'] : []),
-    `NodeName=${NODE_NAME} NodeAddr=${NODE_ADDR} CPUs=${v.cpus} RealMemory=${v.memoryMiB}${v.gpus ? ` Gres=gpu:${v.gpus}` : ''} State=UNKNOWN`,
-    `PartitionName=debug Nodes=${NODE_NAME} Default=YES MaxTime=INFINITE State=UP`,
-    `PartitionName=other Nodes=${NODE_NAME} MaxTime=60 State=UP`,
+    ...v.nodes.map((n) => `NodeName=${n.name} NodeAddr=${n.addr} CPUs=${v.cpus} RealMemory=${v.memoryMiB}${v.gpus ? ` Gres=gpu:${v.gpus}` : ''} State=UNKNOWN`),
+    `PartitionName=debug Nodes=${v.nodes.map((n) => n.name).join(',')} Default=YES MaxTime=INFINITE State=UP`,
+    `PartitionName=other Nodes=${v.nodes.map((n) => n.name).join(',')} MaxTime=60 State=UP`,
     '',
   ].join('\n');
 }
@@ -298,16 +354,16 @@ function slurmConf(v: ConfValues): string {
  * slurmstepd listens on <spool>/<node>_<job>.<step> and removes it on exit;
  * slurmd itself keeps no socket there).
  */
-async function cancelAllJobs(run: SlurmCluster['run'], spoolDir: string, timeoutMs: number): Promise<void> {
+async function cancelAllJobs(run: SlurmCluster['run'], spoolDirs: string[], timeoutMs: number): Promise<void> {
   const ids = (await run('squeue', ['--noheader', '--format=%i'])).split('\n').map((s) => s.trim()).filter(Boolean);
   if (ids.length > 0) await run('scancel', ids);
-  const stepSockets = () => fs.readdirSync(spoolDir).filter((name) => {
+  const stepSockets = () => spoolDirs.flatMap((spoolDir) => fs.readdirSync(spoolDir).filter((name) => {
     try {
       return fs.statSync(path.join(spoolDir, name)).isSocket();
     } catch {
       return false; // removed while we looked: that step has ended
     }
-  });
+  }));
   try {
     await waitFor('cancelled jobs to end', async () => {
       const live = (await run('squeue', ['--noheader', '--states=RUNNING,COMPLETING,CONFIGURING,SUSPENDED', '--format=%i'])).trim();
@@ -342,4 +398,59 @@ function runWithEnv(cmd: string, args: string[], env: Record<string, string>, cw
     });
     child.stdin!.end(input ?? '');
   });
+}
+
+/**
+ * A private network for namespaced nodes: a bridge in the host's namespace
+ * with 10.a.b.1/24 (the controller's and the broker's side), and per node a
+ * network namespace joined to it by a veth pair, 10.a.b.(10+i), loopback up.
+ * Nothing else is routed there. Removed (namespaces, then the bridge) in
+ * teardown, after the daemons that t.teardown registered later have stopped.
+ */
+async function createNodeNetwork(t: ExecutionContext, tag: string, count: number): Promise<{ nodes: SlurmNode[]; controller: Controller }> {
+  requireProgram('ip', 'iproute2');
+  requireProgram('nsenter', 'util-linux');
+  if (process.getuid?.() !== 0) throw new Error('netnsNodes needs root (ip netns, veth, bridge): run the tests as root');
+  if (!Number.isInteger(count) || count < 1 || count > 8) throw new Error(`netnsNodes must be 1 to 8, got ${count}`);
+  const a = 100 + crypto.randomInt(150);
+  const b = crypto.randomInt(256);
+  const net = `10.${a}.${b}`;
+  const bridge = `qwb${tag}`;
+  const made: { netns: string[]; links: string[] } = { netns: [], links: [] };
+  t.teardown(async () => {
+    for (const ns of made.netns) await runProgram('ip', ['netns', 'del', ns]).catch(() => {}); // its veth end goes with it, and so the pair
+    for (const link of made.links) await runProgram('ip', ['link', 'del', link]).catch(() => {}); // already gone with its namespace
+  });
+  const ip = (...args: string[]) => runProgram('ip', args).catch((err: Error) => {
+    throw new Error(`ip ${args.join(' ')} failed (creating the test's Slurm node network needs root and a kernel with network namespaces): ${err.message}`, { cause: err });
+  });
+  await ip('link', 'add', bridge, 'type', 'bridge');
+  made.links.push(bridge);
+  await ip('addr', 'add', `${net}.1/24`, 'dev', bridge);
+  await ip('link', 'set', bridge, 'up');
+  /** A namespace joined to the bridge by a veth pair, with `addr`/24 and loopback up. */
+  const joinBridge = async (ns: string, host: string, peer: string, addr: string) => {
+    await ip('netns', 'add', ns);
+    made.netns.push(ns);
+    await ip('link', 'add', host, 'type', 'veth', 'peer', 'name', peer);
+    made.links.push(host);
+    await ip('link', 'set', host, 'master', bridge);
+    await ip('link', 'set', host, 'up');
+    await ip('link', 'set', peer, 'netns', ns);
+    await ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', peer);
+    await ip('-n', ns, 'link', 'set', peer, 'up');
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+  };
+  const nodes: SlurmNode[] = [];
+  for (let i = 1; i <= count; i++) {
+    const ns = `qwd${tag}n${i}`;
+    await joinBridge(ns, `qv${tag}${i}h`, `qv${tag}${i}n`, `${net}.${10 + i}`);
+    nodes.push({ name: `n${i}`, addr: `${net}.${10 + i}`, netns: ns });
+  }
+  // slurmctld too gets a namespace of its own (it binds what this host's name
+  // resolves to, 127.0.0.1, or every address: there, only lo and its veth),
+  // under this host's own name, the only SlurmctldHost it accepts; clients use the address in parentheses.
+  const ctl = `qwd${tag}c`;
+  await joinBridge(ctl, `qv${tag}ch`, `qv${tag}cn`, `${net}.2`);
+  return { nodes, controller: { name: os.hostname().split('.')[0]!, addr: `${net}.2`, netns: ctl } };
 }

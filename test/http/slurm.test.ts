@@ -24,9 +24,9 @@ anyTest.before(() => requireQemu());
 // and on two cores eight of them at once starve the other test files' QEMUs.
 const test = anyTest.serial;
 
-async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number; gpuFiles?: string[] } = {}) {
+async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number; gpuFiles?: string[]; netnsNodes?: number } = {}) {
   t.timeout(240_000);
-  const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096, gpuFiles: opts.gpuFiles });
+  const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096, gpuFiles: opts.gpuFiles, netnsNodes: opts.netnsNodes });
   // A private VNC port range per test, below the kernel's ephemeral range
   // (32768-60999) where every other test's listeners and clients get theirs.
   const portMin = await freeRange(20000, 32000, 41);
@@ -203,6 +203,28 @@ test('Slurm refusals become clear messages and leave nothing behind', async (t) 
   t.regex(res.json.error.message, /partition/i);
   t.deepEqual(broker.services.rows.all(), []);
   t.deepEqual(fs.existsSync(setup.config.slurm.sharedDir) ? fs.readdirSync(setup.config.slurm.sharedDir) : [], []);
+});
+
+test('two nodes, each in its own network namespace: a desktop\'s VNC is on its node\'s address, and the bridge crosses that network', async (t) => {
+  // VNC on every interface of the node (its namespace has only lo and its veth), as on a real cluster.
+  const { slurm, broker } = await cluster(t, { slurm: { vncBind: '0.0.0.0' } }, { cpus: 2, netnsNodes: 2 });
+  // Two desktops that take a whole node each.
+  const sessions = [await createRunning(broker, { user: 'ada', cpus: 2 }), await createRunning(broker, { user: 'ben', cpus: 2 })];
+  const handles = sessions.map((s) => handleOf(broker, s.id)!);
+  t.deepEqual(handles.map((h) => h.node).sort(), ['n1', 'n2'], 'one desktop per node');
+  for (const [i, h] of handles.entries()) {
+    const node = slurm.nodes.find((n) => n.name === h.node)!;
+    t.is(h.host, node.addr, 'the broker reaches the node by its NodeAddr');
+    t.regex(h.host!, /^10\./);
+    t.deepEqual(await rawRfbSecurityTypes(h.host!, h.port!), [2], 'QEMU listens on the node\'s address, behind its VNC password');
+    await t.throwsAsync(rawRfbSecurityTypes('127.0.0.1', h.port!), { code: 'ECONNREFUSED' }, 'and not on this host\'s loopback');
+    const rfb = await connectRfb(sessions[i]!.wsUrl);
+    t.teardown(() => rfb.close());
+    t.deepEqual(rfb.securityTypes, [1]);
+    await waitForGuestText(rfb);
+  }
+  for (const s of sessions) t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
+  t.is((await slurm.run('squeue', ['--noheader'])).trim(), '');
 });
 
 /** A run of `count` consecutive TCP ports in [low, high) that nothing listens on now. */
