@@ -96,6 +96,8 @@ fail() { report "{\\"state\\":\\"failed\\",\\"error\\":\\"$(json_text "$1")\\"}"
 
 cd "$JOB_DIR" || fail "the shared directory $JOB_DIR is not reachable from node $(hostname)"
 NODE_DIR=$(mktemp -d "\${TMPDIR:-/tmp}/qwd-$SESSION.XXXXXX") || fail "cannot create a node-local directory on $(hostname)"
+# It goes into QEMU options (-qmp, -pidfile), where a comma would start another option.
+case "$NODE_DIR" in *,*) rm -rf "$NODE_DIR"; fail "the node-local directory $NODE_DIR contains a comma (TMPDIR on $(hostname)); QEMU options cannot hold it" ;; esac
 QEMU_PID=
 forward() { [ -n "$QEMU_PID" ] && kill -TERM "$QEMU_PID" 2>/dev/null; }
 trap forward TERM INT HUP USR1
@@ -133,7 +135,8 @@ PORT=
 for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
   try=$((PORT_MIN + (RANDOM * 32768 + RANDOM) % SPAN))
   args=("\${ARGV[@]//${VNC_DISPLAY_PLACEHOLDER}/$((try - 5900))}")
-  args=("\${args[@]//${NODE_DIR_PLACEHOLDER}/$NODE_DIR}")
+  # Quoted: with bash 5.2's patsub_replacement an unquoted & in the replacement would stand for the match.
+  args=("\${args[@]//${NODE_DIR_PLACEHOLDER}/"$NODE_DIR"}")
   : > "$JOB_DIR/qemu.log"
   "$QEMU" "\${args[@]}" >> "$JOB_DIR/qemu.log" 2>&1 &
   QEMU_PID=$!

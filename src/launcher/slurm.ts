@@ -108,7 +108,7 @@ export class SlurmLauncher implements Launcher {
       log.info({ sessionId: spec.sessionId, jobId, args }, 'slurm job submitted');
       const handle: SlurmHandle = { kind: 'slurm', jobId, jobDir, node: null, host: null, port: null, accel: null };
       hooks.onQueued?.(handle);
-      return await this.awaitReady(handle, spec.runDir);
+      return await this.awaitReady(handle, spec.runDir, spec.expiresAt);
     } catch (err) {
       if (jobId) await this.cli.cancel(jobId).catch(() => {});
       await this.cleanup(null, spec.runDir);
@@ -117,7 +117,7 @@ export class SlurmLauncher implements Launcher {
   }
 
   /** Waits for the job's QEMU to report ready and for its VNC to answer from here. */
-  async awaitReady(vm: VmHandle, _runDir: string): Promise<VmHandle> {
+  async awaitReady(vm: VmHandle, _runDir: string, expiresAt?: number): Promise<VmHandle> {
     const handle = asSlurm(vm);
     const { slurm } = this.opts.config;
     let runningSince: number | null = null;
@@ -131,6 +131,12 @@ export class SlurmLauncher implements Launcher {
             userMessage: 'The desktop started on a cluster node that the service cannot reach; an administrator has been told.', cause: err,
           });
         });
+        // --time was the life-time left at submission, and Slurm counts it from the
+        // job's start: take off the time it waited, so the job ends at expiresAt
+        // even if the broker is down then (lowering a limit needs no privilege).
+        if (expiresAt !== undefined) {
+          await this.extend(handle, expiresAt).catch((err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'could not align the job\'s time limit with the session\'s end'));
+        }
         return { ...handle, node: status.node, host, port: status.port, accel: status.accel };
       }
       if (status?.state === 'failed') {
@@ -282,6 +288,11 @@ export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 
     `--time=${minutes}`,
     '--nodes=1',
     '--ntasks=1',
+    // A requeued job would boot the desktop again elsewhere, behind a port the broker
+    // never learns: a node failure or preemption ends the session instead.
+    '--no-requeue',
+    // Not the broker's whole environment (the default ALL): only what the script needs.
+    '--export=PATH,HOME,LANG,TMPDIR',
     `--cpus-per-task=${spec.cpus}`,
     `--mem=${spec.memoryMiB + QEMU_OVERHEAD_MIB}M`,
     `--chdir=${jobDir}`,

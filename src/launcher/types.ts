@@ -101,7 +101,7 @@ export interface Launcher {
   /** Releases what start() created on disk (run dir, overlay, sockets). Idempotent. */
   cleanup(handle: VmHandle | null, runDir: string): Promise<void>;
   /** Goes on waiting for a queued VM (after a broker restart) until it is ready; absent for launchers that never queue. */
-  awaitReady?(handle: VmHandle, runDir: string): Promise<VmHandle>;
+  awaitReady?(handle: VmHandle, runDir: string, expiresAt?: number): Promise<VmHandle>;
   /** A scheduler's view of a VM waiting to start (Slurm); absent for launchers that never queue. */
   queueInfo?(handle: VmHandle): Promise<QueueInfo | null>;
   /** Tells the scheduler about a new end time (Slurm enforces it); absent where nothing else enforces it. */

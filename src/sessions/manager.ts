@@ -162,7 +162,7 @@ export class SessionManager extends EventEmitter {
   private resumeQueued(row: SessionRow): void {
     const { launcher } = this.deps;
     if (!launcher.awaitReady || !row.handle) return;
-    const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir).then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
+    const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir, row.expiresAt).then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
     launch.catch(() => {}); // failures are logged and cleaned up by launchFailed
     this.track(row.id, launch);
   }
@@ -423,7 +423,12 @@ export class SessionManager extends EventEmitter {
     const cleaned: string[] = [];
     for (const row of this.deps.rows.all()) {
       if (this.starting.has(row.id) || this.stops.has(row.id)) continue;
-      const alive = row.handle !== null && await this.deps.launcher.isAlive(row.handle as VmHandle);
+      // A launcher that cannot tell right now (Slurm's controller down) counts as alive:
+      // never clean up on a hiccup; the watch and the purge look again.
+      const alive = row.handle !== null && await this.deps.launcher.isAlive(row.handle as VmHandle).catch((err: Error) => {
+        this.deps.log.warn({ sessionId: row.id, err: err.message }, 'cannot tell whether the VM still runs; adopting it for now');
+        return true;
+      });
       if (row.state === 'running' && alive) {
         this.watch(row);
         adopted.push(row.id);

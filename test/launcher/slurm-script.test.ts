@@ -41,9 +41,12 @@ test('sbatch options: job name, time from the life-time, resources, site and per
   const c = config({ partition: 'desk', account: 'lab', qos: 'short', extraArgs: ['--constraint=avx2'], machines: { demo: { partition: 'gpu', extraArgs: [] } } });
   const args = sbatchArgs(c, { sessionId: 'abc123abc123', machine, cpus: 2, memoryMiB: 1024, expiresAt: now + 3600_000 + 1 }, '/shared/abc123abc123', now);
   t.deepEqual(args, [
-    '--job-name=qwd-abc123abc123', '--time=61', '--nodes=1', '--ntasks=1', '--cpus-per-task=2', '--mem=1280M',
+    '--job-name=qwd-abc123abc123', '--time=61', '--nodes=1', '--ntasks=1', '--no-requeue', '--export=PATH,HOME,LANG,TMPDIR', '--cpus-per-task=2', '--mem=1280M',
     '--chdir=/shared/abc123abc123', '--output=/shared/abc123abc123/slurm.out', '--partition=gpu', '--account=lab', '--qos=short',
   ]);
+  const withGpu = sbatchArgs(config({ gpuGres: 'gpu:a100' }), { sessionId: 'abc123abc123', machine, cpus: 1, memoryMiB: 256, expiresAt: now + 60_000, gpuCount: 2 }, '/s/x', now);
+  t.true(withGpu.includes('--gres=gpu:a100:2'));
+  t.false(sbatchArgs(c, { sessionId: 'abc123abc123', machine, cpus: 1, memoryMiB: 256, expiresAt: now + 60_000, gpuCount: 1 }, '/s/x', now).some((a) => a.startsWith('--gres')), 'no gres without slurm.gpuGres');
   const other = sbatchArgs(c, { sessionId: 'abc123abc123', machine: { ...(machine as object), name: 'other' } as never, cpus: 1, memoryMiB: 256, expiresAt: now + 10_000 }, '/s/x', now);
   t.true(other.includes('--partition=desk'));
   t.true(other.includes('--constraint=avx2'));
@@ -146,4 +149,31 @@ test('a QEMU that cannot start is reported with its own words', async (t) => {
   const status = readJson(path.join(dir, 'job', 'status.json'));
   t.is(status.state, 'failed');
   t.regex(status.error, /qemu failed to start on .*: .*(memory|size)/i);
+});
+
+test('the node-local dir reaches QEMU as it is, even with a & in TMPDIR (bash 5.2 patsub_replacement); a comma is refused clearly', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const amp = path.join(dir, 'tmp&x');
+  fs.mkdirSync(amp);
+  const [port] = await freePorts(1);
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: amp } });
+  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  job.stdin.end(scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg'));
+  const status = path.join(dir, 'job', 'status.json');
+  await waitFor('the job to report ready', () => readJson(status)?.state === 'ready', 15000);
+  const [nodeDir] = fs.readdirSync(amp);
+  t.regex(nodeDir!, /^qwd-feedfeedfeed\./);
+  t.true(fs.existsSync(path.join(amp, nodeDir!, 'qmp.sock')), 'QMP listens in the node-local dir under the & path');
+  const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
+  process.kill(job.pid!, 'SIGTERM');
+  t.is(await exited, 0);
+
+  const comma = path.join(dir, 'tmp,x');
+  fs.mkdirSync(comma);
+  const dir2 = tempDir(t);
+  const out = spawnSync('bash', ['-s'], { input: scriptFor(dir2, '127.0.0.1', [port!, port!], 'tcg'), encoding: 'utf8', timeout: 30000, env: { ...process.env, TMPDIR: comma } });
+  t.is(out.status, 1);
+  t.regex(readJson(path.join(dir2, 'job', 'status.json')).error, /contains a comma/);
+  t.deepEqual(fs.readdirSync(comma), [], 'nothing left in it');
 });
