@@ -8,31 +8,44 @@ function formatLeft(s) {
 }
 
 if (section) {
+  // Count on the server's clock, not the browser's: a browser clock minutes
+  // ahead would otherwise see the end before it comes (and, reloading at 0,
+  // reload every second forever). The page carries the server's time when it
+  // was made; the offset is off by the page's load time only.
+  const serverNow = Number(section.dataset.serverNow);
+  const skewMs = serverNow > 0 ? serverNow - Date.now() : 0;
+  const now = () => Date.now() + skewMs;
   let expiresAt = Number(section.dataset.expiresAt);
   const warnBefore = (section.dataset.warnBefore || '').split(',').filter(Boolean).map(Number);
   const out = section.querySelector('.countdown');
   const warning = section.querySelector('.warning');
+  const left = () => Math.max(0, Math.round((expiresAt - now()) / 1000));
   const tick = () => {
-    const s = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
+    const s = left();
     out.textContent = formatLeft(s);
     const point = warnBefore.filter((w) => s <= w).sort((a, b) => a - b)[0];
     if (warning && point !== undefined && s > 0) {
       warning.hidden = false;
       warning.textContent = `This desktop ends in ${formatLeft(s)}. Save your work${document.querySelector('form[action$="/extend"]') ? ', or extend it' : ''}.`;
+    } else if (warning && s === 0) {
+      // The server says when it has really ended (the API answers 410): the poll below then reloads.
+      warning.hidden = false;
+      warning.textContent = 'The life-time of this desktop has run out; it is being stopped.';
     }
-    if (s === 0) location.reload();
   };
   tick();
   setInterval(tick, 1000);
   const api = section.dataset.api;
   if (api) {
-    setInterval(async () => {
+    const waiting = section.dataset.state !== 'running';
+    const poll = async () => {
       const res = await fetch(api, { cache: 'no-store' }).catch(() => null);
       if (!res) return;
       if (res.status === 410 || res.status === 404) return location.reload();
+      if (!res.ok) return;
       const info = await res.json();
       // Waiting for a node: show where it is; once it runs, show the Connect button.
-      if (section.dataset.state !== 'running' && info.state === 'running') return location.reload();
+      if (waiting && info.state === 'running') return location.reload();
       const queueText = section.querySelector('.queue-text');
       if (queueText && info.queue) {
         const q = info.queue;
@@ -45,7 +58,14 @@ if (section) {
       if (viewers) viewers.textContent = `${info.viewers} (${info.viewOnlyViewers} view-only)`;
       const names = section.querySelector('.viewer-names');
       if (names && info.viewerNames) names.textContent = info.viewerNames.length ? `: ${[...new Set(info.viewerNames)].join(', ')}` : '';
-    }, section.dataset.state === 'running' ? 5000 : 2000);
+    };
+    // Every 5 s while it runs (2 s while it waits for a node); once the time is
+    // up on the server's clock, every 2 s until the server says it has ended.
+    const loop = async () => {
+      await poll().catch(() => {}); // a failed poll (network, bad JSON) is retried at the next round
+      setTimeout(loop, waiting || left() === 0 ? 2000 : 5000);
+    };
+    setTimeout(loop, waiting ? 2000 : Math.min(5000, Math.max(1000, expiresAt - now())));
   }
 }
 for (const button of document.querySelectorAll('button.copy')) {

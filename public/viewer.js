@@ -6,6 +6,10 @@ import RFB from '/novnc/core/rfb.js';
 const status = document.getElementById('status');
 const token = status.dataset.token;
 let expiresAt = Number(status.dataset.expiresAt);
+// The server's clock, not the browser's (which may be minutes off): the page carries the server's time.
+const serverNow = Number(status.dataset.serverNow);
+const skewMs = serverNow > 0 ? serverNow - Date.now() : 0;
+const now = () => Date.now() + skewMs;
 const viewOnly = status.dataset.access === 'view';
 const warnBefore = (status.dataset.warnBefore || '').split(',').filter(Boolean).map(Number);
 const others = document.getElementById('others');
@@ -22,7 +26,7 @@ function show(text, kind = '') {
 }
 
 function remaining() {
-  const s = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
+  const s = Math.max(0, Math.round((expiresAt - now()) / 1000));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
   return h ? `${h} h ${m} min left` : `${m} min ${s % 60} s left`;
 }
@@ -65,7 +69,7 @@ function connect() {
 
 setInterval(() => {
   if (ended || !rfb) return;
-  const s = (expiresAt - Date.now()) / 1000;
+  const s = (expiresAt - now()) / 1000;
   if (warnBefore.some((w) => s <= w)) show(`This desktop ends in ${remaining().replace(' left', '')}: save your work.`, 'warn');
   else if (status.classList.contains('quiet')) status.textContent = `${viewOnly ? 'View-only' : 'Connected'} · ${remaining()}`;
 }, 1000);

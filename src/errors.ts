@@ -39,6 +39,8 @@ export const ERROR_CODES = {
   QWD_SLURM_REFUSED: { status: 422, family: 'refused' },
   // A Slurm command failed otherwise (not installed, controller unreachable, timed out, unexpected output).
   QWD_SLURM_FAILED: { status: 502, family: 'launch' },
+  // A machine (its descriptor or master image) cannot be removed or replaced while sessions use it.
+  QWD_MACHINE_IN_USE: { status: 409, family: 'refused' },
   QWD_DOWNLOAD_FAILED: { status: 502, family: 'download' },
   QWD_CHECKSUM_MISMATCH: { status: 502, family: 'download' },
   QWD_CONFIG_INVALID: { status: 500, family: 'config' },

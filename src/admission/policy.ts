@@ -48,6 +48,8 @@ export interface AdmissionInput {
   host: HostLoad | null;
   /** Usable GPUs not claimed by any session. */
   gpusFree: number;
+  /** Usable GPUs on this host, free or held (0: the host offers no GPU at all, which is not "try again later"). */
+  gpusUsable: number;
 }
 
 export type AdmissionDecision =
@@ -104,7 +106,7 @@ export function memoryFreeMiB(reserved: Pick<Reserved, 'memoryMiB'> & Partial<Pi
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
-export function decideAdmission({ request, reserved, limits, host, gpusFree }: AdmissionInput): AdmissionDecision {
+export function decideAdmission({ request, reserved, limits, host, gpusFree, gpusUsable }: AdmissionInput): AdmissionDecision {
   // Per-person limits first: they are the ones a user can act on.
   if (reserved.sessionsOfUser + 1 > limits.maxSessionsPerUser) {
     return refuse(429, 'maxSessionsPerUser', `You already have ${plural(reserved.sessionsOfUser, 'desktop')} running, the most allowed per person (${limits.maxSessionsPerUser}). Stop one to start another.`);
@@ -139,6 +141,9 @@ export function decideAdmission({ request, reserved, limits, host, gpusFree }: A
   if (request.memoryMiB > memoryFree) {
     return refuse(503, 'memory', memoryFree >= 64 ? `Only ${memoryFree} MiB of memory is free on this server; ask for ${memoryFree} MiB or less.` : 'The memory of this server is in use. Please try again later.');
   }
+  if (request.gpus > 0 && gpusUsable === 0) {
+    return refuse(503, 'gpu', 'GPUs are not offered on this server: it has no GPU ready for passthrough. Start the desktop without a GPU.');
+  }
   if (request.gpus > gpusFree) {
     return refuse(503, 'gpu', gpusFree > 0 ? `Only ${gpusFree === 1 ? '1 GPU is' : `${gpusFree} GPUs are`} free; ask for ${gpusFree} or fewer.` : 'No GPU is free right now. Start the desktop without a GPU, or try again later.');
   }
@@ -152,15 +157,19 @@ function refuse(status: 429 | 503, limit: string, message: string): AdmissionDec
   return { admit: false, status, code: status === 429 ? 'QWD_ADMISSION_LIMIT' : 'QWD_ADMISSION_CAPACITY', limit, message };
 }
 
-/** What the form shows: what one more desktop could still get (ignoring per-user limits). */
-export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'> & Partial<Pick<Reserved, 'gpuMemoryMiB'>>, limits: Config['limits'], host: HostLoad | null, gpusFree: number): { sessions: number; cpus: number | null; memoryMiB: number | null; gpus: number } {
+/**
+ * What the form shows: what one more desktop could still get (ignoring per-user limits).
+ * gpusUsable (default: gpusFree) tells "all GPUs are held" (0 free of some) from "no GPU here".
+ */
+export function availability(reserved: Pick<Reserved, 'sessions' | 'cpus' | 'memoryMiB'> & Partial<Pick<Reserved, 'gpuMemoryMiB'>>, limits: Config['limits'], host: HostLoad | null, gpusFree: number, gpusUsable = gpusFree): { sessions: number; cpus: number | null; memoryMiB: number | null; gpus: number; gpusUsable: number } {
   // A cluster's free capacity is the scheduler's to know: only the service's own limit shows.
-  if (host === null) return { sessions: Math.max(0, limits.maxSessions - reserved.sessions), cpus: null, memoryMiB: null, gpus: gpusFree };
+  if (host === null) return { sessions: Math.max(0, limits.maxSessions - reserved.sessions), cpus: null, memoryMiB: null, gpus: gpusFree, gpusUsable };
   return {
     sessions: Math.max(0, limits.maxSessions - reserved.sessions),
     cpus: Math.max(0, Math.floor(host.cpus * limits.cpuOvercommit) - reserved.cpus),
     // What a desktop without a GPU could get (the form's common case).
     memoryMiB: memoryFreeMiB(reserved, limits, host, false),
     gpus: gpusFree,
+    gpusUsable,
   };
 }

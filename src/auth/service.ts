@@ -51,19 +51,25 @@ export class AuthService {
   async login(user: string, password: string, ip: string): Promise<LoginOutcome> {
     const name = user.trim();
     const keys = [`ip:${ip}`, `user:${name.toLowerCase()}`];
-    const wait = this.limiter.retryAfterS(keys);
-    if (wait > 0) return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
-    if (!USER_NAME.test(name) || password === '') {
-      this.limiter.fail(keys);
-      return { ok: false, status: 401, message: 'Invalid user name or password.' };
+    // Counted before the backends are asked (forgiven below on success), so
+    // that concurrent guesses cannot all pass the check.
+    const admission = this.limiter.admit(keys);
+    if (!admission.admitted) {
+      const wait = admission.retryAfterS;
+      return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
     }
+    if (!USER_NAME.test(name) || password === '') return { ok: false, status: 401, message: 'Invalid user name or password.' };
     const result = await authenticateChain(this.backends, name, password, this.config.auth.admins, this.log);
     if (result.ok) {
+      this.limiter.forgive(admission.attempt);
       this.limiter.succeed(keys);
       return result;
     }
-    if (result.reason === 'unavailable') return { ok: false, status: 503, message: 'The login service is unavailable right now. Please try again later.' };
-    this.limiter.fail(keys);
+    if (result.reason === 'unavailable') {
+      // Nobody checked the password: not a guess that counts.
+      this.limiter.forgive(admission.attempt);
+      return { ok: false, status: 503, message: 'The login service is unavailable right now. Please try again later.' };
+    }
     return { ok: false, status: 401, message: 'Invalid user name or password.' };
   }
 
@@ -130,11 +136,27 @@ export class AuthService {
     return admin === identity.admin ? identity : { ...identity, admin };
   }
 
-  /** An API token (Authorization: Bearer) → who it speaks for. */
+  /**
+   * An API token (Authorization: Bearer) → who it speaks for, as things stand
+   * now. A token for a local account lives only as long as the account, and is
+   * an admin token only while the account is an admin too (so `qwdctl users
+   * del|admin off` takes effect at the next call, like for browser logins).
+   * A token for any other name (an LDAP, IMAP, SMTP or e-mail user) keeps the
+   * identity it was issued with: the service cannot ask those backends without
+   * the user's password, so revoke such tokens with `qwdctl tokens revoke`.
+   */
   identityForApiToken(token: string): Identity | null {
     if (!/^qwd_[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const found = this.users.apiTokenByHash(hashToken(token), Date.now());
-    return found ? { user: found.user, email: null, groups: [], admin: found.admin, via: 'api-token' } : null;
+    if (!found) return null;
+    const account = this.users.get(found.user);
+    if (!account) {
+      // With only local accounts configured, a name without an account is a deleted one.
+      const othersCanVouch = this.config.auth.backends.some((b) => b.type !== 'local');
+      return othersCanVouch ? { user: found.user, email: null, groups: [], admin: found.admin, via: 'api-token' } : null;
+    }
+    const accountAdmin = account.admin || this.config.auth.admins.includes(account.name);
+    return { user: account.name, email: account.email, groups: [], admin: found.admin && accountAdmin, via: 'api-token' };
   }
 }
 

@@ -67,11 +67,12 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     for (const key of keys.keys()) if (!KNOWN.has(key)) warnings.push(`${source}: [${section}] key "${key}" has no equivalent; ignored`);
     if (keys.has('config_script') || keys.has('script')) warnings.push(`${source}: [${section}] boot scripts are not imported; configure them in the descriptor by hand`);
     const url = keys.get('url');
-    const fileName = keys.get('file') ?? keys.get('image') ?? (url ? decodeURIComponent(path.posix.basename(new URL(url, 'http://x/').pathname)) : sectionFile);
-    if (!fileName) {
-      warnings.push(`${source}: [${section}] has neither url nor file; skipped`);
+    const image = imageFileOf(keys, url, sectionFile);
+    if ('problem' in image) {
+      warnings.push(`${source}: [${section}] ${image.problem}; skipped`);
       continue;
     }
+    const fileName = image.fileName;
     const descriptor: Record<string, unknown> = {
       name,
       description: keys.get('description') ?? name,
@@ -94,6 +95,44 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     machines.push({ name, descriptor });
   }
   return { machines, warnings };
+}
+
+/**
+ * A name that stays inside the images directory when joined to it: not empty,
+ * no "/" or "\", not starting with "." (no "." or hidden files), no ".."
+ * anywhere, no NUL or other control characters.
+ */
+export function isPlainFileName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && !/[/\\\x00-\x1f\x7f]/.test(name) && !name.startsWith('.') && !name.includes('..');
+}
+
+const PLAIN_RULE = 'is not a plain file name (no "/", "\\", "..", NUL or leading ".")';
+
+/**
+ * The image of a section: an explicit `file`/`image` (an absolute path as the
+ * admin wrote it, or a plain file name in the images directory), else the
+ * last segment of the url (percent-decoded, so "..%2F..%2Fx" must be refused
+ * here), else the section name itself. Derived names must be plain file names.
+ */
+function imageFileOf(keys: Map<string, string>, url: string | undefined, sectionFile: string | undefined): { fileName: string } | { problem: string } {
+  const explicit = keys.has('file') ? 'file' : keys.has('image') ? 'image' : null;
+  if (explicit) {
+    const value = keys.get(explicit)!;
+    if (path.posix.isAbsolute(value) && !value.includes('\0')) return { fileName: path.posix.normalize(value) };
+    return isPlainFileName(value) ? { fileName: value } : { problem: `${explicit} ${JSON.stringify(value)} is neither an absolute path nor a plain file name (no "/", "\\", "..", NUL or leading ".")` };
+  }
+  if (url) {
+    let segment: string;
+    try {
+      segment = decodeURIComponent(path.posix.basename(new URL(url, 'http://x/').pathname));
+    } catch {
+      return { problem: `url ${JSON.stringify(url)} is not a valid URL (bad percent-encoding?)` };
+    }
+    if (!segment) return { problem: `url ${JSON.stringify(url)} names no file; add a "file" key` };
+    return isPlainFileName(segment) ? { fileName: segment } : { problem: `image file name ${JSON.stringify(segment)} taken from the url ${PLAIN_RULE}` };
+  }
+  if (sectionFile) return isPlainFileName(sectionFile) ? { fileName: sectionFile } : { problem: `image file name ${JSON.stringify(sectionFile)} taken from the section name ${PLAIN_RULE}` };
+  return { problem: 'has neither url nor file' };
 }
 
 /** "4096", "4G", "512M", "4 GB" → MiB. */

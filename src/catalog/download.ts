@@ -1,7 +1,10 @@
 // Downloads a machine image: into "<image>.part", resuming a partial file with
 // an HTTP Range request, verifying SHA-256 when the descriptor has one, and
 // renaming to the final name only when complete and verified — an image under
-// its final name is never half-written.
+// its final name is never half-written, and never two files spliced together:
+// the partial's validator (ETag / Last-Modified) is kept in "<image>.part.json"
+// and sent as If-Range, and a 206 is used only when its Content-Range continues
+// the partial exactly (decisions in resume.ts).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import crypto from 'node:crypto';
@@ -9,6 +12,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { QwdError } from '../errors.js';
+import { decideResponse, planRequest, type PartialMeta } from './resume.js';
 
 export interface DownloadProgress {
   receivedBytes: number;
@@ -19,64 +23,148 @@ export interface DownloadResult {
   bytes: number;
   resumedFrom: number;
   sha256: string;
+  /** Why a partial download was not continued but fetched again from the start (null: it was not). */
+  restartReason: string | null;
 }
 
-export async function downloadImage(url: string, dest: string, opts: { sha256?: string | null; onProgress?: (p: DownloadProgress) => void; timeoutMs?: number } = {}): Promise<DownloadResult> {
+export interface DownloadOptions {
+  sha256?: string | null;
+  onProgress?: (p: DownloadProgress) => void;
+  timeoutMs?: number;
+  /** Called once the new image is complete and verified, just before it replaces `dest`; throwing keeps `dest` as it is (the download is deleted). */
+  beforeReplace?: () => Promise<void>;
+}
+
+export async function downloadImage(url: string, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
   const part = `${dest}.part`;
+  const metaFile = `${part}.json`;
   let resumedFrom = 0;
+  let restartReason: string | null = null;
   if (url.startsWith('file://')) {
+    await fsp.rm(metaFile, { force: true });
     await pipeline(fs.createReadStream(fileURLToPath(url)), fs.createWriteStream(part));
   } else {
-    resumedFrom = await sizeOf(part);
-    const controller = new AbortController();
-    const idle = new IdleTimer(opts.timeoutMs ?? 60000, () => controller.abort());
-    let res: Response;
-    try {
-      res = await fetch(url, { headers: resumedFrom > 0 ? { range: `bytes=${resumedFrom}-` } : {}, signal: controller.signal, redirect: 'follow' });
-    } catch (err) {
-      idle.stop();
-      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${(err as Error).message}${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`, { cause: err, userMessage: `Cannot download ${url}: ${(err as Error).message}` });
-    }
-    if (res.status === 416 && resumedFrom > 0) {
-      // The partial file is already complete (or bigger than the source): start over.
-      await fsp.rm(part, { force: true });
-      idle.stop();
-      return downloadImage(url, dest, opts);
-    }
-    if (res.status !== 200 && res.status !== 206) {
-      idle.stop();
-      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: HTTP ${res.status}`, { userMessage: `Cannot download ${url}: the server answered HTTP ${res.status}.` });
-    }
-    if (res.status === 200) resumedFrom = 0; // the server ignored the Range: rewrite from the start
-    const length = Number(res.headers.get('content-length'));
-    const totalBytes = Number.isFinite(length) && length > 0 ? length + resumedFrom : null;
-    let received = resumedFrom;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        received += chunk.length;
-        idle.touch();
-        opts.onProgress?.({ receivedBytes: received, totalBytes });
-        done(null, chunk);
-      },
-    });
-    try {
-      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w' }));
-    } catch (err) {
-      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: interrupted after ${received} bytes (${(err as Error).message}); run the download again to resume`, { cause: err, userMessage: `The download of ${url} was interrupted after ${received} bytes; run it again to resume.` });
-    } finally {
-      idle.stop();
-    }
-    if (totalBytes !== null && received !== totalBytes) {
-      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: got ${received} of ${totalBytes} bytes; run the download again to resume`, { userMessage: `The download of ${url} is incomplete; run it again to resume.` });
-    }
+    const fetched = await fetchIntoPart(url, part, metaFile, opts, null);
+    resumedFrom = fetched.resumedFrom;
+    restartReason = fetched.restartReason;
   }
   const digest = await sha256Of(part);
   if (opts.sha256 && digest !== opts.sha256.toLowerCase()) {
-    await fsp.rm(part, { force: true });
+    await discardPartial(part, metaFile);
     throw new QwdError('QWD_CHECKSUM_MISMATCH', `${url}: SHA-256 is ${digest}, expected ${opts.sha256}; the download was deleted`, { userMessage: `The downloaded image does not match its SHA-256 checksum; nothing was kept.` });
   }
+  try {
+    await opts.beforeReplace?.();
+  } catch (err) {
+    await discardPartial(part, metaFile);
+    throw err;
+  }
   await fsp.rename(part, dest);
-  return { bytes: await sizeOf(dest), resumedFrom, sha256: digest };
+  await fsp.rm(metaFile, { force: true });
+  return { bytes: await sizeOf(dest), resumedFrom, sha256: digest, restartReason };
+}
+
+/** One HTTP attempt into the partial file; restarts once from zero when the partial cannot be continued. */
+async function fetchIntoPart(url: string, part: string, metaFile: string, opts: DownloadOptions, restartedBecause: string | null): Promise<{ resumedFrom: number; restartReason: string | null }> {
+  const meta = await readMeta(metaFile);
+  const plan = planRequest(url, await sizeOf(part), meta);
+  let restartReason = restartedBecause ?? plan.discardReason;
+  if (plan.discardReason) await discardPartial(part, metaFile);
+  const controller = new AbortController();
+  const idle = new IdleTimer(opts.timeoutMs ?? 60000, () => controller.abort());
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: plan.headers, signal: controller.signal, redirect: 'follow' });
+  } catch (err) {
+    idle.stop();
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${(err as Error).message}${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`, { cause: err, userMessage: `Cannot download ${url}: ${(err as Error).message}` });
+  }
+  const length = res.headers.get('content-length');
+  const decision = decideResponse(plan, meta, {
+    status: res.status,
+    contentRange: res.headers.get('content-range'),
+    contentLengthBytes: length !== null && /^\d+$/.test(length.trim()) ? Number(length) : null,
+    etag: res.headers.get('etag'),
+  });
+  if (decision.action !== 'write') {
+    idle.stop();
+    // The body is not wanted: cancelling it frees the connection. A failure
+    // to cancel changes nothing about what we decided, hence ignored.
+    await res.body?.cancel().catch(() => undefined);
+    if (decision.action === 'restart' && plan.fromBytes > 0 && restartedBecause === null) {
+      await discardPartial(part, metaFile);
+      return fetchIntoPart(url, part, metaFile, opts, decision.reason);
+    }
+    if (decision.action === 'restart' || (plan.fromBytes > 0 && res.status === 206)) {
+      // The server's 206 does not continue the partial: drop it, so the next
+      // attempt starts clean instead of failing the same way. (Other answers,
+      // e.g. a passing HTTP 503, keep the partial for a later resume.)
+      await discardPartial(part, metaFile);
+      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: cannot resume at byte ${plan.fromBytes}: ${decision.reason}; the partial download was deleted`, { userMessage: `Cannot resume the download of ${url}: ${decision.reason}. The partial download was deleted; run the download again to start over.` });
+    }
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${decision.reason}`, { userMessage: `Cannot download ${url}: ${decision.reason}.` });
+  }
+  if (decision.note) restartReason ??= decision.note;
+  const resumedFrom = decision.fromBytes;
+  const totalBytes = decision.totalBytes;
+  if (resumedFrom === 0) {
+    // A new partial: record which file it is part of before any byte is written.
+    await writeMeta(metaFile, { url, etag: res.headers.get('etag'), lastModified: res.headers.get('last-modified'), totalBytes });
+  }
+  let received = resumedFrom;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      received += chunk.length;
+      idle.touch();
+      opts.onProgress?.({ receivedBytes: received, totalBytes });
+      done(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w' }));
+  } catch (err) {
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: interrupted after ${received} bytes (${(err as Error).message}); run the download again to resume`, { cause: err, userMessage: `The download of ${url} was interrupted after ${received} bytes; run it again to resume.` });
+  } finally {
+    idle.stop();
+  }
+  if (totalBytes !== null && received !== totalBytes) {
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: got ${received} of ${totalBytes} bytes; run the download again to resume`, { userMessage: `The download of ${url} is incomplete; run it again to resume.` });
+  }
+  const onDisk = await sizeOf(part);
+  if (onDisk !== received) {
+    // Someone else wrote to the partial meanwhile: its content is not what we fetched.
+    await discardPartial(part, metaFile);
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${part} is ${onDisk} bytes, expected ${received}; it was changed during the download and was deleted`, { userMessage: `The download of ${url} was disturbed; run it again.` });
+  }
+  return { resumedFrom, restartReason };
+}
+
+async function readMeta(file: string): Promise<PartialMeta | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    return null; // no meta: planRequest treats the partial as unknown
+  }
+  try {
+    const raw = JSON.parse(text) as Partial<PartialMeta>;
+    if (typeof raw.url !== 'string') return null;
+    const str = (v: unknown) => (typeof v === 'string' ? v : null);
+    return { url: raw.url, etag: str(raw.etag), lastModified: str(raw.lastModified), totalBytes: Number.isSafeInteger(raw.totalBytes) ? raw.totalBytes! : null };
+  } catch {
+    return null; // a truncated meta (crash while writing) is as good as none
+  }
+}
+
+async function writeMeta(file: string, meta: PartialMeta): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await fsp.writeFile(tmp, `${JSON.stringify(meta)}\n`);
+  await fsp.rename(tmp, file);
+}
+
+async function discardPartial(part: string, metaFile: string): Promise<void> {
+  await fsp.rm(part, { force: true });
+  await fsp.rm(metaFile, { force: true });
 }
 
 export async function sha256Of(file: string): Promise<string> {

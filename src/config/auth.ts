@@ -1,10 +1,17 @@
 // The auth section of the config: the backend chain (tried in order) and the
 // login protections. Parsed with the same problem reporting as the rest.
+// Not quite pure: a backend's caFile is checked for readability here, so that
+// `qwdctl config check` reports a missing one (the service reads it at start).
+import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj } from './check.js';
 
 export interface LdapBackendConfig {
-  type: 'ldap'; name: string; url: string; startTls: boolean; caFile: string | null; bindDn: string | null; bindPassword: string | null;
+  type: 'ldap'; name: string; url: string; startTls: boolean;
+  /** Allow an ldap:// URL without StartTLS (passwords in clear): only for a server on the same host. */
+  allowCleartext: boolean;
+  caFile: string | null; bindDn: string | null; bindPassword: string | null;
   baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string; adminGroupDn: string | null; timeoutMs: number;
   /** Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no search. */
   groupBaseDn: string | null;
@@ -43,6 +50,9 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
       if (b) backends.push(b);
     });
     if (backends.some((b) => b.type === 'none') && backends.length > 1) p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
+    if (backends.some((b) => b.type === 'email') && !(isObject(top.mail) && typeof top.mail.smtpHost === 'string' && top.mail.smtpHost !== '')) {
+      p.note('mail.smtpHost is required when auth.backends has an "email" backend: login links are mailed through it');
+    }
     // Mailed login links are built from publicUrl only: a link built from the
     // request's Host header could be pointed at an attacker's site by whoever
     // asks for a victim's link (host header injection).
@@ -68,7 +78,16 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
 function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: string, baseDir: string): BackendConfig | null {
   const file = (key: string) => {
     const v = readOptionalString(p, item, key, { prefix: at });
-    return v ? path.resolve(baseDir, v) : null;
+    if (!v) return null;
+    const resolved = path.resolve(baseDir, v);
+    // Read here, not only when the service starts, so that `qwdctl config check` reports it.
+    try {
+      fs.accessSync(resolved, fs.constants.R_OK);
+      if (!fs.statSync(resolved).isFile()) p.note(`${at}${key}: ${resolved} is not a file`);
+    } catch (err) {
+      p.note(`${at}${key}: ${resolved} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    return resolved;
   };
   const name = readString(p, item, 'name', type, { prefix: at });
   switch (type) {
@@ -77,7 +96,7 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       rejectUnknownKeys(p, item, at, ['type', 'name']);
       return { type, name };
     case 'ldap': {
-      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'groupBaseDn', 'memberOfAttribute', 'timeoutMs']);
+      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'allowCleartext', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'groupBaseDn', 'memberOfAttribute', 'timeoutMs']);
       const url = readString(p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' });
       if (item.url === undefined) p.add(`${at}url`, 'present', undefined);
       const filter = readString(p, item, 'filter', '(uid={user})', { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' });
@@ -87,8 +106,15 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       const bindDn = readOptionalString(p, item, 'bindDn', { prefix: at });
       const bindPassword = readOptionalString(p, item, 'bindPassword', { prefix: at });
       if (bindDn && !bindPassword) p.note(`${at}bindPassword is required with bindDn`);
+      const startTls = readBool(p, item, 'startTls', false, at);
+      const allowCleartext = readBool(p, item, 'allowCleartext', false, at);
+      // A simple bind sends the password as it is (RFC 4513 section 5.1.2):
+      // over plain ldap:// anyone on the path reads every user's password.
+      if (url.startsWith('ldap://') && !startTls && !allowCleartext) {
+        p.note(`${at}url ${url} without startTls would send passwords in clear: use ldaps://, or startTls: true, or (only for a server on the same host, e.g. ldap://127.0.0.1) allowCleartext: true`);
+      }
       return {
-        type, name, url, startTls: readBool(p, item, 'startTls', false, at), caFile: file('caFile'), bindDn, bindPassword, baseDn, filter, userDnTemplate,
+        type, name, url, startTls, allowCleartext, caFile: file('caFile'), bindDn, bindPassword, baseDn, filter, userDnTemplate,
         userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }), mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
         adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }), timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
         groupBaseDn: readOptionalString(p, item, 'groupBaseDn', { prefix: at }),
@@ -117,4 +143,48 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       return { type, name, allowedDomains: Array.isArray(domains) ? (domains as string[]).map((d) => d.toLowerCase()) : [], linkTtlS: readInt(p, item, 'linkTtlS', 900, { prefix: at, min: 60, max: 86400 }) };
     }
   }
+}
+
+/**
+ * Which peers may set X-Forwarded-For/-Proto/-Host: false (none), a hop count,
+ * or addresses/CIDRs and the names loopback, linklocal, uniquelocal (what
+ * Express's "trust proxy" / proxy-addr accept). Never `true`: it trusts every
+ * hop, so with nginx's $proxy_add_x_forwarded_for the left-most value — which
+ * the client wrote — would become req.ip and dodge the per-IP rate limit.
+ */
+export type TrustProxy = false | number | readonly string[];
+
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+export function readTrustProxy(p: Problems, top: Obj): TrustProxy {
+  const value = top.trustProxy;
+  const expectation = 'false, a hop count (an integer from 1 to 32: the number of proxies in front, usually 1), or a list of proxy addresses/CIDRs or loopback, linklocal, uniquelocal';
+  if (value === undefined || value === null || value === false) return false;
+  if (value === true) {
+    p.note('trustProxy: true is refused: it would trust every X-Forwarded-For entry, so a client could claim any IP address and dodge the per-IP login rate limit. Give the number of proxies in front of the service (usually trustProxy: 1) or the proxy\'s address (e.g. trustProxy: loopback, or [10.0.0.5])');
+    return false;
+  }
+  if (typeof value === 'number') {
+    if (Number.isInteger(value) && value >= 1 && value <= 32) return value;
+    p.add('trustProxy', expectation, value);
+    return false;
+  }
+  const list = typeof value === 'string' ? value.split(',').map((s) => s.trim()) : value;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === 'string' && isProxyAddress(a))) {
+    p.add('trustProxy', expectation, value);
+    return false;
+  }
+  return list as string[];
+}
+
+/** An IP address, an address/prefix-length, an IPv4 address/netmask, or one of proxy-addr's names. */
+export function isProxyAddress(text: string): boolean {
+  if (PROXY_NAMES.includes(text)) return true;
+  const [addr, range, ...rest] = text.split('/');
+  if (rest.length || !addr) return false;
+  const family = net.isIP(addr);
+  if (family === 0) return false;
+  if (range === undefined) return true;
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (family === 4 ? 32 : 128);
+  return family === 4 && net.isIPv4(range);
 }

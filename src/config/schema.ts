@@ -1,10 +1,10 @@
 // The configuration model: every key, its default, and how it is validated.
-// parseConfig is pure: raw YAML data in, a frozen Config (or every problem) out.
+// parseConfig turns raw YAML data into a frozen Config (or every problem); it reads nothing but a configured caFile (to report an unreadable one at check time).
 // The example config in etc/qemu-web-desktop/config.example.yml documents the
 // same keys; keep both in step.
 import path from 'node:path';
 import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './guest.js';
-import { parseAuthConfig, type AuthConfig } from './auth.js';
+import { parseAuthConfig, readTrustProxy, type AuthConfig, type TrustProxy } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,
@@ -21,7 +21,8 @@ export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   /** Base URL used in share links and QR codes; null = derived from each request. */
   readonly publicUrl: string | null;
-  readonly trustProxy: boolean;
+  /** Which reverse proxies may set X-Forwarded-* (see readTrustProxy in auth.ts). */
+  readonly trustProxy: TrustProxy;
   readonly stateDir: string;
   readonly runDir: string;
   readonly machinesDir: string;
@@ -266,7 +267,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     source: file,
     listen,
     publicUrl: publicUrl ? publicUrl.replace(/\/+$/, '') : null,
-    trustProxy: readBool(p, top, 'trustProxy', false),
+    trustProxy: readTrustProxy(p, top),
     stateDir,
     runDir,
     machinesDir: resolve(readString(p, top, 'machinesDir', 'machines')),

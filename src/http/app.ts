@@ -15,10 +15,10 @@ import type { LinkKind, SessionRow } from '../store/session-rows.js';
 import { INSTALL_DIR } from '../config/load.js';
 import { errorHandler } from './error-handler.js';
 import { SqliteWebSessionStore } from './web-session-store.js';
-import { endedPage, errorPage, formPage, loginPage, managePage, notFoundPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
+import { REVOKED_LINK_MESSAGE, endedPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
-import { canManage, csrfProtect, csrfToken, identify } from './security.js';
+import { canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
 import { issueViewerTicket } from '../bridge/viewer-ticket.js';
 import type { PageContext } from './html.js';
 
@@ -44,7 +44,9 @@ export function createApp(deps: AppDeps): express.Express {
   const { config, manager, catalog, log, auth } = deps;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', config.trustProxy);
+  // A hop count or a list of proxy addresses, never `true` (see readTrustProxy): a copy,
+  // as the config is frozen.
+  app.set('trust proxy', Array.isArray(config.trustProxy) ? [...config.trustProxy] : config.trustProxy);
   app.use(helmet({
     contentSecurityPolicy: {
       directives: {
@@ -87,7 +89,7 @@ export function createApp(deps: AppDeps): express.Express {
     res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
     return true;
   };
-  const safeNext = (next: unknown) => (typeof next === 'string' && /^\/(?!\/)[^\s]*$/.test(next) ? next : '/');
+  const safeNext = safeRedirectPath;
 
   const base = (req: Request) => config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
   const links = (req: Request, row: SessionRow): SessionLinks => {
@@ -107,7 +109,8 @@ export function createApp(deps: AppDeps): express.Express {
   const liveSession = (req: Request, res: Response): { row: SessionRow; access: LinkKind } | null => {
     const found = manager.lookupToken(req.params.token);
     if (found.kind === 'live') return found;
-    if (found.kind === 'ended') res.status(410).type('html').send(endedPage(describeReason(found.ended.reason), found.ended.endedAt));
+    // A revoked link's desktop may still run: it is not said to have ended.
+    if (found.kind === 'ended') res.status(410).type('html').send(found.ended.reason === 'revoked' ? revokedPage() : endedPage(describeReason(found.ended.reason), found.ended.endedAt));
     else res.status(404).type('html').send(notFoundPage());
     return null;
   };
@@ -403,6 +406,7 @@ export function createApp(deps: AppDeps): express.Express {
 function apiSession(manager: SessionManager, token: string | string[] | undefined): { row: SessionRow; access: LinkKind } {
   const found = manager.lookupToken(token);
   if (found.kind === 'live') return found;
+  if (found.kind === 'ended' && found.ended.reason === 'revoked') throw new QwdError('QWD_SESSION_ENDED', `session ${found.ended.sessionId}: this link was revoked`, { userMessage: REVOKED_LINK_MESSAGE });
   if (found.kind === 'ended') throw new QwdError('QWD_SESSION_ENDED', `session ${found.ended.sessionId} ended: ${found.ended.reason}`, { userMessage: `This desktop has ended (${describeReason(found.ended.reason)}).` });
   throw new QwdError('QWD_SESSION_NOT_FOUND', 'unknown session token', { userMessage: 'No desktop has this token.' });
 }
@@ -447,8 +451,6 @@ export function describeReason(reason: string): string {
       return 'its life-time ran out';
     case 'stopping':
       return 'it is being stopped';
-    case 'revoked':
-      return 'this link was revoked by the owner of the desktop';
     default:
       return reason;
   }

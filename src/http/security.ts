@@ -94,6 +94,28 @@ export function csrfProtect(req: Request, _res: Response, next: NextFunction): v
 }
 
 /**
+ * Where to send the browser after a login: `next` when it is a path on this
+ * site, else "/". Browsers read `\` as `/` and drop tabs and newlines inside
+ * URLs (WHATWG URL: "special" schemes), so `/\evil.com` and `/\t/evil.com`
+ * are both `//evil.com` to them: a network-path reference to another host.
+ * Accept only one leading `/`, no backslash, no control or space characters,
+ * and a path that resolves against a dummy origin without leaving it.
+ */
+export function safeRedirectPath(next: unknown): string {
+  if (typeof next !== 'string' || next.length === 0 || next.length > 2048) return '/';
+  if (!next.startsWith('/') || next.startsWith('//')) return '/';
+  // \s covers the Unicode spaces too; \p{Cc} every C0/C1 control character.
+  if (/[\\\s\p{Cc}]/u.test(next)) return '/';
+  try {
+    if (new URL(next, 'http://x').origin !== 'http://x') return '/';
+  } catch {
+    // Not parseable as a URL reference at all: not a place to send anyone.
+    return '/';
+  }
+  return next;
+}
+
+/**
  * May this request stop, extend or re-link this desktop? With real
  * authentication: its owner or an admin. With auth "none" nothing proves a
  * name, so holding the control link (or having created it in this browser) is

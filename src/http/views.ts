@@ -30,7 +30,10 @@ export interface Availability {
   /** null: a cluster scheduler decides (desktops that do not fit wait in its queue). */
   cpus: number | null;
   memoryMiB: number | null;
+  /** GPUs free now. */
   gpus: number;
+  /** GPUs this service can pass through, free or held (absent: as many as are free); 0: the GPU option is not offered. */
+  gpusUsable?: number;
 }
 
 export function formPage(ctx: PageContext, machines: Machine[], config: Config, values: FormValues = {}, error?: string, free?: Availability): string {
@@ -61,12 +64,13 @@ ${machines.length === 0
   </div>
   ${ctx.identity ? html`<p>Desktop for <strong>${ctx.identity.user}</strong>.</p>` : html`<label>Your name <input type="text" name="user" maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9._@+\\-]{0,63}" value="${values.user ?? ''}" autocomplete="username" required></label>`}
   <label>E-mail for end-of-life warnings <small class="muted">(optional)</small> <input type="email" name="email" maxlength="254" value="${values.email ?? ''}" autocomplete="email"></label>
-  ${free && free.gpus > 0 ? html`<label class="check gpu"><input type="checkbox" name="gpus" value="1" ${values.gpus ? html`checked` : ''}> GPU (${free.gpus} free${config.gpu.machines ? `; for ${config.gpu.machines.join(', ')}` : ''})</label>` : ''}
+  ${free && free.gpus > 0 ? html`<label class="check gpu"><input type="checkbox" name="gpus" value="1" ${values.gpus ? html`checked` : ''}> GPU (${free.gpus} free${config.gpu.machines ? `; for ${config.gpu.machines.join(', ')}` : ''})</label>`
+    : free && (free.gpusUsable ?? 0) > 0 ? html`<label class="check gpu"><input type="checkbox" name="gpus" value="1" disabled> GPU (0 free: all ${free.gpusUsable} in use; try again later)</label>` : ''}
   <label class="check"><input type="checkbox" name="oneShot" ${oneShot ? html`checked` : ''}> One-shot: end the desktop when its last viewer leaves</label>
   ${machines.some((m) => m.bootScripts.allowUserScripts) ? html`<label>Boot script <small class="muted">(run as root at first boot; only for ${machines.filter((m) => m.bootScripts.allowUserScripts).map((m) => m.name).join(', ')}; @USER@ @SESSION_NAME@ @VM@ are replaced)</small>
     <textarea name="script" rows="4" maxlength="65536" spellcheck="false"></textarea></label>` : ''}
   ${ctx.open ? html`<p class="hint">Anyone may type any name here: the name labels your desktop, it does not protect it. Keep the link you get private.</p>` : ''}
-  ${free && free.cpus !== null ? html`<p class="hint availability">Free now on this server: ${free.sessions} desktop${free.sessions === 1 ? '' : 's'}, ${free.cpus} CPU${free.cpus === 1 ? '' : 's'}, ${free.memoryMiB} MiB${free.gpus ? `, ${free.gpus} GPU${free.gpus === 1 ? '' : 's'}` : ''}.</p>` : ''}
+  ${free && free.cpus !== null ? html`<p class="hint availability">Free now on this server: ${free.sessions} desktop${free.sessions === 1 ? '' : 's'}, ${free.cpus} CPU${free.cpus === 1 ? '' : 's'}, ${free.memoryMiB} MiB${free.gpus || free.gpusUsable ? `, ${free.gpus} GPU${free.gpus === 1 ? '' : 's'}` : ''}.</p>` : ''}
   ${free && free.cpus === null ? html`<p class="hint availability">Desktops run on the cluster's compute nodes: when none is free, yours waits in the queue and starts by itself. ${free.sessions} more desktop${free.sessions === 1 ? '' : 's'} may be started on this service now.</p>` : ''}
   <button type="submit" class="primary">Create</button>
 </form>`}
@@ -100,7 +104,7 @@ export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLin
   const waiting = row.state !== 'running';
   const body = html`
 <h1>Your desktop <small class="muted">${row.machine}</small></h1>
-<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.token}" data-warn-before="${config.sessions.warnBeforeS.join(',')}" data-state="${row.state}">
+<section class="session" data-expires-at="${row.expiresAt}" data-server-now="${now}" data-api="/api/v1/sessions/${row.token}" data-warn-before="${config.sessions.warnBeforeS.join(',')}" data-state="${row.state}">
   <p class="warning" hidden role="alert"></p>
   ${waiting ? html`<p class="queued" role="status">Your desktop is <strong class="queue-text">${queueText(queue)}</strong>. This page moves on by itself when it is ready; you can close it and come back with the link.</p>` : html`<p><a class="button primary big" href="${links.viewer}" target="_blank" rel="noopener">Connect</a></p>`}
   <dl>
@@ -140,7 +144,7 @@ export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLin
 export function viewOnlyPage(row: SessionRow, links: SessionLinks, config: Config, now: number): string {
   const body = html`
 <h1>Desktop <small class="muted">${row.machine}, view-only</small></h1>
-<section class="session" data-expires-at="${row.expiresAt}" data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
+<section class="session" data-expires-at="${row.expiresAt}" data-server-now="${now}" data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
   <p class="warning" hidden role="alert"></p>
   <p><a class="button primary big" href="${links.viewViewer}" target="_blank" rel="noopener">Watch</a></p>
   <p>This link lets you watch the desktop; keyboard and mouse are not passed on.</p>
@@ -149,6 +153,13 @@ export function viewOnlyPage(row: SessionRow, links: SessionLinks, config: Confi
   </dl>
 </section>`;
   return layout('Desktop (view-only)', body, { scripts: ['/static/session.js'] });
+}
+
+/** What a revoked link answers (page, API, viewer): the desktop itself may well go on running. */
+export const REVOKED_LINK_MESSAGE = 'This link was revoked by the owner of the desktop; ask them for a new one.';
+
+export function revokedPage(): string {
+  return layout('Link revoked', html`<h1>This link was revoked</h1><p>${REVOKED_LINK_MESSAGE}</p><p><a class="button" href="/">Start a new desktop</a></p>`);
 }
 
 export function endedPage(reason: string, endedAt: number): string {
@@ -185,7 +196,8 @@ ${admin && rows.length ? html`<form method="post" action="/admin/stop-all" class
   return layout(admin ? 'All desktops' : 'My desktops', body, { scripts: ['/static/session.js'], ctx });
 }
 
-export function viewerPage(token: string, expiresAt: number, access: 'control' | 'view', warnBeforeS: readonly number[], ticket: string | null = null): string {
+/** `now`: the server's clock, which the viewer counts down on (the browser's may be off by minutes). */
+export function viewerPage(token: string, expiresAt: number, access: 'control' | 'view', warnBeforeS: readonly number[], ticket: string | null = null, now = Date.now()): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -197,7 +209,7 @@ export function viewerPage(token: string, expiresAt: number, access: 'control' |
 <script type="module" src="/static/viewer.js"></script>
 </head>
 <body>
-<div id="status" class="status" data-token="${esc(token)}" data-expires-at="${esc(expiresAt)}" data-access="${esc(access)}" data-warn-before="${esc(warnBeforeS.join(','))}" data-ticket="${esc(ticket ?? '')}" role="status">Connecting…</div>
+<div id="status" class="status" data-token="${esc(token)}" data-expires-at="${esc(expiresAt)}" data-server-now="${esc(now)}" data-access="${esc(access)}" data-warn-before="${esc(warnBeforeS.join(','))}" data-ticket="${esc(ticket ?? '')}" role="status">Connecting…</div>
 <div id="others" class="others" hidden></div>
 <div id="screen"></div>
 </body>

@@ -114,7 +114,7 @@ export class SessionManager extends EventEmitter {
       // A unit is taken when any of its functions is claimed (an IOMMU group is never shared).
       const free = freeGpus(usableGpus, rows.claimedGpuFunctions());
       const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
-      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length });
+      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length, gpusUsable: this.nodeGpus() || usableGpus.length });
       if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
       rows.insert(row);
       claimed = free.slice(0, request.gpus);
@@ -181,12 +181,16 @@ export class SessionManager extends EventEmitter {
   }
 
   private async launched(row: SessionRow, handle: VmHandle): Promise<SessionRow> {
-    const { launcher, rows, log } = this.deps;
+    const { rows, log } = this.deps;
     const current = rows.byId(row.id);
     if (!current || (current.state !== 'starting' && current.state !== 'queued')) {
       // Stopped while starting: finish the stop now that there is a VM to stop.
-      await launcher.stop(handle);
-      await this.postStop({ ...row, handle, state: 'stopping' }, 'stopped');
+      // postStop runs even when the VM cannot be stopped (reported by stopVm).
+      try {
+        await this.stopVm(row.id, handle);
+      } finally {
+        await this.postStop({ ...row, handle, state: 'stopping' }, 'stopped');
+      }
       throw new QwdError('QWD_SESSION_ENDED', `session ${row.id} was stopped while starting`, { userMessage: 'This desktop was stopped while it was starting.' });
     }
     const running: SessionRow = { ...current, handle, state: this.transition(current, 'launched', { handle }) };
@@ -225,8 +229,9 @@ export class SessionManager extends EventEmitter {
   /** What one more desktop could get right now (the form shows it). */
   availability() {
     const r = this.reserved('', '');
-    const gpusFree = this.nodeGpus() || freeGpus(this.deps.discoverGpus?.() ?? [], this.deps.rows.claimedGpuFunctions()).length;
-    return availability(r, this.deps.config.limits, this.hostCapacity(), gpusFree);
+    const gpus = this.deps.discoverGpus?.() ?? [];
+    const gpusFree = this.nodeGpus() || freeGpus(gpus, this.deps.rows.claimedGpuFunctions()).length;
+    return availability(r, this.deps.config.limits, this.hostCapacity(), gpusFree, this.nodeGpus() || gpus.filter((g) => g.usable).length);
   }
 
   /** GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any. */
@@ -370,24 +375,48 @@ export class SessionManager extends EventEmitter {
       if (row.state === 'starting' || row.state === 'queued') {
         this.transition(row, 'stop-requested');
         this.emit('ending', { id, reason } satisfies EndedEvent);
-        // A queued VM may wait for hours: cancel it now (its awaited start then fails).
-        if (row.state === 'queued' && row.handle) await this.deps.launcher.stop(row.handle as VmHandle);
-        // Otherwise launch() sees 'stopping' when the VM is up, stops it and cleans up.
-        if (starting) await starting.catch(() => {});
-        const left = this.deps.rows.byId(id);
-        if (left) await this.postStop(left, reason); // a failed or foreign start leaves it to us
+        try {
+          // A queued VM may wait for hours: cancel it now (its awaited start then fails).
+          // A cancel that fails (scancel refused) is reported by stopVm and not waited on.
+          if (row.state === 'queued' && row.handle) await this.stopVm(id, row.handle as VmHandle);
+          // Otherwise launch() sees 'stopping' when the VM is up, stops it and cleans up.
+          if (starting) await starting.catch(() => {});
+        } finally {
+          const left = this.deps.rows.byId(id);
+          if (left) await this.postStop(left, reason); // a failed or foreign start leaves it to us
+        }
         return;
       }
       if (row.state === 'running') this.transition(row, 'stop-requested');
       this.emit('ending', { id, reason } satisfies EndedEvent);
       this.watchers.get(id)?.();
       this.watchers.delete(id);
-      if (row.handle) {
-        const outcome = await this.deps.launcher.stop(row.handle as VmHandle);
-        this.deps.log.info({ sessionId: id, outcome }, 'qemu stopped');
+      // House rule: stop escalates, then postStop always runs and releases
+      // everything (row, run dir, GPU claim, viewers), even when the launcher
+      // could not stop the VM; that failure still reaches the caller.
+      try {
+        if (row.handle) await this.stopVm(id, row.handle as VmHandle);
+      } finally {
+        await this.postStop(row, reason);
       }
-      await this.postStop(row, reason);
     });
+  }
+
+  /**
+   * The launcher's stop (ask → SIGTERM → SIGKILL, or scancel). A VM that could
+   * not be stopped (survived SIGKILL, scancel refused) is logged as an error and
+   * audited as 'stop-failed' with its handle, so an operator can find it; the
+   * error is rethrown for the caller, whose finally still runs postStop.
+   */
+  private async stopVm(id: string, handle: VmHandle): Promise<void> {
+    try {
+      const outcome = await this.deps.launcher.stop(handle);
+      this.deps.log.info({ sessionId: id, outcome }, 'qemu stopped');
+    } catch (err) {
+      this.deps.log.error({ sessionId: id, handle, err }, 'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host');
+      this.deps.rows.audit(id, 'stop-failed', { error: (err as Error).message, handle }, this.now());
+      throw err;
+    }
   }
 
   private runStop(id: string, work: () => Promise<void>): Promise<void> {
@@ -542,10 +571,11 @@ export class SessionManager extends EventEmitter {
             '',
             `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} minute${minutes === 1 ? '' : 's'}).`,
             'Save your work before then: the virtual machine and its disk are deleted at the end.',
-            link ? `You can extend it (up to the maximum life-time) from its page: ${link}` : '',
+            // No link (no public address configured): the line is left out; the '' lines are blank lines.
+            link ? `You can extend it (up to the maximum life-time) from its page: ${link}` : null,
             '',
             '-- qemu-web-desktop',
-          ].filter((l) => l !== null).join('\n'),
+          ].filter((l): l is string => l !== null).join('\n'),
         });
         store.setWarned(row.id, w.beforeS);
         store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, this.now());

@@ -12,7 +12,7 @@ const host: HostLoad = { cpus: 4, totalMemoryMiB: 9000, availableMemoryMiB: 8000
 const none: Reserved = { sessions: 0, cpus: 0, memoryMiB: 0, gpuMemoryMiB: 0, sessionsOfUser: 0, cpusOfUser: 0, memoryMiBOfUser: 0, gpusOfUser: 0, sessionsOfMachine: 0 };
 const req: AdmissionRequest = { user: 'u', cpus: 1, memoryMiB: 1000, gpus: 0, machine: { name: 'demo', maxSessions: null } };
 
-type Row = [string, Partial<Reserved>, Partial<AdmissionRequest>, Partial<HostLoad> & { gpusFree?: number; memoryOvercommit?: number }, null | { status: number; limit: string; message: RegExp }];
+type Row = [string, Partial<Reserved>, Partial<AdmissionRequest>, Partial<HostLoad> & { gpusFree?: number; gpusUsable?: number; memoryOvercommit?: number }, null | { status: number; limit: string; message: RegExp }];
 const table: Row[] = [
   ['an empty host admits', {}, {}, {}, null],
   // sessions per user: limit 2
@@ -51,7 +51,12 @@ const table: Row[] = [
   ['running GPU guests are not overcommitted for the others either', { memoryMiB: 6000, gpuMemoryMiB: 6000 }, { memoryMiB: 4001 }, { memoryOvercommit: 2, availableMemoryMiB: 9000 }, { status: 503, limit: 'memory', message: /Only 4000 MiB/ }],
   ['running GPU guests: the rest of the host is still overcommitted', { memoryMiB: 6000, gpuMemoryMiB: 6000 }, { memoryMiB: 4000 }, { memoryOvercommit: 2, availableMemoryMiB: 9000 }, null],
   // GPUs free
-  ['GPUs: none free refuses', {}, { gpus: 1 }, { gpusFree: 0 }, { status: 503, limit: 'gpu', message: /No GPU is free/ }],
+  // GPUs free (gpusUsable: 2 usable on this host unless a row says otherwise)
+  ['GPUs: one free of two admits', {}, { gpus: 1 }, { gpusFree: 1 }, null],
+  ['GPUs: none free of two (all held) refuses for now', {}, { gpus: 1 }, { gpusFree: 0 }, { status: 503, limit: 'gpu', message: /^No GPU is free right now\. Start the desktop without a GPU, or try again later\.$/ }],
+  ['GPUs: none free of one (held) refuses for now', {}, { gpus: 1 }, { gpusFree: 0, gpusUsable: 1 }, { status: 503, limit: 'gpu', message: /^No GPU is free right now/ }],
+  ['GPUs: no usable GPU at all says GPUs are not offered, not "try again later"', {}, { gpus: 1 }, { gpusFree: 0, gpusUsable: 0 }, { status: 503, limit: 'gpu', message: /^GPUs are not offered on this server: it has no GPU ready for passthrough\. Start the desktop without a GPU\.$/ }],
+  ['GPUs: no usable GPU does not matter without a GPU request', {}, {}, { gpusFree: 0, gpusUsable: 0 }, null],
   ['GPUs: asking two with one free', {}, { gpus: 2 }, { gpusFree: 1 }, { status: 429, limit: 'maxGpusPerUser', message: /GPU/ }],
   // load
   ['load: at the limit admits', {}, {}, { load1: 8 }, null],
@@ -60,10 +65,10 @@ const table: Row[] = [
 
 for (const [title, reserved, request, env, expected] of table) {
   test(`admission: ${title}`, (t) => {
-    const { gpusFree = 0, memoryOvercommit, ...load } = env;
+    const { gpusFree = 0, gpusUsable = 2, memoryOvercommit, ...load } = env;
     const decision = decideAdmission({
       request: { ...req, ...request }, reserved: { ...none, ...reserved },
-      limits: { ...limits, ...(memoryOvercommit ? { memoryOvercommit } : {}) }, host: { ...host, ...load }, gpusFree,
+      limits: { ...limits, ...(memoryOvercommit ? { memoryOvercommit } : {}) }, host: { ...host, ...load }, gpusFree, gpusUsable,
     });
     if (!expected) return t.deepEqual(decision, { admit: true });
     t.false(decision.admit);
@@ -75,28 +80,30 @@ for (const [title, reserved, request, env, expected] of table) {
 }
 
 test('GPUs: two free, two asked, within the per-user limit', (t) => {
-  t.true(decideAdmission({ request: { ...req, gpus: 2 }, reserved: none, limits: { ...limits, maxGpusPerUser: 2 }, host, gpusFree: 2 }).admit);
-  const one = decideAdmission({ request: { ...req, gpus: 2 }, reserved: none, limits: { ...limits, maxGpusPerUser: 2 }, host, gpusFree: 1 });
+  t.true(decideAdmission({ request: { ...req, gpus: 2 }, reserved: none, limits: { ...limits, maxGpusPerUser: 2 }, host, gpusFree: 2, gpusUsable: 2 }).admit);
+  const one = decideAdmission({ request: { ...req, gpus: 2 }, reserved: none, limits: { ...limits, maxGpusPerUser: 2 }, host, gpusFree: 1, gpusUsable: 2 });
   t.false(one.admit);
   if (!one.admit) t.regex(one.message, /Only 1 GPU is free; ask for 1 or fewer/);
 });
 
 test('cpu overcommit multiplies the host CPUs', (t) => {
-  const decision = decideAdmission({ request: { ...req, cpus: 8 }, reserved: none, limits: { ...limits, cpuOvercommit: 2, maxCpusPerUser: 8 }, host, gpusFree: 0 });
+  const decision = decideAdmission({ request: { ...req, cpus: 8 }, reserved: none, limits: { ...limits, cpuOvercommit: 2, maxCpusPerUser: 8 }, host, gpusFree: 0, gpusUsable: 0 });
   t.true(decision.admit);
 });
 
 test('availability for the form', (t) => {
-  t.deepEqual(availability({ sessions: 1, cpus: 3, memoryMiB: 2000 }, limits, host, 1), { sessions: 2, cpus: 1, memoryMiB: 6000, gpus: 1 });
+  t.deepEqual(availability({ sessions: 1, cpus: 3, memoryMiB: 2000 }, limits, host, 1), { sessions: 2, cpus: 1, memoryMiB: 6000, gpus: 1, gpusUsable: 1 });
+  // All GPUs held: 0 free of 2 (the form shows the option disabled), not "no GPU here".
+  t.like(availability({ sessions: 1, cpus: 3, memoryMiB: 2000 }, limits, host, 0, 2), { gpus: 0, gpusUsable: 2 });
 });
 
 test('under a cluster scheduler (host null) this host\'s size and load do not refuse; the service\'s own limits still do', (t) => {
-  const busy = { request: { ...req, cpus: 64, memoryMiB: 1000 }, reserved: { ...none, cpus: 500, memoryMiB: 100000 }, limits: { ...limits, maxCpusPerUser: 100 }, gpusFree: 0 };
+  const busy = { request: { ...req, cpus: 64, memoryMiB: 1000 }, reserved: { ...none, cpus: 500, memoryMiB: 100000 }, limits: { ...limits, maxCpusPerUser: 100 }, gpusFree: 0, gpusUsable: 0 };
   t.deepEqual(decideAdmission({ ...busy, host: null }), { admit: true });
   t.like(decideAdmission({ ...busy, host: { ...host, load1: 100 } }), { admit: false, limit: 'cpu' });
   t.like(decideAdmission({ ...busy, host: null, reserved: { ...busy.reserved, sessions: 3 } }), { admit: false, limit: 'maxSessions' });
   t.like(decideAdmission({ ...busy, host: null, request: { ...busy.request, gpus: 1 } }), { admit: false, limit: 'gpu' });
-  t.deepEqual(availability({ sessions: 1, cpus: 9, memoryMiB: 9 }, limits, null, 0), { sessions: 2, cpus: null, memoryMiB: null, gpus: 0 });
+  t.deepEqual(availability({ sessions: 1, cpus: 9, memoryMiB: 9 }, limits, null, 0), { sessions: 2, cpus: null, memoryMiB: null, gpus: 0, gpusUsable: 0 });
 });
 
 const row = (state: HeldSession['state'], owner = 'u', machine = 'demo', extra: Partial<HeldSession> = {}): HeldSession => ({ state, owner, machine, cpus: 2, memoryMiB: 1000, gpus: 0, ...extra });
@@ -124,7 +131,7 @@ const queuedTable: QueuedRow[] = [
 for (const [title, sessions, request, limit] of queuedTable) {
   test(`queued: ${title}`, (t) => {
     const r = { ...req, ...request };
-    const decision = decideAdmission({ request: r, reserved: reservedBy(sessions, r.user, r.machine.name), limits, host: null, gpusFree: 0 });
+    const decision = decideAdmission({ request: r, reserved: reservedBy(sessions, r.user, r.machine.name), limits, host: null, gpusFree: 0, gpusUsable: 0 });
     if (limit === null) return t.deepEqual(decision, { admit: true });
     t.like(decision, { admit: false, limit });
   });
@@ -132,7 +139,7 @@ for (const [title, sessions, request, limit] of queuedTable) {
 
 test('queued sessions do not take this host\'s CPUs or memory', (t) => {
   const sessions = [row('queued', 'a', 'demo', { cpus: 4, memoryMiB: 8000 })];
-  t.deepEqual(decideAdmission({ request: { ...req, cpus: 3 }, reserved: reservedBy(sessions, 'u', 'demo'), limits, host, gpusFree: 0 }), { admit: true });
+  t.deepEqual(decideAdmission({ request: { ...req, cpus: 3 }, reserved: reservedBy(sessions, 'u', 'demo'), limits, host, gpusFree: 0, gpusUsable: 0 }), { admit: true });
 });
 
 test('memory free: GPU guests count at 1x, other guests at 1/overcommit', (t) => {

@@ -26,7 +26,7 @@ const GROUPS = [{ cn: 'desktop-admins', members: ['alice'] }, { cn: 'physics', m
 
 function ldapConfig(server: LdapServer, over: Partial<LdapBackendConfig> = {}): LdapBackendConfig {
   return {
-    type: 'ldap', name: 'ldap', url: server.url, startTls: true, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword,
+    type: 'ldap', name: 'ldap', url: server.url, startTls: true, allowCleartext: false, caFile: server.caFile, bindDn: server.serviceDn, bindPassword: server.servicePassword,
     baseDn: server.peopleDn, filter: '(uid={user})', userDnTemplate: null, userAttribute: 'uid', mailAttribute: 'mail',
     adminGroupDn: `cn=desktop-admins,${server.groupsDn}`, timeoutMs: 3000, groupBaseDn: null, memberOfAttribute: null, ...over,
   };
@@ -231,7 +231,7 @@ test('chained through the form: LDAP down, then IMAP accepts; a wrong password i
   const mail = await startDovecot(t, [{ user: 'erin', password: 'erin-Secret-3' }]);
   const port = await closedPort();
   const setup = makeSetup(t, { auth: { backends: [
-    { type: 'ldap', url: `ldap://127.0.0.1:${port}`, baseDn: 'dc=example,dc=org', timeoutMs: 1000 },
+    { type: 'ldap', url: `ldap://127.0.0.1:${port}`, startTls: true, baseDn: 'dc=example,dc=org', timeoutMs: 1000 },
     { type: 'imap', host: '127.0.0.1', port: mail.imapPort, secure: false, caFile: mail.caFile },
   ] } });
   const broker = await startTestBroker(t, setup.config);
@@ -245,4 +245,55 @@ test('chained through the form: LDAP down, then IMAP accepts; a wrong password i
   const wrong = await c.post('/login', { user: 'erin', password: 'not-it' });
   t.is(wrong.status, 401);
   t.regex(wrong.text, /Invalid user name or password/);
+});
+
+/**
+ * A server that accepts TCP connections and never sends a byte (a hung
+ * daemon, a firewall that lets the SYN through): a real socket, not a mock.
+ * Closed, with every connection it took, in teardown.
+ */
+async function startSilentServer(t: import('ava').ExecutionContext): Promise<{ port: number; connections: () => number }> {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  let accepted = 0;
+  const server = net.createServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => {
+      // The client gave up (timeout): expected, nothing to do.
+    });
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    server.close(() => resolve());
+  }));
+  return { port: (server.address() as import('node:net').AddressInfo).port, connections: () => accepted };
+}
+
+test('a server that accepts TCP but never answers is "unavailable" within the backend timeout (LDAP, LDAPS, IMAP, IMAPS, SMTP, SMTPS)', async (t) => {
+  const silent = await startSilentServer(t);
+  const timeoutMs = 1000;
+  const ldap = (url: string, startTls: boolean): LdapBackendConfig => ({
+    type: 'ldap', name: 'ldap', url, startTls, allowCleartext: false, caFile: null, bindDn: null, bindPassword: null, baseDn: 'dc=example,dc=org', filter: '(uid={user})',
+    userDnTemplate: null, userAttribute: 'uid', mailAttribute: 'mail', adminGroupDn: null, timeoutMs, groupBaseDn: null, memberOfAttribute: null,
+  });
+  const cases: Array<[string, ReturnType<typeof ldapBackend>]> = [
+    ['ldap + StartTLS', ldapBackend(ldap(`ldap://127.0.0.1:${silent.port}`, true))],
+    ['ldaps', ldapBackend(ldap(`ldaps://127.0.0.1:${silent.port}`, false))],
+    ['imap + STARTTLS', imapBackend({ type: 'imap', name: 'imap', host: '127.0.0.1', port: silent.port, secure: false, caFile: null, timeoutMs, emailDomain: null })],
+    ['imaps', imapBackend({ type: 'imap', name: 'imaps', host: '127.0.0.1', port: silent.port, secure: true, caFile: null, timeoutMs, emailDomain: null })],
+    ['smtp + STARTTLS', smtpBackend({ type: 'smtp', name: 'smtp', host: '127.0.0.1', port: silent.port, secure: false, caFile: null, timeoutMs, emailDomain: null })],
+    ['smtps', smtpBackend({ type: 'smtp', name: 'smtps', host: '127.0.0.1', port: silent.port, secure: true, caFile: null, timeoutMs, emailDomain: null })],
+  ];
+  for (const [what, backend] of cases) {
+    const before = silent.connections();
+    const started = Date.now();
+    const result = await backend.authenticate!('alice', 'alice-Secret-4711');
+    const tookMs = Date.now() - started;
+    t.like(result, { ok: false, reason: 'unavailable' }, what);
+    t.true(silent.connections() > before, `${what}: it did connect`);
+    t.true(tookMs >= timeoutMs * 0.9 && tookMs < timeoutMs + 1500, `${what}: gave up after ${tookMs} ms (timeout ${timeoutMs} ms)`);
+  }
 });

@@ -87,7 +87,7 @@ test('a config with an e-mail backend but no publicUrl is refused, naming the ke
   const { config, problems } = parseConfig(raw, '/etc/qwd/cfg.yml', '/etc/qwd');
   t.is(config, null);
   t.true(problems.some((p) => /cfg\.yml: publicUrl is required when auth\.backends has an "email" backend/.test(p) && /Host header/.test(p)), problems.join('\n'));
-  t.truthy(parseConfig({ ...raw, publicUrl: PUBLIC_URL }, '/etc/qwd/cfg.yml', '/etc/qwd').config, 'with publicUrl it is accepted');
+  t.truthy(parseConfig({ ...raw, publicUrl: PUBLIC_URL, mail: { smtpHost: '127.0.0.1' } }, '/etc/qwd/cfg.yml', '/etc/qwd').config, 'with publicUrl (and mail.smtpHost) it is accepted');
 });
 
 /** One raw HTTP request with a Host header of our choosing (fetch would not let us forge it). */

@@ -28,3 +28,24 @@ test('a spray of distinct names does not grow memory without bound', (t) => {
   limiter.fail(['user:last']);
   t.is((limiter as unknown as { failures: Map<string, number[]> }).failures.size, 1);
 });
+
+test('an admitted attempt counts at once, so concurrent attempts beyond the limit are refused; forgiving takes it back', (t) => {
+  let now = 1000;
+  const limiter = new LoginRateLimiter(3, 60, () => now);
+  const keys = ['ip:1.2.3.4', 'user:ada'];
+  const admitted = [limiter.admit(keys), limiter.admit(keys), limiter.admit(keys)];
+  t.true(admitted.every((a) => a.admitted), 'three in flight, none finished');
+  t.deepEqual(limiter.admit(keys), { admitted: false, retryAfterS: 60 }, 'the fourth waits though no failure was recorded yet');
+  now = 2000;
+  const first = admitted[0]!;
+  if (first.admitted) limiter.forgive(first.attempt);
+  t.true(limiter.admit(keys).admitted, 'a forgiven attempt (success, or backend down) frees its place');
+  t.false(limiter.admit(keys).admitted);
+  const other = limiter.admit(['ip:5.6.7.8', 'user:bob']);
+  t.true(other.admitted, 'other keys are not affected');
+  if (other.admitted) {
+    limiter.forgive(other.attempt);
+    limiter.forgive(other.attempt);
+  }
+  t.is(limiter.retryAfterS(['ip:5.6.7.8', 'user:bob']), 0, 'forgiving twice is harmless');
+});

@@ -199,9 +199,44 @@ test('API tokens issued by qwdctl work without cookies or CSRF, act as their use
   t.regex((await after.json()).error.message, /not valid/);
 });
 
+test('an API token follows its local account: admin off takes its admin rights, users del deletes it', async (t) => {
+  const setup = await localSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const c = ['--config', setup.configFile];
+  const issue = async (user: string, admin: boolean) => JSON.parse((await qwdctl([...c, 'tokens', 'issue', user, ...(admin ? ['--admin'] : []), '--json'])).stdout) as { id: string; token: string };
+  const rootToken = await issue('root', true);
+  const bobToken = await issue('bob', false);
+  const call = (token: string, method = 'GET', body?: unknown) => fetch(`${broker.url}/api/v1/sessions`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  t.is((await call(bobToken.token, 'POST', { machine: 'blank' })).status, 201, 'bob makes a desktop');
+  t.is(((await (await call(rootToken.token)).json()) as unknown[]).length, 1, 'the admin token sees every desktop');
+
+  t.is((await qwdctl([...c, 'users', 'admin', 'root', 'off'])).code, 0);
+  const demoted = await call(rootToken.token);
+  t.is(demoted.status, 200, 'still root, no longer an admin');
+  t.is(((await demoted.json()) as unknown[]).length, 0, 'root now sees only his own desktops');
+  t.is((await qwdctl([...c, 'users', 'admin', 'root', 'on'])).code, 0);
+  t.is(((await (await call(rootToken.token)).json()) as unknown[]).length, 1, 'admin again');
+
+  const del = await qwdctl([...c, 'users', 'del', 'bob']);
+  t.is(del.code, 0, del.stderr);
+  t.regex(del.stdout, /deleted user bob and its 1 API token/);
+  const gone = await call(bobToken.token);
+  t.is(gone.status, 401, 'a deleted account\'s token is refused');
+  t.regex(((await gone.json()) as { error: { message: string } }).error.message, /not valid/);
+  const listed = JSON.parse((await qwdctl([...c, 'tokens', 'list', '--json'])).stdout) as Array<{ user: string }>;
+  t.deepEqual(listed.map((k) => k.user), ['root'], 'bob\'s token was deleted with him');
+
+  // A token whose row outlived its account (made before tokens were deleted with it) is refused too.
+  const db = new Database(path.join(setup.stateDir, 'qwd.sqlite'));
+  t.teardown(() => db.close());
+  const orphan = await issue('alice', false);
+  db.prepare('DELETE FROM users WHERE name = ?').run('alice');
+  t.is((await call(orphan.token)).status, 401, 'no account, no token (only local accounts are configured)');
+});
+
 test('chained backends: the first is down, the second accepts; all down says "unavailable"', async (t) => {
   const port = await closedPort();
-  const setup = await localSetup(t, { auth: { backends: [{ type: 'ldap', url: `ldap://127.0.0.1:${port}`, baseDn: 'dc=x', timeoutMs: 1000 }, { type: 'local' }] } });
+  const setup = await localSetup(t, { auth: { backends: [{ type: 'ldap', url: `ldap://127.0.0.1:${port}`, startTls: true, baseDn: 'dc=x', timeoutMs: 1000 }, { type: 'local' }] } });
   const broker = await startTestBroker(t, setup.config);
   const alice = await loggedIn(broker.url, 'alice');
   t.regex((await alice.get('/')).text, /Desktop for <strong>alice<\/strong>/);
@@ -213,6 +248,43 @@ test('chained backends: the first is down, the second accepts; all down says "un
   t.is(res.status, 503);
   t.regex(res.text, /login service is unavailable/);
   t.notRegex(res.text, /ECONNREFUSED|Error:|at /, 'no stack trace or error code for the user');
+});
+
+test('a backend that accepts TCP but never answers is skipped after its timeout and the next one logs the user in', async (t) => {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const silent = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {
+      // The broker gave up on it (timeout): expected.
+    });
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    silent.close(() => resolve());
+  }));
+  const port = (silent.address() as import('node:net').AddressInfo).port;
+  const setup = await localSetup(t, { auth: { backends: [{ type: 'ldap', url: `ldap://127.0.0.1:${port}`, startTls: true, baseDn: 'dc=x', timeoutMs: 1000 }, { type: 'local' }] } });
+  const logFile = path.join(setup.dir, 'broker.log');
+  const stream = fs.createWriteStream(logFile);
+  const broker = await startBroker(setup.config, createLogger('info', stream));
+  t.teardown(async () => {
+    await stopAllVms(broker);
+    await broker.close();
+  });
+  const b = new WebClient(broker.url);
+  await b.get('/login');
+  const started = Date.now();
+  const res = await b.post('/login', { user: 'alice', password: PASSWORDS.alice, next: '/' });
+  const tookMs = Date.now() - started;
+  t.is(res.status, 303, 'logged in by the local backend');
+  t.true(sockets.size > 0, 'the LDAP backend did connect to the silent server');
+  t.true(tookMs >= 900 && tookMs < 4000, `the silent LDAP server cost its timeout (1000 ms), not more: ${tookMs} ms`);
+  await new Promise<void>((r) => stream.end(r));
+  const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; backend?: string; user?: string });
+  t.true(lines.some((l) => l.msg === 'login backend unavailable; trying the next' && l.backend === 'ldap'), 'the log says the LDAP backend was unavailable');
+  t.true(lines.some((l) => l.msg === 'login accepted' && l.backend === 'local' && l.user === 'alice'));
 });
 
 test('after logins, sessions and stops, no password appears in the state dir, run dirs or logs', async (t) => {
@@ -229,13 +301,30 @@ test('after logins, sessions and stops, no password appears in the state dir, ru
   await bad.get('/login');
   await bad.post('/login', { user: 'bob', password: 'bob-typo-Secret' });
   const { json: s } = await alice.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true });
-  t.is((await alice.api('DELETE', `/api/v1/sessions/${s.token}`, undefined, { withCsrf: true })).status, 204);
+  const { json: running } = await alice.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true });
+  const secrets = [...Object.values(PASSWORDS), 'bob-typo-Secret'];
+  // While a desktop runs: its run dir (QMP/VNC sockets, pid file, argv) is there to be scanned.
+  const runDir = broker.services.manager.get(running.id)!.runDir;
+  t.true(fs.existsSync(runDir));
+  t.true(fs.readdirSync(runDir).length > 0, 'the live run dir has content');
+  await flushed(stream);
+  assertNoSecretsUnder(t, setup.dir, logFile, secrets, [runDir]);
+  for (const x of [s, running]) t.is((await alice.api('DELETE', `/api/v1/sessions/${x.token}`, undefined, { withCsrf: true })).status, 204);
   await new Promise<void>((r) => stream.end(r));
-  assertNoSecretsUnder(t, setup.dir, logFile, [...Object.values(PASSWORDS), 'bob-typo-Secret']);
+  assertNoSecretsUnder(t, setup.dir, logFile, secrets);
 });
 
-/** Every file under dir (state dir, run dirs, the captured log) is free of every secret. */
-function assertNoSecretsUnder(t: import('ava').ExecutionContext, dir: string, logFile: string, secrets: string[]): void {
+/** Waits until everything written to the log stream so far is in the file (the broker keeps logging). */
+async function flushed(stream: fs.WriteStream): Promise<void> {
+  await new Promise<void>((resolve, reject) => stream.write('', (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * Every file under dir (state dir, run dirs, the captured log) is free of
+ * every secret; each of liveRunDirs (desktops still running) was among the
+ * scanned and had files in it.
+ */
+function assertNoSecretsUnder(t: import('ava').ExecutionContext, dir: string, logFile: string, secrets: string[], liveRunDirs: string[] = []): void {
   const files: string[] = [];
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
@@ -246,6 +335,7 @@ function assertNoSecretsUnder(t: import('ava').ExecutionContext, dir: string, lo
   };
   walk(dir);
   t.true(files.some((f) => f.endsWith('qwd.sqlite')));
+  for (const runDir of liveRunDirs) t.true(files.some((f) => f.startsWith(runDir + path.sep)), `the live run dir ${runDir} is under the scanned dir`);
   t.true(files.includes(logFile) && fs.statSync(logFile).size > 1000, 'the trace log is under the scanned dir and has content');
   for (const file of files) {
     const content = fs.readFileSync(file);
@@ -271,6 +361,7 @@ test('after LDAP, IMAP and SMTP logins (right and wrong), sessions and stops, no
     await stopAllVms(broker);
     await broker.close();
   });
+  const running: Array<{ browser: WebClient; token: string; runDir: string }> = [];
   const logins: Array<[string, string, string]> = [['lena', ldapUser.password, 'ldap'], ['ivan', imapUser.password, 'imap'], ['sam', smtpUser.password, 'smtp'], ['alice', PASSWORDS.alice, 'local']];
   for (const [user, password, via] of logins) {
     const wrong = new WebClient(broker.url);
@@ -285,12 +376,17 @@ test('after LDAP, IMAP and SMTP logins (right and wrong), sessions and stops, no
     const row = broker.services.manager.get(s.id)!;
     t.is(row.owner, user);
     t.true(fs.existsSync(row.runDir), 'a run dir was made');
-    t.is((await b.api('DELETE', `/api/v1/sessions/${s.token}`, undefined, { withCsrf: true })).status, 204);
+    running.push({ browser: b, token: s.token, runDir: row.runDir });
   }
+  const secrets = logins.flatMap(([, password]) => [password, `${password}-typo`]);
+  // Scanned while every desktop still runs (run dirs full), then again after the stops.
+  await flushed(stream);
+  assertNoSecretsUnder(t, setup.dir, logFile, secrets, running.map((r) => r.runDir));
+  for (const r of running) t.is((await r.browser.api('DELETE', `/api/v1/sessions/${r.token}`, undefined, { withCsrf: true })).status, 204);
   await new Promise<void>((r) => stream.end(r));
   const accepted = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"login accepted"')).map((l) => JSON.parse(l) as { backend: string; user: string });
   t.deepEqual(accepted.map((l) => [l.user, l.backend]), logins.map(([user, , via]) => [user, via]), 'each login was vouched for by the backend meant to test');
-  assertNoSecretsUnder(t, setup.dir, logFile, logins.flatMap(([, password]) => [password, `${password}-typo`]));
+  assertNoSecretsUnder(t, setup.dir, logFile, secrets);
 });
 
 /** One request with an explicit cookie (the WebClient keeps its own), returning the raw Set-Cookie. */
@@ -326,7 +422,7 @@ test('the session cookie changes at login (no fixation); the pre-login cookie an
 });
 
 test('the cookie is Secure behind a trusted proxy saying https, and not when the proxy is not trusted', async (t) => {
-  const trusted = await startTestBroker(t, makeSetup(t, { trustProxy: true }).config);
+  const trusted = await startTestBroker(t, makeSetup(t, { trustProxy: 1 }).config);
   const https = await send(trusted.url, 'GET', '/', { headers: { 'x-forwarded-proto': 'https' } });
   t.regex(https.setCookie ?? '', /^qwd\.sid=[^;]+;.*; Secure/i);
   t.regex(https.setCookie ?? '', /HttpOnly/i);
@@ -366,4 +462,81 @@ test('a login ends after auth.sessionTtlS; qwdctl users admin off and del take e
   t.is((await qwdctl(['--config', setup.configFile, 'users', 'del', 'bob'])).code, 0);
   t.is((await bob.get('/')).status, 303, 'a deleted account is logged out');
   t.is((await bob.api('POST', '/api/v1/sessions', { machine: 'blank' }, { withCsrf: true })).status, 401);
+});
+
+test('after a login the browser stays on the site, whatever next says (backslash, scheme-relative, absolute, tab)', async (t) => {
+  const setup = await localSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const origin = new URL(broker.url).origin;
+  // As typed into the address bar (query-encoded) and as the login form posts them back (decoded).
+  const hostile = ['/%5Cevil.com', '//evil.com', 'https://evil.com', '/%09/evil.com', '/%5C/evil.com', '/%0A/evil.com', '%5C%5Cevil.com', 'javascript:alert(1)'];
+  for (const next of hostile) {
+    const b = new WebClient(broker.url);
+    const form = await b.get(`/login?next=${next}`);
+    const echoed = /name="next" value="([^"]*)"/.exec(form.text)?.[1];
+    t.is(echoed, '/', `${next}: the login form carries "/" instead`);
+    // A crafted form (a page elsewhere cannot post without the CSRF token, but the check must not rely on that).
+    const res = await b.post('/login', { user: 'alice', password: PASSWORDS.alice, next: decodeURIComponent(next) });
+    t.is(res.status, 303, next);
+    t.is(res.location, '/', `${next}: redirected home, not to ${res.location}`);
+    t.is(new URL(res.location!, broker.url).origin, origin);
+  }
+  const b = new WebClient(broker.url);
+  await b.get('/login?next=%2Fmanage%3Fx%3D1');
+  const ok = await b.post('/login', { user: 'alice', password: PASSWORDS.alice, next: '/manage?x=1' });
+  t.is(ok.location, '/manage?x=1', 'a path on the site is kept');
+});
+
+test('behind a trusted proxy (trustProxy 1 or loopback), a forged left-most X-Forwarded-For gets no fresh rate-limit budget', async (t) => {
+  for (const trustProxy of [1, 'loopback'] as const) {
+    const setup = await localSetup(t, { trustProxy });
+    const broker = await startTestBroker(t, setup.config);
+    // What nginx sends with $proxy_add_x_forwarded_for: whatever the client wrote, then the address it saw.
+    const viaProxy = (forged: string, client = '203.0.113.7') => ({ 'x-forwarded-for': `${forged}, ${client}` });
+    const attempt = async (user: string, forged: string, client?: string) => {
+      const page = await send(broker.url, 'GET', '/login', { headers: viaProxy(forged, client) });
+      return send(broker.url, 'POST', '/login', { cookie: page.cookie!, headers: viaProxy(forged, client), form: { user, password: 'wrong-guess-1', _csrf: page.csrf! } });
+    };
+    // Three failures (the limit), each claiming another address and another user name.
+    for (let i = 0; i < 3; i++) t.is((await attempt(`user${i}`, `198.51.100.${i}`)).status, 401, `${trustProxy}: guess ${i}`);
+    const fourth = await attempt('user9', '198.51.100.99');
+    t.is(fourth.status, 429, `${trustProxy}: the real client address (right-most) is limited, whatever it claims`);
+    t.regex(fourth.text, /Try again in \d+ s/);
+    t.is((await attempt('user10', '198.51.100.100', '203.0.113.8')).status, 401, `${trustProxy}: another real client has its own budget (the header is read)`);
+  }
+});
+
+test('20 concurrent wrong-password logins for one user: at most the limit reach the backend, the rest are told to wait', async (t) => {
+  const setup = await localSetup(t);
+  const logFile = path.join(setup.dir, 'broker.log');
+  const stream = fs.createWriteStream(logFile);
+  const broker = await startBroker(setup.config, createLogger('info', stream));
+  t.teardown(async () => {
+    await stopAllVms(broker);
+    await broker.close();
+  });
+  // Twenty browsers, each with its own session and CSRF token, then every guess at once.
+  const browsers = await Promise.all(Array.from({ length: 20 }, async () => {
+    const b = new WebClient(broker.url);
+    await b.get('/login');
+    return b;
+  }));
+  const answers = await Promise.all(browsers.map((b, i) => b.post('/login', { user: 'alice', password: `guess-number-${i}` })));
+  const statuses = answers.map((a) => a.status);
+  t.is(statuses.filter((s) => s === 401).length, 3, `the configured limit (3) is checked, no more: ${statuses.join(' ')}`);
+  t.is(statuses.filter((s) => s === 429).length, 17);
+  for (const a of answers.filter((x) => x.status === 429)) t.regex(a.text, /Too many failed logins\. Try again in \d+ s\./);
+  await new Promise<void>((r) => stream.end(r));
+  const refused = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"login refused by backend"'));
+  t.is(refused.length, 3, 'the local backend was asked three times');
+});
+
+test('an API token for a user of another backend keeps the identity it was issued with', async (t) => {
+  const port = await closedPort();
+  const setup = await localSetup(t, { auth: { backends: [{ type: 'imap', host: '127.0.0.1', port, secure: false, timeoutMs: 1000 }, { type: 'local' }] } });
+  const broker = await startTestBroker(t, setup.config);
+  const issued = JSON.parse((await qwdctl(['--config', setup.configFile, 'tokens', 'issue', 'ivan', '--admin', '--json'])).stdout) as { token: string };
+  const res = await fetch(`${broker.url}/api/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${issued.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ machine: 'blank' }) });
+  t.is(res.status, 201, 'no local account is needed: a name from another backend keeps the identity it was issued with');
+  t.is(broker.services.manager.list()[0]!.owner, 'ivan');
 });

@@ -122,15 +122,65 @@ test('machines import converts a DARTS machines.conf', async (t) => {
   t.regex(twice.stdout, /0 machine\(s\) imported/);
 });
 
-/** A loopback HTTP server for images: can cut the first transfer halfway, honours Range. */
-async function imageServer(t: import('ava').ExecutionContext, body: Buffer, opts: { cutFirst?: boolean } = {}) {
-  const requests: Array<{ range: string | undefined }> = [];
+test('machines import refuses image file names that would leave the images directory', async (t) => {
+  const setup = makeSetup(t);
+  const conf = path.join(ROOT, 'test', 'fixtures', 'darts-machines-unsafe.conf');
+  const before = fs.readdirSync(path.dirname(setup.machinesDir)).sort();
+  const res = await qwdctl(['--config', setup.configFile, 'machines', 'import', conf]);
+  t.is(res.code, 0, res.stderr);
+  t.regex(res.stdout, /1 machine\(s\) imported/);
+  t.deepEqual(fs.readdirSync(setup.machinesDir).sort(), ['blank.qcow2', 'blank.yml', 'fine.yml']);
+  t.is(parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'fine.yml'), 'utf8')).image, 'images/fine image.qcow2', 'an ordinary percent-encoded name is still decoded');
+  const rejected: Array<[string, RegExp]> = [
+    ['escape', /image file name "\.\.\/\.\.\/escape\.qcow2" taken from the url is not a plain file name/],
+    ['backslash', /image file name "\.\.\\\\\.\.\\\\win\.qcow2" taken from the url is not a plain file name/],
+    ['nul', /image file name "a\\u0000b\.qcow2" taken from the url is not a plain file name/],
+    ['hidden', /image file name "\.bashrc" taken from the url is not a plain file name/],
+    ['dotdot', /url ".*%2E%2E" names no file/],
+    ['../../sectionpath.iso', /image file name "\.\.\/\.\.\/sectionpath\.iso" taken from the section name is not a plain file name/],
+    ['relative', /file "\.\.\/\.\.\/etc\/relative\.qcow2" is neither an absolute path nor a plain file name/],
+    ['badescape', /url ".*100%\.qcow2" is not a valid URL/],
+  ];
+  for (const [section, reason] of rejected) {
+    const line = res.stderr.split('\n').find((l) => l.includes(`[${section}]`) && l.endsWith('; skipped'));
+    t.truthy(line, `a warning names [${section}]: ${res.stderr}`);
+    t.regex(line ?? '', reason, section);
+  }
+  t.deepEqual(fs.readdirSync(path.dirname(setup.machinesDir)).sort(), before, 'nothing written next to the machines directory');
+});
+
+interface ImageServerOptions {
+  /** Cut the first transfer halfway. */
+  cutFirst?: boolean;
+  /** The ETag sent (null: none); default: a strong ETag from the body's hash. */
+  etag?: string | null;
+  /** Honour If-Range (RFC 9110 §13.1.5) as a correct server does; false: ignore it. */
+  honourIfRange?: boolean;
+  /** Answer range requests with this Content-Range instead of the true one (a broken server). */
+  wrongContentRange?: (start: number, total: number) => string;
+}
+
+/**
+ * A loopback HTTP server for images: honours Range and If-Range like a real
+ * file server (Node's http module does neither by itself), can cut the first
+ * transfer halfway, and its file can be replaced between requests.
+ */
+async function imageServer(t: import('ava').ExecutionContext, initialBody: Buffer, opts: ImageServerOptions = {}) {
+  const requests: Array<{ range: string | undefined; ifRange: string | undefined; status: number }> = [];
+  let body = initialBody;
+  const strongEtag = (b: Buffer) => `"${crypto.createHash('sha256').update(b).digest('hex').slice(0, 16)}"`;
+  let etag = opts.etag === undefined ? strongEtag(body) : opts.etag;
   const server = http.createServer((req, res) => {
-    requests.push({ range: req.headers.range });
+    const ifRange = req.headers['if-range'];
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-    const start = m ? Number(m[1]) : 0;
+    // If-Range: the range applies only when the validator still matches.
+    const ranged = m !== null && (opts.honourIfRange === false || ifRange === undefined || ifRange === etag);
+    const start = ranged ? Number(m[1]) : 0;
     const slice = body.subarray(start);
-    res.writeHead(m ? 206 : 200, { 'content-length': slice.length, ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
+    const status = ranged ? 206 : 200;
+    requests.push({ range: req.headers.range, ifRange, status });
+    const contentRange = opts.wrongContentRange ? opts.wrongContentRange(start, body.length) : `bytes ${start}-${body.length - 1}/${body.length}`;
+    res.writeHead(status, { 'content-length': slice.length, ...(etag ? { etag } : {}), ...(ranged ? { 'content-range': contentRange } : {}) });
     if (opts.cutFirst && requests.length === 1) {
       res.write(slice.subarray(0, Math.floor(slice.length / 2)), () => res.socket?.destroy());
       return;
@@ -139,7 +189,25 @@ async function imageServer(t: import('ava').ExecutionContext, body: Buffer, opts
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => server.close());
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    get etag() {
+      return etag;
+    },
+    /** The remote file changes (a new release under the same URL). */
+    replace(next: Buffer, nextEtag: string | null = strongEtag(next)) {
+      body = next;
+      etag = nextEtag;
+    },
+  };
+}
+
+/** A body that qemu-img sees as qcow2, followed by random bytes. */
+function qcow2Body(t: import('ava').ExecutionContext, extraBytes: number): Buffer {
+  const source = path.join(tempDir(t), 'src.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', source, '64M']);
+  return Buffer.concat([fs.readFileSync(source), crypto.randomBytes(extraBytes)]);
 }
 
 function writeDescriptor(dir: string, name: string, url: string, sha256?: string) {
@@ -148,9 +216,7 @@ function writeDescriptor(dir: string, name: string, url: string, sha256?: string
 
 test('machines download: resumes an interrupted download and verifies sha256', async (t) => {
   const setup = makeSetup(t);
-  const source = path.join(tempDir(t), 'src.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', source, '64M']);
-  const body = Buffer.concat([fs.readFileSync(source), crypto.randomBytes(3 * 1024 * 1024)]);
+  const body = qcow2Body(t, 3 * 1024 * 1024);
   const sha = crypto.createHash('sha256').update(body).digest('hex');
   const server = await imageServer(t, body, { cutFirst: true });
   writeDescriptor(setup.machinesDir, 'remote', `${server.url}/remote.qcow2`, sha);
@@ -162,13 +228,16 @@ test('machines download: resumes an interrupted download and verifies sha256', a
   t.false(fs.existsSync(image), 'no half-written image under the final name');
   const partSize = fs.statSync(`${image}.part`).size;
   t.true(partSize > 0 && partSize < body.length);
+  t.deepEqual(JSON.parse(fs.readFileSync(`${image}.part.json`, 'utf8')), { url: `${server.url}/remote.qcow2`, etag: server.etag, lastModified: null, totalBytes: body.length }, 'the partial keeps the validator of the file it is part of');
 
   const second = await qwdctl(['--config', setup.configFile, 'download', 'remote']);
   t.is(second.code, 0, second.stderr);
   t.regex(second.stdout, new RegExp(`resumed at ${partSize}\\).*\\(verified\\)`));
   t.is(server.requests[1]!.range, `bytes=${partSize}-`);
+  t.is(server.requests[1]!.ifRange, server.etag, 'the resume is conditional on the same file (If-Range)');
   t.true(fs.readFileSync(image).equals(body));
   t.false(fs.existsSync(`${image}.part`));
+  t.false(fs.existsSync(`${image}.part.json`));
   t.regex(second.stderr, /remote: 100%/, 'plain progress lines when not on a terminal');
 });
 
@@ -180,6 +249,121 @@ test('machines download: a checksum mismatch keeps nothing', async (t) => {
   t.is(res.code, 7);
   t.regex(res.stderr, /does not match its SHA-256 checksum/);
   t.deepEqual(fs.readdirSync(path.join(setup.machinesDir, 'images')), []);
+});
+
+test('machines download: a remote file that changed between attempts is fetched whole, not spliced onto the old partial', async (t) => {
+  const setup = makeSetup(t);
+  const oldBody = qcow2Body(t, 2 * 1024 * 1024);
+  const newBody = qcow2Body(t, 2 * 1024 * 1024 + 4096);
+  const server = await imageServer(t, oldBody, { cutFirst: true });
+  writeDescriptor(setup.machinesDir, 'moving', `${server.url}/moving.qcow2`);
+  const image = path.join(setup.machinesDir, 'images', 'moving.qcow2');
+  const first = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'moving']);
+  t.is(first.code, 7, first.stderr);
+  const partSize = fs.statSync(`${image}.part`).size;
+  t.true(partSize > 0 && partSize < oldBody.length);
+
+  const oldEtag = server.etag;
+  server.replace(newBody);
+  const second = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'moving']);
+  t.is(second.code, 0, second.stderr);
+  t.deepEqual(server.requests[1], { range: `bytes=${partSize}-`, ifRange: oldEtag, status: 200 }, 'the server saw the old validator and sent the whole new file');
+  t.true(fs.readFileSync(image).equals(newBody), 'the image is the new file, byte for byte');
+  t.notRegex(second.stdout, /resumed at/);
+  t.regex(second.stdout, /partial download not continued: the server sent the whole file/);
+  t.false(fs.existsSync(`${image}.part`));
+  t.false(fs.existsSync(`${image}.part.json`));
+});
+
+test('machines download: a server that ignores If-Range and sends a 206 of a different file (ETag) starts over', async (t) => {
+  const setup = makeSetup(t);
+  const oldBody = qcow2Body(t, 2 * 1024 * 1024);
+  // Same length, different content: only the ETag tells them apart.
+  const newBody = Buffer.concat([oldBody.subarray(0, 1024 * 1024), crypto.randomBytes(oldBody.length - 1024 * 1024)]);
+  const server = await imageServer(t, oldBody, { cutFirst: true, honourIfRange: false });
+  writeDescriptor(setup.machinesDir, 'sloppy', `${server.url}/sloppy.qcow2`);
+  const image = path.join(setup.machinesDir, 'images', 'sloppy.qcow2');
+  t.is((await qwdctl(['--config', setup.configFile, 'machines', 'download', 'sloppy'])).code, 7);
+  server.replace(newBody);
+  const second = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'sloppy']);
+  t.is(second.code, 0, second.stderr);
+  t.deepEqual(server.requests.map((r) => r.status), [200, 206, 200], 'the unusable 206 is dropped and the file asked for again without a range');
+  t.is(server.requests[2]!.range, undefined);
+  t.regex(second.stdout, /partial download not continued: the file changed \(ETag/);
+  t.true(fs.readFileSync(image).equals(newBody));
+});
+
+test('machines download: without an ETag or Last-Modified a partial is not trusted and the file is fetched from the start', async (t) => {
+  const setup = makeSetup(t);
+  const body = qcow2Body(t, 1024 * 1024);
+  const server = await imageServer(t, body, { cutFirst: true, etag: null });
+  writeDescriptor(setup.machinesDir, 'plain', `${server.url}/plain.qcow2`);
+  const image = path.join(setup.machinesDir, 'images', 'plain.qcow2');
+  t.is((await qwdctl(['--config', setup.configFile, 'machines', 'download', 'plain'])).code, 7);
+  const second = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'plain']);
+  t.is(second.code, 0, second.stderr);
+  t.is(server.requests[1]!.range, undefined, 'no Range without a validator to make it conditional');
+  t.regex(second.stdout, /partial download not continued: the server gave no ETag or Last-Modified/);
+  t.true(fs.readFileSync(image).equals(body));
+});
+
+test('machines download: a 206 whose Content-Range does not continue the partial is a clear error and leaves no image', async (t) => {
+  const setup = makeSetup(t);
+  const body = qcow2Body(t, 2 * 1024 * 1024);
+  // The broken server sends the rest of the file but labels it as starting at 0.
+  const server = await imageServer(t, body, { cutFirst: true, wrongContentRange: (start, total) => `bytes 0-${total - 1 - start}/${total}` });
+  writeDescriptor(setup.machinesDir, 'broken', `${server.url}/broken.qcow2`);
+  const image = path.join(setup.machinesDir, 'images', 'broken.qcow2');
+  t.is((await qwdctl(['--config', setup.configFile, 'machines', 'download', 'broken'])).code, 7);
+  const partSize = fs.statSync(`${image}.part`).size;
+  const second = await qwdctl(['--config', setup.configFile, 'machines', 'download', 'broken']);
+  t.is(second.code, 7, second.stderr);
+  t.regex(second.stderr, new RegExp(`Cannot resume the download of .*: the server answered 206 with Content-Range "bytes 0-${body.length - 1 - partSize}/${body.length}", expected bytes ${partSize}-…/${body.length}\\. The partial download was deleted`));
+  t.false(fs.existsSync(image), 'no image under the final name');
+  t.false(fs.existsSync(`${image}.part`), 'the partial is dropped, so the next attempt starts clean');
+  t.false(fs.existsSync(`${image}.part.json`));
+});
+
+test('machines download --force and machines remove refuse (exit 4) while sessions use the machine\'s image', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  const body = qcow2Body(t, 64 * 1024);
+  const server = await imageServer(t, body);
+  const image = path.join(setup.machinesDir, 'blank.qcow2');
+  fs.appendFileSync(path.join(setup.machinesDir, 'blank.yml'), `url: ${server.url}/blank.qcow2\n`);
+  // Another machine on the same master image: replacing it breaks blank's sessions too.
+  fs.writeFileSync(path.join(setup.machinesDir, 'twin.yml'), `name: twin\nimage: blank.qcow2\nurl: ${server.url}/blank.qcow2\n`);
+  const master = fs.readFileSync(image);
+  const started = await qwdctl([...c, 'sessions', 'start', 'blank', '--json']);
+  t.is(started.code, 0, started.stderr);
+  const session = JSON.parse(started.stdout);
+  t.teardown(() => qwdctl([...c, 'sessions', 'stop', session.id]).then(() => undefined));
+
+  const forced = await qwdctl([...c, 'machines', 'download', 'blank', '--force']);
+  t.is(forced.code, 4, forced.stderr);
+  t.regex(forced.stderr, new RegExp(`^qwdctl: machine "blank" is used by 1 running session\\(s\\): ${session.id}; stop them first \\(--force would replace .*blank\\.qcow2, the backing file of their disks\\)\n$`));
+  const twin = await qwdctl([...c, 'download', 'twin', '--force']);
+  t.is(twin.code, 4, twin.stderr);
+  t.regex(twin.stderr, new RegExp(`machine "twin" is used by 1 running session\\(s\\): ${session.id} \\(machine "blank", same image\\); stop them first`));
+  const all = await qwdctl([...c, 'machines', 'download', '--force', '--json']);
+  t.is(all.code, 4, all.stderr);
+  t.deepEqual(JSON.parse(all.stdout).map((r: { name: string; status: string }) => [r.name, r.status.split(':')[0]]), [['blank', 'refused'], ['twin', 'refused']]);
+  t.is(server.requests.length, 0, 'nothing was fetched');
+  t.true(fs.readFileSync(image).equals(master), 'the master image is untouched');
+  t.deepEqual(fs.readdirSync(setup.machinesDir).sort(), ['blank.qcow2', 'blank.yml', 'twin.yml'], 'no partial left behind');
+
+  const removed = await qwdctl([...c, 'machines', 'remove', 'blank', '--image']);
+  t.is(removed.code, 4, removed.stderr);
+  t.regex(removed.stderr, new RegExp(`^qwdctl: machine "blank" is used by 1 running session\\(s\\): ${session.id}; stop them first \\(remove would delete `));
+  t.true(fs.existsSync(path.join(setup.machinesDir, 'blank.yml')));
+  t.true(fs.existsSync(image));
+  // The twin's descriptor alone is not in use: removing it (without --image) is fine.
+  t.is((await qwdctl([...c, 'machines', 'remove', 'twin'])).code, 0);
+
+  t.is((await qwdctl([...c, 'sessions', 'stop', session.id])).code, 0);
+  const after = await qwdctl([...c, 'machines', 'download', 'blank', '--force']);
+  t.is(after.code, 0, after.stderr);
+  t.true(fs.readFileSync(image).equals(body), 'once the sessions are gone, --force replaces the image');
 });
 
 test('machines check says exactly what is wrong; list and show', async (t) => {
@@ -333,7 +517,7 @@ test('config show masks the SMTP password and the LDAP bind password', async (t)
   const bindPassword = 'ldap-B1nd-value';
   const setup = makeSetup(t, {
     mail: { smtpHost: '127.0.0.1', smtpUser: 'relay', smtpPassword },
-    auth: { backends: [{ type: 'ldap', name: 'campus', url: 'ldap://127.0.0.1:1', baseDn: 'dc=example,dc=org', bindDn: 'cn=reader,dc=example,dc=org', bindPassword }] },
+    auth: { backends: [{ type: 'ldap', name: 'campus', url: 'ldap://127.0.0.1:1', startTls: true, baseDn: 'dc=example,dc=org', bindDn: 'cn=reader,dc=example,dc=org', bindPassword }] },
   });
   const yaml = await qwdctl(['--config', setup.configFile, 'config', 'show']);
   t.is(yaml.code, 0, yaml.stderr);

@@ -77,3 +77,51 @@ test('the example config parses and documents every key', (t) => {
     t.regex(text, new RegExp(`^\\s*#?\\s*${leaf}:`, 'm'), `${key} is documented`);
   }
 });
+
+test('trustProxy takes false, a hop count or proxy addresses; true is refused with what to write instead', (t) => {
+  const parse = (trustProxy: unknown) => parseConfig({ trustProxy }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.is(parse(undefined).config!.trustProxy, false, 'the default');
+  t.is(parse(false).config!.trustProxy, false);
+  t.is(parse(1).config!.trustProxy, 1);
+  t.deepEqual(parse('loopback').config!.trustProxy, ['loopback']);
+  t.deepEqual(parse('127.0.0.1, ::1').config!.trustProxy, ['127.0.0.1', '::1']);
+  t.deepEqual(parse(['10.0.0.0/8', '192.168.1.0/255.255.255.0', 'fd00::/8', 'uniquelocal']).config!.trustProxy, ['10.0.0.0/8', '192.168.1.0/255.255.255.0', 'fd00::/8', 'uniquelocal']);
+  const refusedTrue = parse(true);
+  t.is(refusedTrue.config, null);
+  t.true(refusedTrue.problems.some((p) => /cfg\.yml: trustProxy: true is refused/.test(p) && /trustProxy: 1/.test(p) && /proxy's address/.test(p)), refusedTrue.problems.join('\n'));
+  for (const bad of [0, -1, 1.5, 'everyone', ['10.0.0.0/33'], ['10.0.0.1', 7], [], '300.1.1.1']) {
+    const { config, problems } = parse(bad);
+    t.is(config, null, JSON.stringify(bad));
+    t.true(problems.some((p) => /trustProxy must be false, a hop count/.test(p)), problems.join('\n'));
+  }
+});
+
+test('an ldap:// backend without StartTLS is refused unless allowCleartext says so; ldaps:// and StartTLS are accepted', (t) => {
+  const parse = (backend: Record<string, unknown>) => parseConfig({ auth: { backends: [{ type: 'ldap', baseDn: 'dc=example,dc=org', ...backend }] } }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  const clear = parse({ url: 'ldap://ldap.example.org' });
+  t.is(clear.config, null);
+  t.true(clear.problems.some((p) => /cfg\.yml: auth\.backends\[0\]\.url ldap:\/\/ldap\.example\.org without startTls would send passwords in clear/.test(p) && /allowCleartext: true/.test(p)), clear.problems.join('\n'));
+  t.truthy(parse({ url: 'ldap://ldap.example.org', startTls: true }).config, 'StartTLS');
+  t.truthy(parse({ url: 'ldaps://ldap.example.org' }).config, 'LDAPS');
+  const local = parse({ url: 'ldap://127.0.0.1:389', allowCleartext: true }).config;
+  t.truthy(local, 'an explicit opt-in for a server on the same host');
+  t.like(local!.auth.backends[0], { type: 'ldap', allowCleartext: true, startTls: false });
+  t.true(parse({ url: 'ldap://127.0.0.1', allowCleartext: 'yes' }).problems.some((p) => /allowCleartext must be true or false/.test(p)));
+});
+
+test('an e-mail backend without mail.smtpHost, and a caFile that cannot be read, are refused when the config is parsed', (t) => {
+  const dir = tempDir(t);
+  const email = parseConfig({ publicUrl: 'https://desktops.example.org', auth: { backends: [{ type: 'email', allowedDomains: ['example.org'] }] } }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.is(email.config, null);
+  t.true(email.problems.some((p) => /cfg\.yml: mail\.smtpHost is required when auth\.backends has an "email" backend/.test(p)), email.problems.join('\n'));
+  const ca = path.join(dir, 'ca.pem');
+  fs.writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n');
+  const withCa = (caFile: string, type = 'imap') => parseConfig({ auth: { backends: [type === 'imap' ? { type, host: 'imap.example.org', caFile } : { type, url: 'ldaps://ldap.example.org', baseDn: 'dc=x', caFile }] } }, path.join(dir, 'cfg.yml'), dir);
+  t.is(withCa('ca.pem').config!.auth.backends[0]!.type, 'imap', 'a readable file, relative to the config file');
+  for (const type of ['imap', 'ldap']) {
+    const missing = withCa('missing-ca.pem', type);
+    t.is(missing.config, null);
+    t.true(missing.problems.some((p) => p.includes(`auth.backends[0].caFile: ${path.join(dir, 'missing-ca.pem')} cannot be read (ENOENT)`)), missing.problems.join('\n'));
+  }
+  t.true(withCa('.').problems.some((p) => /caFile: .* is not a file/.test(p)), 'a directory');
+});

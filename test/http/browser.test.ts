@@ -321,3 +321,48 @@ test('in Chromium, the session page and the viewer count down, warn before the e
   t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the pages');
   await saveScreenshot(viewer, 'browser-viewer-ended.png', t);
 });
+
+test('in Chromium with the browser clock 10 minutes ahead, the pages count down on the server\'s clock and the session page does not reload in a loop', async (t) => {
+  t.timeout(90_000);
+  const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [6] } });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 20 });
+  t.is(status, 201);
+  const expiresAt = Date.parse(s.expiresAt);
+  const browser = await launchChromium(t);
+  // Playwright's clock: time flows normally, but the pages' Date says 10 minutes later than the server's.
+  const skewMs = 10 * 60_000;
+  await browser.context.clock.install({ time: Date.now() + skewMs });
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  let loads = 0;
+  page.on('request', (r) => { if (r.isNavigationRequest() && r.frame() === page.mainFrame()) loads++; });
+  await page.goto(s.url);
+  t.true(await page.evaluate((server) => Date.now() - server > 9 * 60_000, Date.now()), 'the browser\'s clock really is ahead');
+  const countdown = page.locator('section.session .countdown');
+  const warning = page.locator('section.session p.warning');
+  const viewer = await openInNewTab(page, 'a:has-text("Connect")');
+  await waitForStatus(viewer, 'Connected', 15000);
+
+  // The time left as the server sees it (about 20 s), not 0 s, and no warning yet.
+  const early = (expiresAt - Date.now()) / 1000;
+  t.true(early > 9, `the pages loaded with ${early.toFixed(1)} s left: too slow for this test`);
+  t.regex(await countdown.textContent() ?? '', /^(1\d|[7-9]) s$/);
+  t.false(await warning.isVisible(), 'no warning yet');
+  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1\d|[7-9]) s left$/);
+  await new Promise((r) => setTimeout(r, 3000));
+  t.is(loads, 1, 'the session page has not reloaded');
+  t.regex(await countdown.textContent() ?? '', /^(1\d|[4-9]) s$/, 'and it still counts down');
+
+  // The warning comes at 6 s before the end on the server's clock, in both pages.
+  await waitFor('the session page\'s warning', () => warning.isVisible(), 15000);
+  t.true(Date.now() >= expiresAt - 7000, 'not before the warning point');
+  t.regex(await waitForStatus(viewer, 'This desktop ends in', 3000), /^This desktop ends in 0 min [0-6] s: save your work\.$/);
+
+  // At the end the page asks the server, which says the desktop ended: one reload, into the tombstone.
+  await waitFor('the session page to show that the desktop ended', async () => /life-time ran out/.test(await page.locator('body').textContent().catch(() => '') ?? ''), 15000);
+  t.true(Date.now() >= expiresAt, 'not before the end on the server\'s clock');
+  await new Promise((r) => setTimeout(r, 3000));
+  t.is(loads, 2, 'exactly one reload: at the end, after the server said so');
+  t.is(await waitForStatus(viewer, 'This desktop has ended', 15000), 'This desktop has ended (its life-time ran out).');
+  t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the pages');
+});

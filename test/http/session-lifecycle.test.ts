@@ -33,7 +33,9 @@ test('a session created through the API shows its screen through /ws/<token>', a
   t.is(created.json.url, `${broker.url}/s/${created.json.token}`);
   t.is(created.json.wsUrl, `${broker.url.replace('http', 'ws')}/ws/${created.json.token}`);
   t.true(Date.parse(created.json.expiresAt) > Date.now() + 590_000);
-  t.false('viewToken' in created.json, 'the view-only token is not exposed yet');
+  // The view-only link is given as a URL (viewUrl, viewWsUrl; see test/http/sharing.test.ts), never as a bare token field.
+  t.false('viewToken' in created.json, 'no bare viewToken field');
+  t.regex(created.json.viewUrl, /\/s\/[A-Za-z0-9_-]{43}$/);
 
   const rfb = await connectRfb(created.json.wsUrl);
   t.teardown(() => rfb.close());

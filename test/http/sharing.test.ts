@@ -54,9 +54,19 @@ test('revoking a link disconnects its viewers at once, keeps the others, and the
   t.not(revoked.json.viewUrl, s.viewUrl);
   t.is(revoked.json.url, s.url, 'the control link is unchanged');
   t.is((await controlViewer.update(false)).length, controlViewer.width * controlViewer.height * 4, 'control viewer still works');
+  // The old link says it was revoked, and not that the desktop (which still runs) has ended.
+  const revokedText = 'This link was revoked by the owner of the desktop; ask them for a new one.';
   const old = await fetch(s.viewUrl);
   t.is(old.status, 410);
-  t.regex(await old.text(), /revoked/);
+  const oldPage = await old.text();
+  t.true(oldPage.includes(revokedText), oldPage);
+  t.notRegex(oldPage, /has ended|ended on/);
+  const oldViewer = await fetch(`${s.viewUrl}/view`);
+  t.is(oldViewer.status, 410);
+  t.true((await oldViewer.text()).includes(revokedText), 'the viewer page of the old link says so too');
+  const oldApi = await api(broker, 'GET', `/api/v1/sessions/${s.viewUrl.split('/s/')[1]}`);
+  t.is(oldApi.status, 410);
+  t.is(oldApi.json.error.message, revokedText, 'what the viewer tab shows when its link is revoked');
   const fresh = await connectRfb(revoked.json.viewWsUrl);
   t.true(fresh.width > 0 && fresh.height > 0, 'the new view link connects');
   fresh.close();
@@ -64,7 +74,9 @@ test('revoking a link disconnects its viewers at once, keeps the others, and the
   const ctlClosed = new Promise<number>((resolve) => controlViewer.ws.once('close', (code) => resolve(code)));
   const renewed = await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'control' });
   t.is(await ctlClosed, 4001);
-  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).status, 410);
+  const oldControl = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
+  t.is(oldControl.status, 410);
+  t.is(oldControl.json.error.message, revokedText, 'the owner\'s own old viewer tab is told the link was revoked, not that the desktop ended');
   t.is((await api(broker, 'GET', `/api/v1/sessions/${renewed.json.token}`)).json.state, 'running');
   t.is((await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'sideways' })).status, 410);
   t.is((await api(broker, 'POST', `/api/v1/sessions/${renewed.json.token}/revoke`, { link: 'sideways' })).status, 400);

@@ -57,10 +57,32 @@ async function findDescriptor(config: Config, name: string) {
   return found.machine;
 }
 
+/**
+ * Refuses (exit 4) to remove or replace what sessions use: their disks are
+ * overlays whose backing file is the master image, so replacing it under them
+ * corrupts what they see, and removing the descriptor strands them.
+ * `sharingImageWith`: also count sessions of other machines with the same image.
+ */
+function refuseWhileInUse(config: Config, machine: Machine, what: string, sharingImageWith: readonly Machine[] = []): void {
+  const names = new Set([machine.name, ...sharingImageWith.filter((m) => m.image === machine.image).map((m) => m.name)]);
+  const db = openDb(config.stateDir);
+  let users: Array<{ id: string; machine: string }>;
+  try {
+    users = new SessionRows(db).all().filter((r) => names.has(r.machine));
+  } finally {
+    db.close();
+  }
+  if (!users.length) return;
+  const ids = users.map((r) => (r.machine === machine.name ? r.id : `${r.id} (machine "${r.machine}", same image)`));
+  const message = `machine "${machine.name}" is used by ${users.length} running session(s): ${ids.join(', ')}; stop them first (${what})`;
+  throw new QwdError('QWD_MACHINE_IN_USE', message, { userMessage: message, details: { machine: machine.name, sessions: users.map((r) => r.id) } });
+}
+
 export async function downloadMachines(ctx: CliContext, name: string | undefined, opts: { force?: boolean; json?: boolean }): Promise<void> {
   const config = ctx.config();
   const { files } = await readDescriptors(config.machinesDir);
-  const machines = files.map((f) => f.machine).filter((m): m is Machine => m !== null && (name === undefined || m.name === name));
+  const all = files.map((f) => f.machine).filter((m): m is Machine => m !== null);
+  const machines = all.filter((m) => name === undefined || m.name === name);
   if (name !== undefined && machines.length === 0) await findDescriptor(config, name); // throws "no machine"
   const results: Array<{ name: string; status: string; bytes?: number }> = [];
   let failure: unknown = null;
@@ -76,11 +98,16 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
     }
     await fsp.mkdir(path.dirname(machine.image), { recursive: true });
     try {
-      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name) });
+      // --force replaces a master image: not while sessions' overlays are built on it.
+      // Asked again just before the new image goes into place, as a download takes a while.
+      const replacing = fs.existsSync(machine.image);
+      const refuseIfReplacingUsed = () => (replacing ? refuseWhileInUse(config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all) : undefined);
+      refuseIfReplacingUsed();
+      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => refuseIfReplacingUsed() });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
-      if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
+      if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
     } catch (err) {
-      results.push({ name: machine.name, status: `failed: ${(err as QwdError).userMessage ?? (err as Error).message}` });
+      results.push({ name: machine.name, status: `${(err as QwdError).code === 'QWD_MACHINE_IN_USE' ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
       failure ??= err;
     }
   }
@@ -214,13 +241,9 @@ export function registerMachines(program: Command, ctx: CliContext): void {
     .action(async (name: string, opts: { image?: boolean }) => {
       const config = ctx.config();
       const machine = await findDescriptor(config, name);
-      const db = openDb(config.stateDir);
-      try {
-        const users = new SessionRows(db).all().filter((r) => r.machine === name);
-        if (users.length) throw usage(`machine "${name}" is used by ${users.length} running session(s): ${users.map((r) => r.id).join(', ')}; stop them first`);
-      } finally {
-        db.close();
-      }
+      const { files } = await readDescriptors(config.machinesDir);
+      // With --image, sessions of other machines on the same image count too.
+      refuseWhileInUse(config, machine, opts.image ? `remove would delete ${machine.file} and ${machine.image}` : `remove would delete ${machine.file}`, opts.image ? files.map((f) => f.machine).filter((m): m is Machine => m !== null) : []);
       await fsp.rm(machine.file);
       ctx.print(`removed ${machine.file}`);
       if (opts.image) {
