@@ -513,9 +513,13 @@ export class SessionManager extends EventEmitter {
           const row = rows.byId(action.id);
           if (row) {
             const handle = row.handle as VmHandle | null;
-            if (handle && await launcher.isAlive(handle)) await launcher.stop(handle);
             const why = action.reason === 'vm-exited' ? await this.exitReason(handle) : action.reason;
-            await this.runStop(row.id, () => this.postStop(row, why));
+            try {
+              if (handle && await launcher.isAlive(handle)) await this.stopVm(row.id, handle);
+            } finally {
+              // As in stop(): whatever the launcher says, the session's resources are released.
+              await this.runStop(row.id, () => this.postStop(row, why));
+            }
           }
         }
       } catch (err) {

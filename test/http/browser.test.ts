@@ -286,11 +286,12 @@ test('in Chromium, the session page and the viewer count down, warn before the e
   // The blank machine (SeaBIOS only) starts in a fraction of a second: this test is about the pages, not the guest.
   const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [8] } });
   const broker = await startTestBroker(t, setup.config);
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 14 });
-  t.is(status, 201);
-  const expiresAt = Date.parse(s.expiresAt);
+  // Chromium first: its start-up (seconds on a busy host) must not eat the session's short life-time.
   const browser = await launchChromium(t);
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 18 });
+  t.is(status, 201);
+  const expiresAt = Date.parse(s.expiresAt);
   await page.goto(s.url);
   const countdown = page.locator('section.session .countdown');
   const warning = page.locator('section.session p.warning');
@@ -300,12 +301,12 @@ test('in Chromium, the session page and the viewer count down, warn before the e
   // More than 8 s left: the remaining time shows, no warning yet.
   const early = (expiresAt - Date.now()) / 1000;
   t.true(early > 9, `the pages loaded with ${early.toFixed(1)} s left: too slow for this test`);
-  t.regex(await countdown.textContent() ?? '', /^(1[0-4]|9) s$/);
+  t.regex(await countdown.textContent() ?? '', /^(1[0-8]|9) s$/);
   t.false(await warning.isVisible(), 'no warning before the first point');
-  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1[0-4]|9) s left$/);
+  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1[0-8]|9) s left$/);
 
   // At 8 s before the end both pages warn, and still count down.
-  await waitFor('the session page\'s warning', () => warning.isVisible(), 8000);
+  await waitFor('the session page\'s warning', () => warning.isVisible(), 12000);
   t.regex(await warning.textContent() ?? '', /^This desktop ends in [1-8] s\. Save your work, or extend it\.$/);
   t.is(await warning.getAttribute('role'), 'alert');
   t.true(Date.now() >= expiresAt - 9000, 'not before the warning point');
@@ -326,10 +327,10 @@ test('in Chromium with the browser clock 10 minutes ahead, the pages count down 
   t.timeout(90_000);
   const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [6] } });
   const broker = await startTestBroker(t, setup.config);
+  const browser = await launchChromium(t);
   const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 20 });
   t.is(status, 201);
   const expiresAt = Date.parse(s.expiresAt);
-  const browser = await launchChromium(t);
   // Playwright's clock: time flows normally, but the pages' Date says 10 minutes later than the server's.
   const skewMs = 10 * 60_000;
   await browser.context.clock.install({ time: Date.now() + skewMs });
