@@ -14,6 +14,9 @@ export function qwdctl(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: 
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.on('error', () => {
+      // EPIPE: qwdctl exited before reading its input (a usage error, say); its exit code tells.
+    });
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -396,6 +396,9 @@ function runWithEnv(cmd: string, args: string[], env: Record<string, string>, cw
       if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr.trim() || err.message}`, { cause: err }));
       else resolve(stdout);
     });
+    child.stdin!.on('error', () => {
+      // EPIPE: the command exited before reading its input (most never read it); its exit status and stderr tell.
+    });
     child.stdin!.end(input ?? '');
   });
 }
