@@ -30,8 +30,13 @@ export interface SlurmLauncherOptions {
   cli?: SlurmCli;
 }
 
-/** Job states in which the VM exists or may still come. */
-const ALIVE = new Set(['PENDING', 'CONFIGURING', 'RUNNING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT']);
+/**
+ * Job states in which the VM exists or may still come. COMPLETING too: a job
+ * being cancelled or timed out passes through it before its final state, and
+ * only the final state (CANCELLED, TIMEOUT, …) says why it ended; it also
+ * means the node has not given back the job's resources yet.
+ */
+const ALIVE = new Set(['PENDING', 'CONFIGURING', 'RUNNING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'COMPLETING']);
 /** Memory QEMU itself needs beyond the guest's RAM (its own code, VGA, buffers). */
 const QEMU_OVERHEAD_MIB = 256;
 const PASSWORD_CHARS = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';

@@ -287,7 +287,9 @@ async function startVncQemu(t: ExecutionContext, secret: string | null): Promise
 
 /** Reads exact byte counts from a stream and keeps every byte it received. */
 class StreamReader {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Bytes not yet handed to a read(), as received (joined only when a read takes them: no quadratic copying of 16 MiB). */
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
   private readonly chunks: Buffer[] = [];
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private ended = false;
@@ -295,7 +297,8 @@ class StreamReader {
   constructor(stream: Duplex) {
     stream.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
-      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+      this.pending.push(chunk);
+      this.pendingLength += chunk.length;
       this.drain();
     });
     stream.on('end', () => this.finish());
@@ -304,7 +307,7 @@ class StreamReader {
 
   read(n: number, timeoutMs = 10_000): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${n} bytes within ${timeoutMs} ms (have ${this.buf.length})`)), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`no ${n} bytes within ${timeoutMs} ms (have ${this.pendingLength})`)), timeoutMs);
       this.waiter = { n, resolve: (b) => { clearTimeout(timer); resolve(b); }, reject: (e) => { clearTimeout(timer); reject(e); } };
       this.drain();
     });
@@ -323,14 +326,16 @@ class StreamReader {
   private drain(): void {
     const w = this.waiter;
     if (!w) return;
-    if (this.buf.length >= w.n) {
+    if (this.pendingLength >= w.n) {
       this.waiter = null;
-      const out = this.buf.subarray(0, w.n);
-      this.buf = this.buf.subarray(w.n);
-      w.resolve(out);
+      const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+      const rest = all.subarray(w.n);
+      this.pending = rest.length ? [rest] : [];
+      this.pendingLength = rest.length;
+      w.resolve(all.subarray(0, w.n));
     } else if (this.ended) {
       this.waiter = null;
-      w.reject(new Error(`stream ended with ${this.buf.length} of ${w.n} bytes`));
+      w.reject(new Error(`stream ended with ${this.pendingLength} of ${w.n} bytes`));
     }
   }
 }
