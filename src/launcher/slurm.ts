@@ -48,6 +48,8 @@ export class SlurmLauncher implements Launcher {
   readonly kind = 'slurm';
   private readonly cli: SlurmCli;
   private readonly stopping = new Map<string, Promise<StopOutcome>>();
+  /** VNC passwords of running jobs, by job id (read from the job dir once). */
+  private readonly secrets = new Map<string, string>();
 
   constructor(private readonly opts: SlurmLauncherOptions) {
     const { slurm } = opts.config;
@@ -139,6 +141,7 @@ export class SlurmLauncher implements Launcher {
         // --time was the life-time left at submission, and Slurm counts it from the
         // job's start: take off the time it waited, so the job ends at expiresAt
         // even if the broker is down then (lowering a limit needs no privilege).
+        this.secrets.set(handle.jobId, await fsp.readFile(path.join(handle.jobDir, SECRET_FILE), 'utf8'));
         if (expiresAt !== undefined) {
           await this.extend(handle, expiresAt).catch((err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'could not align the job\'s time limit with the session\'s end'));
         }
@@ -212,7 +215,12 @@ export class SlurmLauncher implements Launcher {
   vncAddress(vm: VmHandle): VncAddress {
     const handle = asSlurm(vm);
     if (!handle.host || !handle.port) throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId} has not reported its VNC port yet`);
-    const password = fs.readFileSync(path.join(handle.jobDir, SECRET_FILE), 'utf8');
+    // Kept in memory once read: every viewer's connection would otherwise read shared storage (NFS) synchronously.
+    let password = this.secrets.get(handle.jobId);
+    if (password === undefined) {
+      password = fs.readFileSync(path.join(handle.jobDir, SECRET_FILE), 'utf8');
+      this.secrets.set(handle.jobId, password);
+    }
     return { kind: 'tcp', host: handle.host, port: handle.port, password };
   }
 
@@ -243,7 +251,8 @@ export class SlurmLauncher implements Launcher {
     });
   }
 
-  async cleanup(_handle: VmHandle | null, runDir: string): Promise<void> {
+  async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
+    if (handle?.kind === 'slurm') this.secrets.delete(handle.jobId);
     await fsp.rm(this.jobDirOf(runDir), { recursive: true, force: true });
   }
 
