@@ -15,7 +15,7 @@ import type { LinkKind, SessionRow } from '../store/session-rows.js';
 import { INSTALL_DIR } from '../config/load.js';
 import { errorHandler } from './error-handler.js';
 import { SqliteWebSessionStore } from './web-session-store.js';
-import { REVOKED_LINK_MESSAGE, endedPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
+import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
 import { canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
@@ -170,7 +170,18 @@ export function createApp(deps: AppDeps): express.Express {
     }
   });
 
-  app.get('/login/email/:token', async (req, res) => {
+  // Opening the mailed link only shows a button: mail scanners and link
+  // previews fetch links with GET, and must not use up a single-use login.
+  app.get('/login/email/:token', (req, res) => {
+    const email = auth.peekEmailLink(String(req.params.token));
+    if (!email) {
+      res.status(410).type('html').send(errorPage('Link not valid', 'This login link has expired or was already used. Ask for a new one.', '/login'));
+      return;
+    }
+    res.type('html').send(emailLinkPage(page(req), email, `/login/email/${String(req.params.token)}`));
+  });
+
+  app.post('/login/email/:token', async (req, res) => {
     const identity = auth.redeemEmailLink(String(req.params.token));
     if (!identity) {
       res.status(410).type('html').send(errorPage('Link not valid', 'This login link has expired or was already used. Ask for a new one.', '/login'));

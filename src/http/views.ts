@@ -218,6 +218,18 @@ export function viewerPage(token: string, expiresAt: number, access: 'control' |
 }
 
 
+/** What opening a mailed login link shows: who would be logged in, and the button that does it. */
+export function emailLinkPage(ctx: PageContext, email: string, action: string): string {
+  const body = html`
+<h1>Log in</h1>
+<p>Log in as <strong>${email}</strong>?</p>
+<form method="post" action="${action}" class="create">${csrfField(ctx)}
+  <button type="submit" class="primary" autofocus>Log in</button>
+</form>
+<p class="hint">The link works once. If you did not ask for it, close this page.</p>`;
+  return layout('Log in', body, { ctx });
+}
+
 export function loginPage(ctx: PageContext, opts: { password: boolean; email: boolean; error?: string; notice?: string; next: string; user?: string }): string {
   const body = html`
 <h1>Log in</h1>

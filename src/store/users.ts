@@ -60,6 +60,12 @@ export class UserStore {
     }).immediate();
   }
 
+  /** The address of a login link that is still usable, without using it up. */
+  peekEmailToken(hash: string, now: number): string | null {
+    const r = this.db.prepare('SELECT email, expires_at, used_at FROM email_tokens WHERE hash = ?').get(hash) as { email: string; expires_at: number; used_at: number | null } | undefined;
+    return r && r.used_at === null && r.expires_at >= now ? r.email : null;
+  }
+
   pruneEmailTokens(now: number): void {
     this.db.prepare('DELETE FROM email_tokens WHERE expires_at < ?').run(now - 86400000);
   }

@@ -40,13 +40,23 @@ test('the link arrives, logs in once, and cannot be used again', async (t) => {
   const link = linkIn(smtp.mails[0]!.text)!;
   t.truthy(link);
   const path_ = new URL(link).pathname;
-  const used = await b.get(path_);
+  // Opening it (what a mail scanner or a link preview also does) only asks: GET twice, still usable.
+  const scanner = await new WebClient(broker.url).get(path_);
+  t.is(scanner.status, 200);
+  t.regex(scanner.text, /Log in as <strong>ada@example\.org<\/strong>\?/);
+  const shown = await b.get(path_);
+  t.is(shown.status, 200);
+  t.notRegex((await b.get('/')).text, /Desktop for <strong>ada@example\.org/, 'not logged in by opening the link');
+  await b.get(path_);
+  const used = await b.post(path_, {});
   t.is(used.status, 303);
-  await b.get('/');
   t.regex((await b.get('/')).text, /Desktop for <strong>ada@example\.org<\/strong>/);
-  const again = await new WebClient(broker.url).get(path_);
-  t.is(again.status, 410);
-  t.regex(again.text, /expired or was already used/);
+  const again = new WebClient(broker.url);
+  t.is((await again.get(path_)).status, 410);
+  await again.get('/login');
+  const replay = await again.post(path_, {});
+  t.is(replay.status, 410);
+  t.regex(replay.text, /expired or was already used/);
 });
 
 test('an expired link does not log in; other domains and garbage get clear refusals and no mail', async (t) => {
@@ -61,6 +71,7 @@ test('an expired link does not log in; other domains and garbage get clear refus
   db.prepare('UPDATE email_tokens SET expires_at = ?').run(Date.now() - 1000);
   db.close();
   t.is((await b.get(new URL(link).pathname)).status, 410);
+  t.is((await b.post(new URL(link).pathname, {})).status, 410, 'nor by posting it');
   const other = await b.post('/login/email', { email: 'eve@evil.example' });
   t.is(other.status, 400);
   t.regex(other.text, /only sent to addresses at example\.org/);
