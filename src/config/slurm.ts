@@ -26,6 +26,8 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly pollIntervalMs: number;
   /** Once the job runs, how long QEMU may take to report ready. */
   readonly startTimeoutMs: number;
+  /** How long one Slurm command (sbatch, scontrol, squeue, scancel) may take before it counts as failed. */
+  readonly commandTimeoutMs: number;
   /** Per-machine overrides of partition, account, qos, extraArgs. */
   readonly machines: Readonly<Record<string, Partial<SlurmSubmitOptions>>>;
   /** The generic resource a GPU desktop asks for (`--gres=<gpuGres>:N`); null: cluster desktops get no GPU. */
@@ -36,7 +38,7 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly gpuLockDir: string;
 }
 
-const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir'] as const;
+const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'commandTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir'] as const;
 const SUBMIT_KEYS = ['partition', 'account', 'qos', 'extraArgs'] as const;
 /** Slurm names: partitions, accounts, QOS. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -86,6 +88,7 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
     vncPortMin,
     vncPortMax,
     pollIntervalMs: readInt(p, raw, 'pollIntervalMs', 2000, { prefix: 'slurm.', min: 100, max: 600000 }),
+    commandTimeoutMs: readInt(p, raw, 'commandTimeoutMs', 30000, { prefix: 'slurm.', min: 1000, max: 600000 }),
     startTimeoutMs: readInt(p, raw, 'startTimeoutMs', 120000, { prefix: 'slurm.', min: 1000, max: 3600000 }),
     machines,
     gpuGres: readOptionalString(p, raw, 'gpuGres', { prefix: 'slurm.', pattern: /^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$/, expectation: 'a gres name such as "gpu" or "gpu:a100"' }),

@@ -184,6 +184,14 @@ export class SlurmCli {
     throw this.failure('scancel', args, result);
   }
 
+  /** Cancels every job of this name (the broker's names carry the session id, so at most one). */
+  async cancelByName(name: string): Promise<void> {
+    if (!/^qwd-[A-Za-z0-9_-]{1,64}$/.test(name)) throw new QwdError('QWD_INTERNAL', `scancel --name: not a job name of ours: ${JSON.stringify(name)}`);
+    const args = [`--name=${name}`];
+    const result = await this.exec('scancel', args);
+    if (result.code !== 0) throw this.failure('scancel', args, result);
+  }
+
   /** Sets the job's time limit (whole minutes from its start); lengthening needs a Slurm operator or admin. */
   async setTimeLimit(jobId: string, minutes: number): Promise<void> {
     checkJobId(jobId);
@@ -231,6 +239,7 @@ export class SlurmCli {
         const mayHaveQueued = which === 'sbatch' && args[0] !== '--version' ? ' (the job may have been queued all the same)' : '';
         settle(() => reject(new QwdError('QWD_SLURM_FAILED', `${file} ${args.join(' ')}: no answer within ${this.timeoutMs} ms${mayHaveQueued}`, {
           userMessage: 'The cluster\'s scheduler did not answer in time. Please try again in a few minutes.',
+          details: mayHaveQueued ? { mayHaveQueued: true } : undefined,
         })));
       }, this.timeoutMs);
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-MAX_OUTPUT_CHARS)));

@@ -53,7 +53,7 @@ export class SlurmLauncher implements Launcher {
 
   constructor(private readonly opts: SlurmLauncherOptions) {
     const { slurm } = opts.config;
-    this.cli = opts.cli ?? new SlurmCli({ bin: slurm.binaries, env: slurm.env });
+    this.cli = opts.cli ?? new SlurmCli({ bin: slurm.binaries, env: slurm.env, timeoutMs: slurm.commandTimeoutMs });
   }
 
   get runRoot(): string {
@@ -117,7 +117,10 @@ export class SlurmLauncher implements Launcher {
       hooks.onQueued?.(handle);
       return await this.awaitReady(handle, spec.runDir, spec.expiresAt);
     } catch (err) {
+      // An sbatch that did not answer in time may have queued the job all the same: find it by its name.
+      const unanswered = !jobId && err instanceof QwdError && err.details?.mayHaveQueued === true;
       if (jobId) await this.cli.cancel(jobId).catch(() => {});
+      else if (unanswered) await this.cli.cancelByName(`qwd-${spec.sessionId}`).catch((e: Error) => log.error({ sessionId: spec.sessionId, err: e.message }, 'a job that sbatch may have queued could not be cancelled by name'));
       await this.cleanup(null, spec.runDir);
       throw err;
     }

@@ -227,6 +227,26 @@ test('two nodes, each in its own network namespace: a desktop\'s VNC is on its n
   t.is((await slurm.run('squeue', ['--noheader'])).trim(), '');
 });
 
+test('an sbatch that does not answer in time: the request fails clearly and the job it queued anyway is cancelled by name', async (t) => {
+  // sbatch as a slow scheduler would be: it submits, prints the id, then hangs (exec: the PID the broker kills is the sleep).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-slow-sbatch-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const real = execFileSync('bash', ['-c', 'command -v sbatch'], { encoding: 'utf8' }).trim();
+  const sbatch = path.join(dir, 'sbatch');
+  fs.writeFileSync(sbatch, `#!/bin/bash\nout=$(${JSON.stringify(real)} "$@") || exit $?\nprintf '%s\\n' "$out"\nexec sleep 30\n`, { mode: 0o755 });
+  const { slurm, setup, broker } = await cluster(t, { slurm: { commandTimeoutMs: 2000, binaries: { sbatch } } });
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', cpus: 1, memoryMiB: 128, lifetimeS: 600 });
+  t.true(res.status >= 500, res.text);
+  t.regex(res.json.error.message, /did not answer in time/);
+  const left = await waitFor('the job to be cancelled', async () => {
+    const jobs = (await slurm.run('squeue', ['--noheader', '--states=all', '--format=%j %T'])).trim().split('\n').filter(Boolean);
+    return jobs.length === 1 && /^qwd-\w+ CANCELLED$/.test(jobs[0]!.trim()) ? jobs : false;
+  }, 15_000);
+  t.is(left.length, 1, 'the job was queued, then cancelled');
+  t.deepEqual(broker.services.rows.all(), []);
+  t.deepEqual(fs.existsSync(setup.config.slurm.sharedDir) ? fs.readdirSync(setup.config.slurm.sharedDir) : [], []);
+});
+
 /** A run of `count` consecutive TCP ports in [low, high) that nothing listens on now. */
 async function freeRange(low: number, high: number, count: number): Promise<number> {
   const net = await import('node:net');
