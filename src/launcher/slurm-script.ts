@@ -99,7 +99,9 @@ NODE_DIR=$(mktemp -d "\${TMPDIR:-/tmp}/qwd-$SESSION.XXXXXX") || fail "cannot cre
 # It goes into QEMU options (-qmp, -pidfile), where a comma would start another option.
 case "$NODE_DIR" in *,*) rm -rf "$NODE_DIR"; fail "the node-local directory $NODE_DIR contains a comma (TMPDIR on $(hostname)); QEMU options cannot hold it" ;; esac
 QEMU_PID=
-forward() { [ -n "$QEMU_PID" ] && kill -TERM "$QEMU_PID" 2>/dev/null; }
+# A stop before QEMU runs (during qemu-img, say: bash runs the trap once it returns) is remembered, and QEMU is never started.
+STOP_REQUESTED=
+forward() { if [ -n "$QEMU_PID" ]; then kill -TERM "$QEMU_PID" 2>/dev/null; else STOP_REQUESTED=1; fi; }
 trap forward TERM INT HUP USR1
 trap 'rm -rf "$NODE_DIR"' EXIT
 
@@ -137,6 +139,7 @@ for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
   args=("\${ARGV[@]//${VNC_DISPLAY_PLACEHOLDER}/$((try - 5900))}")
   # Quoted: with bash 5.2's patsub_replacement an unquoted & in the replacement would stand for the match.
   args=("\${args[@]//${NODE_DIR_PLACEHOLDER}/"$NODE_DIR"}")
+  if [ -n "$STOP_REQUESTED" ]; then report '{"state":"exited","code":0}'; exit 0; fi
   : > "$JOB_DIR/qemu.log"
   "$QEMU" "\${args[@]}" >> "$JOB_DIR/qemu.log" 2>&1 &
   QEMU_PID=$!

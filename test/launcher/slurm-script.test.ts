@@ -10,7 +10,7 @@ import { exitInfo, sbatchArgs } from '../../src/launcher/slurm.js';
 import { buildQemuArgv } from '../../src/qemu/argv.js';
 import { overlayArgv } from '../../src/snapshot/overlay.js';
 import { parseConfig } from '../../src/config/schema.js';
-import { requireQemu, tempDir, waitFor } from '../helpers/env.js';
+import { pidsMentioning, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { freePorts } from '../helpers/peer-process.js';
 
 test('shellQuote gives bash back exactly the value', (t) => {
@@ -176,4 +176,24 @@ test('the node-local dir reaches QEMU as it is, even with a & in TMPDIR (bash 5.
   t.is(out.status, 1);
   t.regex(readJson(path.join(dir2, 'job', 'status.json')).error, /contains a comma/);
   t.deepEqual(fs.readdirSync(comma), [], 'nothing left in it');
+});
+
+test('a stop that arrives while the job still makes the overlay ends the job there: QEMU never starts', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  // A slow qemu-img (2 s), so the SIGTERM surely comes while it runs.
+  const slowImg = path.join(dir, 'slow-qemu-img');
+  fs.writeFileSync(slowImg, '#!/bin/bash\nsleep 2\nexec qemu-img "$@"\n', { mode: 0o755 });
+  const script = scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg').replace("QEMU_IMG='qemu-img'", `QEMU_IMG=${shellQuote(slowImg)}`);
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
+  job.stdin.end(script);
+  await waitFor('qemu-img to run', () => pidsMentioning(slowImg).length > 0, 5000);
+  process.kill(job.pid!, 'SIGTERM');
+  t.is(await exited, 0);
+  t.deepEqual(readJson(path.join(dir, 'job', 'status.json')), { state: 'exited', code: 0 });
+  t.false(fs.existsSync(path.join(dir, 'job', 'qemu.log')), 'QEMU was never started');
+  t.deepEqual(pidsMentioning(dir), [], 'nothing of this job is left running');
 });
