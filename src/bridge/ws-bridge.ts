@@ -37,6 +37,8 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
   const closeRevoked = ({ id, kind }: RevokedEvent) => {
     for (const ws of viewers.get(id) ?? []) if (access.get(ws) === kind) ws.close(4001, 'link revoked');
   };
+  /** Set by close(): viewers torn down then must not write to the store (it may be closed next). */
+  let closing = false;
   manager.on('ending', closeViewers);
   manager.on('ended', closeViewers);
   manager.on('revoked', closeRevoked);
@@ -78,7 +80,8 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
         finished = true;
         set.delete(ws);
         if (set.size === 0) viewers.delete(row.id);
-        if (manager.get(row.id)) manager.recordViewers(row.id, set.size);
+        // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer counts.
+        if (!closing && manager.get(row.id)) manager.recordViewers(row.id, set.size);
         vnc.destroy();
         wsStream.destroy();
         if (ws.readyState === ws.OPEN) ws.close(1000, why.slice(0, 120));
@@ -109,6 +112,7 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
       return counts;
     },
     close: () => {
+      closing = true;
       server.off('upgrade', onUpgrade);
       manager.off('ending', closeViewers);
       manager.off('ended', closeViewers);

@@ -69,7 +69,6 @@ export class SessionManager extends EventEmitter {
   private readonly starting = new Map<string, Promise<SessionRow>>();
   private readonly stops = new Map<string, Promise<void>>();
   private readonly watchers = new Map<string, () => void>();
-  private readonly hadViewer = new Set<string>();
   private readonly oneShotTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly deps: ManagerDeps) {
@@ -104,7 +103,7 @@ export class SessionManager extends EventEmitter {
       createdAt: now, expiresAt: now + request.lifetimeS * 1000, state: 'starting', handle: null,
       runDir: path.join(this.deps.launcher.runRoot, id), updatedAt: now, viewers: 0,
       oneShot: request.oneShot, email: request.email, warnedBeforeS: null, gpus: request.gpus,
-      idleSince: now, balloonTargetMiB: null,
+      idleSince: now, balloonTargetMiB: null, hadViewer: false,
     };
     const usableGpus = request.gpus > 0 ? (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable) : [];
     let claimed: GpuDevice[] = [];
@@ -290,12 +289,17 @@ export class SessionManager extends EventEmitter {
     }
     if (!row.oneShot) return;
     if (viewers > 0) {
-      this.hadViewer.add(id);
+      // (setViewers has recorded in the row that it had a viewer: that survives a restart)
       clearTimeout(this.oneShotTimers.get(id));
       this.oneShotTimers.delete(id);
       return;
     }
-    if (!this.hadViewer.has(id) || this.oneShotTimers.has(id)) return;
+    if (row.hadViewer) this.endOneShotAfterGrace(id);
+  }
+
+  /** A one-shot session nobody watches: it ends after sessions.oneShotGraceS unless a viewer comes back. */
+  private endOneShotAfterGrace(id: string): void {
+    if (this.oneShotTimers.has(id)) return;
     const timer = setTimeout(() => {
       this.oneShotTimers.delete(id);
       const current = this.deps.rows.byId(id);
@@ -433,7 +437,6 @@ export class SessionManager extends EventEmitter {
     this.watchers.delete(row.id);
     clearTimeout(this.oneShotTimers.get(row.id));
     this.oneShotTimers.delete(row.id);
-    this.hadViewer.delete(row.id);
     try {
       await this.deps.launcher.cleanup(row.handle as VmHandle | null, row.runDir);
     } finally {
@@ -460,6 +463,9 @@ export class SessionManager extends EventEmitter {
       });
       if (row.state === 'running' && alive) {
         this.watch(row);
+        // Nobody is connected after a restart: a one-shot session whose viewer
+        // had already been gets the usual grace period for a viewer to come back.
+        if (row.oneShot && row.hadViewer) this.endOneShotAfterGrace(row.id);
         adopted.push(row.id);
         continue;
       }

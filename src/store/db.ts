@@ -7,7 +7,10 @@ import Database from 'better-sqlite3';
 
 export type Db = Database.Database;
 
-const MIGRATIONS: string[] = [
+/** SQL, or a function for a step that must look first (SQLite has no ADD COLUMN IF NOT EXISTS). */
+type Migration = string | ((db: Db) => void);
+
+const MIGRATIONS: Migration[] = [
   `CREATE TABLE sessions (
      id TEXT PRIMARY KEY,
      token TEXT NOT NULL UNIQUE,
@@ -102,6 +105,11 @@ const MIGRATIONS: string[] = [
      SELECT c.address, c.address, c.session_id FROM gpu_claims c ORDER BY c.claimed_at;
    INSERT OR IGNORE INTO gpu_claim_functions (address, claim_address, session_id)
      SELECT f.value, c.address, c.session_id FROM gpu_claims c, json_each(c.functions) f ORDER BY c.claimed_at;`,
+  // 8: whether a session has ever had a viewer (one-shot sessions end when the
+  // last one leaves), kept across broker restarts. Rows from before are 0: a
+  // one-shot session then waits for a viewer again, as it did. Idempotent (a
+  // database whose schema_version was set back keeps its column).
+  (db) => addColumnOnce(db, 'sessions', 'had_viewer', 'INTEGER NOT NULL DEFAULT 0'),
 ];
 
 export function openDb(stateDir: string): Db {
@@ -114,6 +122,11 @@ export function openDb(stateDir: string): Db {
   return db;
 }
 
+function addColumnOnce(db: Db, table: string, column: string, definition: string): void {
+  const columns = db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as Array<{ name: string }>;
+  if (!columns.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+}
+
 function migrate(db: Db): void {
   db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
   const row = db.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
@@ -122,7 +135,9 @@ function migrate(db: Db): void {
   while (version < MIGRATIONS.length) {
     const next = version + 1;
     db.transaction(() => {
-      db.exec(MIGRATIONS[version]!);
+      const step = MIGRATIONS[version]!;
+      if (typeof step === 'string') db.exec(step);
+      else step(db);
       db.prepare('UPDATE schema_version SET version = ?').run(next);
     }).immediate();
     version = next;

@@ -37,6 +37,8 @@ export interface SessionRow {
   idleSince: number | null;
   /** The balloon target last set (MiB), null = never set (full memory). */
   balloonTargetMiB: number | null;
+  /** A viewer has been connected at some point (set by setViewers; survives restarts). */
+  hadViewer: boolean;
 }
 
 /** A claimed GPU unit (its functions are each held in gpu_claim_functions). */
@@ -60,7 +62,7 @@ export interface EndedRow {
 interface RawRow {
   id: string; token: string; token_hash: string; view_token: string; view_token_hash: string;
   owner: string; machine: string; cpus: number; memory_mib: number; created_at: number;
-  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number; one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null; balloon_target_mib: number | null;
+  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number; one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null; balloon_target_mib: number | null; had_viewer: number;
 }
 
 function fromRaw(r: RawRow): SessionRow {
@@ -69,7 +71,7 @@ function fromRaw(r: RawRow): SessionRow {
     owner: r.owner, machine: r.machine, cpus: r.cpus, memoryMiB: r.memory_mib, createdAt: r.created_at,
     expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(r.handle) : null, runDir: r.run_dir, updatedAt: r.updated_at, viewers: r.viewers,
     oneShot: r.one_shot === 1, email: r.email, warnedBeforeS: r.warned_before_s, gpus: r.gpus,
-    idleSince: r.idle_since, balloonTargetMiB: r.balloon_target_mib,
+    idleSince: r.idle_since, balloonTargetMiB: r.balloon_target_mib, hadViewer: r.had_viewer === 1,
   };
 }
 
@@ -126,7 +128,8 @@ export class SessionRows {
 
   setViewers(id: string, viewers: number, now: number): void {
     // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
-    this.db.prepare('UPDATE sessions SET viewers = ?, idle_since = CASE WHEN ? > 0 THEN NULL ELSE COALESCE(idle_since, ?) END WHERE id = ?').run(viewers, viewers, now, id);
+    // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
+    this.db.prepare('UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END WHERE id = @id').run({ viewers, now, id });
   }
 
   setBalloonTarget(id: string, targetMiB: number | null): void {

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { startTestBroker } from '../helpers/broker.js';
 import { ROOT, makeSetup, pidsMentioning, requireProgram, requireQemu, tempDir } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
+import { qwdctlOnTerminal } from '../helpers/pty.js';
 
 test.before(() => requireQemu());
 
@@ -89,6 +90,31 @@ test('DARTS aliases: start, status, stop --yes', async (t) => {
   t.deepEqual(pidsMentioning(setup.stateDir), []);
 });
 
+test('sessions stop --all on a terminal asks first: "n" stops nothing, "y" stops every session', async (t) => {
+  const setup = makeSetup(t);
+  const c = ['--config', setup.configFile];
+  for (const user of ['ada', 'grace']) {
+    const started = await qwdctl([...c, 'sessions', 'start', 'blank', '--user', user]);
+    t.is(started.code, 0, started.stderr);
+  }
+  t.is(pidsMentioning(setup.stateDir).length, 2);
+  const prompt = /Stop all 2 sessions\? Unsaved work in them is lost\. \[y\/N\] /; // (readline then moves the cursor: ESC [ n G)
+  const no = await qwdctlOnTerminal([...c, 'sessions', 'stop', '--all'], { answers: [{ when: prompt, send: 'n\r' }] });
+  t.is(no.code, 0, no.output);
+  t.regex(no.output, /Stop all 2 sessions\? Unsaved work in them is lost\. \[y\/N\] /);
+  t.regex(no.output, /nothing stopped/);
+  t.notRegex(no.output, /stopped session/);
+  t.is(pidsMentioning(setup.stateDir).length, 2, 'both VMs still run after "n"');
+  t.is(JSON.parse((await qwdctl([...c, 'sessions', 'list', '--json'])).stdout).length, 2);
+
+  const yes = await qwdctlOnTerminal([...c, 'sessions', 'stop', '--all'], { answers: [{ when: prompt, send: 'y\r' }] });
+  t.is(yes.code, 0, yes.output);
+  t.regex(yes.output, /\[y\/N\] /);
+  t.is((yes.output.match(/stopped session [0-9a-f]{12} \((ada|grace), blank\)/g) ?? []).length, 2, yes.output);
+  t.deepEqual(pidsMentioning(setup.stateDir), [], 'every VM is gone after "y"');
+  t.is((await qwdctl([...c, 'sessions', 'list', '--json'])).stdout.trim(), '[]');
+});
+
 test('machines import converts a DARTS machines.conf', async (t) => {
   const setup = makeSetup(t);
   const c = ['--config', setup.configFile];
@@ -158,6 +184,9 @@ interface ImageServerOptions {
   honourIfRange?: boolean;
   /** Answer range requests with this Content-Range instead of the true one (a broken server). */
   wrongContentRange?: (start: number, total: number) => string;
+  /** Send the body in this many pieces, one every `paceMs` (a slow link, so progress is drawn). */
+  pieces?: number;
+  paceMs?: number;
 }
 
 /**
@@ -183,6 +212,19 @@ async function imageServer(t: import('ava').ExecutionContext, initialBody: Buffe
     res.writeHead(status, { 'content-length': slice.length, ...(etag ? { etag } : {}), ...(ranged ? { 'content-range': contentRange } : {}) });
     if (opts.cutFirst && requests.length === 1) {
       res.write(slice.subarray(0, Math.floor(slice.length / 2)), () => res.socket?.destroy());
+      return;
+    }
+    if (opts.pieces && opts.pieces > 1) {
+      const size = Math.ceil(slice.length / opts.pieces);
+      let at = 0;
+      const next = () => {
+        if (res.destroyed) return;
+        const piece = slice.subarray(at, at + size);
+        at += size;
+        if (at >= slice.length) res.end(piece);
+        else res.write(piece, () => setTimeout(next, opts.paceMs ?? 100));
+      };
+      next();
       return;
     }
     res.end(slice);
@@ -239,6 +281,35 @@ test('machines download: resumes an interrupted download and verifies sha256', a
   t.false(fs.existsSync(`${image}.part`));
   t.false(fs.existsSync(`${image}.part.json`));
   t.regex(second.stderr, /remote: 100%/, 'plain progress lines when not on a terminal');
+});
+
+test('machines download on a terminal draws one progress bar that is redrawn in place up to 100%', async (t) => {
+  const setup = makeSetup(t);
+  const body = qcow2Body(t, 1024 * 1024);
+  const server = await imageServer(t, body, { pieces: 16, paceMs: 150 });
+  writeDescriptor(setup.machinesDir, 'remote', `${server.url}/remote.qcow2`);
+  const res = await qwdctlOnTerminal(['--config', setup.configFile, 'machines', 'download', 'remote']);
+  t.is(res.code, 0, res.output);
+  t.true(fs.readFileSync(path.join(setup.machinesDir, 'images', 'remote.qcow2')).equals(body));
+  // Each redraw starts with a carriage return and rewrites the same line: no line
+  // feed between the first bar and the one at 100%.
+  const first = res.output.indexOf('\rremote [');
+  const full = res.output.indexOf('100%', first);
+  t.true(first >= 0 && full > first, res.output);
+  const drawing = res.output.slice(first, res.output.indexOf('\r\n', full));
+  t.false(drawing.includes('\n'), `the bar stays on one line: ${JSON.stringify(drawing)}`);
+  const bars = drawing.split('\r').filter(Boolean);
+  t.true(bars.length >= 3, `redrawn ${bars.length} times: ${JSON.stringify(drawing)}`);
+  const percents = bars.map((bar) => {
+    const m = /^remote \[([#.]{30})\] +(\d+)% \d+\.\d MiB$/.exec(bar);
+    t.truthy(m, `a bar: ${JSON.stringify(bar)}`);
+    return Number(m?.[2]);
+  });
+  t.deepEqual(percents, [...percents].sort((a, b) => a - b), 'the percentage only goes up');
+  t.is(percents.at(-1), 100);
+  t.true(percents.some((p) => p > 0 && p < 100), `intermediate percentages: ${percents.join(' ')}`);
+  t.notRegex(res.output, /remote: \d+% \(/, 'no plain progress lines on a terminal');
+  t.regex(res.output, /100% [\d.]+ MiB\r\n/, 'the finished bar ends its line');
 });
 
 test('machines download: a checksum mismatch keeps nothing', async (t) => {

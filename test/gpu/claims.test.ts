@@ -61,7 +61,7 @@ test('a database with per-GPU claims from before migration 7 keeps them, now exc
   const reopened = openDb(dir);
   t.teardown(() => reopened.close());
   const after = new SessionRows(reopened);
-  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, 7);
+  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, 8);
   t.is(after.gpuClaims().length, 2, 'existing claims are kept');
   t.deepEqual(Object.fromEntries(after.claimedGpuFunctions()), { '0000:01:00.0': 'a', '0000:01:00.1': 'a', '0000:02:00.0': 'b' }, 'the earlier claim keeps the shared function');
   t.throws(() => after.claimGpu('0000:01:00.0', 'b', ['0000:01:00.0'], 30), { instanceOf: AdmissionError });

@@ -5,6 +5,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { parse, stringify } from 'yaml';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
@@ -20,9 +22,15 @@ test.before(() => {
 
 const BOOT_TIMEOUT_MS = 60_000;
 
-async function bootDemo(t: ExecutionContext, raw: Record<string, unknown> = {}, body: Record<string, unknown> = {}) {
+async function bootDemo(t: ExecutionContext, raw: Record<string, unknown> = {}, body: Record<string, unknown> = {}, machine: Record<string, unknown> = {}) {
   t.timeout(150_000);
-  const setup = makeSetup(t, raw, { machines: (d) => writeDemoMachine(d) });
+  const setup = makeSetup(t, raw, {
+    machines: (d) => {
+      writeDemoMachine(d);
+      const file = path.join(d, 'demo.yml');
+      fs.writeFileSync(file, stringify({ ...parse(fs.readFileSync(file, 'utf8')), ...machine }));
+    },
+  });
   const broker = await startTestBroker(t, setup.config);
   const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'tester', lifetimeS: 3600, ...body });
   t.is(res.status, 201, res.text);
@@ -155,6 +163,56 @@ test('a host folder shared over 9p is seen by the guest', async (t) => {
   t.regex(serial(), /QWD: 9p data mounted at \/mnt\/data/);
   t.regex(serial(), /QWD: 9p data ls: data\.csv hello\.txt/);
   t.regex(serial(), /QWD: 9p hello: greetings from the host/);
+});
+
+/** uid and gid of a local user, from /etc/passwd (QEMU drops to qemu.runAs when started as root). */
+function localUser(name: string): { uid: number; gid: number } {
+  const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${name}:`));
+  if (!line) throw new Error(`no user ${name} in /etc/passwd (qemu.runAs)`);
+  const [, , uid, gid] = line.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** A user.* extended attribute of a file (Node has no xattr API; python3's os.getxattr does). */
+function userXattr(file: string, name: string): string | null {
+  const r = spawnSync('python3', ['-c', 'import os,sys\ntry: print(os.getxattr(sys.argv[1], sys.argv[2]).hex())\nexcept OSError: print("none")', file, name], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new Error(`python3 is needed to read extended attributes (apt-get install python3): ${r.error?.message ?? r.stderr}`);
+  return r.stdout.trim() === 'none' ? null : r.stdout.trim();
+}
+
+test('the guest writes into a read-write host folder and the host reads it back; a read-only folder refuses the write', async (t) => {
+  const root = fs.mkdtempSync(path.join('/tmp', 'qwd-share-'));
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  fs.chmodSync(root, 0o755);
+  const asRoot = process.getuid?.() === 0;
+  const qemuUser = asRoot ? localUser('nobody') : null; // qemu.runAs (default nobody) when the broker runs as root
+  const rw = path.join(root, 'work-tester');
+  const ro = path.join(root, 'ref-tester');
+  const nonce = crypto.randomBytes(8).toString('hex');
+  for (const dir of [rw, ro]) {
+    fs.mkdirSync(dir, { mode: 0o755 });
+    // The demo guest's write probe: it writes "guest demo wrote: <first line>" to qwd-written-by-guest.
+    fs.writeFileSync(path.join(dir, 'qwd-write-request'), `${nonce}\n`, { mode: 0o644 });
+  }
+  if (qemuUser) fs.chownSync(rw, qemuUser.uid, qemuUser.gid); // the QEMU user must be able to write there
+  // The machine declares the read-write folder, the site the read-only one.
+  const { serial } = await bootDemo(t,
+    { guest: { shareRoots: [root], shares: [{ path: `${root}/ref-@USER@`, tag: 'ref', readonly: true }] } },
+    {},
+    { shares: [{ path: `${root}/work-@USER@`, tag: 'work', readonly: false }] });
+  t.regex(serial(), /QWD: 9p work mounted at \/mnt\/work/);
+  t.regex(serial(), /QWD: 9p ref mounted at \/mnt\/ref/);
+  t.regex(serial(), /QWD: 9p work write ok/);
+  t.regex(serial(), /QWD: 9p ref write refused: .*Read-only file system/);
+  const written = path.join(rw, 'qwd-written-by-guest');
+  t.is(fs.readFileSync(written, 'utf8'), `guest demo wrote: ${nonce}\n`, 'the host sees what the guest wrote');
+  t.false(fs.existsSync(path.join(ro, 'qwd-written-by-guest')), 'nothing was written into the read-only folder');
+  // security_model=mapped-xattr: the file belongs to QEMU's user on the host; the guest's
+  // view of it (root, its mode) is kept in user.virtfs.* attributes, never applied to the host.
+  const st = fs.statSync(written);
+  if (qemuUser) t.is(st.uid, qemuUser.uid, 'created by qemu.runAs, not by the guest\'s root');
+  t.is(userXattr(written, 'user.virtfs.uid'), '00000000', 'the guest\'s owner (uid 0) is stored in an extended attribute');
+  t.not(userXattr(written, 'user.virtfs.mode'), null);
 });
 
 test('the balloon: query-balloon answers and a new target is reached by the guest', async (t) => {

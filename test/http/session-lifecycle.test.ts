@@ -257,3 +257,18 @@ test('/healthz reports the accelerator and why it was chosen', async (t) => {
   }
   t.is(json.machines, 1);
 });
+
+test('closing the broker while a viewer is connected ends the viewer cleanly; the VM is left for the next start', async (t) => {
+  const setup = makeSetup(t);
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json } = await api(first, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ivan', lifetimeS: 600 });
+  const rfb = await connectRfb(json.wsUrl);
+  const closed = new Promise<void>((resolve) => rfb.ws.once('close', () => resolve()));
+  // No waiting for the viewer to go first: the bridge's teardown must not touch the store closed right after it.
+  await first.close();
+  await closed;
+  await new Promise((r) => setTimeout(r, 300)); // an uncaught error here would fail this file
+  const second = await startTestBroker(t, setup.config);
+  t.is(second.services.manager.get(json.id)?.state, 'running');
+  t.is(second.services.manager.get(json.id)?.viewers, 0, 'viewer counts start again from zero');
+});

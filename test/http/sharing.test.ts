@@ -133,6 +133,50 @@ test('a session nobody ever connected to is not ended by one-shot', async (t) =>
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
 });
 
+test('a one-shot session whose viewer left before a broker restart ends after the grace period once the broker is back', async (t) => {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: 2 } });
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json: s } = await api(first, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
+  const viewer = await connectRfb(s.wsUrl);
+  await waitFor('the bridge to count the viewer', () => first.services.manager.get(s.id)!.viewers === 1, 3000);
+  viewer.close();
+  await waitFor('the bridge to see the viewer go', () => first.services.manager.get(s.id)!.viewers === 0, 3000);
+  // The broker goes down inside the grace period: its timer dies with it.
+  await first.close();
+  const second = await startTestBroker(t, setup.config);
+  const adopted = second.services.rows.byId(s.id)!;
+  t.is(adopted.state, 'running', 'the VM was adopted');
+  t.true(adopted.hadViewer, 'the store remembers that the session had a viewer');
+  // The usual grace period, counted from the restart: a reload would still be in time.
+  await new Promise((r) => setTimeout(r, 1000));
+  t.is((await api(second, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+  const gone = await waitFor('the one-shot session to end after the restart', async () => {
+    const res = await api(second, 'GET', `/api/v1/sessions/${s.token}`);
+    return res.status === 410 && !/being stopped/.test(res.json.error.message) ? res : false;
+  }, 15000);
+  t.regex(gone.json.error.message, /one-shot/);
+  t.is(second.services.rows.byId(s.id), undefined);
+});
+
+test('a one-shot session adopted after a restart keeps running when a viewer comes back within the grace period', async (t) => {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: 2 } });
+  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const { json: s } = await api(first, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
+  const viewer = await connectRfb(s.wsUrl);
+  await waitFor('the bridge to count the viewer', () => first.services.manager.get(s.id)!.viewers === 1, 3000);
+  viewer.close();
+  await waitFor('the bridge to see the viewer go', () => first.services.manager.get(s.id)!.viewers === 0, 3000);
+  await first.close();
+  const second = await startTestBroker(t, setup.config);
+  const back = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${s.token}`);
+  t.teardown(() => back.close());
+  await new Promise((r) => setTimeout(r, 3500));
+  t.is((await api(second, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+  back.close();
+  await waitFor('the one-shot session to end once that viewer leaves too', async () => (await api(second, 'GET', `/api/v1/sessions/${s.token}`)).status === 410, 15000);
+  t.pass();
+});
+
 test('extend adds time up to the maximum life-time and then refuses', async (t) => {
   const setup = makeSetup(t, { limits: { maxLifetimeS: 7200, defaultLifetimeS: 3600 }, sessions: { extendStepS: 3000 } });
   const broker = await startTestBroker(t, setup.config);
