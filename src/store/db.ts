@@ -122,9 +122,12 @@ export function openDb(stateDir: string): Db {
   return db;
 }
 
+/** Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's constants, never input. */
 function addColumnOnce(db: Db, table: string, column: string, definition: string): void {
-  const columns = db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as Array<{ name: string }>;
-  if (!columns.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+  const columns = db.prepare('SELECT name FROM pragma_table_info(?)').all(table) as Array<{ name: string }>;
+  if (columns.some((c) => c.name === column)) return;
+  const alter = ['ALTER TABLE', table, 'ADD COLUMN', column, definition].join(' ');
+  db.exec(alter);
 }
 
 function migrate(db: Db): void {
