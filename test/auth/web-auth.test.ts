@@ -1,12 +1,13 @@
 // Who may create, see and stop a desktop, with local accounts made by the
 // real qwdctl: login, CSRF, rate limiting, ownership, admins, API tokens,
 // chained backends, and no password written anywhere.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { startBroker } from '../../src/main.js';
 import { createLogger } from '../../src/log.js';
+import type { Config } from '../../src/config/schema.js';
 import { makeSetup, requireQemu } from '../helpers/env.js';
 import { startTestBroker, stopAllVms } from '../helpers/broker.js';
 import { qwdctl } from '../helpers/cli.js';
@@ -14,6 +15,18 @@ import { WebClient } from '../helpers/web-client.js';
 import { closedPort } from '../helpers/peer-process.js';
 import { startSlapd } from '../helpers/slapd.js';
 import { startDovecot } from '../helpers/dovecot.js';
+
+/** A broker that logs to a file in the setup's dir (to search it for passwords or read what it said), stopped with its VMs in teardown. */
+async function brokerWithLog(t: ExecutionContext, setup: { dir: string; config: Config }, level: 'trace' | 'debug' | 'info') {
+  const logFile = path.join(setup.dir, 'broker.log');
+  const stream = fs.createWriteStream(logFile);
+  const broker = await startBroker(setup.config, createLogger(level, stream));
+  t.teardown(async () => {
+    await stopAllVms(broker);
+    await broker.close();
+  });
+  return { broker, logFile, stream };
+}
 
 test.before(() => requireQemu());
 
@@ -266,13 +279,7 @@ test('a backend that accepts TCP but never answers is skipped after its timeout 
   }));
   const port = (silent.address() as import('node:net').AddressInfo).port;
   const setup = await localSetup(t, { auth: { backends: [{ type: 'ldap', url: `ldap://127.0.0.1:${port}`, startTls: true, baseDn: 'dc=x', timeoutMs: 1000 }, { type: 'local' }] } });
-  const logFile = path.join(setup.dir, 'broker.log');
-  const stream = fs.createWriteStream(logFile);
-  const broker = await startBroker(setup.config, createLogger('info', stream));
-  t.teardown(async () => {
-    await stopAllVms(broker);
-    await broker.close();
-  });
+  const { broker, logFile, stream } = await brokerWithLog(t, setup, 'info');
   const b = new WebClient(broker.url);
   await b.get('/login');
   const started = Date.now();
@@ -289,13 +296,7 @@ test('a backend that accepts TCP but never answers is skipped after its timeout 
 
 test('after logins, sessions and stops, no password appears in the state dir, run dirs or logs', async (t) => {
   const setup = await localSetup(t);
-  const logFile = path.join(setup.dir, 'broker.log');
-  const stream = fs.createWriteStream(logFile);
-  const broker = await startBroker(setup.config, createLogger('trace', stream));
-  t.teardown(async () => {
-    await stopAllVms(broker);
-    await broker.close();
-  });
+  const { broker, logFile, stream } = await brokerWithLog(t, setup, 'trace');
   const alice = await loggedIn(broker.url, 'alice');
   const bad = new WebClient(broker.url);
   await bad.get('/login');
@@ -354,13 +355,7 @@ test('after LDAP, IMAP and SMTP logins (right and wrong), sessions and stops, no
     { type: 'smtp', host: '127.0.0.1', port: smtp.submissionPort, secure: false, caFile: smtp.caFile, emailDomain: 'example.org' },
     { type: 'local' },
   ] } });
-  const logFile = path.join(setup.dir, 'broker.log');
-  const stream = fs.createWriteStream(logFile);
-  const broker = await startBroker(setup.config, createLogger('trace', stream));
-  t.teardown(async () => {
-    await stopAllVms(broker);
-    await broker.close();
-  });
+  const { broker, logFile, stream } = await brokerWithLog(t, setup, 'trace');
   const running: Array<{ browser: WebClient; token: string; runDir: string }> = [];
   const logins: Array<[string, string, string]> = [['lena', ldapUser.password, 'ldap'], ['ivan', imapUser.password, 'imap'], ['sam', smtpUser.password, 'smtp'], ['alice', PASSWORDS.alice, 'local']];
   for (const [user, password, via] of logins) {
@@ -508,13 +503,7 @@ test('behind a trusted proxy (trustProxy 1 or loopback), a forged left-most X-Fo
 
 test('20 concurrent wrong-password logins for one user: at most the limit reach the backend, the rest are told to wait', async (t) => {
   const setup = await localSetup(t);
-  const logFile = path.join(setup.dir, 'broker.log');
-  const stream = fs.createWriteStream(logFile);
-  const broker = await startBroker(setup.config, createLogger('info', stream));
-  t.teardown(async () => {
-    await stopAllVms(broker);
-    await broker.close();
-  });
+  const { broker, logFile, stream } = await brokerWithLog(t, setup, 'info');
   // Twenty browsers, each with its own session and CSRF token, then every guess at once.
   const browsers = await Promise.all(Array.from({ length: 20 }, async () => {
     const b = new WebClient(broker.url);
