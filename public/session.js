@@ -37,7 +37,8 @@ if (section) {
   setInterval(tick, 1000);
   const api = section.dataset.api;
   if (api) {
-    const waiting = section.dataset.state !== 'running';
+    // Only a page rendered while the desktop waited reloads when it starts (a page without a state never does).
+    const waiting = section.dataset.state !== undefined && section.dataset.state !== 'running';
     const poll = async () => {
       const res = await fetch(api, { cache: 'no-store' }).catch(() => null);
       if (!res) return;

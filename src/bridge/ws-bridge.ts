@@ -12,7 +12,7 @@ import type { SessionManager, EndedEvent, RevokedEvent } from '../sessions/manag
 import type { LinkKind } from '../store/session-rows.js';
 import { ViewOnlyFilter } from './rfb-client-filter.js';
 import { readViewerTicket } from './viewer-ticket.js';
-import { describe } from '../qemu/rfb-probe.js';
+import { describe, type VncAddress } from '../qemu/rfb-probe.js';
 import { connectVnc } from './vnc-connect.js';
 
 export interface Bridge {
@@ -56,8 +56,16 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
     if (found.kind === 'ended') return reject(socket, 410, 'Gone');
     const row = found.row;
     if (row.state !== 'running' || !row.handle) return reject(socket, 409, 'Conflict');
+    // Before the upgrade: a launcher that cannot say where the VNC is (a Slurm job
+    // dir that cannot be read) gets an HTTP answer, not an exception in ws's callback.
+    let address: VncAddress;
+    try {
+      address = manager.vncAddress(row);
+    } catch (err) {
+      log.error({ sessionId: row.id, err }, 'the desktop\'s VNC address is not known');
+      return reject(socket, 503, 'Service Unavailable');
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const address = manager.vncAddress(row);
       const vnc: Duplex = connectVnc(address);
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
       const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });

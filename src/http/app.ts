@@ -18,7 +18,7 @@ import { SqliteWebSessionStore } from './web-session-store.js';
 import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
-import { canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
+import { SESSION_COOKIE, canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
 import { issueViewerTicket } from '../bridge/viewer-ticket.js';
 import type { PageContext } from './html.js';
 
@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(session({
     store: deps.webSessions,
     secret: deps.sessionSecret,
-    name: 'qwd.sid',
+    name: SESSION_COOKIE,
     resave: false,
     saveUninitialized: false,
     // secure: 'auto' marks the cookie Secure whenever the request came over TLS
@@ -194,7 +194,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.post('/logout', (req, res, next) => {
     req.session.destroy((err) => {
       if (err) return next(err);
-      res.clearCookie('qwd.sid');
+      res.clearCookie(SESSION_COOKIE);
       res.redirect(303, auth.open ? '/' : '/login');
     });
   });

@@ -144,7 +144,7 @@ export function sessionPage(ctx: PageContext, row: SessionRow, links: SessionLin
 export function viewOnlyPage(row: SessionRow, links: SessionLinks, config: Config, now: number): string {
   const body = html`
 <h1>Desktop <small class="muted">${row.machine}, view-only</small></h1>
-<section class="session" data-expires-at="${row.expiresAt}" data-server-now="${now}" data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
+<section class="session" data-expires-at="${row.expiresAt}" data-server-now="${now}" data-state="${row.state}" data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions.warnBeforeS.join(',')}">
   <p class="warning" hidden role="alert"></p>
   <p><a class="button primary big" href="${links.viewViewer}" target="_blank" rel="noopener">Watch</a></p>
   <p>This link lets you watch the desktop; keyboard and mouse are not passed on.</p>

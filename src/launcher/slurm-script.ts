@@ -190,6 +190,7 @@ pci_class() { cat "$SYSFS/sys/bus/pci/devices/$1/class" 2>/dev/null; }
 pci_driver() { local d; d=$(readlink "$SYSFS/sys/bus/pci/devices/$1/driver" 2>/dev/null) || return 0; printf '%s' "\${d##*/}"; }
 GPU_ARGS=()
 GPU_PICKED=()
+GPU_SLOTS=0
 GPU_WHY=
 SEEN_GROUPS=' '
 for dev in "$SYSFS"/sys/bus/pci/devices/*; do
@@ -215,13 +216,22 @@ for dev in "$SYSFS"/sys/bus/pci/devices/*; do
   # Held (fd open) until this script and QEMU, which inherits it, have exited.
   exec {lock_fd}>"$LOCK_DIR/iommu-group-$group.lock" || continue
   if ! flock -n "$lock_fd"; then exec {lock_fd}>&-; GPU_WHY="$GPU_WHY; $addr is used by another job"; continue; fi
-  slot=$(printf '0x%x' $((16 + \${#GPU_PICKED[@]})))
-  fn=0
-  for f in "\${funcs[@]}"; do
-    opt="vfio-pci,host=$f,bus=$GPU_BUS,addr=$slot.$fn"
-    [ "$fn" = 0 ] && [ \${#funcs[@]} -gt 1 ] && opt="$opt,multifunction=on"
-    GPU_ARGS+=(-device "$opt")
-    fn=$((fn + 1))
+  # One guest slot per card (PCI device) of the group, its functions together in
+  # it (function 0 multifunction=on), slots from 0x10 on: as src/qemu/argv.ts lays them out.
+  cards=()
+  for f in "\${funcs[@]}"; do case " \${cards[*]} " in *" \${f%.*} "*) ;; *) cards+=("\${f%.*}") ;; esac; done
+  for card in "\${cards[@]}"; do
+    mine=()
+    for f in "\${funcs[@]}"; do [ "\${f%.*}" = "$card" ] && mine+=("$f"); done
+    slot=$(printf '0x%x' $((16 + GPU_SLOTS)))
+    GPU_SLOTS=$((GPU_SLOTS + 1))
+    fn=0
+    for f in "\${mine[@]}"; do
+      opt="vfio-pci,host=$f,bus=$GPU_BUS,addr=$slot.$fn"
+      [ "$fn" = 0 ] && [ \${#mine[@]} -gt 1 ] && opt="$opt,multifunction=on"
+      GPU_ARGS+=(-device "$opt")
+      fn=$((fn + 1))
+    done
   done
   GPU_PICKED+=("$addr")
 done

@@ -119,7 +119,7 @@ export class SlurmLauncher implements Launcher {
     } catch (err) {
       // An sbatch that did not answer in time may have queued the job all the same: find it by its name.
       const unanswered = !jobId && err instanceof QwdError && err.details?.mayHaveQueued === true;
-      if (jobId) await this.cli.cancel(jobId).catch(() => {});
+      if (jobId) await this.cli.cancel(jobId).catch((e: Error) => log.error({ sessionId: spec.sessionId, jobId, err: e.message }, 'the job of a failed start could not be cancelled; it may hold a node until its time limit'));
       else if (unanswered) await this.cli.cancelByName(`qwd-${spec.sessionId}`).catch((e: Error) => log.error({ sessionId: spec.sessionId, err: e.message }, 'a job that sbatch may have queued could not be cancelled by name'));
       await this.cleanup(null, spec.runDir);
       throw err;
@@ -133,7 +133,7 @@ export class SlurmLauncher implements Launcher {
     let runningSince: number | null = null;
     let nextJobCheck = 0;
     for (;;) {
-      const status = readStatus(handle.jobDir);
+      const status = await readStatus(handle.jobDir);
       if (status?.state === 'ready') {
         const host = status.bind === '0.0.0.0' || status.bind === '::' ? await this.cli.nodeAddress(status.node) : probeHost(status.bind);
         await readRfbBanner({ kind: 'tcp', host, port: status.port }, 5000).catch((err: Error) => {
@@ -153,19 +153,25 @@ export class SlurmLauncher implements Launcher {
       if (status?.state === 'failed') {
         throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId}: ${status.error}`, { userMessage: 'The desktop could not start on its cluster node; an administrator has been told.' });
       }
+      if (status?.state === 'exited') {
+        // Stopped before it was ready (a stop that came during start-up), or QEMU quit at once.
+        throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId}: QEMU ended (exit ${status.code}) before the broker saw it ready: ${await slurmOutputTail(handle.jobDir)}`, {
+          userMessage: 'The desktop stopped before it was ready.',
+        });
+      }
       const now = Date.now();
       if (now >= nextJobCheck) {
         nextJobCheck = now + slurm.pollIntervalMs;
         const info = await this.cli.jobInfo(handle.jobId);
         if (!info || !ALIVE.has(info.state)) {
-          if (readStatus(handle.jobDir)) continue; // it reported just before ending: read that first
+          if (await readStatus(handle.jobDir)) continue; // it reported just before ending: read that first (ready, failed and exited all end this loop)
           throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId} ended before QEMU was ready (${info ? `${info.state}${info.reason ? `, ${info.reason}` : ''}` : 'no longer known to Slurm'}): ${await slurmOutputTail(handle.jobDir)}`, {
             userMessage: info?.state === 'CANCELLED' ? 'The cluster job of this desktop was cancelled before it started.' : 'The desktop\'s cluster job ended before the desktop was ready.',
           });
         }
         if (info.state === 'RUNNING' && runningSince === null) runningSince = now;
         if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
-          await this.cli.cancel(handle.jobId).catch(() => {});
+          await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error({ jobId: handle.jobId, err: e.message }, 'a job whose QEMU never became ready could not be cancelled'));
           throw new QwdError('QWD_LAUNCH_TIMEOUT', `job ${handle.jobId} runs on ${info.nodes ?? '?'} but QEMU did not report ready within ${slurm.startTimeoutMs} ms`);
         }
       }
@@ -238,8 +244,10 @@ export class SlurmLauncher implements Launcher {
         if (done || (info && ALIVE.has(info.state))) return;
         done = true;
         clearInterval(timer);
-        onExit(exitInfo(info, readStatus(handle.jobDir)));
-      }, (err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again')).finally(() => { busy = false; });
+        return readStatus(handle.jobDir).then((status) => onExit(exitInfo(info, status)));
+      }, (err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again'))
+        .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'))
+        .finally(() => { busy = false; });
     }, this.opts.config.slurm.pollIntervalMs);
     timer.unref();
     return () => {
@@ -278,7 +286,7 @@ export class SlurmLauncher implements Launcher {
 
   async exitReason(vm: VmHandle): Promise<string | null> {
     const handle = asSlurm(vm);
-    return exitInfo(await this.cli.jobInfo(handle.jobId), readStatus(handle.jobDir)).reason ?? null;
+    return exitInfo(await this.cli.jobInfo(handle.jobId), await readStatus(handle.jobDir)).reason ?? null;
   }
 
   async describe(vm: VmHandle): Promise<Record<string, string | number | null>> {
@@ -341,9 +349,10 @@ export function exitInfo(info: JobInfo | null, status: JobStatus | null): ExitIn
   return { code, signal: null, reason };
 }
 
-function readStatus(jobDir: string): JobStatus | null {
+async function readStatus(jobDir: string): Promise<JobStatus | null> {
   try {
-    return JSON.parse(fs.readFileSync(path.join(jobDir, STATUS_FILE), 'utf8')) as JobStatus;
+    // Async: the job dir is on shared storage (NFS), and this is read while jobs wait.
+    return JSON.parse(await fsp.readFile(path.join(jobDir, STATUS_FILE), 'utf8')) as JobStatus;
   } catch {
     return null; // not written yet (it is renamed into place, so never half-written)
   }

@@ -367,3 +367,20 @@ test('in Chromium with the browser clock 10 minutes ahead, the pages count down 
   t.is(await waitForStatus(viewer, 'This desktop has ended', 15000), 'This desktop has ended (its life-time ran out).');
   t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the pages');
 });
+
+test('in Chromium, the view-only page of a running desktop stays put (it polls, it does not reload)', async (t) => {
+  t.timeout(60_000);
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const browser = await launchChromium(t);
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'vera', lifetimeS: 600 });
+  t.is(status, 201);
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  let loads = 0;
+  page.on('request', (r) => { if (r.isNavigationRequest() && r.frame() === page.mainFrame()) loads++; });
+  await page.goto(s.viewUrl);
+  // The page asks the API every 2 s: three rounds.
+  await new Promise((r) => setTimeout(r, 6500));
+  t.is(loads, 1, 'loaded once');
+  t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the page');
+});

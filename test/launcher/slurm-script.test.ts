@@ -12,6 +12,7 @@ import { overlayArgv } from '../../src/snapshot/overlay.js';
 import { parseConfig } from '../../src/config/schema.js';
 import { pidsMentioning, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { freePorts } from '../helpers/peer-process.js';
+import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 
 test('shellQuote gives bash back exactly the value', (t) => {
   for (const value of ["plain", "it's", "$(touch /tmp/x) `id` ${HOME} \\ \" ; & | > <", "spaces  and\ttabs", '', "''", 'ünïcödé']) {
@@ -197,3 +198,41 @@ test('a stop that arrives while the job still makes the overlay ends the job the
   t.false(fs.existsSync(path.join(dir, 'job', 'qemu.log')), 'QEMU was never started');
   t.deepEqual(pidsMentioning(dir), [], 'nothing of this job is left running');
 });
+
+test('on the node, GPUs get the same guest slots as on a single host: one slot per card of the IOMMU group, its functions together', async (t) => {
+  const dir = tempDir(t);
+  // Group 4 holds two cards (04:00.0 + its audio 04:00.1, and 05:00.0), as on boards without ACS.
+  const group = [GPU('0000:04:00.0', '4'), AUDIO('0000:04:00.1', '4'), GPU('0000:05:00.0', '4')];
+  const sysfs = makeSysfs(path.join(dir, 'sysfs'), group);
+  // QEMU stand-in: writes down its argv and fails (no VFIO device can exist here); the job then reports why.
+  const recorded = path.join(dir, 'argv.txt');
+  const fakeQemu = path.join(dir, 'record-qemu');
+  fs.writeFileSync(fakeQemu, `#!/bin/bash\nprintf '%s\\n' "$@" > ${shellQuote(recorded)}\necho 'vfio: no such device' >&2\nexit 1\n`, { mode: 0o755 });
+  const base = scriptFor(dir, '127.0.0.1', [5999, 5999], 'tcg');
+  const script = base.replace("QEMU='qemu-system-x86_64'", `QEMU=${shellQuote(fakeQemu)}`)
+    // The same script as with `gpus`: its GPU part goes where buildJobScript puts it, right after ARGV is chosen.
+    .replace('GPU_PICKED=()\n', `${gpuPartOf({ count: 1, sysfsRoot: sysfs, lockDir: path.join(dir, 'locks'), exclude: [] })}\n`);
+  const out = spawnSync('bash', ['-s'], { input: script, encoding: 'utf8', timeout: 30000 });
+  t.is(out.status, 1, out.stderr);
+  const argv = fs.readFileSync(recorded, 'utf8').split('\n');
+  const nodeSide = argv.filter((a, i) => argv[i - 1] === '-device' && a.startsWith('vfio-pci,'));
+  const m = { name: 'g', arch: 'x86_64', format: 'raw', image: '/img', firmware: 'bios', diskInterface: 'virtio', shares: [], bootScripts: { scripts: [], delivery: 'cloud-init' } } as never;
+  const paths = { overlay: '/o', qmpSocket: '/q', vncSocket: '/v', serialLog: '/s', pidFile: '/p' };
+  const local = buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, { sessionId: 'abcabcabcabc', accel: 'tcg', sandbox: false, runAs: null, network: 'none', uefiFirmware: '' }, { shares: [], seedIso: null, gpus: [group.map((f) => f.address)] });
+  const hostSide = local.filter((a, i) => local[i - 1] === '-device' && a.startsWith('vfio-pci,'));
+  t.deepEqual(nodeSide, hostSide);
+  t.deepEqual(nodeSide, [
+    'vfio-pci,host=0000:04:00.0,bus=pci.0,addr=0x10.0,multifunction=on',
+    'vfio-pci,host=0000:04:00.1,bus=pci.0,addr=0x10.1',
+    'vfio-pci,host=0000:05:00.0,bus=pci.0,addr=0x11.0',
+  ]);
+});
+
+/** The GPU part of a job script alone (what buildJobScript inserts for `gpus`). */
+function gpuPartOf(gpus: NonNullable<JobScriptInput['gpus']>): string {
+  const full = buildJobScript({
+    sessionId: 'feedfeedfeed', jobDir: '/j', qemuBinary: 'q', qemuImg: 'i', overlayArgv: [], overlayPath: '/j/o', argvKvm: [], argvTcg: [],
+    accel: 'tcg', guestArch: 'x86_64', vncBind: '127.0.0.1', vncPortMin: 5900, vncPortMax: 5900, gpus,
+  });
+  return full.slice(full.indexOf('# ---- GPUs'), full.indexOf('ARGV+=("${GPU_ARGS[@]}")') + 'ARGV+=("${GPU_ARGS[@]}")'.length);
+}
