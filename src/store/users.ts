@@ -42,8 +42,16 @@ export class UserStore {
     return this.db.prepare('UPDATE users SET admin = ? WHERE name = ?').run(admin ? 1 : 0, name).changes === 1;
   }
 
-  remove(name: string): boolean {
-    return this.db.prepare('DELETE FROM users WHERE name = ?').run(name).changes === 1;
+  /**
+   * Deletes the account and, in the same transaction, its API tokens (a later
+   * account of the same name must not inherit them). Returns how many tokens
+   * went with it, or null when there was no such account.
+   */
+  remove(name: string): { tokens: number } | null {
+    return this.db.transaction(() => {
+      if (this.db.prepare('DELETE FROM users WHERE name = ?').run(name).changes !== 1) return null;
+      return { tokens: this.db.prepare('DELETE FROM api_tokens WHERE user = ?').run(name).changes };
+    }).immediate();
   }
 
   addEmailToken(hash: string, email: string, expiresAt: number): void {

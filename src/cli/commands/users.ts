@@ -92,11 +92,9 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     .action(async (name: string) => {
       checkName(name);
       await withUsers(ctx, (store) => {
-        if (!store.remove(name)) throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
-        // Its API tokens go too: a later account of the same name must not inherit them.
-        const tokens = store.apiTokens().filter((k) => k.user === name);
-        for (const k of tokens) store.revokeApiToken(k.id);
-        ctx.print(`deleted user ${name}${tokens.length ? ` and its ${tokens.length} API token${tokens.length === 1 ? '' : 's'}` : ''}`);
+        const removed = store.remove(name); // its API tokens go with it
+        if (!removed) throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        ctx.print(`deleted user ${name}${removed.tokens ? ` and its ${removed.tokens} API token${removed.tokens === 1 ? '' : 's'}` : ''}`);
       });
     });
 
