@@ -21,6 +21,7 @@ import type { AuthService } from '../auth/service.js';
 import { SESSION_COOKIE, canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
 import { issueViewerTicket } from '../bridge/viewer-ticket.js';
 import type { PageContext } from './html.js';
+import { sessionSizes } from '../sessions/request.js';
 
 export interface AppDeps {
   config: Config;
@@ -297,16 +298,11 @@ export function createApp(deps: AppDeps): express.Express {
 
   // JSON API (for scripts and qwdctl).
   app.get('/api/v1/machines', (_req, res) => {
-    // What a request without cpus/memoryMiB gets: the machine's default within the site's limit (as validateCreateRequest does).
-    res.json(catalog.list().map((m) => {
-      const cpuMax = Math.min(m.cpus.max, config.limits.maxCpusPerSession);
-      const memoryMax = Math.min(m.memoryMiB.max, config.limits.maxMemoryMiBPerSession);
-      return {
-        name: m.name, description: m.description, arch: m.arch, format: m.format, firmware: m.firmware,
-        cpus: { default: Math.min(m.cpus.default, cpuMax), max: cpuMax },
-        memoryMiB: { default: Math.min(m.memoryMiB.default, memoryMax), max: memoryMax },
-      };
-    }));
+    // The defaults are what a request without cpus/memoryMiB gets (validateCreateRequest uses the same sessionSizes).
+    res.json(catalog.list().map((m) => ({
+      name: m.name, description: m.description, arch: m.arch, format: m.format, firmware: m.firmware,
+      ...sessionSizes(m, config.limits),
+    })));
   });
 
   const apiLogin = (req: Request) => {

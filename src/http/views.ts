@@ -5,6 +5,12 @@ import type { Config } from '../config/schema.js';
 import type { SessionRow } from '../store/session-rows.js';
 import type { QueueInfo } from '../launcher/types.js';
 import { Html, csrfField, esc, html, layout, formatDuration, type PageContext } from './html.js';
+import { sessionSizes } from '../sessions/request.js';
+
+/** The form's per-machine data attributes (public/form.js switches the CPU and memory fields with them). */
+function machineSizeAttrs(sizes: ReturnType<typeof sessionSizes>): Html {
+  return html`data-cpus="${sizes.cpus.max}" data-cpus-default="${sizes.cpus.default}" data-memory="${sizes.memoryMiB.max}" data-memory-default="${sizes.memoryMiB.default}"`;
+}
 
 export interface FormValues {
   machine?: string;
@@ -41,8 +47,9 @@ export function formPage(ctx: PageContext, machines: Machine[], config: Config, 
   const oneShot = values.oneShot ?? config.sessions.oneShotDefault;
   const selected = values.machine ?? machines[0]?.name;
   const machine = machines.find((m) => m.name === selected) ?? machines[0];
-  const cpuMax = Math.min(machine?.cpus.max ?? 1, limits.maxCpusPerSession);
-  const memMax = Math.min(machine?.memoryMiB.max ?? 1024, limits.maxMemoryMiBPerSession);
+  const sizes = machine ? sessionSizes(machine, limits) : { cpus: { default: 1, max: 1 }, memoryMiB: { default: 1024, max: 1024 } };
+  const cpuMax = sizes.cpus.max;
+  const memMax = sizes.memoryMiB.max;
   const lifetime = Number(values.lifetimeS ?? limits.defaultLifetimeS);
   const body = html`
 <h1>Start a desktop</h1>
@@ -54,12 +61,12 @@ ${machines.length === 0
   ${csrfField(ctx)}
   <fieldset class="machines">
     <legend>Machine</legend>
-    ${machines.map((m) => html`<label class="machine"><input type="radio" name="machine" value="${m.name}" ${m.name === machine?.name ? html`checked` : ''} data-cpus="${Math.min(m.cpus.max, limits.maxCpusPerSession)}" data-cpus-default="${m.cpus.default}" data-memory="${Math.min(m.memoryMiB.max, limits.maxMemoryMiBPerSession)}" data-memory-default="${m.memoryMiB.default}">
+    ${machines.map((m) => html`<label class="machine"><input type="radio" name="machine" value="${m.name}" ${m.name === machine?.name ? html`checked` : ''} ${machineSizeAttrs(sessionSizes(m, limits))}>
       <span><strong>${m.name}</strong> <small>${m.description}</small> <small class="muted">${m.arch}, ${m.format}</small></span></label>`)}
   </fieldset>
   <div class="row">
-    <label>CPUs <input type="number" name="cpus" min="1" max="${cpuMax}" value="${values.cpus ?? Math.min(machine?.cpus.default ?? 1, cpuMax)}" required></label>
-    <label>Memory (MiB) <input type="number" name="memoryMiB" min="64" max="${memMax}" step="64" value="${values.memoryMiB ?? Math.min(machine?.memoryMiB.default ?? 1024, memMax)}" required></label>
+    <label>CPUs <input type="number" name="cpus" min="1" max="${cpuMax}" value="${values.cpus ?? sizes.cpus.default}" required></label>
+    <label>Memory (MiB) <input type="number" name="memoryMiB" min="64" max="${memMax}" step="64" value="${values.memoryMiB ?? sizes.memoryMiB.default}" required></label>
     <label>Life-time <select name="lifetimeS">${lifetimeChoices(limits).map((s) => html`<option value="${s}" ${s === lifetime ? html`selected` : ''}>${formatDuration(s)}</option>`)}</select></label>
   </div>
   ${ctx.identity ? html`<p>Desktop for <strong>${ctx.identity.user}</strong>.</p>` : html`<label>Your name <input type="text" name="user" maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9._@+\\-]{0,63}" value="${values.user ?? ''}" autocomplete="username" required></label>`}

@@ -25,6 +25,16 @@ const KNOWN_FIELDS = new Set(['machine', 'cpus', 'memoryMiB', 'lifetimeS', 'user
 const LONG_FIELDS = new Set(['script']);
 export const EMAIL = /^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$/;
 
+/** What one desktop of a machine may have, and gets when it does not say: the machine's sizes within the site's per-session limits. */
+export function sessionSizes(machine: Pick<Machine, 'cpus' | 'memoryMiB'>, limits: Pick<Config['limits'], 'maxCpusPerSession' | 'maxMemoryMiBPerSession'>) {
+  const cpuMax = Math.min(machine.cpus.max, limits.maxCpusPerSession);
+  const memoryMax = Math.min(machine.memoryMiB.max, limits.maxMemoryMiBPerSession);
+  return {
+    cpus: { default: Math.min(machine.cpus.default, cpuMax), max: cpuMax },
+    memoryMiB: { default: Math.min(machine.memoryMiB.default, memoryMax), max: memoryMax },
+  };
+}
+
 export function validateCreateRequest(raw: unknown, lookup: (name: string) => Machine | undefined, limits: Config['limits'], defaults: { oneShot: boolean; gpuMachines?: readonly string[] | null } = { oneShot: false }): CreateRequest {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ValidationError('the request body must be an object with machine, cpus, memoryMiB, lifetimeS and user');
   const body = raw as Record<string, unknown>;
@@ -38,10 +48,9 @@ export function validateCreateRequest(raw: unknown, lookup: (name: string) => Ma
   const machine = lookup(machineName);
   if (!machine) throw new QwdError('QWD_UNKNOWN_MACHINE', `unknown machine "${machineName}"`, { userMessage: `There is no machine called "${machineName}".` });
 
-  const cpuMax = Math.min(machine.cpus.max, limits.maxCpusPerSession);
-  const memMax = Math.min(machine.memoryMiB.max, limits.maxMemoryMiBPerSession);
-  const cpus = readWhole(body.cpus, 'cpus', Math.min(machine.cpus.default, cpuMax), 1, cpuMax);
-  const memoryMiB = readWhole(body.memoryMiB, 'memoryMiB', Math.min(machine.memoryMiB.default, memMax), 64, memMax);
+  const sizes = sessionSizes(machine, limits);
+  const cpus = readWhole(body.cpus, 'cpus', sizes.cpus.default, 1, sizes.cpus.max);
+  const memoryMiB = readWhole(body.memoryMiB, 'memoryMiB', sizes.memoryMiB.default, 64, sizes.memoryMiB.max);
   const lifetimeS = readWhole(body.lifetimeS, 'lifetimeS', limits.defaultLifetimeS, limits.minLifetimeS, limits.maxLifetimeS);
 
   const user = body.user;

@@ -215,6 +215,8 @@ test('GET /api/v1/machines lists the machines with their limits clamped to the s
   const small = await startTestBroker(t, tight.config);
   const [only] = (await api(small, 'GET', '/api/v1/machines')).json;
   t.deepEqual(only.memoryMiB, { default: 64, max: 64 });
+  const form = await (await fetch(small.url + '/')).text();
+  t.regex(form, /data-memory="64" data-memory-default="64"/, 'the form offers the same');
 });
 
 test('the web form creates a session and redirects to its page with a QR code', async (t) => {
