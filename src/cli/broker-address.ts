@@ -56,8 +56,13 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** The address a live broker recorded, or null (none, or its process is gone: a crash left the file). */
-export function runningBrokerUrl(stateDir: string): string | null {
+/** What a live broker recorded (address and pid), or null (none, or its process is gone: a crash left the file). */
+export function runningBroker(stateDir: string): BrokerAddress | null {
   const record = readRecord(stateDir);
-  return record && isAlive(record.pid) ? record.url : null;
+  return record && isAlive(record.pid) ? record : null;
+}
+
+/** The address a live broker recorded, or null. */
+export function runningBrokerUrl(stateDir: string): string | null {
+  return runningBroker(stateDir)?.url ?? null;
 }

@@ -2,10 +2,8 @@
 // usable (and why not), who holds each; and the host prerequisites.
 import type { Command } from 'commander';
 import { checkVfioHost, readBrokerMemlock, readProcessIdentity, systemdMainPid } from '../../gpu/check-host.js';
-import fs from 'node:fs';
-import path from 'node:path';
 import { CliContext, usage } from '../context.js';
-import { BROKER_ADDRESS_FILE } from '../broker-address.js';
+import { runningBroker } from '../broker-address.js';
 import { json, table } from '../output.js';
 import { QwdError } from '../../errors.js';
 
@@ -58,10 +56,5 @@ export function registerGpu(program: Command, ctx: CliContext): void {
 
 /** The pid a running broker recorded in the state dir (cli/broker-address.ts), if that process is still there. */
 function recordedBrokerPid(stateDir: string): number | null {
-  try {
-    const { pid } = JSON.parse(fs.readFileSync(path.join(stateDir, BROKER_ADDRESS_FILE), 'utf8')) as { pid?: unknown };
-    return Number.isInteger(pid) && (pid as number) > 0 && fs.existsSync(`/proc/${pid}`) ? (pid as number) : null;
-  } catch {
-    return null; // no broker has recorded itself (or the record is torn): other sources are tried
-  }
+  return runningBroker(stateDir)?.pid ?? null;
 }

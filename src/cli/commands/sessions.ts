@@ -130,7 +130,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     .action(async (opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const rows = services.manager.list();
-        ctx.print(opts.json ? json(rows.map((r) => sessionJson(r, ctx.baseUrl(services.config)))) : sessionsTable(rows));
+        const base = ctx.baseUrl(services.config);
+        ctx.print(opts.json ? json(rows.map((r) => sessionJson(r, base))) : sessionsTable(rows));
       });
     });
 

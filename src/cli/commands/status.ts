@@ -26,6 +26,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
         const scheduler = config.launcher === 'slurm' ? new Map(await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))) : null;
         const gpus = gpuSummary(manager.gpuStatus());
         const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
+        const base = ctx.baseUrl(config); // once: it may read the running broker's address file
         const info = {
           version: VERSION,
           config: config.source,
@@ -37,7 +38,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           gpus,
           limits: { maxSessions: config.limits.maxSessions, maxSessionsPerUser: config.limits.maxSessionsPerUser },
           machines: catalog.list().length,
-          sessions: rows.map((r) => ({ ...sessionJson(r, ctx.baseUrl(config)), ...(scheduler ? { jobState: scheduler.get(r.id)?.jobState ?? null, slurm: scheduler.get(r.id) ?? null } : {}) })),
+          sessions: rows.map((r) => ({ ...sessionJson(r, base), ...(scheduler ? { jobState: scheduler.get(r.id)?.jobState ?? null, slurm: scheduler.get(r.id) ?? null } : {}) })),
         };
         if (opts.json) return ctx.print(json(info));
         ctx.print([
