@@ -19,7 +19,6 @@ export const ERROR_CODES = {
   QWD_FORBIDDEN: { status: 403, family: 'usage' },
   QWD_CSRF: { status: 403, family: 'usage' },
   QWD_UNAUTHORIZED: { status: 401, family: 'usage' },
-  QWD_LOGIN_UNAVAILABLE: { status: 503, family: 'refused' },
   QWD_UNKNOWN_MACHINE: { status: 404, family: 'not-found' },
   QWD_SESSION_NOT_FOUND: { status: 404, family: 'not-found' },
   QWD_NOT_FOUND: { status: 404, family: 'not-found' },
