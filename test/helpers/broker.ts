@@ -8,18 +8,28 @@ import path from 'node:path';
 import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { VmHandle } from '../../src/launcher/types.js';
-import { signalGroup } from '../../src/qemu/process.js';
+import Database from 'better-sqlite3';
+import { isOurProcess, signalGroup } from '../../src/qemu/process.js';
 
 // VMs are their own process groups and outlive their parent on purpose. If a
-// test worker dies before its teardown (an uncaught exception), kill the VMs
-// its brokers started — by PID, from the store — so nothing leaks.
-const liveBrokers = new Set<Broker>();
+// test worker dies before its teardown (an uncaught exception, a timeout), kill
+// the VMs its brokers started — by PID, checked against the store's start time
+// and process name — so nothing leaks. The store is read again from its state
+// dir: a broker the test closed itself (to restart it) has closed its handle.
+const stateDirs = new Set<string>();
 process.once('exit', () => {
-  for (const broker of liveBrokers) {
+  for (const stateDir of stateDirs) {
     try {
-      for (const row of broker.services.rows.all()) killLocalVm(row.handle as VmHandle | null);
+      const db = new Database(path.join(stateDir, 'qwd.sqlite'), { readonly: true, fileMustExist: true });
+      try {
+        for (const { handle } of db.prepare('SELECT handle FROM sessions WHERE handle IS NOT NULL').all() as Array<{ handle: string }>) {
+          killLocalVm(JSON.parse(handle) as VmHandle);
+        }
+      } finally {
+        db.close();
+      }
     } catch {
-      // The store is already closed: its VMs were stopped by the teardown.
+      // No store (the test's temp dir is gone with its teardown): nothing of it can be running.
     }
   }
 });
@@ -38,10 +48,9 @@ function testLogger(t: ExecutionContext) {
 
 export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean } = {}): Promise<Broker> {
   const broker = await startBroker(config, testLogger(t));
-  liveBrokers.add(broker);
+  stateDirs.add(config.stateDir);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);
-    liveBrokers.delete(broker);
     await broker.close();
   });
   return broker;
@@ -62,9 +71,9 @@ export async function stopAllVms(broker: Broker): Promise<void> {
   }
 }
 
-/** A local VM is our own process group; Slurm jobs are ended by the test's Slurm going away. */
+/** A local VM is our own process group (if that PID is still our qemu); Slurm jobs are ended by the test's Slurm going away. */
 function killLocalVm(handle: VmHandle | null): void {
-  if (handle?.kind === 'local') signalGroup(handle.pid, 'SIGKILL');
+  if (handle?.kind === 'local' && isOurProcess(handle.pid, handle.startTime, handle.processName)) signalGroup(handle.pid, 'SIGKILL');
 }
 
 export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {

@@ -96,8 +96,8 @@ test('the job script, run by bash: overlay, QEMU behind a VNC password on a port
   const dir = tempDir(t);
   const [port] = await freePorts(1);
   const script = scriptFor(dir, '127.0.0.1', [port!, port!]);
-  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'] });
-  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], detached: true });
+  t.teardown(() => killJobGroup(job.pid!));
   job.stdin.end(script);
   const status = path.join(dir, 'job', 'status.json');
   const ready = await waitFor('the job to report ready', () => readJson(status)?.state === 'ready' ? readJson(status) : false, 15000);
@@ -158,8 +158,8 @@ test('the node-local dir reaches QEMU as it is, even with a & in TMPDIR (bash 5.
   const amp = path.join(dir, 'tmp&x');
   fs.mkdirSync(amp);
   const [port] = await freePorts(1);
-  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: amp } });
-  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: amp }, detached: true });
+  t.teardown(() => killJobGroup(job.pid!));
   job.stdin.end(scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg'));
   const status = path.join(dir, 'job', 'status.json');
   await waitFor('the job to report ready', () => readJson(status)?.state === 'ready', 15000);
@@ -187,8 +187,8 @@ test('a stop that arrives while the job still makes the overlay ends the job the
   const slowImg = path.join(dir, 'slow-qemu-img');
   fs.writeFileSync(slowImg, '#!/bin/bash\nsleep 2\nexec qemu-img "$@"\n', { mode: 0o755 });
   const script = scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg').replace("QEMU_IMG='qemu-img'", `QEMU_IMG=${shellQuote(slowImg)}`);
-  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'] });
-  t.teardown(() => { try { process.kill(job.pid!, 'SIGKILL'); } catch { /* gone */ } });
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], detached: true });
+  t.teardown(() => killJobGroup(job.pid!));
   const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
   job.stdin.end(script);
   await waitFor('qemu-img to run', () => pidsMentioning(slowImg).length > 0, 5000);
@@ -235,4 +235,17 @@ function gpuPartOf(gpus: NonNullable<JobScriptInput['gpus']>): string {
     accel: 'tcg', guestArch: 'x86_64', vncBind: '127.0.0.1', vncPortMin: 5900, vncPortMax: 5900, gpus,
   });
   return full.slice(full.indexOf('# ---- GPUs'), full.indexOf('ARGV+=("${GPU_ARGS[@]}")') + 'ARGV+=("${GPU_ARGS[@]}")'.length);
+}
+
+/**
+ * The job's bash runs in a process group of its own (detached), like a batch
+ * step: killing the group also ends the QEMU it started, even when a failed
+ * test never got to stop it.
+ */
+function killJobGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // The group is gone already: the job ended by itself.
+  }
 }
