@@ -1,6 +1,6 @@
 // Sharing and not losing work: control and view-only links, revocation,
 // one-shot sessions, extension limits and life-time warnings — on real QEMU.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
@@ -133,18 +133,27 @@ test('a session nobody ever connected to is not ended by one-shot', async (t) =>
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
 });
 
-test('a one-shot session whose viewer left before a broker restart ends after the grace period once the broker is back', async (t) => {
-  // A grace period well above the 1 s check below, so a loaded host cannot make the check late.
-  const setup = makeSetup(t, { sessions: { oneShotGraceS: 4 } });
+/**
+ * A one-shot session whose only viewer came and left, then a broker restart
+ * inside the grace period (the first broker's timer dies with it): the
+ * session as the second broker adopted it.
+ */
+async function oneShotLeftThenRestarted(t: ExecutionContext, graceS: number) {
+  const setup = makeSetup(t, { sessions: { oneShotGraceS: graceS } });
   const first = await startTestBroker(t, setup.config, { keepVms: true });
   const { json: s } = await api(first, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
   const viewer = await connectRfb(s.wsUrl);
   await waitFor('the bridge to count the viewer', () => first.services.manager.get(s.id)!.viewers === 1, 3000);
   viewer.close();
   await waitFor('the bridge to see the viewer go', () => first.services.manager.get(s.id)!.viewers === 0, 3000);
-  // The broker goes down inside the grace period: its timer dies with it.
   await first.close();
   const second = await startTestBroker(t, setup.config);
+  return { s, second };
+}
+
+test('a one-shot session whose viewer left before a broker restart ends after the grace period once the broker is back', async (t) => {
+  // A grace period well above the 1 s check below, so a loaded host cannot make the check late.
+  const { s, second } = await oneShotLeftThenRestarted(t, 4);
   const adopted = second.services.rows.byId(s.id)!;
   t.is(adopted.state, 'running', 'the VM was adopted');
   t.true(adopted.hadViewer, 'the store remembers that the session had a viewer');
@@ -160,15 +169,7 @@ test('a one-shot session whose viewer left before a broker restart ends after th
 });
 
 test('a one-shot session adopted after a restart keeps running when a viewer comes back within the grace period', async (t) => {
-  const setup = makeSetup(t, { sessions: { oneShotGraceS: 2 } });
-  const first = await startTestBroker(t, setup.config, { keepVms: true });
-  const { json: s } = await api(first, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
-  const viewer = await connectRfb(s.wsUrl);
-  await waitFor('the bridge to count the viewer', () => first.services.manager.get(s.id)!.viewers === 1, 3000);
-  viewer.close();
-  await waitFor('the bridge to see the viewer go', () => first.services.manager.get(s.id)!.viewers === 0, 3000);
-  await first.close();
-  const second = await startTestBroker(t, setup.config);
+  const { s, second } = await oneShotLeftThenRestarted(t, 2);
   const back = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${s.token}`);
   t.teardown(() => back.close());
   await new Promise((r) => setTimeout(r, 3500));
