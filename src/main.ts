@@ -16,6 +16,8 @@ import { SessionRows } from './store/session-rows.js';
 import { loadCatalog, type Catalog } from './catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel, type AccelChoice } from './qemu/accel.js';
 import { LocalLauncher } from './launcher/local.js';
+import { guestNetworkUnavailable } from './launcher/guest-netns.js';
+import { QwdError } from './errors.js';
 import { SlurmLauncher } from './launcher/slurm.js';
 import type { Launcher } from './launcher/types.js';
 import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
@@ -66,6 +68,18 @@ export async function createServices(config: Config, log: Logger, opts: { hostRo
   return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
 }
 
+/**
+ * Guests with network run in a namespace of their own (launcher/guest-netns.ts);
+ * a broker that cannot give them one refuses to start rather than let guests reach the host.
+ */
+function assertGuestNetworkIsolation(config: Config): void {
+  if (config.launcher !== 'local' || config.qemu.network !== 'user') return;
+  const why = guestNetworkUnavailable(config.guestNetwork);
+  if (!why) return;
+  throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace of their own, and ${why}: `
+    + 'run bin/setup (or install the packages named), run the broker as root, or set qemu.network: none');
+}
+
 export interface Broker {
   services: Services;
   server: http.Server;
@@ -77,6 +91,7 @@ export interface Broker {
 
 export async function startBroker(config: Config, log: Logger): Promise<Broker> {
   const startedAt = Date.now();
+  assertGuestNetworkIsolation(config);
   const services = await createServices(config, log);
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');

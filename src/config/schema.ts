@@ -6,6 +6,7 @@ import path from 'node:path';
 import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './guest.js';
 import { parseAuthConfig, readTrustProxy, type AuthConfig, type TrustProxy } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
+import { DEFAULT_DENY, parseCidr, type Cidr } from './cidr.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,
   readOptionalString, readBool, readEnum, readIntList, type Obj,
@@ -40,6 +41,15 @@ export interface Config {
     readonly isoDiskGiB: number;
     readonly uefi: Readonly<Record<Arch, string>>;
     readonly network: 'user' | 'none';
+  };
+  /** What guests with qemu.network: user may reach (see guest/network-policy.ts), and the tools that enforce it. */
+  readonly guestNetwork: {
+    readonly allow: readonly Cidr[];
+    readonly deny: readonly Cidr[];
+    readonly ip: string;
+    readonly nsenter: string;
+    readonly nft: string;
+    readonly pasta: string;
   };
   readonly limits: {
     readonly maxSessions: number;
@@ -102,7 +112,7 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
-const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'auth', 'mail', 'log'] as const;
+const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'auth', 'mail', 'log'] as const;
 const QEMU_KEYS = ['binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi', 'network'] as const;
 const LIMIT_KEYS = ['maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS', 'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser'] as const;
 
@@ -159,6 +169,29 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
       aarch64: readString(p, uefiRaw, 'aarch64', '/usr/share/AAVMF/AAVMF_CODE.fd', { prefix: 'qemu.uefi.' }),
     },
     network: readEnum(p, qemuRaw, 'network', ['user', 'none'] as const, 'user', 'qemu.'),
+  };
+
+  const netRaw = section(p, top, 'guestNetwork');
+  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'nft', 'pasta']);
+  const cidrList = (key: string, fallback: readonly string[]): Cidr[] => {
+    const v = netRaw[key] ?? fallback;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+      p.add(`guestNetwork.${key}`, 'a list of addresses or CIDR blocks (e.g. 10.0.0.0/8, 2001:db8::/32)', v);
+      return [];
+    }
+    return v.flatMap((text: string) => {
+      const c = parseCidr(text);
+      if (!c) p.add(`guestNetwork.${key}`, 'addresses or CIDR blocks (e.g. 10.0.0.0/8, 2001:db8::/32)', text);
+      return c ? [c] : [];
+    });
+  };
+  const guestNetwork = {
+    allow: cidrList('allow', []),
+    deny: cidrList('deny', DEFAULT_DENY),
+    ip: readString(p, netRaw, 'ip', 'ip', { prefix: 'guestNetwork.' }),
+    nsenter: readString(p, netRaw, 'nsenter', 'nsenter', { prefix: 'guestNetwork.' }),
+    nft: readString(p, netRaw, 'nft', 'nft', { prefix: 'guestNetwork.' }),
+    pasta: readString(p, netRaw, 'pasta', 'pasta', { prefix: 'guestNetwork.' }),
   };
 
   const limitsRaw = section(p, top, 'limits');
@@ -274,6 +307,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     launcher: readEnum(p, top, 'launcher', ['local', 'slurm'] as const, 'local'),
     slurm: parseSlurmConfig(p, top, baseDir, stateDir),
     qemu,
+    guestNetwork,
     limits,
     purge,
     sessions,

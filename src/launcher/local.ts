@@ -29,6 +29,8 @@ import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
+import { findProgram } from '../qemu/run-tool.js';
+import { inNetnsArgv, setUpGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
 import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
 export interface LocalLauncherOptions {
@@ -101,9 +103,18 @@ export class LocalLauncher implements Launcher {
         uefiFirmware: config.qemu.uefi[spec.machine.arch],
       }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));
       const binary = config.qemu.binaries[spec.machine.arch];
+      // With network, QEMU runs in the session's own network namespace (see guest-netns.ts).
+      let command = { file: binary, argv };
+      if (config.qemu.network === 'user') {
+        // nsenter would only report a missing QEMU after the namespace exists: look first.
+        const resolved = findProgram(binary);
+        if (!resolved) throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: not found (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)`);
+        await setUpGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork);
+        command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
+      }
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);
       try {
-        child = spawn(binary, argv, { detached: true, stdio: ['ignore', logFd, logFd] });
+        child = spawn(command.file, command.argv, { detached: true, stdio: ['ignore', logFd, logFd] });
       } finally {
         fs.closeSync(logFd);
       }
@@ -121,7 +132,7 @@ export class LocalLauncher implements Launcher {
         entry.exit = { code, signal };
       });
       spawned.unref();
-      log.info({ sessionId: spec.sessionId, pid, accel, reason: this.opts.accel.reason, argv: [binary, ...argv] }, 'qemu spawned');
+      log.info({ sessionId: spec.sessionId, pid, accel, reason: this.opts.accel.reason, argv: [command.file, ...command.argv] }, 'qemu spawned');
       await this.waitReady(spec, pid, entry, paths);
       const startTime = readProcStat(pid)?.startTime ?? '';
       return {
@@ -175,7 +186,13 @@ export class LocalLauncher implements Launcher {
     const handle = asLocal(vm);
     const running = this.stopping.get(handle.pid);
     if (running) return running;
-    const promise = this.escalate(handle).finally(() => {
+    const promise = this.escalate(handle).then(async (outcome) => {
+      // The VM is gone: so is its network (cleanup() repeats this, harmlessly).
+      await tearDownGuestNetwork(this.opts.config.guestNetwork, handle.runDir).catch((err: Error) => {
+        this.opts.log.warn({ pid: handle.pid, err: err.message }, 'the guest network namespace could not be removed yet; cleanup retries');
+      });
+      return outcome;
+    }).finally(() => {
       this.stopping.delete(handle.pid);
       this.children.delete(handle.pid);
     });
@@ -312,6 +329,7 @@ export class LocalLauncher implements Launcher {
   async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
     this.assertInsideRunRoot(runDir);
     if (handle?.kind === 'local') this.guestShutdowns.delete(handle.pid);
+    await tearDownGuestNetwork(this.opts.config.guestNetwork, runDir);
     await fsp.rm(runDir, { recursive: true, force: true });
   }
 

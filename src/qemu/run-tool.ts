@@ -1,5 +1,7 @@
 // Runs a helper program (qemu-img, …) to completion with an argv array, a
 // timeout, and a QwdError carrying argv and the stderr tail on failure.
+import fs from 'node:fs';
+import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { QwdError, type ErrorCode } from '../errors.js';
 
@@ -40,4 +42,18 @@ export function runTool(file: string, argv: readonly string[], opts: { timeoutMs
     });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** The executable a program name resolves to (PATH lookup, as execvp does), or null. */
+export function findProgram(file: string): string | null {
+  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, file));
+  for (const candidate of candidates) {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return path.resolve(candidate);
+    } catch {
+      // Not there or not executable: try the next directory, as execvp does.
+    }
+  }
+  return null;
 }

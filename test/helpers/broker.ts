@@ -5,6 +5,7 @@ import type { ExecutionContext } from 'ava';
 import { startBroker, type Broker } from '../../src/main.js';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { VmHandle } from '../../src/launcher/types.js';
@@ -73,7 +74,11 @@ export async function stopAllVms(broker: Broker): Promise<void> {
 
 /** A local VM is our own process group (if that PID is still our qemu); Slurm jobs are ended by the test's Slurm going away. */
 function killLocalVm(handle: VmHandle | null): void {
-  if (handle?.kind === 'local' && isOurProcess(handle.pid, handle.startTime, handle.processName)) signalGroup(handle.pid, 'SIGKILL');
+  if (handle?.kind !== 'local') return;
+  if (isOurProcess(handle.pid, handle.startTime, handle.processName)) signalGroup(handle.pid, 'SIGKILL');
+  // Its network namespace (launcher/guest-netns.ts): deleting it ends its pasta too.
+  const netns = `qwd-${path.basename(handle.runDir)}`;
+  if (fs.existsSync(path.join('/run/netns', netns))) spawnSync('ip', ['netns', 'delete', netns]);
 }
 
 export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {

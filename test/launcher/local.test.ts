@@ -38,11 +38,17 @@ test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) =>
   t.true(await launcher.isAlive(handle));
   t.is(await readRfbBanner({ kind: 'unix', path: handle.vncSocket }), 'RFB 003.008');
   t.is(fs.statSync(handle.runDir).mode & 0o777, 0o700);
-  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [handle.pid]);
+  // Besides QEMU, only the pasta that connects the session's network namespace (guest-netns.ts).
+  const pasta = Number(fs.readFileSync(path.join(handle.runDir, 'pasta.pid'), 'utf8'));
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1').sort(), [handle.pid, pasta].sort());
+  t.not(fs.readlinkSync(`/proc/${handle.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'qemu runs in a network namespace of its own');
   if (process.getuid?.() === 0) {
     const status = fs.readFileSync(`/proc/${handle.pid}/status`, 'utf8');
     t.notRegex(status, /^Uid:\s+0\s/m, 'qemu dropped root privileges (-runas)');
   }
+  await launcher.stop(handle);
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [], 'stop ends QEMU and the pasta of its namespace');
+  t.false(fs.existsSync('/run/netns/qwd-aaaaaaaaaaa1'), 'and removes the namespace');
 });
 
 test('stop asks QMP to quit first; stop twice is a no-op', async (t) => {
