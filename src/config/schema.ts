@@ -185,13 +185,15 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
       return c ? [c] : [];
     });
   };
+  // Absolute paths: a PATH lookup could find another program of the same name first
+  // (npm puts node_modules/.bin first, where an unrelated "nft" lives) and the rules would not load.
   const guestNetwork = {
     allow: cidrList('allow', []),
     deny: cidrList('deny', DEFAULT_DENY),
-    ip: readString(p, netRaw, 'ip', 'ip', { prefix: 'guestNetwork.' }),
-    nsenter: readString(p, netRaw, 'nsenter', 'nsenter', { prefix: 'guestNetwork.' }),
-    nft: readString(p, netRaw, 'nft', 'nft', { prefix: 'guestNetwork.' }),
-    pasta: readString(p, netRaw, 'pasta', 'pasta', { prefix: 'guestNetwork.' }),
+    ip: readString(p, netRaw, 'ip', '/usr/sbin/ip', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    nsenter: readString(p, netRaw, 'nsenter', '/usr/bin/nsenter', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    nft: readString(p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    pasta: readString(p, netRaw, 'pasta', '/usr/bin/pasta', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
   };
 
   const limitsRaw = section(p, top, 'limits');

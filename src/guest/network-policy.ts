@@ -5,6 +5,7 @@
 // sees every connection the guest asks for, whatever the protocol.
 //
 // Order of the rules (first match wins):
+//   0. traffic inside the namespace (its lo): accepted, nothing listens there;
 //   1. every address of the host itself, and loopback: rejected, whatever the lists say;
 //   2. `deny`: rejected (link-local, i.e. cloud metadata at 169.254.169.254, by default);
 //   3. `allow`, when not empty: everything outside it is rejected;
@@ -19,14 +20,15 @@ export interface GuestNetworkPolicy {
 }
 
 /**
- * The host's own addresses from os.networkInterfaces() (all interfaces, both
- * families, link-local ones without their zone), deduplicated and sorted.
+ * The host's own addresses from `ip -json address show` (every interface, up or
+ * down, both families; link-local ones without their zone), deduplicated and sorted.
  */
-export function hostAddresses(interfaces: NodeJS.Dict<readonly { address: string; family: string | number }[]>): Cidr[] {
+export function hostAddresses(ipJson: string): Cidr[] {
   const seen = new Map<string, Cidr>();
-  for (const list of Object.values(interfaces)) {
-    for (const entry of list ?? []) {
-      const c = parseCidr(entry.address.split('%')[0]!);
+  const links = JSON.parse(ipJson) as Array<{ addr_info?: Array<{ local?: unknown }> }>;
+  for (const link of Array.isArray(links) ? links : []) {
+    for (const info of link.addr_info ?? []) {
+      const c = typeof info.local === 'string' ? parseCidr(info.local.split('%')[0]!) : null;
       if (c) seen.set(formatCidr(c), c);
     }
   }
@@ -49,6 +51,10 @@ export function buildGuestRuleset(policy: GuestNetworkPolicy, host: readonly Cid
   lines.push(
     '  chain output {',
     '    type filter hook output priority 0; policy accept;',
+    // The namespace's own loopback and addresses (pasta copies the host's) are local to
+    // the namespace, where nothing listens; that traffic, and the resets that refuse
+    // connections below, never leave it through lo. Filtering lo would drop those resets.
+    '    oifname "lo" accept',
     '    ip daddr @host4 jump refuse',
     '    ip6 daddr @host6 jump refuse',
     '    ip daddr @deny4 jump refuse',

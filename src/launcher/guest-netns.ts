@@ -18,7 +18,6 @@
 // Needs root (CAP_SYS_ADMIN to create the namespace); the broker checks at start.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { QwdError } from '../errors.js';
 import { findProgram, runTool } from '../qemu/run-tool.js';
@@ -63,10 +62,17 @@ export async function setUpGuestNetwork(tools: GuestNetworkTools, runDir: string
   try {
     await run(tools.ip, ['netns', 'add', name]);
     await run(tools.ip, ['-n', name, 'link', 'set', 'lo', 'up']);
-    const rules = buildGuestRuleset(policy, hostAddresses(os.networkInterfaces()));
+    // Every address of the host, up or down (Node's os.networkInterfaces() omits interfaces that are down).
+    const { stdout } = await run(tools.ip, ['-json', 'address', 'show']);
+    const rules = buildGuestRuleset(policy, hostAddresses(stdout));
     const rulesFile = path.join(runDir, 'guest-net.nft');
     await fsp.writeFile(rulesFile, rules, { mode: 0o600 });
     await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, '-f', rulesFile]);
+    // Read the rules back: a QEMU without them would reach the host, so trust no exit status alone.
+    const loaded = await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, 'list', 'chain', 'inet', 'qwd_guest', 'output']);
+    if (!/hook output/.test(loaded.stdout) || !/@host4/.test(loaded.stdout)) {
+      throw new QwdError('QWD_NETWORK_FAILED', `${tools.nft} did not load the guest rules into ${netnsName(runDir)} (is guestNetwork.nft nftables' nft?): ${loaded.stdout.slice(0, 200)}`);
+    }
     // --runas 0: pasta must stay able to enter a namespace that root owns; it
     // still drops every capability and isolates itself after attaching.
     await run(tools.pasta, [
