@@ -21,21 +21,11 @@ function machineJson(m: Machine) {
   return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, file: m.file };
 }
 
-/** Deep check of one machine: descriptor, image readable, format, backing chain. */
+/** Deep check of one machine: descriptor, image readable, format, backing chain inside machinesDir. */
 export async function checkMachine(config: Config, machine: Machine): Promise<string[]> {
   const problems: string[] = [];
-  const checked = await checkImage(machine, config.qemu.img, problems);
+  const checked = await checkImage(machine, config.qemu.img, problems, config.machinesDir);
   if (!checked) return problems;
-  try {
-    const { stdout } = await runTool(config.qemu.img, ['info', '--output=json', '--backing-chain', '--force-share', machine.image], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
-    const chain = JSON.parse(stdout) as Array<{ filename: string; 'backing-filename'?: string; 'full-backing-filename'?: string }>;
-    for (const layer of chain) {
-      const backing = layer['full-backing-filename'];
-      if (backing && !fs.existsSync(backing)) problems.push(`${machine.file}: ${layer.filename} needs backing file ${backing}, which is missing`);
-    }
-  } catch (err) {
-    problems.push(`${machine.file}: backing chain of ${machine.image}: ${(err as Error).message}`);
-  }
   if (checked.format === 'qcow2') {
     try {
       await runTool(config.qemu.img, ['check', '-q', '--force-share', machine.image], { timeoutMs: 120000, errorCode: 'QWD_IMAGE_INVALID' });
