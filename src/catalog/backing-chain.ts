@@ -308,3 +308,22 @@ export async function verifyOverlayChain(qemuImg: string, overlay: string, check
   }
   return problems;
 }
+
+/**
+ * Where a file that may not exist yet would land, symlinks followed: the real
+ * path of its nearest existing ancestor plus the rest. The file itself is not
+ * followed (a download replaces it by rename, which never follows it).
+ */
+export async function resolveFutureFile(file: string): Promise<string> {
+  const rest: string[] = [path.basename(file)];
+  let dir = path.dirname(path.resolve(file));
+  for (;;) {
+    try {
+      return path.join(await fs.realpath(dir), ...rest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || dir === path.dirname(dir)) throw err;
+      rest.unshift(path.basename(dir));
+      dir = path.dirname(dir);
+    }
+  }
+}

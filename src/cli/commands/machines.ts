@@ -8,6 +8,7 @@ import { ConfigError, QwdError } from '../../errors.js';
 import { readDescriptor, readDescriptors, checkImage, loadCatalog } from '../../catalog/catalog.js';
 import type { Machine } from '../../catalog/descriptor.js';
 import { inspectImage } from '../../catalog/image-format.js';
+import { allowedRoots, checkBackingChain, isInside, resolveFutureFile } from '../../catalog/backing-chain.js';
 import { importDartsMachines } from '../../catalog/darts-import.js';
 import { downloadImage, progressReporter } from '../../catalog/download.js';
 import { runTool } from '../../qemu/run-tool.js';
@@ -86,18 +87,30 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
       if (!opts.json) ctx.print(`${machine.name}: ${machine.image} is present (--force to fetch again)`);
       continue;
     }
-    await fsp.mkdir(path.dirname(machine.image), { recursive: true });
     try {
+      // Written only inside the machines directory (symlinks followed), and checked before it takes the image's name.
+      const roots = await allowedRoots(config.machinesDir);
+      const landing = await resolveFutureFile(machine.image);
+      if (!isInside(landing, roots)) {
+        const message = `${machine.file}: image ${machine.image} resolves to ${landing}, outside the machines directory ${config.machinesDir}; not downloaded`;
+        throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+      }
+      await fsp.mkdir(path.dirname(machine.image), { recursive: true });
       // --force replaces a master image: not while sessions' overlays are built on it.
       // Asked again just before the new image goes into place, as a download takes a while.
       const replacing = fs.existsSync(machine.image);
       const refuseIfReplacingUsed = () => (replacing ? refuseWhileInUse(config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all) : undefined);
       refuseIfReplacingUsed();
-      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => refuseIfReplacingUsed() });
+      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => {
+        const chain = await checkBackingChain(config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format);
+        const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
+        if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+        refuseIfReplacingUsed();
+      } });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
       if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
     } catch (err) {
-      results.push({ name: machine.name, status: `${(err as QwdError).code === 'QWD_MACHINE_IN_USE' ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
+      results.push({ name: machine.name, status: `${['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code) ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
       failure ??= err;
     }
   }
