@@ -12,6 +12,7 @@ import { downloadImage } from '../../src/catalog/download.js';
 import { importDartsMachines } from '../../src/catalog/darts-import.js';
 import { makeSetup, requireQemu, tempDir } from '../helpers/env.js';
 import { qwdctl } from '../helpers/cli.js';
+import { umaskEnv } from '../helpers/umask.js';
 
 test.before(() => requireQemu());
 
@@ -23,13 +24,6 @@ async function serveFile(t: import('ava').ExecutionContext, body: Buffer): Promi
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-/** Runs a Node child with this umask (a preload module sets it before anything else runs). */
-export function umaskEnv(dir: string, mask: number): NodeJS.ProcessEnv {
-  const preload = path.join(dir, 'umask.mjs');
-  fs.writeFileSync(preload, `process.umask(0o${mask.toString(8)});\n`);
-  return { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${preload}`.trim() };
 }
 
 function qcow2(t: import('ava').ExecutionContext, extra: string[] = []): Buffer {
