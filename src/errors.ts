@@ -47,6 +47,8 @@ export const ERROR_CODES = {
   QWD_CONFIG_INVALID: { status: 500, family: 'config' },
   // The state dir (or a parent) can be written by others: the store is not opened.
   QWD_STATE_DIR_UNSAFE: { status: 500, family: 'config' },
+  // A write to the state store failed for lack of disk space or an I/O error; nothing was written.
+  QWD_STORE_FAILED: { status: 503, family: 'internal' },
   QWD_MACHINE_INVALID: { status: 500, family: 'config' },
   QWD_INTERNAL: { status: 500, family: 'internal' },
 } as const satisfies Record<string, { status: number; family: ErrorFamily }>;

@@ -209,3 +209,17 @@ function migrate(db: Db): void {
     version = next;
   }
 }
+
+/**
+ * A store write that failed because of the disk (SQLITE_FULL, SQLITE_IOERR*)
+ * becomes a clear QWD_STORE_FAILED (the transaction was rolled back, nothing
+ * was written); any other error is returned as it is.
+ */
+export function storeError(err: unknown): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^SQLITE_(FULL|IOERR)/.test(code)) return err;
+  return new QwdError('QWD_STORE_FAILED', `state store: ${(err as Error).message} (${code}); nothing was written`, {
+    cause: err,
+    userMessage: code === 'SQLITE_FULL' ? 'The server has no disk space left to record a new desktop; try again later.' : 'The server cannot record a new desktop right now; try again later.',
+  });
+}
