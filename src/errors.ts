@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
   QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
   QWD_IMAGE_INVALID: { status: 500, family: 'launch' },
+  // A master image's chain names a file outside the machines directory, a protocol or an external data file.
+  QWD_IMAGE_UNSAFE: { status: 500, family: 'launch' },
   QWD_OVERLAY_FAILED: { status: 500, family: 'launch' },
   QWD_LAUNCH_FAILED: { status: 500, family: 'launch' },
   QWD_LAUNCH_TIMEOUT: { status: 504, family: 'launch' },
@@ -45,6 +47,10 @@ export const ERROR_CODES = {
   QWD_DOWNLOAD_FAILED: { status: 502, family: 'download' },
   QWD_CHECKSUM_MISMATCH: { status: 502, family: 'download' },
   QWD_CONFIG_INVALID: { status: 500, family: 'config' },
+  // The state dir (or a parent) can be written by others: the store is not opened.
+  QWD_STATE_DIR_UNSAFE: { status: 500, family: 'config' },
+  // A write to the state store failed for lack of disk space or an I/O error; nothing was written.
+  QWD_STORE_FAILED: { status: 503, family: 'internal' },
   QWD_MACHINE_INVALID: { status: 500, family: 'config' },
   QWD_INTERNAL: { status: 500, family: 'internal' },
 } as const satisfies Record<string, { status: number; family: ErrorFamily }>;

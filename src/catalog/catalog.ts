@@ -2,12 +2,11 @@
 // its image format detected. A broken descriptor or missing image is reported
 // (problems) and skipped; the rest serve. Read-only after load.
 import fs from 'node:fs/promises';
-import fsSync from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../log.js';
 import { parseMachine, type Machine } from './descriptor.js';
-import { inspectImage } from './image-format.js';
+import { checkBackingChain } from './backing-chain.js';
 
 export interface Catalog {
   readonly machines: ReadonlyMap<string, Machine>;
@@ -58,7 +57,7 @@ export async function loadCatalog(dir: string, qemuImg: string, log?: Logger): P
   for (const descriptor of files) {
     const file = descriptor.file;
     problems.push(...descriptor.problems);
-    const machine = descriptor.machine && (await checkImage(descriptor.machine, qemuImg, problems));
+    const machine = descriptor.machine && (await checkImage(descriptor.machine, qemuImg, problems, dir));
     if (!machine) continue;
     const existing = machines.get(machine.name);
     if (existing) {
@@ -76,8 +75,12 @@ export async function loadCatalog(dir: string, qemuImg: string, log?: Logger): P
   };
 }
 
-/** The image exists, is readable, and its format is known (detected or confirmed). */
-export async function checkImage(machine: Machine, qemuImg: string, problems: string[]): Promise<Machine | null> {
+/**
+ * The image exists, is readable, its format is known (detected or confirmed),
+ * and every file its backing chain names stays inside the machines directory
+ * (backing-chain.ts). A machine that fails is left out with the reason.
+ */
+export async function checkImage(machine: Machine, qemuImg: string, problems: string[], machinesDir: string): Promise<Machine | null> {
   const file = machine.file;
   try {
     await fs.access(machine.image, fs.constants.R_OK);
@@ -86,19 +89,10 @@ export async function checkImage(machine: Machine, qemuImg: string, problems: st
     problems.push(`${file}: image ${machine.image} is missing or unreadable${hint}`);
     return null;
   }
-  try {
-    const info = await inspectImage(qemuImg, machine.image);
-    if (info.backingFile && !fsSync.existsSync(path.resolve(path.dirname(machine.image), info.backingFile))) {
-      problems.push(`${file}: ${machine.image} needs its backing file ${info.backingFile}, which is missing`);
-      return null;
-    }
-    if (machine.format && machine.format !== info.format) {
-      problems.push(`${file}: format is "${machine.format}" but qemu-img reports "${info.format}" for ${machine.image}`);
-      return null;
-    }
-    return { ...machine, format: info.format };
-  } catch (err) {
-    problems.push(`${file}: ${(err as Error).message}`);
+  const chain = await checkBackingChain(qemuImg, machine.image, machinesDir, machine.format);
+  if (chain.violations.length) {
+    problems.push(...chain.violations.map((v) => `${file}: ${v}`));
     return null;
   }
+  return { ...machine, format: chain.layers[0]!.format };
 }

@@ -67,6 +67,11 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     for (const key of keys.keys()) if (!KNOWN.has(key)) warnings.push(`${source}: [${section}] key "${key}" has no equivalent; ignored`);
     if (keys.has('config_script') || keys.has('script')) warnings.push(`${source}: [${section}] boot scripts are not imported; configure them in the descriptor by hand`);
     const url = keys.get('url');
+    if (url !== undefined && !/^https?:\/\/\S+$/i.test(url)) {
+      // A file: URL would make "machines download" copy a host file (e.g. /etc/shadow) into images/.
+      warnings.push(`${source}: [${section}] url ${JSON.stringify(url.slice(0, 200))} must be an http:// or https:// URL (file:, ftp:, data: … are refused); skipped`);
+      continue;
+    }
     const image = imageFileOf(keys, url, sectionFile);
     if ('problem' in image) {
       warnings.push(`${source}: [${section}] ${image.problem}; skipped`);

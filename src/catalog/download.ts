@@ -5,12 +5,17 @@
 // the partial's validator (ETag / Last-Modified) is kept in "<image>.part.json"
 // and sent as If-Range, and a 206 is used only when its Content-Range continues
 // the partial exactly (decisions in resume.ts).
+//
+// Only http(s) URLs: a file: URL let a descriptor copy any host file (e.g.
+// /etc/shadow) into the images directory. The partial is created 0640 with
+// O_NOFOLLOW (a symlink planted at "<image>.part" is not followed), and the
+// final rename replaces whatever is at the image's name, a symlink included,
+// without following it.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import crypto from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fileURLToPath } from 'node:url';
 import { QwdError } from '../errors.js';
 import { decideResponse, planRequest, type PartialMeta } from './resume.js';
 
@@ -35,19 +40,27 @@ export interface DownloadOptions {
   beforeReplace?: () => Promise<void>;
 }
 
+/** Images are fetched over http(s) only (descriptor url, DARTS import, download). */
+export function isHttpUrl(url: string): boolean {
+  return /^https?:\/\/\S+$/i.test(url);
+}
+
+/** Downloaded images are readable by the broker's group, by nobody else. */
+export const IMAGE_MODE = 0o640;
+
+const NOFOLLOW_CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+
 export async function downloadImage(url: string, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
   const part = `${dest}.part`;
   const metaFile = `${part}.json`;
   let resumedFrom = 0;
   let restartReason: string | null = null;
-  if (url.startsWith('file://')) {
-    await fsp.rm(metaFile, { force: true });
-    await pipeline(fs.createReadStream(fileURLToPath(url)), fs.createWriteStream(part));
-  } else {
-    const fetched = await fetchIntoPart(url, part, metaFile, opts, null);
-    resumedFrom = fetched.resumedFrom;
-    restartReason = fetched.restartReason;
+  if (!isHttpUrl(url)) {
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: only http:// and https:// URLs are downloaded`, { userMessage: `Cannot download ${url}: only http:// and https:// URLs are allowed.` });
   }
+  const fetched = await fetchIntoPart(url, part, metaFile, opts, null);
+  resumedFrom = fetched.resumedFrom;
+  restartReason = fetched.restartReason;
   const digest = await sha256Of(part);
   if (opts.sha256 && digest !== opts.sha256.toLowerCase()) {
     await discardPartial(part, metaFile);
@@ -121,7 +134,9 @@ async function fetchIntoPart(url: string, part: string, metaFile: string, opts: 
     },
   });
   try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w' }));
+    const handle = await fsp.open(part, NOFOLLOW_CREATE | (resumedFrom > 0 ? fs.constants.O_APPEND : fs.constants.O_TRUNC), IMAGE_MODE);
+    await handle.chmod(IMAGE_MODE); // a partial left by an older version may have another mode
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, handle.createWriteStream());
   } catch (err) {
     throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: interrupted after ${received} bytes (${(err as Error).message}); run the download again to resume`, { cause: err, userMessage: `The download of ${url} was interrupted after ${received} bytes; run it again to resume.` });
   } finally {
@@ -158,7 +173,12 @@ async function readMeta(file: string): Promise<PartialMeta | null> {
 
 async function writeMeta(file: string, meta: PartialMeta): Promise<void> {
   const tmp = `${file}.tmp`;
-  await fsp.writeFile(tmp, `${JSON.stringify(meta)}\n`);
+  const handle = await fsp.open(tmp, NOFOLLOW_CREATE | fs.constants.O_TRUNC, 0o600);
+  try {
+    await handle.writeFile(`${JSON.stringify(meta)}\n`);
+  } finally {
+    await handle.close();
+  }
   await fsp.rename(tmp, file);
 }
 

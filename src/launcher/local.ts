@@ -85,7 +85,8 @@ export class LocalLauncher implements Launcher {
     await fsp.mkdir(spec.runDir, { mode: 0o700 });
     let child: ChildProcess | null = null;
     try {
-      await createOverlay(config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB);
+      // The pinned machine names the master by the real path that was checked (see overlay.ts).
+      const { machine } = await createOverlay(config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir);
       const paths = vmPaths(spec.runDir);
       let seedIso: string | null = null;
       const scripts = spec.bootScripts?.scripts ?? [];
@@ -96,9 +97,9 @@ export class LocalLauncher implements Launcher {
       }
       for (const s of scripts) log.info({ sessionId: spec.sessionId, script: s.name, source: s.source, delivery: spec.bootScripts!.delivery }, 'boot script applied');
       // KVM runs only guests of the host's own architecture.
-      const accel = spec.machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
+      const accel = machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
       const runAs = process.getuid?.() === 0 ? config.qemu.runAs : null;
-      const argv = buildQemuArgv(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, {
+      const argv = buildQemuArgv(machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, {
         sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs, network: config.qemu.network,
         uefiFirmware: config.qemu.uefi[spec.machine.arch],
       }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));

@@ -17,7 +17,7 @@ import type { Config } from '../config/schema.js';
 import { submitOptionsFor } from '../config/slurm.js';
 import { buildQemuArgv, type ArgvOptions, type VmPaths } from '../qemu/argv.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
-import { overlayArgv, OVERLAY_NAME } from '../snapshot/overlay.js';
+import { overlayArgv, pinMaster, OVERLAY_NAME } from '../snapshot/overlay.js';
 import { buildSeedIso } from '../guest/seed-iso.js';
 import { buildJobScript, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
@@ -86,6 +86,8 @@ export class SlurmLauncher implements Launcher {
       await fsp.writeFile(path.join(jobDir, SECRET_FILE), randomPassword(8), { mode: 0o600, flag: 'wx' });
       const scripts = spec.bootScripts?.scripts ?? [];
       const seedIso = scripts.length ? await buildSeedIso(config.guest.genisoimage, jobDir, spec.sessionId, spec.machine.name, scripts) : null;
+      // The job names the master by the real path checked here (its chain stays inside machinesDir).
+      const { machine } = await pinMaster(config.qemu.img, spec.machine, config.machinesDir);
       const overlay = path.join(jobDir, OVERLAY_NAME);
       const paths: VmPaths = {
         overlay,
@@ -100,11 +102,11 @@ export class SlurmLauncher implements Launcher {
           uefiFirmware: config.qemu.uefi[spec.machine.arch],
           vncTcp: { listen: vncListen(config.slurm.vncBind), secretFile: path.join(jobDir, SECRET_FILE) },
         };
-        return buildQemuArgv(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts, { shares: spec.shares ?? [], seedIso, gpus: [] });
+        return buildQemuArgv(machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts, { shares: spec.shares ?? [], seedIso, gpus: [] });
       };
       const script = buildJobScript({
         sessionId: spec.sessionId, jobDir, qemuBinary: config.qemu.binaries[spec.machine.arch], qemuImg: config.qemu.img,
-        overlayArgv: overlayArgv(spec.machine, overlay, config.qemu.isoDiskGiB), overlayPath: overlay,
+        overlayArgv: overlayArgv(machine, overlay, config.qemu.isoDiskGiB), overlayPath: overlay,
         argvKvm: argvFor('kvm'), argvTcg: argvFor('tcg'), accel: config.qemu.accel, guestArch: spec.machine.arch,
         vncBind: config.slurm.vncBind, vncPortMin: config.slurm.vncPortMin, vncPortMax: config.slurm.vncPortMax,
         gpus: spec.gpuCount ? { count: spec.gpuCount, sysfsRoot: config.slurm.nodeSysfsRoot, lockDir: config.slurm.gpuLockDir, exclude: config.gpu.exclude } : null,

@@ -17,6 +17,7 @@ import type { LoadSampler } from '../admission/host-load.js';
 import { availability, decideAdmission, reservedBy, type Reserved } from '../admission/policy.js';
 import { selectIdleReclaims } from '../admission/idle-reclaim.js';
 import { freeGpus, holderOf } from '../gpu/claims.js';
+import { storeError } from '../store/db.js';
 import { SessionRows, type SessionRow, type EndedRow, type LinkKind } from '../store/session-rows.js';
 import { selectOrphanDirs, selectPurge, type PurgeAction } from '../purge/select.js';
 import { selectWarnings, type Warning } from '../purge/warnings.js';
@@ -109,17 +110,22 @@ export class SessionManager extends EventEmitter {
     let claimed: GpuDevice[] = [];
     // Check and reserve in one transaction: concurrent requests (from this
     // process or qwdctl) cannot together exceed a limit.
-    rows.db.transaction(() => {
-      // A unit is taken when any of its functions is claimed (an IOMMU group is never shared).
-      const free = freeGpus(usableGpus, rows.claimedGpuFunctions());
-      const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
-      const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length, gpusUsable: this.nodeGpus() || usableGpus.length });
-      if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
-      rows.insert(row);
-      claimed = free.slice(0, request.gpus);
-      for (const gpu of claimed) rows.claimGpu(gpu.address, id, gpu.functions.map((f) => f.address), now);
-    }).immediate();
-    rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address), gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)) }, now);
+    // The row and its audit line are written together or not at all (a full disk leaves neither).
+    try {
+      rows.db.transaction(() => {
+        // A unit is taken when any of its functions is claimed (an IOMMU group is never shared).
+        const free = freeGpus(usableGpus, rows.claimedGpuFunctions());
+        const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
+        const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length, gpusUsable: this.nodeGpus() || usableGpus.length });
+        if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
+        rows.insert(row);
+        claimed = free.slice(0, request.gpus);
+        for (const gpu of claimed) rows.claimGpu(gpu.address, id, gpu.functions.map((f) => f.address), now);
+        rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address), gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)) }, now);
+      }).immediate();
+    } catch (err) {
+      throw storeError(err);
+    }
     log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
 
     // The answer comes when the VM is ready, or as soon as a scheduler has

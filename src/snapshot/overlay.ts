@@ -1,24 +1,64 @@
 // Per-session disks. The master image is only ever a read-only backing file:
 // sessions write into a qcow2 overlay in their own run dir (or, for ISO
 // machines, into a blank qcow2 disk while the ISO is attached read-only).
+//
+// The overlay pins the chain that was checked: right before it is created the
+// master's chain is checked again (it may have been replaced since the catalog
+// was loaded), the overlay names the master by its real path with an explicit
+// backing format and is created with -u (qemu-img opens nothing below it), and
+// afterwards the chain seen through the overlay must be the very files checked.
+import fs from 'node:fs/promises';
 import path from 'node:path';
+import { QwdError } from '../errors.js';
 import { runTool } from '../qemu/run-tool.js';
 import type { Machine } from '../catalog/descriptor.js';
+import { checkBackingChain, verifyOverlayChain } from '../catalog/backing-chain.js';
 
 export const OVERLAY_NAME = 'disk.qcow2';
 
-export async function createOverlay(qemuImg: string, machine: Machine, runDir: string, isoDiskGiB: number): Promise<string> {
-  const overlay = path.join(runDir, OVERLAY_NAME);
-  const argv = overlayArgv(machine, overlay, isoDiskGiB);
-  await runTool(qemuImg, argv, { timeoutMs: 30000, errorCode: 'QWD_OVERLAY_FAILED' });
-  return overlay;
+/** The master as checked: its real path and format, the ones QEMU must be given. */
+export async function pinMaster(qemuImg: string, machine: Machine, machinesDir: string) {
+  const chain = await checkBackingChain(qemuImg, machine.image, machinesDir, machine.format);
+  if (chain.violations.length) {
+    throw new QwdError('QWD_IMAGE_UNSAFE', `machine ${machine.name}: ${chain.violations.join('; ')}`, {
+      userMessage: `The image of machine "${machine.name}" cannot be used; an administrator must run "qwdctl machines check".`,
+    });
+  }
+  const master = chain.layers[0]!;
+  return { machine: { ...machine, image: master.realPath, format: master.format }, chain, virtualSizeBytes: chain.virtualSizeBytes };
 }
 
-/** Pure: the qemu-img argv for a session disk. */
-export function overlayArgv(machine: Machine, overlay: string, isoDiskGiB: number): string[] {
+export async function createOverlay(qemuImg: string, machine: Machine, runDir: string, isoDiskGiB: number, machinesDir: string): Promise<{ overlay: string; machine: Machine }> {
+  const pinned = await pinMaster(qemuImg, machine, machinesDir);
+  const overlay = path.join(runDir, OVERLAY_NAME);
+  const argv = overlayArgv(pinned.machine, overlay, isoDiskGiB, pinned.virtualSizeBytes);
+  try {
+    await runTool(qemuImg, argv, { timeoutMs: 30000, errorCode: 'QWD_OVERLAY_FAILED' });
+  } catch (err) {
+    await fs.rm(overlay, { force: true }); // a qemu-img that failed half-way may have left a file
+    throw err;
+  }
+  if (pinned.machine.format !== 'iso') {
+    const problems = await verifyOverlayChain(qemuImg, overlay, pinned.chain.layers);
+    if (problems.length) {
+      await fs.rm(overlay, { force: true });
+      throw new QwdError('QWD_IMAGE_UNSAFE', `machine ${machine.name}: ${problems.join('; ')}`, {
+        userMessage: `The image of machine "${machine.name}" changed while the session was created; try again.`,
+      });
+    }
+  }
+  return { overlay, machine: pinned.machine };
+}
+
+/**
+ * Pure: the qemu-img argv for a session disk. With `virtualSizeBytes` the
+ * overlay is created unsafe (-u: the backing file is not opened) at that size.
+ */
+export function overlayArgv(machine: Machine, overlay: string, isoDiskGiB: number, virtualSizeBytes?: number): string[] {
   if (machine.format === 'iso') {
     return ['create', '-q', '-f', 'qcow2', overlay, `${machine.isoDiskGiB ?? isoDiskGiB}G`];
   }
   if (!machine.format) throw new Error(`machine ${machine.name}: format not detected`);
-  return ['create', '-q', '-f', 'qcow2', '-F', machine.format, '-b', machine.image, overlay];
+  const base = ['create', '-q', '-f', 'qcow2', '-F', machine.format, '-b', machine.image];
+  return virtualSizeBytes ? [...base, '-u', overlay, String(virtualSizeBytes)] : [...base, overlay];
 }

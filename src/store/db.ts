@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { QwdError } from '../errors.js';
 
 export type Db = Database.Database;
 
@@ -112,14 +113,76 @@ const MIGRATIONS: Migration[] = [
   (db) => addColumnOnce(db, 'sessions', 'had_viewer', 'INTEGER NOT NULL DEFAULT 0'),
 ];
 
+export const DB_FILE = 'qwd.sqlite';
+/** SQLite's companions of the database file in WAL mode. */
+const DB_COMPANIONS = ['-wal', '-shm', '-journal'];
+
+/**
+ * Opens the store. The state dir and every parent up to / must be writable by
+ * nobody else (assertSafeStateDir), checked before anything is created; the
+ * database and its -wal/-shm are 0600 whatever the umask (SQLite gives the
+ * companions the database file's mode, and an existing file is set again).
+ */
 export function openDb(stateDir: string): Db {
+  assertSafeStateDir(stateDir);
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const db = new Database(path.join(stateDir, 'qwd.sqlite'));
+  const file = path.join(stateDir, DB_FILE);
+  // Created (or found) 0600 before SQLite opens it; O_NOFOLLOW: not a symlink planted there.
+  fs.closeSync(fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600));
+  restrictDbFiles(file);
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
   db.pragma('foreign_keys = ON');
   migrate(db);
+  restrictDbFiles(file);
   return db;
+}
+
+function restrictDbFiles(file: string): void {
+  for (const name of [file, ...DB_COMPANIONS.map((suffix) => file + suffix)]) {
+    try {
+      fs.chmodSync(name, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // a companion SQLite has not made yet
+    }
+  }
+}
+
+/**
+ * Refuses a state dir others could write into (as sshd refuses key files on
+ * such paths, StrictModes): the state dir must be owned by root or by us and
+ * not group/other-writable; each existing parent up to / likewise, except that
+ * a sticky-bit directory such as /tmp (1777) is fine as a parent. Symlinks are
+ * followed (the real path is what is checked). Throws before creating anything.
+ */
+export function assertSafeStateDir(stateDir: string): void {
+  const uid = process.getuid?.() ?? 0;
+  const target = path.resolve(stateDir);
+  let dir = target;
+  while (!fs.existsSync(dir)) dir = path.dirname(dir); // the part that exists; the rest is created 0700
+  const stateDirExists = dir === target;
+  const real = fs.realpathSync(dir);
+  for (let current = real; ; current = path.dirname(current)) {
+    const isStateDir = stateDirExists && current === real;
+    const problem = unsafeDirReason(fs.statSync(current), uid, isStateDir);
+    if (problem) {
+      const what = isStateDir ? 'the state dir' : `a parent of the state dir ${target}`;
+      const message = `${current} (${what}) ${problem}; fix it (e.g. chmod go-w ${current}) or choose another stateDir`;
+      throw new QwdError('QWD_STATE_DIR_UNSAFE', message, { userMessage: message });
+    }
+    if (current === path.dirname(current)) return;
+  }
+}
+
+function unsafeDirReason(st: fs.Stats, uid: number, isStateDir: boolean): string | null {
+  if (!st.isDirectory()) return 'is not a directory';
+  if (st.uid !== 0 && st.uid !== uid) return `is owned by another user (uid ${st.uid})`;
+  const othersWrite = (st.mode & 0o022) !== 0;
+  const sticky = (st.mode & 0o1000) !== 0;
+  const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+  if (othersWrite && (isStateDir || !sticky)) return `is writable by others (mode ${mode})`;
+  return null;
 }
 
 /** Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's constants, never input. */
@@ -145,4 +208,18 @@ function migrate(db: Db): void {
     }).immediate();
     version = next;
   }
+}
+
+/**
+ * A store write that failed because of the disk (SQLITE_FULL, SQLITE_IOERR*)
+ * becomes a clear QWD_STORE_FAILED (the transaction was rolled back, nothing
+ * was written); any other error is returned as it is.
+ */
+export function storeError(err: unknown): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^SQLITE_(FULL|IOERR)/.test(code)) return err;
+  return new QwdError('QWD_STORE_FAILED', `state store: ${(err as Error).message} (${code}); nothing was written`, {
+    cause: err,
+    userMessage: code === 'SQLITE_FULL' ? 'The server has no disk space left to record a new desktop; try again later.' : 'The server cannot record a new desktop right now; try again later.',
+  });
 }

@@ -39,7 +39,7 @@ test('every format gets a working overlay and the master is never written', asyn
     const { machine } = parseMachine({ name: `m-${format}`, image: master, format }, path.join(dir, 'x.yml'));
     const runDir = path.join(dir, `run-${format}`);
     fs.mkdirSync(runDir);
-    const overlay = await createOverlay('qemu-img', machine!, runDir, 1);
+    const { overlay } = await createOverlay('qemu-img', machine!, runDir, 1, dir);
     const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', overlay], { encoding: 'utf8' }));
     t.is(info.format, 'qcow2');
     t.is(info['backing-filename'], master);
@@ -137,7 +137,7 @@ test('an ISO machine\'s own isoDiskGiB wins over the site default', async (t) =>
   const iso = makeIso(dir, 'own');
   const { machine, problems } = parseMachine({ name: 'own', image: iso, format: 'iso', isoDiskGiB: 3 }, path.join(dir, 'own.yml'));
   t.deepEqual(problems, []);
-  const overlay = await createOverlay('qemu-img', machine!, dir, 1);
+  const { overlay } = await createOverlay('qemu-img', machine!, dir, 1, dir);
   const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', overlay], { encoding: 'utf8' }));
   t.is(info['virtual-size'], 3 * 1024 ** 3);
   t.false('backing-filename' in info);

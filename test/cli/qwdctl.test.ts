@@ -462,11 +462,19 @@ test('machines add and remove', async (t) => {
   const setup = makeSetup(t);
   const c = ['--config', setup.configFile];
   const elsewhere = tempDir(t);
-  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', path.join(elsewhere, 'extra.img'), '16M']);
-  fs.writeFileSync(path.join(elsewhere, 'extra.yml'), 'name: extra\nimage: extra.img\n');
+  // A master image must live inside the machines directory: one elsewhere is refused.
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', path.join(elsewhere, 'outside.img'), '16M']);
+  fs.writeFileSync(path.join(elsewhere, 'outside.yml'), 'name: outside\nimage: outside.img\n');
+  const outside = await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'outside.yml')]);
+  t.is(outside.code, 6);
+  t.regex(outside.stderr, /outside\.img resolves to .*, outside the machines directory/);
+  t.false(fs.existsSync(path.join(setup.machinesDir, 'outside.yml')));
+  const extraImage = path.join(setup.machinesDir, 'extra.img');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', extraImage, '16M']);
+  fs.writeFileSync(path.join(elsewhere, 'extra.yml'), `name: extra\nimage: ${extraImage}\n`);
   const added = await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'extra.yml')]);
   t.is(added.code, 0, added.stderr);
-  t.is(parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'extra.yml'), 'utf8')).image, path.join(elsewhere, 'extra.img'));
+  t.is(parseYaml(fs.readFileSync(path.join(setup.machinesDir, 'extra.yml'), 'utf8')).image, extraImage);
   t.is((await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'extra.yml')])).code, 1, 'no duplicate');
   fs.writeFileSync(path.join(elsewhere, 'bad.yml'), 'name: Bad Name\nimage: extra.img\n');
   const bad = await qwdctl([...c, 'machines', 'add', path.join(elsewhere, 'bad.yml')]);
@@ -474,7 +482,7 @@ test('machines add and remove', async (t) => {
   t.false(fs.existsSync(path.join(setup.machinesDir, 'bad.yml')));
   t.is((await qwdctl([...c, 'machines', 'remove', 'extra'])).code, 0);
   t.false(fs.existsSync(path.join(setup.machinesDir, 'extra.yml')));
-  t.true(fs.existsSync(path.join(elsewhere, 'extra.img')), 'the image stays unless --image');
+  t.true(fs.existsSync(extraImage), 'the image stays unless --image');
 });
 
 test('config check lists every problem; show masks nothing it should not; path', async (t) => {

@@ -63,7 +63,11 @@ export function writeDemoMachine(machinesDir: string): MachineFixture {
   const image = requireDemoImage();
   fs.mkdirSync(machinesDir, { recursive: true });
   const fixture = { name: 'demo', image, cpus: { default: 1, max: 2 }, memoryMiB: { default: 256, max: 1024 } };
-  fs.writeFileSync(path.join(machinesDir, 'demo.yml'), stringify({ name: 'demo', description: 'Demo guest', image, format: 'qcow2', cpus: fixture.cpus, memoryMiB: fixture.memoryMiB }));
+  // Master images must stay inside the machines directory: the built image is
+  // reached through a directory symlink placed there, as a site links machines/images.
+  const images = path.join(machinesDir, 'demo-images');
+  if (!fs.existsSync(images)) fs.symlinkSync(path.dirname(image), images);
+  fs.writeFileSync(path.join(machinesDir, 'demo.yml'), stringify({ name: 'demo', description: 'Demo guest', image: `demo-images/${path.basename(image)}`, format: 'qcow2', cpus: fixture.cpus, memoryMiB: fixture.memoryMiB }));
   return fixture;
 }
 

@@ -8,6 +8,7 @@ import { ConfigError, QwdError } from '../../errors.js';
 import { readDescriptor, readDescriptors, checkImage, loadCatalog } from '../../catalog/catalog.js';
 import type { Machine } from '../../catalog/descriptor.js';
 import { inspectImage } from '../../catalog/image-format.js';
+import { allowedRoots, checkBackingChain, isInside, resolveFutureFile } from '../../catalog/backing-chain.js';
 import { importDartsMachines } from '../../catalog/darts-import.js';
 import { downloadImage, progressReporter } from '../../catalog/download.js';
 import { runTool } from '../../qemu/run-tool.js';
@@ -21,21 +22,11 @@ function machineJson(m: Machine) {
   return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, file: m.file };
 }
 
-/** Deep check of one machine: descriptor, image readable, format, backing chain. */
+/** Deep check of one machine: descriptor, image readable, format, backing chain inside machinesDir. */
 export async function checkMachine(config: Config, machine: Machine): Promise<string[]> {
   const problems: string[] = [];
-  const checked = await checkImage(machine, config.qemu.img, problems);
+  const checked = await checkImage(machine, config.qemu.img, problems, config.machinesDir);
   if (!checked) return problems;
-  try {
-    const { stdout } = await runTool(config.qemu.img, ['info', '--output=json', '--backing-chain', '--force-share', machine.image], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
-    const chain = JSON.parse(stdout) as Array<{ filename: string; 'backing-filename'?: string; 'full-backing-filename'?: string }>;
-    for (const layer of chain) {
-      const backing = layer['full-backing-filename'];
-      if (backing && !fs.existsSync(backing)) problems.push(`${machine.file}: ${layer.filename} needs backing file ${backing}, which is missing`);
-    }
-  } catch (err) {
-    problems.push(`${machine.file}: backing chain of ${machine.image}: ${(err as Error).message}`);
-  }
   if (checked.format === 'qcow2') {
     try {
       await runTool(config.qemu.img, ['check', '-q', '--force-share', machine.image], { timeoutMs: 120000, errorCode: 'QWD_IMAGE_INVALID' });
@@ -96,18 +87,30 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
       if (!opts.json) ctx.print(`${machine.name}: ${machine.image} is present (--force to fetch again)`);
       continue;
     }
-    await fsp.mkdir(path.dirname(machine.image), { recursive: true });
     try {
+      // Written only inside the machines directory (symlinks followed), and checked before it takes the image's name.
+      const roots = await allowedRoots(config.machinesDir);
+      const landing = await resolveFutureFile(machine.image);
+      if (!isInside(landing, roots)) {
+        const message = `${machine.file}: image ${machine.image} resolves to ${landing}, outside the machines directory ${config.machinesDir}; not downloaded`;
+        throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+      }
+      await fsp.mkdir(path.dirname(machine.image), { recursive: true });
       // --force replaces a master image: not while sessions' overlays are built on it.
       // Asked again just before the new image goes into place, as a download takes a while.
       const replacing = fs.existsSync(machine.image);
       const refuseIfReplacingUsed = () => (replacing ? refuseWhileInUse(config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all) : undefined);
       refuseIfReplacingUsed();
-      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => refuseIfReplacingUsed() });
+      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => {
+        const chain = await checkBackingChain(config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format);
+        const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
+        if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+        refuseIfReplacingUsed();
+      } });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
       if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
     } catch (err) {
-      results.push({ name: machine.name, status: `${(err as QwdError).code === 'QWD_MACHINE_IN_USE' ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
+      results.push({ name: machine.name, status: `${['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code) ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
       failure ??= err;
     }
   }
