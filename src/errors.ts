@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   QWD_SESSION_ENDED: { status: 410, family: 'gone' },
   QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
   QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
+  // A viewer link or desktop has as many viewers as the bridge allows (bridge.maxViewersPer*).
+  QWD_VIEWERS_FULL: { status: 503, family: 'refused' },
   QWD_IMAGE_INVALID: { status: 500, family: 'launch' },
   QWD_OVERLAY_FAILED: { status: 500, family: 'launch' },
   QWD_LAUNCH_FAILED: { status: 500, family: 'launch' },
