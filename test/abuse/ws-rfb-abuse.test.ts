@@ -31,6 +31,8 @@ function collectGarbage(): void {
 
 interface Ctx {
   broker: Broker;
+  /** The live session's id. */
+  id: string;
   /** ws:// URLs and tokens of the live session's links. */
   control: string;
   view: string;
@@ -335,7 +337,12 @@ const cases: Case[] = [
     const refused = all.filter((r) => r.status === 'rejected' && /HTTP 503/.test(String(r.reason))).length;
     try {
       const other = all.flatMap((r) => (r.status === 'rejected' && !/HTTP 503/.test(String(r.reason)) ? [String(r.reason)] : []));
-      if (open.length !== 8 || refused !== 32) return { http: 0, head: `${open.length} open, ${refused} refused, other: ${other.join('; ')}` };
+      // Never more than the cap at once. On a loaded host an admitted viewer can lose its VNC
+      // connection during the handshake and free its place for a later one: refused is then 40 - 8 - that.
+      const counted = c.broker.bridge.viewerCounts(c.id).view;
+      if (open.length > 8 || counted !== open.length || refused < 32 - other.length || refused + open.length + other.length !== 40) {
+        return { http: 0, head: `${open.length} open (${counted} counted), ${refused} refused, other: ${other.join('; ')}` };
+      }
       const owner = await connectRfb(c.control);
       const fb = await owner.update(false);
       owner.close();
@@ -382,7 +389,7 @@ test(`${cases.length} hostile WebSocket/RFB cases: each gets its answer, the bro
   const { json: revoked } = await api(broker, 'POST', `/api/v1/sessions/${s.token}/revoke`, { link: 'view' });
   const viewToken = revoked.viewUrl.split('/s/')[1];
   const ctx: Ctx = {
-    broker, token: s.token, viewToken, control: s.wsUrl, view: revoked.viewWsUrl, endedToken: ended.token, revokedViewToken: oldViewToken,
+    broker, id: s.id, token: s.token, viewToken, control: s.wsUrl, view: revoked.viewWsUrl, endedToken: ended.token, revokedViewToken: oldViewToken,
   };
   await waitFor('the ended session to be gone', async () => (await api(broker, 'GET', `/api/v1/sessions/${ended.token}`)).status === 410, 20000);
 
