@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   QWD_SESSION_ENDED: { status: 410, family: 'gone' },
   QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
   QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
+  // A viewer link or desktop has as many viewers as the bridge allows (bridge.maxViewersPer*).
+  QWD_VIEWERS_FULL: { status: 503, family: 'refused' },
   QWD_IMAGE_INVALID: { status: 500, family: 'launch' },
   // A master image's chain names a file outside the machines directory, a protocol or an external data file.
   QWD_IMAGE_UNSAFE: { status: 500, family: 'launch' },

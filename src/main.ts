@@ -101,7 +101,7 @@ export async function startBroker(config: Config, log: Logger): Promise<Broker> 
   const webSessions = new SqliteWebSessionStore(db);
   const server = http.createServer();
   const sessionSecret = loadSecret(config.stateDir);
-  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret);
+  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge);
   const app = createApp({
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
     viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,

@@ -4,13 +4,18 @@
 // that offer "binary" get it back; we never answer with one not offered. Bytes are piped both ways
 // with backpressure (stream pipes); the VNC side's first bytes (the RFB
 // banner) are read by a listener attached before anything is awaited.
+// Both links' browser → VNC bytes go through the RFB client filter (view-only:
+// input dropped; both: clipboard text capped). Viewer caps are checked before
+// the upgrade too (503 QWD_VIEWERS_FULL), so a full link costs no WebSocket.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../log.js';
+import type { ErrorCode } from '../errors.js';
 import type { SessionManager, EndedEvent, RevokedEvent } from '../sessions/manager.js';
 import type { LinkKind } from '../store/session-rows.js';
-import { ViewOnlyFilter } from './rfb-client-filter.js';
+import { MAX_CUT_TEXT_BYTES, RfbClientFilter, RfbProtocolError } from './rfb-client-filter.js';
+import { DEFAULT_VIEWER_CAPS, decideViewerAdmission, type ViewerCaps } from './viewer-caps.js';
 import { readViewerTicket } from './viewer-ticket.js';
 import { describe, type VncAddress } from '../qemu/rfb-probe.js';
 import { connectVnc } from './vnc-connect.js';
@@ -25,8 +30,18 @@ export interface Bridge {
 
 const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
 
-export function attachBridge(server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string): Bridge {
-  const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
+/**
+ * The largest WebSocket message a viewer may send: ws holds a whole message
+ * before handing it on, so this bounds what one viewer pins. The largest RFB
+ * client message QEMU accepts is a ClientCutText of 1 MiB (+ its 8-byte header);
+ * noVNC sends far smaller messages.
+ */
+export const MAX_VIEWER_MESSAGE_BYTES = MAX_CUT_TEXT_BYTES + 64 * 1024;
+
+export function attachBridge(
+  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
+): Bridge {
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
   const names = new WeakMap<WebSocket, string>();
@@ -42,6 +57,12 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
   manager.on('ending', closeViewers);
   manager.on('ended', closeViewers);
   manager.on('revoked', closeRevoked);
+
+  function countViewers(id: string): { control: number; view: number } {
+    const counts = { control: 0, view: 0 };
+    for (const ws of viewers.get(id) ?? []) counts[access.get(ws) ?? 'control']++;
+    return counts;
+  }
 
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -65,15 +86,23 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
       log.error({ sessionId: row.id, err }, 'the desktop\'s VNC address is not known');
       return reject(socket, 503, 'Service Unavailable');
     }
+    // Counted and admitted in the same tick: handleUpgrade (no verifyClient) calls back synchronously.
+    const admission = decideViewerAdmission(countViewers(row.id), found.access, caps);
+    if (!admission.admit) {
+      log.info({ sessionId: row.id, access: found.access, ...countViewers(row.id) }, 'viewer refused: the link or desktop is full');
+      return reject(socket, 503, 'Service Unavailable', { code: 'QWD_VIEWERS_FULL', message: admission.reason });
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const vnc: Duplex = connectVnc(address);
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
       const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });
       vnc.pipe(wsStream);
-      // View-only is enforced here: input messages never reach QEMU.
-      const filter = found.access === 'view' ? new ViewOnlyFilter() : null;
-      if (filter) wsStream.pipe(filter).pipe(vnc);
-      else wsStream.pipe(vnc);
+      // View-only is enforced here: input messages never reach QEMU. Both links get clipboard text capped.
+      const filter = new RfbClientFilter({
+        access: found.access,
+        onPassthrough: (err) => log.warn({ sessionId: row.id, err: err.message }, 'control viewer sent a message the bridge cannot frame; passed on unframed'),
+      });
+      wsStream.pipe(filter).pipe(vnc);
       access.set(ws, found.access);
       const name = readViewerTicket(ticketSecret, match[1]!, url.searchParams.get('t'));
       if (name) names.set(ws, name);
@@ -101,10 +130,11 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
       });
       vnc.on('close', () => finish('desktop connection closed'));
       wsStream.on('error', () => finish('browser connection failed'));
-      filter?.on('error', (err) => {
-        log.warn({ sessionId: row.id, err: err.message }, 'view-only viewer sent a message that cannot be filtered');
-        if (ws.readyState === ws.OPEN) ws.close(4003, 'protocol error');
-        finish('protocol error');
+      filter.on('error', (err) => {
+        const close = err instanceof RfbProtocolError ? { code: err.closeCode, reason: err.closeReason } : { code: 4003, reason: 'protocol error' };
+        log.warn({ sessionId: row.id, access: found.access, err: err.message }, 'viewer sent a message the bridge refuses');
+        if (ws.readyState === ws.OPEN) ws.close(close.code, close.reason);
+        finish(close.reason);
       });
       ws.on('close', () => finish('browser closed'));
     });
@@ -114,11 +144,7 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
   return {
     viewerCount: (id) => viewers.get(id)?.size ?? 0,
     viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
-    viewerCounts: (id) => {
-      const counts = { control: 0, view: 0 };
-      for (const ws of viewers.get(id) ?? []) counts[access.get(ws) ?? 'control']++;
-      return counts;
-    },
+    viewerCounts: countViewers,
     close: () => {
       closing = true;
       server.off('upgrade', onUpgrade);
@@ -137,8 +163,10 @@ function chooseProtocol(offered: Set<string>): string | false {
   return offered.has('binary') ? 'binary' : false;
 }
 
-function reject(socket: Duplex, status: number, text: string): void {
+/** An HTTP answer instead of the upgrade; a QWD_* code goes in X-QWD-Error and, with its message, in the body. */
+function reject(socket: Duplex, status: number, text: string, error?: { code: ErrorCode; message: string }): void {
   if (!socket.writable) return void socket.destroy();
-  const body = `${status} ${text}\n`;
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  const body = error ? `${status} ${text}\n${error.code}: ${error.message}\n` : `${status} ${text}\n`;
+  const extra = error ? `X-QWD-Error: ${error.code}\r\n` : '';
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }

@@ -76,6 +76,12 @@ export interface Config {
     /** Machines that may have a GPU; null: every machine. */
     readonly machines: readonly string[] | null;
   };
+  /** Viewer caps of the WebSocket bridge (see src/bridge/viewer-caps.ts). */
+  readonly bridge: {
+    readonly maxViewersPerLink: number;
+    readonly maxViewersPerSession: number;
+    readonly reservedControlViewers: number;
+  };
   readonly balloon: {
     /** Shrink the balloon of guests nobody has watched for idleAfterS (0: never). */
     readonly idleAfterS: number;
@@ -112,7 +118,7 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
-const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'auth', 'mail', 'log'] as const;
+const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log'] as const;
 const QEMU_KEYS = ['binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi', 'network'] as const;
 const LIMIT_KEYS = ['maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS', 'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser'] as const;
 
@@ -280,6 +286,18 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     idleTargetPercent: readInt(p, balloonRaw, 'idleTargetPercent', 50, { prefix: 'balloon.', min: 10, max: 100 }),
   };
 
+  const bridgeRaw = section(p, top, 'bridge');
+  rejectUnknownKeys(p, bridgeRaw, 'bridge.', ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers']);
+  // QEMU's VNC server takes at most 32 clients per display; the session cap stays below that.
+  const bridge = {
+    maxViewersPerLink: readInt(p, bridgeRaw, 'maxViewersPerLink', 8, { prefix: 'bridge.', min: 1, max: 31 }),
+    maxViewersPerSession: readInt(p, bridgeRaw, 'maxViewersPerSession', 24, { prefix: 'bridge.', min: 1, max: 31 }),
+    reservedControlViewers: readInt(p, bridgeRaw, 'reservedControlViewers', 4, { prefix: 'bridge.', min: 1, max: 31 }),
+  };
+  if (bridge.reservedControlViewers >= bridge.maxViewersPerSession) {
+    p.note(`bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`);
+  }
+
   const auth = parseAuthConfig(p, top, baseDir);
 
   const mailRaw = section(p, top, 'mail');
@@ -316,6 +334,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     guest,
     gpu,
     balloon,
+    bridge,
     auth,
     mail,
     log,

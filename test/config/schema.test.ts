@@ -125,3 +125,19 @@ test('an e-mail backend without mail.smtpHost, and a caFile that cannot be read,
   }
   t.true(withCa('.').problems.some((p) => /caFile: .* is not a file/.test(p)), 'a directory');
 });
+
+test('bridge viewer caps: defaults below QEMU\'s 32 clients; out-of-range values and a reserve that leaves no view-only place are refused', (t) => {
+  t.deepEqual(parseConfig({}, null, '/').config!.bridge, { maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4 });
+  const table: Array<[Record<string, unknown>, RegExp]> = [
+    [{ maxViewersPerLink: 32 }, /bridge\.maxViewersPerLink/],
+    [{ maxViewersPerSession: 0 }, /bridge\.maxViewersPerSession/],
+    [{ reservedControlViewers: 'four' }, /bridge\.reservedControlViewers/],
+    [{ maxViewersPerSession: 4, reservedControlViewers: 4 }, /reservedControlViewers \(4\) must be less than bridge\.maxViewersPerSession \(4\)/],
+    [{ maxViewers: 3 }, /bridge\.maxViewers is not a known key/],
+  ];
+  for (const [bridge, problem] of table) {
+    const { config, problems } = parseConfig({ bridge }, 'c.yml', '/');
+    t.is(config, null, JSON.stringify(bridge));
+    t.regex(problems.join('\n'), problem);
+  }
+});
