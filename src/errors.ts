@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   QWD_NOT_FOUND: { status: 404, family: 'not-found' },
   QWD_SESSION_ENDED: { status: 410, family: 'gone' },
   QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
+  // Too many requests from one client address (anonymous page loads): wait and retry.
+  QWD_RATE_LIMITED: { status: 429, family: 'refused' },
   QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
   QWD_IMAGE_INVALID: { status: 500, family: 'launch' },
   QWD_OVERLAY_FAILED: { status: 500, family: 'launch' },

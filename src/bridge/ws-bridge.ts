@@ -25,7 +25,8 @@ export interface Bridge {
 
 const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
 
-export function attachBridge(server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string): Bridge {
+/** needsLogin: a link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
+export function attachBridge(server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, opts: { isLoggedIn?: (req: http.IncomingMessage) => boolean } = {}): Bridge {
   const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
@@ -51,6 +52,8 @@ export function attachBridge(server: http.Server, manager: SessionManager, log: 
       if (server.listenerCount('upgrade') === 1) reject(socket, 404, 'Not Found');
       return;
     }
+    // Checked first: someone not logged in learns nothing about the token either.
+    if (opts.isLoggedIn && !opts.isLoggedIn(req)) return reject(socket, 401, 'Unauthorized');
     const found = manager.lookupToken(match[1]);
     if (found.kind === 'unknown') return reject(socket, 404, 'Not Found');
     if (found.kind === 'ended') return reject(socket, 410, 'Gone');

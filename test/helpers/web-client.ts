@@ -1,9 +1,15 @@
-// A tiny browser for HTTP tests: keeps the session cookie, reads the CSRF
-// token from the last page, and posts forms the way the pages do.
+// A tiny browser for HTTP tests: keeps its cookies (the session cookie and,
+// before a login, the CSRF cookie), reads the CSRF token from the last page,
+// and posts forms the way the pages do.
 
 export class WebClient {
-  private cookie = '';
+  private readonly jar = new Map<string, string>();
   csrf = '';
+
+  /** The Cookie header this browser sends. */
+  get cookie(): string {
+    return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
 
   constructor(readonly baseUrl: string) {}
 
@@ -46,11 +52,22 @@ export class WebClient {
   }
 
   get hasCookie(): boolean {
-    return this.cookie !== '';
+    return this.jar.size > 0;
+  }
+
+  /** Has this browser a cookie of this name? */
+  holds(name: string): boolean {
+    return this.jar.has(name);
   }
 
   private keepCookie(res: Response): void {
-    const set = res.headers.get('set-cookie');
-    if (set) this.cookie = set.split(';')[0]!;
+    for (const set of res.headers.getSetCookie()) {
+      const pair = set.split(';')[0]!;
+      const eq = pair.indexOf('=');
+      const name = pair.slice(0, eq).trim();
+      // A cleared cookie (Expires in the past, as res.clearCookie sends) is dropped.
+      if (/expires=Thu, 01 Jan 1970/i.test(set) || pair.slice(eq + 1) === '') this.jar.delete(name);
+      else this.jar.set(name, pair.slice(eq + 1));
+    }
   }
 }
