@@ -139,11 +139,16 @@ function carriesOurCookie(cookieHeader: string | undefined): boolean {
   return carriesSessionCookie(cookieHeader) || cookieValue(cookieHeader, CSRF_COOKIE) !== null;
 }
 
-/** A submitted token is good for this request (see CsrfTokens). */
+/**
+ * A submitted token is good for this request (see CsrfTokens): one bound to
+ * this browser session (also after its login expired: it still proves the page
+ * came from us to this browser); or, for anyone not logged in, an anonymous
+ * token that matches their qwd.csrf cookie.
+ */
 function tokenAccepted(req: Request, submitted: unknown, tokens: CsrfTokens): boolean {
-  const binding = csrfBinding(req);
-  if (!tokens.valid(submitted, binding)) return false;
-  return binding !== null || same(submitted, cookieValue(req.get('cookie'), CSRF_COOKIE) ?? undefined);
+  if (req.sessionID && tokens.valid(submitted, req.sessionID)) return true;
+  if (csrfBinding(req) !== null || !tokens.valid(submitted, null)) return false;
+  return same(submitted, cookieValue(req.get('cookie'), CSRF_COOKIE) ?? undefined);
 }
 
 /**
