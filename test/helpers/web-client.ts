@@ -24,6 +24,15 @@ export class WebClient {
     return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
   }
 
+  /** Takes over another browser's cookies (a Cookie header). */
+  set cookie(header: string) {
+    this.jar.clear();
+    for (const part of header.split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0) this.jar.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+    }
+  }
+
   async get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string; location: string | null }> {
     const res = await this.send('GET', path, { ...headers, cookie: this.cookie });
     this.keepCsrf(res.text);
