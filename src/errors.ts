@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   QWD_NOT_FOUND: { status: 404, family: 'not-found' },
   QWD_SESSION_ENDED: { status: 410, family: 'gone' },
   QWD_ADMISSION_LIMIT: { status: 429, family: 'refused' },
+  // Too many requests from one client address (anonymous page loads): wait and retry.
+  QWD_RATE_LIMITED: { status: 429, family: 'refused' },
   QWD_ADMISSION_CAPACITY: { status: 503, family: 'refused' },
   // A viewer link or desktop has as many viewers as the bridge allows (bridge.maxViewersPer*).
   QWD_VIEWERS_FULL: { status: 503, family: 'refused' },

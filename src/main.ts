@@ -24,6 +24,7 @@ import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
 import { SessionManager } from './sessions/manager.js';
 import { createApp } from './http/app.js';
 import { SqliteWebSessionStore } from './http/web-session-store.js';
+import { webLoginFromCookie } from './http/web-login.js';
 import { attachBridge, type Bridge } from './bridge/ws-bridge.js';
 import { schedulePurge, type PurgeSchedule } from './purge/schedule.js';
 import { createMailer } from './notify/mailer.js';
@@ -101,7 +102,8 @@ export async function startBroker(config: Config, log: Logger): Promise<Broker> 
   const webSessions = new SqliteWebSessionStore(db);
   const server = http.createServer();
   const sessionSecret = loadSecret(config.stateDir);
-  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge);
+  const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(req.headers.cookie, sessionSecret, webSessions, services.auth) !== null;
+  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, config.auth.linksRequireLogin ? { isLoggedIn } : {});
   const app = createApp({
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
     viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,

@@ -1,16 +1,47 @@
-// Login rate limiting: after maxFailures failed logins within windowS, from
-// one IP or for one user name, further attempts are refused until the oldest
-// failure leaves the window. In memory (a restart forgets, on purpose: it
-// is a brake on guessing, not an account lock).
+// Login rate limiting, keyed so that a stranger cannot lock a user out.
+// Failures are counted under three keys (loginKeys), each with its own limit
+// within windowS:
+//   - the pair (name, client address): the tight one (maxFailures);
+//   - the client address: maxFailuresPerClient (one address guessing many names);
+//   - the name from any address: maxFailuresPerName, much higher — a slower
+//     global back-off against guessing one name from many addresses.
+// So an attacker who fails five times with a victim's name from their own
+// address is stopped, while the victim, from theirs, still logs in; only an
+// attacker with many addresses reaches the per-name limit. In memory (a
+// restart forgets, on purpose: a brake on guessing, not an account lock).
 //
 // A password check counts as a failure from the moment it starts (admit),
 // and is forgiven if it succeeds or could not be made: checking the limit,
 // awaiting the backends and only then recording the failure would let N
 // concurrent guesses all pass the check (check-then-record race).
 
+export interface LoginLimits {
+  /** Failures per (name, client address). */
+  maxFailures: number;
+  maxFailuresPerClient: number;
+  maxFailuresPerName: number;
+  windowS: number;
+}
+
+/** A counter and the number of failures it allows within the window. */
+export interface LimitKey {
+  readonly key: string;
+  readonly max: number;
+}
+
+/** The keys one attempt is counted under (names compared case-insensitively). */
+export function loginKeys(limits: LoginLimits, name: string, client: string): LimitKey[] {
+  const n = name.trim().toLowerCase();
+  return [
+    { key: `pair:${n}\u0000${client}`, max: limits.maxFailures },
+    { key: `client:${client}`, max: limits.maxFailuresPerClient },
+    { key: `name:${n}`, max: limits.maxFailuresPerName },
+  ];
+}
+
 /** An admitted attempt: already counted, under these keys, at this time. */
 export interface Attempt {
-  readonly keys: readonly string[];
+  readonly keys: readonly LimitKey[];
   readonly at: number;
 }
 
@@ -19,15 +50,16 @@ export type Admission = { admitted: true; attempt: Attempt } | { admitted: false
 export class LoginRateLimiter {
   private readonly failures = new Map<string, number[]>();
 
-  constructor(private readonly maxFailures: number, private readonly windowS: number, private readonly now: () => number = Date.now) {}
+  constructor(private readonly windowS: number, private readonly now: () => number = Date.now) {}
 
   /** Seconds to wait before trying again, or 0 when allowed. */
-  retryAfterS(keys: readonly string[]): number {
+  retryAfterS(keys: readonly LimitKey[]): number {
     const now = this.now();
     let wait = 0;
-    for (const key of keys) {
+    for (const { key, max } of keys) {
       const recent = this.recent(key, now);
-      if (recent.length >= this.maxFailures) wait = Math.max(wait, Math.ceil((recent[0]! + this.windowS * 1000 - now) / 1000));
+      // The wait lasts until enough failures have left the window to be under the limit.
+      if (recent.length >= max) wait = Math.max(wait, Math.ceil((recent[recent.length - max]! + this.windowS * 1000 - now) / 1000));
     }
     return wait;
   }
@@ -36,7 +68,7 @@ export class LoginRateLimiter {
    * Checks and counts in one step (no await in between): refused with the
    * wait, or admitted with the attempt already counted as a failure.
    */
-  admit(keys: readonly string[]): Admission {
+  admit(keys: readonly LimitKey[]): Admission {
     const wait = this.retryAfterS(keys);
     if (wait > 0) return { admitted: false, retryAfterS: wait };
     const at = this.now();
@@ -46,7 +78,7 @@ export class LoginRateLimiter {
 
   /** Takes back an admitted attempt (it succeeded, or no backend could check it). */
   forgive(attempt: Attempt): void {
-    for (const key of attempt.keys) {
+    for (const { key } of attempt.keys) {
       const list = this.failures.get(key);
       const i = list ? list.indexOf(attempt.at) : -1;
       if (i < 0) continue;
@@ -55,14 +87,15 @@ export class LoginRateLimiter {
     }
   }
 
-  fail(keys: readonly string[], now = this.now()): void {
-    for (const key of keys) this.failures.set(key, [...this.recent(key, now), now]);
+  fail(keys: readonly LimitKey[], now = this.now()): void {
+    for (const { key } of keys) this.failures.set(key, [...this.recent(key, now), now]);
     // Many distinct names or addresses (a spray): drop what has left the window.
     if (this.failures.size > 10000) for (const key of [...this.failures.keys()]) this.recent(key, now);
   }
 
-  succeed(keys: readonly string[]): void {
-    for (const key of keys) if (key.startsWith('user:')) this.failures.delete(key);
+  /** A successful login clears what was counted against the name (not against the address). */
+  succeed(keys: readonly LimitKey[]): void {
+    for (const { key } of keys) if (!key.startsWith('client:')) this.failures.delete(key);
   }
 
   private recent(key: string, now: number): number[] {

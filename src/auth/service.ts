@@ -7,7 +7,7 @@ import type { UserStore } from '../store/users.js';
 import type { Mailer } from '../notify/mailer.js';
 import { QwdError } from '../errors.js';
 import { authenticateChain } from './chain.js';
-import { LoginRateLimiter } from './rate-limit.js';
+import { LoginRateLimiter, loginKeys } from './rate-limit.js';
 import { localBackend } from './backends/local.js';
 import { ldapBackend } from './backends/ldap.js';
 import { imapBackend } from './backends/imap.js';
@@ -36,7 +36,7 @@ export class AuthService {
       }
     });
     this.emailBackend = (config.auth.backends.find((b) => b.type === 'email') as EmailBackendConfig | undefined) ?? null;
-    this.limiter = new LoginRateLimiter(config.auth.rateLimit.maxFailures, config.auth.rateLimit.windowS, now);
+    this.limiter = new LoginRateLimiter(config.auth.rateLimit.windowS, now);
   }
 
   /** No backend proves anything: users type a name (DARTS's "none"). */
@@ -50,7 +50,7 @@ export class AuthService {
 
   async login(user: string, password: string, ip: string): Promise<LoginOutcome> {
     const name = user.trim();
-    const keys = [`ip:${ip}`, `user:${name.toLowerCase()}`];
+    const keys = loginKeys(this.config.auth.rateLimit, name, ip);
     // Counted before the backends are asked (forgiven below on success), so
     // that concurrent guesses cannot all pass the check.
     const admission = this.limiter.admit(keys);
@@ -82,7 +82,7 @@ export class AuthService {
     const baseUrl = this.config.publicUrl;
     if (!baseUrl) throw new QwdError('QWD_CONFIG_INVALID', 'e-mail login needs publicUrl in the config', { userMessage: 'Login by e-mail is not available here.' });
     const email = address.trim().toLowerCase();
-    const keys = [`ip:${ip}`, `user:${email}`];
+    const keys = loginKeys(this.config.auth.rateLimit, email, ip);
     const wait = this.limiter.retryAfterS(keys);
     if (wait > 0) throw new QwdError('QWD_ADMISSION_LIMIT', 'e-mail link rate limited', { userMessage: `Too many login links requested. Try again in ${wait} s.` });
     const m = /^[a-z0-9._%+-]{1,64}@([a-z0-9.-]{1,253}\.[a-z]{2,63})$/.exec(email);

@@ -38,8 +38,10 @@ const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
  */
 export const MAX_VIEWER_MESSAGE_BYTES = MAX_CUT_TEXT_BYTES + 64 * 1024;
 
+/** opts.isLoggedIn: a link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
 export function attachBridge(
   server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
+  opts: { isLoggedIn?: (req: http.IncomingMessage) => boolean } = {},
 ): Bridge {
   const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false });
   const viewers = new Map<string, Set<WebSocket>>();
@@ -72,6 +74,8 @@ export function attachBridge(
       if (server.listenerCount('upgrade') === 1) reject(socket, 404, 'Not Found');
       return;
     }
+    // Checked first: someone not logged in learns nothing about the token either.
+    if (opts.isLoggedIn && !opts.isLoggedIn(req)) return reject(socket, 401, 'Unauthorized');
     const found = manager.lookupToken(match[1]);
     if (found.kind === 'unknown') return reject(socket, 404, 'Not Found');
     if (found.kind === 'ended') return reject(socket, 410, 'Gone');

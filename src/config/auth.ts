@@ -27,7 +27,10 @@ export interface AuthConfig {
   backends: BackendConfig[];
   /** User names that are administrators whatever backend vouches for them. */
   admins: string[];
-  rateLimit: { maxFailures: number; windowS: number };
+  /** Failed logins per (name, client), per client and per name within windowS; anonymous page loads per client and minute (0: no limit). */
+  rateLimit: { maxFailures: number; maxFailuresPerClient: number; maxFailuresPerName: number; windowS: number; anonymousPagesPerMinute: number };
+  /** Share and view links (pages, API, WebSocket) need a login; always false with auth "none". */
+  linksRequireLogin: boolean;
   /** Lifetime of a login (browser session), seconds. */
   sessionTtlS: number;
 }
@@ -36,7 +39,7 @@ const TYPES = ['none', 'local', 'ldap', 'imap', 'smtp', 'email'] as const;
 
 export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthConfig {
   const raw = section(p, top, 'auth');
-  rejectUnknownKeys(p, raw, 'auth.', ['backends', 'admins', 'rateLimit', 'sessionTtlS']);
+  rejectUnknownKeys(p, raw, 'auth.', ['backends', 'admins', 'rateLimit', 'sessionTtlS', 'linksRequireLogin']);
   const list = raw.backends ?? [{ type: 'none' }];
   const backends: BackendConfig[] = [];
   if (!Array.isArray(list) || list.length === 0) p.add('auth.backends', 'a non-empty list of backends', list);
@@ -66,11 +69,27 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
   const admins = raw.admins ?? [];
   if (!Array.isArray(admins) || !admins.every((a) => typeof a === 'string')) p.add('auth.admins', 'a list of user names', admins);
   const rl = section(p, raw, 'rateLimit', 'auth.');
-  rejectUnknownKeys(p, rl, 'auth.rateLimit.', ['maxFailures', 'windowS']);
+  rejectUnknownKeys(p, rl, 'auth.rateLimit.', ['maxFailures', 'maxFailuresPerClient', 'maxFailuresPerName', 'windowS', 'anonymousPagesPerMinute']);
+  const rp = { prefix: 'auth.rateLimit.' };
+  const rateLimit = {
+    maxFailures: readInt(p, rl, 'maxFailures', 5, { ...rp, min: 1, max: 1000 }),
+    maxFailuresPerClient: readInt(p, rl, 'maxFailuresPerClient', 20, { ...rp, min: 1, max: 100000 }),
+    maxFailuresPerName: readInt(p, rl, 'maxFailuresPerName', 50, { ...rp, min: 1, max: 100000 }),
+    windowS: readInt(p, rl, 'windowS', 300, { ...rp, min: 1, max: 86400 }),
+    anonymousPagesPerMinute: readInt(p, rl, 'anonymousPagesPerMinute', 300, { ...rp, min: 0, max: 1000000 }),
+  };
+  // Else one address could lock a name out alone again (the point of the per-pair limit).
+  if (rateLimit.maxFailuresPerName < rateLimit.maxFailures) {
+    p.note(`auth.rateLimit.maxFailuresPerName (${rateLimit.maxFailuresPerName}) must be at least auth.rateLimit.maxFailures (${rateLimit.maxFailures}), better several times it: failures from many addresses back a name off more slowly`);
+  }
+  const open = backends.every((b) => b.type === 'none');
+  const linksRequireLogin = readBool(p, raw, 'linksRequireLogin', !open, 'auth.');
+  if (linksRequireLogin && open && backends.length > 0) p.note('auth.linksRequireLogin: true needs a login backend (with auth "none" nobody can log in, so no link would open)');
   return {
     backends,
     admins: Array.isArray(admins) ? (admins as string[]) : [],
-    rateLimit: { maxFailures: readInt(p, rl, 'maxFailures', 5, { prefix: 'auth.rateLimit.', min: 1, max: 1000 }), windowS: readInt(p, rl, 'windowS', 300, { prefix: 'auth.rateLimit.', min: 1, max: 86400 }) },
+    rateLimit,
+    linksRequireLogin: linksRequireLogin && !open,
     sessionTtlS: readInt(p, raw, 'sessionTtlS', 12 * 3600, { prefix: 'auth.', min: 60, max: 30 * 86400 }),
   };
 }

@@ -18,10 +18,12 @@ import { SqliteWebSessionStore } from './web-session-store.js';
 import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
-import { SESSION_COOKIE, canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
+import { CsrfTokens, SESSION_COOKIE, canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
+import { AnonymousPageLimiter } from './anonymous-limit.js';
 import { issueViewerTicket } from '../bridge/viewer-ticket.js';
 import type { PageContext } from './html.js';
 import { sessionSizes } from '../sessions/request.js';
+import { describeValue } from '../describe-value.js';
 
 export interface AppDeps {
   config: Config;
@@ -81,9 +83,17 @@ export function createApp(deps: AppDeps): express.Express {
     cookie: { httpOnly: true, sameSite: 'lax', secure: 'auto', maxAge: Math.max(config.auth.sessionTtlS, config.limits.maxLifetimeS) * 1000 + 86400000 },
   }));
   app.use(identify(auth));
-  app.use(csrfProtect);
+  app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
+  const csrfTokens = new CsrfTokens(deps.sessionSecret);
+  app.use(csrfProtect(csrfTokens));
 
-  const page = (req: Request): PageContext => ({ csrf: csrfToken(req), identity: req.identity ? { user: req.identity.user, admin: req.identity.admin } : null, open: auth.open });
+  const page = (req: Request, res: Response): PageContext => ({ csrf: csrfToken(req, res, csrfTokens), identity: req.identity ? { user: req.identity.user, admin: req.identity.admin } : null, open: auth.open });
+  /** Share and view links need a login (auth.linksRequireLogin): true when this request was sent to log in. */
+  const linkNeedsLogin = (req: Request, res: Response): boolean => {
+    if (!config.auth.linksRequireLogin || req.identity) return false;
+    res.set('Cache-Control', 'no-store').redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+    return true;
+  };
   /** Pages that need a login when authentication is configured. */
   const needLogin = (req: Request, res: Response): boolean => {
     if (auth.open || req.identity) return false;
@@ -108,6 +118,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   /** Resolves /s/:token to a live session, or answers 404/410 itself. */
   const liveSession = (req: Request, res: Response): { row: SessionRow; access: LinkKind } | null => {
+    if (linkNeedsLogin(req, res)) return null;
     const found = manager.lookupToken(req.params.token);
     if (found.kind === 'live') return found;
     // A revoked link's desktop may still run: it is not said to have ended.
@@ -120,7 +131,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.get('/', (req, res) => {
     if (needLogin(req, res)) return;
-    res.type('html').send(formPage(page(req), catalog.list(), config, { user: req.session.userName }, undefined, manager.availability()));
+    res.type('html').send(formPage(page(req, res), catalog.list(), config, { user: req.session.userName }, undefined, manager.availability()));
   });
 
   app.post('/sessions', async (req, res) => {
@@ -132,14 +143,14 @@ export function createApp(deps: AppDeps): express.Express {
     } catch (err) {
       const e = err instanceof QwdError ? err : new QwdError('QWD_INTERNAL', String(err), { cause: err });
       if (e.httpStatus >= 500 && e.family !== 'refused') log.error({ err: e }, 'create from the form failed');
-      res.status(e.httpStatus).type('html').send(formPage(page(req), catalog.list(), config, formValues(req.body), e.userMessage, manager.availability()));
+      res.status(e.httpStatus).type('html').send(formPage(page(req, res), catalog.list(), config, formValues(req.body), e.userMessage, manager.availability()));
     }
   });
 
   // Logging in and out.
   app.get('/login', (req, res) => {
     if (auth.open) return res.redirect(303, '/');
-    res.type('html').send(loginPage(page(req), { password: auth.hasPasswordLogin, email: auth.emailBackend !== null, next: safeNext(req.query.next) }));
+    res.type('html').send(loginPage(page(req, res), { password: auth.hasPasswordLogin, email: auth.emailBackend !== null, next: safeNext(req.query.next) }));
   });
 
   app.post('/login', async (req, res) => {
@@ -151,7 +162,7 @@ export function createApp(deps: AppDeps): express.Express {
     const outcome = await auth.login(user, password, req.ip ?? 'unknown');
     if (!outcome.ok) {
       if (outcome.retryAfterS) res.set('Retry-After', String(outcome.retryAfterS));
-      res.status(outcome.status).type('html').send(loginPage(page(req), { password: true, email: auth.emailBackend !== null, error: outcome.message, next, user: user.slice(0, 64) }));
+      res.status(outcome.status).type('html').send(loginPage(page(req, res), { password: true, email: auth.emailBackend !== null, error: outcome.message, next, user: user.slice(0, 64) }));
       return;
     }
     await startLogin(req, outcome.identity);
@@ -163,11 +174,11 @@ export function createApp(deps: AppDeps): express.Express {
     try {
       // The link is built from config.publicUrl only (never from the Host header).
       await auth.sendEmailLink(typeof email === 'string' ? email : '', req.ip ?? 'unknown');
-      res.type('html').send(loginPage(page(req), { password: auth.hasPasswordLogin, email: true, next: '/', notice: 'If this address may log in, a link is on its way. It works once, for a limited time.' }));
+      res.type('html').send(loginPage(page(req, res), { password: auth.hasPasswordLogin, email: true, next: '/', notice: 'If this address may log in, a link is on its way. It works once, for a limited time.' }));
     } catch (err) {
       const e = err instanceof QwdError ? err : new QwdError('QWD_INTERNAL', String(err), { cause: err });
       if (e.httpStatus >= 500) log.error({ err: e }, 'login link not sent');
-      res.status(e.httpStatus >= 500 ? 503 : e.httpStatus).type('html').send(loginPage(page(req), { password: auth.hasPasswordLogin, email: true, next: '/', error: e.httpStatus >= 500 ? 'The login link could not be sent. Please try again later.' : e.userMessage }));
+      res.status(e.httpStatus >= 500 ? 503 : e.httpStatus).type('html').send(loginPage(page(req, res), { password: auth.hasPasswordLogin, email: true, next: '/', error: e.httpStatus >= 500 ? 'The login link could not be sent. Please try again later.' : e.userMessage }));
     }
   });
 
@@ -179,7 +190,7 @@ export function createApp(deps: AppDeps): express.Express {
       res.status(410).type('html').send(errorPage('Link not valid', 'This login link has expired or was already used. Ask for a new one.', '/login'));
       return;
     }
-    res.type('html').send(emailLinkPage(page(req), email, `/login/email/${String(req.params.token)}`));
+    res.type('html').send(emailLinkPage(page(req, res), email, `/login/email/${String(req.params.token)}`));
   });
 
   app.post('/login/email/:token', async (req, res) => {
@@ -231,7 +242,7 @@ export function createApp(deps: AppDeps): express.Express {
       manageable && row.state === 'running' ? manager.balloonInfo(row.id).catch(() => null) : null,
       manager.queueInfo(row.id),
     ]);
-    res.type('html').send(sessionPage(page(req), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, Date.now(), balloon, manageable, queue));
+    res.type('html').send(sessionPage(page(req, res), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, Date.now(), balloon, manageable, queue));
   });
 
   app.get('/s/:token/view', (req, res) => {
@@ -280,11 +291,11 @@ export function createApp(deps: AppDeps): express.Express {
       const rows = manager.list();
       const host = deps.hostLoad();
       const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
-      res.type('html').send(managePage(page(req), rows, (r) => `/s/${r.token}`, Date.now(), { host, reserved }));
+      res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, Date.now(), { host, reserved }));
       return;
     }
     const rows = who ? manager.list().filter((r) => r.owner === who.user) : (req.session.sessionIds ?? []).map((id) => manager.get(id)).filter((r): r is SessionRow => r !== undefined);
-    res.type('html').send(managePage(page(req), rows, (r) => `/s/${r.token}`, Date.now()));
+    res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, Date.now()));
   });
 
   app.post('/admin/stop-all', async (req, res) => {
@@ -325,6 +336,7 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   app.get('/api/v1/sessions/:token', async (req, res) => {
+    if (config.auth.linksRequireLogin && !req.identity) throw new QwdError('QWD_UNAUTHORIZED', 'link API call without login', { userMessage: 'Log in first, or send an API token (Authorization: Bearer …).' });
     const { row, access } = apiSession(manager, req.params.token);
     const json = { ...sessionApiJson(row, links(req, row), access, deps.viewerCounts(row.id)), queue: await manager.queueInfo(row.id) };
     res.set('Cache-Control', 'no-store').json(access === 'control' ? { ...json, viewerNames: deps.viewerNames(row.id) } : json);
@@ -346,7 +358,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.post('/api/v1/sessions/:token/revoke', (req, res) => {
     const row = apiControl(req, req.params.token);
     const link = (req.body as { link?: unknown } | undefined)?.link;
-    if (link !== 'control' && link !== 'view') throw new QwdError('QWD_BAD_REQUEST', `link must be "control" or "view", got ${JSON.stringify(link)}`, { userMessage: 'link must be "control" or "view".' });
+    if (link !== 'control' && link !== 'view') throw new QwdError('QWD_BAD_REQUEST', `link must be "control" or "view", got ${describeValue(link)}`, { userMessage: 'link must be "control" or "view".' });
     const updated = manager.revokeLink(row.id, link);
     res.json(sessionApiJson(updated, links(req, updated), 'control', deps.viewerCounts(row.id)));
   });
@@ -408,6 +420,22 @@ export function createApp(deps: AppDeps): express.Express {
   });
   app.use(errorHandler(log));
   return app;
+}
+
+/**
+ * Page loads by visitors with no login and no browser session cost nothing to
+ * store, but still cost CPU: at most auth.rateLimit.anonymousPagesPerMinute
+ * per client address. Static files, the API and /healthz are not pages.
+ */
+function limitAnonymousPages(limiter: AnonymousPageLimiter) {
+  return (req: Request, res: Response, next: (err?: unknown) => void) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return next();
+    if (req.identity || req.session?.sessionIds || /^\/(?:static|novnc|api|healthz|metrics|favicon\.ico)(?:\/|$)/.test(req.path)) return next();
+    const admission = limiter.hit(req.ip ?? 'unknown');
+    if (admission.allowed) return next();
+    res.set('Retry-After', String(admission.retryAfterS));
+    next(new QwdError('QWD_RATE_LIMITED', `anonymous page loads from ${req.ip ?? 'unknown'} over the limit`, { userMessage: `Too many page loads from your address. Try again in ${admission.retryAfterS} s.` }));
+  };
 }
 
 function apiSession(manager: SessionManager, token: string | string[] | undefined): { row: SessionRow; access: LinkKind } {

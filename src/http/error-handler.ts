@@ -20,7 +20,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
         ? new QwdError('QWD_BAD_REQUEST', (err as Error).message, { userMessage: status === 413 ? 'The request is too large.' : 'The request body is not valid.', cause: err })
         : toQwdError(err);
     if (e.httpStatus >= 500) log.error({ err: e, cause: e.cause, path: req.path }, e.message);
-    else log.info({ code: e.code, path: req.path, msg: e.message }, 'request refused');
+    // A flood of rate-limited requests must not become a flood of log lines.
+    else log[e.code === 'QWD_RATE_LIMITED' ? 'debug' : 'info']({ code: e.code, path: req.path, msg: e.message }, 'request refused');
     if (res.headersSent) return;
     res.status(e.code === 'QWD_BAD_REQUEST' && status === 413 ? 413 : e.httpStatus);
     if (wantsJson(req)) res.json({ error: { code: e.code, message: e.userMessage } });

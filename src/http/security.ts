@@ -18,8 +18,6 @@ declare module 'express-session' {
     identity?: Identity;
     /** When they logged in (ms since the epoch): the login ends auth.sessionTtlS later. */
     loggedInAt?: number;
-    /** The CSRF token of this browser session. */
-    csrf?: string;
   }
 }
 
@@ -53,9 +51,70 @@ export function identify(auth: AuthService) {
   };
 }
 
-export function csrfToken(req: Request): string {
-  req.session.csrf ??= crypto.randomBytes(24).toString('base64url');
-  return req.session.csrf;
+/** The cookie that carries an anonymous visitor's CSRF token (the double-submit half). */
+export const CSRF_COOKIE = 'qwd.csrf';
+
+/**
+ * Stateless CSRF tokens (no server-side row for anyone; OWASP "signed
+ * double-submit cookie"): `<nonce>.<mac>`, both 43 base64url characters, the
+ * MAC an HMAC-SHA256 with the broker's secret (kept 0600 in the state dir).
+ *
+ * - Logged in: the MAC covers the browser session id, so a token is good for
+ *   that login only, like the per-session token stored before; no cookie of its
+ *   own is needed (the session cookie is httpOnly and unknown to other sites).
+ * - Not logged in: the MAC covers the nonce only, and the same token must also
+ *   come back in the qwd.csrf cookie (httpOnly, SameSite=Lax), which another
+ *   site can neither read nor set: nothing is stored for the visitor.
+ */
+export class CsrfTokens {
+  constructor(private readonly secret: string) {}
+
+  issue(binding: string | null): string {
+    const nonce = crypto.randomBytes(32).toString('base64url');
+    return `${nonce}.${this.mac(binding, nonce)}`;
+  }
+
+  /** Is this a token this broker made for this binding (a session id, or null for anonymous)? */
+  valid(token: unknown, binding: string | null): token is string {
+    if (typeof token !== 'string' || token.length !== 87) return false;
+    const [nonce, mac] = token.split('.');
+    if (!nonce || !mac || !/^[A-Za-z0-9_-]{43}$/.test(nonce)) return false;
+    return same(mac, this.mac(binding, nonce));
+  }
+
+  private mac(binding: string | null, nonce: string): string {
+    const scope = binding === null ? 'anonymous' : `session:${binding}`;
+    return crypto.createHmac('sha256', this.secret).update(`csrf\0${scope}\0${nonce}`).digest('base64url');
+  }
+}
+
+/** The session id a logged-in request's CSRF token is bound to; null for anyone not logged in. */
+function csrfBinding(req: Request): string | null {
+  return req.session?.identity ? req.sessionID : null;
+}
+
+/** The value of one of our cookies in a Cookie header (RFC 6265 section 5.4), or null. */
+export function cookieValue(cookieHeader: string | undefined, name: string): string | null {
+  for (const part of (cookieHeader ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return null;
+}
+
+/**
+ * The CSRF token for the page being rendered. Anonymous visitors keep the
+ * token of their qwd.csrf cookie while it is valid, or get a new one with the
+ * cookie; nothing touches req.session (so no row is written for them).
+ */
+export function csrfToken(req: Request, res: Response, tokens: CsrfTokens): string {
+  const binding = csrfBinding(req);
+  if (binding !== null) return tokens.issue(binding);
+  const held = cookieValue(req.get('cookie'), CSRF_COOKIE);
+  if (tokens.valid(held, null)) return held;
+  const token = tokens.issue(null);
+  res.cookie(CSRF_COOKIE, token, { httpOnly: true, sameSite: 'lax', secure: req.secure, path: '/' });
+  return token;
 }
 
 function same(a: unknown, b: string | undefined): boolean {
@@ -72,25 +131,44 @@ export const SESSION_COOKIE = 'qwd.sid';
 
 /** Does the request carry the browser session cookie (whether or not anyone is logged in)? */
 export function carriesSessionCookie(cookieHeader: string | undefined): boolean {
-  return (cookieHeader ?? '').split(';').some((part) => part.trim().startsWith(`${SESSION_COOKIE}=`));
+  return cookieValue(cookieHeader, SESSION_COOKIE) !== null;
+}
+
+/** Does the request carry any cookie of ours (it comes from a browser that visited us)? */
+function carriesOurCookie(cookieHeader: string | undefined): boolean {
+  return carriesSessionCookie(cookieHeader) || cookieValue(cookieHeader, CSRF_COOKIE) !== null;
 }
 
 /**
- * Forms must carry the session's _csrf field. API calls that carry the
- * browser's session cookie must carry it in X-CSRF-Token — logged in or not:
- * with auth "none" the cookie itself holds rights (the desktops made in this
- * browser). API tokens (Authorization header) and cookie-less scripts need
- * none: a cross-site request cannot add either, so nothing ambient is abused.
+ * A submitted token is good for this request (see CsrfTokens): one bound to
+ * this browser session (also after its login expired: it still proves the page
+ * came from us to this browser); or, for anyone not logged in, an anonymous
+ * token that matches their qwd.csrf cookie.
  */
-export function csrfProtect(req: Request, _res: Response, next: NextFunction): void {
-  if (!UNSAFE.has(req.method) || req.viaBearer) return next();
-  if (req.path.startsWith('/api/')) {
-    if (!carriesSessionCookie(req.get('cookie'))) return next();
-    if (same(req.get('x-csrf-token'), req.session.csrf)) return next();
-    return next(new QwdError('QWD_CSRF', 'missing or wrong X-CSRF-Token on a cookie-authenticated API call', { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
-  }
-  if (same((req.body as Record<string, unknown> | undefined)?._csrf, req.session.csrf)) return next();
-  next(new QwdError('QWD_CSRF', `form POST to ${req.path} without a valid CSRF token`, { userMessage: 'This form has expired or did not come from this site. Go back, reload the page and try again.' }));
+function tokenAccepted(req: Request, submitted: unknown, tokens: CsrfTokens): boolean {
+  if (req.sessionID && tokens.valid(submitted, req.sessionID)) return true;
+  if (csrfBinding(req) !== null || !tokens.valid(submitted, null)) return false;
+  return same(submitted, cookieValue(req.get('cookie'), CSRF_COOKIE) ?? undefined);
+}
+
+/**
+ * Forms must carry a valid _csrf field. API calls that carry one of our
+ * cookies must carry it in X-CSRF-Token — logged in or not: with auth "none"
+ * the session cookie itself holds rights (the desktops made in this browser).
+ * API tokens (Authorization header) and cookie-less scripts need none: a
+ * cross-site request cannot add either, so nothing ambient is abused.
+ */
+export function csrfProtect(tokens: CsrfTokens) {
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    if (!UNSAFE.has(req.method) || req.viaBearer) return next();
+    if (req.path.startsWith('/api/')) {
+      if (!carriesOurCookie(req.get('cookie'))) return next();
+      if (tokenAccepted(req, req.get('x-csrf-token'), tokens)) return next();
+      return next(new QwdError('QWD_CSRF', 'missing or wrong X-CSRF-Token on a cookie-authenticated API call', { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
+    }
+    if (tokenAccepted(req, (req.body as Record<string, unknown> | undefined)?._csrf, tokens)) return next();
+    next(new QwdError('QWD_CSRF', `form ${req.method} to ${req.path} without a valid CSRF token`, { userMessage: 'This form has expired or did not come from this site. Go back, reload the page and try again.' }));
+  };
 }
 
 /**

@@ -12,12 +12,22 @@ export class SqliteWebSessionStore extends session.Store {
 
   override get(sid: string, callback: (err: unknown, session?: session.SessionData | null) => void): void {
     try {
-      const row = this.db.prepare('SELECT data, expires_at FROM web_sessions WHERE sid = ?').get(sid) as { data: string; expires_at: number } | undefined;
-      if (!row || row.expires_at < Date.now()) return callback(null, null);
-      callback(null, JSON.parse(row.data));
+      callback(null, this.read(sid));
     } catch (err) {
       callback(err);
     }
+  }
+
+  /** A live browser session's data, or null (synchronous: for the WebSocket upgrade check). */
+  read(sid: string): session.SessionData | null {
+    const row = this.db.prepare('SELECT data, expires_at FROM web_sessions WHERE sid = ?').get(sid) as { data: string; expires_at: number } | undefined;
+    if (!row || row.expires_at < Date.now()) return null;
+    return JSON.parse(row.data) as session.SessionData;
+  }
+
+  /** How many browser sessions are stored (anonymous visitors must not add any). */
+  count(): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM web_sessions').get() as { n: number }).n;
   }
 
   override set(sid: string, data: session.SessionData, callback?: (err?: unknown) => void): void {

@@ -2,6 +2,7 @@
 // admits requests, creates the row, asks the launcher for a VM, watches it,
 // stops it (always ending with postStop, which releases everything the session
 // held), reconciles the store with reality after a restart, and purges.
+import { describeValue } from '../describe-value.js';
 import { EventEmitter } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -327,7 +328,7 @@ export class SessionManager extends EventEmitter {
   /** Asks the guest's balloon driver to give memory back (or take it again), QMP balloon. */
   async setBalloon(id: string, targetMiB: number): Promise<void> {
     const row = this.requireRunning(id);
-    if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) throw new ValidationError(`balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${JSON.stringify(targetMiB)}`);
+    if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) throw new ValidationError(`balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${describeValue(targetMiB)}`);
     await this.deps.launcher.qmp(row.handle as VmHandle, 'balloon', { value: targetMiB * 1048576 });
     this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
     this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now());
@@ -358,7 +359,7 @@ export class SessionManager extends EventEmitter {
    */
   async extend(id: string, byS: number): Promise<SessionRow> {
     const { rows, config, launcher } = this.deps;
-    if (!Number.isInteger(byS) || byS <= 0) throw new ValidationError(`extension must be a positive whole number of seconds, got ${JSON.stringify(byS)}`);
+    if (!Number.isInteger(byS) || byS <= 0) throw new ValidationError(`extension must be a positive whole number of seconds, got ${describeValue(byS)}`);
     const row = rows.byId(id);
     if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
     const now = this.now();

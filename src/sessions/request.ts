@@ -5,6 +5,7 @@ import { QwdError, ValidationError } from '../errors.js';
 import { MACHINE_NAME, type Machine } from '../catalog/descriptor.js';
 import type { Config } from '../config/schema.js';
 import { checkScriptText } from '../guest/boot-scripts.js';
+import { describeValue } from '../describe-value.js';
 
 export interface CreateRequest {
   machine: Machine;
@@ -59,7 +60,7 @@ export function validateCreateRequest(raw: unknown, lookup: (name: string) => Ma
   const oneShot = readFlag(body.oneShot, 'oneShot', defaults.oneShot);
   let email: string | null = null;
   if (body.email !== undefined && body.email !== null && body.email !== '') {
-    if (typeof body.email !== 'string' || !EMAIL.test(body.email.trim())) throw new ValidationError(`email must be an e-mail address, got ${JSON.stringify(typeof body.email === 'string' ? body.email.slice(0, 64) : body.email)}`);
+    if (typeof body.email !== 'string' || !EMAIL.test(body.email.trim())) throw new ValidationError(`email must be an e-mail address, got ${describeValue(body.email, 80)}`);
     email = body.email.trim();
   } else if (EMAIL.test(user.trim())) {
     email = user.trim(); // a user name that is an address receives the warnings
@@ -82,7 +83,7 @@ function readFlag(value: unknown, key: string, fallback: boolean): boolean {
   if (typeof value === 'boolean') return value;
   if (value === 'on' || value === 'true' || value === '1') return true;
   if (value === 'off' || value === 'false' || value === '0') return false;
-  throw new ValidationError(`${key} must be true or false, got ${JSON.stringify(value)}`);
+  throw new ValidationError(`${key} must be true or false, got ${describeValue(value)}`);
 }
 
 /** Accepts a JSON integer or a form string of digits; nothing else. */
@@ -91,7 +92,7 @@ function readWhole(value: unknown, key: string, fallback: number, min: number, m
   let n: number;
   if (typeof value === 'number') n = value;
   else if (typeof value === 'string' && /^\d{1,12}$/.test(value.trim())) n = Number(value.trim());
-  else throw new ValidationError(`${key} must be a whole number from ${min} to ${max}, got ${JSON.stringify(typeof value === 'string' ? value.slice(0, 40) : value)}`);
-  if (!Number.isInteger(n) || n < min || n > max) throw new ValidationError(`${key} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  else throw new ValidationError(`${key} must be a whole number from ${min} to ${max}, got ${describeValue(value, 60)}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new ValidationError(`${key} must be a whole number from ${min} to ${max}, got ${describeValue(value)}`);
   return n;
 }

@@ -11,7 +11,8 @@ import { issueViewerTicket, readViewerTicket } from '../../src/bridge/viewer-tic
 test.before(() => requireQemu());
 
 async function withUsers(t: import('ava').ExecutionContext) {
-  const setup = makeSetup(t, { auth: { backends: [{ type: 'local' }] } });
+  // Links that work without a login: the tests connect an anonymous viewer too.
+  const setup = makeSetup(t, { auth: { backends: [{ type: 'local' }], linksRequireLogin: false } });
   for (const name of ['alice', 'bob']) {
     const res = await qwdctl(['--config', setup.configFile, 'users', 'add', name], { input: `${name}-Secret-123\n` });
     t.is(res.code, 0, res.stderr);

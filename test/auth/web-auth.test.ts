@@ -33,7 +33,7 @@ test.before(() => requireQemu());
 const PASSWORDS = { alice: 'alice-Secret-4711', bob: 'bob-Secret-0815', root: 'admin-Secret-9999' };
 
 async function localSetup(t: import('ava').ExecutionContext, extra: Record<string, unknown> = {}) {
-  const setup = makeSetup(t, { auth: { backends: [{ type: 'local' }], rateLimit: { maxFailures: 3, windowS: 60 } }, ...extra });
+  const setup = makeSetup(t, { auth: { backends: [{ type: 'local' }], rateLimit: { maxFailures: 3, maxFailuresPerClient: 3, windowS: 60 } }, ...extra });
   for (const [name, password] of Object.entries(PASSWORDS)) {
     const res = await qwdctl(['--config', setup.configFile, 'users', 'add', name, ...(name === 'root' ? ['--admin'] : []), '--email', `${name}@example.org`], { input: `${password}\n` });
     t.is(res.code, 0, res.stderr);
@@ -418,8 +418,9 @@ test('the session cookie changes at login (no fixation); the pre-login cookie an
 
 test('the cookie is Secure behind a trusted proxy saying https, and not when the proxy is not trusted', async (t) => {
   const trusted = await startTestBroker(t, makeSetup(t, { trustProxy: 1 }).config);
+  // An anonymous visitor gets only the CSRF cookie (no browser session is stored for them).
   const https = await send(trusted.url, 'GET', '/', { headers: { 'x-forwarded-proto': 'https' } });
-  t.regex(https.setCookie ?? '', /^qwd\.sid=[^;]+;.*; Secure/i);
+  t.regex(https.setCookie ?? '', /^qwd\.csrf=[^;]+;.*; Secure/i);
   t.regex(https.setCookie ?? '', /HttpOnly/i);
   t.regex(https.setCookie ?? '', /SameSite=Lax/i);
   const plain = await send(trusted.url, 'GET', '/');
