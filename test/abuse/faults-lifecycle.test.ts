@@ -13,7 +13,8 @@ import Database from 'better-sqlite3';
 import { ROOT, makeSetup, pidsMentioning, requireQemu, tempDir, waitFor, type TestSetup } from '../helpers/env.js';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { startSmtpSink } from '../helpers/smtp.js';
-import { isRunning } from '../../src/qemu/process.js';
+import { isOurProcess, isRunning } from '../../src/qemu/process.js';
+import type { LocalHandle } from '../../src/launcher/types.js';
 import type { Broker } from '../../src/main.js';
 
 /** Files below dir whose name ends in .qcow2 (session overlays live in run dirs; masters in machines/). */
@@ -26,13 +27,19 @@ function runDirs(setup: TestSetup): string[] {
   return fs.existsSync(setup.config.runDir) ? fs.readdirSync(setup.config.runDir) : [];
 }
 
+interface StoredRow {
+  id: string;
+  state: string;
+  handle: string | null;
+}
+
 /** Session rows as another process sees them (a read-only connection of our own). */
-function storedRows(setup: TestSetup): Array<{ id: string; state: string; handle: string | null }> {
+function storedRows(setup: TestSetup): StoredRow[] {
   const file = path.join(setup.stateDir, 'qwd.sqlite');
   if (!fs.existsSync(file)) return [];
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT id, state, handle FROM sessions').all() as Array<{ id: string; state: string; handle: string | null }>;
+    return db.prepare('SELECT id, state, handle FROM sessions').all() as StoredRow[];
   } finally {
     db.close();
   }
@@ -51,8 +58,8 @@ async function assertNothingLeft(t: ExecutionContext, setup: TestSetup, pids: nu
   t.deepEqual(ourProcesses(setup), [], 'no process of ours');
 }
 
-/** A broker setup whose qemu-system-x86_64 is a script of ours (in a temp dir of its own, so we can find its processes). */
-function setupWithFakeQemu(t: ExecutionContext, body: string, qemu: Record<string, unknown> = {}): { setup: TestSetup; binary: string } {
+/** A broker setup whose qemu-system-x86_64 is a script of ours (in a temp dir of its own: its processes can be found). */
+function setupWithFakeQemu(t: ExecutionContext, body: string, qemu: Record<string, unknown> = {}) {
   const binary = path.join(tempDir(t, 'qwd-fake-'), 'qemu-system-x86_64');
   fs.writeFileSync(binary, `#!/bin/bash\n${body}\n`, { mode: 0o755 });
   return { setup: makeSetup(t, { qemu: { binaries: { x86_64: binary }, ...qemu } }), binary };
@@ -72,7 +79,7 @@ function qemuPidOf(handle: string | null): number {
 
 test('a QEMU that exits at once gives QWD_LAUNCH_FAILED without paths, and leaves no row, run dir, overlay or process', async (t) => {
   requireQemu();
-  const { setup } = setupWithFakeQemu(t, 'echo "qemu-system-x86_64: could not open /dev/kvm: Permission denied" >&2\nexit 1');
+  const { setup } = setupWithFakeQemu(t, 'echo "qemu-system-x86_64: cannot open /dev/kvm: Permission denied" >&2\nexit 1');
   const broker = await startTestBroker(t, setup.config);
   const res = await api(broker, 'POST', '/api/v1/sessions', blankRequest());
   t.is(res.status, 500, res.text);
@@ -85,7 +92,8 @@ test('a QEMU that exits at once gives QWD_LAUNCH_FAILED without paths, and leave
 test('a QEMU that never opens its sockets is killed at the ready timeout: QWD_LAUNCH_TIMEOUT and nothing left', async (t) => {
   requireQemu();
   // exec -a keeps the script's path as the process's name, so we can find it.
-  const { setup, binary } = setupWithFakeQemu(t, 'echo "fake qemu: hanging" >&2\nexec -a "$0" sleep 600', { readyTimeoutMs: 1500 });
+  const hang = 'echo "fake qemu: hanging" >&2\nexec -a "$0" sleep 600';
+  const { setup, binary } = setupWithFakeQemu(t, hang, { readyTimeoutMs: 1500 });
   const broker = await startTestBroker(t, setup.config);
   const pending = api(broker, 'POST', '/api/v1/sessions', blankRequest());
   const pids = await waitFor('the fake qemu to run', () => {
@@ -114,7 +122,8 @@ async function holdWriteLock(t: ExecutionContext, setup: TestSetup): Promise<{ r
     db.exec('BEGIN EXCLUSIVE');
     console.log('locked');
     process.stdin.once('data', () => { db.exec('ROLLBACK'); db.close(); console.log('released'); process.exit(0); });`;
-  const child = spawn(process.execPath, ['-e', script, path.join(setup.stateDir, 'qwd.sqlite')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const dbFile = path.join(setup.stateDir, 'qwd.sqlite');
+  const child = spawn(process.execPath, ['-e', script, dbFile], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -187,7 +196,8 @@ interface ChildBroker {
 /** The real bin/qwdctl serve in its own process, on the test's config. */
 async function startChildBroker(t: ExecutionContext, setup: TestSetup): Promise<ChildBroker> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('QWD_')));
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'qwdctl'), '-c', setup.configFile, 'serve', '-p', '0'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [path.join(ROOT, 'bin', 'qwdctl'), '-c', setup.configFile, 'serve', '-p', '0'];
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -204,6 +214,11 @@ async function startChildBroker(t: ExecutionContext, setup: TestSetup): Promise<
     exited.then(() => { throw new Error(`the child broker ended before listening: ${stderr.slice(-2000)}`); }),
   ]);
   return { child, url, exited };
+}
+
+function postSession(broker: ChildBroker): Promise<Response> {
+  const headers = { 'content-type': 'application/json', accept: 'application/json' };
+  return fetch(`${broker.url}/api/v1/sessions`, { method: 'POST', headers, body: JSON.stringify(blankRequest()) });
 }
 
 async function sigkill(broker: ChildBroker): Promise<void> {
@@ -257,10 +272,8 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
     requireQemu();
     const { setup, binary, openGate } = setupWithGatedQemu(t);
     const first = await startChildBroker(t, setup);
-    const pending = fetch(`${first.url}/api/v1/sessions`, {
-      method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(blankRequest()),
-    }).catch((err: Error) => err);
-    if (moment === 'after the overlay is made') await waitFor('the overlay of the create', () => fileOfTheCreate(setup, 'disk.qcow2'));
+    const pending = postSession(first).catch((err: Error) => err);
+    if (moment === 'after the overlay is made') await waitFor('the overlay', () => fileOfTheCreate(setup, 'disk.qcow2'));
     else await waitFor('QEMU to be spawned', () => pidsMentioning(binary).length > 0);
     await sigkill(first);
     t.true(await pending instanceof Error, 'the request died with its broker');
@@ -268,7 +281,7 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
     if (openGate()) await waitFor('the orphaned QEMU to listen', () => fileOfTheCreate(setup, 'vnc.sock'));
     else t.is(moment, 'after the overlay is made', 'only a broker killed before spawning leaves no QEMU');
     const vms = ourProcesses(setup);
-    t.deepEqual(storedRows(setup).map((r) => [r.state, r.handle]), [['starting', null]], 'a row without a handle is left');
+    t.deepEqual(storedRows(setup).map((r) => [r.state, r.handle]), [['starting', null]], 'a row without a handle');
 
     const { broker, jump } = await restartBroker(t, setup);
     // The start can never finish now: once the purge's clock is past the ready timeout and the
@@ -285,16 +298,17 @@ test('a broker SIGKILLed during a stop leaves nothing once a new broker has reco
   requireQemu();
   const setup = makeSetup(t);
   const first = await startChildBroker(t, setup);
-  const res = await fetch(`${first.url}/api/v1/sessions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(blankRequest()),
-  });
+  const res = await postSession(first);
   t.is(res.status, 201);
   const created = await res.json() as { token: string };
-  const vm = qemuPidOf(storedRows(setup)[0]!.handle);
-  // Freeze the VM (it is ours: the handle's PID) so the stop is still waiting when the broker dies.
+  const handle = JSON.parse(storedRows(setup)[0]!.handle!) as LocalHandle;
+  const vm = handle.pid;
+  const ours = () => isOurProcess(handle.pid, handle.startTime, handle.processName);
+  // Freeze the VM (ours: the handle's PID, start time and name checked) so the stop still waits when the broker dies.
+  t.true(ours());
   process.kill(vm, 'SIGSTOP');
-  t.teardown(() => { if (isRunning(vm)) process.kill(vm, 'SIGCONT'); });
-  const pending = fetch(`${first.url}/api/v1/sessions/${created.token}`, { method: 'DELETE' }).catch((err: Error) => err);
+  t.teardown(() => { if (ours()) process.kill(vm, 'SIGCONT'); });
+  const pending = fetch(`${first.url}/api/v1/sessions/${created.token}`, { method: 'DELETE' }).catch((e: Error) => e);
   await waitFor('the session to be stopping', () => storedRows(setup)[0]?.state === 'stopping');
   await sigkill(first);
   t.true(await pending instanceof Error, 'the request died with its broker');
@@ -311,9 +325,10 @@ test('a broker SIGKILLed during a stop leaves nothing once a new broker has reco
 test('a clock that jumps two hours past an expiry: the purge stops the session, releases everything, and warns once', async (t) => {
   requireQemu();
   const smtp = await startSmtpSink(t);
-  const setup = makeSetup(t, { sessions: { warnBeforeS: [600] }, mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false } });
+  const mail = { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false };
+  const setup = makeSetup(t, { sessions: { warnBeforeS: [600] }, mail });
   const { broker, jump } = await restartBroker(t, setup);
-  const created = await api(broker, 'POST', '/api/v1/sessions', blankRequest({ lifetimeS: 3600, email: 'ada@example.org' }));
+  const created = await api(broker, 'POST', '/api/v1/sessions', blankRequest({ email: 'ada@example.org' }));
   t.is(created.status, 201, created.text);
   const vm = qemuPidOf(storedRows(setup)[0]!.handle);
 
