@@ -28,6 +28,8 @@ import { startBrokerProcess, type BrokerProcess } from './broker-process.js';
 import { createSession, deleteSession, type CreatedSession } from './api.js';
 import { readVmRssKiB } from './processes.js';
 
+const USAGE = 'bench/soak.ts --minutes N [--rate N/min] [--faults] [--machine blank|demo] [--sample-s S]';
+
 interface Options {
   minutes: number;
   ratePerMin: number;
@@ -76,7 +78,7 @@ function parseArgs(argv: string[]): Options {
       const m = value();
       if (m !== 'blank' && m !== 'demo') throw new Error(`--machine must be blank or demo, got ${JSON.stringify(m)}`);
       opts.machine = m;
-    } else throw new Error(`unknown argument ${JSON.stringify(arg)}; usage: bench/soak.ts --minutes N [--rate N/min] [--faults] [--machine blank|demo] [--sample-s S]`);
+    } else throw new Error(`unknown argument ${JSON.stringify(arg)}; usage: ${USAGE}`);
   }
   return opts;
 }
@@ -100,18 +102,27 @@ function listDir(dir: string): string[] {
 }
 
 /** Rows of the state DB, read through a read-only connection of our own (the broker stays the only writer). */
-function readRows(setup: BenchSetup): Array<{ id: string; state: string; token: string; handle: string | null }> {
+interface StoredRow {
+  id: string;
+  state: string;
+  token: string;
+  handle: string | null;
+}
+
+function readRows(setup: BenchSetup): StoredRow[] {
   const file = path.join(setup.config.stateDir, 'qwd.sqlite');
   if (!fs.existsSync(file)) return [];
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT id, state, token, handle FROM sessions').all() as Array<{ id: string; state: string; token: string; handle: string | null }>;
+    return db.prepare('SELECT id, state, token, handle FROM sessions').all() as StoredRow[];
   } finally {
     db.close();
   }
 }
 
-function sample(setup: BenchSetup, broker: BrokerProcess, startedAt: number, counts: { cycles: number; faults: number; errors: number }): Sample {
+type Counts = Pick<Sample, 'cycles' | 'faults' | 'errors'>;
+
+function sample(setup: BenchSetup, broker: BrokerProcess, startedAt: number, counts: Counts): Sample {
   const runDirs = listDir(setup.config.runDir);
   return {
     minute: Math.round((Date.now() - startedAt) / 6000) / 10,
@@ -143,7 +154,9 @@ async function view(session: CreatedSession): Promise<void> {
   const rfb = await connectRfb(session.wsUrl, { timeoutMs: 10000 });
   try {
     const fb = await rfb.update(false, 10000);
-    if (fb.length !== rfb.width * rfb.height * 4) throw new Error(`session ${session.id}: framebuffer of ${fb.length} bytes for ${rfb.width}×${rfb.height}`);
+    if (fb.length !== rfb.width * rfb.height * 4) {
+      throw new Error(`session ${session.id}: framebuffer of ${fb.length} bytes for ${rfb.width}×${rfb.height}`);
+    }
     nonBlackPixels(fb); // reads the whole frame, as a viewer drawing it would
     for (const keysym of [0x61, 0x62, 0x63, 0xff0d]) { // a, b, c, Return (X11 keysyms, RFC 6143 §7.5.4)
       rfb.keyEvent(keysym, true);
@@ -173,24 +186,34 @@ async function dropViewerMidHandshake(session: CreatedSession): Promise<void> {
 }
 
 async function sessionStatus(broker: BrokerProcess, token: string): Promise<number> {
-  const res = await fetch(`${broker.url}/api/v1/sessions/${token}`, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(10000) });
+  const res = await fetch(`${broker.url}/api/v1/sessions/${token}`, {
+    headers: { accept: 'application/json' }, signal: AbortSignal.timeout(10000),
+  });
   await res.arrayBuffer();
   return res.status;
 }
 
-const request = (opts: Options) => ({ machine: opts.machine, cpus: 1, memoryMiB: opts.machine === 'demo' ? 256 : 128, lifetimeS: 3600, user: 'soak' });
+const request = (opts: Options) => ({
+  machine: opts.machine, cpus: 1, memoryMiB: opts.machine === 'demo' ? 256 : 128, lifetimeS: 3600, user: 'soak',
+});
+
+/** Waits until the session's link answers 410 (ended: its row is gone and its resources released). */
+function waitEnded(broker: BrokerProcess, token: string, what: string): Promise<true> {
+  return waitUntil(what, async () => (await sessionStatus(broker, token)) === 410, 30000);
+}
 
 async function cycle(broker: BrokerProcess, setup: BenchSetup, opts: Options, fault: Fault | null): Promise<void> {
   if (fault === 'delete-during-create') {
     const before = new Set(readRows(setup).map((r) => r.id));
     const post = createSession(broker.url, request(opts)).then(() => 'created' as const, (err: Error) => err);
     // The token of the row being started (the 201 that carries it comes only when the VM is ready).
-    const row = await waitUntil('the new session row', () => readRows(setup).find((r) => !before.has(r.id)) ?? false, 30000);
+    const newRow = () => readRows(setup).find((r) => !before.has(r.id)) ?? false;
+    const row = await waitUntil('the new session row', newRow, 30000);
     await deleteSession(broker.url, row.token);
     const outcome = await post;
     // Either the DELETE won (the POST ends with 410) or the VM was ready first (201, then stopped).
     if (outcome !== 'created' && !/answered 410/.test(outcome.message)) throw outcome;
-    await waitUntil('the session to be gone after DELETE', async () => (await sessionStatus(broker, row.token)) === 410, 30000);
+    await waitEnded(broker, row.token, 'the session to be gone after DELETE');
     return;
   }
   const session = await createSession(broker.url, request(opts));
@@ -199,10 +222,12 @@ async function cycle(broker: BrokerProcess, setup: BenchSetup, opts: Options, fa
     await view(session);
     if (fault === 'kill-qemu') {
       const handle = JSON.parse(readRows(setup).find((r) => r.id === session.id)?.handle ?? 'null') as VmHandle | null;
-      if (handle?.kind !== 'local' || !isOurProcess(handle.pid, handle.startTime, handle.processName)) throw new Error(`session ${session.id}: no running qemu of ours to kill`);
+      if (handle?.kind !== 'local' || !isOurProcess(handle.pid, handle.startTime, handle.processName)) {
+        throw new Error(`session ${session.id}: no running qemu of ours to kill`);
+      }
       process.kill(handle.pid, 'SIGKILL');
       // The broker notices the exit, cleans up and leaves a tombstone: the link answers 410.
-      await waitUntil(`session ${session.id} to end after its QEMU was killed`, async () => (await sessionStatus(broker, session.token)) === 410, 30000);
+      await waitEnded(broker, session.token, `session ${session.id} to end after its QEMU was killed`);
     }
   } finally {
     await deleteSession(broker.url, session.token); // 410 is fine: it ended already
@@ -233,12 +258,16 @@ function verdict(samples: Sample[]): { leaks: string[]; rssSlope: number; fdSlop
   const first = steady[0]!;
   const last = samples[samples.length - 1]!;
   const leaks: string[] = [];
-  if (rssSlope > RSS_LEAK_MIB_PER_H && last.rssMiB - first.rssMiB > RSS_LEAK_MIB_PER_H / 2) leaks.push(`broker RSS grows ${rssSlope.toFixed(1)} MiB/h (${first.rssMiB} → ${last.rssMiB} MiB)`);
-  if (fdSlope > FD_LEAK_PER_H && last.fds - first.fds > 5) leaks.push(`broker fds grow ${fdSlope.toFixed(1)}/h (${first.fds} → ${last.fds})`);
+  if (rssSlope > RSS_LEAK_MIB_PER_H && last.rssMiB - first.rssMiB > RSS_LEAK_MIB_PER_H / 2) {
+    leaks.push(`broker RSS grows ${rssSlope.toFixed(1)} MiB/h (${first.rssMiB} → ${last.rssMiB} MiB)`);
+  }
+  if (fdSlope > FD_LEAK_PER_H && last.fds - first.fds > 5) {
+    leaks.push(`broker fds grow ${fdSlope.toFixed(1)}/h (${first.fds} → ${last.fds})`);
+  }
   for (const key of ['runDirs', 'overlays', 'rows', 'qemus'] as const) {
     if (last[key] > 0) leaks.push(`${last[key]} ${key} left after the last cycle`);
     const worst = Math.max(...samples.map((s) => s[key]));
-    if (worst > 0 && last[key] === 0) leaks.push(`${worst} ${key} seen between cycles (cleaned up later: check the log)`);
+    if (worst > 0 && last[key] === 0) leaks.push(`${worst} ${key} seen between cycles (cleaned up later: see the log)`);
   }
   return { leaks, rssSlope, fdSlope };
 }
@@ -246,7 +275,10 @@ function verdict(samples: Sample[]): { leaks: string[]; rssSlope: number; fdSlop
 function table(samples: Sample[]): string {
   const head = ['minute', 'cycles', 'faults', 'errors', 'RSS MiB', 'fds', 'run dirs', 'overlays', 'rows', 'qemus'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---:').join('|')}|`];
-  for (const s of samples) lines.push(`| ${[s.minute, s.cycles, s.faults, s.errors, s.rssMiB, s.fds, s.runDirs, s.overlays, s.rows, s.qemus].join(' | ')} |`);
+  for (const s of samples) {
+    const cells = [s.minute, s.cycles, s.faults, s.errors, s.rssMiB, s.fds, s.runDirs, s.overlays, s.rows, s.qemus];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
   return lines.join('\n');
 }
 
@@ -265,7 +297,9 @@ async function main(): Promise<number> {
   try {
     const setup = makeBenchSetup(cleanup, opts.machine);
     const broker = await startBrokerProcess(cleanup, setup);
-    console.log(`soak: ${opts.minutes} min, at most ${opts.ratePerMin} cycles/min, faults ${opts.faults ? `on (${opts.faultShare * 100} % of cycles)` : 'off'}, machine ${opts.machine}, broker pid ${broker.pid} at ${broker.url} (${broker.runs})`);
+    const faults = opts.faults ? `on (${opts.faultShare * 100} % of cycles)` : 'off';
+    console.log(`soak: ${opts.minutes} min, at most ${opts.ratePerMin} cycles/min, faults ${faults}, machine ${opts.machine}`);
+    console.log(`broker pid ${broker.pid} at ${broker.url} (${broker.runs})`);
     const startedAt = Date.now();
     const endAt = startedAt + opts.minutes * 60000;
     const intervalMs = 60000 / opts.ratePerMin;
@@ -276,10 +310,14 @@ async function main(): Promise<number> {
     let nextSampleAt = startedAt + opts.sampleS * 1000;
     let nextCycleAt = startedAt;
     while (!interrupted && Date.now() < endAt) {
-      if (broker.tracked.child.exitCode !== null || broker.tracked.child.signalCode !== null) throw new Error(`the broker exited: ${broker.tracked.stderr.slice(-5).join('\n')}`);
+      const { child } = broker.tracked;
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`the broker exited: ${broker.tracked.stderr.slice(-5).join('\n')}`);
+      }
       await new Promise((r) => setTimeout(r, Math.max(0, nextCycleAt - Date.now())));
       nextCycleAt = Math.max(nextCycleAt + intervalMs, Date.now());
-      const fault = opts.faults && Math.random() < opts.faultShare ? FAULTS[Math.floor(Math.random() * FAULTS.length)]! : null;
+      const pick = () => FAULTS[Math.floor(Math.random() * FAULTS.length)]!;
+      const fault = opts.faults && Math.random() < opts.faultShare ? pick() : null;
       try {
         await Promise.race([
           cycle(broker, setup, opts, fault),
@@ -307,9 +345,17 @@ async function main(): Promise<number> {
     if (last.cycles !== counts.cycles) samples.push(sample(setup, broker, startedAt, counts));
     const { leaks, rssSlope, fdSlope } = verdict(samples);
     console.log(`\n${table(samples)}\n`);
-    console.log(`cycles ${counts.cycles}, faults ${counts.faults} (${[...byFault].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), unexpected errors ${counts.errors}`);
-    console.log(`broker RSS slope ${rssSlope.toFixed(1)} MiB/h (leak above ${RSS_LEAK_MIB_PER_H}), fd slope ${fdSlope.toFixed(1)}/h (leak above ${FD_LEAK_PER_H})`);
+    const faultList = [...byFault].map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+    console.log(`cycles ${counts.cycles}, faults ${counts.faults} (${faultList}), unexpected errors ${counts.errors}`);
+    console.log(`broker RSS slope ${rssSlope.toFixed(1)} MiB/h (leak above ${RSS_LEAK_MIB_PER_H}), `
+      + `fd slope ${fdSlope.toFixed(1)}/h (leak above ${FD_LEAK_PER_H})`);
+    const byMsg = new Map<string, number>();
+    for (const line of broker.warnings) {
+      const msg = /"msg":"([^"]*)"/.exec(line)?.[1] ?? '(no message in the first 400 characters)';
+      byMsg.set(msg, (byMsg.get(msg) ?? 0) + 1);
+    }
     console.log(`broker warnings/errors logged: ${broker.warnings.length}`);
+    for (const [msg, n] of byMsg) console.log(`  ${n} × ${msg}`);
     console.log(leaks.length ? `LEAK:\n  ${leaks.join('\n  ')}` : 'verdict: no leak');
     if (errors.length) console.log(`unexpected errors:\n  ${errors.slice(0, 20).join('\n  ')}`);
     return leaks.length ? 1 : errors.length ? 2 : 0;
