@@ -56,6 +56,8 @@ export const ERROR_CODES = {
   // A write to the state store failed for lack of disk space or an I/O error; nothing was written.
   QWD_STORE_FAILED: { status: 503, family: 'internal' },
   QWD_MACHINE_INVALID: { status: 500, family: 'config' },
+  // The state database stayed locked by another process (SQLite busy) for longer than its busy timeout.
+  QWD_STORE_BUSY: { status: 503, family: 'refused' },
   QWD_INTERNAL: { status: 500, family: 'internal' },
 } as const satisfies Record<string, { status: number; family: ErrorFamily }>;
 
@@ -136,6 +138,12 @@ function defaultUserMessage(family: ErrorFamily): string {
 export function toQwdError(err: unknown, code: ErrorCode = 'QWD_INTERNAL'): QwdError {
   if (err instanceof QwdError) return err;
   const message = err instanceof Error ? err.message : String(err);
+  // better-sqlite3's SqliteError: the store was locked past its busy timeout. Nothing was written
+  // (the statement or transaction failed as a whole), so trying again later is the answer.
+  const sqliteCode = (err as { code?: unknown } | null)?.code;
+  if (sqliteCode === 'SQLITE_BUSY' || sqliteCode === 'SQLITE_LOCKED') {
+    return new QwdError('QWD_STORE_BUSY', `the state database is locked by another process: ${message}`, { userMessage: 'The service is busy. Please try again in a moment.', cause: err });
+  }
   return new QwdError(code, message, { cause: err });
 }
 

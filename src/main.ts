@@ -50,7 +50,13 @@ export interface Services {
 }
 
 /** The services shared by the broker and qwdctl (no HTTP, no schedules). */
-export async function createServices(config: Config, log: Logger, opts: { hostRoot?: string } = {}): Promise<Services> {
+export interface ServiceOptions {
+  hostRoot?: string;
+  /** The clock for expiry, purge and warning decisions (tests jump it forward); Date.now by default. */
+  now?: () => number;
+}
+
+export async function createServices(config: Config, log: Logger, opts: ServiceOptions = {}): Promise<Services> {
   const db = openDb(config.stateDir);
   const rows = new SessionRows(db);
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img, log.child({ module: 'catalog' }));
@@ -63,7 +69,7 @@ export async function createServices(config: Config, log: Logger, opts: { hostRo
   const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
   // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
   const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
-  const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, log: log.child({ module: 'sessions' }) });
+  const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now, log: log.child({ module: 'sessions' }) });
   const users = new UserStore(db);
   const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
   return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
@@ -90,10 +96,11 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export async function startBroker(config: Config, log: Logger): Promise<Broker> {
+export async function startBroker(config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {}): Promise<Broker> {
   const startedAt = Date.now();
   assertGuestNetworkIsolation(config);
-  const services = await createServices(config, log);
+  const now = opts.now ?? Date.now;
+  const services = await createServices(config, log, { now });
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
   if (catalog.list().length === 0) log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
@@ -112,8 +119,8 @@ export async function startBroker(config: Config, log: Logger): Promise<Broker> 
   server.on('request', app);
   const purge: PurgeSchedule = schedulePurge(config.purge.schedule, async () => {
     await manager.purge();
-    webSessions.prune();
-    services.users.pruneEmailTokens(Date.now());
+    webSessions.prune(now());
+    services.users.pruneEmailTokens(now());
   }, log.child({ module: 'purge' }));
 
   await new Promise<void>((resolve, reject) => {

@@ -27,7 +27,7 @@ import { buildQemuArgv, qemuProcessName, type VmPaths } from '../qemu/argv.js';
 import type { AccelChoice } from '../qemu/accel.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
-import { isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
+import { isNamedProcess, isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
 import { findProgram } from '../qemu/run-tool.js';
 import { inNetnsArgv, setUpGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
@@ -330,8 +330,34 @@ export class LocalLauncher implements Launcher {
   async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
     this.assertInsideRunRoot(runDir);
     if (handle?.kind === 'local') this.guestShutdowns.delete(handle.pid);
+    await this.killLeftBehind(runDir);
     await tearDownGuestNetwork(this.opts.config.guestNetwork, runDir);
     await fsp.rm(runDir, { recursive: true, force: true });
+  }
+
+  /**
+   * A QEMU can outlive its handle: a broker killed while QEMU was starting
+   * never recorded one, and the purge later cleans up the abandoned start by
+   * its run dir alone. QEMU wrote its PID there (-pidfile); if that process
+   * still runs with this session's -name, it is ours and is killed before its
+   * disk and sockets are deleted.
+   */
+  private async killLeftBehind(runDir: string): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number((await fsp.readFile(vmPaths(runDir).pidFile, 'utf8')).trim());
+    } catch {
+      return; // No pidfile: QEMU never started here (or its dir is already gone).
+    }
+    const name = qemuProcessName(path.basename(runDir));
+    if (!Number.isInteger(pid) || pid <= 1 || !isNamedProcess(pid, name)) return;
+    this.opts.log.warn({ pid, runDir }, 'qemu still running in a run dir being cleaned up (its start was abandoned); killing it');
+    signalGroup(pid, 'SIGKILL');
+    const deadline = Date.now() + 10000;
+    while (isNamedProcess(pid, name)) {
+      if (Date.now() > deadline) throw new QwdError('QWD_INTERNAL', `qemu pid ${pid} survived SIGKILL for 10 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   private assertInsideRunRoot(runDir: string): void {

@@ -44,6 +44,18 @@ export function isOurProcess(pid: number, startTime: string, processName: string
   return i >= 0 && (argv[i + 1] ?? '').split(',')[0] === processName;
 }
 
+/**
+ * The PID is alive and carries our `-name` (no start time to compare: for a
+ * QEMU found by the pidfile in its run dir, whose broker died before it could
+ * record a handle; the name holds the random session id).
+ */
+export function isNamedProcess(pid: number, processName: string): boolean {
+  if (!isRunning(pid)) return false;
+  const argv = readCmdline(pid);
+  const i = argv?.indexOf('-name') ?? -1;
+  return i >= 0 && (argv![i + 1] ?? '').split(',')[0] === processName;
+}
+
 export function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pid, signal);

@@ -47,8 +47,8 @@ function testLogger(t: ExecutionContext) {
   return createLogger('debug', fs.createWriteStream(path.join(dir, name)));
 }
 
-export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean } = {}): Promise<Broker> {
-  const broker = await startBroker(config, testLogger(t));
+export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number } = {}): Promise<Broker> {
+  const broker = await startBroker(config, testLogger(t), { now: opts.now });
   stateDirs.add(config.stateDir);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);
