@@ -48,6 +48,8 @@ export interface Config {
     readonly deny: readonly Cidr[];
     readonly ip: string;
     readonly nsenter: string;
+    readonly unshare: string;
+    readonly umount: string;
     readonly nft: string;
     readonly pasta: string;
   };
@@ -178,7 +180,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const netRaw = section(p, top, 'guestNetwork');
-  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'nft', 'pasta']);
+  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta']);
   const cidrList = (key: string, fallback: readonly string[]): Cidr[] => {
     const v = netRaw[key] ?? fallback;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
@@ -198,6 +200,8 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     deny: cidrList('deny', DEFAULT_DENY),
     ip: readString(p, netRaw, 'ip', '/usr/sbin/ip', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
     nsenter: readString(p, netRaw, 'nsenter', '/usr/bin/nsenter', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    unshare: readString(p, netRaw, 'unshare', '/usr/bin/unshare', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    umount: readString(p, netRaw, 'umount', '/usr/bin/umount', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
     nft: readString(p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
     pasta: readString(p, netRaw, 'pasta', '/usr/bin/pasta', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
   };

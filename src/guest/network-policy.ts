@@ -6,7 +6,7 @@
 //
 // Order of the rules (first match wins):
 //   0. traffic inside the namespace (its lo): accepted, nothing listens there;
-//   1. every address of the host itself, and loopback: rejected, whatever the lists say;
+//   1. every address of the host itself, loopback, broadcast and multicast: rejected, whatever the lists say;
 //   2. `deny`: rejected (link-local, i.e. cloud metadata at 169.254.169.254, by default);
 //   3. `allow`, when not empty: everything outside it is rejected;
 //   4. otherwise accepted.
@@ -20,26 +20,39 @@ export interface GuestNetworkPolicy {
 }
 
 /**
- * The host's own addresses from `ip -json address show` (every interface, up or
- * down, both families; link-local ones without their zone), deduplicated and sorted.
+ * Every destination that is the host itself, from `ip -json address show` (each
+ * interface's addresses, up or down) and `ip -json route show table local` for
+ * each family (local, broadcast and anycast routes, also those without an
+ * address, e.g. AnyIP): link-local ones without their zone, deduplicated, sorted.
  */
-export function hostAddresses(ipJson: string): Cidr[] {
+export function hostAddresses(ipJson: readonly string[]): Cidr[] {
   const seen = new Map<string, Cidr>();
-  const links = JSON.parse(ipJson) as Array<{ addr_info?: Array<{ local?: unknown }> }>;
-  for (const link of Array.isArray(links) ? links : []) {
-    for (const info of link.addr_info ?? []) {
-      const c = typeof info.local === 'string' ? parseCidr(info.local.split('%')[0]!) : null;
-      if (c) seen.set(formatCidr(c), c);
+  const add = (value: unknown) => {
+    const c = typeof value === 'string' ? parseCidr(value.split('%')[0]!) : null;
+    if (c) seen.set(formatCidr(c), c);
+  };
+  for (const text of ipJson) {
+    if (!text.trim()) continue; // ip prints nothing for a family without routes
+    const entries = JSON.parse(text) as Array<{ addr_info?: Array<{ local?: unknown }>; dst?: unknown }>;
+    for (const entry of Array.isArray(entries) ? entries : []) {
+      for (const info of entry.addr_info ?? []) add(info.local);
+      if (entry.dst !== 'default') add(entry.dst);
     }
   }
   return [...seen.values()].sort((a, b) => a.family - b.family || formatCidr(a).localeCompare(formatCidr(b)));
 }
 
-const LOOPBACK: readonly Cidr[] = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!];
+/**
+ * Refused whatever the host's interfaces say: loopback, "this network" (0/8,
+ * which Linux delivers locally), limited broadcast, multicast (host services
+ * such as mDNS listen there) and the unspecified IPv6 address.
+ */
+const ALWAYS_REFUSED: readonly Cidr[] = ['127.0.0.0/8', '0.0.0.0/8', '224.0.0.0/4', '255.255.255.255/32', '::1/128', '::/128', 'ff00::/8']
+  .map((c) => parseCidr(c)!);
 
 /** The nftables ruleset (for `nft -f`) for one guest's namespace. */
 export function buildGuestRuleset(policy: GuestNetworkPolicy, host: readonly Cidr[]): string {
-  const hostSet = [...LOOPBACK, ...host];
+  const hostSet = [...ALWAYS_REFUSED, ...host];
   const lines = [
     '# qemu-web-desktop: what this session\'s guest may reach (written by the broker; see INSTALL.md).',
     'flush ruleset',

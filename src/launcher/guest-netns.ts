@@ -9,30 +9,41 @@
 //   - an nftables ruleset in it (guest/network-policy.ts): every host address,
 //     loopback and the site's denied destinations are refused, in that namespace
 //     only (nothing is added to the host's own firewall);
-//   - pasta (from passt) gives it outbound connectivity through the host's
-//     sockets, with `--no-map-gw` (the gateway is not mapped to the host) and no
-//     port forwarded in either direction; pasta drops its capabilities and
-//     sandboxes itself once attached, and exits by itself when the namespace goes;
-//   - QEMU is started through `nsenter --net=…`, which execs it: the pid is QEMU's.
-// Teardown deletes the namespace (pasta then exits) and is safe to repeat.
+//   - QEMU is started through `nsenter --net=…`, which execs it: the pid is QEMU's;
+//   - pasta (from passt) then gives the namespace outbound connectivity through
+//     the host's sockets, with `--no-map-gw` (the gateway is not mapped to the
+//     host) and no port forwarded in either direction; pasta drops its
+//     capabilities and sandboxes itself once attached.
+// Teardown ends pasta and deletes the namespace, and is safe to repeat.
 // Needs root (CAP_SYS_ADMIN to create the namespace); the broker checks at start.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { QwdError } from '../errors.js';
 import { findProgram, runTool } from '../qemu/run-tool.js';
+import { readCmdline, readProcStat } from '../qemu/process.js';
+import { spawn } from 'node:child_process';
 import { buildGuestRuleset, hostAddresses, type GuestNetworkPolicy } from '../guest/network-policy.js';
 
 export interface GuestNetworkTools {
   readonly ip: string;
   readonly nsenter: string;
+  readonly unshare: string;
+  readonly umount: string;
   readonly nft: string;
   readonly pasta: string;
 }
 
-const NETNS_DIR = '/run/netns';
+/**
+ * Where session namespaces are bound: the one place Debian's AppArmor profile for
+ * passt lets pasta open a namespace by path (@{run}/user/@{uid}/netns/*), for the
+ * broker's own uid (pasta keeps it with --runas).
+ */
+export function netnsDir(): string {
+  return `/run/user/${process.getuid?.() ?? 0}/netns`;
+}
 const TOOL_TIMEOUT_MS = 10_000;
-const HINT = 'bin/setup installs iproute2, util-linux, nftables and passt';
+const HINT = 'bin/setup installs iproute2, util-linux, mount, nftables and passt';
 
 /** The namespace name of a session (its run dir's name is the session id). */
 export function netnsName(runDir: string): string {
@@ -42,7 +53,7 @@ export function netnsName(runDir: string): string {
 }
 
 export function netnsPath(runDir: string): string {
-  return path.join(NETNS_DIR, netnsName(runDir));
+  return path.join(netnsDir(), netnsName(runDir));
 }
 
 /** The argv prefix that runs a program inside the session's namespace (nsenter execs it). */
@@ -51,35 +62,36 @@ export function inNetnsArgv(tools: GuestNetworkTools, runDir: string, file: stri
 }
 
 /**
- * Creates the session's namespace, loads its rules and connects it with pasta.
+ * Creates the session's namespace, loads its rules and connects it with pasta (before QEMU starts in it).
  * On failure everything made so far is removed again and a QwdError says why.
  */
-export async function setUpGuestNetwork(tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy): Promise<void> {
+export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy): Promise<void> {
   const name = netnsName(runDir);
-  const run = (file: string, argv: string[], input?: string) => runTool(file, argv, { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT, input });
+  const run = (file: string, argv: string[]) => runTool(file, argv, { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
   // A namespace of this name can only be left over from a start of this same session that died half-way.
   if (fs.existsSync(netnsPath(runDir))) await tearDownGuestNetwork(tools, runDir);
   try {
-    await run(tools.ip, ['netns', 'add', name]);
-    await run(tools.ip, ['-n', name, 'link', 'set', 'lo', 'up']);
-    // Every address of the host, up or down (Node's os.networkInterfaces() omits interfaces that are down).
-    const { stdout } = await run(tools.ip, ['-json', 'address', 'show']);
-    const rules = buildGuestRuleset(policy, hostAddresses(stdout));
+    // A namespace bound to a file (as `ip netns add` does under /run/netns).
+    await fsp.mkdir(netnsDir(), { recursive: true, mode: 0o700 });
+    await fsp.writeFile(netnsPath(runDir), '', { mode: 0o600, flag: 'wx' });
+    await run(tools.unshare, [`--net=${netnsPath(runDir)}`, '--', '/bin/true']);
+    await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, 'link', 'set', 'lo', 'up']);
+    // Every destination that is this host, whatever the state of its interfaces.
+    const tables = await Promise.all([
+      run(tools.ip, ['-json', 'address', 'show']),
+      run(tools.ip, ['-4', '-json', 'route', 'show', 'table', 'local']),
+      run(tools.ip, ['-6', '-json', 'route', 'show', 'table', 'local']),
+    ]);
+    const rules = buildGuestRuleset(policy, hostAddresses(tables.map((r) => r.stdout)));
     const rulesFile = path.join(runDir, 'guest-net.nft');
     await fsp.writeFile(rulesFile, rules, { mode: 0o600 });
     await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, '-f', rulesFile]);
     // Read the rules back: a QEMU without them would reach the host, so trust no exit status alone.
     const loaded = await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, 'list', 'chain', 'inet', 'qwd_guest', 'output']);
     if (!/hook output/.test(loaded.stdout) || !/@host4/.test(loaded.stdout)) {
-      throw new QwdError('QWD_NETWORK_FAILED', `${tools.nft} did not load the guest rules into ${netnsName(runDir)} (is guestNetwork.nft nftables' nft?): ${loaded.stdout.slice(0, 200)}`);
+      throw new QwdError('QWD_NETWORK_FAILED', `${tools.nft} did not load the guest rules into ${name} (is guestNetwork.nft nftables' nft?): ${loaded.stdout.slice(0, 200)}`);
     }
-    // --runas 0: pasta must stay able to enter a namespace that root owns; it
-    // still drops every capability and isolates itself after attaching.
-    await run(tools.pasta, [
-      '--runas', '0', '--quiet', '--netns', netnsPath(runDir), '--config-net', '--no-map-gw',
-      '--tcp-ports', 'none', '--udp-ports', 'none', '--tcp-ns', 'none', '--udp-ns', 'none',
-      '--pid', path.join(runDir, 'pasta.pid'),
-    ]);
+    await connectGuestNetwork(tools, runDir);
   } catch (err) {
     await tearDownGuestNetwork(tools, runDir).catch(() => {
       // The original error says more; a namespace left behind is removed by the next cleanup of this run dir.
@@ -89,41 +101,111 @@ export async function setUpGuestNetwork(tools: GuestNetworkTools, runDir: string
 }
 
 /**
- * Deletes the session's namespace and waits for its pasta to exit (pasta quits
- * when its namespace goes; one that does not within a second is killed, after
- * checking by its command line that it is this session's). Safe to repeat.
+ * Connects the namespace to the outside with pasta. pasta runs in the
+ * foreground, in its own process group, with no pid file of its own (Debian's
+ * AppArmor profile for passt lets it write files only under /tmp and $HOME):
+ * the broker records its pid and start time in the run dir (pasta.pid) for
+ * teardown, also after a broker restart. Resolves once pasta has configured
+ * the namespace's interface and default route.
  */
-export async function tearDownGuestNetwork(tools: GuestNetworkTools, runDir: string): Promise<void> {
-  const pasta = readPastaPid(runDir);
-  if (fs.existsSync(netnsPath(runDir))) {
-    await runTool(tools.ip, ['netns', 'delete', netnsName(runDir)], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
+async function connectGuestNetwork(tools: GuestNetworkTools, runDir: string): Promise<void> {
+  const logFd = fs.openSync(path.join(runDir, 'pasta.log'), 'a', 0o600);
+  let child;
+  try {
+    child = spawn(tools.pasta, [
+      '--foreground', '--quiet', '--stderr', '--runas', '0', '--config-net', '--no-map-gw',
+      '--tcp-ports', 'none', '--udp-ports', 'none', '--tcp-ns', 'none', '--udp-ns', 'none',
+      '--netns', netnsPath(runDir),
+    ], { detached: true, stdio: ['ignore', logFd, logFd] });
+  } finally {
+    fs.closeSync(logFd);
   }
-  if (pasta === null) return;
-  const ours = () => {
-    try {
-      return fs.readFileSync(`/proc/${pasta}/cmdline`, 'utf8').split('\0').includes(netnsPath(runDir));
-    } catch {
-      return false; // gone
-    }
-  };
-  for (let waited = 0; waited < 1000 && ours(); waited += 20) await new Promise((r) => setTimeout(r, 20));
-  if (ours()) process.kill(pasta, 'SIGKILL');
-  for (let waited = 0; waited < 2000 && ours(); waited += 20) await new Promise((r) => setTimeout(r, 20));
+  let exited: string | null = null;
+  child.once('exit', (code, signal) => (exited = signal ?? `exit ${code}`));
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (err) => reject(new QwdError('QWD_NETWORK_FAILED', `cannot run ${tools.pasta}: ${err.message} (${HINT})`, { cause: err })));
+  });
+  child.unref();
+  const pid = child.pid!;
+  await fsp.writeFile(path.join(runDir, 'pasta.pid'), `${pid} ${readProcStat(pid)?.startTime ?? ''}\n`, { mode: 0o600 });
+  // --runas 0: pasta must stay able to enter a namespace that root owns; it
+  // still drops every capability and isolates itself once attached.
+  const deadline = Date.now() + TOOL_TIMEOUT_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readTail(path.join(runDir, 'pasta.log'))}`);
+    const { stdout } = await runTool(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, '-json', 'route', 'show', 'default'], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' });
+    if (stdout.includes('"dst":"default"')) return;
+    if (Date.now() > deadline) throw new QwdError('QWD_NETWORK_FAILED', `pasta did not configure ${netnsName(runDir)} within ${TOOL_TIMEOUT_MS} ms`);
+    await new Promise((r) => setTimeout(r, delay));
+  }
 }
 
-function readPastaPid(runDir: string): number | null {
+/**
+ * Ends the session's pasta (checked by pid, start time and program first) and
+ * deletes its namespace. Safe to repeat, and after a broker restart.
+ */
+export async function tearDownGuestNetwork(tools: GuestNetworkTools, runDir: string): Promise<void> {
+  const pasta = ourPasta(tools, runDir);
+  if (pasta !== null) {
+    process.kill(pasta, 'SIGTERM');
+    for (let waited = 0; waited < 2000 && ourPasta(tools, runDir) !== null; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    if (ourPasta(tools, runDir) !== null) process.kill(pasta, 'SIGKILL');
+  }
+  if (fs.existsSync(netnsPath(runDir))) {
+    // Unmounted if bound (a file left by a start that died before unshare is not), then removed.
+    if (isMountPoint(netnsPath(runDir))) {
+      await runTool(tools.umount, [netnsPath(runDir)], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
+    }
+    await fsp.rm(netnsPath(runDir), { force: true });
+  }
+}
+
+function isMountPoint(file: string): boolean {
   try {
-    const pid = Number(fs.readFileSync(path.join(runDir, 'pasta.pid'), 'utf8').trim());
-    return Number.isInteger(pid) && pid > 1 ? pid : null;
+    return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => line.split(' ')[4] === file);
+  } catch {
+    return false;
+  }
+}
+
+/** The pid of this run dir's pasta while it runs (same pid, start time and program as recorded), else null. */
+function ourPasta(tools: GuestNetworkTools, runDir: string): number | null {
+  let recorded: string[];
+  try {
+    recorded = fs.readFileSync(path.join(runDir, 'pasta.pid'), 'utf8').trim().split(' ');
   } catch {
     return null; // never started, or the run dir is gone
+  }
+  const pid = Number(recorded[0]);
+  if (!Number.isInteger(pid) || pid <= 1) return null;
+  const stat = readProcStat(pid);
+  if (!stat || stat.state === 'Z' || stat.startTime !== recorded[1]) return null;
+  // pasta is a link to passt; the kernel names the process after the link it was run by.
+  const argv0 = readCmdline(pid)?.[0] ?? '';
+  return argv0 === tools.pasta || /^(pasta|passt)/.test(readComm(pid)) ? pid : null;
+}
+
+function readComm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+async function readTail(file: string): Promise<string> {
+  try {
+    return (await fsp.readFile(file, 'utf8')).trim().split('\n').slice(-3).join(' | ') || '(no output)';
+  } catch {
+    return '(no log)';
   }
 }
 
 /** Why sessions with network cannot be isolated on this host, or null when they can. */
 export function guestNetworkUnavailable(tools: GuestNetworkTools): string | null {
   if (process.getuid?.() !== 0) return 'the broker does not run as root, which a network namespace per session needs';
-  const missing = ([['ip', 'iproute2'], ['nsenter', 'util-linux'], ['nft', 'nftables'], ['pasta', 'passt']] as const)
+  const missing = ([['ip', 'iproute2'], ['nsenter', 'util-linux'], ['unshare', 'util-linux'], ['umount', 'mount'], ['nft', 'nftables'], ['pasta', 'passt']] as const)
     .filter(([key]) => !findProgram(tools[key])).map(([key, pkg]) => `${tools[key]} (Debian package ${pkg})`);
   return missing.length ? `missing ${missing.join(', ')}` : null;
 }

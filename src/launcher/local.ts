@@ -30,7 +30,7 @@ import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isNamedProcess, isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
 import { findProgram } from '../qemu/run-tool.js';
-import { inNetnsArgv, setUpGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
+import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
 import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
 export interface LocalLauncherOptions {
@@ -110,7 +110,7 @@ export class LocalLauncher implements Launcher {
         // nsenter would only report a missing QEMU after the namespace exists: look first.
         const resolved = findProgram(binary);
         if (!resolved) throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: not found (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)`);
-        await setUpGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork);
+        await prepareGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork);
         command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
       }
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);

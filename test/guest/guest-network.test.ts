@@ -6,6 +6,7 @@
 // broker on 127.0.0.1 through the gateway 10.0.2.2, a service on the host's own
 // address on that veth) nor a destination the site denies.
 import test from 'ava';
+import { netnsDir } from '../../src/launcher/guest-netns.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -90,7 +91,7 @@ async function bootWithProbe(t: ExecutionContext, guestNetwork: Record<string, u
   return { broker, serial, outcome, brokerPort, session: res.json as { id: string; token: string } };
 }
 
-test('a guest reaches the site network but never the host: not the broker through 10.0.2.2, not the host\'s own address, not a denied destination', async (t) => {
+test.serial('a guest reaches the site network but never the host: not the broker through 10.0.2.2, not the host\'s own address, not a denied destination', async (t) => {
   const lab = await makeLab(t);
   const [allowed, denied] = lab.labAddrs;
   const urls = (brokerPort: number) => [
@@ -101,7 +102,7 @@ test('a guest reaches the site network but never the host: not the broker throug
   ];
   const { serial, outcome, brokerPort, broker, session } = await bootWithProbe(t, { deny: [`${denied}/32`, '169.254.0.0/16'] }, urls);
   const runDir = broker.services.manager.get(session.id)!.runDir;
-  const pasta = Number(fs.readFileSync(path.join(runDir, 'pasta.pid'), 'utf8'));
+  const pasta = Number(fs.readFileSync(path.join(runDir, 'pasta.pid'), 'utf8').split(' ')[0]);
   t.regex(serial(), /QWD: net eth0 up/);
   // The broker answers on the host (so a "failed" below is the isolation, not a dead broker).
   t.is((await api(broker, 'GET', '/healthz')).status, 200);
@@ -112,11 +113,11 @@ test('a guest reaches the site network but never the host: not the broker throug
   t.regex(serial(), new RegExp(`net probe http://${allowed.replace(/\./g, '\\.')}:8081/ ok: HTTP/1.1 200 OK \\| lab ${allowed.replace(/\./g, '\\.')}`));
   t.notRegex(serial(), /host-private|"status"/, 'nothing of the host reached the guest');
   await broker.services.manager.stop(session.id, 'test done');
-  t.false(fs.existsSync(`/run/netns/qwd-${session.id}`), 'the session\'s namespace is gone with it');
+  t.false(fs.existsSync(`${netnsDir()}/qwd-${session.id}`), 'the session\'s namespace is gone with it');
   t.false(fs.existsSync(`/proc/${pasta}/cmdline`) && fs.readFileSync(`/proc/${pasta}/cmdline`, 'utf8').includes(session.id), 'and so is its pasta');
 });
 
-test('with an allow list, a guest reaches only what it names (and never the host, even when named)', async (t) => {
+test.serial('with an allow list, a guest reaches only what it names (and never the host, even when named)', async (t) => {
   const lab = await makeLab(t);
   const [other, named] = lab.labAddrs;
   const urls = () => [`http://${other}:8081/`, `http://${named}:8081/`, `http://${lab.hostAddr}:${lab.hostPort}/`];

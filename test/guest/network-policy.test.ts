@@ -49,16 +49,24 @@ const IP_JSON = JSON.stringify([
   { ifname: 'eth1', addr_info: [{ family: 'inet', local: '192.0.2.2' }] },
 ]);
 
-test('the host\'s addresses come from every interface, up or down, without zones or duplicates', (t) => {
-  t.deepEqual(hostAddresses(IP_JSON).map(formatCidr), ['10.9.9.9/32', '127.0.0.1/32', '192.0.2.2/32', '::1/128', 'fe80::1/128']);
+const LOCAL_ROUTES = JSON.stringify([
+  { type: 'local', dst: '127.0.0.0/8', dev: 'lo' },
+  { type: 'broadcast', dst: '192.0.2.255', dev: 'eth0' },
+  { type: 'local', dst: '198.51.100.0/24', dev: 'lo' },
+  { type: 'local', dst: 'default', dev: 'lo' },
+]);
+
+test('the host\'s addresses come from every interface, up or down, and its local routes, without zones or duplicates', (t) => {
+  t.deepEqual(hostAddresses([IP_JSON, LOCAL_ROUTES, '']).map(formatCidr),
+    ['10.9.9.9/32', '127.0.0.0/8', '127.0.0.1/32', '192.0.2.2/32', '192.0.2.255/32', '198.51.100.0/24', '::1/128', 'fe80::1/128']);
 });
 
 const deny = DEFAULT_DENY.map((c) => parseCidr(c)!);
 
 test('the ruleset refuses the host, then the deny list; without an allow list nothing else is refused', (t) => {
-  const rules = buildGuestRuleset({ allow: [], deny }, hostAddresses(IP_JSON));
-  t.regex(rules, /set host4 \{[^}]*elements = \{ 127\.0\.0\.0\/8, 10\.9\.9\.9\/32, 127\.0\.0\.1\/32, 192\.0\.2\.2\/32 \}/);
-  t.regex(rules, /set host6 \{[^}]*::1\/128[^}]*fe80::1\/128/);
+  const rules = buildGuestRuleset({ allow: [], deny }, hostAddresses([IP_JSON]));
+  t.regex(rules, /set host4 \{[^}]*elements = \{ 127\.0\.0\.0\/8, 0\.0\.0\.0\/8, 224\.0\.0\.0\/4, 255\.255\.255\.255\/32, 10\.9\.9\.9\/32, 127\.0\.0\.1\/32, 192\.0\.2\.2\/32 \}/);
+  t.regex(rules, /set host6 \{[^}]*::1\/128[^}]*ff00::\/8[^}]*fe80::1\/128/, 'loopback, multicast, then the host\'s own');
   t.regex(rules, /set deny4 \{[^}]*169\.254\.0\.0\/16/);
   t.regex(rules, /set deny6 \{[^}]*fe80::\/10/);
   const chain = rules.slice(rules.indexOf('chain output'), rules.indexOf('chain refuse'));
@@ -83,7 +91,7 @@ test('nft accepts the ruleset, loaded into a namespace of the test\'s own', (t) 
   t.is(spawnSync('ip', ['netns', 'add', ns]).status, 0);
   t.teardown(() => spawnSync('ip', ['netns', 'delete', ns]));
   const file = path.join(tempDir(t), 'rules.nft');
-  fs.writeFileSync(file, buildGuestRuleset({ allow: [parseCidr('10.0.0.0/8')!, parseCidr('2001:db8::/32')!], deny }, hostAddresses(IP_JSON)));
+  fs.writeFileSync(file, buildGuestRuleset({ allow: [parseCidr('10.0.0.0/8')!, parseCidr('2001:db8::/32')!], deny }, hostAddresses([IP_JSON])));
   const load = spawnSync('ip', ['netns', 'exec', ns, '/usr/sbin/nft', '-f', file], { encoding: 'utf8' });
   t.is(load.status, 0, load.stderr);
   const list = spawnSync('ip', ['netns', 'exec', ns, '/usr/sbin/nft', 'list', 'chain', 'inet', 'qwd_guest', 'output'], { encoding: 'utf8' });

@@ -10,7 +10,7 @@ import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { VmHandle } from '../../src/launcher/types.js';
 import Database from 'better-sqlite3';
-import { isOurProcess, signalGroup } from '../../src/qemu/process.js';
+import { isOurProcess, readProcStat, signalGroup } from '../../src/qemu/process.js';
 
 // VMs are their own process groups and outlive their parent on purpose. If a
 // test worker dies before its teardown (an uncaught exception, a timeout), kill
@@ -76,9 +76,24 @@ export async function stopAllVms(broker: Broker): Promise<void> {
 function killLocalVm(handle: VmHandle | null): void {
   if (handle?.kind !== 'local') return;
   if (isOurProcess(handle.pid, handle.startTime, handle.processName)) signalGroup(handle.pid, 'SIGKILL');
-  // Its network namespace (launcher/guest-netns.ts): deleting it ends its pasta too.
+  // Its network namespace and pasta (launcher/guest-netns.ts): pasta by its recorded pid and start time.
+  try {
+    const [pid, startTime] = fs.readFileSync(path.join(handle.runDir, 'pasta.pid'), 'utf8').trim().split(' ');
+    if (startTime && isOurPasta(Number(pid), startTime)) process.kill(Number(pid), 'SIGKILL');
+  } catch {
+    // No pasta was started (no network, or the run dir is gone): nothing to end.
+  }
   const netns = `qwd-${path.basename(handle.runDir)}`;
-  if (fs.existsSync(path.join('/run/netns', netns))) spawnSync('ip', ['netns', 'delete', netns]);
+  const bound = path.join(`/run/user/${process.getuid?.() ?? 0}/netns`, netns);
+  if (fs.existsSync(bound)) {
+    spawnSync('umount', [bound]);
+    fs.rmSync(bound, { force: true });
+  }
+}
+
+function isOurPasta(pid: number, startTime: string): boolean {
+  const stat = readProcStat(pid);
+  return stat !== null && stat.startTime === startTime && /pasta|passt/.test(fs.readFileSync(`/proc/${pid}/comm`, 'utf8'));
 }
 
 export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {

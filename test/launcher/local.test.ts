@@ -2,6 +2,7 @@
 // escalates quit → SIGTERM → SIGKILL; cleanup always removes the run dir; a
 // watch holds QEMU's one QMP connection and shares it with commands.
 import test from 'ava';
+import { netnsDir } from '../../src/launcher/guest-netns.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
@@ -38,9 +39,10 @@ test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) =>
   t.true(await launcher.isAlive(handle));
   t.is(await readRfbBanner({ kind: 'unix', path: handle.vncSocket }), 'RFB 003.008');
   t.is(fs.statSync(handle.runDir).mode & 0o777, 0o700);
-  // Besides QEMU, only the pasta that connects the session's network namespace (guest-netns.ts).
-  const pasta = Number(fs.readFileSync(path.join(handle.runDir, 'pasta.pid'), 'utf8'));
-  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1').sort(), [handle.pid, pasta].sort());
+  // The pasta that connects the session's network namespace (guest-netns.ts).
+  const pasta = Number(fs.readFileSync(path.join(handle.runDir, 'pasta.pid'), 'utf8').split(' ')[0]);
+  t.is(fs.readlinkSync(`/proc/${pasta}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'pasta itself stays in the host\'s namespace');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1').sort(), [handle.pid, pasta].sort(), 'QEMU and its pasta, nothing else');
   t.not(fs.readlinkSync(`/proc/${handle.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'qemu runs in a network namespace of its own');
   if (process.getuid?.() === 0) {
     const status = fs.readFileSync(`/proc/${handle.pid}/status`, 'utf8');
@@ -48,7 +50,7 @@ test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) =>
   }
   await launcher.stop(handle);
   t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [], 'stop ends QEMU and the pasta of its namespace');
-  t.false(fs.existsSync('/run/netns/qwd-aaaaaaaaaaa1'), 'and removes the namespace');
+  t.false(fs.existsSync(`${netnsDir()}/qwd-aaaaaaaaaaa1`), 'and removes the namespace');
 });
 
 test('stop asks QMP to quit first; stop twice is a no-op', async (t) => {
