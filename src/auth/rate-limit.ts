@@ -29,14 +29,36 @@ export interface LimitKey {
   readonly max: number;
 }
 
-/** The keys one attempt is counted under (names compared case-insensitively). */
-export function loginKeys(limits: LoginLimits, name: string, client: string): LimitKey[] {
+/**
+ * The keys one attempt is counted under (names compared case-insensitively).
+ * A browser known to have logged in as this name before (auth/known-device.ts)
+ * is not held back by the per-name key, so strangers reaching it from many
+ * addresses never lock the user's own browser out.
+ */
+export function loginKeys(limits: LoginLimits, name: string, client: string, opts: { knownDevice?: boolean } = {}): LimitKey[] {
   const n = name.trim().toLowerCase();
-  return [
-    { key: `pair:${n}\u0000${client}`, max: limits.maxFailures },
-    { key: `client:${client}`, max: limits.maxFailuresPerClient },
-    { key: `name:${n}`, max: limits.maxFailuresPerName },
+  const c = clientKey(client);
+  const keys = [
+    { key: `pair:${n}\u0000${c}`, max: limits.maxFailures },
+    { key: `client:${c}`, max: limits.maxFailuresPerClient },
   ];
+  return opts.knownDevice ? keys : [...keys, { key: `name:${n}`, max: limits.maxFailuresPerName }];
+}
+
+/**
+ * One client for the limits: an IPv4 address, or an IPv6 address's /64 (one
+ * host usually gets a whole /64, so counting single IPv6 addresses would give
+ * an attacker unlimited tries). IPv4-mapped IPv6 counts as its IPv4 address.
+ */
+export function clientKey(address: string): string {
+  const a = address.trim().toLowerCase();
+  if (a.startsWith('::ffff:') && a.includes('.')) return a.slice(7);
+  if (!a.includes(':')) return a;
+  const [head = '', tail] = a.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail !== undefined && tail ? tail.split(':') : [];
+  const words = tail === undefined ? left : [...left, ...new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${words.slice(0, 4).map((w) => (parseInt(w, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
 /** An admitted attempt: already counted, under these keys, at this time. */

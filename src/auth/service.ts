@@ -48,9 +48,10 @@ export class AuthService {
     return this.backends.length > 0;
   }
 
-  async login(user: string, password: string, ip: string): Promise<LoginOutcome> {
+  /** knownDevice: the browser carries a mark of an earlier login as this name (auth/known-device.ts). */
+  async login(user: string, password: string, ip: string, knownDevice = false): Promise<LoginOutcome> {
     const name = user.trim();
-    const keys = loginKeys(this.config.auth.rateLimit, name, ip);
+    const keys = loginKeys(this.config.auth.rateLimit, name, ip, { knownDevice });
     // Counted before the backends are asked (forgiven below on success), so
     // that concurrent guesses cannot all pass the check.
     const admission = this.limiter.admit(keys);

@@ -18,7 +18,8 @@ import { SqliteWebSessionStore } from './web-session-store.js';
 import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
-import { CsrfTokens, SESSION_COOKIE, canManage, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
+import { KNOWN_DEVICE_COOKIE, KNOWN_DEVICE_MAX_AGE_S, addMark, isKnownDevice } from '../auth/known-device.js';
+import { CsrfTokens, SESSION_COOKIE, canManage, cookieValue, csrfProtect, csrfToken, identify, safeRedirectPath } from './security.js';
 import { AnonymousPageLimiter } from './anonymous-limit.js';
 import { issueViewerTicket } from '../bridge/viewer-ticket.js';
 import type { PageContext } from './html.js';
@@ -159,13 +160,15 @@ export function createApp(deps: AppDeps): express.Express {
     const user = typeof body.user === 'string' ? body.user : '';
     const password = typeof body.password === 'string' ? body.password : '';
     const next = safeNext(body.next);
-    const outcome = await auth.login(user, password, req.ip ?? 'unknown');
+    const marks = cookieValue(req.headers.cookie, KNOWN_DEVICE_COOKIE);
+    const outcome = await auth.login(user, password, req.ip ?? 'unknown', isKnownDevice(deps.sessionSecret, marks, user));
     if (!outcome.ok) {
       if (outcome.retryAfterS) res.set('Retry-After', String(outcome.retryAfterS));
       res.status(outcome.status).type('html').send(loginPage(page(req, res), { password: true, email: auth.emailBackend !== null, error: outcome.message, next, user: user.slice(0, 64) }));
       return;
     }
     await startLogin(req, outcome.identity);
+    res.cookie(KNOWN_DEVICE_COOKIE, addMark(deps.sessionSecret, marks, user), { httpOnly: true, sameSite: 'lax', secure: req.secure, path: '/login', maxAge: KNOWN_DEVICE_MAX_AGE_S * 1000 });
     res.redirect(303, next);
   });
 

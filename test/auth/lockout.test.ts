@@ -1,5 +1,6 @@
 // Nobody can lock a user out by failing logins with their name: the attacker,
-// from 127.0.0.2, is throttled; the victim, from 127.0.0.1, still logs in.
+// from 127.0.0.2, is throttled; the victim, from 127.0.0.1, still logs in; and
+// once many addresses reach the per-name back-off, her own browser still does.
 // Two real client addresses (the client socket bound with localAddress), no
 // X-Forwarded-For.
 import test from 'ava';
@@ -37,4 +38,7 @@ test('an attacker hammering a name from another address is throttled while the v
   const refused = await late.post('/login', { user: 'alice', password: 'alice-Secret-4711' });
   t.is(refused.status, 429, 'the name backs off once many addresses failed with it');
   t.regex(refused.text, /Too many failed logins\. Try again in \d+ s\./);
+  // Her own browser, known from its earlier login (a signed mark, auth/known-device.ts), is not held back by it.
+  await victim.get('/login');
+  t.is((await victim.post('/login', { user: 'alice', password: 'alice-Secret-4711' })).status, 303, 'the victim\'s own browser still logs in');
 });
