@@ -6,6 +6,7 @@
 const WINDOW_MS = 60_000;
 const MAX_CLIENTS = 10_000;
 
+import { clientKey } from '../auth/rate-limit.js';
 export type PageAdmission = { allowed: true } | { allowed: false; retryAfterS: number };
 
 export class AnonymousPageLimiter {
@@ -15,7 +16,8 @@ export class AnonymousPageLimiter {
   constructor(private readonly maxPerMinute: number, private readonly now: () => number = Date.now) {}
 
   /** Counts one page load by this client and says whether it may be served. */
-  hit(client: string): PageAdmission {
+  hit(address: string): PageAdmission {
+    const client = clientKey(address); // an IPv6 /64 is one client
     if (this.maxPerMinute === 0) return { allowed: true };
     const now = this.now();
     let w = this.windows.get(client);
