@@ -45,11 +45,15 @@ export function netnsDir(): string {
 const TOOL_TIMEOUT_MS = 10_000;
 const HINT = 'bin/setup installs iproute2, util-linux, mount, nftables and passt';
 
-/** The namespace name of a session (its run dir's name is the session id). */
+/**
+ * The namespace name of a session (its run dir's name is the session id). Not
+ * "qwd-<id>", QEMU's process name: pasta's command line names the namespace,
+ * and looking for a session's QEMU by its name must not find pasta.
+ */
 export function netnsName(runDir: string): string {
   const id = path.basename(runDir);
   if (!/^[A-Za-z0-9_-]{1,40}$/.test(id)) throw new QwdError('QWD_INTERNAL', `run dir name ${JSON.stringify(id)} cannot name a network namespace`);
-  return `qwd-${id}`;
+  return `qwdnet-${id}`;
 }
 
 export function netnsPath(runDir: string): string {

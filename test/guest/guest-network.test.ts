@@ -113,7 +113,7 @@ test.serial('a guest reaches the site network but never the host: not the broker
   t.regex(serial(), new RegExp(`net probe http://${allowed.replace(/\./g, '\\.')}:8081/ ok: HTTP/1.1 200 OK \\| lab ${allowed.replace(/\./g, '\\.')}`));
   t.notRegex(serial(), /host-private|"status"/, 'nothing of the host reached the guest');
   await broker.services.manager.stop(session.id, 'test done');
-  t.false(fs.existsSync(`${netnsDir()}/qwd-${session.id}`), 'the session\'s namespace is gone with it');
+  t.false(fs.existsSync(`${netnsDir()}/qwdnet-${session.id}`), 'the session\'s namespace is gone with it');
   t.false(fs.existsSync(`/proc/${pasta}/cmdline`) && fs.readFileSync(`/proc/${pasta}/cmdline`, 'utf8').includes(session.id), 'and so is its pasta');
 });
 

@@ -83,7 +83,7 @@ function killLocalVm(handle: VmHandle | null): void {
   } catch {
     // No pasta was started (no network, or the run dir is gone): nothing to end.
   }
-  const netns = `qwd-${path.basename(handle.runDir)}`;
+  const netns = `qwdnet-${path.basename(handle.runDir)}`;
   const bound = path.join(`/run/user/${process.getuid?.() ?? 0}/netns`, netns);
   if (fs.existsSync(bound)) {
     spawnSync('umount', [bound]);

@@ -42,15 +42,17 @@ test('start resolves when QMP and VNC answer, with a 0700 run dir', async (t) =>
   // The pasta that connects the session's network namespace (guest-netns.ts).
   const pasta = Number(fs.readFileSync(path.join(handle.runDir, 'pasta.pid'), 'utf8').split(' ')[0]);
   t.is(fs.readlinkSync(`/proc/${pasta}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'pasta itself stays in the host\'s namespace');
-  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1').sort(), [handle.pid, pasta].sort(), 'QEMU and its pasta, nothing else');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [handle.pid]);
+  t.deepEqual(pidsMentioning('qwdnet-aaaaaaaaaaa1'), [pasta], 'and its pasta');
   t.not(fs.readlinkSync(`/proc/${handle.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'qemu runs in a network namespace of its own');
   if (process.getuid?.() === 0) {
     const status = fs.readFileSync(`/proc/${handle.pid}/status`, 'utf8');
     t.notRegex(status, /^Uid:\s+0\s/m, 'qemu dropped root privileges (-runas)');
   }
   await launcher.stop(handle);
-  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [], 'stop ends QEMU and the pasta of its namespace');
-  t.false(fs.existsSync(`${netnsDir()}/qwd-aaaaaaaaaaa1`), 'and removes the namespace');
+  t.deepEqual(pidsMentioning('qwd-aaaaaaaaaaa1'), [], 'stop ends QEMU');
+  t.deepEqual(pidsMentioning('qwdnet-aaaaaaaaaaa1'), [], 'and the pasta of its namespace');
+  t.false(fs.existsSync(`${netnsDir()}/qwdnet-aaaaaaaaaaa1`), 'and removes the namespace');
 });
 
 test('stop asks QMP to quit first; stop twice is a no-op', async (t) => {
