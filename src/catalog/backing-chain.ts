@@ -45,15 +45,24 @@ export interface ChainCheck {
   virtualSizeBytes: number;
 }
 
-/** The directories images may live in: realpath(machinesDir) and its top-level directory symlinks' targets. */
+/**
+ * The directories images may live in: realpath(machinesDir) and the targets of
+ * its top-level directory symlinks that an administrator placed there (owned by
+ * root or by the service's own user). A symlink an image author made (owned by
+ * anyone else), or one to "/", gives no root: `machines/x -> /` would otherwise
+ * let an image name any host file.
+ */
 export async function allowedRoots(machinesDir: string): Promise<string[]> {
   const root = await fs.realpath(machinesDir);
   const roots = [root];
+  const trusted = new Set([0, process.getuid?.() ?? 0]);
   for (const entry of await fs.readdir(root, { withFileTypes: true })) {
     if (!entry.isSymbolicLink()) continue;
     try {
-      const target = await fs.realpath(path.join(root, entry.name));
-      if ((await fs.stat(target)).isDirectory()) roots.push(target);
+      const link = path.join(root, entry.name);
+      if (!trusted.has((await fs.lstat(link)).uid)) continue;
+      const target = await fs.realpath(link);
+      if (target !== '/' && (await fs.stat(target)).isDirectory()) roots.push(target);
     } catch {
       // A dangling symlink gives no root; images under it are reported missing.
     }

@@ -94,6 +94,21 @@ test('a master that is a symlink to a host file is refused; a directory symlink 
   t.true(catalog.problems.some((p) => /shadow\.yml: image .*shadow\.qcow2 resolves to \/etc\/shadow, outside/.test(p)), catalog.problems.join('\n'));
 });
 
+test('a directory symlink an image author made (not root\'s), or one to "/", lets no image out', async (t) => {
+  if (process.getuid?.() !== 0) return t.fail('this test changes a symlink\'s owner: run it as root (as CI does)');
+  const { machinesDir, describe } = layout(t);
+  const authored = path.join(machinesDir, 'x');
+  fs.symlinkSync('/etc', authored);
+  fs.lchownSync(authored, 65534, 65534); // made by someone else than root or the service
+  describe('escape', 'x/shadow');
+  fs.symlinkSync('/', path.join(machinesDir, 'all'));
+  describe('everything', 'all/etc/shadow');
+  const catalog = await loadCatalog(machinesDir, 'qemu-img');
+  t.deepEqual(catalog.list().map((m) => m.name), ['blank']);
+  t.true(catalog.problems.some((p) => /escape\.yml: .*\/etc\/shadow, outside/.test(p)), catalog.problems.join('\n'));
+  t.true(catalog.problems.some((p) => /everything\.yml: .*\/etc\/shadow, outside/.test(p)), catalog.problems.join('\n'));
+});
+
 test('json:, nbd: and other protocol backing names are refused before qemu-img opens them', async (t) => {
   const { machinesDir, secret, describe } = layout(t);
   const json = `json:{"driver":"raw","file":{"driver":"file","filename":"${secret}"}}`;
