@@ -253,7 +253,10 @@ test('/healthz reports the accelerator and why it was chosen', async (t) => {
   t.true(['kvm', 'tcg'].includes(json.accelerator.accel));
   t.is(json.accelerator.requested, 'auto');
   t.is(typeof json.accelerator.reason, 'string');
-  if (fs.existsSync('/sys/module/kvm_pvm')) {
+  if (!fs.existsSync('/dev/kvm')) {
+    t.is(json.accelerator.accel, 'tcg');
+    t.regex(json.accelerator.reason, /\/dev\/kvm does not exist/);
+  } else if (fs.existsSync('/sys/module/kvm_pvm')) {
     t.is(json.accelerator.accel, 'tcg');
     t.regex(json.accelerator.reason, /kvm-pvm/);
   }
