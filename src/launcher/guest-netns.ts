@@ -157,9 +157,10 @@ export async function tearDownGuestNetwork(tools: GuestNetworkTools, runDir: str
     if (ourPasta(tools, runDir) !== null) process.kill(pasta, 'SIGKILL');
   }
   if (fs.existsSync(netnsPath(runDir))) {
-    // Unmounted if bound (a file left by a start that died before unshare is not), then removed.
+    // Detached if bound (as `ip netns delete` does: another mount namespace, e.g. one of
+    // `ip netns exec`, may still hold a copy of the mount), then removed.
     if (isMountPoint(netnsPath(runDir))) {
-      await runTool(tools.umount, [netnsPath(runDir)], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
+      await runTool(tools.umount, ['--lazy', netnsPath(runDir)], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
     }
     await fsp.rm(netnsPath(runDir), { force: true });
   }

@@ -86,7 +86,7 @@ function killLocalVm(handle: VmHandle | null): void {
   const netns = `qwdnet-${path.basename(handle.runDir)}`;
   const bound = path.join(`/run/user/${process.getuid?.() ?? 0}/netns`, netns);
   if (fs.existsSync(bound)) {
-    spawnSync('umount', [bound]);
+    spawnSync('umount', ['--lazy', bound]);
     fs.rmSync(bound, { force: true });
   }
 }
