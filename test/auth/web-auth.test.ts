@@ -395,7 +395,9 @@ async function send(url: string, method: string, path_: string, opts: { cookie?:
   });
   const text = await res.text();
   const setCookie = res.headers.get('set-cookie');
-  return { status: res.status, location: res.headers.get('location'), text, setCookie, cookie: setCookie?.split(';')[0] ?? null, csrf: /name="_csrf" value="([^"]+)"/.exec(text)?.[1] ?? null };
+  // Every cookie set, as a browser would send them back (the login also sets qwd.known).
+  const cookies = res.headers.getSetCookie().map((c) => c.split(';')[0]!);
+  return { status: res.status, location: res.headers.get('location'), text, setCookie, cookie: cookies.length ? cookies.join('; ') : null, csrf: /name="_csrf" value="([^"]+)"/.exec(text)?.[1] ?? null };
 }
 
 test('the session cookie changes at login (no fixation); the pre-login cookie and a cookie replayed after logout are not logged in', async (t) => {
