@@ -2,7 +2,7 @@
 // run as jobs on compute nodes. Read only when `launcher: slurm`, but always
 // validated so a typo is reported before anyone switches launchers.
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, type Obj } from './check.js';
+import { Problems, isObject, rejectUnknownKeys, section, readBool, readInt, readString, readOptionalString, type Obj } from './check.js';
 
 export interface SlurmSubmitOptions {
   readonly partition: string | null;
@@ -36,9 +36,16 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly nodeSysfsRoot: string;
   /** A node-local directory of lock files that makes each GPU (IOMMU group) exclusive to one job on a node. */
   readonly gpuLockDir: string;
+  /**
+   * Guests of Slurm jobs are not yet put in a network namespace of their own
+   * (launcher/guest-netns.ts is the local launcher's): with qemu.network: user
+   * they reach the node's own services. The broker refuses to start so unless
+   * this says the site accepts it.
+   */
+  readonly unisolatedGuestNetwork: boolean;
 }
 
-const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'commandTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir'] as const;
+const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'commandTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir', 'unisolatedGuestNetwork'] as const;
 const SUBMIT_KEYS = ['partition', 'account', 'qos', 'extraArgs'] as const;
 /** Slurm names: partitions, accounts, QOS. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -94,6 +101,7 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
     gpuGres: readOptionalString(p, raw, 'gpuGres', { prefix: 'slurm.', pattern: /^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$/, expectation: 'a gres name such as "gpu" or "gpu:a100"' }),
     nodeSysfsRoot: readString(p, raw, 'nodeSysfsRoot', '/', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
     gpuLockDir: readString(p, raw, 'gpuLockDir', '/run/lock/qemu-web-desktop', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
+    unisolatedGuestNetwork: readBool(p, raw, 'unisolatedGuestNetwork', false, 'slurm.'),
   };
 }
 
