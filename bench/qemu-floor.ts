@@ -30,7 +30,10 @@ export interface FloorSample {
 
 export async function measureQemuFloor(cleanup: Cleanup, config: Config, template: { sessionId: string; argv: string[] }, image: string, runs: number): Promise<FloorSample[]> {
   const templateRunDir = path.join(config.runDir, template.sessionId);
-  const [binary, ...templateArgv] = template.argv;
+  let [binary, ...templateArgv] = template.argv;
+  // The broker runs QEMU through nsenter, in the session's network namespace: the floor is QEMU on its own.
+  const dashes = templateArgv.indexOf('--');
+  if (binary && path.basename(binary) === 'nsenter' && dashes >= 0) [binary, ...templateArgv] = templateArgv.slice(dashes + 1);
   if (!binary || !templateArgv.some((a) => a.includes(templateRunDir))) throw new Error(`the logged qemu argv does not mention the run dir ${templateRunDir}: ${template.argv.join(' ')}`);
   const samples: FloorSample[] = [];
   for (let i = 0; i < runs; i++) {

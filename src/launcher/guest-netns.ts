@@ -66,10 +66,12 @@ export function inNetnsArgv(tools: GuestNetworkTools, runDir: string, file: stri
 }
 
 /**
- * Creates the session's namespace, loads its rules and connects it with pasta (before QEMU starts in it).
- * On failure everything made so far is removed again and a QwdError says why.
+ * Creates the session's namespace and loads its rules (before QEMU starts in it),
+ * and starts pasta: `connected` resolves once pasta has configured the namespace.
+ * On failure everything made so far is removed again and a QwdError says why
+ * (a failure of `connected` is the caller's to clean up, with tearDownGuestNetwork).
  */
-export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy): Promise<void> {
+export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy): Promise<{ connected: Promise<void> }> {
   const name = netnsName(runDir);
   const run = (file: string, argv: string[]) => runTool(file, argv, { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
   // A namespace of this name can only be left over from a start of this same session that died half-way.
@@ -78,10 +80,10 @@ export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: stri
     // A namespace bound to a file (as `ip netns add` does under /run/netns).
     await fsp.mkdir(netnsDir(), { recursive: true, mode: 0o700 });
     await fsp.writeFile(netnsPath(runDir), '', { mode: 0o600, flag: 'wx' });
-    await run(tools.unshare, [`--net=${netnsPath(runDir)}`, '--', '/bin/true']);
-    await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, 'link', 'set', 'lo', 'up']);
-    // Every destination that is this host, whatever the state of its interfaces.
-    const tables = await Promise.all([
+    // The namespace is made, and every destination that is this host read (whatever
+    // the state of its interfaces), at the same time: nothing runs in the namespace yet.
+    const [, ...tables] = await Promise.all([
+      run(tools.unshare, [`--net=${netnsPath(runDir)}`, '--', tools.ip, 'link', 'set', 'lo', 'up']),
       run(tools.ip, ['-json', 'address', 'show']),
       run(tools.ip, ['-4', '-json', 'route', 'show', 'table', 'local']),
       run(tools.ip, ['-6', '-json', 'route', 'show', 'table', 'local']),
@@ -95,7 +97,13 @@ export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: stri
     if (!/hook output/.test(loaded.stdout) || !/@host4/.test(loaded.stdout)) {
       throw new QwdError('QWD_NETWORK_FAILED', `${tools.nft} did not load the guest rules into ${name} (is guestNetwork.nft nftables' nft?): ${loaded.stdout.slice(0, 200)}`);
     }
-    await connectGuestNetwork(tools, runDir);
+    // pasta configures the namespace while QEMU starts (a guest needs its network only
+    // seconds later); the launcher awaits `connected` together with QEMU's readiness.
+    const connected = connectGuestNetwork(tools, runDir);
+    connected.catch(() => {
+      // Awaited by the launcher, which tears everything down on failure.
+    });
+    return { connected };
   } catch (err) {
     await tearDownGuestNetwork(tools, runDir).catch(() => {
       // The original error says more; a namespace left behind is removed by the next cleanup of this run dir.

@@ -106,11 +106,12 @@ export class LocalLauncher implements Launcher {
       const binary = config.qemu.binaries[spec.machine.arch];
       // With network, QEMU runs in the session's own network namespace (see guest-netns.ts).
       let command = { file: binary, argv };
+      let networkConnected: Promise<void> = Promise.resolve();
       if (config.qemu.network === 'user') {
         // nsenter would only report a missing QEMU after the namespace exists: look first.
         const resolved = findProgram(binary);
         if (!resolved) throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: not found (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)`);
-        await prepareGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork);
+        networkConnected = (await prepareGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork)).connected;
         command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
       }
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);
@@ -134,7 +135,7 @@ export class LocalLauncher implements Launcher {
       });
       spawned.unref();
       log.info({ sessionId: spec.sessionId, pid, accel, reason: this.opts.accel.reason, argv: [command.file, ...command.argv] }, 'qemu spawned');
-      await this.waitReady(spec, pid, entry, paths);
+      await Promise.all([this.waitReady(spec, pid, entry, paths), networkConnected]);
       const startTime = readProcStat(pid)?.startTime ?? '';
       return {
         kind: 'local', pid, startTime, processName: qemuProcessName(spec.sessionId), runDir: spec.runDir,

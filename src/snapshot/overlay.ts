@@ -12,13 +12,46 @@ import path from 'node:path';
 import { QwdError } from '../errors.js';
 import { runTool } from '../qemu/run-tool.js';
 import type { Machine } from '../catalog/descriptor.js';
-import { checkBackingChain, verifyOverlayChain } from '../catalog/backing-chain.js';
+import { checkBackingChain, verifyOverlayChain, type ChainCheck, type ChainLayer } from '../catalog/backing-chain.js';
 
 export const OVERLAY_NAME = 'disk.qcow2';
 
 /** The master as checked: its real path and format, the ones QEMU must be given. */
-export async function pinMaster(qemuImg: string, machine: Machine, machinesDir: string) {
+/**
+ * The last clean check of each master, with a stamp of every layer (device,
+ * inode, size, mtime and ctime in ns): a master whose files are all unchanged
+ * since — any write or chmod moves ctime — is not checked again with qemu-img.
+ * The chain through each new overlay is still verified (verifyOverlayChain).
+ */
+const checkedChains = new Map<string, { stamps: string; chain: ChainCheck }>();
+
+/** The layers' stamp, or null when one is gone, or changed after `notAfterNs` (it may have changed during a check). */
+async function layerStamps(image: string, layers: readonly ChainLayer[], notAfterNs?: bigint): Promise<string | null> {
+  try {
+    if ((await fs.realpath(image)) !== layers[0]?.realPath) return null;
+    const stats = await Promise.all(layers.map((l) => fs.stat(l.realPath, { bigint: true })));
+    if (notAfterNs !== undefined && stats.some((st) => st.ctimeNs >= notAfterNs)) return null;
+    return stats.map((st) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`).join('|');
+  } catch {
+    return null; // a layer is gone: check again, which says why
+  }
+}
+
+async function checkedChain(qemuImg: string, machine: Machine, machinesDir: string): Promise<ChainCheck> {
+  const key = `${machinesDir}\0${machine.image}\0${machine.format ?? ''}`;
+  const cached = checkedChains.get(key);
+  if (cached && (await layerStamps(machine.image, cached.chain.layers)) === cached.stamps) return cached.chain;
+  // Only files unchanged since a second before the check began are remembered as checked.
+  const startedNs = BigInt(Date.now() - 1000) * 1_000_000n;
   const chain = await checkBackingChain(qemuImg, machine.image, machinesDir, machine.format);
+  const stamps = chain.violations.length ? null : await layerStamps(machine.image, chain.layers, startedNs);
+  if (stamps) checkedChains.set(key, { stamps, chain });
+  else checkedChains.delete(key);
+  return chain;
+}
+
+export async function pinMaster(qemuImg: string, machine: Machine, machinesDir: string) {
+  const chain = await checkedChain(qemuImg, machine, machinesDir);
   if (chain.violations.length) {
     throw new QwdError('QWD_IMAGE_UNSAFE', `machine ${machine.name}: ${chain.violations.join('; ')}`, {
       userMessage: `The image of machine "${machine.name}" cannot be used; an administrator must run "qwdctl machines check".`,
