@@ -21,6 +21,7 @@ import WebSocket from 'ws';
 import { connectRfb, nonBlackPixels } from '../test/helpers/rfb-client.js';
 import { pidsMentioning } from '../test/helpers/env.js';
 import { isOurProcess } from '../src/qemu/process.js';
+import { netnsDir } from '../src/launcher/guest-netns.js';
 import type { VmHandle } from '../src/launcher/types.js';
 import { Cleanup } from './cleanup.js';
 import { makeBenchSetup, type BenchSetup } from './bench-setup.js';
@@ -54,6 +55,9 @@ interface Sample {
   overlays: number;
   rows: number;
   qemus: number;
+  /** Session network namespaces (launcher/guest-netns.ts) and their pasta processes on the host. */
+  netns: number;
+  pastas: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -134,6 +138,9 @@ function sample(setup: BenchSetup, broker: BrokerProcess, startedAt: number, cou
     rows: readRows(setup).length,
     // QEMU's argv names its run dir under the temp dir; the broker's names its config there too.
     qemus: pidsMentioning(setup.config.runDir).filter((pid) => pid !== broker.pid && pid !== process.pid).length,
+    // The soak runs alone: every session namespace on the host is one of its sessions'.
+    netns: listDir(netnsDir()).filter((n) => n.startsWith('qwdnet-')).length,
+    pastas: pidsMentioning(`${netnsDir()}/qwdnet-`).length,
   };
 }
 
@@ -264,7 +271,7 @@ function verdict(samples: Sample[]): { leaks: string[]; rssSlope: number; fdSlop
   if (fdSlope > FD_LEAK_PER_H && last.fds - first.fds > 5) {
     leaks.push(`broker fds grow ${fdSlope.toFixed(1)}/h (${first.fds} → ${last.fds})`);
   }
-  for (const key of ['runDirs', 'overlays', 'rows', 'qemus'] as const) {
+  for (const key of ['runDirs', 'overlays', 'rows', 'qemus', 'netns', 'pastas'] as const) {
     if (last[key] > 0) leaks.push(`${last[key]} ${key} left after the last cycle`);
     const worst = Math.max(...samples.map((s) => s[key]));
     if (worst > 0 && last[key] === 0) leaks.push(`${worst} ${key} seen between cycles (cleaned up later: see the log)`);
@@ -273,10 +280,10 @@ function verdict(samples: Sample[]): { leaks: string[]; rssSlope: number; fdSlop
 }
 
 function table(samples: Sample[]): string {
-  const head = ['minute', 'cycles', 'faults', 'errors', 'RSS MiB', 'fds', 'run dirs', 'overlays', 'rows', 'qemus'];
+  const head = ['minute', 'cycles', 'faults', 'errors', 'RSS MiB', 'fds', 'run dirs', 'overlays', 'rows', 'qemus', 'netns', 'pastas'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---:').join('|')}|`];
   for (const s of samples) {
-    const cells = [s.minute, s.cycles, s.faults, s.errors, s.rssMiB, s.fds, s.runDirs, s.overlays, s.rows, s.qemus];
+    const cells = [s.minute, s.cycles, s.faults, s.errors, s.rssMiB, s.fds, s.runDirs, s.overlays, s.rows, s.qemus, s.netns, s.pastas];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
