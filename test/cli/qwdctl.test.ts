@@ -29,7 +29,8 @@ test('start → status → url through the broker → extend → stop leaves not
   t.is(session.state, 'running');
   t.is(session.cpus, 2);
   t.is(session.memoryMiB, 256);
-  t.true(session.remainingS > 1790 && session.remainingS <= 1800);
+  // About 30 min left (the CLI round trips before this read take seconds on a busy host).
+  t.true(session.remainingS > 1700 && session.remainingS <= 1800, `remainingS ${session.remainingS}`);
   t.is(pidsMentioning(`qwd-${session.id}`).length, 1, 'the VM outlives the CLI process');
 
   const status = await qwdctl([...c, 'status']);
