@@ -305,7 +305,7 @@ test('in Chromium, the session page and the viewer count down, warn before the e
   // Chromium first: its start-up (seconds on a busy host) must not eat the session's short life-time.
   const browser = await launchChromium(t);
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 24 });
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 18 });
   t.is(status, 201);
   const expiresAt = Date.parse(s.expiresAt);
   await page.goto(s.url);
@@ -339,7 +339,7 @@ test('in Chromium with the browser clock 10 minutes ahead, the pages count down 
   const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [6] }, qemu: { network: 'none' } });
   const broker = await startTestBroker(t, setup.config);
   const browser = await launchChromium(t);
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 26 });
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 20 });
   t.is(status, 201);
   const expiresAt = Date.parse(s.expiresAt);
   // Playwright's clock: time flows normally, but the pages' Date says 10 minutes later than the server's.
