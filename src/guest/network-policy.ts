@@ -68,6 +68,9 @@ export function buildGuestRuleset(policy: GuestNetworkPolicy, host: readonly Cid
     // the namespace, where nothing listens; that traffic, and the resets that refuse
     // connections below, never leave it through lo. Filtering lo would drop those resets.
     '    oifname "lo" accept',
+    // IPv6 neighbour and router discovery towards pasta's side of the link (multicast and
+    // link-local, both refused below): without it the namespace has no IPv6 at all.
+    '    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept',
     '    ip daddr @host4 jump refuse',
     '    ip6 daddr @host6 jump refuse',
     '    ip daddr @deny4 jump refuse',

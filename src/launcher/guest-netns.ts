@@ -82,12 +82,16 @@ export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: stri
     await fsp.writeFile(netnsPath(runDir), '', { mode: 0o600, flag: 'wx' });
     // The namespace is made, and every destination that is this host read (whatever
     // the state of its interfaces), at the same time: nothing runs in the namespace yet.
-    const [, ...tables] = await Promise.all([
+    // allSettled: a failed read must not start the teardown while unshare still mounts.
+    const settled = await Promise.allSettled([
       run(tools.unshare, [`--net=${netnsPath(runDir)}`, '--', tools.ip, 'link', 'set', 'lo', 'up']),
       run(tools.ip, ['-json', 'address', 'show']),
       run(tools.ip, ['-4', '-json', 'route', 'show', 'table', 'local']),
       run(tools.ip, ['-6', '-json', 'route', 'show', 'table', 'local']),
     ]);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const tables = settled.slice(1).map((r) => (r as PromiseFulfilledResult<{ stdout: string }>).value);
     const rules = buildGuestRuleset(policy, hostAddresses(tables.map((r) => r.stdout)));
     const rulesFile = path.join(runDir, 'guest-net.nft');
     await fsp.writeFile(rulesFile, rules, { mode: 0o600 });
@@ -140,16 +144,24 @@ async function connectGuestNetwork(tools: GuestNetworkTools, runDir: string): Pr
   });
   child.unref();
   const pid = child.pid!;
-  await fsp.writeFile(path.join(runDir, 'pasta.pid'), `${pid} ${readProcStat(pid)?.startTime ?? ''}\n`, { mode: 0o600 });
-  // --runas 0: pasta must stay able to enter a namespace that root owns; it
-  // still drops every capability and isolates itself once attached.
-  const deadline = Date.now() + TOOL_TIMEOUT_MS;
-  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-    if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readTail(path.join(runDir, 'pasta.log'))}`);
-    const { stdout } = await runTool(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, '-json', 'route', 'show', 'default'], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' });
-    if (stdout.includes('"dst":"default"')) return;
-    if (Date.now() > deadline) throw new QwdError('QWD_NETWORK_FAILED', `pasta did not configure ${netnsName(runDir)} within ${TOOL_TIMEOUT_MS} ms`);
-    await new Promise((r) => setTimeout(r, delay));
+  try {
+    await fsp.writeFile(path.join(runDir, 'pasta.pid'), `${pid} ${readProcStat(pid)?.startTime ?? ''}\n`, { mode: 0o600 });
+    // --runas 0: pasta must stay able to enter a namespace that root owns; it
+    // still drops every capability and isolates itself once attached.
+    const deadline = Date.now() + TOOL_TIMEOUT_MS;
+    const inNs = (argv: string[]) => runTool(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, ...argv], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' });
+    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+      if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readTail(path.join(runDir, 'pasta.log'))}`);
+      // A default route of either family (an IPv6-only host gives pasta no IPv4 one).
+      if ((await inNs(['-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
+      if ((await inNs(['-6', '-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
+      if (Date.now() > deadline) throw new QwdError('QWD_NETWORK_FAILED', `pasta did not configure ${netnsName(runDir)} within ${TOOL_TIMEOUT_MS} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  } catch (err) {
+    // Ours for sure (our child, not yet reaped): it must not outlive a start that failed.
+    if (!exited) child.kill('SIGKILL');
+    throw err;
   }
 }
 
@@ -160,9 +172,9 @@ async function connectGuestNetwork(tools: GuestNetworkTools, runDir: string): Pr
 export async function tearDownGuestNetwork(tools: GuestNetworkTools, runDir: string): Promise<void> {
   const pasta = ourPasta(tools, runDir);
   if (pasta !== null) {
-    process.kill(pasta, 'SIGTERM');
+    signal(pasta, 'SIGTERM');
     for (let waited = 0; waited < 2000 && ourPasta(tools, runDir) !== null; waited += 20) await new Promise((r) => setTimeout(r, 20));
-    if (ourPasta(tools, runDir) !== null) process.kill(pasta, 'SIGKILL');
+    if (ourPasta(tools, runDir) !== null) signal(pasta, 'SIGKILL');
   }
   if (fs.existsSync(netnsPath(runDir))) {
     // Detached if bound (as `ip netns delete` does: another mount namespace, e.g. one of
@@ -179,6 +191,15 @@ function isMountPoint(file: string): boolean {
     return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => line.split(' ')[4] === file);
   } catch {
     return false;
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch (err) {
+    // It ended between the check and the signal: what was wanted.
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
   }
 }
 

@@ -84,6 +84,7 @@ export class LocalLauncher implements Launcher {
     await fsp.mkdir(path.dirname(spec.runDir), { recursive: true, mode: 0o700 });
     await fsp.mkdir(spec.runDir, { mode: 0o700 });
     let child: ChildProcess | null = null;
+    let networkConnected: Promise<void> = Promise.resolve();
     try {
       // The pinned machine names the master by the real path that was checked (see overlay.ts).
       const { machine } = await createOverlay(config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir);
@@ -106,7 +107,6 @@ export class LocalLauncher implements Launcher {
       const binary = config.qemu.binaries[spec.machine.arch];
       // With network, QEMU runs in the session's own network namespace (see guest-netns.ts).
       let command = { file: binary, argv };
-      let networkConnected: Promise<void> = Promise.resolve();
       if (config.qemu.network === 'user') {
         // nsenter would only report a missing QEMU after the namespace exists: look first.
         const resolved = findProgram(binary);
@@ -142,6 +142,10 @@ export class LocalLauncher implements Launcher {
         qmpSocket: paths.qmpSocket, vncSocket: paths.vncSocket, accel,
       };
     } catch (err) {
+      // pasta may still be starting: let it settle (it kills itself on failure) before the cleanup ends it.
+      await networkConnected.catch(() => {
+        // Its error, if any, is the same start failing; `err` says more.
+      });
       if (child?.pid) {
         signalGroup(child.pid, 'SIGKILL');
         await this.waitChildExit(child.pid, 5000);

@@ -68,6 +68,12 @@ export class SlurmLauncher implements Launcher {
   async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
     const { config, log } = this.opts;
     const jobDir = this.jobDirOf(spec.runDir);
+    // Also for qwdctl without a broker: the broker refuses to start on this (main.ts).
+    if (config.qemu.network === 'user' && !config.slurm.unisolatedGuestNetwork) {
+      throw new QwdError('QWD_CONFIG_INVALID', 'Slurm guests with qemu.network: user are not network-isolated yet: set qemu.network: none, or slurm.unisolatedGuestNetwork: true', {
+        userMessage: 'Cluster desktops are not enabled on this service; an administrator must finish configuring them.',
+      });
+    }
     if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {
       throw new QwdError('QWD_LAUNCH_FAILED', `machine ${spec.machine.name}: boot scripts delivered by ${spec.bootScripts.delivery} cannot run on a cluster node`, {
         userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; an administrator can switch it to cloud-init delivery.',

@@ -44,7 +44,9 @@ async function checkedChain(qemuImg: string, machine: Machine, machinesDir: stri
   // Only files unchanged since a second before the check began are remembered as checked.
   const startedNs = BigInt(Date.now() - 1000) * 1_000_000n;
   const chain = await checkBackingChain(qemuImg, machine.image, machinesDir, machine.format);
-  const stamps = chain.violations.length ? null : await layerStamps(machine.image, chain.layers, startedNs);
+  // Only qcow2 and raw layers: other formats (VMDK) name further files (extents) that the stamps do not cover.
+  const plain = chain.layers.every((l) => l.format === 'qcow2' || l.format === 'raw');
+  const stamps = chain.violations.length || !plain ? null : await layerStamps(machine.image, chain.layers, startedNs);
   if (stamps) checkedChains.set(key, { stamps, chain });
   else checkedChains.delete(key);
   return chain;

@@ -191,7 +191,7 @@ test('a stop that arrives while the job still makes the overlay ends the job the
   t.teardown(() => killJobGroup(job.pid!));
   const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
   job.stdin.end(script);
-  await waitFor('qemu-img to run', () => pidsMentioning(slowImg).length > 0, 5000);
+  await waitFor('qemu-img to run', () => pidsMentioning(slowImg).length > 0, 30_000); // bash's start on a busy host
   process.kill(job.pid!, 'SIGTERM');
   t.is(await exited, 0);
   t.deepEqual(readJson(path.join(dir, 'job', 'status.json')), { state: 'exited', code: 0 });
