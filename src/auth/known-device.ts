@@ -9,25 +9,40 @@ import crypto from 'node:crypto';
 
 export const KNOWN_DEVICE_COOKIE = 'qwd.known';
 const MAX_NAMES = 5;
-/** A mark stays valid this long after the last login with it. */
+/** A mark is honoured this long after the login that issued it (checked here, not only by the cookie's expiry). */
 export const KNOWN_DEVICE_MAX_AGE_S = 180 * 86400;
+const DAY_MS = 86_400_000;
 
-export function deviceMark(secret: string, name: string): string {
-  return crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}`).digest('base64url').slice(0, 22);
+/** The mark for a login as `name` on `day` (days since the epoch): "<day>-<HMAC>", no name in it. */
+export function deviceMark(secret: string, name: string, day: number): string {
+  const mac = crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}\u0000${day}`).digest('base64url').slice(0, 22);
+  return `${day}-${mac}`;
 }
 
 /** The marks in a cookie value (malformed parts ignored). */
 export function readMarks(value: string | null): string[] {
-  return (value ?? '').split('.').filter((m) => /^[A-Za-z0-9_-]{22}$/.test(m)).slice(0, MAX_NAMES);
+  return (value ?? '').split('.').filter((m) => /^\d{1,7}-[A-Za-z0-9_-]{22}$/.test(m)).slice(0, MAX_NAMES);
 }
 
-export function isKnownDevice(secret: string, cookie: string | null, name: string): boolean {
-  const mark = Buffer.from(deviceMark(secret, name));
-  return readMarks(cookie).some((m) => crypto.timingSafeEqual(Buffer.from(m), mark));
+/** The mark in `cookie` that is this name's and still young enough, or null. */
+function markFor(secret: string, cookie: string | null, name: string, now: number): string | null {
+  const today = Math.floor(now / DAY_MS);
+  for (const m of readMarks(cookie)) {
+    const day = Number(m.slice(0, m.indexOf('-')));
+    if (day > today || (today - day) * 86400 > KNOWN_DEVICE_MAX_AGE_S) continue;
+    const expected = Buffer.from(deviceMark(secret, name, day));
+    if (expected.length === m.length && crypto.timingSafeEqual(Buffer.from(m), expected)) return m;
+  }
+  return null;
 }
 
-/** The cookie value after a login as `name`: its mark first, the oldest dropped beyond MAX_NAMES. */
-export function addMark(secret: string, cookie: string | null, name: string): string {
-  const mark = deviceMark(secret, name);
-  return [mark, ...readMarks(cookie).filter((m) => m !== mark)].slice(0, MAX_NAMES).join('.');
+export function isKnownDevice(secret: string, cookie: string | null, name: string, now = Date.now()): boolean {
+  return markFor(secret, cookie, name, now) !== null;
+}
+
+/** The cookie value after a login as `name`: a fresh mark first, this name's older one and the oldest beyond MAX_NAMES dropped. */
+export function addMark(secret: string, cookie: string | null, name: string, now = Date.now()): string {
+  const old = markFor(secret, cookie, name, now);
+  const fresh = deviceMark(secret, name, Math.floor(now / DAY_MS));
+  return [fresh, ...readMarks(cookie).filter((m) => m !== old && m !== fresh)].slice(0, MAX_NAMES).join('.');
 }

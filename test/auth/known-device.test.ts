@@ -6,30 +6,45 @@ import { clientKey, loginKeys } from '../../src/auth/rate-limit.js';
 
 const SECRET = 'test-secret';
 
-test('a mark is per name (case-insensitive) and per secret, and never holds the name', (t) => {
-  t.is(deviceMark(SECRET, 'Alice'), deviceMark(SECRET, ' alice '));
-  t.not(deviceMark(SECRET, 'alice'), deviceMark(SECRET, 'bob'));
-  t.not(deviceMark(SECRET, 'alice'), deviceMark('other-secret', 'alice'));
-  t.notRegex(addMark(SECRET, null, 'alice'), /alice/);
+const NOW = Date.parse('2026-12-04T12:00:00Z');
+const DAY = Math.floor(NOW / 86_400_000);
+
+test('a mark is per name (case-insensitive), per day and per secret, and never holds the name', (t) => {
+  t.is(deviceMark(SECRET, 'Alice', DAY), deviceMark(SECRET, ' alice ', DAY));
+  t.not(deviceMark(SECRET, 'alice', DAY), deviceMark(SECRET, 'bob', DAY));
+  t.not(deviceMark(SECRET, 'alice', DAY), deviceMark('other-secret', 'alice', DAY));
+  t.not(deviceMark(SECRET, 'alice', DAY), deviceMark(SECRET, 'alice', DAY - 1));
+  t.notRegex(addMark(SECRET, null, 'alice', NOW), /alice/);
 });
 
 test('a browser is known for the names it logged in as, at most five, newest first', (t) => {
   let cookie: string | null = null;
-  for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) cookie = addMark(SECRET, cookie, name);
+  for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) cookie = addMark(SECRET, cookie, name, NOW);
   t.is(readMarks(cookie).length, 5);
-  t.true(isKnownDevice(SECRET, cookie, 'f'));
-  t.false(isKnownDevice(SECRET, cookie, 'a'), 'the oldest mark was dropped');
-  t.is(addMark(SECRET, cookie, 'c').split('.')[0], deviceMark(SECRET, 'c'), 'logging in again moves the mark first');
-  t.is(readMarks(addMark(SECRET, cookie, 'c')).length, 5, 'without a duplicate');
+  t.true(isKnownDevice(SECRET, cookie, 'f', NOW));
+  t.false(isKnownDevice(SECRET, cookie, 'a', NOW), 'the oldest mark was dropped');
+  t.is(addMark(SECRET, cookie, 'c', NOW).split('.')[0], deviceMark(SECRET, 'c', DAY), 'logging in again moves the mark first');
+  t.is(readMarks(addMark(SECRET, cookie, 'c', NOW)).length, 5, 'without a duplicate');
+});
+
+test('a mark is honoured for 180 days after the login that issued it, and renewed by the next login', (t) => {
+  const cookie = addMark(SECRET, null, 'alice', NOW);
+  t.true(isKnownDevice(SECRET, cookie, 'alice', NOW + 180 * 86_400_000));
+  t.false(isKnownDevice(SECRET, cookie, 'alice', NOW + 181 * 86_400_000), 'too old');
+  t.false(isKnownDevice(SECRET, cookie, 'alice', NOW - 2 * 86_400_000), 'from the future');
+  const renewed = addMark(SECRET, cookie, 'alice', NOW + 100 * 86_400_000);
+  t.is(readMarks(renewed).length, 1, 'the old mark of the name is replaced');
+  t.true(isKnownDevice(SECRET, renewed, 'alice', NOW + 250 * 86_400_000));
 });
 
 test('forged, truncated or foreign marks are not known', (t) => {
-  t.false(isKnownDevice(SECRET, null, 'alice'));
-  t.false(isKnownDevice(SECRET, '', 'alice'));
-  t.false(isKnownDevice(SECRET, 'x'.repeat(22), 'alice'));
-  t.false(isKnownDevice(SECRET, deviceMark(SECRET, 'alice').slice(0, 21), 'alice'));
-  t.false(isKnownDevice(SECRET, addMark('other', null, 'alice'), 'alice'));
-  t.true(isKnownDevice(SECRET, `junk.${deviceMark(SECRET, 'alice')}`, 'alice'));
+  t.false(isKnownDevice(SECRET, null, 'alice', NOW));
+  t.false(isKnownDevice(SECRET, '', 'alice', NOW));
+  t.false(isKnownDevice(SECRET, `${DAY}-${'x'.repeat(22)}`, 'alice', NOW));
+  t.false(isKnownDevice(SECRET, deviceMark(SECRET, 'alice', DAY).slice(0, -1), 'alice', NOW));
+  t.false(isKnownDevice(SECRET, addMark('other', null, 'alice', NOW), 'alice', NOW));
+  t.false(isKnownDevice(SECRET, `${DAY + 1}${deviceMark(SECRET, 'alice', DAY).slice(String(DAY).length)}`, 'alice', NOW), 'a day changed by hand');
+  t.true(isKnownDevice(SECRET, `junk.${deviceMark(SECRET, 'alice', DAY)}`, 'alice', NOW));
 });
 
 const CLIENTS: Array<[string, string]> = [
