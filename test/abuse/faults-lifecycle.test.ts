@@ -309,7 +309,7 @@ test('a broker SIGKILLed during a stop leaves nothing once a new broker has reco
   process.kill(vm, 'SIGSTOP');
   t.teardown(() => { if (ours()) process.kill(vm, 'SIGCONT'); });
   const pending = fetch(`${first.url}/api/v1/sessions/${created.token}`, { method: 'DELETE' }).catch((e: Error) => e);
-  await waitFor('the session to be stopping', () => storedRows(setup)[0]?.state === 'stopping');
+  await waitFor('the session to be stopping', () => storedRows(setup)[0]?.state === 'stopping', 60_000);
   await sigkill(first);
   t.true(await pending instanceof Error, 'the request died with its broker');
   process.kill(vm, 'SIGCONT');

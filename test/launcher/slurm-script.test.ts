@@ -179,7 +179,7 @@ test('the node-local dir reaches QEMU as it is, even with a & in TMPDIR (bash 5.
   t.deepEqual(fs.readdirSync(comma), [], 'nothing left in it');
 });
 
-test('a stop that arrives while the job still makes the overlay ends the job there: QEMU never starts', async (t) => {
+test.serial('a stop that arrives while the job still makes the overlay ends the job there: QEMU never starts', async (t) => {
   requireQemu();
   const dir = tempDir(t);
   const [port] = await freePorts(1);
