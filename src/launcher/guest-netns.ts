@@ -20,19 +20,14 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { QwdError } from '../errors.js';
-import { findProgram, runTool } from '../qemu/run-tool.js';
+import type { Config } from '../config/schema.js';
+import { findProgram, readLogTail, runTool } from '../qemu/run-tool.js';
 import { readCmdline, readProcStat } from '../qemu/process.js';
 import { spawn } from 'node:child_process';
 import { buildGuestRuleset, hostAddresses, type GuestNetworkPolicy } from '../guest/network-policy.js';
 
-export interface GuestNetworkTools {
-  readonly ip: string;
-  readonly nsenter: string;
-  readonly unshare: string;
-  readonly umount: string;
-  readonly nft: string;
-  readonly pasta: string;
-}
+/** The tools, by absolute path, as the config gives them (guestNetwork.*). */
+export type GuestNetworkTools = Pick<Config['guestNetwork'], 'ip' | 'nsenter' | 'unshare' | 'umount' | 'nft' | 'pasta'>;
 
 /**
  * Where session namespaces are bound: the one place Debian's AppArmor profile for
@@ -151,7 +146,7 @@ async function connectGuestNetwork(tools: GuestNetworkTools, runDir: string): Pr
     const deadline = Date.now() + TOOL_TIMEOUT_MS;
     const inNs = (argv: string[]) => runTool(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, ...argv], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' });
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-      if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readTail(path.join(runDir, 'pasta.log'))}`);
+      if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readLogTail(path.join(runDir, 'pasta.log'))}`);
       // A default route of either family (an IPv6-only host gives pasta no IPv4 one).
       if ((await inNs(['-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
       if ((await inNs(['-6', '-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
@@ -225,14 +220,6 @@ function readComm(pid: number): string {
     return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
   } catch {
     return '';
-  }
-}
-
-async function readTail(file: string): Promise<string> {
-  try {
-    return (await fsp.readFile(file, 'utf8')).trim().split('\n').slice(-3).join(' | ') || '(no output)';
-  } catch {
-    return '(no log)';
   }
 }
 

@@ -29,7 +29,7 @@ import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { isNamedProcess, isOurProcess, readProcStat, signalGroup } from '../qemu/process.js';
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
-import { findProgram } from '../qemu/run-tool.js';
+import { findProgram, readLogTail } from '../qemu/run-tool.js';
 import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
 import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
@@ -159,7 +159,7 @@ export class LocalLauncher implements Launcher {
   private async waitReady(spec: LaunchSpec, pid: number, entry: { exit: ExitInfo | null }, paths: VmPaths): Promise<void> {
     const deadline = Date.now() + this.opts.config.qemu.readyTimeoutMs;
     const died = async () => {
-      const tail = await readTail(path.join(spec.runDir, 'qemu.log'));
+      const tail = await readLogTail(path.join(spec.runDir, 'qemu.log'));
       const how = entry.exit?.signal ? `signal ${entry.exit.signal}` : `exit ${entry.exit?.code}`;
       return new QwdError('QWD_LAUNCH_FAILED', `qemu for session ${spec.sessionId} exited during start-up (${how}): ${tail}`);
     };
@@ -402,15 +402,6 @@ export class LocalLauncher implements Launcher {
 function asLocal(handle: VmHandle): LocalHandle {
   if (handle.kind !== 'local') throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${handle.kind} handle`);
   return handle;
-}
-
-async function readTail(file: string): Promise<string> {
-  try {
-    const text = await fsp.readFile(file, 'utf8');
-    return text.trim().split('\n').slice(-5).join(' | ') || '(no output)';
-  } catch {
-    return '(no log)';
-  }
 }
 
 /**

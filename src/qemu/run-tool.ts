@@ -57,3 +57,12 @@ export function findProgram(file: string): string | null {
   }
   return null;
 }
+
+/** The last lines of a program's log, joined on one line for an error message. */
+export async function readLogTail(file: string, lines = 5): Promise<string> {
+  try {
+    return (await fs.promises.readFile(file, 'utf8')).trim().split('\n').slice(-lines).join(' | ') || '(no output)';
+  } catch {
+    return '(no log)';
+  }
+}
