@@ -1,7 +1,7 @@
 // What one viewer can cost the others, end to end on a real broker and real
 // QEMU: viewer caps per link and per session (refused before the upgrade), and
 // a view-only viewer pouring clipboard text at the bridge.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import WebSocket from 'ws';
 import { api, startTestBroker } from '../helpers/broker.js';
 import net from 'node:net';
@@ -57,13 +57,19 @@ test('a full view-only link refuses the next viewer with 503 QWD_VIEWERS_FULL be
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
 });
 
-test('16 MiB of clipboard text from a view-only viewer in 4 KiB frames is dropped as it streams: the control viewer keeps getting frames and /healthz answers', async (t) => {
+/** A running session on a fresh broker, with a control viewer and a view-only viewer connected. */
+async function sessionWithTwoViewers(t: ExecutionContext) {
   const setup = makeSetup(t);
   const broker = await startTestBroker(t, setup.config);
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
   const control = await connectRfb(s.wsUrl);
   const viewer = await connectRfb(s.viewWsUrl);
   t.teardown(() => { control.close(); viewer.close(); });
+  return { broker, s, control, viewer };
+}
+
+test('16 MiB of clipboard text from a view-only viewer in 4 KiB frames is dropped as it streams: the control viewer keeps getting frames and /healthz answers', async (t) => {
+  const { broker, s, control, viewer } = await sessionWithTwoViewers(t);
   const total = 16 * 1024 * 1024;
   const frame = Buffer.alloc(4096, 0x41);
   const header = Buffer.from([6, 0, 0, 0, 0, 0, 0, 0]);
@@ -105,12 +111,7 @@ test('16 MiB of clipboard text from a view-only viewer in 4 KiB frames is droppe
 });
 
 test('a control viewer sending clipboard text over 1 MiB is closed with 1009 and a clear reason; the view-only viewer is unaffected', async (t) => {
-  const setup = makeSetup(t);
-  const broker = await startTestBroker(t, setup.config);
-  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', good);
-  const control = await connectRfb(s.wsUrl);
-  const viewer = await connectRfb(s.viewWsUrl);
-  t.teardown(() => { control.close(); viewer.close(); });
+  const { broker, s, control, viewer } = await sessionWithTwoViewers(t);
   const closed = new Promise<{ code: number; reason: string }>((resolve) => control.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
   const header = Buffer.from([6, 0, 0, 0, 0, 0, 0, 0]);
   header.writeUInt32BE(1024 * 1024 + 1, 4);
