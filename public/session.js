@@ -1,5 +1,7 @@
 // Session page: live countdown, warnings before the end, viewer count and
 // state from the API, copy buttons, confirmation before Stop/Revoke.
+import { serverClock } from '/static/server-clock.js';
+
 const section = document.querySelector('section.session');
 
 function formatLeft(s) {
@@ -10,11 +12,9 @@ function formatLeft(s) {
 if (section) {
   // Count on the server's clock, not the browser's: a browser clock minutes
   // ahead would otherwise see the end before it comes (and, reloading at 0,
-  // reload every second forever). The page carries the server's time when it
-  // was made; the offset is off by the page's load time only.
-  const serverNow = Number(section.dataset.serverNow);
-  const skewMs = serverNow > 0 ? serverNow - Date.now() : 0;
-  const now = () => Date.now() + skewMs;
+  // reload every second forever).
+  const clock = serverClock(Number(section.dataset.serverNow));
+  const now = clock.now;
   let expiresAt = Number(section.dataset.expiresAt);
   const warnBefore = (section.dataset.warnBefore || '').split(',').filter(Boolean).map(Number);
   const out = section.querySelector('.countdown');
@@ -40,7 +40,7 @@ if (section) {
     // Only a page rendered while the desktop waited reloads when it starts (a page without a state never does).
     const waiting = section.dataset.state !== undefined && section.dataset.state !== 'running';
     const poll = async () => {
-      const res = await fetch(api, { cache: 'no-store' }).catch(() => null);
+      const res = await clock.fetch(api).catch(() => null);
       if (!res) return;
       if (res.status === 410 || res.status === 404) return location.reload();
       if (!res.ok) return;

@@ -2,14 +2,13 @@
 // remote screen to the window, reconnects after network hiccups, and says
 // clearly when the desktop has ended.
 import RFB from '/novnc/core/rfb.js';
+import { serverClock } from '/static/server-clock.js';
 
 const status = document.getElementById('status');
 const token = status.dataset.token;
 let expiresAt = Number(status.dataset.expiresAt);
-// The server's clock, not the browser's (which may be minutes off): the page carries the server's time.
-const serverNow = Number(status.dataset.serverNow);
-const skewMs = serverNow > 0 ? serverNow - Date.now() : 0;
-const now = () => Date.now() + skewMs;
+// The server's clock, not the browser's (which may be minutes off).
+const clock = serverClock(Number(status.dataset.serverNow));
 const viewOnly = status.dataset.access === 'view';
 const warnBefore = (status.dataset.warnBefore || '').split(',').filter(Boolean).map(Number);
 const others = document.getElementById('others');
@@ -26,7 +25,7 @@ function show(text, kind = '') {
 }
 
 function remaining() {
-  const s = Math.max(0, Math.round((expiresAt - now()) / 1000));
+  const s = Math.max(0, Math.round((expiresAt - clock.now()) / 1000));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
   return h ? `${h} h ${m} min left` : `${m} min ${s % 60} s left`;
 }
@@ -48,7 +47,7 @@ function connect() {
   rfb.addEventListener('disconnect', async (event) => {
     if (ended) return;
     // Ask the server why: an ended desktop answers 410, a live one 200.
-    const answer = await fetch(`/api/v1/sessions/${token}`, { cache: 'no-store' }).catch(() => null);
+    const answer = await clock.fetch(`/api/v1/sessions/${token}`).catch(() => null);
     if (answer && (answer.status === 410 || answer.status === 404)) {
       ended = true;
       const why = answer.status === 410 ? (await answer.json().catch(() => null))?.error?.message : null;
@@ -69,7 +68,8 @@ function connect() {
 
 setInterval(() => {
   if (ended || !rfb) return;
-  const s = (expiresAt - now()) / 1000;
+  // Whole seconds, as shown (and as the session page counts): "ends in 6 s" from the moment it says 6 s.
+  const s = Math.round((expiresAt - clock.now()) / 1000);
   if (warnBefore.some((w) => s <= w)) show(`This desktop ends in ${remaining().replace(' left', '')}: save your work.`, 'warn');
   else if (status.classList.contains('quiet')) status.textContent = `${viewOnly ? 'View-only' : 'Connected'} · ${remaining()}`;
 }, 1000);
@@ -77,7 +77,7 @@ setInterval(() => {
 // Who else is here: a small indicator when others are watching.
 setInterval(async () => {
   if (ended) return;
-  const res = await fetch(`/api/v1/sessions/${token}`, { cache: 'no-store' }).catch(() => null);
+  const res = await clock.fetch(`/api/v1/sessions/${token}`).catch(() => null);
   if (!res || !res.ok) return;
   const info = await res.json();
   expiresAt = Date.parse(info.expiresAt);

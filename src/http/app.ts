@@ -40,6 +40,8 @@ export interface AppDeps {
   log: Logger;
   version: string;
   startedAt: number;
+  /** The clock expiries are decided on (the manager's): pages count down on it. */
+  now: () => number;
 }
 
 const NOVNC_DIR = path.dirname(path.dirname(createRequire(import.meta.url).resolve('@novnc/novnc')));
@@ -69,6 +71,12 @@ export function createApp(deps: AppDeps): express.Express {
     strictTransportSecurity: false,
   }));
 
+  // Each API answer says when the server read the request (its expiry clock, to the
+  // millisecond): pages correct their countdowns with it (public/server-clock.js).
+  app.use('/api', (_req, res, next) => {
+    res.set('X-Server-Time', new Date(deps.now()).toISOString());
+    next();
+  });
   app.use('/static', express.static(path.join(INSTALL_DIR, 'public'), { index: false, maxAge: '1h' }));
   app.use('/novnc', express.static(NOVNC_DIR, { index: false, maxAge: '1d' }));
   app.use(express.urlencoded({ extended: false, limit: '96kb', parameterLimit: 20 }));
@@ -235,7 +243,7 @@ export function createApp(deps: AppDeps): express.Express {
     const l = links(req, row);
     res.set('Cache-Control', 'no-store');
     if (access === 'view') {
-      res.type('html').send(viewOnlyPage(row, l, config, Date.now()));
+      res.type('html').send(viewOnlyPage(row, l, config, deps.now()));
       return;
     }
     const manageable = canManage(req, row, auth.open, true);
@@ -245,7 +253,7 @@ export function createApp(deps: AppDeps): express.Express {
       manageable && row.state === 'running' ? manager.balloonInfo(row.id).catch(() => null) : null,
       manager.queueInfo(row.id),
     ]);
-    res.type('html').send(sessionPage(page(req, res), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, Date.now(), balloon, manageable, queue));
+    res.type('html').send(sessionPage(page(req, res), row, l, { control: qr, view: viewQr }, { ...deps.viewerCounts(row.id), names: deps.viewerNames(row.id) }, config, deps.now(), balloon, manageable, queue));
   });
 
   app.get('/s/:token/view', (req, res) => {
@@ -255,7 +263,7 @@ export function createApp(deps: AppDeps): express.Express {
     // Still waiting for a node: the session page says so and moves on when it runs.
     if (found.row.state !== 'running') return void res.redirect(303, `/s/${req.params.token as string}`);
     const ticket = req.identity ? issueViewerTicket(deps.sessionSecret, req.params.token as string, req.identity.user) : null;
-    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket));
+    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket, deps.now()));
   });
 
   app.post('/s/:token/stop', async (req, res) => {
@@ -294,11 +302,11 @@ export function createApp(deps: AppDeps): express.Express {
       const rows = manager.list();
       const host = deps.hostLoad();
       const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
-      res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, Date.now(), { host, reserved }));
+      res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, deps.now(), { host, reserved }));
       return;
     }
     const rows = who ? manager.list().filter((r) => r.owner === who.user) : (req.session.sessionIds ?? []).map((id) => manager.get(id)).filter((r): r is SessionRow => r !== undefined);
-    res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, Date.now()));
+    res.type('html').send(managePage(page(req, res), rows, (r) => `/s/${r.token}`, deps.now()));
   });
 
   app.post('/admin/stop-all', async (req, res) => {

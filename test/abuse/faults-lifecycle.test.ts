@@ -296,7 +296,9 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
 
 test('a broker SIGKILLed during a stop leaves nothing once a new broker has reconciled and purged', async (t) => {
   requireQemu();
-  const setup = makeSetup(t);
+  // A quit grace of ten minutes: the frozen VM keeps the stop waiting (in 'stopping') however slowly this host polls.
+  // (With the default test graces the ladder reached SIGKILL and deleted the row before a starved poll saw it.)
+  const setup = makeSetup(t, { qemu: { quitGraceMs: 600_000 } });
   const first = await startChildBroker(t, setup);
   const res = await postSession(first);
   t.is(res.status, 201);

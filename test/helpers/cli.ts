@@ -2,11 +2,12 @@
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { ROOT } from './env.js';
+import { inCliSlot } from './cli-slots.js';
 
 export interface CliResult { code: number; stdout: string; stderr: string }
 
 export function qwdctl(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
+  return inCliSlot(() => new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -18,5 +19,5 @@ export function qwdctl(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: 
       // EPIPE: qwdctl exited before reading its input (a usage error, say); its exit code tells.
     });
     child.stdin.end(opts.input ?? '');
-  });
+  }));
 }

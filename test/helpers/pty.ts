@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { ROOT } from './env.js';
+import { inCliSlot } from './cli-slots.js';
 
 export interface TerminalResult {
   code: number;
@@ -28,7 +29,7 @@ export function requirePython3(): void {
 export function qwdctlOnTerminal(args: string[], opts: { answers?: TerminalAnswer[]; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<TerminalResult> {
   requirePython3();
   const answers = [...(opts.answers ?? [])];
-  return new Promise((resolve, reject) => {
+  return inCliSlot(() => new Promise((resolve, reject) => {
     const child = spawn('python3', ['-c', PTY_RUNNER, process.execPath, '--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), ...args], {
       cwd: ROOT, env: { ...process.env, TERM: 'xterm', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -53,5 +54,5 @@ export function qwdctlOnTerminal(args: string[], opts: { answers?: TerminalAnswe
       if (stderr.trim()) output += stderr; // python's own complaints (pty unavailable, …)
       resolve({ code: code ?? -1, output });
     });
-  });
+  }));
 }

@@ -281,6 +281,13 @@ test('in Chromium, the form starts the demo guest, the viewer shows and types in
   t.log(`done in ${Date.now() - started} ms`);
 });
 
+/** The number of seconds a countdown text shows, read with `pattern` (one group); fails the test on any other text. */
+function secondsIn(text: string | null, pattern: RegExp): number {
+  const m = pattern.exec(text ?? '');
+  if (!m) throw new Error(`expected a countdown like ${pattern}, the page says ${JSON.stringify(text)}`);
+  return Number(m[1]);
+}
+
 /**
  * From a loaded session page: its countdown and warning, and the viewer opened
  * by Connect once it is connected; fails (naming why) when that took so long
@@ -305,19 +312,20 @@ test('in Chromium, the session page and the viewer count down, warn before the e
   // Chromium first: its start-up (seconds on a busy host) must not eat the session's short life-time.
   const browser = await launchChromium(t);
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 18 });
+  // 30 s: Chromium and two pages may take ten seconds or more to load on a busy host; 9 s must be left after that.
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tess', lifetimeS: 30 });
   t.is(status, 201);
   const expiresAt = Date.parse(s.expiresAt);
   await page.goto(s.url);
   const { countdown, warning, viewer } = await openCountdownPages(t, page, expiresAt);
 
   // More than 8 s left: the remaining time shows, no warning yet.
-  t.regex(await countdown.textContent() ?? '', /^(1[0-8]|9) s$/);
+  t.true(secondsIn(await countdown.textContent(), /^(\d+) s$/) > 8);
   t.false(await warning.isVisible(), 'no warning before the first point');
-  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1[0-8]|9) s left$/);
+  t.true(secondsIn(await viewer.locator('#status').textContent(), /^Connected · 0 min (\d+) s left$/) > 8);
 
   // At 8 s before the end both pages warn, and still count down.
-  await waitFor('the session page\'s warning', () => warning.isVisible(), 12000);
+  await waitFor('the session page\'s warning', () => warning.isVisible(), expiresAt - 8000 - Date.now() + 10_000);
   t.regex(await warning.textContent() ?? '', /^This desktop ends in [1-8] s\. Save your work, or extend it\.$/);
   t.is(await warning.getAttribute('role'), 'alert');
   t.true(Date.now() >= expiresAt - 9000, 'not before the warning point');
@@ -339,7 +347,7 @@ test('in Chromium with the browser clock 10 minutes ahead, the pages count down 
   const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [6] }, qemu: { network: 'none' } });
   const broker = await startTestBroker(t, setup.config);
   const browser = await launchChromium(t);
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 20 });
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'skew', lifetimeS: 30 });
   t.is(status, 201);
   const expiresAt = Date.parse(s.expiresAt);
   // Playwright's clock: time flows normally, but the pages' Date says 10 minutes later than the server's.
@@ -352,16 +360,17 @@ test('in Chromium with the browser clock 10 minutes ahead, the pages count down 
   t.true(await page.evaluate((server) => Date.now() - server > 9 * 60_000, Date.now()), 'the browser\'s clock really is ahead');
   const { countdown, warning, viewer } = await openCountdownPages(t, page, expiresAt);
 
-  // The time left as the server sees it (about 20 s), not 0 s, and no warning yet.
-  t.regex(await countdown.textContent() ?? '', /^(1\d|[7-9]) s$/);
+  // The time left as the server sees it (under 30 s, more than 9), not 0 s, and no warning yet.
+  const shown = secondsIn(await countdown.textContent(), /^(\d+) s$/);
+  t.true(shown > 6 && shown <= 30);
   t.false(await warning.isVisible(), 'no warning yet');
-  t.regex(await viewer.locator('#status').textContent() ?? '', /^Connected · 0 min (1\d|[7-9]) s left$/);
-  await new Promise((r) => setTimeout(r, 3000));
+  t.true(secondsIn(await viewer.locator('#status').textContent(), /^Connected · 0 min (\d+) s left$/) > 6);
+  // It counts down (on the server's clock) without reloading.
+  await waitFor('the countdown to go down', async () => secondsIn(await countdown.textContent(), /^(\d+) s$/) < shown, 5000);
   t.is(loads, 1, 'the session page has not reloaded');
-  t.regex(await countdown.textContent() ?? '', /^(1\d|[4-9]) s$/, 'and it still counts down');
 
   // The warning comes at 6 s before the end on the server's clock, in both pages.
-  await waitFor('the session page\'s warning', () => warning.isVisible(), 15000);
+  await waitFor('the session page\'s warning', () => warning.isVisible(), expiresAt - 6000 - Date.now() + 10_000);
   t.true(Date.now() >= expiresAt - 7000, 'not before the warning point');
   t.regex(await waitForStatus(viewer, 'This desktop ends in', 3000), /^This desktop ends in 0 min [0-6] s: save your work\.$/);
 
@@ -383,10 +392,14 @@ test('in Chromium, the view-only page of a running desktop stays put (it polls, 
   t.is(status, 201);
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
   let loads = 0;
-  page.on('request', (r) => { if (r.isNavigationRequest() && r.frame() === page.mainFrame()) loads++; });
+  let polls = 0;
+  page.on('request', (r) => {
+    if (r.isNavigationRequest() && r.frame() === page.mainFrame()) loads++;
+    else if (r.url().includes('/api/v1/sessions/')) polls++;
+  });
   await page.goto(s.viewUrl);
-  // The page asks the API every 2 s: three rounds.
-  await new Promise((r) => setTimeout(r, 6500));
+  // The page asks the API every 2 s: after three rounds it is still the page first loaded.
+  await waitFor('three polls of the API', () => polls >= 3, 20_000);
   t.is(loads, 1, 'loaded once');
   t.deepEqual(browser.problems.errors, [], 'no uncaught errors in the page');
 });

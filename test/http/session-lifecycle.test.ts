@@ -223,6 +223,21 @@ test('GET /api/v1/machines lists the machines with their limits clamped to the s
   t.regex(form, /data-memory="64" data-memory-default="64"/, 'the form offers the same');
 });
 
+test('API answers carry the broker\'s own clock to the millisecond, for the pages\' countdowns', async (t) => {
+  const setup = makeSetup(t);
+  const aheadMs = 3_600_000; // the broker's expiry clock, as a test (or a skewed host) may have it
+  const broker = await startTestBroker(t, setup.config, { now: () => Date.now() + aheadMs });
+  const before = Date.now();
+  const res = await fetch(`${broker.url}/api/v1/machines`);
+  const after = Date.now();
+  const stamped = Date.parse(res.headers.get('x-server-time') ?? '');
+  t.true(stamped >= before + aheadMs && stamped <= after + aheadMs, `X-Server-Time ${res.headers.get('x-server-time')}`);
+  const missing = await fetch(`${broker.url}/api/v1/sessions/${'x'.repeat(32)}`);
+  t.is(missing.status, 404);
+  t.truthy(missing.headers.get('x-server-time'), 'error answers carry it too');
+  t.is((await fetch(`${broker.url}/`)).headers.get('x-server-time'), null, 'pages carry it in their markup instead');
+});
+
 test('the web form creates a session and redirects to its page with a QR code', async (t) => {
   const setup = makeSetup(t);
   const broker = await startTestBroker(t, setup.config);
