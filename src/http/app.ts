@@ -15,7 +15,7 @@ import type { LinkKind, SessionRow } from '../store/session-rows.js';
 import { INSTALL_DIR } from '../config/load.js';
 import { errorHandler } from './error-handler.js';
 import { SqliteWebSessionStore } from './web-session-store.js';
-import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type SessionLinks } from './views.js';
+import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, DEFAULT_VIEWER_DISPLAY, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
 import { KNOWN_DEVICE_COOKIE, KNOWN_DEVICE_MAX_AGE_S, addMark, isKnownDevice } from '../auth/known-device.js';
@@ -263,7 +263,8 @@ export function createApp(deps: AppDeps): express.Express {
     // Still waiting for a node: the session page says so and moves on when it runs.
     if (found.row.state !== 'running') return void res.redirect(303, `/s/${req.params.token as string}`);
     const ticket = req.identity ? issueViewerTicket(deps.sessionSecret, req.params.token as string, req.identity.user) : null;
-    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket, deps.now()));
+    // The clipboard policy and resize mode: the defaults until the machine descriptor and site policy say more.
+    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket, deps.now(), DEFAULT_VIEWER_DISPLAY));
   });
 
   app.post('/s/:token/stop', async (req, res) => {

@@ -4,7 +4,7 @@ import type { Machine } from '../catalog/descriptor.js';
 import type { Config } from '../config/schema.js';
 import type { SessionRow } from '../store/session-rows.js';
 import type { QueueInfo } from '../launcher/types.js';
-import { Html, csrfField, esc, html, layout, formatDuration, type PageContext } from './html.js';
+import { Html, csrfField, html, layout, formatDuration, type PageContext } from './html.js';
 import { sessionSizes } from '../sessions/request.js';
 
 /** The form's per-machine data attributes (public/form.js switches the CPU and memory fields with them). */
@@ -203,8 +203,78 @@ ${admin && rows.length ? html`<form method="post" action="/admin/stop-all" class
   return layout(admin ? 'All desktops' : 'My desktops', body, { scripts: ['/static/session.js'], ctx });
 }
 
-/** `now`: the server's clock, which the viewer counts down on (the browser's may be off by minutes). */
-export function viewerPage(token: string, expiresAt: number, access: 'control' | 'view', warnBeforeS: readonly number[], ticket: string | null = null, now = Date.now()): string {
+/** Which way the clipboard may go for one viewer (the bridge enforces it; the viewer only hides what is not allowed). */
+export type ClipboardPolicy = 'both' | 'to-guest' | 'from-guest' | 'off';
+/** How the viewer fits the desktop to the window: `remote` asks the guest to change its resolution (RFB SetDesktopSize). */
+export type ResizeMode = 'remote' | 'scale';
+
+export interface ViewerDisplay {
+  clipboard: ClipboardPolicy;
+  resize: ResizeMode;
+}
+
+export const DEFAULT_VIEWER_DISPLAY: ViewerDisplay = { clipboard: 'both', resize: 'scale' };
+
+const FUNCTION_KEYS = Array.from({ length: 12 }, (_, i) => `F${i + 1}`);
+
+/**
+ * The full-window viewer: a toolbar (keys, clipboard, display settings, full
+ * screen, connection) above noVNC's screen; public/viewer.js brings it to life.
+ * Controls a viewer cannot use (view-only: keys and paste; a clipboard policy
+ * that forbids a direction) are not rendered at all.
+ * `now`: the server's clock, which the viewer counts down on (the browser's may be off by minutes).
+ */
+export function viewerPage(token: string, expiresAt: number, access: 'control' | 'view', warnBeforeS: readonly number[], ticket: string | null = null, now = Date.now(), display: ViewerDisplay = DEFAULT_VIEWER_DISPLAY): string {
+  const control = access === 'control';
+  const toGuest = control && (display.clipboard === 'both' || display.clipboard === 'to-guest');
+  const fromGuest = display.clipboard === 'both' || display.clipboard === 'from-guest';
+  const keyButton = (label: string, key: string, name = label) => html`<button type="button" class="key" data-key="${key}" aria-label="Send ${name}">${label}</button>`;
+  const stickyButton = (label: string, key: string) => html`<button type="button" class="key sticky" data-sticky="${key}" aria-pressed="false" aria-label="${label} (held for the next key)">${label}</button>`;
+  const body = html`
+<div class="chrome">
+<header class="toolbar" role="toolbar" aria-label="Desktop controls">
+  ${control ? html`<button type="button" id="osk-button" class="tool" aria-label="Show the on-screen keyboard" hidden>Keyboard</button>
+  <button type="button" id="keys-button" class="tool" aria-expanded="false" aria-controls="keys-panel" aria-label="Special keys">Keys</button>` : html`<span id="view-only-badge" class="badge" title="You can watch this desktop; keyboard and mouse are not passed on.">View only</span>`}
+  ${toGuest || fromGuest ? html`<button type="button" id="clipboard-button" class="tool" aria-expanded="false" aria-controls="clipboard-panel" aria-label="Clipboard">Clipboard</button>` : ''}
+  <button type="button" id="display-button" class="tool" aria-expanded="false" aria-controls="display-panel" aria-label="Display settings">Display</button>
+  <button type="button" id="fullscreen-button" class="tool" aria-pressed="false" aria-label="Full screen">Full screen</button>
+  <div id="status" class="status" data-token="${token}" data-expires-at="${expiresAt}" data-server-now="${now}" data-access="${access}" data-warn-before="${warnBeforeS.join(',')}" data-ticket="${ticket ?? ''}" data-clipboard="${display.clipboard}" data-resize="${display.resize}" role="status">Connecting…</div>
+  <span id="connection" class="connection" data-state="connecting" role="img" aria-label="Connecting"><span class="dot" aria-hidden="true"></span><span class="rtt"></span></span>
+</header>
+${control ? html`<section id="keys-panel" class="panel" aria-label="Special keys" hidden>
+  <div class="keys-row">
+    ${stickyButton('Ctrl', 'Control')}${stickyButton('Alt', 'Alt')}${stickyButton('Super', 'Super')}
+    ${keyButton('Esc', 'Escape', 'Escape')}${keyButton('Tab', 'Tab')}
+    ${keyButton('←', 'ArrowLeft', 'Left arrow')}${keyButton('↑', 'ArrowUp', 'Up arrow')}${keyButton('↓', 'ArrowDown', 'Down arrow')}${keyButton('→', 'ArrowRight', 'Right arrow')}
+    <button type="button" id="ctrl-alt-del" class="key wide" aria-label="Send Ctrl+Alt+Del">Ctrl+Alt+Del</button>
+  </div>
+  <div class="keys-row fkeys">${FUNCTION_KEYS.map((f) => keyButton(f, f))}</div>
+  <p class="hint">Ctrl, Alt and Super stay pressed for the next key (tap again to release).</p>
+</section>` : ''}
+${toGuest || fromGuest ? html`<section id="clipboard-panel" class="panel" aria-label="Clipboard" hidden>
+  <label for="clipboard-text">${toGuest && fromGuest ? 'Text copied in the desktop shows here; text you put here can be pasted in the desktop.' : toGuest ? 'Text you put here can be pasted in the desktop.' : 'Text copied in the desktop shows here.'}</label>
+  <textarea id="clipboard-text" rows="4" spellcheck="false" ${toGuest ? '' : html`readonly`}></textarea>
+  <p class="panel-actions">${toGuest ? html`<button type="button" id="clipboard-send" class="primary">Send to the desktop</button>` : ''}
+  <span id="clipboard-note" class="hint" role="status"></span></p>
+</section>` : ''}
+<section id="display-panel" class="panel" aria-label="Display settings" hidden>
+  <fieldset>
+    <legend>Size</legend>
+    <label class="check"><input type="radio" name="scaling" value="fit"> Fit to the window</label>
+    <label class="check"><input type="radio" name="scaling" value="native"> Actual size (scroll)</label>
+    ${display.resize === 'remote' && control ? html`<label class="check"><input type="radio" name="scaling" value="remote"> Resize the desktop to the window</label>` : ''}
+  </fieldset>
+  <label>Picture quality <output id="quality-value" for="quality"></output>
+    <input type="range" id="quality" min="0" max="9" step="1" aria-describedby="quality-hint"></label>
+  <p id="quality-hint" class="hint">Lower is faster on a slow network.</p>
+  <label>Compression <output id="compression-value" for="compression"></output>
+    <input type="range" id="compression" min="0" max="9" step="1" aria-describedby="compression-hint"></label>
+  <p id="compression-hint" class="hint">Higher uses less network and more server time.</p>
+</section>
+</div>
+<div id="others" class="others" hidden></div>
+<main id="screen" aria-label="Remote desktop"></main>
+${control ? html`<input id="osk-input" class="osk-input" type="text" tabindex="-1" autocomplete="off" autocapitalize="off" autocorrect="off" spellcheck="false" enterkeyhint="send" aria-label="On-screen keyboard input: what you type here is sent to the desktop">` : ''}`;
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -215,15 +285,12 @@ export function viewerPage(token: string, expiresAt: number, access: 'control' |
 <link rel="stylesheet" href="/static/viewer.css">
 <script type="module" src="/static/viewer.js"></script>
 </head>
-<body>
-<div id="status" class="status" data-token="${esc(token)}" data-expires-at="${esc(expiresAt)}" data-server-now="${esc(now)}" data-access="${esc(access)}" data-warn-before="${esc(warnBeforeS.join(','))}" data-ticket="${esc(ticket ?? '')}" role="status">Connecting…</div>
-<div id="others" class="others" hidden></div>
-<div id="screen"></div>
+<body class="viewer">
+${body}
 </body>
 </html>
 `;
 }
-
 
 /** What opening a mailed login link shows: who would be logged in, and the button that does it. */
 export function emailLinkPage(ctx: PageContext, email: string, action: string): string {

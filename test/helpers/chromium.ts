@@ -32,11 +32,18 @@ export interface TestBrowser {
   problems: PageProblems;
 }
 
+/** The screen a test browser pretends to be: a 390×844 phone is `{ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true }`. */
+export interface ChromiumDevice {
+  viewport?: { width: number; height: number };
+  isMobile?: boolean;
+  hasTouch?: boolean;
+}
+
 /**
  * Launches Chromium with a fresh profile in a temp dir; closes it in teardown.
  * Every page the context opens (popups included) reports into `problems`.
  */
-export async function launchChromium(t: ExecutionContext): Promise<TestBrowser> {
+export async function launchChromium(t: ExecutionContext, device: ChromiumDevice = {}): Promise<TestBrowser> {
   requireChromium();
   // Registered before the close below: ava runs teardowns last-in first-out,
   // so the browser is gone before its profile is removed.
@@ -47,7 +54,9 @@ export async function launchChromium(t: ExecutionContext): Promise<TestBrowser> 
     // Root needs --no-sandbox; the rest keeps Chromium off the network and
     // quiet. Playwright sets --user-data-dir itself from `profile`.
     args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1024, height: 700 },
+    viewport: device.viewport ?? { width: 1024, height: 700 },
+    isMobile: device.isMobile ?? false,
+    hasTouch: device.hasTouch ?? false,
   });
   t.teardown(() => context.close());
   const problems: PageProblems = { errors: [], consoleErrors: [], httpErrors: [] };

@@ -1,0 +1,381 @@
+// The viewer's toolbar in a real Chromium against a real broker and real QEMU:
+// its keys reach the demo guest's shell (Tab completes, sticky Ctrl + C
+// interrupts, Ctrl+Alt+Del reboots it), full screen, the size modes, the
+// quality settings kept per browser, keyboard access and labels, the phone
+// layout (390×844, touch: the on-screen keyboard types into the guest, a tap
+// is a click, a drag and a two-finger scroll reach the guest as pointer
+// events), and what a view-only viewer sees and cannot do. What the browser
+// sends is read off the WebSocket (RFC 6143 client messages) where the text
+// console cannot show it.
+/// <reference lib="dom" />
+import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { api, startTestBroker } from '../helpers/broker.js';
+import { launchChromium, requireChromium } from '../helpers/chromium.js';
+import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
+import {
+  CELL_PX, assertNoPageProblems, changedPixels, findEchoedCommands, readScreen, saveScreenshot,
+  waitForQuietScreen, waitForScreen, waitForSerialLine, waitForStatus, type Screen,
+} from '../helpers/viewer-page.js';
+
+test.before(() => {
+  requireQemu();
+  requireChromium();
+  requireDemoImage();
+});
+
+const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+
+/** RFB client messages (RFC 6143 §7.5, plus QEMU's extended key event) the viewer sent, in order. */
+interface SentMessage {
+  type: 'key' | 'qemu-key' | 'pointer' | 'cut-text' | 'other';
+  down?: boolean;
+  keysym?: number;
+  buttons?: number;
+  x?: number;
+  y?: number;
+}
+
+/** Splits one WebSocket frame of client messages; anything it cannot size ends the frame as 'other'. */
+function parseClientMessages(frame: Buffer): SentMessage[] {
+  const out: SentMessage[] = [];
+  let at = 0;
+  while (at < frame.length) {
+    const type = frame[at]!;
+    if (type === 4 && at + 8 <= frame.length) {
+      out.push({ type: 'key', down: frame[at + 1] === 1, keysym: frame.readUInt32BE(at + 4) });
+      at += 8;
+    } else if (type === 5 && at + 6 <= frame.length) {
+      out.push({ type: 'pointer', buttons: frame[at + 1]!, x: frame.readUInt16BE(at + 2), y: frame.readUInt16BE(at + 4) });
+      at += 6;
+    } else if (type === 255 && frame[at + 1] === 0 && at + 12 <= frame.length) {
+      out.push({ type: 'qemu-key', down: frame.readUInt16BE(at + 2) === 1, keysym: frame.readUInt32BE(at + 4) });
+      at += 12;
+    } else if (type === 6 && at + 8 <= frame.length) {
+      out.push({ type: 'cut-text' });
+      at += 8 + Math.abs(frame.readInt32BE(at + 4));
+    } else if (type === 3 && at + 10 <= frame.length) {
+      at += 10; // FramebufferUpdateRequest: the viewer asking for pictures, not input
+    } else {
+      out.push({ type: 'other' });
+      break;
+    }
+  }
+  return out;
+}
+
+/** Records every client message the page sends on its RFB WebSockets from now on. */
+function recordSent(page: Page): SentMessage[] {
+  const sent: SentMessage[] = [];
+  page.on('websocket', (ws) => {
+    if (!ws.url().includes('/ws/')) return;
+    ws.on('framesent', (frame) => {
+      if (typeof frame.payload !== 'string') sent.push(...parseClientMessages(frame.payload));
+    });
+  });
+  return sent;
+}
+
+/** Waits until "QWD: boot ok" has shown `count` times on the guest's serial console (a reboot shows it again). */
+async function waitForBoots(runDir: string, count: number, timeoutMs: number): Promise<void> {
+  const file = path.join(runDir, 'serial.log');
+  await waitFor(`"QWD: boot ok" ${count} times on the guest's serial console`, () => {
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    return text.split(/\r?\n/).filter((l) => l.trim() === 'QWD: boot ok').length >= count;
+  }, timeoutMs);
+}
+
+/** A broker with the demo machine and one running demo session. */
+async function demoSession(t: ExecutionContext, user: string): Promise<{ broker: Awaited<ReturnType<typeof startTestBroker>>; s: any; runDir: string }> {
+  const setup = makeSetup(t, {}, { machines: (d) => writeDemoMachine(d) });
+  const broker = await startTestBroker(t, setup.config);
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user, lifetimeS: 1800 });
+  t.is(status, 201, JSON.stringify(s));
+  const found = broker.services.manager.lookupToken(s.token);
+  if (found.kind !== 'live') throw new Error(`the new session's token looks up as ${found.kind}`);
+  return { broker, s, runDir: found.row.runDir };
+}
+
+/** Opens the viewer at `url` and waits until it says `status` and the booted guest's shell sits still at its prompt. */
+async function openBootedViewer(page: Page, url: string, runDir: string, status = 'Connected'): Promise<Screen> {
+  await page.goto(url);
+  await waitForStatus(page, status, 15000);
+  await waitForSerialLine(runDir, 'QWD: boot ok', 60000);
+  return waitForQuietScreen(page, 2000, 30000);
+}
+
+async function echoCount(page: Page): Promise<number> {
+  const screen = await readScreen(page);
+  return screen ? findEchoedCommands(screen).length : 0;
+}
+
+async function waitForEchoes(page: Page, what: string, count: number): Promise<Screen> {
+  return waitForScreen(page, `the shell to run ${what} ("echo qwd" then "qwd" shown ${count} time(s))`, (s) => findEchoedCommands(s).length >= count, 15000);
+}
+
+async function noHorizontalScroll(page: Page): Promise<{ scrollWidth: number; innerWidth: number }> {
+  return page.evaluate(() => ({ scrollWidth: document.scrollingElement!.scrollWidth, innerWidth: window.innerWidth }));
+}
+
+/** The canvas's box on the page and the remote framebuffer's size. */
+async function canvasGeometry(page: Page) {
+  return page.evaluate(() => {
+    const canvas = document.querySelector('#screen canvas') as HTMLCanvasElement;
+    const box = canvas.getBoundingClientRect();
+    const holder = canvas.parentElement!;
+    return {
+      x: box.x, y: box.y, width: box.width, height: box.height, fbWidth: canvas.width, fbHeight: canvas.height,
+      holderScrollWidth: holder.scrollWidth, holderClientWidth: holder.clientWidth,
+    };
+  });
+}
+
+test('in Chromium, the toolbar is labelled and reachable with Tab, goes full screen, switches size modes and remembers quality and compression after a reload', async (t) => {
+  t.timeout(90_000);
+  // The blank machine (SeaBIOS only) draws its 720×400 text screen within a second: this test is about the page.
+  const setup = makeSetup(t, { qemu: { network: 'none' } });
+  const broker = await startTestBroker(t, setup.config);
+  const browser = await launchChromium(t);
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tara', lifetimeS: 1800 });
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  await page.goto(s.viewerUrl);
+  t.regex(await waitForStatus(page, 'Connected', 15000), /^Connected · \d+ min \d+ s left$/);
+  await waitForScreen(page, 'the blank machine\'s screen', (sc) => sc.lit > 100, 15000);
+  // The connection indicator: connected, with the round trip of an API request.
+  await waitFor('the round-trip time to show', async () => /^\d+ ms$/.test(await page.locator('#connection .rtt').textContent() ?? ''), 10000);
+  t.is(await page.locator('#connection').getAttribute('data-state'), 'connected');
+  t.regex(await page.locator('#connection').getAttribute('aria-label') ?? '', /^Connected, round trip to the server \d+ ms$/);
+  t.false(await page.locator('#view-only-badge').isVisible(), 'no view-only badge for the control link');
+  t.false(await page.locator('#osk-button').isVisible(), 'no on-screen keyboard button without a touch screen');
+
+  // Every visible control has a name for screen readers; sticky keys say whether they are held.
+  const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, input, textarea, select')]
+    .filter((el) => !(el as HTMLElement).closest('[hidden]') && !(el as HTMLInputElement).labels?.length && !(el.getAttribute('aria-label') || el.textContent || '').trim())
+    .map((el) => el.outerHTML));
+  t.deepEqual(unnamed, [], 'controls without an accessible name');
+  t.deepEqual(await page.locator('[data-sticky]').evaluateAll((els) => els.map((el) => el.getAttribute('aria-pressed'))), ['false', 'false', 'false']);
+
+  // Tab from the top of the page reaches every toolbar control in order (the desktop had the focus: take it away).
+  await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+  const order: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    await page.keyboard.press('Tab');
+    order.push(await page.evaluate(() => document.activeElement?.id ?? ''));
+  }
+  t.deepEqual(order, ['keys-button', 'clipboard-button', 'display-button', 'fullscreen-button']);
+  // The keys panel from the keyboard: Enter opens it with the focus inside, Space holds Ctrl, Escape closes it.
+  await page.focus('#keys-button');
+  await page.keyboard.press('Enter');
+  t.true(await page.locator('#keys-panel').isVisible());
+  t.is(await page.locator('#keys-button').getAttribute('aria-expanded'), 'true');
+  t.is(await page.evaluate(() => document.activeElement?.getAttribute('data-sticky')), 'Control');
+  await page.keyboard.press('Space');
+  t.is(await page.locator('[data-sticky=Control]').getAttribute('aria-pressed'), 'true');
+  await saveScreenshot(page, 'viewer-toolbar.png', t);
+  await page.keyboard.press('Space');
+  t.is(await page.locator('[data-sticky=Control]').getAttribute('aria-pressed'), 'false');
+  await page.keyboard.press('Escape');
+  t.false(await page.locator('#keys-panel').isVisible());
+  t.is(await page.evaluate(() => document.activeElement?.id), 'keys-button', 'the focus goes back to the button');
+
+  // Full screen, from a click (a user gesture), and back.
+  await page.click('#fullscreen-button');
+  await waitFor('the page to go full screen', () => page.evaluate(() => document.fullscreenElement === document.documentElement), 5000);
+  t.is(await page.locator('#fullscreen-button').getAttribute('aria-pressed'), 'true');
+  await page.click('#fullscreen-button');
+  await waitFor('the page to leave full screen', () => page.evaluate(() => document.fullscreenElement === null), 5000);
+  t.is(await page.locator('#fullscreen-button').getAttribute('aria-pressed'), 'false');
+
+  // Size modes: fit (the default) scales the 720×400 screen to the window; actual size is 1:1 and scrolls in a
+  // small window; no remote resize offered (the page says data-resize="scale").
+  await page.click('#display-button');
+  t.true(await page.locator('input[name=scaling][value=fit]').isChecked());
+  t.is(await page.locator('input[name=scaling][value=remote]').count(), 0);
+  let g = await canvasGeometry(page);
+  t.is(g.fbWidth, 720);
+  t.true(Math.abs(g.width - 1024) <= 2, `fit: the canvas is ${g.width} px wide in a 1024 px window`);
+  await page.check('input[name=scaling][value=native]');
+  await waitFor('the canvas to show 1:1', async () => Math.abs((await canvasGeometry(page)).width - 720) <= 1, 5000);
+  await page.setViewportSize({ width: 500, height: 400 });
+  g = await waitFor('the 1:1 screen to scroll in a 500 px window', async () => {
+    const now = await canvasGeometry(page);
+    return now.holderScrollWidth > now.holderClientWidth ? now : false;
+  }, 5000);
+  t.true(Math.abs(g.width - 720) <= 1);
+  await page.check('input[name=scaling][value=fit]');
+  g = await waitFor('the screen to fit the 500 px window', async () => {
+    const now = await canvasGeometry(page);
+    return now.width <= 500 && now.holderScrollWidth <= now.holderClientWidth ? now : false;
+  }, 5000);
+  t.true(g.width > 450, `fit: ${g.width} px`);
+
+  // Quality and compression go to noVNC and are kept by this browser, with the size mode, across a reload.
+  await page.locator('#quality').fill('3');
+  await page.locator('#compression').fill('7');
+  await page.check('input[name=scaling][value=native]');
+  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.qualityLevel, (window as any).qwdRfb.compressionLevel]), [3, 7]);
+  await page.reload();
+  await waitForStatus(page, 'Connected', 15000);
+  t.is(await page.locator('#quality').inputValue(), '3');
+  t.is(await page.locator('#compression').inputValue(), '7');
+  t.is(await page.locator('#quality-value').textContent(), '3');
+  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.qualityLevel, (window as any).qwdRfb.compressionLevel, (window as any).qwdRfb.scaleViewport]), [3, 7, false]);
+  t.true(await page.locator('input[name=scaling][value=native]').isChecked());
+  assertNoPageProblems(t, 'viewer', browser.problems);
+});
+
+test.serial('in Chromium, the toolbar\'s keys reach the demo guest: Tab completes a command, sticky Ctrl + C interrupts one, Ctrl+Alt+Del reboots it', async (t) => {
+  t.timeout(240_000);
+  const { s, runDir } = await demoSession(t, 'keys');
+  const browser = await launchChromium(t);
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  t.teardown(async () => {
+    if (!t.passed) await saveScreenshot(page, 'viewer-toolbar-keys-failed.png', t);
+  });
+  await openBootedViewer(page, s.viewerUrl, runDir);
+  await page.click('#screen canvas');
+
+  // "ech" + the toolbar's Tab: the shell completes "echo "; then "qwd" and Enter run it.
+  await page.keyboard.type('ech', { delay: 30 });
+  await page.click('#keys-button');
+  await page.click('[data-key=Tab]');
+  t.is(await page.evaluate(() => document.activeElement?.tagName), 'CANVAS', 'the desktop keeps the focus after a toolbar key');
+  await page.keyboard.type('qwd', { delay: 30 });
+  await page.keyboard.press('Enter');
+  await waitForEchoes(page, '"ech" + Tab completed to "echo qwd"', 1);
+
+  // A command that runs for minutes, stopped with the sticky Ctrl and "c": the shell then runs the next one.
+  await page.keyboard.type('sleep 600', { delay: 30 });
+  await page.keyboard.press('Enter');
+  await page.click('[data-sticky=Control]');
+  t.is(await page.locator('[data-sticky=Control]').getAttribute('aria-pressed'), 'true');
+  await page.keyboard.press('c');
+  await waitFor('the sticky Ctrl to let go after one key', async () => (await page.locator('[data-sticky=Control]').getAttribute('aria-pressed')) === 'false', 5000);
+  await page.keyboard.type('echo qwd', { delay: 30 });
+  await page.keyboard.press('Enter');
+  await waitForEchoes(page, '"echo qwd" after Ctrl+C interrupted "sleep 600"', 2);
+  await saveScreenshot(page, 'viewer-toolbar-keys.png', t);
+
+  // Ctrl+Alt+Del: BusyBox init reboots the guest, which boots a second time.
+  await page.click('#ctrl-alt-del');
+  await waitForBoots(runDir, 2, 90_000);
+  t.regex(await page.locator('#status').textContent() ?? '', /^Connected/, 'the viewer stayed connected through the reboot');
+  assertNoPageProblems(t, 'viewer', browser.problems);
+});
+
+test.serial('in Chromium on a 390×844 touch phone, the session page and the viewer fit the screen, the on-screen keyboard types into the guest, and tap, drag and two-finger scroll reach it as the mouse', async (t) => {
+  t.timeout(240_000);
+  const { s, runDir } = await demoSession(t, 'phone');
+  const browser = await launchChromium(t, PHONE);
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  t.teardown(async () => {
+    if (!t.passed) await saveScreenshot(page, 'viewer-phone-failed.png', t);
+  });
+
+  // The session page: links, QR codes, Extend and Stop, without sideways scrolling.
+  await page.goto(s.url);
+  const sessionPage = await noHorizontalScroll(page);
+  t.true(sessionPage.scrollWidth <= sessionPage.innerWidth, `session page: ${sessionPage.scrollWidth} px wide in a ${sessionPage.innerWidth} px screen`);
+  for (const selector of ['a:has-text("Connect")', 'figure.qr.control svg', 'button:has-text("Extend")', 'button:has-text("Stop")']) {
+    const box = await page.locator(selector).boundingBox();
+    t.truthy(box, `${selector} is shown`);
+    t.true(box!.x >= 0 && box!.x + box!.width <= 390, `${selector} fits across the screen (${box!.x}+${box!.width})`);
+  }
+  await saveScreenshot(page, 'session-phone.png', t);
+
+  const sent = recordSent(page);
+  await openBootedViewer(page, s.viewerUrl, runDir);
+  const viewer = await noHorizontalScroll(page);
+  t.true(viewer.scrollWidth <= viewer.innerWidth, `viewer: ${viewer.scrollWidth} px wide in a ${viewer.innerWidth} px screen`);
+  for (const id of ['osk-button', 'keys-button', 'display-button', 'status']) {
+    const box = await page.locator(`#${id}`).boundingBox();
+    t.true(!!box && box.x >= 0 && box.x + box.width <= 390 && box.y >= 0, `#${id} is on the screen: ${JSON.stringify(box)}`);
+  }
+  const g = await canvasGeometry(page);
+  t.true(g.width <= 390 && g.width > 380, `the guest's screen fits the phone: ${g.width} px`);
+
+  // The keyboard button focuses the hidden input (that is what raises a phone's keyboard). A phone's keyboard
+  // sends text as input events with no usable keydown: insertText does exactly that; the Backspace is an
+  // input event (deleteContentBackward) too; Enter comes as a key.
+  await page.tap('#osk-button');
+  t.is(await page.evaluate(() => document.activeElement?.id), 'osk-input');
+  t.is(await page.locator('#osk-button').getAttribute('aria-pressed'), 'true');
+  await page.keyboard.insertText('echo qwdx');
+  await page.evaluate(() => document.execCommand('delete'));
+  await page.keyboard.press('Enter');
+  await waitForEchoes(page, '"echo qwdx", Backspace, Enter typed on the on-screen keyboard', 1);
+  await saveScreenshot(page, 'viewer-phone.png', t);
+
+  // A tap is a click (button 1 pressed and released) where the finger was, in guest pixels.
+  const tapX = g.x + g.width / 2, tapY = g.y + g.height / 2;
+  let from = sent.length;
+  await page.touchscreen.tap(tapX, tapY);
+  const press = await waitFor('a tap to reach the guest as a click', () => {
+    const pointer = sent.slice(from).filter((m) => m.type === 'pointer');
+    const down = pointer.findIndex((m) => m.buttons === 1);
+    return down >= 0 && pointer.slice(down + 1).some((m) => m.buttons === 0) ? pointer[down]! : false;
+  }, 5000);
+  t.true(Math.abs(press.x! - g.fbWidth / 2) <= 3 && Math.abs(press.y! - g.fbHeight / 2) <= 3, `the click lands at ${press.x},${press.y} of ${g.fbWidth}×${g.fbHeight}`);
+
+  // A one-finger drag holds button 1 while the pointer moves; two fingers moving up scroll (buttons 4/5).
+  const cdp = await page.context().newCDPSession(page);
+  const touch = async (type: 'touchStart' | 'touchMove' | 'touchEnd', points: { x: number; y: number }[]) =>
+    cdp.send('Input.dispatchTouchEvent', { type, touchPoints: points.map((p, id) => ({ ...p, id })) });
+  from = sent.length;
+  await touch('touchStart', [{ x: tapX - 60, y: tapY }]);
+  for (let i = 1; i <= 6; i++) await touch('touchMove', [{ x: tapX - 60 + i * 20, y: tapY }]);
+  await touch('touchEnd', []);
+  const drag = await waitFor('a drag to reach the guest as a held button that moves', () => {
+    const held = sent.slice(from).filter((m) => m.type === 'pointer' && m.buttons === 1);
+    return new Set(held.map((m) => m.x)).size >= 2 && sent.slice(from).some((m) => m.type === 'pointer' && m.buttons === 0) ? held : false;
+  }, 5000);
+  t.true(drag.at(-1)!.x! > drag[0]!.x!, 'the pointer moved right with the finger');
+  from = sent.length;
+  await touch('touchStart', [{ x: tapX - 30, y: tapY + 40 }, { x: tapX + 30, y: tapY + 40 }]);
+  for (let i = 1; i <= 8; i++) await touch('touchMove', [{ x: tapX - 30, y: tapY + 40 - i * 15 }, { x: tapX + 30, y: tapY + 40 - i * 15 }]);
+  await touch('touchEnd', []);
+  await waitFor('a two-finger scroll to reach the guest as wheel buttons', () => sent.slice(from).some((m) => m.type === 'pointer' && (m.buttons! & 0x18) !== 0), 5000);
+  assertNoPageProblems(t, 'phone', browser.problems);
+});
+
+test.serial('in Chromium, a view-only viewer gets a badge and no keys, keyboard or paste, and what it types does not reach the guest', async (t) => {
+  t.timeout(180_000);
+  const { s, runDir } = await demoSession(t, 'vic');
+  const watcher = await launchChromium(t, PHONE);
+  const page = watcher.context.pages()[0] ?? await watcher.context.newPage();
+  const sent = recordSent(page);
+  const before = await openBootedViewer(page, s.viewViewerUrl, runDir, 'View-only');
+  const viewer = await noHorizontalScroll(page);
+  t.true(viewer.scrollWidth <= viewer.innerWidth, 'the view-only viewer fits the phone too');
+
+  t.true(await page.locator('#view-only-badge').isVisible());
+  t.is(await page.locator('#view-only-badge').textContent(), 'View only');
+  for (const selector of ['#osk-button', '#osk-input', '#keys-button', '#keys-panel', '#ctrl-alt-del', '[data-sticky]', '#clipboard-send']) {
+    t.is(await page.locator(selector).count(), 0, `${selector} is not on a view-only page`);
+  }
+  t.is(await page.locator('input[name=scaling][value=remote]').count(), 0);
+  if (await page.locator('#clipboard-text').count()) t.not(await page.locator('#clipboard-text').getAttribute('readonly'), null, 'the clipboard text is read-only');
+  await saveScreenshot(page, 'viewer-view-only.png', t);
+
+  // Typing and tapping: nothing leaves the browser, and the guest's screen stays as it was.
+  await page.tap('#screen canvas');
+  await page.keyboard.type('echo qwd', { delay: 30 });
+  await page.keyboard.press('Enter');
+  const after = await waitForQuietScreen(page, 2000, 15000);
+  t.true(changedPixels(before, after) <= CELL_PX, 'the guest screen did not change');
+  t.deepEqual(sent.filter((m) => m.type !== 'other'), [], 'no key, pointer or clipboard message was sent');
+
+  // The same screen is live: what the owner types shows in the view-only viewer.
+  const owner = await launchChromium(t);
+  const ownerPage = owner.context.pages()[0] ?? await owner.context.newPage();
+  await ownerPage.goto(s.viewerUrl);
+  await waitForStatus(ownerPage, 'Connected', 15000);
+  await ownerPage.click('#screen canvas');
+  await ownerPage.keyboard.type('echo qwd', { delay: 30 });
+  await ownerPage.keyboard.press('Enter');
+  await waitForEchoes(page, 'the owner\'s "echo qwd", seen by the view-only viewer', 1);
+  t.is(await echoCount(page), 1);
+  assertNoPageProblems(t, 'view-only', watcher.problems);
+});
