@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { launchChromium, requireChromium } from '../helpers/chromium.js';
+import { viewerPage, type ClipboardPolicy, type ResizeMode } from '../../src/http/views.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import {
   CELL_PX, assertNoPageProblems, changedPixels, findEchoedCommands, readScreen, saveScreenshot,
@@ -387,4 +388,64 @@ test.serial('in Chromium, a view-only viewer gets a badge and no keys, keyboard 
   await waitForEchoes(page, 'the owner\'s "echo qwd", seen by the view-only viewer', 1);
   t.is(await echoCount(page), 1);
   assertNoPageProblems(t, 'view-only', watcher.problems);
+});
+
+test('in Chromium, the clipboard goes to the desktop from the panel and, with the browser\'s permission, by itself; text from the desktop shows in the panel and lands in the browser\'s clipboard', async (t) => {
+  t.timeout(90_000);
+  const setup = makeSetup(t, { qemu: { network: 'none' } });
+  const broker = await startTestBroker(t, setup.config);
+  const browser = await launchChromium(t);
+  await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: broker.url });
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'clio', lifetimeS: 1800 });
+  const page = browser.context.pages()[0] ?? await browser.context.newPage();
+  const sent = recordSent(page);
+  await page.goto(s.viewerUrl);
+  await waitForStatus(page, 'Connected', 15000);
+  const cutTexts = () => sent.filter((m) => m.type === 'cut-text').length;
+
+  // The panel: typed text and Send (UTF-8 beyond Latin-1 included; how it reaches the guest is the bridge's and the agent's part).
+  await page.click('#clipboard-button');
+  await page.fill('#clipboard-text', 'Grüße, καλημέρα, 你好');
+  let before = cutTexts();
+  await page.click('#clipboard-send');
+  await waitFor('the panel\'s text to be sent as client cut text', () => cutTexts() > before, 5000);
+  t.regex(await page.locator('#clipboard-note').textContent() ?? '', /^Sent/);
+
+  // Automatic: what the browser's clipboard holds goes to the desktop when the page gets the focus back.
+  await page.evaluate(() => navigator.clipboard.writeText('copied elsewhere'));
+  before = cutTexts();
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await waitFor('the browser\'s clipboard to be sent when the page gets the focus', () => cutTexts() > before, 5000);
+  // The same text is not sent again on the next focus; new text is.
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await page.evaluate(() => navigator.clipboard.writeText('copied elsewhere, again'));
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await waitFor('the new clipboard text to be sent', () => cutTexts() > before + 1, 5000);
+  t.is(cutTexts(), before + 2, 'the unchanged clipboard was not sent twice');
+
+  // From the desktop: the blank machine has no clipboard agent, so noVNC's own `clipboard` event is raised in
+  // the page (a fake of the guest's side only; the desktop image's tests copy for real).
+  await page.evaluate(() => (window as any).qwdRfb.dispatchEvent(new CustomEvent('clipboard', { detail: { text: 'from the guest: ½ ∑' } })));
+  t.is(await page.locator('#clipboard-text').inputValue(), 'from the guest: ½ ∑');
+  await waitFor('the guest\'s text to be in the browser\'s clipboard', async () => (await page.evaluate(() => navigator.clipboard.readText())) === 'from the guest: ½ ∑', 5000);
+  assertNoPageProblems(t, 'viewer', browser.problems);
+});
+
+test('the viewer page offers only what the clipboard policy, the resize mode and the link allow', (t) => {
+  const ids = (page: string) => [...page.matchAll(/\bid="([^"]+)"/g)].map((m) => m[1]).filter((id) => /clipboard|osk|keys|ctrl-alt-del|badge/.test(id!));
+  const render = (access: 'control' | 'view', clipboard: ClipboardPolicy, resize: ResizeMode = 'scale') => viewerPage('tok', 0, access, [60], null, 0, { clipboard, resize });
+  t.deepEqual(ids(render('control', 'both')), ['osk-button', 'keys-button', 'clipboard-button', 'keys-panel', 'ctrl-alt-del', 'clipboard-panel', 'clipboard-text', 'clipboard-send', 'clipboard-note', 'osk-input']);
+  t.deepEqual(ids(render('control', 'to-guest')), ['osk-button', 'keys-button', 'clipboard-button', 'keys-panel', 'ctrl-alt-del', 'clipboard-panel', 'clipboard-text', 'clipboard-send', 'clipboard-note', 'osk-input']);
+  t.regex(render('control', 'to-guest'), /Text you put here can be pasted in the desktop\./);
+  t.deepEqual(ids(render('control', 'from-guest')), ['osk-button', 'keys-button', 'clipboard-button', 'keys-panel', 'ctrl-alt-del', 'clipboard-panel', 'clipboard-text', 'clipboard-note', 'osk-input']);
+  t.regex(render('control', 'from-guest'), /<textarea id="clipboard-text" rows="4" spellcheck="false" readonly>/);
+  t.deepEqual(ids(render('control', 'off')), ['osk-button', 'keys-button', 'keys-panel', 'ctrl-alt-del', 'osk-input']);
+  t.deepEqual(ids(render('view', 'both')), ['view-only-badge', 'clipboard-button', 'clipboard-panel', 'clipboard-text', 'clipboard-note']);
+  t.deepEqual(ids(render('view', 'to-guest')), ['view-only-badge']);
+  t.deepEqual(ids(render('view', 'off')), ['view-only-badge']);
+  t.regex(render('control', 'off'), /data-clipboard="off" data-resize="scale"/);
+  t.regex(render('control', 'both', 'remote'), /value="remote"> Resize the desktop to the window/);
+  t.notRegex(render('view', 'both', 'remote'), /value="remote"/);
+  t.notRegex(render('control', 'both', 'scale'), /value="remote"/);
+  t.regex(viewerPage('tok', 0, 'control', [60]), /data-clipboard="both" data-resize="scale"/, 'the defaults');
 });
