@@ -275,7 +275,7 @@ test.serial('in Chromium, the toolbar\'s keys reach the demo guest: Tab complete
   assertNoPageProblems(t, 'viewer', browser.problems);
 });
 
-test.serial('in Chromium on a 390×844 touch phone, the session page and the viewer fit the screen, the on-screen keyboard types into the guest, and tap, drag and two-finger scroll reach it as the mouse', async (t) => {
+test.serial('in Chromium on a 390×844 touch phone, the session page and the viewer fit the screen, the on-screen keyboard (IME composition included) types into the guest, and tap, drag and two-finger scroll reach it as the mouse', async (t) => {
   t.timeout(240_000);
   const { s, runDir } = await demoSession(t, 'phone');
   const browser = await launchChromium(t, PHONE);
@@ -316,11 +316,26 @@ test.serial('in Chromium on a 390×844 touch phone, the session page and the vie
   await page.evaluate(() => document.execCommand('delete'));
   await page.keyboard.press('Enter');
   await waitForEchoes(page, '"echo qwdx", Backspace, Enter typed on the on-screen keyboard', 1);
+
+  // An IME composing a word (CJK input, a phone's word suggestions): nothing goes out while it composes, the
+  // committed word once.
+  const cdp = await page.context().newCDPSession(page);
+  const typedSince = (i: number) => sent.slice(i).filter((m) => (m.type === 'key' || m.type === 'qemu-key') && m.down).map((m) => String.fromCodePoint(m.keysym!)).join('');
+  let from = sent.length;
+  await cdp.send('Input.imeSetComposition', { text: 'ec', selectionStart: 2, selectionEnd: 2 });
+  await cdp.send('Input.imeSetComposition', { text: 'ecg', selectionStart: 3, selectionEnd: 3 });
+  t.is(await page.evaluate(() => (document.activeElement as HTMLInputElement).value.endsWith('ecg')), true, 'the input is composing');
+  t.is(typedSince(from), '', 'nothing sent while composing');
+  await cdp.send('Input.insertText', { text: 'echo' });
+  await waitFor('the committed word to be sent', () => typedSince(from) === 'echo', 5000);
+  await page.keyboard.insertText(' qwd');
+  await page.keyboard.press('Enter');
+  await waitForEchoes(page, '"echo" committed by an IME, then " qwd" and Enter', 2);
   await saveScreenshot(page, 'viewer-phone.png', t);
 
   // A tap is a click (button 1 pressed and released) where the finger was, in guest pixels.
   const tapX = g.x + g.width / 2, tapY = g.y + g.height / 2;
-  let from = sent.length;
+  from = sent.length;
   await page.touchscreen.tap(tapX, tapY);
   const press = await waitFor('a tap to reach the guest as a click', () => {
     const pointer = sent.slice(from).filter((m) => m.type === 'pointer');
@@ -330,7 +345,6 @@ test.serial('in Chromium on a 390×844 touch phone, the session page and the vie
   t.true(Math.abs(press.x! - g.fbWidth / 2) <= 3 && Math.abs(press.y! - g.fbHeight / 2) <= 3, `the click lands at ${press.x},${press.y} of ${g.fbWidth}×${g.fbHeight}`);
 
   // A one-finger drag holds button 1 while the pointer moves; two fingers moving up scroll (buttons 4/5).
-  const cdp = await page.context().newCDPSession(page);
   const touch = async (type: 'touchStart' | 'touchMove' | 'touchEnd', points: { x: number; y: number }[]) =>
     cdp.send('Input.dispatchTouchEvent', { type, touchPoints: points.map((p, id) => ({ ...p, id })) });
   from = sent.length;
