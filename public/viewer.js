@@ -144,6 +144,17 @@ document.querySelector('.toolbar').addEventListener('mousedown', (event) => {
   if (event.target.closest('button')) event.preventDefault();
 });
 
+// Out of the desktop with the keyboard: once it has the focus every key (Tab too) goes to the guest, so
+// Ctrl+Alt+Shift, which no desktop uses alone, gives the focus to the toolbar. Caught before noVNC sees the
+// third key; it lets go of the other two when the desktop loses the focus.
+document.addEventListener('keydown', (event) => {
+  if (!(event.ctrlKey && event.altKey && event.shiftKey) || !['Control', 'Alt', 'Shift'].includes(event.key)) return;
+  if (!(event.target instanceof HTMLCanvasElement)) return;
+  event.preventDefault();
+  event.stopPropagation();
+  document.querySelector('.toolbar button:not([hidden])')?.focus();
+}, true);
+
 // --- Full screen (the whole page, toolbar included).
 
 const fullscreenButton = document.getElementById('fullscreen-button');

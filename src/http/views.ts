@@ -232,7 +232,7 @@ export function viewerPage(token: string, expiresAt: number, access: 'control' |
   const stickyButton = (label: string, key: string) => html`<button type="button" class="key sticky" data-sticky="${key}" aria-pressed="false" aria-label="${label} (held for the next key)">${label}</button>`;
   const body = html`
 <div class="chrome">
-<header class="toolbar" role="toolbar" aria-label="Desktop controls">
+<header class="toolbar" role="toolbar" aria-label="Desktop controls" aria-keyshortcuts="Control+Alt+Shift">
   ${control ? html`<button type="button" id="osk-button" class="tool" aria-label="Show the on-screen keyboard" hidden>Keyboard</button>
   <button type="button" id="keys-button" class="tool" aria-expanded="false" aria-controls="keys-panel" aria-label="Special keys">Keys</button>` : html`<span id="view-only-badge" class="badge" title="You can watch this desktop; keyboard and mouse are not passed on.">View only</span>`}
   ${toGuest || fromGuest ? html`<button type="button" id="clipboard-button" class="tool" aria-expanded="false" aria-controls="clipboard-panel" aria-label="Clipboard">Clipboard</button>` : ''}
@@ -273,7 +273,7 @@ ${toGuest || fromGuest ? html`<section id="clipboard-panel" class="panel" aria-l
 </section>
 </div>
 <div id="others" class="others" hidden></div>
-<main id="screen" aria-label="Remote desktop"></main>
+<main id="screen" aria-label="Remote desktop (Ctrl+Alt+Shift goes back to the toolbar)"></main>
 ${control ? html`<input id="osk-input" class="osk-input" type="text" tabindex="-1" autocomplete="off" autocapitalize="off" autocorrect="off" spellcheck="false" enterkeyhint="send" aria-label="On-screen keyboard input: what you type here is sent to the desktop">` : ''}`;
   return `<!doctype html>
 <html lang="en">
