@@ -69,6 +69,7 @@ function remaining() {
 
 // --- Display settings: size mode, quality, compression (remembered per browser).
 
+const coarsePointer = window.matchMedia('(pointer: coarse)');
 let scaling = readSetting('scaling', remoteResize ? 'remote' : 'fit');
 if (scaling === 'remote' && !remoteResize) scaling = 'fit';
 let quality = readSetting('quality');
@@ -80,7 +81,11 @@ function applyDisplay() {
   // (RFB SetDesktopSize), scaled meanwhile and when the guest cannot.
   rfb.scaleViewport = scaling !== 'native';
   rfb.resizeSession = scaling === 'remote';
-  rfb.clipViewport = false;
+  // Actual size on a touch screen: the page cannot scroll under noVNC's gestures, so noVNC clips the desktop to
+  // the window and a one-finger drag moves the view (a tap still clicks). With a mouse, scroll bars do it.
+  const pan = scaling === 'native' && coarsePointer.matches;
+  rfb.clipViewport = pan;
+  rfb.dragViewport = pan;
   rfb.qualityLevel = quality;
   rfb.compressionLevel = compression;
   screen.dataset.scaling = scaling;

@@ -281,7 +281,7 @@ test.serial('in Chromium, the toolbar\'s keys reach the demo guest: Tab complete
   assertNoPageProblems(t, 'viewer', browser.problems);
 });
 
-test.serial('in Chromium on a 390×844 touch phone, the session page and the viewer fit the screen, the on-screen keyboard (IME composition included) types into the guest, and tap, drag and two-finger scroll reach it as the mouse', async (t) => {
+test.serial('in Chromium on a 390×844 touch phone, the session page and the viewer fit the screen, the on-screen keyboard (IME composition included) types into the guest, and tap, drag and two-finger scroll reach it as the mouse; at actual size a drag pans the view', async (t) => {
   t.timeout(240_000);
   const { s, runDir } = await demoSession(t, 'phone');
   const browser = await launchChromium(t, PHONE);
@@ -367,6 +367,23 @@ test.serial('in Chromium on a 390×844 touch phone, the session page and the vie
   for (let i = 1; i <= 8; i++) await touch('touchMove', [{ x: tapX - 30, y: tapY + 40 - i * 15 }, { x: tapX + 30, y: tapY + 40 - i * 15 }]);
   await touch('touchEnd', []);
   await waitFor('a two-finger scroll to reach the guest as wheel buttons', () => sent.slice(from).some((m) => m.type === 'pointer' && (m.buttons! & 0x18) !== 0), 5000);
+
+  // Actual size on the phone: the 720 px desktop at 1:1 in a 390 px window; a one-finger drag moves the view
+  // (no button pressed in the guest), and the page still does not scroll sideways.
+  await page.tap('#display-button');
+  await page.tap('input[name=scaling][value=native]');
+  await page.tap('#display-button');
+  await waitFor('the desktop to be clipped at 1:1', async () => (await page.evaluate(() => (window as any).qwdRfb.clippingViewport)) === true, 5000);
+  const unpanned = (await readScreen(page))!;
+  t.true(unpanned.width <= 390, `the canvas shows a window-sized part of the desktop (${unpanned.width} px)`);
+  from = sent.length;
+  await touch('touchStart', [{ x: 300, y: tapY }]);
+  for (let i = 1; i <= 6; i++) await touch('touchMove', [{ x: 300 - i * 30, y: tapY }]);
+  await touch('touchEnd', []);
+  await waitForScreen(page, 'the view to move with the finger', (sc) => changedPixels(unpanned, sc) > CELL_PX, 5000);
+  const panned = await noHorizontalScroll(page);
+  t.true(panned.scrollWidth <= panned.innerWidth, 'no sideways scrolling at 1:1');
+  t.false(sent.slice(from).some((m) => m.type === 'pointer' && (m.buttons! & 1) !== 0), 'dragging the view presses no button in the guest');
   assertNoPageProblems(t, 'phone', browser.problems);
 });
 
