@@ -100,7 +100,7 @@ async function waitForBoots(runDir: string, count: number, timeoutMs: number): P
 async function demoSession(t: ExecutionContext, user: string): Promise<{ broker: Awaited<ReturnType<typeof startTestBroker>>; s: any; runDir: string }> {
   const setup = makeSetup(t, {}, { machines: (d) => writeDemoMachine(d) });
   const broker = await startTestBroker(t, setup.config);
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user, lifetimeS: 1800 });
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user, lifetimeS: 3 * 3600 });
   t.is(status, 201, JSON.stringify(s));
   const found = broker.services.manager.lookupToken(s.token);
   if (found.kind !== 'live') throw new Error(`the new session's token looks up as ${found.kind}`);
@@ -272,6 +272,7 @@ test.serial('in Chromium, the toolbar\'s keys reach the demo guest: Tab complete
   await page.keyboard.press('Enter');
   await waitForEchoes(page, '"echo qwd" after Ctrl+C interrupted "sleep 600"', 2);
   await saveScreenshot(page, 'viewer-toolbar-keys.png', t);
+  t.regex(await page.locator('#status').textContent() ?? '', /^Connected · 2 h 59 min left$/);
 
   // Ctrl+Alt+Del: BusyBox init reboots the guest, which boots a second time.
   await page.click('#ctrl-alt-del');
