@@ -147,15 +147,33 @@ test('in Chromium, the toolbar is labelled and reachable with Tab, goes full scr
   const setup = makeSetup(t, { qemu: { network: 'none' } });
   const broker = await startTestBroker(t, setup.config);
   const browser = await launchChromium(t);
-  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tara', lifetimeS: 1800 });
+  const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'tara', lifetimeS: 3 * 3600 });
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
   await page.goto(s.viewerUrl);
-  t.regex(await waitForStatus(page, 'Connected', 15000), /^Connected · \d+ min \d+ s left$/);
+  t.regex(await waitForStatus(page, 'Connected', 15000), /^Connected · 2 h 59 min left$/);
   await waitForScreen(page, 'the blank machine\'s screen', (sc) => sc.lit > 100, 15000);
   // The connection indicator: connected, with the round trip of an API request.
   await waitFor('the round-trip time to show', async () => /^\d+ ms$/.test(await page.locator('#connection .rtt').textContent() ?? ''), 10000);
   t.is(await page.locator('#connection').getAttribute('data-state'), 'connected');
   t.regex(await page.locator('#connection').getAttribute('aria-label') ?? '', /^Connected, round trip to the server \d+ ms$/);
+  // A dropped connection: the indicator says reconnecting, then connected again (with a new round trip).
+  await page.evaluate(() => {
+    const seen: string[] = [];
+    (window as any).qwdStates = seen;
+    const el = document.getElementById('connection')!;
+    new MutationObserver(() => seen.push(el.dataset.state!)).observe(el, { attributeFilter: ['data-state'] });
+    (window as any).qwdRfb.disconnect();
+  });
+  let states = '';
+  await waitFor('the viewer to reconnect', async () => {
+    // Each poll sets the state again: the changes are what count.
+    states = (await page.evaluate(() => (window as any).qwdStates as string[])).filter((st, i, all) => st !== all[i - 1]).join(' ');
+    return states === 'reconnecting connected';
+  }, 15000).catch((err) => {
+    throw new Error(`${err.message}; the indicator went ${JSON.stringify(states)}`, { cause: err });
+  });
+  await waitFor('the round-trip time to show again', async () => /^\d+ ms$/.test(await page.locator('#connection .rtt').textContent() ?? ''), 10000);
+  t.regex(await waitForStatus(page, 'Connected', 5000), /^Connected · 2 h 59 min left$/);
   t.false(await page.locator('#view-only-badge').isVisible(), 'no view-only badge for the control link');
   t.false(await page.locator('#osk-button').isVisible(), 'no on-screen keyboard button without a touch screen');
 
