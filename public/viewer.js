@@ -43,6 +43,8 @@ const clipboard = createClipboard({
 function show(text, kind = '') {
   status.textContent = text;
   status.className = `status ${kind}`;
+  // A screen reader hears the changes that matter (connected, warnings, the end), not the countdown every second.
+  status.setAttribute('aria-live', kind === 'quiet' ? 'off' : 'polite');
 }
 
 /** The connection indicator: connecting | connected | reconnecting | ended, with the last round-trip time. */
