@@ -21,14 +21,15 @@ import {
 import { CLIPBOARD_MODES, type ClipboardMode } from '../../src/config/schema.js';
 import { decideClipboardPolicy } from '../../src/bridge/clipboard-policy.js';
 import type { Broker } from '../../src/main.js';
+import type { MachineDisplay } from '../../src/catalog/descriptor.js';
 
 test.before(() => requireQemu());
 
 /** A blank machine with the desktop keys: virtio-vga, the vdagent chardev, and its own clipboard policy. */
-function writeDesktopMachine(dir: string, name: string, clipboard: ClipboardMode): void {
+function writeDesktopMachine(dir: string, name: string, clipboard: ClipboardMode, display: MachineDisplay): void {
   writeBlankMachine(dir, name);
   const file = path.join(dir, `${name}.yml`);
-  fs.writeFileSync(file, stringify({ ...parse(fs.readFileSync(file, 'utf8')), display: 'virtio', agent: 'spice-vdagent', clipboard }));
+  fs.writeFileSync(file, stringify({ ...parse(fs.readFileSync(file, 'utf8')), display, agent: 'spice-vdagent', clipboard }));
 }
 
 const ENCODINGS = [ENCODING.raw, ENCODING.extendedClipboard, ENCODING.extendedDesktopSize];
@@ -50,8 +51,10 @@ interface Desktop {
   connect(link: 'control' | 'view'): Promise<{ viewer: RawViewer; conn: number; first: ServerMessage[] }>;
 }
 
-async function startDesktop(t: ExecutionContext, site: { clipboard: ClipboardMode; viewOnlyClipboard: boolean }, machine: ClipboardMode): Promise<Desktop> {
-  const setup = makeSetup(t, { bridge: site }, { machines: (d) => writeDesktopMachine(d, 'desk', machine) });
+async function startDesktop(
+  t: ExecutionContext, site: { clipboard: ClipboardMode; viewOnlyClipboard: boolean }, machine: ClipboardMode, display: MachineDisplay = 'virtio',
+): Promise<Desktop> {
+  const setup = makeSetup(t, { bridge: site }, { machines: (d) => writeDesktopMachine(d, 'desk', machine, display) });
   const broker = await startTestBroker(t, setup.config);
   const { status, json: s, text } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'desk', user: 'ada', lifetimeS: 3600 });
   if (status >= 300) throw new Error(`session not created: ${status} ${text}`);
@@ -141,25 +144,29 @@ for (const { site, viewOnlyClipboard, machine } of cases) {
   });
 }
 
-test.serial('remote resize: a control viewer\'s SetDesktopSize reaches QEMU and its ExtendedDesktopSize answer comes back; a view-only viewer\'s is dropped', async (t) => {
-  const d = await startDesktop(t, { clipboard: 'both', viewOnlyClipboard: false }, 'both');
-  const watcher = await d.connect('view');
-  const resize = setDesktopSize(1024, 768);
-  watcher.viewer.send(resize);
-  const watcherSaw = await watcher.viewer.untilUpdate();
-  t.false(has(d.recorder.bytes(watcher.conn), resize), 'not forwarded for view-only');
-  const answerTo = (ms: ServerMessage[]) => ms.flatMap((m) => (m.type === 'update' ? m.rects.filter((r) => r.encoding === ENCODING.extendedDesktopSize && r.x === 1) : []));
-  t.deepEqual(answerTo(watcherSaw), []);
+// QEMU 7.2 takes each display's argv (with the vdagent devices) and answers SetDesktopSize by display:
+// 4 "request forwarded" to the guest with virtio-vga, 3 "invalid screen layout" with VGA and qxl-vga.
+const resizeTable: Array<[MachineDisplay, number]> = [['virtio', 4], ['std', 3], ['qxl', 3]];
+for (const [display, status] of resizeTable) {
+  test.serial(`remote resize, display ${display}: a control viewer's SetDesktopSize reaches QEMU and its ExtendedDesktopSize answer (status ${status}) comes back; a view-only viewer's is dropped`, async (t) => {
+    const d = await startDesktop(t, { clipboard: 'both', viewOnlyClipboard: false }, 'both', display);
+    const watcher = await d.connect('view');
+    const resize = setDesktopSize(1024, 768);
+    watcher.viewer.send(resize);
+    const watcherSaw = await watcher.viewer.untilUpdate();
+    t.false(has(d.recorder.bytes(watcher.conn), resize), 'not forwarded for view-only');
+    const answerTo = (ms: ServerMessage[]) => ms.flatMap((m) => (m.type === 'update' ? m.rects.filter((r) => r.encoding === ENCODING.extendedDesktopSize && r.x === 1) : []));
+    t.deepEqual(answerTo(watcherSaw), []);
 
-  const owner = await d.connect('control');
-  owner.viewer.send(resize);
-  const ownerSaw = [...await owner.viewer.untilUpdate()];
-  while (answerTo(ownerSaw).length === 0) ownerSaw.push(...await owner.viewer.untilUpdate());
-  t.true(has(d.recorder.bytes(owner.conn), resize), 'forwarded for control');
-  // RFC 6143 §7.8.2 (ExtendedDesktopSize): x = 1 answers this client's request, y is the status;
-  // QEMU 7.2 with virtio-vga: 4 "request forwarded" to the guest (VGA says 3, invalid layout).
-  t.is(answerTo(ownerSaw)[0]!.y, 4);
-});
+    const owner = await d.connect('control');
+    owner.viewer.send(resize);
+    const ownerSaw = [...await owner.viewer.untilUpdate()];
+    while (answerTo(ownerSaw).length === 0) ownerSaw.push(...await owner.viewer.untilUpdate());
+    t.true(has(d.recorder.bytes(owner.conn), resize), 'forwarded for control');
+    // RFC 6143 §7.8.2 (ExtendedDesktopSize): x = 1 answers this client's own request, y is the status.
+    t.is(answerTo(ownerSaw)[0]!.y, status);
+  });
+}
 
 // Hostile clipboard messages close only the viewer that sent them, with a clear reason.
 const hostile: Array<{ name: string; bytes: Buffer; code: number; reason: RegExp }> = [
