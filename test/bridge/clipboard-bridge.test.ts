@@ -129,7 +129,8 @@ for (const { site, viewOnlyClipboard, machine } of cases) {
 
     // The extended paste (noVNC's way: Notify, then Provide) and a view-only viewer trying every way to paste.
     const notify = extendedCut(CLIP.notify | CLIP.text);
-    const provide = extendedProvide('extended paste: Grüße, Ελληνικά, 中文\r\n');
+    const extText = 'extended paste: Grüße, Ελληνικά, 中文\r\n';
+    const provide = extendedProvide(extText);
     paster.viewer.send(Buffer.concat([notify, provide]));
     watcher.viewer.send(Buffer.concat([plainCut('view-only paste'), notify, provide]));
     await paster.viewer.untilUpdate();
@@ -137,6 +138,10 @@ for (const { site, viewOnlyClipboard, machine } of cases) {
     t.is(has(d.recorder.bytes(paster.conn), Buffer.concat([notify, provide])), ctl.toGuest);
     const watcherBytes = d.recorder.bytes(watcher.conn);
     t.false(has(watcherBytes, plainCut('view-only paste')) || has(watcherBytes, notify) || has(watcherBytes, provide), 'a view-only viewer never pastes');
+    // The extended paste went into QEMU's clipboard as UTF-8: the other control viewer gets it back intact where it may copy.
+    await copier.viewer.untilUpdate();
+    copier.viewer.send(extendedCut(CLIP.request | CLIP.text));
+    t.deepEqual(provides(await copier.viewer.untilUpdate()), ctl.toGuest && ctl.fromGuest ? [`${extText}\0`] : []);
 
     // Every viewer is still connected, and the session is untouched.
     t.deepEqual(d.broker.bridge.viewerCounts(d.s.id), { control: 2, view: 1 });
