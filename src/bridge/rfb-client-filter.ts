@@ -182,6 +182,8 @@ interface Unit {
   part?: boolean;
   /** Hold header and body until the body is complete, then check them (an extended clipboard Provide). */
   hold?: boolean;
+  /** A clipboard message dropped by the viewer's clipboard policy. */
+  clipboardDrop?: boolean;
 }
 
 export interface RfbClientFilterOptions {
@@ -193,6 +195,8 @@ export interface RfbClientFilterOptions {
    * view-only link neither (a view-only link never pastes, whatever it says).
    */
   clipboard?: ClipboardPolicy;
+  /** Told once, at the first clipboard message the policy drops (for the operator log: "why does paste not work"). */
+  onClipboardDropped?: (policy: ClipboardPolicy) => void;
   /** Told once when a control link leaves framing (its detail goes to the operator log). */
   onPassthrough?: (err: RfbProtocolError) => void;
 }
@@ -218,6 +222,7 @@ export class RfbClientFilter extends Transform {
   private readonly mayPassThrough: boolean;
   private readonly maxCutTextBytes: number;
   private readonly onPassthrough: ((err: RfbProtocolError) => void) | undefined;
+  private onClipboardDropped: ((policy: ClipboardPolicy) => void) | undefined;
 
   constructor(opts: RfbClientFilterOptions) {
     super();
@@ -229,6 +234,7 @@ export class RfbClientFilter extends Transform {
     this.mayPassThrough = opts.access === 'control' && this.clipboard.toGuest && this.clipboard.fromGuest;
     this.maxCutTextBytes = opts.maxCutTextBytes ?? MAX_CUT_TEXT_BYTES;
     this.onPassthrough = opts.onPassthrough;
+    this.onClipboardDropped = opts.onClipboardDropped;
   }
 
   /** Bytes this filter holds between chunks: one message header, or an extended Provide being checked. */
@@ -432,11 +438,13 @@ export class RfbClientFilter extends Transform {
     if (length >= 0 || this.stripClipboardEncoding || size > this.maxCutTextBytes) {
       // Plain text moves toward the guest. An extended message from a viewer that may neither
       // paste nor copy, or a view-only one over the cap, is dropped without reading its flags.
-      return this.startBody({ header: 8, body: size, drop: length >= 0 ? !this.clipboard.toGuest : true });
+      const drop = length >= 0 ? !this.clipboard.toGuest : true;
+      return this.startBody({ header: 8, body: size, drop, clipboardDrop: drop });
     }
     if (buf.length < 12) return null;
     const flags = buf.readUInt32BE(8);
-    const unit: Unit = { header: 12, body: size - 4, drop: !this.allowsExtended(flags) };
+    const drop = !this.allowsExtended(flags);
+    const unit: Unit = { header: 12, body: size - 4, drop, clipboardDrop: drop };
     if (!unit.drop && flags & CLIPBOARD_FLAG.provide && !(flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify))) unit.hold = true;
     return this.startBody(unit);
   }
@@ -472,6 +480,11 @@ export class RfbClientFilter extends Transform {
     if (unit.drop) {
       this.stats.dropped++;
       this.stats.droppedBytes += header.length;
+      if (unit.clipboardDrop && this.onClipboardDropped) {
+        const tell = this.onClipboardDropped;
+        this.onClipboardDropped = undefined;
+        tell(this.clipboard);
+      }
       return;
     }
     if (!unit.part) this.stats.forwarded++;

@@ -127,6 +127,7 @@ export function attachBridge(
       const filter = new RfbClientFilter({
         access: found.access,
         clipboard,
+        onClipboardDropped: (policy) => log.info({ sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) }, 'viewer clipboard message dropped by the clipboard policy (logged once per viewer)'),
         onPassthrough: (err) => log.warn({ sessionId: row.id, err: err.message }, 'control viewer sent a message the bridge cannot frame; passed on unframed'),
       });
       wsStream.pipe(filter).pipe(vnc);

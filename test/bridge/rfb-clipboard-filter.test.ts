@@ -195,3 +195,13 @@ test('checkClipboardProvide accepts every format its flags name when the sizes a
   t.notThrows(() => checkClipboardProvide(CLIPBOARD_FLAG.provide | CLIPBOARD_FLAG.text | 4, zlib.deflateSync(two), 1024));
   t.throws(() => checkClipboardProvide(CLIPBOARD_FLAG.provide | CLIPBOARD_FLAG.text | 2 | 4, zlib.deflateSync(two), 1024), { message: /format 2 declares no bytes/ });
 });
+
+test('the first clipboard message the policy drops is told once (for the operator log), with the policy; allowed ones are not', async (t) => {
+  const told: ClipboardPolicy[] = [];
+  const f = new RfbClientFilter({ access: 'control', clipboard: { toGuest: false, fromGuest: true }, onClipboardDropped: (p) => told.push(p) });
+  f.resume();
+  f.write(Buffer.concat([handshake, request, caps, fbur]));
+  t.deepEqual(told, []);
+  f.write(Buffer.concat([plain, notify, pasted]));
+  t.deepEqual(told, [{ toGuest: false, fromGuest: true }]);
+});
