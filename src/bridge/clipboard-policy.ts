@@ -47,7 +47,9 @@ export function clipboardModeOf(policy: ClipboardPolicy): ClipboardMode {
  * a view-only viewer never pastes, and copies only where the site lets
  * view-only viewers receive the guest's clipboard.
  */
-export function decideClipboardPolicy(site: SiteClipboardPolicy, machine: ClipboardMode, access: ClipboardAccess): ClipboardPolicy {
+export function decideClipboardPolicy(
+  site: SiteClipboardPolicy, machine: ClipboardMode, access: ClipboardAccess,
+): ClipboardPolicy {
   const s = clipboardDirections(site.clipboard);
   const m = clipboardDirections(machine);
   const toGuest = s.toGuest && m.toGuest;
@@ -56,7 +58,12 @@ export function decideClipboardPolicy(site: SiteClipboardPolicy, machine: Clipbo
   return { toGuest, fromGuest };
 }
 
-/** The effective policy's name for a viewer page (e.g. data-clipboard="to-guest"): what its clipboard controls may offer. */
-export function effectiveClipboardMode(site: SiteClipboardPolicy, machine: ClipboardMode, access: ClipboardAccess): ClipboardMode {
+/**
+ * The effective policy's name for a viewer page (e.g. data-clipboard="to-guest"):
+ * what its clipboard controls may offer.
+ */
+export function effectiveClipboardMode(
+  site: SiteClipboardPolicy, machine: ClipboardMode, access: ClipboardAccess,
+): ClipboardMode {
   return clipboardModeOf(decideClipboardPolicy(site, machine, access));
 }

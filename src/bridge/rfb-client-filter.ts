@@ -433,7 +433,9 @@ export class RfbClientFilter extends Transform {
     }
     if (length < 0 && size < 4) {
       // QEMU drops the connection for this too (ui/vnc.c: "header less than 4 bytes").
-      throw new RfbProtocolError(`extended ClientCutText of ${size} bytes has no flags`, { code: 4003, reason: 'malformed clipboard message' });
+      throw new RfbProtocolError(`extended ClientCutText of ${size} bytes has no flags`, {
+        code: 4003, reason: 'malformed clipboard message',
+      });
     }
     if (length >= 0 || this.stripClipboardEncoding || size > this.maxCutTextBytes) {
       // Plain text moves toward the guest. An extended message from a viewer that may neither
@@ -445,11 +447,16 @@ export class RfbClientFilter extends Transform {
     const flags = buf.readUInt32BE(8);
     const drop = !this.allowsExtended(flags);
     const unit: Unit = { header: 12, body: size - 4, drop, clipboardDrop: drop };
-    if (!unit.drop && flags & CLIPBOARD_FLAG.provide && !(flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify))) unit.hold = true;
+    // A Provide QEMU will inflate (not one it ignores for a caps or notify flag) is checked first.
+    const inflated = (flags & CLIPBOARD_FLAG.provide) !== 0 && (flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify)) === 0;
+    if (!unit.drop && inflated) unit.hold = true;
     return this.startBody(unit);
   }
 
-  /** Whether an extended clipboard message with these flags may go on (QEMU acts on caps alone, else on notify alone, else on provide and request). */
+  /**
+   * Whether an extended clipboard message with these flags may go on (QEMU acts on caps
+   * alone, else on notify alone, else on provide and request: ui/vnc-clipboard.c).
+   */
   private allowsExtended(flags: number): boolean {
     if (flags & CLIPBOARD_FLAG.caps) return true;
     const toGuest = (flags & (CLIPBOARD_FLAG.notify | CLIPBOARD_FLAG.provide)) !== 0;
@@ -518,16 +525,23 @@ export function checkClipboardProvide(flags: number, payload: Buffer, maxBytes: 
     data = zlib.inflateSync(payload, { maxOutputLength: maxBytes });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw new RfbProtocolError(`extended clipboard data inflates to more than ${maxBytes} bytes`, { code: 1009, reason: `clipboard text over the limit of ${maxBytes} bytes` });
+      throw new RfbProtocolError(`extended clipboard data inflates to more than ${maxBytes} bytes`, {
+        code: 1009, reason: `clipboard text over the limit of ${maxBytes} bytes`,
+      });
     }
-    throw new RfbProtocolError(`extended clipboard data is not valid zlib: ${(err as Error).message}`, { code: 4003, reason: 'clipboard data is not valid zlib' });
+    throw new RfbProtocolError(`extended clipboard data is not valid zlib: ${(err as Error).message}`, {
+      code: 4003, reason: 'clipboard data is not valid zlib',
+    });
   }
   let pos = 0;
   for (let bit = 0; bit < FORMAT_BITS; bit++) {
     if (!(flags & (1 << bit))) continue;
     const size = pos + 4 <= data.length ? data.readUInt32BE(pos) : -1;
     if (size < 0 || pos + 4 + size > data.length) {
-      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${Math.max(0, data.length - pos - 4)} are there`, { code: 4003, reason: 'clipboard data sizes do not match' });
+      const there = Math.max(0, data.length - pos - 4);
+      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${there} are there`, {
+        code: 4003, reason: 'clipboard data sizes do not match',
+      });
     }
     pos += 4 + size;
   }

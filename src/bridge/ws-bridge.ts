@@ -55,7 +55,10 @@ export interface BridgeOptions {
   clipboard?: { site: SiteClipboardPolicy; machine: (name: string) => ClipboardMode | undefined };
 }
 
-const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = { site: { clipboard: 'both', viewOnlyClipboard: false }, machine: () => 'both' };
+const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
+  site: { clipboard: 'both', viewOnlyClipboard: false },
+  machine: () => 'both',
+};
 
 export function attachBridge(
   server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
@@ -116,7 +119,9 @@ export function attachBridge(
       return reject(socket, 503, 'Service Unavailable', { code: 'QWD_VIEWERS_FULL', message: admission.reason });
     }
     const machineClipboard = clipboardConfig.machine(row.machine);
-    if (machineClipboard === undefined) log.warn({ sessionId: row.id, machine: row.machine }, 'the desktop\'s machine is not in the catalog: its viewers get no clipboard');
+    if (machineClipboard === undefined) {
+      log.warn({ sessionId: row.id, machine: row.machine }, 'the desktop\'s machine is not in the catalog: its viewers get no clipboard');
+    }
     const clipboard = decideClipboardPolicy(clipboardConfig.site, machineClipboard ?? 'off', found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const vnc: Duplex = connectVnc(address);
@@ -127,7 +132,10 @@ export function attachBridge(
       const filter = new RfbClientFilter({
         access: found.access,
         clipboard,
-        onClipboardDropped: (policy) => log.info({ sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) }, 'viewer clipboard message dropped by the clipboard policy (logged once per viewer)'),
+        onClipboardDropped: (policy) => log.info(
+          { sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) },
+          'viewer clipboard message dropped by the clipboard policy (logged once per viewer)',
+        ),
         onPassthrough: (err) => log.warn({ sessionId: row.id, err: err.message }, 'control viewer sent a message the bridge cannot frame; passed on unframed'),
       });
       wsStream.pipe(filter).pipe(vnc);

@@ -72,11 +72,13 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
   const cpus = readRange(p, raw, 'cpus', { def: 1, max: 2 }, 1, 1024);
   const memoryMiB = readRange(p, raw, 'memoryMiB', { def: 1024, max: 4096 }, 16, 16 * 1024 * 1024);
   const arch = readEnum<Arch>(p, raw, 'arch', ARCHES, 'x86_64');
-  const display = raw.display === undefined || raw.display === null ? null : readEnum<MachineDisplay>(p, raw, 'display', MACHINE_DISPLAYS, 'std');
+  const display = raw.display === undefined || raw.display === null
+    ? null : readEnum<MachineDisplay>(p, raw, 'display', MACHINE_DISPLAYS, 'std');
   // Measured with QEMU 7.2 (Debian 12): qemu-system-aarch64's virt machine has no qxl-vga, and
   // VGA there needs an x86 VGA BIOS (vgabios-stdvga.bin) that UEFI on Arm never runs.
   if (arch === 'aarch64' && display !== null && display !== 'virtio') {
-    p.note(`display "${display}" is not available on aarch64 (QEMU's virt machine has ${display === 'qxl' ? 'no qxl-vga' : 'no usable VGA'}); use display: virtio (virtio-gpu-pci) or leave display out`);
+    const missing = display === 'qxl' ? 'no qxl-vga' : 'no usable VGA';
+    p.note(`display "${display}" is not available on aarch64 (QEMU's virt machine has ${missing}); use display: virtio (virtio-gpu-pci) or leave display out`);
   }
   const machine: Machine = {
     name,
@@ -96,7 +98,8 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
     shares: readShares(p, raw, 'shares'),
     bootScripts: readBootScripts(p, raw, path.dirname(file), file),
     display,
-    agent: raw.agent === undefined || raw.agent === null ? null : readEnum<MachineAgent>(p, raw, 'agent', MACHINE_AGENTS, 'spice-vdagent'),
+    agent: raw.agent === undefined || raw.agent === null
+      ? null : readEnum<MachineAgent>(p, raw, 'agent', MACHINE_AGENTS, 'spice-vdagent'),
     clipboard: readEnum<ClipboardMode>(p, raw, 'clipboard', CLIPBOARD_MODES, 'both'),
     file,
   };
