@@ -16,8 +16,8 @@
 //   text; see cutTextUnit for how the guest → viewer direction is controlled
 //   from this side of the connection only.
 // Bodies of forwarded messages stream through as they arrive (never
-// re-assembled, except the extended Provide, whose zlib data is checked before
-// QEMU inflates it), so the cost is linear in the bytes and the memory bounded.
+// re-assembled, except an extended Provide, whose zlib data is checked as QEMU
+// will read it), so the cost is linear in the bytes and the memory bounded.
 import zlib from 'node:zlib';
 import { Transform, type TransformCallback } from 'node:stream';
 import { FULL_CLIPBOARD, NO_CLIPBOARD, type ClipboardPolicy } from './clipboard-policy.js';
@@ -513,16 +513,20 @@ const IGNORED_ENCODING_BYTES = (() => {
 })();
 
 /**
- * Checks an extended clipboard Provide's payload before QEMU inflates it
- * (QEMU 7.2 inflates without a limit: a 1 MiB zlib bomb would cost it a
- * gigabyte): valid zlib, at most `maxBytes` once inflated, and for every
- * format in `flags` a u32 size that fits in what is left. Throws
- * RfbProtocolError with the viewer's close reason.
+ * Checks an extended clipboard Provide's payload as QEMU will read it, so a
+ * viewer sending a bad one is closed with a reason (QEMU would silently drop
+ * it, or, before the CVE-2023-3255 fix, loop on trailing bytes): zlib data,
+ * at most `maxBytes` once inflated (QEMU 7.2's own limit is 1 MiB, ui/vnc-clipboard.c
+ * inflate_buffer), and for every format in `flags` a u32 size that fits in what
+ * is left. The stream need not be finished: noVNC (core/deflator.js) sends a
+ * Z_FULL_FLUSH without the final block, which QEMU accepts, so this does too.
+ * Throws RfbProtocolError with the viewer's close reason.
  */
 export function checkClipboardProvide(flags: number, payload: Buffer, maxBytes: number): void {
   let data: Buffer;
   try {
-    data = zlib.inflateSync(payload, { maxOutputLength: maxBytes });
+    if (payload.length === 0) throw new Error('no data');
+    data = zlib.inflateSync(payload, { maxOutputLength: maxBytes, finishFlush: zlib.constants.Z_SYNC_FLUSH });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
       throw new RfbProtocolError(`extended clipboard data inflates to more than ${maxBytes} bytes`, {

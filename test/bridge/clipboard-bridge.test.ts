@@ -15,7 +15,7 @@ import { parse, stringify } from 'yaml';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor, writeBlankMachine } from '../helpers/env.js';
 import {
-  CLIP, ENCODING, connectRawViewer, extendedCut, extendedProvide, interposeRecorder, plainCut, providedText, setDesktopSize,
+  CLIP, ENCODING, connectRawViewer, extendedCut, interposeRecorder, novncProvide, plainCut, providedText, setDesktopSize,
   type RawViewer, type RecordingProxy, type ServerMessage,
 } from '../helpers/rfb-raw-viewer.js';
 import { CLIPBOARD_MODES, type ClipboardMode } from '../../src/config/schema.js';
@@ -130,7 +130,7 @@ for (const { site, viewOnlyClipboard, machine } of cases) {
     // The extended paste (noVNC's way: Notify, then Provide) and a view-only viewer trying every way to paste.
     const notify = extendedCut(CLIP.notify | CLIP.text);
     const extText = 'extended paste: Grüße, Ελληνικά, 中文\r\n';
-    const provide = extendedProvide(extText);
+    const provide = await novncProvide(extText); // noVNC's own Deflator: an unfinished zlib stream, as QEMU gets it from browsers
     paster.viewer.send(Buffer.concat([notify, provide]));
     watcher.viewer.send(Buffer.concat([plainCut('view-only paste'), notify, provide]));
     await paster.viewer.untilUpdate();

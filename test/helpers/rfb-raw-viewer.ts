@@ -7,6 +7,8 @@
 // exactly which client bytes the bridge let through to the VNC server.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import zlib from 'node:zlib';
 import WebSocket from 'ws';
 
@@ -178,6 +180,19 @@ export function extendedProvide(text: string): Buffer {
   const size = Buffer.alloc(4);
   size.writeUInt32BE(utf8.length);
   return extendedCut(CLIP.provide | CLIP.text, zlib.deflateSync(Buffer.concat([size, utf8])));
+}
+
+/**
+ * An extended Provide exactly as noVNC 1.7 sends one (core/rfb.js extendedClipboardProvide):
+ * line ends made CRLF, a trailing NUL, and its own Deflator (pako, Z_FULL_FLUSH: an unfinished stream).
+ */
+export async function novncProvide(text: string): Promise<Buffer> {
+  const file = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'node_modules', '@novnc', 'novnc', 'core', 'deflator.js');
+  const { default: Deflator } = (await import(pathToFileURL(file).href)) as { default: new () => { deflate(d: Uint8Array): Uint8Array } };
+  const utf8 = Buffer.from(`${text.replace(/\r\n|\r|\n/g, '\r\n')}\0`, 'utf8');
+  const size = Buffer.alloc(4);
+  size.writeUInt32BE(utf8.length);
+  return extendedCut(CLIP.provide | CLIP.text, Buffer.from(new Deflator().deflate(Buffer.concat([size, utf8]))));
 }
 
 export function plainCut(text: string | Buffer): Buffer {
