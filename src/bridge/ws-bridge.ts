@@ -31,6 +31,12 @@ export interface Bridge {
   viewerCounts(sessionId: string): { control: number; view: number };
   /** Names of logged-in viewers (from their viewer tickets), one per connection. */
   viewerNames(sessionId: string): string[];
+  /**
+   * The clipboard policy a viewer of this machine on this link gets, by name
+   * ('both' | 'to-guest' | 'from-guest' | 'off'), decided exactly as the bridge
+   * enforces it: for the viewer page (e.g. a data-clipboard attribute).
+   */
+  clipboardMode(machine: string, access: LinkKind): ClipboardMode;
   close(): void;
 }
 
@@ -65,6 +71,9 @@ export function attachBridge(
   opts: BridgeOptions = {},
 ): Bridge {
   const clipboardConfig = opts.clipboard ?? DEFAULT_CLIPBOARD;
+  /** A machine gone from the catalog gets no clipboard (fail closed). */
+  const clipboardPolicyFor = (machine: string, kind: LinkKind) =>
+    decideClipboardPolicy(clipboardConfig.site, clipboardConfig.machine(machine) ?? 'off', kind);
   const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
@@ -118,11 +127,10 @@ export function attachBridge(
       log.info({ sessionId: row.id, access: found.access, ...countViewers(row.id) }, 'viewer refused: the link or desktop is full');
       return reject(socket, 503, 'Service Unavailable', { code: 'QWD_VIEWERS_FULL', message: admission.reason });
     }
-    const machineClipboard = clipboardConfig.machine(row.machine);
-    if (machineClipboard === undefined) {
+    if (clipboardConfig.machine(row.machine) === undefined) {
       log.warn({ sessionId: row.id, machine: row.machine }, 'the desktop\'s machine is not in the catalog: its viewers get no clipboard');
     }
-    const clipboard = decideClipboardPolicy(clipboardConfig.site, machineClipboard ?? 'off', found.access);
+    const clipboard = clipboardPolicyFor(row.machine, found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const vnc: Duplex = connectVnc(address);
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
@@ -181,6 +189,7 @@ export function attachBridge(
     viewerCount: (id) => viewers.get(id)?.size ?? 0,
     viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
     viewerCounts: countViewers,
+    clipboardMode: (machine, kind) => clipboardModeOf(clipboardPolicyFor(machine, kind)),
     close: () => {
       closing = true;
       server.off('upgrade', onUpgrade);

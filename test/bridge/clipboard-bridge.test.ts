@@ -19,7 +19,7 @@ import {
   type RawViewer, type RecordingProxy, type ServerMessage,
 } from '../helpers/rfb-raw-viewer.js';
 import { CLIPBOARD_MODES, type ClipboardMode } from '../../src/config/schema.js';
-import { decideClipboardPolicy } from '../../src/bridge/clipboard-policy.js';
+import { clipboardModeOf, decideClipboardPolicy } from '../../src/bridge/clipboard-policy.js';
 import type { Broker } from '../../src/main.js';
 import type { MachineDisplay } from '../../src/catalog/descriptor.js';
 
@@ -99,6 +99,10 @@ for (const { site, viewOnlyClipboard, machine } of cases) {
     const ctl = decideClipboardPolicy({ clipboard: site, viewOnlyClipboard }, machine, 'control');
     const view = decideClipboardPolicy({ clipboard: site, viewOnlyClipboard }, machine, 'view');
     const ctlAny = ctl.toGuest || ctl.fromGuest;
+    // What the viewer page will be told is what the bridge enforces.
+    t.is(d.broker.bridge.clipboardMode('desk', 'control'), clipboardModeOf(ctl));
+    t.is(d.broker.bridge.clipboardMode('desk', 'view'), clipboardModeOf(view));
+    t.is(d.broker.bridge.clipboardMode('no-such-machine', 'control'), 'off', 'a machine gone from the catalog gets no clipboard');
 
     const paster = await d.connect('control');
     const copier = await d.connect('control');
