@@ -115,7 +115,13 @@ export async function startBroker(config: Config, log: Logger, opts: Pick<Servic
   const server = http.createServer();
   const sessionSecret = loadSecret(config.stateDir);
   const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(req.headers.cookie, sessionSecret, webSessions, services.auth) !== null;
-  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, config.auth.linksRequireLogin ? { isLoggedIn } : {});
+  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, {
+    ...(config.auth.linksRequireLogin ? { isLoggedIn } : {}),
+    clipboard: { site: config.bridge, machine: (name) => {
+      const machine = catalog.get(name);
+      return machine ? (machine.clipboard ?? 'both') : undefined;
+    } },
+  });
   const app = createApp({
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
     viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,

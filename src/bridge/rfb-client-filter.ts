@@ -1,16 +1,26 @@
 // Frames the client-to-server half of RFB (RFC 6143 §7.1–7.5, plus the extension
 // messages noVNC and QEMU use) in the bridge, as an explicit state machine that
-// never holds more than one message header (at most 20 bytes):
+// holds one message header (at most 20 bytes) and, only for an extended
+// clipboard Provide it forwards, that message (at most the cut-text cap):
 // - view-only viewers: input messages (key, pointer, clipboard, power, resize)
 //   are dropped by counting their bytes down, never buffered, at any length;
 //   a message type it cannot frame closes the viewer (guessing would let input through);
-// - control viewers: nothing is dropped, but a ClientCutText larger than the
+// - control viewers: input passes, but a ClientCutText larger than the
 //   cap closes the viewer with a clear reason (QEMU itself refuses more than
 //   1 MiB, ui/vnc.c); a type it cannot frame is QEMU's to judge, so the rest of
-//   that connection passes through unframed.
+//   that connection passes through unframed — unless a clipboard policy is
+//   enforced on the link, which framing alone can do: then it closes.
+// - the clipboard policy (clipboard-policy.ts) of every link: plain and
+//   extended ClientCutText (Extended Clipboard pseudo-encoding, a negative
+//   length, then u32 flags) are forwarded or dropped by the direction they move
+//   text; see cutTextUnit for how the guest → viewer direction is controlled
+//   from this side of the connection only.
 // Bodies of forwarded messages stream through as they arrive (never
-// re-assembled), so the cost is linear in the bytes and the memory is constant.
+// re-assembled, except an extended Provide, whose zlib data is checked as QEMU
+// will read it), so the cost is linear in the bytes and the memory bounded.
+import zlib from 'node:zlib';
 import { Transform, type TransformCallback } from 'node:stream';
+import { FULL_CLIPBOARD, NO_CLIPBOARD, type ClipboardPolicy } from './clipboard-policy.js';
 
 export const CLIENT_MESSAGE = {
   SetPixelFormat: 0,
@@ -28,6 +38,32 @@ export const CLIENT_MESSAGE = {
 
 /** QEMU refuses a ClientCutText (plain or extended) of more than 1 MiB (ui/vnc.c, protocol_client_msg). */
 export const MAX_CUT_TEXT_BYTES = 1024 * 1024;
+
+/**
+ * The Extended Clipboard pseudo-encoding (RFB community spec, "ExtendedClipboard"):
+ * a client that lists it in SetEncodings gets QEMU's extended ServerCutText
+ * (caps, notify, request, provide); one that does not gets no clipboard message
+ * at all (QEMU 7.2 ui/vnc-clipboard.c registers the clipboard peer only then).
+ */
+export const EXTENDED_CLIPBOARD_ENCODING = 0xc0a1e5ce | 0;
+/**
+ * What the bridge writes in place of the Extended Clipboard pseudo-encoding when
+ * a viewer may neither paste nor copy: a value QEMU does not know and so ignores
+ * (ui/vnc.c set_encodings, default case). Replacing keeps the message length, so
+ * SetEncodings still streams through without being held.
+ */
+export const IGNORED_ENCODING = -1;
+
+/** Extended clipboard flags (u32 after the negative length): actions in the high byte, formats in the low 16 bits. */
+export const CLIPBOARD_FLAG = {
+  text: 1 << 0,
+  caps: 1 << 24,
+  request: 1 << 25,
+  peek: 1 << 26,
+  notify: 1 << 27,
+  provide: 1 << 28,
+} as const;
+const FORMAT_BITS = 16;
 
 /** The longest header the framer ever holds: SetPixelFormat, a 20-byte fixed message. */
 const MAX_HEADER_BYTES = 20;
@@ -133,12 +169,34 @@ export function isInputMessage(header: Buffer): boolean {
  * same header buffer; `body` streams (forward) or counts down (drop) the rest
  * of a message; `passthrough` is a control link past a type it cannot frame.
  */
-type Phase = 'version' | 'security' | 'vnc-auth' | 'client-init' | 'header' | 'body' | 'passthrough';
+type Phase = 'version' | 'security' | 'vnc-auth' | 'client-init' | 'header' | 'body' | 'encodings' | 'passthrough';
+
+/** How the filter treats a unit it framed: pass (or replace) its header, drop it, or hold it whole for a check. */
+interface Unit {
+  header: number;
+  body: number;
+  drop: boolean;
+  /** Bytes sent instead of the header (a rewritten encoding). */
+  replace?: Buffer;
+  /** A piece of a message already counted (one encoding of a SetEncodings). */
+  part?: boolean;
+  /** Hold header and body until the body is complete, then check them (an extended clipboard Provide). */
+  hold?: boolean;
+  /** A clipboard message dropped by the viewer's clipboard policy. */
+  clipboardDrop?: boolean;
+}
 
 export interface RfbClientFilterOptions {
   access: FilterAccess;
   /** Largest ClientCutText a control viewer may send; default MAX_CUT_TEXT_BYTES. */
   maxCutTextBytes?: number;
+  /**
+   * The viewer's clipboard policy; default: a control link may do both, a
+   * view-only link neither (a view-only link never pastes, whatever it says).
+   */
+  clipboard?: ClipboardPolicy;
+  /** Told once, at the first clipboard message the policy drops (for the operator log: "why does paste not work"). */
+  onClipboardDropped?: (policy: ClipboardPolicy) => void;
   /** Told once when a control link leaves framing (its detail goes to the operator log). */
   onPassthrough?: (err: RfbProtocolError) => void;
 }
@@ -152,20 +210,36 @@ export class RfbClientFilter extends Transform {
   /** Bytes of the current message's body still to come, and what happens to them. */
   private bodyLeft = 0;
   private dropping = false;
+  /** An extended Provide being held for its check: its header, flags and the body so far. */
+  private holding: { header: Buffer; flags: number; body: Buffer[]; bytes: number } | null = null;
+  /** Encodings of the current SetEncodings still to come (phase 'encodings'). */
+  private encodingsLeft = 0;
   private readonly access: FilterAccess;
+  private readonly clipboard: ClipboardPolicy;
+  /** Hide the Extended Clipboard pseudo-encoding from QEMU: this viewer may neither paste nor copy. */
+  private readonly stripClipboardEncoding: boolean;
+  /** Whether a control link may leave framing: only when nothing but framing limits are enforced on it. */
+  private readonly mayPassThrough: boolean;
   private readonly maxCutTextBytes: number;
   private readonly onPassthrough: ((err: RfbProtocolError) => void) | undefined;
+  private onClipboardDropped: ((policy: ClipboardPolicy) => void) | undefined;
 
   constructor(opts: RfbClientFilterOptions) {
     super();
     this.access = opts.access;
+    const asked = opts.clipboard ?? (opts.access === 'view' ? NO_CLIPBOARD : FULL_CLIPBOARD);
+    // A view-only viewer never pastes, whatever the caller computed.
+    this.clipboard = opts.access === 'view' ? { toGuest: false, fromGuest: asked.fromGuest } : asked;
+    this.stripClipboardEncoding = !this.clipboard.toGuest && !this.clipboard.fromGuest;
+    this.mayPassThrough = opts.access === 'control' && this.clipboard.toGuest && this.clipboard.fromGuest;
     this.maxCutTextBytes = opts.maxCutTextBytes ?? MAX_CUT_TEXT_BYTES;
     this.onPassthrough = opts.onPassthrough;
+    this.onClipboardDropped = opts.onClipboardDropped;
   }
 
-  /** Bytes this filter holds between chunks: at most one message header. */
+  /** Bytes this filter holds between chunks: one message header, or an extended Provide being checked. */
   get bufferedBytes(): number {
-    return this.headLength;
+    return this.headLength + (this.holding ? this.holding.header.length + this.holding.bytes : 0);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -192,10 +266,17 @@ export class RfbClientFilter extends Transform {
       if (this.phase === 'body') {
         const take = Math.min(this.bodyLeft, chunk.length - pos);
         if (this.dropping) this.stats.droppedBytes += take;
-        else out.push(chunk.subarray(pos, pos + take));
+        else if (this.holding) {
+          // A copy: the chunk's memory is not ours to keep past this call.
+          this.holding.body.push(Buffer.from(chunk.subarray(pos, pos + take)));
+          this.holding.bytes += take;
+        } else out.push(chunk.subarray(pos, pos + take));
         pos += take;
         this.bodyLeft -= take;
-        if (this.bodyLeft === 0) this.phase = 'header';
+        if (this.bodyLeft === 0) {
+          this.phase = 'header';
+          if (this.holding) this.releaseHeld(out);
+        }
         continue;
       }
       // A header: from the chunk itself when it is all there (the common case), else via `head`.
@@ -236,7 +317,10 @@ export class RfbClientFilter extends Transform {
       case 'security':
       case 'client-init':
         return 1;
+      case 'encodings':
+        return 4;
       default: {
+        if (held[0] === CLIENT_MESSAGE.ClientCutText && held.length >= 8) return this.cutTextHeaderBytes(held);
         const f = frameClientMessage(held);
         // frameClientMessage only says "need" for sizes above what it was given.
         return 'need' in f ? f.need : this.headLength;
@@ -248,7 +332,7 @@ export class RfbClientFilter extends Transform {
    * If `buf` starts with a complete unit header, advances the phase and says
    * how to treat it; null when more bytes are needed.
    */
-  private unit(buf: Buffer): { header: number; body: number; drop: boolean } | null {
+  private unit(buf: Buffer): Unit | null {
     switch (this.phase) {
       case 'version': {
         if (buf.length < 12) return null;
@@ -275,17 +359,24 @@ export class RfbClientFilter extends Transform {
         if (buf.length < 1) return null;
         this.phase = 'header';
         return { header: 1, body: 0, drop: false };
+      case 'encodings': {
+        if (buf.length < 4) return null;
+        if (--this.encodingsLeft === 0) this.phase = 'header';
+        const replace = buf.readInt32BE(0) === EXTENDED_CLIPBOARD_ENCODING ? IGNORED_ENCODING_BYTES : undefined;
+        return { header: 4, body: 0, drop: false, part: true, ...(replace ? { replace } : {}) };
+      }
       default:
         return this.message(buf);
     }
   }
 
-  private message(buf: Buffer): { header: number; body: number; drop: boolean } | null {
+  private message(buf: Buffer): Unit | null {
+    if (buf[0] === CLIENT_MESSAGE.ClientCutText) return this.cutTextUnit(buf);
     let f: Framing;
     try {
       f = frameClientMessage(buf);
     } catch (err) {
-      if (this.access === 'view' || !(err instanceof RfbProtocolError)) throw err;
+      if (!this.mayPassThrough || !(err instanceof RfbProtocolError)) throw err;
       // A control link: QEMU decides what it understands; stop framing this connection.
       this.onPassthrough?.(err);
       this.phase = 'passthrough';
@@ -293,12 +384,11 @@ export class RfbClientFilter extends Transform {
     }
     if ('need' in f) return null;
     const drop = this.access === 'view' && isInputMessage(buf);
-    if (!drop && buf[0] === CLIENT_MESSAGE.ClientCutText && f.body > this.maxCutTextBytes) {
-      throw new RfbProtocolError(
-        `ClientCutText of ${f.body} bytes is over the limit of ${this.maxCutTextBytes} bytes`,
-        // RFC 6455 §7.4.1: 1009, a message too big to process.
-        { code: 1009, reason: `clipboard text over the limit of ${this.maxCutTextBytes} bytes` },
-      );
+    if (!drop && buf[0] === CLIENT_MESSAGE.SetEncodings && this.stripClipboardEncoding && f.body > 0) {
+      // Each encoding goes through the header buffer, so the pseudo-encoding is found across any split.
+      this.phase = 'encodings';
+      this.encodingsLeft = f.body / 4;
+      return { header: f.header, body: 0, drop: false };
     }
     if (f.body > 0) {
       this.phase = 'body';
@@ -308,14 +398,156 @@ export class RfbClientFilter extends Transform {
     return { ...f, drop };
   }
 
-  private account(header: Buffer, unit: { header: number; body: number; drop: boolean }, out: Buffer[]): void {
+  /** Header bytes a ClientCutText needs before it can be decided: 8, or 12 when its extended flags matter. */
+  private cutTextHeaderBytes(buf: Buffer): number {
+    const length = buf.readInt32BE(4);
+    if (length >= 0 || this.stripClipboardEncoding) return 8;
+    const size = -length;
+    if (size < 4 || (this.access === 'view' && size > this.maxCutTextBytes)) return 8;
+    return 12;
+  }
+
+  /**
+   * ClientCutText, plain (RFC 6143 §7.5.6) or extended (negative length, then
+   * u32 flags). Direction by action: notify and provide move the viewer's text
+   * toward the guest (pasting); request and peek ask for the guest's (copying).
+   * Copying is controlled from this side alone: QEMU sends guest text to a
+   * viewer only as a Provide answering that viewer's own Request (QEMU 7.2
+   * ui/vnc-clipboard.c: cbpending is set by the client's request only), so a
+   * dropped Request means no guest text ever reaches it. What QEMU still sends
+   * unasked is caps and Notify ("the clipboard changed, it has text": flags, no
+   * text); a viewer that may neither paste nor copy does not get even those, as
+   * its SetEncodings no longer lists the pseudo-encoding. Caps messages pass
+   * (QEMU reads nothing else from them), so negotiation works.
+   */
+  private cutTextUnit(buf: Buffer): Unit | null {
+    if (buf.length < 8) return null;
+    const length = buf.readInt32BE(4);
+    const size = Math.abs(length);
+    if (this.access === 'control' && size > this.maxCutTextBytes) {
+      throw new RfbProtocolError(
+        `ClientCutText of ${size} bytes is over the limit of ${this.maxCutTextBytes} bytes`,
+        // RFC 6455 §7.4.1: 1009, a message too big to process.
+        { code: 1009, reason: `clipboard text over the limit of ${this.maxCutTextBytes} bytes` },
+      );
+    }
+    if (length < 0 && size < 4) {
+      // QEMU drops the connection for this too (ui/vnc.c: "header less than 4 bytes").
+      throw new RfbProtocolError(`extended ClientCutText of ${size} bytes has no flags`, {
+        code: 4003, reason: 'malformed clipboard message',
+      });
+    }
+    if (length >= 0 || this.stripClipboardEncoding || size > this.maxCutTextBytes) {
+      // Plain text moves toward the guest. An extended message from a viewer that may neither
+      // paste nor copy, or a view-only one over the cap, is dropped without reading its flags.
+      const drop = length >= 0 ? !this.clipboard.toGuest : true;
+      return this.startBody({ header: 8, body: size, drop, clipboardDrop: drop });
+    }
+    if (buf.length < 12) return null;
+    const flags = buf.readUInt32BE(8);
+    const drop = !this.allowsExtended(flags);
+    const unit: Unit = { header: 12, body: size - 4, drop, clipboardDrop: drop };
+    // A Provide QEMU will inflate (not one it ignores for a caps or notify flag) is checked first.
+    const inflated = (flags & CLIPBOARD_FLAG.provide) !== 0 && (flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify)) === 0;
+    if (!unit.drop && inflated) unit.hold = true;
+    return this.startBody(unit);
+  }
+
+  /**
+   * Whether an extended clipboard message with these flags may go on (QEMU acts on caps
+   * alone, else on notify alone, else on provide and request: ui/vnc-clipboard.c).
+   */
+  private allowsExtended(flags: number): boolean {
+    if (flags & CLIPBOARD_FLAG.caps) return true;
+    const toGuest = (flags & (CLIPBOARD_FLAG.notify | CLIPBOARD_FLAG.provide)) !== 0;
+    const fromGuest = (flags & (CLIPBOARD_FLAG.request | CLIPBOARD_FLAG.peek)) !== 0;
+    if (!toGuest && !fromGuest) return false; // no action: nothing for QEMU to do
+    return (!toGuest || this.clipboard.toGuest) && (!fromGuest || this.clipboard.fromGuest);
+  }
+
+  private startBody(unit: Unit): Unit {
+    if (unit.body > 0) {
+      this.phase = 'body';
+      this.bodyLeft = unit.body;
+      this.dropping = unit.drop;
+    }
+    return unit;
+  }
+
+  /** The held Provide is complete: check it, then send it on unchanged. */
+  private releaseHeld(out: Buffer[]): void {
+    const held = this.holding!;
+    this.holding = null;
+    const body = Buffer.concat(held.body);
+    checkClipboardProvide(held.flags, body, this.maxCutTextBytes);
+    out.push(held.header, body);
+  }
+
+  private account(header: Buffer, unit: Unit, out: Buffer[]): void {
     if (unit.drop) {
       this.stats.dropped++;
       this.stats.droppedBytes += header.length;
-    } else {
-      this.stats.forwarded++;
-      if (header.length) out.push(header);
+      if (unit.clipboardDrop && this.onClipboardDropped) {
+        const tell = this.onClipboardDropped;
+        this.onClipboardDropped = undefined;
+        tell(this.clipboard);
+      }
+      return;
     }
+    if (!unit.part) this.stats.forwarded++;
+    if (unit.hold) {
+      const copy = Buffer.from(header);
+      this.holding = { header: copy, flags: copy.readUInt32BE(8), body: [], bytes: 0 };
+      if (unit.body === 0) this.releaseHeld(out);
+      return;
+    }
+    const bytes = unit.replace ?? header;
+    if (bytes.length) out.push(bytes);
+  }
+}
+
+const IGNORED_ENCODING_BYTES = (() => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(IGNORED_ENCODING, 0);
+  return b;
+})();
+
+/**
+ * Checks an extended clipboard Provide's payload as QEMU will read it, so a
+ * viewer sending a bad one is closed with a reason (QEMU would silently drop
+ * it, or, before the CVE-2023-3255 fix, loop on trailing bytes): zlib data,
+ * at most `maxBytes` once inflated (QEMU 7.2's own limit is 1 MiB, ui/vnc-clipboard.c
+ * inflate_buffer), and for every format in `flags` a u32 size that fits in what
+ * is left. The stream need not be finished: noVNC (core/deflator.js) sends a
+ * Z_FULL_FLUSH without the final block, which QEMU accepts, so this does too.
+ * Throws RfbProtocolError with the viewer's close reason.
+ */
+export function checkClipboardProvide(flags: number, payload: Buffer, maxBytes: number): void {
+  let data: Buffer;
+  try {
+    if (payload.length === 0) throw new Error('no data');
+    data = zlib.inflateSync(payload, { maxOutputLength: maxBytes, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new RfbProtocolError(`extended clipboard data inflates to more than ${maxBytes} bytes`, {
+        code: 1009, reason: `clipboard text over the limit of ${maxBytes} bytes`,
+      });
+    }
+    throw new RfbProtocolError(`extended clipboard data is not valid zlib: ${(err as Error).message}`, {
+      code: 4003, reason: 'clipboard data is not valid zlib',
+    });
+  }
+  let pos = 0;
+  for (let bit = 0; bit < FORMAT_BITS; bit++) {
+    if (!(flags & (1 << bit))) continue;
+    const size = pos + 4 <= data.length ? data.readUInt32BE(pos) : -1;
+    if (size < 0 || pos + 4 + size > data.length) {
+      const there = Math.max(0, data.length - pos - 4);
+      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${there} are there`, {
+        code: 4003, reason: 'clipboard data sizes do not match',
+      });
+    }
+    pos += 4 + size;
   }
 }
 

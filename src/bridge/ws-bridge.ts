@@ -5,8 +5,12 @@
 // with backpressure (stream pipes); the VNC side's first bytes (the RFB
 // banner) are read by a listener attached before anything is awaited.
 // Both links' browser → VNC bytes go through the RFB client filter (view-only:
-// input dropped; both: clipboard text capped). Viewer caps are checked before
-// the upgrade too (503 QWD_VIEWERS_FULL), so a full link costs no WebSocket.
+// input dropped; both: clipboard text capped and the viewer's clipboard policy
+// enforced — the stricter of the site's and the machine's, see
+// clipboard-policy.ts and, for how copying out of the guest is stopped without
+// parsing the server's framebuffer stream, RfbClientFilter.cutTextUnit).
+// Viewer caps are checked before the upgrade too (503 QWD_VIEWERS_FULL), so a
+// full link costs no WebSocket.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
@@ -17,6 +21,8 @@ import type { LinkKind } from '../store/session-rows.js';
 import { MAX_CUT_TEXT_BYTES, RfbClientFilter, RfbProtocolError } from './rfb-client-filter.js';
 import { DEFAULT_VIEWER_CAPS, decideViewerAdmission, type ViewerCaps } from './viewer-caps.js';
 import { readViewerTicket } from './viewer-ticket.js';
+import { clipboardModeOf, decideClipboardPolicy, type SiteClipboardPolicy } from './clipboard-policy.js';
+import type { ClipboardMode } from '../config/schema.js';
 import { describe, type VncAddress } from '../qemu/rfb-probe.js';
 import { connectVnc } from './vnc-connect.js';
 
@@ -25,6 +31,12 @@ export interface Bridge {
   viewerCounts(sessionId: string): { control: number; view: number };
   /** Names of logged-in viewers (from their viewer tickets), one per connection. */
   viewerNames(sessionId: string): string[];
+  /**
+   * The clipboard policy a viewer of this machine on this link gets, by name
+   * ('both' | 'to-guest' | 'from-guest' | 'off'), decided exactly as the bridge
+   * enforces it: for the viewer page (e.g. a data-clipboard attribute).
+   */
+  clipboardMode(machine: string, access: LinkKind): ClipboardMode;
   close(): void;
 }
 
@@ -38,11 +50,30 @@ const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
  */
 export const MAX_VIEWER_MESSAGE_BYTES = MAX_CUT_TEXT_BYTES + 64 * 1024;
 
-/** opts.isLoggedIn: a link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
+export interface BridgeOptions {
+  /** A link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
+  isLoggedIn?: (req: http.IncomingMessage) => boolean;
+  /**
+   * The clipboard policy: the site's (config.bridge) and a machine's by name
+   * (undefined: the machine is no longer in the catalog, and its viewers get
+   * no clipboard at all). Default: both ways for control links, none for view-only.
+   */
+  clipboard?: { site: SiteClipboardPolicy; machine: (name: string) => ClipboardMode | undefined };
+}
+
+const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
+  site: { clipboard: 'both', viewOnlyClipboard: false },
+  machine: () => 'both',
+};
+
 export function attachBridge(
   server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
-  opts: { isLoggedIn?: (req: http.IncomingMessage) => boolean } = {},
+  opts: BridgeOptions = {},
 ): Bridge {
+  const clipboardConfig = opts.clipboard ?? DEFAULT_CLIPBOARD;
+  /** A machine gone from the catalog gets no clipboard (fail closed). */
+  const clipboardPolicyFor = (machine: string, kind: LinkKind) =>
+    decideClipboardPolicy(clipboardConfig.site, clipboardConfig.machine(machine) ?? 'off', kind);
   const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
@@ -96,6 +127,10 @@ export function attachBridge(
       log.info({ sessionId: row.id, access: found.access, ...countViewers(row.id) }, 'viewer refused: the link or desktop is full');
       return reject(socket, 503, 'Service Unavailable', { code: 'QWD_VIEWERS_FULL', message: admission.reason });
     }
+    if (clipboardConfig.machine(row.machine) === undefined) {
+      log.warn({ sessionId: row.id, machine: row.machine }, 'the desktop\'s machine is not in the catalog: its viewers get no clipboard');
+    }
+    const clipboard = clipboardPolicyFor(row.machine, found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const vnc: Duplex = connectVnc(address);
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
@@ -104,6 +139,11 @@ export function attachBridge(
       // View-only is enforced here: input messages never reach QEMU. Both links get clipboard text capped.
       const filter = new RfbClientFilter({
         access: found.access,
+        clipboard,
+        onClipboardDropped: (policy) => log.info(
+          { sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) },
+          'viewer clipboard message dropped by the clipboard policy (logged once per viewer)',
+        ),
         onPassthrough: (err) => log.warn({ sessionId: row.id, err: err.message }, 'control viewer sent a message the bridge cannot frame; passed on unframed'),
       });
       wsStream.pipe(filter).pipe(vnc);
@@ -114,7 +154,7 @@ export function attachBridge(
       set.add(ws);
       viewers.set(row.id, set);
       manager.recordViewers(row.id, set.size);
-      log.info({ sessionId: row.id, viewers: set.size, access: found.access }, 'viewer connected');
+      log.info({ sessionId: row.id, viewers: set.size, access: found.access, clipboard: clipboardModeOf(clipboard) }, 'viewer connected');
       let finished = false;
       const finish = (why: string) => {
         if (finished) return;
@@ -149,6 +189,7 @@ export function attachBridge(
     viewerCount: (id) => viewers.get(id)?.size ?? 0,
     viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
     viewerCounts: countViewers,
+    clipboardMode: (machine, kind) => clipboardModeOf(clipboardPolicyFor(machine, kind)),
     close: () => {
       closing = true;
       server.off('upgrade', onUpgrade);

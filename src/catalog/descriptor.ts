@@ -1,7 +1,7 @@
 // Machine descriptors (machines/*.yml): one file per machine a user can pick.
 // parseMachine is pure; reading files and probing images lives in catalog.ts.
 import path from 'node:path';
-import { ARCHES, type Arch } from '../config/schema.js';
+import { ARCHES, CLIPBOARD_MODES, type Arch, type ClipboardMode } from '../config/schema.js';
 import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, type Obj } from '../config/check.js';
 import type { ShareDecl } from '../guest/shares.js';
 import { readBootScripts, readShares, type BootScriptsDecl } from '../config/guest.js';
@@ -10,6 +10,16 @@ export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'qed', 'iso
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 export type Firmware = 'bios' | 'uefi';
 export type DiskInterface = 'virtio' | 'ide' | 'scsi';
+/**
+ * The emulated display adapter: `std` (VGA, today's default), `virtio`
+ * (virtio-vga on x86_64, virtio-gpu-pci on aarch64: the one QEMU 7.2 can
+ * resize from VNC's SetDesktopSize) or `qxl` (qxl-vga, x86_64 only).
+ */
+export type MachineDisplay = 'std' | 'virtio' | 'qxl';
+export const MACHINE_DISPLAYS: readonly MachineDisplay[] = ['std', 'virtio', 'qxl'];
+/** A guest agent QEMU talks to: spice-vdagent gets QEMU's qemu-vdagent chardev (clipboard over VNC). */
+export type MachineAgent = 'spice-vdagent';
+export const MACHINE_AGENTS: readonly MachineAgent[] = ['spice-vdagent'];
 
 /** Machine names are used in paths and QEMU -name: keep them boring. */
 export const MACHINE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -35,11 +45,17 @@ export interface Machine {
   /** Host folders shared into the guest (virtio-9p). */
   readonly shares: readonly ShareDecl[];
   readonly bootScripts: BootScriptsDecl;
+  /** Display adapter; absent or null: the architecture's default (VGA on x86_64, virtio-gpu-pci on aarch64). */
+  readonly display?: MachineDisplay | null;
+  /** Guest agent the machine's image runs; absent or null: none (no clipboard device). */
+  readonly agent?: MachineAgent | null;
+  /** The machine's clipboard policy (the site's bridge.clipboard may make it stricter); absent: both. */
+  readonly clipboard?: ClipboardMode;
   /** The descriptor file it came from. */
   readonly file: string;
 }
 
-const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions'] as const;
+const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'clipboard'] as const;
 
 export function parseMachine(raw: unknown, file: string): { machine: Machine | null; problems: string[] } {
   const p = new Problems(file);
@@ -55,12 +71,21 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
   const format = raw.format === undefined || raw.format === null ? null : readEnum<ImageFormat>(p, raw, 'format', IMAGE_FORMATS, 'qcow2');
   const cpus = readRange(p, raw, 'cpus', { def: 1, max: 2 }, 1, 1024);
   const memoryMiB = readRange(p, raw, 'memoryMiB', { def: 1024, max: 4096 }, 16, 16 * 1024 * 1024);
+  const arch = readEnum<Arch>(p, raw, 'arch', ARCHES, 'x86_64');
+  const display = raw.display === undefined || raw.display === null
+    ? null : readEnum<MachineDisplay>(p, raw, 'display', MACHINE_DISPLAYS, 'std');
+  // Measured with QEMU 7.2 (Debian 12): qemu-system-aarch64's virt machine has no qxl-vga, and
+  // VGA there needs an x86 VGA BIOS (vgabios-stdvga.bin) that UEFI on Arm never runs.
+  if (arch === 'aarch64' && display !== null && display !== 'virtio') {
+    const missing = display === 'qxl' ? 'no qxl-vga' : 'no usable VGA';
+    p.note(`display "${display}" is not available on aarch64 (QEMU's virt machine has ${missing}); use display: virtio (virtio-gpu-pci) or leave display out`);
+  }
   const machine: Machine = {
     name,
     description: readString(p, raw, 'description', name),
     image: path.resolve(path.dirname(file), imageRaw),
     format,
-    arch: readEnum<Arch>(p, raw, 'arch', ARCHES, 'x86_64'),
+    arch,
     firmware: readEnum<Firmware>(p, raw, 'firmware', ['bios', 'uefi'], 'bios'),
     diskInterface: readEnum<DiskInterface>(p, raw, 'diskInterface', ['virtio', 'ide', 'scsi'], 'virtio'),
     cpus,
@@ -72,6 +97,10 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
     sha256: readOptionalString(p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' }),
     shares: readShares(p, raw, 'shares'),
     bootScripts: readBootScripts(p, raw, path.dirname(file), file),
+    display,
+    agent: raw.agent === undefined || raw.agent === null
+      ? null : readEnum<MachineAgent>(p, raw, 'agent', MACHINE_AGENTS, 'spice-vdagent'),
+    clipboard: readEnum<ClipboardMode>(p, raw, 'clipboard', CLIPBOARD_MODES, 'both'),
     file,
   };
   return p.ok ? { machine, problems: [] } : { machine: null, problems: p.list };

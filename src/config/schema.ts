@@ -16,6 +16,15 @@ export type Accel = 'auto' | 'kvm' | 'tcg';
 export type Arch = 'x86_64' | 'aarch64';
 export const ARCHES: readonly Arch[] = ['x86_64', 'aarch64'];
 
+/**
+ * Which way clipboard text may move between a viewer and the guest, per site
+ * (bridge.clipboard) and per machine (clipboard in machines/*.yml): `to-guest`
+ * is pasting into the desktop, `from-guest` is copying out of it. The bridge
+ * enforces the stricter of the two (src/bridge/clipboard-policy.ts).
+ */
+export type ClipboardMode = 'both' | 'to-guest' | 'from-guest' | 'off';
+export const CLIPBOARD_MODES: readonly ClipboardMode[] = ['both', 'to-guest', 'from-guest', 'off'];
+
 export interface Config {
   /** The file this came from, or null for the embedded defaults. */
   readonly source: string | null;
@@ -78,11 +87,15 @@ export interface Config {
     /** Machines that may have a GPU; null: every machine. */
     readonly machines: readonly string[] | null;
   };
-  /** Viewer caps of the WebSocket bridge (see src/bridge/viewer-caps.ts). */
+  /** Viewer caps and clipboard policy of the WebSocket bridge (src/bridge/viewer-caps.ts, clipboard-policy.ts). */
   readonly bridge: {
     readonly maxViewersPerLink: number;
     readonly maxViewersPerSession: number;
     readonly reservedControlViewers: number;
+    /** The site's clipboard policy; a machine may only make it stricter. */
+    readonly clipboard: ClipboardMode;
+    /** Whether view-only viewers receive the guest's clipboard (where copying is allowed); they never paste. */
+    readonly viewOnlyClipboard: boolean;
   };
   readonly balloon: {
     /** Shrink the balloon of guests nobody has watched for idleAfterS (0: never). */
@@ -291,12 +304,14 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const bridgeRaw = section(p, top, 'bridge');
-  rejectUnknownKeys(p, bridgeRaw, 'bridge.', ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers']);
+  rejectUnknownKeys(p, bridgeRaw, 'bridge.', ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard']);
   // QEMU's VNC server takes at most 32 clients per display; the session cap stays below that.
   const bridge = {
     maxViewersPerLink: readInt(p, bridgeRaw, 'maxViewersPerLink', 8, { prefix: 'bridge.', min: 1, max: 31 }),
     maxViewersPerSession: readInt(p, bridgeRaw, 'maxViewersPerSession', 24, { prefix: 'bridge.', min: 1, max: 31 }),
     reservedControlViewers: readInt(p, bridgeRaw, 'reservedControlViewers', 4, { prefix: 'bridge.', min: 1, max: 31 }),
+    clipboard: readEnum<ClipboardMode>(p, bridgeRaw, 'clipboard', CLIPBOARD_MODES, 'both', 'bridge.'),
+    viewOnlyClipboard: readBool(p, bridgeRaw, 'viewOnlyClipboard', false, 'bridge.'),
   };
   if (bridge.reservedControlViewers >= bridge.maxViewersPerSession) {
     p.note(`bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`);

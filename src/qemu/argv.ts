@@ -1,7 +1,7 @@
 // buildQemuArgv: pure translation of (machine, request, paths, options) into the
 // argv of qemu-system-<arch>. No I/O, no defaults read from elsewhere: what goes
 // in is what comes out, so every combination is tested in a table.
-import type { Machine } from '../catalog/descriptor.js';
+import type { Machine, MachineAgent, MachineDisplay } from '../catalog/descriptor.js';
 import type { Arch } from '../config/schema.js';
 import { qemuOpts } from './escape.js';
 
@@ -65,7 +65,8 @@ export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPat
     ...seedArgs(machine, guest.seedIso),
     ...shareArgs(guest.shares),
     ...vfioArgs(arch, guest.gpus ?? []),
-    ...displayArgs(arch),
+    ...displayArgs(arch, machine.display ?? null),
+    ...agentArgs(machine.agent ?? null),
     '-device', qemuOpts('virtio-balloon-pci', { id: 'balloon0' }),
     ...networkArgs(opts.network),
     // The display is QEMU's own VNC on a Unix socket in the 0700 run dir; only a
@@ -184,11 +185,37 @@ function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
   ]));
 }
 
-function displayArgs(arch: Arch): string[] {
+/**
+ * The display adapter and input devices. display null (absent from the
+ * descriptor) is the architecture's default, exactly as before the key existed.
+ * With -nodefaults there is no implicit VGA, so a -device adapter is the only one.
+ * Device names checked against QEMU 7.2 (`-device help` and a start with each):
+ * x86_64 pc has VGA, virtio-vga, qxl-vga; aarch64 virt has virtio-gpu-pci only
+ * (the descriptor refuses std and qxl there, so this never sees them).
+ */
+function displayArgs(arch: Arch, display: MachineDisplay | null): string[] {
   const usb = ['-device', qemuOpts('qemu-xhci', { id: 'xhci' }), '-device', qemuOpts('usb-tablet', { bus: 'xhci.0' })];
   // x86 'pc' has a PS/2 keyboard built in; aarch64 'virt' needs a USB one.
   if (arch === 'aarch64') return ['-device', 'virtio-gpu-pci', ...usb, '-device', qemuOpts('usb-kbd', { bus: 'xhci.0' })];
+  if (display === 'virtio') return ['-device', 'virtio-vga', ...usb];
+  if (display === 'qxl') return ['-device', 'qxl-vga', ...usb];
   return ['-vga', 'std', ...usb];
+}
+
+/**
+ * spice-vdagent in the guest talks over the virtio-serial port
+ * com.redhat.spice.0; QEMU's qemu-vdagent chardev answers it and, with
+ * clipboard=on, joins the guest's clipboard to QEMU's, which QEMU's VNC server
+ * offers to viewers through the Extended Clipboard pseudo-encoding. Whether a
+ * viewer may use it is the bridge's decision (src/bridge/clipboard-policy.ts).
+ */
+function agentArgs(agent: MachineAgent | null): string[] {
+  if (agent !== 'spice-vdagent') return [];
+  return [
+    '-device', 'virtio-serial-pci',
+    '-chardev', qemuOpts('qemu-vdagent', { id: 'vdagent0', name: 'vdagent', clipboard: true }),
+    '-device', qemuOpts('virtserialport', { chardev: 'vdagent0', name: 'com.redhat.spice.0' }),
+  ];
 }
 
 function networkArgs(network: 'user' | 'none'): string[] {

@@ -11,6 +11,7 @@ import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import fs from 'node:fs';
+import zlib from 'node:zlib';
 import WebSocket from 'ws';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
@@ -307,7 +308,20 @@ const cases: Case[] = [
   { name: 'control: clipboard text of 2 MiB is refused', expect: { closes: 1009, reason: /clipboard text over the limit/ }, run: rfbSend(ctl, cutText(2 * 1024 * 1024)) },
   { name: 'control: a negative (extended) length over the cap is refused', expect: { closes: 1009 }, run: rfbSend(ctl, cutText(-(2 * 1024 * 1024))) },
   { name: 'control: clipboard text of exactly 1 MiB reaches QEMU', expect: { works: true }, run: rfbSend(ctl, cutText(1024 * 1024, 1024 * 1024)) },
-  { name: 'control: extended clipboard with bogus zlib data (QEMU closes it)', expect: { closes: QEMU_CLOSED }, run: rfbSend(ctl, Buffer.concat([cutText(-12), u8(0x10, 0, 0, 1), Buffer.from('notzlib!')])) },
+  // Extended clipboard: the bridge checks a Provide as QEMU will read it and closes a bad one with a reason.
+  { name: 'control: extended clipboard with bogus zlib data', expect: { closes: 4003, reason: /^clipboard data is not valid zlib$/ }, run: rfbSend(ctl, Buffer.concat([cutText(-12), u8(0x10, 0, 0, 1), Buffer.from('notzlib!')])) },
+  { name: 'control: an extended clipboard message of 0 bytes (no flags)', expect: { closes: 4003, reason: /^malformed clipboard message$/ }, run: rfbSend(ctl, cutText(-2, 2)) },
+  { name: 'control: a Provide whose text length lies about its size', expect: { closes: 4003, reason: /^clipboard data sizes do not match$/ }, run: rfbSend(ctl, (() => {
+    const payload = zlib.deflateSync(Buffer.from([0, 0, 0x10, 0, 0x41]));
+    return Buffer.concat([cutText(-(4 + payload.length)), u8(0x10, 0, 0, 1), payload]);
+  })()) },
+  { name: 'control: a Provide that inflates past 1 MiB (a zlib bomb)', expect: { closes: 1009, reason: /clipboard text over the limit/ }, run: rfbSend(ctl, (() => {
+    const payload = zlib.deflateSync(Buffer.alloc(64 * 1024 * 1024));
+    return Buffer.concat([cutText(-(4 + payload.length)), u8(0x10, 0, 0, 1), payload]);
+  })()) },
+  { name: 'control: 10 MiB of clipboard text in 4 KiB frames is refused at its header', expect: { closes: 1009, reason: /clipboard text over the limit/ }, run: rfbSend(ctl, [cutText(10 * 1024 * 1024), ...Array.from({ length: 64 }, () => Buffer.alloc(4096, 0x41))]) },
+  { name: 'control: an empty (0-byte) ClientCutText reaches QEMU', expect: { works: true }, run: rfbSend(ctl, cutText(0)) },
+  { name: 'view-only: extended clipboard with bogus zlib data is dropped unread', expect: { works: true }, run: rfbSend(view, Buffer.concat([cutText(-12), u8(0x10, 0, 0, 1), Buffer.from('notzlib!')])) },
   { name: 'view-only: SetDesktopSize with 255 screens is dropped', expect: { works: true }, run: rfbSend(view, desktopSize(255)) },
   { name: 'control: SetDesktopSize with 0 screens and a 0x0 size', expect: { works: true }, run: rfbFire(ctl, desktopSize(0)) },
   { name: 'view-only: 10000 pointer events are dropped', expect: { works: true }, run: rfbSend(view, repeat(pointer, 10000)) },

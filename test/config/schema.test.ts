@@ -127,8 +127,10 @@ test('an e-mail backend without mail.smtpHost, and a caFile that cannot be read,
 });
 
 test('bridge viewer caps: defaults below QEMU\'s 32 clients; out-of-range values and a reserve that leaves no view-only place are refused', (t) => {
-  t.deepEqual(parseConfig({}, null, '/').config!.bridge, { maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4 });
+  t.deepEqual(parseConfig({}, null, '/').config!.bridge, { maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4, clipboard: 'both', viewOnlyClipboard: false });
   const table: Array<[Record<string, unknown>, RegExp]> = [
+    [{ clipboard: 'paste-only' }, /bridge\.clipboard must be one of both, to-guest, from-guest, off, got "paste-only"/],
+    [{ viewOnlyClipboard: 'yes' }, /bridge\.viewOnlyClipboard/],
     [{ maxViewersPerLink: 32 }, /bridge\.maxViewersPerLink/],
     [{ maxViewersPerSession: 0 }, /bridge\.maxViewersPerSession/],
     [{ reservedControlViewers: 'four' }, /bridge\.reservedControlViewers/],

@@ -4,6 +4,7 @@
 import type { ExecutionContext } from 'ava';
 import { startBroker, type Broker } from '../../src/main.js';
 import fs from 'node:fs';
+import { Writable } from 'node:stream';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createLogger, silentLogger } from '../../src/log.js';
@@ -36,15 +37,30 @@ process.once('exit', () => {
 });
 
 /**
- * The broker's log: silent, unless QWD_TEST_LOG_DIR names a directory, where
- * each broker then writes its JSON log (one file per test) for a post-mortem.
+ * The broker's log. With QWD_TEST_LOG_DIR, each broker writes its whole JSON log
+ * there (one file per test) for a post-mortem. Otherwise its warnings and errors
+ * are kept in memory (the last 30) and shown with the test's own output when the
+ * test fails, so a failure in CI says what the broker saw.
  */
 function testLogger(t: ExecutionContext) {
   const dir = process.env.QWD_TEST_LOG_DIR;
-  if (!dir) return silentLogger();
-  fs.mkdirSync(dir, { recursive: true });
-  const name = `${t.title.replace(/[^A-Za-z0-9]+/g, '-').slice(0, 80)}-${process.pid}-${Date.now()}.log`;
-  return createLogger('debug', fs.createWriteStream(path.join(dir, name)));
+  if (dir) {
+    fs.mkdirSync(dir, { recursive: true });
+    const name = `${t.title.replace(/[^A-Za-z0-9]+/g, '-').slice(0, 80)}-${process.pid}-${Date.now()}.log`;
+    return createLogger('debug', fs.createWriteStream(path.join(dir, name)));
+  }
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(line.length > 2000 ? `${line.slice(0, 2000)}…` : line);
+      lines.splice(0, Math.max(0, lines.length - 30));
+      done();
+    },
+  });
+  t.teardown(() => {
+    if (!t.passed) for (const line of lines) t.log(`broker: ${line}`);
+  });
+  return createLogger('warn', sink);
 }
 
 export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number } = {}): Promise<Broker> {

@@ -134,3 +134,53 @@ test('the cloud-init seed is attached read-only as a CD-ROM', (t) => {
   t.true(after(arm, '-device').includes('scsi-cd,drive=seed0,bus=scsi0.0'));
   t.true(after(arm, '-device').includes('virtio-scsi-pci,id=scsi0'));
 });
+
+// Today's argv, written out in full: a machine without display/agent/clipboard keys must keep it exactly.
+const TODAY_X86 = [
+  '-name', 'qwd-abc123,process=qwd-abc123', '-nodefaults', '-no-user-config', '-machine', 'pc,accel=tcg', '-cpu', 'qemu64',
+  '-smp', '1', '-m', '512M', '-drive', 'file=/run/q/s1/disk.qcow2,format=qcow2,if=none,id=disk0,discard=unmap',
+  '-device', 'virtio-blk-pci,drive=disk0,bootindex=1', '-vga', 'std', '-device', 'qemu-xhci,id=xhci', '-device', 'usb-tablet,bus=xhci.0',
+  '-device', 'virtio-balloon-pci,id=balloon0', '-nic', 'user,model=virtio-net-pci', '-display', 'none',
+  '-vnc', 'unix:/run/q/s1/vnc.sock,share=force-shared', '-qmp', 'unix:/run/q/s1/qmp.sock,server=on,wait=off',
+  '-chardev', 'file,id=serial0,path=/run/q/s1/serial.log', '-serial', 'chardev:serial0', '-monitor', 'none', '-pidfile', '/run/q/s1/qemu.pid',
+  '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+];
+const VDAGENT = [
+  '-device', 'virtio-serial-pci', '-chardev', 'qemu-vdagent,id=vdagent0,name=vdagent,clipboard=on',
+  '-device', 'virtserialport,chardev=vdagent0,name=com.redhat.spice.0',
+];
+
+test('a machine without display, agent or clipboard keys gets exactly today\'s argv', (t) => {
+  t.deepEqual(buildQemuArgv(base, { cpus: 1, memoryMiB: 512 }, paths, opts), TODAY_X86);
+  // null (as parseMachine gives for an absent key) and clipboard alone change nothing either.
+  t.deepEqual(buildQemuArgv({ ...base, display: null, agent: null, clipboard: 'off' }, { cpus: 1, memoryMiB: 512 }, paths, opts), TODAY_X86);
+  t.deepEqual(buildQemuArgv({ ...base, display: 'std' }, { cpus: 1, memoryMiB: 512 }, paths, opts), TODAY_X86, 'display: std is today\'s VGA');
+});
+
+/** Today's argv with the VGA replaced by `adapter` and `extra` inserted after the USB input devices. */
+function todayWith(adapter: string[], extra: string[] = []): string[] {
+  const i = TODAY_X86.indexOf('-vga');
+  return [...TODAY_X86.slice(0, i), ...adapter, ...TODAY_X86.slice(i + 2, i + 6), ...extra, ...TODAY_X86.slice(i + 6)];
+}
+
+const displayTable: Array<[string, Partial<Machine>, string[]]> = [
+  ['display std', { display: 'std' }, TODAY_X86],
+  ['display virtio (virtio-vga)', { display: 'virtio' }, todayWith(['-device', 'virtio-vga'])],
+  ['display qxl (qxl-vga)', { display: 'qxl' }, todayWith(['-device', 'qxl-vga'])],
+  ['agent spice-vdagent with the default display', { agent: 'spice-vdagent' }, todayWith(['-vga', 'std'], VDAGENT)],
+  ['virtio display + spice-vdagent (the desktop machine)', { display: 'virtio', agent: 'spice-vdagent', clipboard: 'to-guest' }, todayWith(['-device', 'virtio-vga'], VDAGENT)],
+];
+for (const [title, keys, expected] of displayTable) {
+  test(`x86_64 argv for ${title}`, (t) => {
+    t.deepEqual(buildQemuArgv({ ...base, ...keys }, { cpus: 1, memoryMiB: 512 }, paths, opts), expected);
+  });
+}
+
+test('aarch64: virtio-gpu-pci whether display is absent or virtio; the agent adds the same vdagent devices', (t) => {
+  const arm = { ...base, arch: 'aarch64' as const };
+  const plain = buildQemuArgv(arm, { cpus: 1, memoryMiB: 512 }, paths, opts);
+  t.deepEqual(buildQemuArgv({ ...arm, display: 'virtio' }, { cpus: 1, memoryMiB: 512 }, paths, opts), plain);
+  const withAgent = buildQemuArgv({ ...arm, display: 'virtio', agent: 'spice-vdagent' }, { cpus: 1, memoryMiB: 512 }, paths, opts);
+  const i = plain.indexOf('usb-kbd,bus=xhci.0') + 1;
+  t.deepEqual(withAgent, [...plain.slice(0, i), ...VDAGENT, ...plain.slice(i)]);
+});
