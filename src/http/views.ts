@@ -1,7 +1,7 @@
 // Server-rendered pages: the form, the session page, the viewer shell, the
 // user's list, and the answers for ended or unknown links.
 import type { Machine } from '../catalog/descriptor.js';
-import type { Config } from '../config/schema.js';
+import type { ClipboardMode, Config } from '../config/schema.js';
 import type { SessionRow } from '../store/session-rows.js';
 import type { QueueInfo } from '../launcher/types.js';
 import { Html, csrfField, html, layout, formatDuration, type PageContext } from './html.js';
@@ -203,13 +203,15 @@ ${admin && rows.length ? html`<form method="post" action="/admin/stop-all" class
   return layout(admin ? 'All desktops' : 'My desktops', body, { scripts: ['/static/session.js'], ctx });
 }
 
-/** Which way the clipboard may go for one viewer (the bridge enforces it; the viewer only hides what is not allowed). */
-export type ClipboardPolicy = 'both' | 'to-guest' | 'from-guest' | 'off';
 /** How the viewer fits the desktop to the window: `remote` asks the guest to change its resolution (RFB SetDesktopSize). */
 export type ResizeMode = 'remote' | 'scale';
 
 export interface ViewerDisplay {
-  clipboard: ClipboardPolicy;
+  /**
+   * Which way the clipboard may go for this viewer: the bridge's clipboardMode(machine, link), which it enforces;
+   * the page only hides what is not allowed.
+   */
+  clipboard: ClipboardMode;
   resize: ResizeMode;
 }
 

@@ -14,7 +14,8 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { launchChromium, requireChromium } from '../helpers/chromium.js';
-import { viewerPage, type ClipboardPolicy, type ResizeMode } from '../../src/http/views.js';
+import { viewerPage, type ResizeMode } from '../../src/http/views.js';
+import type { ClipboardMode } from '../../src/config/schema.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import {
   CELL_PX, assertNoPageProblems, changedPixels, findEchoedCommands, readScreen, saveScreenshot,
@@ -492,7 +493,7 @@ test('in Chromium, the clipboard goes to the desktop from the panel and, with th
 
 test('the viewer page offers only what the clipboard policy, the resize mode and the link allow', (t) => {
   const ids = (page: string) => [...page.matchAll(/\bid="([^"]+)"/g)].map((m) => m[1]).filter((id) => /clipboard|osk|keys|ctrl-alt-del|badge/.test(id!));
-  const render = (access: 'control' | 'view', clipboard: ClipboardPolicy, resize: ResizeMode = 'scale') => viewerPage('tok', 0, access, [60], null, 0, { clipboard, resize });
+  const render = (access: 'control' | 'view', clipboard: ClipboardMode, resize: ResizeMode = 'scale') => viewerPage('tok', 0, access, [60], null, 0, { clipboard, resize });
   t.deepEqual(ids(render('control', 'both')), ['osk-button', 'keys-button', 'clipboard-button', 'keys-panel', 'ctrl-alt-del', 'clipboard-panel', 'clipboard-text', 'clipboard-send', 'clipboard-note', 'osk-input']);
   t.deepEqual(ids(render('control', 'to-guest')), ['osk-button', 'keys-button', 'clipboard-button', 'keys-panel', 'ctrl-alt-del', 'clipboard-panel', 'clipboard-text', 'clipboard-send', 'clipboard-note', 'osk-input']);
   t.regex(render('control', 'to-guest'), /Text you put here can be pasted in the desktop\./);
