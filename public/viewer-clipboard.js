@@ -5,7 +5,8 @@
 // so this only keeps the page from offering what would be dropped anyway.
 
 /**
- * @param {{ policy: string, viewOnly: boolean, text: HTMLTextAreaElement | null, send: HTMLButtonElement | null, note: HTMLElement | null }} opts
+ * @param {{ policy: string, viewOnly: boolean, text: HTMLTextAreaElement | null,
+ *   send: HTMLButtonElement | null, note: HTMLElement | null }} opts
  */
 export function createClipboard(opts) {
   const toGuest = !opts.viewOnly && (opts.policy === 'both' || opts.policy === 'to-guest');

@@ -45,11 +45,14 @@ const MODIFIER_KEYSYMS = new Set([
  */
 const SHIFTED = /^[A-Z~!@#$%^&*()_+{}|:"<>?]$/;
 
-/** What the on-screen keyboard's input holds between keys: something Backspace can delete (mobile keyboards send no usable keydown). */
+/**
+ * What the on-screen keyboard's input holds between keys: something Backspace can delete (mobile keyboards
+ * send no usable keydown, only the input's change).
+ */
 const FILLER = '__________';
 
 /**
- * @param {{ toolbar: HTMLElement, keysPanel: HTMLElement | null, oskButton: HTMLElement | null, oskInput: HTMLInputElement | null }} els
+ * @param {{ keysPanel: HTMLElement | null, oskButton: HTMLElement | null, oskInput: HTMLInputElement | null }} els
  */
 export function createKeys(els) {
   let rfb = null;
@@ -176,7 +179,9 @@ export function createKeys(els) {
       } else if ((event.ctrlKey || event.altKey || event.metaKey) && event.key.length === 1 && rfb) {
         // Shortcuts typed on a hardware keyboard while the input has focus: as the guest would get them.
         event.preventDefault();
-        const mods = [event.ctrlKey && STICKY_KEYS.Control, event.altKey && STICKY_KEYS.Alt, event.metaKey && STICKY_KEYS.Super].filter(Boolean);
+        const mods = [
+          event.ctrlKey && STICKY_KEYS.Control, event.altKey && STICKY_KEYS.Alt, event.metaKey && STICKY_KEYS.Super,
+        ].filter(Boolean);
         for (const [keysym, code] of mods) rfb.sendKey(keysym, code, true);
         rfb.sendKey(keysyms.lookup(event.key.codePointAt(0)), undefined);
         for (const [keysym, code] of mods.reverse()) rfb.sendKey(keysym, code, false);

@@ -135,7 +135,9 @@ for (const button of panelButtons) {
     panel.hidden = !open;
     button.setAttribute('aria-expanded', String(open));
     // Opened from the keyboard (Enter or Space: a click with no pointer): the focus goes into the panel.
-    if (open && event.detail === 0) panel.querySelector('button, input:not([type=radio]), input:checked, textarea')?.focus();
+    if (open && event.detail === 0) {
+      panel.querySelector('button, input:not([type=radio]), input:checked, textarea')?.focus();
+    }
   });
   panel.addEventListener('keydown', (event) => {
     if (event.key !== 'Escape') return;
@@ -199,7 +201,8 @@ function connect() {
     retries = 0;
     indicate('connected');
     show(`${viewOnly ? 'View-only' : 'Connected'} · ${remaining()}`, 'quiet');
-    // Only when nothing else has the focus: a keyboard user may be on the toolbar (Tab goes to the guest from the desktop).
+    // Only when nothing else has the focus: a keyboard user may be on the toolbar (from the desktop, Tab goes to
+    // the guest).
     if (!document.activeElement || document.activeElement === document.body) rfb.focus();
     void poll();
   });
