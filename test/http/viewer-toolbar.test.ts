@@ -221,10 +221,13 @@ test('in Chromium, the toolbar is labelled and reachable with Tab, goes full scr
   // Full screen, from a click (a user gesture), and back.
   await page.click('#fullscreen-button');
   await waitFor('the page to go full screen', () => page.evaluate(() => document.fullscreenElement === document.documentElement), 5000);
-  t.is(await page.locator('#fullscreen-button').getAttribute('aria-pressed'), 'true');
+  // The button follows the browser's fullscreenchange event, which comes a frame after fullscreenElement changes.
+  await waitFor('the button to say full screen is on', async () => (await page.locator('#fullscreen-button').getAttribute('aria-pressed')) === 'true', 5000);
+  t.is(await page.locator('#fullscreen-button').textContent(), 'Exit full screen');
   await page.click('#fullscreen-button');
   await waitFor('the page to leave full screen', () => page.evaluate(() => document.fullscreenElement === null), 5000);
-  t.is(await page.locator('#fullscreen-button').getAttribute('aria-pressed'), 'false');
+  await waitFor('the button to say full screen is off', async () => (await page.locator('#fullscreen-button').getAttribute('aria-pressed')) === 'false', 5000);
+  t.is(await page.locator('#fullscreen-button').textContent(), 'Full screen');
 
   // Size modes: fit (the default) scales the 720×400 screen to the window; actual size is 1:1 and scrolls in a
   // small window; no remote resize offered (the page says data-resize="scale").
