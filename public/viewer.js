@@ -32,6 +32,16 @@ const keys = createKeys({
   oskButton: document.getElementById('osk-button'),
   oskInput: document.getElementById('osk-input'),
 });
+// A view-only viewer that receives the guest's clipboard (bridge.viewOnlyClipboard):
+// its input events are stopped before they reach noVNC's canvas (the bridge drops them anyway).
+const viewOnlyCopies = viewOnly && ['both', 'from-guest'].includes(status.dataset.clipboard);
+if (viewOnlyCopies) {
+  const stop = (event) => { event.stopPropagation(); event.preventDefault(); };
+  for (const type of ['keydown', 'keyup', 'keypress', 'mousedown', 'mouseup', 'mousemove', 'wheel', 'contextmenu',
+    'touchstart', 'touchmove', 'touchend', 'pointerdown', 'pointerup', 'pointermove', 'click', 'dblclick']) {
+    screen.addEventListener(type, stop, { capture: true, passive: false });
+  }
+}
 const clipboard = createClipboard({
   policy: status.dataset.clipboard || 'both',
   viewOnly,
@@ -190,7 +200,9 @@ function connect() {
   indicate(retries ? 'reconnecting' : 'connecting');
   rfb = new RFB(screen, wsUrl, { shared: true });
   // The server enforces view-only; this only stops the browser from trying.
-  rfb.viewOnly = viewOnly;
+  // noVNC in view-only mode also ignores the guest's clipboard, so a view-only
+  // viewer the site lets copy keeps noVNC's input on and this page stops it instead.
+  rfb.viewOnly = viewOnly && !viewOnlyCopies;
   rfb.focusOnClick = !keys.typing;
   rfb.background = '#1b1b1b';
   applyDisplay();

@@ -126,6 +126,7 @@ export async function startBroker(config: Config, log: Logger, opts: Pick<Servic
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
     viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,
     log: log.child({ module: 'http' }), version: VERSION, startedAt, now,
+    clipboardMode: (machine, access) => bridge.clipboardMode(machine, access),
   });
   server.on('request', app);
   const purge: PurgeSchedule = schedulePurge(config.purge.schedule, async () => {

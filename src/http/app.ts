@@ -12,10 +12,11 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { AccelChoice } from '../qemu/accel.js';
 import type { SessionManager } from '../sessions/manager.js';
 import type { LinkKind, SessionRow } from '../store/session-rows.js';
+import type { ClipboardMode } from '../config/schema.js';
 import { INSTALL_DIR } from '../config/load.js';
 import { errorHandler } from './error-handler.js';
 import { SqliteWebSessionStore } from './web-session-store.js';
-import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, DEFAULT_VIEWER_DISPLAY, type FormValues, type SessionLinks } from './views.js';
+import { REVOKED_LINK_MESSAGE, endedPage, emailLinkPage, errorPage, formPage, loginPage, managePage, notFoundPage, revokedPage, sessionPage, viewOnlyPage, viewerPage, type ViewerDisplay, type FormValues, type SessionLinks } from './views.js';
 import helmet from 'helmet';
 import type { AuthService } from '../auth/service.js';
 import { KNOWN_DEVICE_COOKIE, KNOWN_DEVICE_MAX_AGE_S, addMark, isKnownDevice } from '../auth/known-device.js';
@@ -42,6 +43,8 @@ export interface AppDeps {
   startedAt: number;
   /** The clock expiries are decided on (the manager's): pages count down on it. */
   now: () => number;
+  /** A viewer's clipboard policy, decided as the bridge enforces it (the page only shows it). */
+  clipboardMode: (machine: string, access: LinkKind) => ClipboardMode;
 }
 
 const NOVNC_DIR = path.dirname(path.dirname(createRequire(import.meta.url).resolve('@novnc/novnc')));
@@ -264,7 +267,7 @@ export function createApp(deps: AppDeps): express.Express {
     if (found.row.state !== 'running') return void res.redirect(303, `/s/${req.params.token as string}`);
     const ticket = req.identity ? issueViewerTicket(deps.sessionSecret, req.params.token as string, req.identity.user) : null;
     // The clipboard policy and resize mode: the defaults until the machine descriptor and site policy say more.
-    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket, deps.now(), DEFAULT_VIEWER_DISPLAY));
+    res.type('html').send(viewerPage(req.params.token as string, found.row.expiresAt, found.access, config.sessions.warnBeforeS, ticket, deps.now(), viewerDisplay(found.row.machine, found.access)));
   });
 
   app.post('/s/:token/stop', async (req, res) => {
@@ -374,6 +377,16 @@ export function createApp(deps: AppDeps): express.Express {
     const updated = manager.revokeLink(row.id, link);
     res.json(sessionApiJson(updated, links(req, updated), 'control', deps.viewerCounts(row.id)));
   });
+
+  /**
+   * What a viewer page offers: the clipboard directions the bridge lets this viewer use, and
+   * resizing the desktop to the window where the machine's display follows it (virtio-vga;
+   * QEMU answers "invalid screen layout" for std and qxl) and the viewer may change it.
+   */
+  function viewerDisplay(machine: string, access: LinkKind): ViewerDisplay {
+    const remote = catalog.get(machine)?.display === 'virtio' && access === 'control';
+    return { clipboard: deps.clipboardMode(machine, access), resize: remote ? 'remote' : 'scale' };
+  }
 
   /** The control token of a desktop this request may change (owner, admin; link holder in open mode). */
   function apiControl(req: Request, token: string | string[] | undefined): SessionRow {

@@ -14,6 +14,7 @@ import { parse, stringify } from 'yaml';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor, writeBlankMachine } from '../helpers/env.js';
 import { launchChromium } from '../helpers/chromium.js';
+import { recordSent, type SentMessage } from '../helpers/viewer-page.js';
 import {
   CLIP, ENCODING, connectRawViewer, extendedCut, interposeRecorder, novncProvide, plainCut, providedText,
   type RawViewer, type ServerMessage,
@@ -33,8 +34,8 @@ async function readUntil(viewer: RawViewer, until: (seen: ServerMessage[]) => bo
   return seen;
 }
 
-async function desktopInBrowser(t: ExecutionContext, machineClipboard: ClipboardMode) {
-  const setup = makeSetup(t, {}, {
+async function desktopInBrowser(t: ExecutionContext, machineClipboard: ClipboardMode, opts: { site?: Record<string, unknown>; viewOnly?: boolean } = {}) {
+  const setup = makeSetup(t, opts.site ? { bridge: opts.site } : {}, {
     machines: (d) => {
       writeBlankMachine(d, 'desk');
       const file = path.join(d, 'desk.yml');
@@ -55,7 +56,8 @@ async function desktopInBrowser(t: ExecutionContext, machineClipboard: Clipboard
   // The product's viewer page with noVNC (connection 1); its clipboard events are collected.
   const browser = await launchChromium(t);
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
-  await page.goto(s.viewerUrl);
+  const sent: SentMessage[] = recordSent(page);
+  await page.goto(opts.viewOnly ? s.viewViewerUrl : s.viewerUrl);
   await page.waitForFunction(() => (window as unknown as { qwdRfb?: { _rfbConnectionState: string } }).qwdRfb?._rfbConnectionState === 'connected', undefined, { timeout: 20000 });
   await page.evaluate(() => {
     const w = window as unknown as { qwdRfb: EventTarget; qwdGot: string[] };
@@ -63,7 +65,7 @@ async function desktopInBrowser(t: ExecutionContext, machineClipboard: Clipboard
     w.qwdRfb.addEventListener('clipboard', (e) => w.qwdGot.push((e as CustomEvent<{ text: string }>).detail.text));
   });
   await waitFor('noVNC\'s VNC connection', () => recorder.received.length === 2);
-  return { broker, s, recorder, peer, page, problems: browser.problems };
+  return { broker, s, recorder, peer, page, sent, problems: browser.problems };
 }
 
 test.serial('clipboard both: text pasted in noVNC reaches the other viewer through QEMU, and UTF-8 text from it arrives in noVNC', async (t) => {
@@ -104,5 +106,25 @@ test.serial('clipboard off: noVNC gets no clipboard from QEMU and its paste neve
   await d.peer.untilUpdate();
   t.false(has(d.recorder.bytes(0), Buffer.from('secret from the desktop')));
   t.deepEqual(await d.page.evaluate(() => (window as unknown as { qwdGot: string[] }).qwdGot), []);
+  t.deepEqual(d.problems.errors, []);
+});
+
+test.serial('a view-only page the site lets copy (bridge.viewOnlyClipboard) receives the guest\'s clipboard, and its keys and clicks still reach nothing', async (t) => {
+  t.timeout(120_000);
+  const d = await desktopInBrowser(t, 'both', { site: { clipboard: 'both', viewOnlyClipboard: true }, viewOnly: true });
+  t.is(await d.page.locator('#status').getAttribute('data-clipboard'), 'from-guest');
+  // QEMU → view-only page: the peer pastes; noVNC (its input stopped by the page, not by its own view-only mode) asks and gets it.
+  d.peer.send(Buffer.concat([extendedCut(CLIP.notify | CLIP.text), await novncProvide('for the watchers: Grüße')]));
+  await d.page.waitForFunction(() => (window as unknown as { qwdGot: string[] }).qwdGot.some((s) => s.includes('Grüße')), undefined, { timeout: 20000 });
+  // Typing and clicking on the desktop: the page stops them before noVNC, which sends no input at all
+  // (what leaves the browser, read on its WebSocket; the bridge would drop it anyway).
+  await d.page.locator('#screen canvas').click({ position: { x: 40, y: 40 } });
+  await d.page.keyboard.type('rm -rf /');
+  await d.page.mouse.wheel(0, 120);
+  // A barrier: noVNC's own clipboard request, sent after the input would have been.
+  d.peer.send(Buffer.concat([extendedCut(CLIP.notify | CLIP.text), await novncProvide('barrier')]));
+  await d.page.waitForFunction(() => (window as unknown as { qwdGot: string[] }).qwdGot.some((s) => s.includes('barrier')), undefined, { timeout: 20000 });
+  t.deepEqual(d.sent.filter((m) => ['key', 'qemu-key', 'pointer', 'cut-text', 'set-desktop-size'].includes(m.type)), [], 'no key, pointer, paste or resize left the page');
+  t.true(d.sent.some((m) => m.type === 'clipboard-request'), 'its clipboard requests were recorded (and are all it sent)');
   t.deepEqual(d.problems.errors, []);
 });

@@ -1,8 +1,10 @@
 // Sharing and not losing work: control and view-only links, revocation,
 // one-shot sessions, extension limits and life-time warnings — on real QEMU.
 import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
 import { api, startTestBroker } from '../helpers/broker.js';
-import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
+import { makeSetup, requireQemu, waitFor, writeBlankMachine } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 import { startSmtpSink } from '../helpers/smtp.js';
 import { WebClient } from '../helpers/web-client.js';
@@ -227,4 +229,33 @@ test('without an address or mail config, nothing is mailed and nothing fails', a
   await api(broker, 'POST', '/api/v1/sessions', good);
   await new Promise((r) => setTimeout(r, 2500));
   t.is(smtp.mails.length, 0);
+});
+
+test('each viewer page offers the clipboard the bridge allows that link, and remote resize only where the machine\'s display follows it', async (t) => {
+  requireQemu();
+  const setup = makeSetup(t, { bridge: { clipboard: 'to-guest', viewOnlyClipboard: true } }, {
+    machines: (dir) => {
+      writeBlankMachine(dir, 'blank');
+      writeBlankMachine(dir, 'wide');
+      // The same blank disk, with a display that follows the window and a machine policy of its own.
+      const yml = path.join(dir, 'wide.yml');
+      fs.writeFileSync(yml, `${fs.readFileSync(yml, 'utf8')}display: virtio\nclipboard: both\n`);
+    },
+  });
+  const broker = await startTestBroker(t, setup.config);
+  const page = async (url: string) => {
+    const html = await (await fetch(url)).text();
+    return { clipboard: /data-clipboard="([a-z-]+)"/.exec(html)?.[1], resize: /data-resize="([a-z]+)"/.exec(html)?.[1] };
+  };
+  const wide = (await api(broker, 'POST', '/api/v1/sessions', { machine: 'wide', user: 'wanda', lifetimeS: 600 })).json;
+  // The site allows pasting only: the stricter of site and machine, for the owner's link.
+  t.deepEqual(await page(wide.viewerUrl), { clipboard: 'to-guest', resize: 'remote' });
+  // A view-only viewer never pastes; copying is off here because the site's policy does not copy either.
+  t.deepEqual(await page(wide.viewViewerUrl), { clipboard: 'off', resize: 'scale' });
+
+  const both = makeSetup(t, { bridge: { clipboard: 'both', viewOnlyClipboard: true } });
+  const second = await startTestBroker(t, both.config);
+  const blank = (await api(second, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'bo', lifetimeS: 600 })).json;
+  t.deepEqual(await page(blank.viewerUrl), { clipboard: 'both', resize: 'scale' }, 'std VGA: the viewer scales');
+  t.deepEqual(await page(blank.viewViewerUrl), { clipboard: 'from-guest', resize: 'scale' }, 'view-only receives the guest\'s clipboard where the site says so');
 });

@@ -18,7 +18,7 @@ import { viewerPage, type ResizeMode } from '../../src/http/views.js';
 import type { ClipboardMode } from '../../src/config/schema.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import {
-  CELL_PX, assertNoPageProblems, changedPixels, findEchoedCommands, readScreen, saveScreenshot,
+  CELL_PX, assertNoPageProblems, changedPixels, findEchoedCommands, readScreen, recordSent, saveScreenshot,
   waitForQuietScreen, waitForScreen, waitForSerialLine, waitForStatus, type Screen,
 } from '../helpers/viewer-page.js';
 
@@ -29,67 +29,6 @@ test.before(() => {
 });
 
 const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
-
-/** RFB client messages (RFC 6143 §7.5, plus QEMU's extended key event) the viewer sent, in order. */
-interface SentMessage {
-  type: 'key' | 'qemu-key' | 'pointer' | 'cut-text' | 'clipboard-caps' | 'set-desktop-size' | 'other';
-  down?: boolean;
-  keysym?: number;
-  buttons?: number;
-  x?: number;
-  y?: number;
-}
-
-/** Splits one WebSocket frame of client messages; anything it cannot size ends the frame as 'other'. */
-function parseClientMessages(frame: Buffer): SentMessage[] {
-  const out: SentMessage[] = [];
-  let at = 0;
-  while (at < frame.length) {
-    const type = frame[at]!;
-    if (type === 4 && at + 8 <= frame.length) {
-      out.push({ type: 'key', down: frame[at + 1] === 1, keysym: frame.readUInt32BE(at + 4) });
-      at += 8;
-    } else if (type === 5 && at + 6 <= frame.length) {
-      out.push({ type: 'pointer', buttons: frame[at + 1]!, x: frame.readUInt16BE(at + 2), y: frame.readUInt16BE(at + 4) });
-      at += 6;
-    } else if (type === 255 && frame[at + 1] === 0 && at + 12 <= frame.length) {
-      out.push({ type: 'qemu-key', down: frame.readUInt16BE(at + 2) === 1, keysym: frame.readUInt32BE(at + 4) });
-      at += 12;
-    } else if (type === 6 && at + 8 <= frame.length) {
-      // A negative length is the extended clipboard (0xC0A1E5CE): its first flags bit 24 marks the
-      // capabilities a client announces once the server offers it, which carry no text.
-      const length = frame.readInt32BE(at + 4);
-      const caps = length < 0 && at + 12 <= frame.length && (frame.readUInt32BE(at + 8) & 0x01000000) !== 0;
-      out.push({ type: caps ? 'clipboard-caps' : 'cut-text' });
-      at += 8 + Math.abs(length);
-    } else if (type === 0 && at + 20 <= frame.length) {
-      at += 20; // SetPixelFormat
-    } else if (type === 2 && at + 4 <= frame.length) {
-      at += 4 + 4 * frame.readUInt16BE(at + 2); // SetEncodings
-    } else if (type === 251 && at + 8 <= frame.length) {
-      out.push({ type: 'set-desktop-size', x: frame.readUInt16BE(at + 2), y: frame.readUInt16BE(at + 4) });
-      at += 8 + 16 * frame[at + 6]!;
-    } else if (type === 3 && at + 10 <= frame.length) {
-      at += 10; // FramebufferUpdateRequest: the viewer asking for pictures, not input
-    } else {
-      out.push({ type: 'other' });
-      break;
-    }
-  }
-  return out;
-}
-
-/** Records every client message the page sends on its RFB WebSockets from now on. */
-function recordSent(page: Page): SentMessage[] {
-  const sent: SentMessage[] = [];
-  page.on('websocket', (ws) => {
-    if (!ws.url().includes('/ws/')) return;
-    ws.on('framesent', (frame) => {
-      if (typeof frame.payload !== 'string') sent.push(...parseClientMessages(frame.payload));
-    });
-  });
-  return sent;
-}
 
 /** Waits until "QWD: boot ok" has shown `count` times on the guest's serial console (a reboot shows it again). */
 async function waitForBoots(runDir: string, count: number, timeoutMs: number): Promise<void> {
