@@ -70,6 +70,8 @@ export class SessionManager extends EventEmitter {
   private readonly now: () => number;
   private readonly starting = new Map<string, Promise<SessionRow>>();
   private readonly stops = new Map<string, Promise<void>>();
+  /** The end of the last purge run asked for (runs go one after the other). */
+  private purgeQueue: Promise<void> = Promise.resolve();
   private readonly watchers = new Map<string, () => void>();
   private readonly oneShotTimers = new Map<string, NodeJS.Timeout>();
 
@@ -490,8 +492,18 @@ export class SessionManager extends EventEmitter {
     return { adopted, cleaned };
   }
 
-  /** What the cron job does: expired → stop; dead → clean up; orphan run dirs → delete. */
-  async purge(opts: { dryRun?: boolean } = {}): Promise<PurgeReport> {
+  /**
+   * What the cron job does: expired → stop; dead → clean up; orphan run dirs → delete.
+   * One run at a time: a run asked for while another runs (the cron job and an admin's
+   * purge, say) starts when it ends, so two runs never both mail the same warning.
+   */
+  purge(opts: { dryRun?: boolean } = {}): Promise<PurgeReport> {
+    const run = this.purgeQueue.then(() => this.purgeOnce(opts));
+    this.purgeQueue = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  private async purgeOnce(opts: { dryRun?: boolean }): Promise<PurgeReport> {
     const { rows, launcher, config, log } = this.deps;
     const now = this.now();
     const all = rows.all();

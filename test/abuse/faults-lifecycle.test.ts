@@ -335,7 +335,8 @@ test('a clock that jumps two hours past an expiry: the purge stops the session, 
   const vm = qemuPidOf(storedRows(setup)[0]!.handle);
 
   jump(HOUR_MS - 300_000); // five minutes before the end: inside the warning window
-  await broker.services.manager.purge();
+  // Two runs asked for at once (the cron job and an admin, say), then one more.
+  await Promise.all([broker.services.manager.purge(), broker.services.manager.purge()]);
   await broker.services.manager.purge();
   // The sink records a mail once its data has been read, which may be after the client's 250.
   await waitFor('the warning mail', () => smtp.mails.length >= 1);
