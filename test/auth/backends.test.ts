@@ -13,7 +13,7 @@ import { escapeDnValue, escapeFilterValue } from '../../src/auth/escape.js';
 import type { LdapBackendConfig } from '../../src/config/auth.js';
 import { startSlapd, type LdapServer } from '../helpers/slapd.js';
 import { startDovecot } from '../helpers/dovecot.js';
-import { makeSetup, requireProgram, requireQemu } from '../helpers/env.js';
+import { makeSetup, requireProgram, requireQemu, waitFor } from '../helpers/env.js';
 import { startTestBroker } from '../helpers/broker.js';
 import { WebClient } from '../helpers/web-client.js';
 import { closedPort } from '../helpers/peer-process.js';
@@ -293,7 +293,9 @@ test('a server that accepts TCP but never answers is "unavailable" within the ba
     const result = await backend.authenticate!('alice', 'alice-Secret-4711');
     const tookMs = Date.now() - started;
     t.like(result, { ok: false, reason: 'unavailable' }, what);
-    t.true(silent.connections() > before, `${what}: it did connect`);
-    t.true(tookMs >= timeoutMs * 0.9 && tookMs < timeoutMs + 1500, `${what}: gave up after ${tookMs} ms (timeout ${timeoutMs} ms)`);
+    // Seen by this process's own server: its accept may be handled after the client's timer on a busy host.
+    await waitFor(`${what}: the connection`, () => silent.connections() > before, 10_000);
+    // Not before the timeout, and long before the system's own TCP time-outs (minutes): a busy host may add seconds.
+    t.true(tookMs >= timeoutMs * 0.9 && tookMs < timeoutMs + 10_000, `${what}: gave up after ${tookMs} ms (timeout ${timeoutMs} ms)`);
   }
 });
