@@ -143,6 +143,7 @@ export async function buildMachine(ctx: CliContext, name: string, opts: { force?
   const progress = opts.json ? undefined : (event: { phase: (typeof BUILD_PHASES)[number] } | { info: string }) => {
     const t = Date.now();
     if ('phase' in event) {
+      if (phaseIndex === 0) ctx.err.write(`building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes to ${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`);
       if (phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(t - phaseStarted)}\n`);
       phaseIndex = BUILD_PHASES.indexOf(event.phase) + 1;
       phaseStarted = t;
@@ -151,7 +152,6 @@ export async function buildMachine(ctx: CliContext, name: string, opts: { force?
       ctx.err.write(`      ${event.info}\n`);
     }
   };
-  if (!opts.json) ctx.err.write(`building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; mmdebstrap output goes to ${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`);
   const result = await buildDesktopMachine({ machinesDir: config.machinesDir, stateDir: config.stateDir, qemuImg: config.qemu.img, mirror: opts.mirror ?? null, force: opts.force, refuseIfInUse, onProgress: progress });
   if (result.status === 'present') {
     if (opts.json) return ctx.print(json({ name: DESKTOP_MACHINE, status: 'present', descriptor: result.descriptor, image: result.image }));
