@@ -92,6 +92,62 @@ async function guestExec(socketPath: string, file: string, argv: string[]): Prom
   return { exitcode: status.exitcode ?? -1, out: Buffer.from(status['out-data'] ?? '', 'base64').toString('utf8') };
 }
 
+/**
+ * A VNC client that only keeps asking for frames (RFC 6143: ProtocolVersion 7.1.1, Security
+ * None 7.1.2, shared ClientInit 7.3.1, ServerInit 7.3.2, FramebufferUpdateRequest 7.5.3) —
+ * what a viewer does. QEMU 7.2 brings virtio-vga's 2D scanout into its console only while a
+ * display client refreshes it: with nobody watching, screendump stays black.
+ */
+function watchScreen(socketPath: string): () => void {
+  const socket = net.createConnection(socketPath);
+  let buffer = Buffer.alloc(0);
+  let stage: 'version' | 'types' | 'result' | 'init' | 'frames' = 'version';
+  let size = { w: 0, h: 0 };
+  let timer: NodeJS.Timeout | undefined;
+  const request = (incremental: number) => {
+    const msg = Buffer.alloc(10);
+    msg.writeUInt8(3, 0);
+    msg.writeUInt8(incremental, 1);
+    msg.writeUInt16BE(size.w, 6);
+    msg.writeUInt16BE(size.h, 8);
+    socket.write(msg);
+  };
+  socket.on('error', () => {
+    // QEMU went away: the test reports why elsewhere.
+  });
+  socket.on('data', (chunk: Buffer) => {
+    if (stage === 'frames') return; // frames are only asked for, not decoded
+    buffer = Buffer.concat([buffer, chunk]);
+    for (;;) {
+      if (stage === 'version' && buffer.length >= 12) {
+        buffer = buffer.subarray(12);
+        socket.write('RFB 003.008\n');
+        stage = 'types';
+      } else if (stage === 'types' && buffer.length >= 1 && buffer.length >= 1 + buffer[0]!) {
+        buffer = buffer.subarray(1 + buffer[0]!);
+        socket.write(Buffer.from([1]));
+        stage = 'result';
+      } else if (stage === 'result' && buffer.length >= 4) {
+        buffer = buffer.subarray(4);
+        socket.write(Buffer.from([1]));
+        stage = 'init';
+      } else if (stage === 'init' && buffer.length >= 24 && buffer.length >= 24 + buffer.readUInt32BE(20)) {
+        size = { w: buffer.readUInt16BE(0), h: buffer.readUInt16BE(2) };
+        stage = 'frames';
+        request(0);
+        timer = setInterval(() => request(1), 500);
+        return;
+      } else {
+        return;
+      }
+    }
+  });
+  return () => {
+    clearInterval(timer);
+    socket.destroy();
+  };
+}
+
 async function ensureBuilt(t: ExecutionContext): Promise<string> {
   const paths = desktopPaths(MACHINES_DIR);
   if (fs.existsSync(paths.image) && fs.existsSync(paths.descriptor)) {
@@ -128,6 +184,7 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   const qmpSocket = path.join(dir, 'qmp.sock');
   const qgaSocket = path.join(dir, 'qga.sock');
   const serial = path.join(dir, 'serial.log');
+  const vncSocket = path.join(dir, 'vnc.sock');
   const argv = [
     '-name', 'qwd-desktop-image-test', '-nodefaults', '-no-user-config',
     '-machine', 'pc,accel=tcg', '-smp', '2', '-m', '2048M',
@@ -139,7 +196,7 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
     '-chardev', `socket,id=qga0,path=${qgaSocket},server=on,wait=off`, '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
     '-chardev', 'qemu-vdagent,id=vdagent,name=vdagent,clipboard=on', '-device', 'virtserialport,chardev=vdagent,name=com.redhat.spice.0',
     '-device', 'virtio-balloon-pci', '-nic', 'user,model=virtio-net-pci',
-    '-display', 'none', '-vnc', `unix:${path.join(dir, 'vnc.sock')}`,
+    '-display', 'none', '-vnc', `unix:${vncSocket}`,
     '-qmp', `unix:${qmpSocket},server=on,wait=off`, '-serial', `file:${serial}`, '-monitor', 'none',
   ];
   const started = Date.now();
@@ -156,6 +213,8 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   const qmp = await waitFor('QMP', () => (fs.existsSync(qmpSocket) ? QmpClient.connect(qmpSocket).catch(() => false as const) : false), 30_000);
   t.teardown(() => qmp.close());
   const since = () => `${Math.round((Date.now() - started) / 1000)} s`;
+  const stopWatching = watchScreen(vncSocket);
+  t.teardown(stopWatching);
 
   const timeline: Record<string, string> = {};
   const agent = (async () => {
@@ -196,6 +255,8 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   t.is(mounts.out.trim(), '9p');
   const who = await guestExec(qgaSocket, '/usr/bin/id', [DESKTOP_USER]);
   t.regex(who.out, /^uid=1000\(user\) gid=1000\(user\) groups=1000\(user\)\n$/, 'an unprivileged user (no sudo group)');
+  const blame = await guestExec(qgaSocket, '/usr/bin/systemd-analyze', ['blame', '--no-pager']);
+  t.log(`slowest units at boot (systemd-analyze blame):\n${blame.out.split('\n').slice(0, 8).join('\n')}`);
   await qmp.quit();
   await exited;
 });
