@@ -98,7 +98,7 @@ async function guestExec(socketPath: string, file: string, argv: string[]): Prom
  * what a viewer does. QEMU 7.2 brings virtio-vga's 2D scanout into its console only while a
  * display client refreshes it: with nobody watching, screendump stays black.
  */
-function watchScreen(socketPath: string): () => void {
+function watchScreen(socketPath: string): { stop: () => void; resize: (w: number, h: number) => void } {
   const socket = net.createConnection(socketPath);
   let buffer = Buffer.alloc(0);
   let stage: 'version' | 'types' | 'result' | 'init' | 'frames' = 'version';
@@ -134,6 +134,13 @@ function watchScreen(socketPath: string): () => void {
       } else if (stage === 'init' && buffer.length >= 24 && buffer.length >= 24 + buffer.readUInt32BE(20)) {
         size = { w: buffer.readUInt16BE(0), h: buffer.readUInt16BE(2) };
         stage = 'frames';
+        // SetEncodings (7.5.2): Raw, and the ExtendedDesktopSize pseudo-encoding (-308) for resizes.
+        const enc = Buffer.alloc(12);
+        enc.writeUInt8(2, 0);
+        enc.writeUInt16BE(2, 2);
+        enc.writeInt32BE(0, 4);
+        enc.writeInt32BE(-308, 8);
+        socket.write(enc);
         request(0);
         timer = setInterval(() => request(1), 500);
         return;
@@ -142,9 +149,23 @@ function watchScreen(socketPath: string): () => void {
       }
     }
   });
-  return () => {
-    clearInterval(timer);
-    socket.destroy();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      socket.destroy();
+    },
+    // SetDesktopSize (client message 251, the ExtendedDesktopSize extension): one screen.
+    resize: (w: number, h: number) => {
+      const msg = Buffer.alloc(8 + 16);
+      msg.writeUInt8(251, 0);
+      msg.writeUInt16BE(w, 2);
+      msg.writeUInt16BE(h, 4);
+      msg.writeUInt8(1, 6);
+      msg.writeUInt16BE(w, 8 + 8);
+      msg.writeUInt16BE(h, 8 + 10);
+      size = { w, h };
+      socket.write(msg);
+    },
   };
 }
 
@@ -213,8 +234,8 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   const qmp = await waitFor('QMP', () => (fs.existsSync(qmpSocket) ? QmpClient.connect(qmpSocket).catch(() => false as const) : false), 30_000);
   t.teardown(() => qmp.close());
   const since = () => `${Math.round((Date.now() - started) / 1000)} s`;
-  const stopWatching = watchScreen(vncSocket);
-  t.teardown(stopWatching);
+  const viewer = watchScreen(vncSocket);
+  t.teardown(viewer.stop);
 
   const timeline: Record<string, string> = {};
   const agent = (async () => {
@@ -255,6 +276,14 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   t.is(mounts.out.trim(), '9p');
   const who = await guestExec(qgaSocket, '/usr/bin/id', [DESKTOP_USER]);
   t.regex(who.out, /^uid=1000\(user\) gid=1000\(user\) groups=1000\(user\)\n$/, 'an unprivileged user (no sudo group)');
+  // Remote resize: the viewer asks for 1024x768; virtio-vga passes it on as the preferred
+  // mode and qwd-display-follow switches the X screen to it.
+  const xrandr = () => guestExec(qgaSocket, '/usr/sbin/runuser', ['-u', DESKTOP_USER, '--', 'env', 'DISPLAY=:0', `XAUTHORITY=/home/${DESKTOP_USER}/.Xauthority`, 'xrandr', '--current']);
+  const resizeAsked = Date.now();
+  viewer.resize(1024, 768);
+  await waitFor('the X screen to follow the viewer to 1024x768', async () => /current 1024 x 768/.test((await xrandr()).out), 60_000);
+  t.log(`remote resize to 1024x768 followed after ${((Date.now() - resizeAsked) / 1000).toFixed(1)} s`);
+
   const blame = await guestExec(qgaSocket, '/usr/bin/systemd-analyze', ['blame', '--no-pager']);
   t.log(`slowest units at boot (systemd-analyze blame):\n${blame.out.split('\n').slice(0, 8).join('\n')}`);
   await qmp.quit();
