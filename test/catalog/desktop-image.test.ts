@@ -200,7 +200,7 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   fs.mkdirSync(share);
   fs.writeFileSync(path.join(share, 'hello.txt'), 'from the host\n');
   const seed = await buildSeedIso('genisoimage', dir, 'desktoptest', 'debian-desktop', [
-    { name: 'probe', source: 'test', text: `#!/bin/sh\n{ id -un; cat /mnt/data/hello.txt; ls /mnt; } > /mnt/data/boot-script-ran\n` },
+    { name: 'probe', source: 'test', text: `#!/bin/sh\n{ id -un; cat /mnt/data/hello.txt; ls /mnt; } > /mnt/data/.partial && mv /mnt/data/.partial /mnt/data/boot-script-ran\n` },
   ]);
   const qmpSocket = path.join(dir, 'qmp.sock');
   const qgaSocket = path.join(dir, 'qga.sock');
@@ -270,8 +270,8 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
     return /spice-vdagent/.test(res.out) && /qwd-display-follow/.test(res.out) && /xfce4-session/.test(res.out) ? res.out : false;
   }, 120_000);
   t.regex(session, /xfwm4/);
-  const daemon = await guestExec(qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd']);
-  t.is(daemon.exitcode, 0, 'spice-vdagentd runs');
+  // The daemon is socket-activated by the session agent (and started by udev for the port).
+  await waitFor('spice-vdagentd to run', async () => (await guestExec(qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd'])).exitcode === 0, 60_000);
   const mounts = await guestExec(qgaSocket, '/usr/bin/findmnt', ['-n', '-o', 'FSTYPE', '/mnt/data']);
   t.is(mounts.out.trim(), '9p');
   const who = await guestExec(qgaSocket, '/usr/bin/id', [DESKTOP_USER]);
