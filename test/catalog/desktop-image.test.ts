@@ -270,8 +270,6 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
     return /spice-vdagent/.test(res.out) && /qwd-display-follow/.test(res.out) && /xfce4-session/.test(res.out) ? res.out : false;
   }, 120_000);
   t.regex(session, /xfwm4/);
-  // The daemon is socket-activated by the session agent (and started by udev for the port).
-  await waitFor('spice-vdagentd to run', async () => (await guestExec(qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd'])).exitcode === 0, 60_000);
   const mounts = await guestExec(qgaSocket, '/usr/bin/findmnt', ['-n', '-o', 'FSTYPE', '/mnt/data']);
   t.is(mounts.out.trim(), '9p');
   const who = await guestExec(qgaSocket, '/usr/bin/id', [DESKTOP_USER]);
@@ -283,6 +281,13 @@ run('the desktop machine boots to a drawn XFCE desktop with the guest agent, the
   viewer.resize(1024, 768);
   await waitFor('the X screen to follow the viewer to 1024x768', async () => /current 1024 x 768/.test((await xrandr()).out), 60_000);
   t.log(`remote resize to 1024x768 followed after ${((Date.now() - resizeAsked) / 1000).toFixed(1)} s`);
+
+  // The daemon is started by udev for the com.redhat.spice.0 port and by its socket.
+  const daemonRuns = async () => (await guestExec(qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd'])).exitcode === 0;
+  await waitFor('spice-vdagentd to run', daemonRuns, 60_000).catch(async (err: Error) => {
+    const status = await guestExec(qgaSocket, '/usr/bin/systemctl', ['--no-pager', '-l', 'status', 'spice-vdagentd.service', 'spice-vdagentd.socket']);
+    throw new Error(`${err.message}:\n${status.out}`);
+  });
 
   const blame = await guestExec(qgaSocket, '/usr/bin/systemd-analyze', ['blame', '--no-pager']);
   t.log(`slowest units at boot (systemd-analyze blame):\n${blame.out.split('\n').slice(0, 8).join('\n')}`);
