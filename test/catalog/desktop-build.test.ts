@@ -5,7 +5,6 @@ import test from 'ava';
 import { parseMachine } from '../../src/catalog/descriptor.js';
 import { DESKTOP_BUILD_TOOLS, DESKTOP_MACHINE, desktopDescriptor, desktopDescriptorText, explainBuildFailure, findMissingTool, mountsUnder } from '../../src/catalog/desktop-build.js';
 import { parse } from 'yaml';
-import { problemsBesidesNewKeys } from '../helpers/desktop.js';
 
 test('the descriptor names the machine, its image inside machinesDir, a virtio display and the spice-vdagent agent', (t) => {
   const d = desktopDescriptor();
@@ -17,20 +16,13 @@ test('the descriptor names the machine, its image inside machinesDir, a virtio d
   t.deepEqual(parse(text), d, 'the comment header does not change the YAML');
 });
 
-test('the descriptor passes the catalog\'s validation (display and agent tolerated until the catalog knows them)', (t) => {
+test('the descriptor passes the catalog\'s validation as it is', (t) => {
   const { machine, problems } = parseMachine(desktopDescriptor(), '/srv/machines/debian-desktop.yml');
-  const { rest, newKeysUnknown } = problemsBesidesNewKeys(problems);
-  t.deepEqual(rest, [], 'no problem other than the new keys');
-  if (newKeysUnknown) {
-    t.log('this catalog does not know the keys display/agent yet (issue 11 part 2): only those are reported');
-    t.is(machine, null);
-    const { display: _d, agent: _a, ...rest2 } = desktopDescriptor();
-    const older = parseMachine(rest2, '/srv/machines/debian-desktop.yml');
-    t.deepEqual(older.problems, []);
-    t.like(older.machine, { name: 'debian-desktop', image: '/srv/machines/images/debian-desktop.qcow2', cpus: { default: 2, max: 4 }, memoryMiB: { default: 2048, max: 8192 } });
-  } else {
-    t.like(machine, { name: 'debian-desktop', image: '/srv/machines/images/debian-desktop.qcow2', cpus: { default: 2, max: 4 }, memoryMiB: { default: 2048, max: 8192 } });
-  }
+  t.deepEqual(problems, []);
+  t.like(machine, {
+    name: 'debian-desktop', image: '/srv/machines/images/debian-desktop.qcow2', display: 'virtio', agent: 'spice-vdagent',
+    cpus: { default: 2, max: 4 }, memoryMiB: { default: 2048, max: 8192 },
+  });
 });
 
 test('a missing tool is named with the Debian package that provides it', (t) => {
