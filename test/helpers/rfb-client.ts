@@ -180,7 +180,7 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
 }
 
 /** Waits until the guest has drawn text at the top of the screen (not QEMU's own placeholder); TCG on a busy CI host can take tens of seconds. */
-export async function waitForGuestText(rfb: RfbSession, timeoutMs = 45_000): Promise<Buffer> {
+export async function waitForGuestText(rfb: RfbSession, timeoutMs = 90_000): Promise<Buffer> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const fb = await rfb.update(false);
