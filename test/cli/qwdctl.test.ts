@@ -673,7 +673,7 @@ test('bash completion skips option values, completes verbs, and the arguments of
   };
   t.deepEqual(complete('qwdctl --config /etc/qwd/config.yml sessions st'), ['start', 'stop']);
   t.deepEqual(complete('qwdctl -c sessions.yml ses'), ['sessions'], 'an option value is not the noun');
-  t.deepEqual(complete('qwdctl --state-dir /var/lib/qwd machines '), ['list', 'show', 'check', 'add', 'import', 'download', 'remove']);
+  t.deepEqual(complete('qwdctl --state-dir /var/lib/qwd machines '), ['list', 'show', 'check', 'add', 'import', 'download', 'build', 'remove']);
   t.deepEqual(complete('qwdctl edit '), ['config', 'machines']);
   t.deepEqual(complete('qwdctl completion '), ['bash']);
   t.deepEqual(complete('qwdctl sessions start --cpus 2 '), [], 'no verbs offered after the verb');
