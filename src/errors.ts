@@ -49,6 +49,10 @@ export const ERROR_CODES = {
   // A machine (its descriptor or master image) cannot be removed or replaced while sessions use it.
   QWD_MACHINE_IN_USE: { status: 409, family: 'refused' },
   QWD_DOWNLOAD_FAILED: { status: 502, family: 'download' },
+  // qwdctl machines build: a program or file the build needs is missing (the message names the Debian package).
+  QWD_BUILD_TOOL_MISSING: { status: 500, family: 'config' },
+  // qwdctl machines build failed (no space, not root, a step failed); nothing was left in machinesDir.
+  QWD_BUILD_FAILED: { status: 500, family: 'launch' },
   QWD_CHECKSUM_MISMATCH: { status: 502, family: 'download' },
   QWD_CONFIG_INVALID: { status: 500, family: 'config' },
   // The state dir (or a parent) can be written by others: the store is not opened.

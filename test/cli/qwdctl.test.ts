@@ -544,7 +544,7 @@ test('help on every level, version, and bash completion', async (t) => {
   const completion = await qwdctl(['completion', 'bash']);
   t.regex(completion.stdout, /complete -F _qwdctl qwdctl/);
   t.regex(completion.stdout, /sessions\) words="list show start stop extend balloon url logs"/);
-  t.regex(completion.stdout, /machines\) words="list show check add import download remove"/);
+  t.regex(completion.stdout, /machines\) words="list show check add import download build remove"/);
 });
 
 test('edit opens $EDITOR (argv, no shell) and validates afterwards', async (t) => {

@@ -1,4 +1,4 @@
-// qwdctl machines list|show|check|add|import|download|remove.
+// qwdctl machines list|show|check|add|import|download|build|remove.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -6,12 +6,14 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { ConfigError, QwdError } from '../../errors.js';
 import { readDescriptor, readDescriptors, checkImage, loadCatalog } from '../../catalog/catalog.js';
-import type { Machine } from '../../catalog/descriptor.js';
+import { parseMachine, type Machine } from '../../catalog/descriptor.js';
+import { parse as parseYaml } from 'yaml';
 import { inspectImage } from '../../catalog/image-format.js';
 import { allowedRoots, checkBackingChain, isInside, resolveFutureFile } from '../../catalog/backing-chain.js';
 import { importDartsMachines } from '../../catalog/darts-import.js';
 import { downloadImage, progressReporter } from '../../catalog/download.js';
 import { runTool } from '../../qemu/run-tool.js';
+import { DESKTOP_MACHINE, buildDesktopMachine, desktopPaths, formatDuration, formatMiB, phaseText, BUILD_PHASES } from '../../catalog/desktop-build.js';
 import { openDb } from '../../store/db.js';
 import { SessionRows } from '../../store/session-rows.js';
 import type { Config } from '../../config/schema.js';
@@ -54,7 +56,7 @@ async function findDescriptor(config: Config, name: string) {
  * corrupts what they see, and removing the descriptor strands them.
  * `sharingImageWith`: also count sessions of other machines with the same image.
  */
-function refuseWhileInUse(config: Config, machine: Machine, what: string, sharingImageWith: readonly Machine[] = []): void {
+export function refuseWhileInUse(config: Config, machine: Pick<Machine, 'name' | 'image'>, what: string, sharingImageWith: readonly Pick<Machine, 'name' | 'image'>[] = []): void {
   const names = new Set([machine.name, ...sharingImageWith.filter((m) => m.image === machine.image).map((m) => m.name)]);
   const db = openDb(config.stateDir);
   let users: Array<{ id: string; machine: string }>;
@@ -119,6 +121,68 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
   if (failure) throw failure;
 }
 
+/**
+ * qwdctl machines build debian-desktop: the XFCE desktop machine from Debian
+ * packages (catalog/desktop-build.ts). Present and no --force: nothing to do.
+ * --force never replaces a master that sessions use (asked before and after the build).
+ */
+export async function buildMachine(ctx: CliContext, name: string, opts: { force?: boolean; mirror?: string; json?: boolean }): Promise<void> {
+  if (name !== DESKTOP_MACHINE) throw usage(`qwdctl machines build knows one machine, "${DESKTOP_MACHINE}"; got "${name}"`);
+  if (opts.mirror !== undefined && !/^https?:\/\/\S+$/i.test(opts.mirror)) throw usage(`--mirror must be an http:// or https:// URL of a Debian mirror, got ${JSON.stringify(opts.mirror)}`);
+  const config = ctx.config();
+  const paths = desktopPaths(config.machinesDir);
+  const refuseIfInUse = () => {
+    // Other machines' descriptors on the same image count too; this machine's own may not
+    // parse in this version (newer keys), so it is named by its paths.
+    const { files } = readDescriptorsSync(config.machinesDir);
+    refuseWhileInUse(config, { name: DESKTOP_MACHINE, image: paths.image }, `--force would replace ${paths.image}, the backing file of their disks`, files);
+  };
+  const started = Date.now();
+  let phaseStarted = started;
+  let phaseIndex = 0;
+  const progress = opts.json ? undefined : (event: { phase: (typeof BUILD_PHASES)[number] } | { info: string }) => {
+    const t = Date.now();
+    if ('phase' in event) {
+      if (phaseIndex === 0) ctx.err.write(`building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes to ${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`);
+      if (phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(t - phaseStarted)}\n`);
+      phaseIndex = BUILD_PHASES.indexOf(event.phase) + 1;
+      phaseStarted = t;
+      ctx.err.write(`[${phaseIndex}/${BUILD_PHASES.length}] ${phaseText(event.phase)}\n`);
+    } else {
+      ctx.err.write(`      ${event.info}\n`);
+    }
+  };
+  const result = await buildDesktopMachine({ machinesDir: config.machinesDir, stateDir: config.stateDir, qemuImg: config.qemu.img, mirror: opts.mirror ?? null, force: opts.force, refuseIfInUse, onProgress: progress });
+  if (result.status === 'present') {
+    if (opts.json) return ctx.print(json({ name: DESKTOP_MACHINE, status: 'present', descriptor: result.descriptor, image: result.image }));
+    return ctx.print(`${DESKTOP_MACHINE}: already built (${result.descriptor}, ${result.image}); --force rebuilds it`);
+  }
+  if (progress && phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(Date.now() - phaseStarted)}\n`);
+  if (opts.json) return ctx.print(json({ name: DESKTOP_MACHINE, status: 'built', descriptor: result.descriptor, image: result.image, diskBytes: result.diskBytes, elapsedMs: result.elapsedMs }));
+  ctx.print(`built ${DESKTOP_MACHINE}: ${result.image} (${formatMiB(result.diskBytes)} on disk) and ${result.descriptor} in ${formatDuration(result.elapsedMs)}`);
+}
+
+function readDescriptorsSync(dir: string): { files: Machine[] } {
+  // refuseWhileInUse is synchronous (asked again just before the swap); descriptors are few and small.
+  const files: Machine[] = [];
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f));
+  } catch {
+    return { files };
+  }
+  for (const entry of entries) {
+    const file = path.join(dir, entry);
+    try {
+      const { machine } = parseMachine(parseYaml(fs.readFileSync(file, 'utf8')), file);
+      if (machine) files.push(machine);
+    } catch {
+      // An unreadable or invalid descriptor names no image that sessions could use.
+    }
+  }
+  return { files };
+}
+
 export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): Promise<void> {
   const config = ctx.config();
   const { files, problems } = await readDescriptors(config.machinesDir);
@@ -152,7 +216,7 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
 }
 
 export function registerMachines(program: Command, ctx: CliContext): void {
-  const machines = program.command('machines').description('the machine catalog: list, check, add, import, download, remove');
+  const machines = program.command('machines').description('the machine catalog: list, check, add, import, download, build, remove');
 
   machines.command('list').alias('ls').description('machines the form offers').option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
@@ -238,6 +302,12 @@ export function registerMachines(program: Command, ctx: CliContext): void {
   machines.command('download [name]').description('fetch images that have a url (resumes partial downloads, verifies sha256)')
     .option('-f, --force', 'download again even if the image exists').option('--json', 'machine-readable output')
     .action((name: string | undefined, opts: { force?: boolean; json?: boolean }) => downloadMachines(ctx, name, opts));
+
+  machines.command('build <name>').description(`build a machine from Debian packages ("${DESKTOP_MACHINE}": Debian 12 + XFCE desktop)`)
+    .option('-f, --force', 'rebuild even if it exists (refused while sessions use its image)')
+    .option('--mirror <url>', "a Debian mirror to build from (default: this host's apt sources)")
+    .option('--json', 'machine-readable output')
+    .action((name: string, opts: { force?: boolean; mirror?: string; json?: boolean }) => buildMachine(ctx, name, opts));
 
   machines.command('remove <name>').description('remove a machine descriptor (and with --image, its image)')
     .option('--image', 'also delete the image file')
