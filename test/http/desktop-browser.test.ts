@@ -175,6 +175,17 @@ async function collectPageClipboard(page: Page): Promise<() => Promise<string[]>
   return () => page.evaluate(() => (window as unknown as { qwdGot: string[] }).qwdGot);
 }
 
+/** Runs `step`; if it fails, keeps a screenshot of the page and adds what `describe` finds to the error. */
+async function explainFailure<T>(t: ExecutionContext, d: Desktop, step: () => Promise<T>, describe: () => Promise<string>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    await saveScreenshot(d.page, 'debian-desktop-failure.png', t).catch(() => undefined); // the error below matters more
+    const seen = await describe().catch((e: Error) => `(could not look: ${e.message})`);
+    throw new Error(`${(err as Error).message}; ${seen}`, { cause: err });
+  }
+}
+
 /** Two "WxH" sizes within 8 pixels of each other each way (a display may round to its alignment). */
 function sizeNear(a: string, b: string): boolean {
   const [aw, ah] = a.split('x').map(Number);
@@ -228,12 +239,18 @@ run('on the debian-desktop machine in Chromium: text sent from the page is paste
   const win = (await inSession(d, '/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], { timeoutMs: 120_000 })).trim().split('\n')[0]!;
   await inSession(d, '/usr/bin/xdotool', ['windowactivate', '--sync', win]);
   await d.page.evaluate(() => (window as unknown as { qwdRfb: { focus(): void } }).qwdRfb.focus());
-  await d.page.keyboard.press('Control+v');
-  await d.page.keyboard.press('Control+s');
-  const pasted = await waitFor('the editor to save the pasted text', async () => {
-    const res = await guestExec(d.qgaSocket, '/usr/bin/cat', [saved]);
-    return res.out.includes(TO_GUEST) ? res.out : false;
-  }, 60_000);
+  const title = () => inSession(d, '/usr/bin/xdotool', ['getwindowname', win]);
+  const pasted = await explainFailure(t, d, async () => {
+    await d.page.keyboard.press('Control+v');
+    // GTK fetches the clipboard from spice-vdagent (and it from the page) before it inserts:
+    // the document shows as modified ("*" in the title) once the text is in.
+    await waitFor('the editor\'s document to change (a "*" in its title)', async () => (await title()).startsWith('*'), 30_000);
+    return waitFor('the editor to save the pasted text', async () => {
+      await d.page.keyboard.press('Control+s');
+      const res = await guestExec(d.qgaSocket, '/usr/bin/cat', [saved]);
+      return res.out.includes(TO_GUEST) ? res.out : false;
+    }, 60_000);
+  }, async () => `editor title ${JSON.stringify(await title())}, file ${JSON.stringify((await guestExec(d.qgaSocket, '/usr/bin/cat', [saved])).out)}`);
   t.is(withoutNul(pasted.trimEnd()), TO_GUEST, 'mousepad saved exactly the text sent from the page (UTF-8 intact)');
 
   // Browser → guest, automatically: the browser's clipboard is read when the page gets the focus.
