@@ -21,7 +21,7 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { launchChromium, requireChromium } from '../helpers/chromium.js';
 import { ROOT, makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { asDesktopUser, guestExec, guestSpawn, qga } from '../helpers/guest-agent.js';
-import { assertNoPageProblems, recordSent, saveScreenshot, waitForStatus } from '../helpers/viewer-page.js';
+import { assertNoPageProblems, recordSent, saveScreenshot, waitForStatus, type SentMessage } from '../helpers/viewer-page.js';
 import { interposeRecorder, type RecordingProxy } from '../helpers/rfb-raw-viewer.js';
 import { DESKTOP_MACHINE, DESKTOP_USER, desktopDescriptor, desktopPaths } from '../../src/catalog/desktop-build.js';
 import type { ClipboardMode } from '../../src/config/schema.js';
@@ -57,6 +57,8 @@ interface Desktop {
   postedAt: number;
   problems: Awaited<ReturnType<typeof launchChromium>>['problems'];
   recorder: RecordingProxy | null;
+  /** The RFB client messages the page sent (read on its WebSocket, from the first). */
+  sent: SentMessage[];
 }
 
 /** A broker whose catalog has the built debian-desktop machine (the image reached through a directory symlink). */
@@ -87,9 +89,10 @@ async function desktopSession(
     t.teardown(() => proxy.close());
     recorder = proxy;
   }
+  const sent = recordSent(page);
   await page.goto(s.viewerUrl);
   await waitForStatus(page, 'Connected', 30_000);
-  return { page, s, runDir, qgaSocket: path.join(runDir, 'qga.sock'), postedAt, problems: browser.problems, recorder };
+  return { page, s, runDir, qgaSocket: path.join(runDir, 'qga.sock'), postedAt, problems: browser.problems, recorder, sent };
 }
 
 /** Distinct colours on noVNC's canvas (the desktop is "up" at ≥ 1000: a black or text screen has a few). */
@@ -268,7 +271,9 @@ run('on the debian-desktop machine in Chromium: text sent from the page is paste
   }, 15_000);
   t.regex(await d.page.locator('#clipboard-note').textContent() ?? '', /also in your clipboard/);
 
-  // The README's picture: the desktop with the editor, the toolbar and its clipboard panel.
+  // The README's picture: the desktop with the editor holding the pasted text, under the toolbar.
+  await d.page.click('#clipboard-button');
+  await d.page.locator('#clipboard-panel').waitFor({ state: 'hidden' });
   const shot = await saveScreenshot(d.page, 'debian-desktop-viewer.png', t);
   assertNoPageProblems(t, 'desktop viewer', d.problems);
   t.log(`test duration: ${((Date.now() - testStarted) / 1000).toFixed(0)} s`);
@@ -282,7 +287,6 @@ run('with clipboard off on the debian-desktop machine, text copied in the guest 
   const testStarted = Date.now();
   const d = await desktopSession(t, 'off', { width: 1024, height: 700 }, { record: true });
   const recorder = d.recorder!;
-  const sent = recordSent(d.page);
   t.is(await d.page.locator('#status').getAttribute('data-clipboard'), 'off');
   t.is(await d.page.locator('#clipboard-button').count(), 0, 'the page offers no clipboard');
   await waitForDesktop(t, d);
@@ -310,7 +314,7 @@ run('with clipboard off on the debian-desktop machine, text copied in the guest 
     rfb.sendKey(0xffe1, 'ShiftLeft', false);
   });
   await waitFor('the page\'s key to reach QEMU', () => recorder.bytes(0).includes(Buffer.from([0, 0, 0xff, 0xe1])));
-  t.true(sent.some((m) => m.type === 'cut-text'), 'the page did send its paste (the bridge is what stopped it)');
+  t.true(d.sent.some((m) => m.type === 'cut-text'), 'the page did send its paste (the bridge is what stopped it)');
   t.false(recorder.bytes(0).includes(Buffer.from('secret from the browser')), 'the paste never reached QEMU');
   t.is(withoutNul(await guestClipboard(d)), marker, 'the guest\'s clipboard still holds its own text');
   assertNoPageProblems(t, 'desktop viewer (clipboard off)', d.problems);
