@@ -8,11 +8,14 @@ import net from 'node:net';
 import { waitFor } from './env.js';
 
 /** One request to the guest agent; rejects with QGA's error description or after timeoutMs. */
-export async function qga(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
+export async function qga(
+  socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000,
+): Promise<unknown> {
   const socket = net.createConnection(socketPath);
   try {
     return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`guest agent: no answer to ${command} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`guest agent: no answer to ${command} within ${timeoutMs} ms`)), timeoutMs);
       const syncId = Math.floor(Math.random() * 1e9);
       let synced = false;
       let buffer = '';

@@ -21,7 +21,9 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { launchChromium, requireChromium } from '../helpers/chromium.js';
 import { ROOT, makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { asDesktopUser, guestExec, guestSpawn, qga } from '../helpers/guest-agent.js';
-import { assertNoPageProblems, recordSent, saveScreenshot, waitForStatus, type SentMessage } from '../helpers/viewer-page.js';
+import {
+  assertNoPageProblems, recordSent, saveScreenshot, waitForStatus, type SentMessage,
+} from '../helpers/viewer-page.js';
 import { interposeRecorder, type RecordingProxy } from '../helpers/rfb-raw-viewer.js';
 import { DESKTOP_MACHINE, DESKTOP_USER, desktopDescriptor, desktopPaths } from '../../src/catalog/desktop-build.js';
 import type { ClipboardMode } from '../../src/config/schema.js';
@@ -44,7 +46,8 @@ if (OPTED_IN) {
     requireChromium();
     const { image } = desktopPaths(MACHINES_DIR);
     if (!fs.existsSync(image)) {
-      throw new Error(`${image} is missing: build it with "bin/qwdctl machines build debian-desktop" (INSTALL.md, "The desktop machine")`);
+      throw new Error(`${image} is missing: build it with "bin/qwdctl machines build debian-desktop" `
+        + '(INSTALL.md, "The desktop machine")');
     }
   });
 }
@@ -63,7 +66,8 @@ interface Desktop {
 
 /** A broker whose catalog has the built debian-desktop machine (the image reached through a directory symlink). */
 async function desktopSession(
-  t: ExecutionContext, clipboard: ClipboardMode, viewport: { width: number; height: number }, opts: { record?: boolean } = {},
+  t: ExecutionContext, clipboard: ClipboardMode, viewport: { width: number; height: number },
+  opts: { record?: boolean } = {},
 ): Promise<Desktop> {
   const setup = makeSetup(t, {}, {
     machines: (d) => {
@@ -77,7 +81,8 @@ async function desktopSession(
   await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: broker.url });
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
   const postedAt = Date.now();
-  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: DESKTOP_MACHINE, user: 'ada', lifetimeS: 3 * 3600 });
+  const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions',
+    { machine: DESKTOP_MACHINE, user: 'ada', lifetimeS: 3 * 3600 });
   t.is(status, 201, JSON.stringify(s));
   const found = broker.services.manager.lookupToken(s.token);
   if (found.kind !== 'live') throw new Error(`the new session's token looks up as ${found.kind}`);
@@ -119,24 +124,31 @@ async function waitForDesktop(t: ExecutionContext, d: Desktop): Promise<number> 
     last = await canvasColours(d.page);
     return last.colours >= 1000;
   }, DESKTOP_TIMEOUT_MS).catch((err: Error) => {
-    throw new Error(`${err.message}; last canvas ${last.width}×${last.height} with ${last.colours} colours`, { cause: err });
+    const seen = `last canvas ${last.width}×${last.height} with ${last.colours} colours`;
+    throw new Error(`${err.message}; ${seen}`, { cause: err });
   });
   const visibleS = (Date.now() - d.postedAt) / 1000;
-  t.log(`POST → XFCE desktop visible in the browser: ${visibleS.toFixed(1)} s (${last.width}×${last.height}, ${last.colours} colours)`);
-  await waitFor('the guest agent to answer', () => qga(d.qgaSocket, 'guest-ping', undefined, 3000).then(() => true, () => false), 120_000);
+  t.log(`POST → XFCE desktop visible in the browser: ${visibleS.toFixed(1)} s `
+    + `(${last.width}×${last.height}, ${last.colours} colours)`);
+  const pings = () => qga(d.qgaSocket, 'guest-ping', undefined, 3000).then(() => true, () => false);
+  await waitFor('the guest agent to answer', pings, 120_000);
   await waitFor('the desktop session to run spice-vdagent and qwd-display-follow', async () => {
     const ps = await guestExec(d.qgaSocket, '/usr/bin/ps', ['-u', DESKTOP_USER, '-o', 'args=']);
     return /spice-vdagent/.test(ps.out) && /qwd-display-follow/.test(ps.out) && /xfdesktop/.test(ps.out);
   }, 120_000);
-  await waitFor('spice-vdagentd to run', async () => (await guestExec(d.qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd'])).exitcode === 0, 60_000);
+  const daemonRuns = async () => (await guestExec(d.qgaSocket, '/usr/bin/pgrep', ['-x', 'spice-vdagentd'])).exitcode === 0;
+  await waitFor('spice-vdagentd to run', daemonRuns, 60_000);
   return visibleS;
 }
 
 /** Runs an X client as the desktop user; fails with its stderr (e.g. xclip not in the image: rebuild it). */
-async function inSession(d: Desktop, program: string, args: string[], opts: { input?: string; capture?: boolean; timeoutMs?: number } = {}): Promise<string> {
+async function inSession(
+  d: Desktop, program: string, args: string[], opts: { input?: string; capture?: boolean; timeoutMs?: number } = {},
+): Promise<string> {
   const res = await guestExec(d.qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, program, args), opts);
   if (res.exitcode !== 0) {
-    const hint = /No such file/.test(res.err) ? ' (rebuild the machine: qwdctl machines build debian-desktop --force adds xclip and xdotool)' : '';
+    const hint = /No such file/.test(res.err)
+      ? ' (rebuild the machine: qwdctl machines build debian-desktop --force adds xclip and xdotool)' : '';
     throw new Error(`${program} ${args.join(' ')} in the guest exited with ${res.exitcode}: ${res.err.trim()}${hint}`);
   }
   return res.out;
@@ -144,7 +156,8 @@ async function inSession(d: Desktop, program: string, args: string[], opts: { in
 
 /** The guest's CLIPBOARD selection as xclip reads it; '' while nobody owns it. */
 async function guestClipboard(d: Desktop): Promise<string> {
-  const res = await guestExec(d.qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/xclip', ['-o', '-selection', 'clipboard']));
+  const argv = asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/xclip', ['-o', '-selection', 'clipboard']);
+  const res = await guestExec(d.qgaSocket, RUNUSER, argv);
   return res.exitcode === 0 ? res.out : '';
 }
 
@@ -179,7 +192,9 @@ async function collectPageClipboard(page: Page): Promise<() => Promise<string[]>
 }
 
 /** Runs `step`; if it fails, keeps a screenshot of the page and adds what `describe` finds to the error. */
-async function explainFailure<T>(t: ExecutionContext, d: Desktop, step: () => Promise<T>, describe: () => Promise<string>): Promise<T> {
+async function explainFailure<T>(
+  t: ExecutionContext, d: Desktop, step: () => Promise<T>, describe: () => Promise<string>,
+): Promise<T> {
   try {
     return await step();
   } catch (err) {
@@ -233,13 +248,16 @@ run('on the debian-desktop machine in Chromium: text sent from the page is paste
   await d.page.click('#clipboard-button');
   await d.page.fill('#clipboard-text', TO_GUEST);
   await d.page.click('#clipboard-send');
-  await waitFor('the panel\'s text in the guest\'s clipboard (xclip -o)', async () => withoutNul(await guestClipboard(d)) === TO_GUEST, 30_000);
+  await waitFor('the panel\'s text in the guest\'s clipboard (xclip -o)',
+    async () => withoutNul(await guestClipboard(d)) === TO_GUEST, 30_000);
 
   // … and pasted in the guest's text editor with Ctrl+V typed in the browser, saved with Ctrl+S.
   const saved = `/home/${DESKTOP_USER}/pasted.txt`;
   await inSession(d, '/usr/bin/touch', [saved]);
   await guestSpawn(d.qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/mousepad', [saved]));
-  const win = (await inSession(d, '/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], { timeoutMs: 120_000 })).trim().split('\n')[0]!;
+  const found = await inSession(d, '/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'],
+    { timeoutMs: 120_000 });
+  const win = found.trim().split('\n')[0]!;
   await inSession(d, '/usr/bin/xdotool', ['windowactivate', '--sync', win]);
   await d.page.evaluate(() => (window as unknown as { qwdRfb: { focus(): void } }).qwdRfb.focus());
   const title = () => inSession(d, '/usr/bin/xdotool', ['getwindowname', win]);
@@ -247,24 +265,30 @@ run('on the debian-desktop machine in Chromium: text sent from the page is paste
     await d.page.keyboard.press('Control+v');
     // GTK fetches the clipboard from spice-vdagent (and it from the page) before it inserts:
     // the document shows as modified ("*" in the title) once the text is in.
-    await waitFor('the editor\'s document to change (a "*" in its title)', async () => (await title()).startsWith('*'), 30_000);
+    await waitFor('the editor\'s document to change (a "*" in its title)',
+      async () => (await title()).startsWith('*'), 30_000);
     return waitFor('the editor to save the pasted text', async () => {
       await d.page.keyboard.press('Control+s');
       const res = await guestExec(d.qgaSocket, '/usr/bin/cat', [saved]);
       return res.out.includes(TO_GUEST) ? res.out : false;
     }, 60_000);
-  }, async () => `editor title ${JSON.stringify(await title())}, file ${JSON.stringify((await guestExec(d.qgaSocket, '/usr/bin/cat', [saved])).out)}`);
+  }, async () => {
+    const file = (await guestExec(d.qgaSocket, '/usr/bin/cat', [saved])).out;
+    return `editor title ${JSON.stringify(await title())}, file ${JSON.stringify(file)}`;
+  });
   t.is(withoutNul(pasted.trimEnd()), TO_GUEST, 'mousepad saved exactly the text sent from the page (UTF-8 intact)');
 
   // Browser → guest, automatically: the browser's clipboard is read when the page gets the focus.
   await d.page.bringToFront();
   await d.page.evaluate((text) => navigator.clipboard.writeText(text), TO_GUEST_AUTO);
   await d.page.evaluate(() => window.dispatchEvent(new Event('focus')));
-  await waitFor('the browser\'s clipboard in the guest\'s clipboard', async () => withoutNul(await guestClipboard(d)) === TO_GUEST_AUTO, 30_000);
+  await waitFor('the browser\'s clipboard in the guest\'s clipboard',
+    async () => withoutNul(await guestClipboard(d)) === TO_GUEST_AUTO, 30_000);
 
   // Guest → browser: copied in the guest (xclip), it shows in the panel and lands in the browser's clipboard.
   await setGuestClipboard(d, FROM_GUEST);
-  await waitFor('the guest\'s text in the clipboard panel', async () => withoutNul(await d.page.inputValue('#clipboard-text')) === FROM_GUEST, 30_000);
+  await waitFor('the guest\'s text in the clipboard panel',
+    async () => withoutNul(await d.page.inputValue('#clipboard-text')) === FROM_GUEST, 30_000);
   t.true((await gotInPage()).some((s) => withoutNul(s) === FROM_GUEST), 'noVNC got the guest\'s text');
   await waitFor('the guest\'s text in the browser\'s clipboard (navigator.clipboard.readText)', async () => {
     return withoutNul(await d.page.evaluate(() => navigator.clipboard.readText())) === FROM_GUEST;
@@ -292,7 +316,8 @@ run('with clipboard off on the debian-desktop machine, text copied in the guest 
   await waitForDesktop(t, d);
   const gotInPage = await collectPageClipboard(d.page);
   t.is(recorder.received.length, 1, 'the page\'s one VNC connection went through the recorder');
-  t.false(recorder.bytes(0).includes(Buffer.from([0xc0, 0xa1, 0xe5, 0xce])), 'the Extended Clipboard pseudo-encoding was hidden from QEMU');
+  t.false(recorder.bytes(0).includes(Buffer.from([0xc0, 0xa1, 0xe5, 0xce])),
+    'the Extended Clipboard pseudo-encoding was hidden from QEMU');
 
   // Guest → page: the guest's clipboard is set; then the guest's screen changes (a window opens) and the
   // page shows it — frames sent after the clipboard was announced have arrived, and no text with them.
@@ -308,7 +333,8 @@ run('with clipboard off on the debian-desktop machine, text copied in the guest 
   // Page → guest: noVNC's own paste (the page offers none; a changed page could call it) and then a key
   // as a barrier: once the key reached QEMU, the bridge had decided the paste before it.
   await d.page.evaluate(() => {
-    const rfb = (window as unknown as { qwdRfb: { clipboardPasteFrom(s: string): void; sendKey(k: number, c: string, down?: boolean): void } }).qwdRfb;
+    type Rfb = { clipboardPasteFrom(s: string): void; sendKey(k: number, c: string, down?: boolean): void };
+    const rfb = (window as unknown as { qwdRfb: Rfb }).qwdRfb;
     rfb.clipboardPasteFrom('secret from the browser: café 中文');
     rfb.sendKey(0xffe1, 'ShiftLeft', true);
     rfb.sendKey(0xffe1, 'ShiftLeft', false);
