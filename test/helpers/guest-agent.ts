@@ -7,9 +7,9 @@
 import net from 'node:net';
 import { waitFor } from './env.js';
 
-/** One request to the guest agent; rejects with QGA's error description or after timeoutMs. */
+/** One request to the guest agent; rejects with QGA's error description or after timeoutMs (a loaded TCG guest can take seconds). */
 export async function qga(
-  socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000,
+  socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 15_000,
 ): Promise<unknown> {
   const socket = net.createConnection(socketPath);
   try {
