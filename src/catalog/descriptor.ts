@@ -2,7 +2,7 @@
 // parseMachine is pure; reading files and probing images lives in catalog.ts.
 import path from 'node:path';
 import { ARCHES, CLIPBOARD_MODES, type Arch, type ClipboardMode } from '../config/schema.js';
-import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, type Obj } from '../config/check.js';
+import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, readBool, type Obj } from '../config/check.js';
 import type { ShareDecl } from '../guest/shares.js';
 import { readBootScripts, readShares, type BootScriptsDecl } from '../config/guest.js';
 
@@ -49,13 +49,18 @@ export interface Machine {
   readonly display?: MachineDisplay | null;
   /** Guest agent the machine's image runs; absent or null: none (no clipboard device). */
   readonly agent?: MachineAgent | null;
+  /**
+   * The image runs qemu-guest-agent: the session gets its virtio-serial port
+   * (org.qemu.guest_agent.0) on <runDir>/qga.sock. Absent: false (no port).
+   */
+  readonly guestAgent?: boolean;
   /** The machine's clipboard policy (the site's bridge.clipboard may make it stricter); absent: both. */
   readonly clipboard?: ClipboardMode;
   /** The descriptor file it came from. */
   readonly file: string;
 }
 
-const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'clipboard'] as const;
+const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'guestAgent', 'clipboard'] as const;
 
 export function parseMachine(raw: unknown, file: string): { machine: Machine | null; problems: string[] } {
   const p = new Problems(file);
@@ -100,6 +105,7 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
     display,
     agent: raw.agent === undefined || raw.agent === null
       ? null : readEnum<MachineAgent>(p, raw, 'agent', MACHINE_AGENTS, 'spice-vdagent'),
+    guestAgent: readBool(p, raw, 'guestAgent', false),
     clipboard: readEnum<ClipboardMode>(p, raw, 'clipboard', CLIPBOARD_MODES, 'both'),
     file,
   };

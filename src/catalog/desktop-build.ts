@@ -74,6 +74,8 @@ export function desktopDescriptor(): Record<string, unknown> {
     // Keys of issue 11 part 2: virtio-vga (remote resize) and the qemu-vdagent clipboard channel.
     display: 'virtio',
     agent: 'spice-vdagent',
+    // qemu-guest-agent's port (<runDir>/qga.sock): tests and the broker reach the guest through it.
+    guestAgent: true,
     cpus: { default: 2, max: 4 },
     memoryMiB: { default: 2048, max: 8192 },
   };

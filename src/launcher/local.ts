@@ -48,6 +48,7 @@ export function vmPaths(runDir: string): VmPaths {
     vncSocket: path.join(runDir, 'vnc.sock'),
     serialLog: path.join(runDir, 'serial.log'),
     pidFile: path.join(runDir, 'qemu.pid'),
+    qgaSocket: path.join(runDir, 'qga.sock'),
   };
 }
 

@@ -101,6 +101,7 @@ export class SlurmLauncher implements Launcher {
         vncSocket: '',
         serialLog: path.join(jobDir, 'serial.log'),
         pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`,
+        qgaSocket: `${NODE_DIR_PLACEHOLDER}/qga.sock`,
       };
       const argvFor = (accel: 'kvm' | 'tcg') => {
         const opts: ArgvOptions = {

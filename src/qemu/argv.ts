@@ -1,7 +1,7 @@
 // buildQemuArgv: pure translation of (machine, request, paths, options) into the
 // argv of qemu-system-<arch>. No I/O, no defaults read from elsewhere: what goes
 // in is what comes out, so every combination is tested in a table.
-import type { Machine, MachineAgent, MachineDisplay } from '../catalog/descriptor.js';
+import type { Machine, MachineDisplay } from '../catalog/descriptor.js';
 import type { Arch } from '../config/schema.js';
 import { qemuOpts } from './escape.js';
 
@@ -18,6 +18,8 @@ export interface VmPaths {
   readonly vncSocket: string;
   readonly serialLog: string;
   readonly pidFile: string;
+  /** The qemu-guest-agent port's socket (used only for machines with guestAgent: true). */
+  readonly qgaSocket: string;
 }
 
 export interface ArgvOptions {
@@ -66,7 +68,7 @@ export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPat
     ...shareArgs(guest.shares),
     ...vfioArgs(arch, guest.gpus ?? []),
     ...displayArgs(arch, machine.display ?? null),
-    ...agentArgs(machine.agent ?? null),
+    ...agentArgs(machine, paths.qgaSocket),
     '-device', qemuOpts('virtio-balloon-pci', { id: 'balloon0' }),
     ...networkArgs(opts.network),
     // The display is QEMU's own VNC on a Unix socket in the 0700 run dir; only a
@@ -203,18 +205,30 @@ function displayArgs(arch: Arch, display: MachineDisplay | null): string[] {
 }
 
 /**
+ * The guest agents' ports, on one virtio-serial bus.
  * spice-vdagent in the guest talks over the virtio-serial port
  * com.redhat.spice.0; QEMU's qemu-vdagent chardev answers it and, with
  * clipboard=on, joins the guest's clipboard to QEMU's, which QEMU's VNC server
  * offers to viewers through the Extended Clipboard pseudo-encoding. Whether a
  * viewer may use it is the bridge's decision (src/bridge/clipboard-policy.ts).
+ * qemu-guest-agent (guestAgent: true) listens on the port named
+ * org.qemu.guest_agent.0, which QEMU joins to a Unix socket in the 0700 run dir
+ * (QGA's JSON protocol: the broker and tests reach the guest without a network).
  */
-function agentArgs(agent: MachineAgent | null): string[] {
-  if (agent !== 'spice-vdagent') return [];
+function agentArgs(machine: Machine, qgaSocket: string): string[] {
+  const vdagent = machine.agent === 'spice-vdagent';
+  const qga = machine.guestAgent === true;
+  if (!vdagent && !qga) return [];
   return [
     '-device', 'virtio-serial-pci',
-    '-chardev', qemuOpts('qemu-vdagent', { id: 'vdagent0', name: 'vdagent', clipboard: true }),
-    '-device', qemuOpts('virtserialport', { chardev: 'vdagent0', name: 'com.redhat.spice.0' }),
+    ...(vdagent ? [
+      '-chardev', qemuOpts('qemu-vdagent', { id: 'vdagent0', name: 'vdagent', clipboard: true }),
+      '-device', qemuOpts('virtserialport', { chardev: 'vdagent0', name: 'com.redhat.spice.0' }),
+    ] : []),
+    ...(qga ? [
+      '-chardev', qemuOpts('socket', { path: qgaSocket, server: true, wait: false, id: 'qga0' }),
+      '-device', qemuOpts('virtserialport', { chardev: 'qga0', name: 'org.qemu.guest_agent.0' }),
+    ] : []),
   ];
 }
 

@@ -9,7 +9,14 @@ test('display, agent and clipboard are absent by default: today\'s display, no a
   t.deepEqual(problems, []);
   t.is(machine!.display, null);
   t.is(machine!.agent, null);
+  t.is(machine!.guestAgent, false);
   t.is(machine!.clipboard, 'both');
+});
+
+test('guestAgent: true declares that the image runs qemu-guest-agent', (t) => {
+  const { machine, problems } = parseMachine({ ...minimal, agent: 'spice-vdagent', guestAgent: true }, FILE);
+  t.deepEqual(problems, []);
+  t.true(machine!.guestAgent);
 });
 
 test('a desktop machine declares its display, agent and clipboard policy', (t) => {
@@ -23,6 +30,8 @@ test('a desktop machine declares its display, agent and clipboard policy', (t) =
 const bad: Array<[string, Record<string, unknown>, RegExp]> = [
   ['an unknown display', { display: 'cirrus' }, /desk\.yml.*display must be one of std, virtio, qxl, got "cirrus"/],
   ['an unknown agent', { agent: 'qemu-ga' }, /desk\.yml.*agent must be one of spice-vdagent, got "qemu-ga"/],
+  ['a guestAgent that is not true or false', { guestAgent: 'qemu-guest-agent' },
+    /desk\.yml.*guestAgent must be true or false, got "qemu-guest-agent"/],
   ['an unknown clipboard policy', { clipboard: 'yes' }, /desk\.yml.*clipboard must be one of both, to-guest, from-guest, off, got "yes"/],
   ['a clipboard policy that is not a string', { clipboard: true }, /clipboard must be one of/],
   ['qxl on aarch64', { arch: 'aarch64', display: 'qxl' }, /display "qxl" is not available on aarch64 .*no qxl-vga.*use display: virtio/],

@@ -8,7 +8,8 @@ import { parse } from 'yaml';
 
 test('the descriptor names the machine, its image inside machinesDir, a virtio display and the spice-vdagent agent', (t) => {
   const d = desktopDescriptor();
-  t.like(d, { name: DESKTOP_MACHINE, image: 'images/debian-desktop.qcow2', format: 'qcow2', arch: 'x86_64', firmware: 'bios', diskInterface: 'virtio', display: 'virtio', agent: 'spice-vdagent' });
+  t.like(d, { name: DESKTOP_MACHINE, image: 'images/debian-desktop.qcow2', format: 'qcow2', arch: 'x86_64', firmware: 'bios', diskInterface: 'virtio', display: 'virtio', agent: 'spice-vdagent',
+    guestAgent: true });
   t.deepEqual(d.cpus, { default: 2, max: 4 });
   t.deepEqual(d.memoryMiB, { default: 2048, max: 8192 });
   const text = desktopDescriptorText(new Date('2026-12-04T20:00:00Z'));

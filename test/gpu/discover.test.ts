@@ -14,7 +14,7 @@ const machine: Machine = {
   name: 'm', description: 'm', image: '/srv/m.qcow2', format: 'qcow2', arch: 'x86_64', firmware: 'bios', diskInterface: 'virtio', cpus: { default: 1, max: 4 },
   memoryMiB: { default: 1024, max: 4096 }, isoDiskGiB: null, maxSessions: null, url: null, sha256: null, shares: [], bootScripts: { delivery: 'cloud-init', allowUserScripts: false, scripts: [] }, file: '/srv/m.yml',
 };
-const paths = { overlay: '/r/disk.qcow2', qmpSocket: '/r/qmp.sock', vncSocket: '/r/vnc.sock', serialLog: '/r/serial.log', pidFile: '/r/qemu.pid' };
+const paths = { overlay: '/r/disk.qcow2', qmpSocket: '/r/qmp.sock', vncSocket: '/r/vnc.sock', serialLog: '/r/serial.log', pidFile: '/r/qemu.pid', qgaSocket: '/r/qga.sock' };
 const opts = { sessionId: 'abc', accel: 'kvm' as const, sandbox: true, runAs: null, network: 'user' as const, uefiFirmware: '/x' };
 const vfio = (gpus: string[][]) => { const a = buildQemuArgv(machine, { cpus: 1, memoryMiB: 1024 }, paths, opts, { shares: [], seedIso: null, gpus }); return a.flatMap((x, i) => (a[i - 1] === '-device' && x.startsWith('vfio-pci') ? [x] : [])); };
 

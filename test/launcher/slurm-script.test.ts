@@ -81,7 +81,7 @@ function scriptFor(dir: string, bind: string, ports: [number, number], accel: Jo
   const jobDir = path.join(dir, 'job');
   fs.mkdirSync(jobDir, { mode: 0o700 });
   fs.writeFileSync(path.join(jobDir, 'vnc.secret'), 'pw123456', { mode: 0o600 });
-  const paths = { overlay: path.join(jobDir, 'disk.qcow2'), qmpSocket: `${NODE_DIR_PLACEHOLDER}/qmp.sock`, vncSocket: '', serialLog: path.join(jobDir, 'serial.log'), pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid` };
+  const paths = { overlay: path.join(jobDir, 'disk.qcow2'), qmpSocket: `${NODE_DIR_PLACEHOLDER}/qmp.sock`, vncSocket: '', serialLog: path.join(jobDir, 'serial.log'), pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`, qgaSocket: `${NODE_DIR_PLACEHOLDER}/qga.sock` };
   const argv = (a: 'kvm' | 'tcg') => buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, { sessionId: 'feedfeedfeed', accel: a, sandbox: true, runAs: null, network: 'none', uefiFirmware: '', vncTcp: { listen: vncListen(bind), secretFile: path.join(jobDir, 'vnc.secret') } });
   return buildJobScript({
     sessionId: 'feedfeedfeed', jobDir, qemuBinary: 'qemu-system-x86_64', qemuImg: 'qemu-img', overlayArgv: overlayArgv(m, paths.overlay, 1), overlayPath: paths.overlay,
@@ -217,7 +217,7 @@ test('on the node, GPUs get the same guest slots as on a single host: one slot p
   const argv = fs.readFileSync(recorded, 'utf8').split('\n');
   const nodeSide = argv.filter((a, i) => argv[i - 1] === '-device' && a.startsWith('vfio-pci,'));
   const m = { name: 'g', arch: 'x86_64', format: 'raw', image: '/img', firmware: 'bios', diskInterface: 'virtio', shares: [], bootScripts: { scripts: [], delivery: 'cloud-init' } } as never;
-  const paths = { overlay: '/o', qmpSocket: '/q', vncSocket: '/v', serialLog: '/s', pidFile: '/p' };
+  const paths = { overlay: '/o', qmpSocket: '/q', vncSocket: '/v', serialLog: '/s', pidFile: '/p', qgaSocket: '/g' };
   const local = buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, { sessionId: 'abcabcabcabc', accel: 'tcg', sandbox: false, runAs: null, network: 'none', uefiFirmware: '' }, { shares: [], seedIso: null, gpus: [group.map((f) => f.address)] });
   const hostSide = local.filter((a, i) => local[i - 1] === '-device' && a.startsWith('vfio-pci,'));
   t.deepEqual(nodeSide, hostSide);

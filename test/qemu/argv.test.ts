@@ -3,7 +3,8 @@ import { buildQemuArgv, type ArgvOptions, type VmPaths } from '../../src/qemu/ar
 import { escapeOptionValue, qemuOpts } from '../../src/qemu/escape.js';
 import type { Machine } from '../../src/catalog/descriptor.js';
 
-const paths: VmPaths = { overlay: '/run/q/s1/disk.qcow2', qmpSocket: '/run/q/s1/qmp.sock', vncSocket: '/run/q/s1/vnc.sock', serialLog: '/run/q/s1/serial.log', pidFile: '/run/q/s1/qemu.pid' };
+const paths: VmPaths = { overlay: '/run/q/s1/disk.qcow2', qmpSocket: '/run/q/s1/qmp.sock', vncSocket: '/run/q/s1/vnc.sock', serialLog: '/run/q/s1/serial.log', pidFile: '/run/q/s1/qemu.pid',
+  qgaSocket: '/run/q/s1/qga.sock' };
 const base: Machine = {
   name: 'm', description: 'm', image: '/srv/images/m.qcow2', format: 'qcow2', arch: 'x86_64', firmware: 'bios', diskInterface: 'virtio',
   cpus: { default: 1, max: 4 }, memoryMiB: { default: 1024, max: 4096 }, isoDiskGiB: null, url: null, sha256: null, file: '/srv/m.yml',
@@ -150,6 +151,11 @@ const VDAGENT = [
   '-device', 'virtserialport,chardev=vdagent0,name=com.redhat.spice.0',
 ];
 
+const QGA = [
+  '-chardev', 'socket,path=/run/q/s1/qga.sock,server=on,wait=off,id=qga0',
+  '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+];
+
 test('a machine without display, agent or clipboard keys gets exactly today\'s argv', (t) => {
   t.deepEqual(buildQemuArgv(base, { cpus: 1, memoryMiB: 512 }, paths, opts), TODAY_X86);
   // null (as parseMachine gives for an absent key) and clipboard alone change nothing either.
@@ -168,7 +174,13 @@ const displayTable: Array<[string, Partial<Machine>, string[]]> = [
   ['display virtio (virtio-vga)', { display: 'virtio' }, todayWith(['-device', 'virtio-vga'])],
   ['display qxl (qxl-vga)', { display: 'qxl' }, todayWith(['-device', 'qxl-vga'])],
   ['agent spice-vdagent with the default display', { agent: 'spice-vdagent' }, todayWith(['-vga', 'std'], VDAGENT)],
-  ['virtio display + spice-vdagent (the desktop machine)', { display: 'virtio', agent: 'spice-vdagent', clipboard: 'to-guest' }, todayWith(['-device', 'virtio-vga'], VDAGENT)],
+  ['virtio display + spice-vdagent', { display: 'virtio', agent: 'spice-vdagent', clipboard: 'to-guest' },
+    todayWith(['-device', 'virtio-vga'], VDAGENT)],
+  ['guestAgent false (the default)', { guestAgent: false }, TODAY_X86],
+  ['guestAgent alone: its own virtio-serial bus and the org.qemu.guest_agent.0 port', { guestAgent: true },
+    todayWith(['-vga', 'std'], ['-device', 'virtio-serial-pci', ...QGA])],
+  ['the desktop machine: virtio display, spice-vdagent and the guest agent on one virtio-serial bus',
+    { display: 'virtio', agent: 'spice-vdagent', guestAgent: true }, todayWith(['-device', 'virtio-vga'], [...VDAGENT, ...QGA])],
 ];
 for (const [title, keys, expected] of displayTable) {
   test(`x86_64 argv for ${title}`, (t) => {
@@ -183,4 +195,9 @@ test('aarch64: virtio-gpu-pci whether display is absent or virtio; the agent add
   const withAgent = buildQemuArgv({ ...arm, display: 'virtio', agent: 'spice-vdagent' }, { cpus: 1, memoryMiB: 512 }, paths, opts);
   const i = plain.indexOf('usb-kbd,bus=xhci.0') + 1;
   t.deepEqual(withAgent, [...plain.slice(0, i), ...VDAGENT, ...plain.slice(i)]);
+});
+
+test('the guest agent socket path has its commas doubled (one QEMU option, not two)', (t) => {
+  const argv = buildQemuArgv({ ...base, guestAgent: true }, { cpus: 1, memoryMiB: 512 }, { ...paths, qgaSocket: '/run/q/a,b/qga.sock' }, opts);
+  t.true(argv.includes('socket,path=/run/q/a,,b/qga.sock,server=on,wait=off,id=qga0'));
 });

@@ -21,7 +21,7 @@ import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 
 function machineJson(m: Machine) {
-  return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, display: m.display ?? null, agent: m.agent ?? null, clipboard: m.clipboard ?? 'both', file: m.file };
+  return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, display: m.display ?? null, agent: m.agent ?? null, guestAgent: m.guestAgent ?? false, clipboard: m.clipboard ?? 'both', file: m.file };
 }
 
 /** Deep check of one machine: descriptor, image readable, format, backing chain inside machinesDir. */
