@@ -179,15 +179,19 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
   }
 }
 
-/** Waits until the guest has drawn text at the top of the screen (not QEMU's own placeholder); TCG on a busy CI host can take tens of seconds. */
+/**
+ * Waits until the guest has drawn text on its 720x400 text screen (not QEMU's own 640x480
+ * placeholder); TCG on a busy CI host can take tens of seconds. Anywhere on the screen: once
+ * SeaBIOS hands over to iPXE (the blank machine's NIC), iPXE's lines scroll the first row blank.
+ */
 export async function waitForGuestText(rfb: RfbSession, timeoutMs = 90_000): Promise<Buffer> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const fb = await rfb.update(false);
     // QEMU's "Guest has not initialized the display" placeholder is 640x480 with
-    // its text in the middle; a text-mode guest draws in the first row at 720x400.
-    if (rfb.width === 720 && nonBlackPixels(fb.subarray(0, rfb.width * 16 * 4)) > 20) return fb;
-    if (Date.now() > deadline) throw new Error(`no guest text at the top of the screen within ${timeoutMs} ms (screen ${rfb.width}x${rfb.height})`);
+    // its text in the middle; a text-mode guest's screen is 720x400.
+    if (rfb.width === 720 && nonBlackPixels(fb) > 20) return fb;
+    if (Date.now() > deadline) throw new Error(`no guest text on the screen within ${timeoutMs} ms (screen ${rfb.width}x${rfb.height})`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

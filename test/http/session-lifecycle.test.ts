@@ -44,11 +44,11 @@ test('a session created through the API shows its screen through /ws/<token>', a
   const rfb = await connectRfb(created.json.wsUrl);
   t.teardown(() => rfb.close());
   t.is(rfb.name, `QEMU (qwd-${created.json.id})`);
-  // SeaBIOS writes text within ~0.1 s, switching the screen to 720x400 text mode.
+  // SeaBIOS writes text within ~0.1 s, switching the screen to 720x400 text mode (then iPXE, and its lines scroll).
   const fb = await waitForGuestText(rfb);
   t.is(rfb.width, 720);
   t.is(rfb.height, 400);
-  t.true(nonBlackPixels(fb.subarray(0, 720 * 16 * 4)) > 20, 'text in the first row');
+  t.true(nonBlackPixels(fb) > 20, 'text on the screen');
 
   const info = await api(broker, 'GET', `/api/v1/sessions/${created.json.token}`);
   t.is(info.status, 200);
