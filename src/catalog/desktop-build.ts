@@ -180,6 +180,12 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
 
   const buildRoot = path.join(opts.stateDir, 'build');
   await fsp.mkdir(buildRoot, { recursive: true, mode: 0o700 });
+  // Root works here: a symlink or a directory someone else owns or may write to could
+  // point root's writes (log, work dir) anywhere. Files below are created, never followed.
+  const rootStat = await fsp.lstat(buildRoot);
+  if (!rootStat.isDirectory() || rootStat.uid !== 0 || (rootStat.mode & 0o022) !== 0) {
+    throw buildError('QWD_BUILD_FAILED', `${buildRoot} must be a directory owned by root that no one else can write to (it is ${rootStat.isSymbolicLink() ? 'a symlink' : `owned by uid ${rootStat.uid}, mode ${(rootStat.mode & 0o777).toString(8)}`}); remove it and build again`);
+  }
   const imagesDir = path.dirname(paths.image);
   await fsp.mkdir(imagesDir, { recursive: true });
   await requireSpace(buildRoot, WORK_SPACE_BYTES, 'the build work directory');
@@ -195,7 +201,7 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
     // A build takes minutes: sessions may have started on the old master meanwhile.
     if (exists) opts.refuseIfInUse?.();
     await moveInto(built, partImage, paths.image);
-    await fsp.writeFile(partDescriptor, desktopDescriptorText(new Date(now())), { mode: 0o644 });
+    await fsp.writeFile(partDescriptor, desktopDescriptorText(new Date(now())), { mode: 0o644, flag: 'wx' });
     await fsp.rename(partDescriptor, paths.descriptor);
   } finally {
     await removeWorkDir(work);
@@ -247,14 +253,22 @@ async function moveInto(from: string, part: string, to: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
   }
-  await fsp.copyFile(from, part);
+  await fsp.copyFile(from, part, fs.constants.COPYFILE_EXCL);
   await fsp.rename(part, to);
 }
 
 /** Terminal signals end the build's whole process group (mmdebstrap, apt, dpkg…) before qwdctl exits. */
 function runBuildScript(script: string, args: string[], logFile: string, mirror: string | null, onProgress: BuildOptions['onProgress']): Promise<void> {
   return new Promise((resolve, reject) => {
-    const logStream = fs.createWriteStream(logFile, { mode: 0o600 });
+    // Never through a symlink planted where the log goes.
+    let logStream: fs.WriteStream;
+    try {
+      const fd = fs.openSync(logFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+      logStream = fs.createWriteStream(logFile, { fd });
+    } catch (err) {
+      reject(buildError('QWD_BUILD_FAILED', `cannot write the build log ${logFile}: ${(err as Error).message}`, err));
+      return;
+    }
     const child = spawn('bash', [script, ...args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' } });
     let tail = '';
     let stdoutRest = '';
