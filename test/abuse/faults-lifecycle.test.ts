@@ -9,6 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { parse, stringify } from 'yaml';
 import Database from 'better-sqlite3';
 import { ROOT, makeSetup, pidsMentioning, requireQemu, tempDir, waitFor, type TestSetup } from '../helpers/env.js';
 import { api, startTestBroker } from '../helpers/broker.js';
@@ -296,9 +297,11 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
 
 test('a broker SIGKILLed during a stop leaves nothing once a new broker has reconciled and purged', async (t) => {
   requireQemu();
-  // A quit grace of ten minutes: the frozen VM keeps the stop waiting (in 'stopping') however slowly this host polls.
-  // (With the default test graces the ladder reached SIGKILL and deleted the row before a starved poll saw it.)
-  const setup = makeSetup(t, { qemu: { quitGraceMs: 600_000 } });
+  const setup = makeSetup(t);
+  // The first broker (a child reading the config file) has a quit grace of ten minutes: the frozen VM keeps
+  // its stop waiting in 'stopping' however slowly this host polls (with the test graces the ladder reached
+  // SIGKILL and deleted the row before a starved poll saw it). The second broker keeps the test graces.
+  fs.writeFileSync(setup.configFile, stringify({ ...parse(fs.readFileSync(setup.configFile, 'utf8')), qemu: { quitGraceMs: 600_000, termGraceMs: 2000 } }));
   const first = await startChildBroker(t, setup);
   const res = await postSession(first);
   t.is(res.status, 201);
