@@ -298,10 +298,11 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
 test('a broker SIGKILLed during a stop leaves nothing once a new broker has reconciled and purged', async (t) => {
   requireQemu();
   const setup = makeSetup(t);
-  // The first broker (a child reading the config file) has a quit grace of ten minutes: the frozen VM keeps
-  // its stop waiting in 'stopping' however slowly this host polls (with the test graces the ladder reached
-  // SIGKILL and deleted the row before a starved poll saw it). The second broker keeps the test graces.
-  fs.writeFileSync(setup.configFile, stringify({ ...parse(fs.readFileSync(setup.configFile, 'utf8')), qemu: { quitGraceMs: 600_000, termGraceMs: 2000 } }));
+  // The first broker (a child reading the config file) waits ten minutes at each rung of its stop ladder: the
+  // frozen VM neither answers QMP nor acts on SIGTERM, so the stop stays in 'stopping' however slowly this host
+  // polls (with the test graces the ladder reached SIGKILL and deleted the row before a starved poll saw it).
+  // The second broker keeps the test graces.
+  fs.writeFileSync(setup.configFile, stringify({ ...parse(fs.readFileSync(setup.configFile, 'utf8')), qemu: { quitGraceMs: 600_000, termGraceMs: 600_000 } }));
   const first = await startChildBroker(t, setup);
   const res = await postSession(first);
   t.is(res.status, 201);
