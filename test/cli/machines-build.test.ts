@@ -3,7 +3,7 @@
 // unreachable mirror (a closed port on 127.0.0.1, so mmdebstrap really fails), --force
 // semantics and the refusal while sessions use the master. Nothing may be left in
 // machinesDir, and the old master stays when a rebuild fails. The full build is in
-// test/catalog/desktop-image.test.ts (opt-in: QWD_TEST_DESKTOP=1).
+// test/catalog/desktop-image.test.ts (npm run test:desktop).
 import test from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';

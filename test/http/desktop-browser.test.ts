@@ -1,5 +1,5 @@
 // The debian-desktop machine used like a desktop, in a real Chromium (opt-in:
-// QWD_TEST_DESKTOP=1, `npm run test:desktop`): a real broker, a real session
+// `npm run test:desktop`, not part of `npm test`): a real broker, a real session
 // through the API, the product's viewer page, real QEMU under TCG. The test
 // watches the guest through qemu-guest-agent (the session's qga.sock, from the
 // machine's guestAgent key): xclip reads and sets the X clipboard, xdotool
@@ -28,8 +28,7 @@ import { interposeRecorder, type RecordingProxy } from '../helpers/rfb-raw-viewe
 import { DESKTOP_MACHINE, DESKTOP_USER, desktopDescriptor, desktopPaths } from '../../src/catalog/desktop-build.js';
 import type { ClipboardMode } from '../../src/config/schema.js';
 
-const OPTED_IN = process.env.QWD_TEST_DESKTOP === '1';
-const run = OPTED_IN ? test.serial : test.skip;
+const run = test.serial;
 
 const MACHINES_DIR = path.join(ROOT, 'machines');
 const DESKTOP_UID = 1000;
@@ -42,7 +41,7 @@ const TO_GUEST = 'from the browser: café, Ελληνικά, 中文';
 const TO_GUEST_AUTO = 'automatic: naïve Ωμέγα 日本語';
 const FROM_GUEST = 'from the guest: façade, Αθήνα, 漢字';
 
-if (OPTED_IN) {
+{
   test.before(() => {
     requireQemu();
     requireChromium();
