@@ -18,6 +18,7 @@ import { qwdctl } from '../helpers/cli.js';
 import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { buildSeedIso } from '../../src/guest/seed-iso.js';
 import { DESKTOP_USER, desktopPaths } from '../../src/catalog/desktop-build.js';
+import { guestExec, qga } from '../helpers/guest-agent.js';
 
 const run = test.serial;
 
@@ -35,60 +36,6 @@ export function countColours(ppm: Buffer): { width: number; height: number; colo
   const seen = new Set<number>();
   for (let i = 0; i + 2 < pixels.length; i += 3) seen.add((pixels[i]! << 16) | (pixels[i + 1]! << 8) | pixels[i + 2]!);
   return { width, height, colours: seen.size };
-}
-
-/** One request to the guest agent (qemu-ga's JSON protocol over its virtio port), synchronised with guest-sync first. */
-async function qga(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
-  const socket = net.createConnection(socketPath);
-  try {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`guest agent: no answer to ${command} within ${timeoutMs} ms`)), timeoutMs);
-      const syncId = Math.floor(Math.random() * 1e9);
-      let synced = false;
-      let buffer = '';
-      socket.setEncoding('utf8');
-      socket.on('error', (err) => { clearTimeout(timer); reject(err); });
-      socket.on('data', (chunk: string) => {
-        buffer += chunk;
-        let nl: number;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-          const line = buffer.slice(0, nl).replace(/^\xff/, '').trim();
-          buffer = buffer.slice(nl + 1);
-          if (!line) continue;
-          let reply: { return?: unknown; error?: { desc?: string } };
-          try {
-            reply = JSON.parse(line);
-          } catch {
-            continue; // a partial answer left in the port by an earlier, abandoned request
-          }
-          if (!synced) {
-            if (reply.return === syncId) {
-              synced = true;
-              socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
-            }
-            continue;
-          }
-          clearTimeout(timer);
-          if (reply.error) reject(new Error(`guest agent: ${command}: ${reply.error.desc}`));
-          else resolve(reply.return);
-          return;
-        }
-      });
-      socket.write(JSON.stringify({ execute: 'guest-sync', arguments: { id: syncId } }) + '\n');
-    });
-  } finally {
-    socket.destroy();
-  }
-}
-
-/** Runs a program in the guest (guest-exec) and returns its exit code and output. */
-async function guestExec(socketPath: string, file: string, argv: string[]): Promise<{ exitcode: number; out: string }> {
-  const { pid } = (await qga(socketPath, 'guest-exec', { path: file, arg: argv, 'capture-output': true })) as { pid: number };
-  const status = await waitFor(`${file} ${argv.join(' ')} to end in the guest`, async () => {
-    const s = (await qga(socketPath, 'guest-exec-status', { pid })) as { exited: boolean; exitcode?: number; 'out-data'?: string };
-    return s.exited ? s : false;
-  }, 30_000);
-  return { exitcode: status.exitcode ?? -1, out: Buffer.from(status['out-data'] ?? '', 'base64').toString('utf8') };
 }
 
 /**

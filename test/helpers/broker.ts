@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { Writable } from 'node:stream';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { createLogger, silentLogger } from '../../src/log.js';
+import { createLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { VmHandle } from '../../src/launcher/types.js';
 import Database from 'better-sqlite3';
