@@ -61,6 +61,8 @@ export interface Config {
     readonly umount: string;
     readonly nft: string;
     readonly pasta: string;
+    /** Slurm jobs only: forwards a node's VNC port to QEMU's socket in its namespace. */
+    readonly socat: string;
   };
   readonly limits: {
     readonly maxSessions: number;
@@ -193,7 +195,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const netRaw = section(p, top, 'guestNetwork');
-  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta']);
+  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta', 'socat']);
   const cidrList = (key: string, fallback: readonly string[]): Cidr[] => {
     const v = netRaw[key] ?? fallback;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
@@ -217,6 +219,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     umount: readString(p, netRaw, 'umount', '/usr/bin/umount', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
     nft: readString(p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
     pasta: readString(p, netRaw, 'pasta', '/usr/bin/pasta', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    socat: readString(p, netRaw, 'socat', '/usr/bin/socat', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
   };
 
   const limitsRaw = section(p, top, 'limits');

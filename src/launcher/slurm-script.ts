@@ -10,6 +10,13 @@
 //      listens on the port (checked in /proc, not by connecting to whatever answers);
 //   5. forwards SIGTERM (scancel) to QEMU, which then shuts down in order as
 //      QMP quit does, and reports how QEMU ended.
+// With guest network (qemu.network: user), 3 differs: QEMU runs in a network
+// namespace of its own on the node, as on a single host (launcher/guest-netns.ts)
+// but made by the job: an unprivileged user namespace owns it (jobs need no
+// root), the guest rules (guest/network-policy.ts) plus every address of the
+// node are loaded into it, and pasta connects it to the node's network, outbound
+// only. QEMU's VNC is then a Unix socket in the node-local dir, which socat
+// serves on the TCP port; all of it ends with the job.
 // With GPUs, before 3: picks free VFIO GPUs on the node by the rules of
 // src/gpu/discover.ts (display-class device, its whole IOMMU group bound to
 // vfio-pci, PCI bridges stay, gpu.exclude honoured), one whole group per GPU,
@@ -42,7 +49,22 @@ export interface JobScriptInput {
   vncPortMax: number;
   /** GPUs the job picks on its node (Slurm counted them as gres); null: none. */
   gpus?: { count: number; sysfsRoot: string; lockDir: string; exclude: readonly string[] } | null;
+  /**
+   * A network namespace of its own for QEMU on the node; null: QEMU shares the
+   * node's (no guest network, or the site accepts unisolated guests).
+   */
+  guestNetwork?: GuestNetworkJob | null;
 }
+
+export interface GuestNetworkJob {
+  /** The tools, by absolute path, as on the broker (guestNetwork.*). */
+  tools: { unshare: string; nsenter: string; ip: string; nft: string; pasta: string; socat: string };
+  /** The nftables ruleset file in the job dir, without the node's own addresses (the job adds those). */
+  rulesFile: string;
+}
+
+/** QEMU's VNC address (-vnc) when it runs in a namespace of its own: a Unix socket in the node-local dir. */
+export const NAMESPACED_VNC_LISTEN = `unix:${NODE_DIR_PLACEHOLDER}/vnc.sock`;
 
 /** Bash single-quoting: the value comes out exactly as given. */
 export function shellQuote(value: string): string {
@@ -99,11 +121,16 @@ NODE_DIR=$(mktemp -d "\${TMPDIR:-/tmp}/qwd-$SESSION.XXXXXX") || fail "cannot cre
 # It goes into QEMU options (-qmp, -pidfile), where a comma would start another option.
 case "$NODE_DIR" in *,*) rm -rf "$NODE_DIR"; fail "the node-local directory $NODE_DIR contains a comma (TMPDIR on $(hostname)); QEMU options cannot hold it" ;; esac
 QEMU_PID=
+NS_PID=
+PASTA_PID=
+IN_NS=()
+FWD_PID=
+stop_pid() { [ -n "$1" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null; }
 # A stop before QEMU runs (during qemu-img, say: bash runs the trap once it returns) is remembered, and QEMU is never started.
 STOP_REQUESTED=
 forward() { if [ -n "$QEMU_PID" ]; then kill -TERM "$QEMU_PID" 2>/dev/null; else STOP_REQUESTED=1; fi; }
 trap forward TERM INT HUP USR1
-trap 'rm -rf "$NODE_DIR"' EXIT
+trap 'stop_pid "$FWD_PID"; stop_pid "$PASTA_PID"; stop_pid "$NS_PID"; rm -rf "$NODE_DIR"' EXIT
 
 command -v "$QEMU" >/dev/null 2>&1 || fail "$QEMU is not installed on node $(hostname) (Debian: qemu-system-x86 / qemu-system-arm)"
 if [ ! -e "$OVERLAY" ] && [ \${#OVERLAY_ARGS[@]} -gt 0 ]; then
@@ -119,13 +146,13 @@ case "$ACCEL" in
        && { [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ] || [ "$GUEST_ARCH" = aarch64 ]; }; then USE=kvm; else USE=tcg; fi ;;
 esac
 if [ "$USE" = kvm ]; then ARGV=("\${ARGV_KVM[@]}"); else ARGV=("\${ARGV_TCG[@]}"); fi
-${gpuPart(input)}
-# True when QEMU itself (not another program) listens on TCP port $1.
-qemu_listens() {
+${gpuPart(input)}${networkPart(input)}
+# True when process $1 itself (not another program) listens on TCP port $2.
+listens() {
   local hex inode fd
-  hex=$(printf '%04X' "$1")
+  hex=$(printf '%04X' "$2")
   for inode in $(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
-    for fd in /proc/"$QEMU_PID"/fd/*; do
+    for fd in /proc/"$1"/fd/*; do
       [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$inode]" ] && return 0
     done
   done
@@ -134,7 +161,8 @@ qemu_listens() {
 
 SPAN=$((PORT_MAX - PORT_MIN + 1))
 PORT=
-for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
+if [ -n "$NS_PID" ]; then start_namespaced; fi
+[ -n "$PORT" ] || for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
   try=$((PORT_MIN + (RANDOM * 32768 + RANDOM) % SPAN))
   args=("\${ARGV[@]//${VNC_DISPLAY_PLACEHOLDER}/$((try - 5900))}")
   # Quoted: with bash 5.2's patsub_replacement an unquoted & in the replacement would stand for the match.
@@ -144,7 +172,7 @@ for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
   "$QEMU" "\${args[@]}" >> "$JOB_DIR/qemu.log" 2>&1 &
   QEMU_PID=$!
   while kill -0 "$QEMU_PID" 2>/dev/null; do
-    if qemu_listens "$try"; then PORT=$try; break 2; fi
+    if listens "$QEMU_PID" "$try"; then PORT=$try; break 2; fi
     sleep 0.05
   done
   wait "$QEMU_PID"
@@ -166,6 +194,109 @@ while :; do
 done
 report "{\\"state\\":\\"exited\\",\\"code\\":$STATUS_CODE}"
 exit "$STATUS_CODE"
+`;
+}
+
+/**
+ * The node-side network namespace (bash): made and connected before QEMU, with
+ * the guest rules and the node's own addresses loaded; \`start_namespaced\`
+ * then starts QEMU in it and serves its VNC socket on a port. Nothing when not isolated.
+ */
+function networkPart(input: JobScriptInput): string {
+  const net = input.guestNetwork;
+  if (!net) return '';
+  const { tools } = net;
+  const wildcard = input.vncBind === '0.0.0.0' || input.vncBind === '::';
+  const bind = wildcard ? (input.vncBind === '::' ? ',ipv6only=0' : '') : `,bind=${input.vncBind.includes(':') ? `[${input.vncBind}]` : input.vncBind}`;
+  return `
+# ---- Guest network: a namespace of its own on this node ----
+UNSHARE=${shellQuote(tools.unshare)}
+NSENTER=${shellQuote(tools.nsenter)}
+IP=${shellQuote(tools.ip)}
+NFT=${shellQuote(tools.nft)}
+PASTA=${shellQuote(tools.pasta)}
+SOCAT=${shellQuote(tools.socat)}
+GUEST_RULES=${shellQuote(net.rulesFile)}
+FWD_LISTEN=${shellQuote(input.vncBind.includes(':') ? 'TCP6-LISTEN' : 'TCP4-LISTEN')}
+FWD_BIND=${shellQuote(bind)}
+need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed on node $(hostname) (Debian package $2); guests with network need it"; }
+need "$UNSHARE" util-linux; need "$NSENTER" util-linux; need "$IP" iproute2; need "$NFT" nftables; need "$PASTA" passt; need "$SOCAT" socat
+# The namespace is held by a sleep in a user namespace of the job's own, which
+# owns it: the job needs no root. Root joins only its network namespace (QEMU
+# keeps its privileges, e.g. for VFIO); another account joins both.
+"$UNSHARE" --user --map-root-user --net -- sleep infinity > "$NODE_DIR/unshare.log" 2>&1 &
+NS_PID=$!
+OWN_NET=$(readlink /proc/$$/ns/net)
+for wait_ns in $(seq 1 200); do
+  [ "$(cat /proc/"$NS_PID"/comm 2>/dev/null)" = sleep ] && [ "$(readlink /proc/"$NS_PID"/ns/net 2>/dev/null)" != "$OWN_NET" ] && break
+  kill -0 "$NS_PID" 2>/dev/null || fail "cannot make a network namespace for the guest on $(hostname) (unprivileged user namespaces must be allowed): $(tail -c 300 "$NODE_DIR/unshare.log")"
+  [ "$wait_ns" = 200 ] && fail "the guest's network namespace on $(hostname) was not ready within 10 s"
+  sleep 0.05
+done
+if [ "$(id -u)" = 0 ]; then
+  IN_NS=("$NSENTER" "--target=$NS_PID" --net --)
+  PASTA_AS=(--runas 0)
+else
+  IN_NS=("$NSENTER" "--target=$NS_PID" --user --net --preserve-credentials --)
+  PASTA_AS=()
+fi
+# Every address of this node (interfaces up or down, and local routes): the guest must reach none.
+node_addresses() {
+  local addrs v4 v6
+  addrs=$("$IP" -o address show) || return 1
+  v4=$("$IP" -4 route show table local) || return 1
+  v6=$("$IP" -6 route show table local) || return 1
+  { printf '%s\n' "$addrs" | awk '{ sub("/.*", "", $4); print $4 }'; printf '%s\n%s\n' "$v4" "$v6" | awk '{ print $2 }'; } | sort -u | awk '
+    $0 ~ "^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+(/[0-9]+)?$" { four = four (four ? ", " : "") $0; next }
+    $0 ~ ":" && $0 ~ "^[0-9a-fA-F:]+(/[0-9]+)?$" { six = six (six ? ", " : "") $0 }
+    END {
+      if (four) print "add element inet qwd_guest host4 { " four " }"
+      if (six) print "add element inet qwd_guest host6 { " six " }"
+    }'
+}
+NODE_RULES=$(node_addresses) || fail "cannot read the addresses of node $(hostname) with $IP"
+{ cat "$GUEST_RULES" && printf '%s\n' "$NODE_RULES"; } > "$NODE_DIR/guest-net.nft" || fail "cannot read the guest network rules $GUEST_RULES on $(hostname)"
+{ "\${IN_NS[@]}" "$IP" link set lo up && "\${IN_NS[@]}" "$NFT" -f "$NODE_DIR/guest-net.nft"; } > "$NODE_DIR/net.log" 2>&1 \
+  || fail "cannot load the guest network rules on $(hostname): $(tail -c 300 "$NODE_DIR/net.log")"
+# Read back: a QEMU without them would reach the node, so trust no exit status alone.
+"\${IN_NS[@]}" "$NFT" list chain inet qwd_guest output 2>/dev/null | grep -q '@host4' || fail "$NFT did not load the guest network rules on $(hostname)"
+# Connected to the node's network (outbound only: no port forwarded, no gateway mapped to the node).
+"$PASTA" --foreground --quiet --stderr "\${PASTA_AS[@]}" --config-net --no-map-gw --tcp-ports none \
+  --udp-ports none --tcp-ns none --udp-ns none "$NS_PID" > "$JOB_DIR/pasta.log" 2>&1 &
+PASTA_PID=$!
+for wait_pasta in $(seq 1 200); do
+  kill -0 "$PASTA_PID" 2>/dev/null || fail "pasta could not connect the guest's network on $(hostname): $(tail -c 400 "$JOB_DIR/pasta.log")"
+  # Connected once the namespace has a default route of either family (an IPv6-only node gives no IPv4 one).
+  if "\${IN_NS[@]}" "$IP" route show default | grep -q . || "\${IN_NS[@]}" "$IP" -6 route show default | grep -q .; then break; fi
+  [ "$wait_pasta" = 200 ] && fail "pasta did not connect the guest's network on $(hostname) within 10 s"
+  sleep 0.05
+done
+# QEMU in the namespace, its VNC on a Unix socket; then socat serves that socket on
+# a free port of the range, in the node's network (a port another program holds is skipped).
+start_namespaced() {
+  local args try wait_fwd
+  args=("\${ARGV[@]//${NODE_DIR_PLACEHOLDER}/"$NODE_DIR"}")
+  if [ -n "$STOP_REQUESTED" ]; then report '{"state":"exited","code":0}'; exit 0; fi
+  "\${IN_NS[@]}" "$QEMU" "\${args[@]}" > "$JOB_DIR/qemu.log" 2>&1 &
+  QEMU_PID=$!
+  until [ -S "$NODE_DIR/vnc.sock" ]; do
+    kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu failed to start on $(hostname): $(tail -c 500 "$JOB_DIR/qemu.log")"
+    sleep 0.05
+  done
+  for attempt in $(seq 1 16); do
+    try=$((PORT_MIN + (RANDOM * 32768 + RANDOM) % SPAN))
+    "$SOCAT" "$FWD_LISTEN:$try$FWD_BIND,reuseaddr,fork" "UNIX-CONNECT:$NODE_DIR/vnc.sock" > "$JOB_DIR/socat.log" 2>&1 &
+    FWD_PID=$!
+    while kill -0 "$FWD_PID" 2>/dev/null; do
+      if listens "$FWD_PID" "$try"; then PORT=$try; return 0; fi
+      sleep 0.05
+    done
+    wait "$FWD_PID"
+    FWD_PID=
+    grep -q 'Address already in use' "$JOB_DIR/socat.log" || fail "socat could not serve the VNC port on $(hostname): $(tail -c 400 "$JOB_DIR/socat.log")"
+  done
+  fail "no free VNC port in $PORT_MIN-$PORT_MAX on $(hostname) after 16 tries"
+}
 `;
 }
 

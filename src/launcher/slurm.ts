@@ -19,7 +19,8 @@ import { buildQemuArgv, type ArgvOptions, type VmPaths } from '../qemu/argv.js';
 import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { overlayArgv, pinMaster, OVERLAY_NAME } from '../snapshot/overlay.js';
 import { buildSeedIso } from '../guest/seed-iso.js';
-import { buildJobScript, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
+import { buildGuestRuleset } from '../guest/network-policy.js';
+import { buildJobScript, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
 import type { ExitInfo, Launcher, LaunchSpec, QueueInfo, SlurmHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
 
@@ -68,12 +69,6 @@ export class SlurmLauncher implements Launcher {
   async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
     const { config, log } = this.opts;
     const jobDir = this.jobDirOf(spec.runDir);
-    // Also for qwdctl without a broker: the broker refuses to start on this (main.ts).
-    if (config.qemu.network === 'user' && !config.slurm.unisolatedGuestNetwork) {
-      throw new QwdError('QWD_CONFIG_INVALID', 'Slurm guests with qemu.network: user are not network-isolated yet: set qemu.network: none, or slurm.unisolatedGuestNetwork: true', {
-        userMessage: 'Cluster desktops are not enabled on this service; an administrator must finish configuring them.',
-      });
-    }
     if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {
       throw new QwdError('QWD_LAUNCH_FAILED', `machine ${spec.machine.name}: boot scripts delivered by ${spec.bootScripts.delivery} cannot run on a cluster node`, {
         userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; an administrator can switch it to cloud-init delivery.',
@@ -103,11 +98,18 @@ export class SlurmLauncher implements Launcher {
         pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`,
         qgaSocket: `${NODE_DIR_PLACEHOLDER}/qga.sock`,
       };
+      // Guests with network get a namespace of their own on the node (slurm-script.ts), unless the site accepts them without.
+      const isolated = config.qemu.network === 'user' && !config.slurm.unisolatedGuestNetwork;
+      const rulesFile = path.join(jobDir, 'guest-net.nft');
+      if (isolated) await fsp.writeFile(rulesFile, buildGuestRuleset(config.guestNetwork, []), { mode: 0o600, flag: 'wx' });
       const argvFor = (accel: 'kvm' | 'tcg') => {
         const opts: ArgvOptions = {
           sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs: null, network: config.qemu.network,
           uefiFirmware: config.qemu.uefi[spec.machine.arch],
-          vncTcp: { listen: vncListen(config.slurm.vncBind), secretFile: path.join(jobDir, SECRET_FILE) },
+          vncTcp: {
+            listen: isolated ? NAMESPACED_VNC_LISTEN : vncListen(config.slurm.vncBind),
+            secretFile: path.join(jobDir, SECRET_FILE),
+          },
         };
         return buildQemuArgv(machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts, { shares: spec.shares ?? [], seedIso, gpus: [] });
       };
@@ -117,6 +119,7 @@ export class SlurmLauncher implements Launcher {
         argvKvm: argvFor('kvm'), argvTcg: argvFor('tcg'), accel: config.qemu.accel, guestArch: spec.machine.arch,
         vncBind: config.slurm.vncBind, vncPortMin: config.slurm.vncPortMin, vncPortMax: config.slurm.vncPortMax,
         gpus: spec.gpuCount ? { count: spec.gpuCount, sysfsRoot: config.slurm.nodeSysfsRoot, lockDir: config.slurm.gpuLockDir, exclude: config.gpu.exclude } : null,
+        guestNetwork: isolated ? { tools: config.guestNetwork, rulesFile } : null,
       });
       await fsp.writeFile(path.join(jobDir, 'job.sh'), script, { mode: 0o600 });
       const args = sbatchArgs(config, spec, jobDir);

@@ -114,6 +114,8 @@ export interface SlurmCluster {
   nodeAddr: string;
   /** Every node (one unless netnsNodes). */
   nodes: SlurmNode[];
+  /** With netnsNodes: the bridge (this host's side, 10.a.b.1/24) the nodes' namespaces are joined to; else null. */
+  bridge: string | null;
   /** The default partition 'debug' (MaxTime=INFINITE) and a second one 'other' (MaxTime=60 minutes). */
   partitions: { default: 'debug'; other: 'other' };
   cpus: number;
@@ -164,9 +166,9 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
   const firstJobId = 1000 + crypto.randomInt(900000);
   const env = { SLURM_CONF: conf };
   const tag = crypto.randomBytes(3).toString('hex');
-  const { nodes, controller }: { nodes: SlurmNode[]; controller: Controller } = opts.netnsNodes
+  const { nodes, controller, bridge }: { nodes: SlurmNode[]; controller: Controller; bridge: string | null } = opts.netnsNodes
     ? await createNodeNetwork(t, tag, opts.netnsNodes)
-    : { nodes: [{ name: NODE_NAME, addr: NODE_ADDR, netns: null }], controller: { name: NODE_NAME, addr: null, netns: null } };
+    : { nodes: [{ name: NODE_NAME, addr: NODE_ADDR, netns: null }], controller: { name: NODE_NAME, addr: null, netns: null }, bridge: null };
   const multi = nodes.length > 1 || nodes[0]!.netns !== null;
   // One spool dir per node (slurmstepd sockets live there).
   const spoolDirs = multi ? nodes.map((n) => path.join(spoolDir, n.name)) : [spoolDir];
@@ -274,7 +276,7 @@ export async function startSlurm(t: ExecutionContext, opts: SlurmOptions = {}): 
   t.teardown(stop);
   t.log(`private Slurm ${clusterName} up in ${bringUpMs} ms (${dir})`);
   return {
-    conf, env, dir, clusterName, nodeName: nodes[0]!.name, nodeAddr: nodes[0]!.addr, nodes, partitions: { default: 'debug', other: 'other' }, cpus, memoryMiB, firstJobId,
+    conf, env, dir, clusterName, nodeName: nodes[0]!.name, nodeAddr: nodes[0]!.addr, nodes, bridge, partitions: { default: 'debug', other: 'other' }, cpus, memoryMiB, firstJobId,
     run, pids: { munged: munged.pid, slurmctld: slurmctld!.pid, slurmd: slurmds[0]!.pid, slurmds: slurmds.map((d) => d.pid) }, stop,
   };
 }
@@ -406,11 +408,12 @@ function runWithEnv(cmd: string, args: string[], env: Record<string, string>, cw
 /**
  * A private network for namespaced nodes: a bridge in the host's namespace
  * with 10.a.b.1/24 (the controller's and the broker's side), and per node a
- * network namespace joined to it by a veth pair, 10.a.b.(10+i), loopback up.
- * Nothing else is routed there. Removed (namespaces, then the bridge) in
+ * network namespace joined to it by a veth pair, 10.a.b.(10+i), loopback up,
+ * its default route via the bridge (this host does not forward: the bridge's
+ * side is as far as anything from there goes). Removed (namespaces, then the bridge) in
  * teardown, after the daemons that t.teardown registered later have stopped.
  */
-async function createNodeNetwork(t: ExecutionContext, tag: string, count: number): Promise<{ nodes: SlurmNode[]; controller: Controller }> {
+async function createNodeNetwork(t: ExecutionContext, tag: string, count: number): Promise<{ nodes: SlurmNode[]; controller: Controller; bridge: string }> {
   requireProgram('ip', 'iproute2');
   requireProgram('nsenter', 'util-linux');
   if (process.getuid?.() !== 0) throw new Error('netnsNodes needs root (ip netns, veth, bridge): run the tests as root');
@@ -443,6 +446,8 @@ async function createNodeNetwork(t: ExecutionContext, tag: string, count: number
     await ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', peer);
     await ip('-n', ns, 'link', 'set', peer, 'up');
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    // Its way out is the bridge, as a node's is its cluster network (pasta copies it into a guest's namespace).
+    await ip('-n', ns, 'route', 'add', 'default', 'via', `${net}.1`);
   };
   const nodes: SlurmNode[] = [];
   for (let i = 1; i <= count; i++) {
@@ -455,5 +460,5 @@ async function createNodeNetwork(t: ExecutionContext, tag: string, count: number
   // under this host's own name, the only SlurmctldHost it accepts; clients use the address in parentheses.
   const ctl = `qwd${tag}c`;
   await joinBridge(ctl, `qv${tag}ch`, `qv${tag}cn`, `${net}.2`);
-  return { nodes, controller: { name: os.hostname().split('.')[0]!, addr: `${net}.2`, netns: ctl } };
+  return { nodes, controller: { name: os.hostname().split('.')[0]!, addr: `${net}.2`, netns: ctl }, bridge };
 }

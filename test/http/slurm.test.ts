@@ -8,11 +8,14 @@ import anyTest from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import http from 'node:http';
+import { execFileSync, spawn } from 'node:child_process';
 import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
-import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
+import { runProgram } from '../helpers/peer-process.js';
 import { connectRfb, waitForGuestText } from '../helpers/rfb-client.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
 import type { SlurmHandle } from '../../src/launcher/types.js';
@@ -24,7 +27,7 @@ anyTest.before(() => requireQemu());
 // and on two cores eight of them at once starve the other test files' QEMUs.
 const test = anyTest.serial;
 
-async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number; gpuFiles?: string[]; netnsNodes?: number } = {}) {
+async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, opts: { cpus?: number; gpuFiles?: string[]; netnsNodes?: number; machines?: (dir: string) => void } = {}) {
   t.timeout(240_000);
   const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096, gpuFiles: opts.gpuFiles, netnsNodes: opts.netnsNodes });
   // A private VNC port range per test, below the kernel's ephemeral range
@@ -32,11 +35,11 @@ async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, o
   const portMin = await freeRange(20000, 32000, 41);
   const setup = makeSetup(t, {
     launcher: 'slurm',
-    // The job script's user-network path stays under test; its guests are not namespaced (yet), which the site must accept.
-    slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 40, pollIntervalMs: 300, unisolatedGuestNetwork: true, ...(raw.slurm as object | undefined) },
+    // Guests have network (qemu.network: user), so every job here runs QEMU in a namespace of its own on its node.
+    slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 40, pollIntervalMs: 300, ...(raw.slurm as object | undefined) },
     purge: { schedule: '* * * * * *' },
     ...Object.fromEntries(Object.entries(raw).filter(([k]) => k !== 'slurm')),
-  });
+  }, { machines: opts.machines });
   const broker = await startTestBroker(t, setup.config);
   return { slurm, setup, broker };
 }
@@ -81,11 +84,16 @@ test('a session lands as a Slurm job; its screen comes through /ws with security
   const status = await broker.services.manager.schedulerInfo(broker.services.manager.get(s.id)!);
   t.like(status, { slurmJobId: handle.jobId, node: 'localhost', jobState: 'RUNNING' });
 
+  // The guest has network: QEMU runs in a namespace of its own, its VNC socket served on the port by socat.
+  t.true(forwarderFor(handle.port!).length >= 1, 'socat serves the VNC port (and forks one child per connection)');
+  t.not(fs.readlinkSync(`/proc/${qemuPids[0]}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU is not in the node\'s network namespace');
+
   const closed = new Promise<number>((resolve) => rfb.ws.once('close', (code) => resolve(code)));
   t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
   t.is(await closed, 4000);
   t.not(await jobState(slurm, handle.jobId), 'RUNNING');
   t.deepEqual(pidsMentioning(`qwd-${s.id}`), [], 'QEMU is gone');
+  await waitFor('the job\'s socat to end with it', () => forwarderFor(handle.port!).length === 0, 10_000);
   t.false(fs.existsSync(handle.jobDir), 'the job dir (overlay, secret, logs) is gone');
   t.is(broker.services.rows.byId(s.id), undefined);
 });
@@ -133,10 +141,13 @@ test('stopping a queued session cancels its job', async (t) => {
   t.is((await api(broker, 'GET', `/api/v1/sessions/${res.json.token}`)).status, 410);
 });
 
-test('scancel from outside is noticed: the session ends and says why', async (t) => {
-  const { slurm, broker } = await cluster(t);
+test('scancel from outside is noticed: the session ends and says why (a site that accepts unisolated guests: QEMU in the node\'s own network)', async (t) => {
+  const { slurm, broker } = await cluster(t, { slurm: { unisolatedGuestNetwork: true } });
   const s = await createRunning(broker);
-  const { jobId, jobDir } = handleOf(broker, s.id)!;
+  const { jobId, jobDir, port } = handleOf(broker, s.id)!;
+  const [qemu] = pidsMentioning(`qwd-${s.id}`);
+  t.is(fs.readlinkSync(`/proc/${qemu}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU shares the node\'s network namespace');
+  t.deepEqual(forwarderFor(port!), [], 'and listens on the port itself');
   await slurm.run('scancel', [jobId]);
   const gone = await waitFor('the session to end', async () => {
     const r = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
@@ -226,6 +237,63 @@ test('two nodes, each in its own network namespace: a desktop\'s VNC is on its n
   }
   for (const s of sessions) t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
   t.is((await slurm.run('squeue', ['--noheader'])).trim(), '');
+});
+
+/** The socat processes that serve a job's VNC socket on `port` (the job starts one with TCP4-LISTEN:PORT,…). */
+function forwarderFor(port: number): number[] {
+  return pidsMentioning(`-LISTEN:${port},`);
+}
+
+test('a guest on a node reaches the cluster network but never the node itself: not its loopback through 10.0.2.2, not its own address, not a denied destination', async (t) => {
+  const probeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-netprobe-'));
+  t.teardown(() => fs.rmSync(probeRoot, { recursive: true, force: true }));
+  fs.chmodSync(probeRoot, 0o755);
+  // One namespaced node, whose way out is the bridge on this host: its side (10.a.b.1) stands for the site
+  // network, and a second address there (this host answers for it too) for a destination the site denies.
+  const denied = `10.212.${1 + crypto.randomInt(250)}.3`;
+  const { slurm, broker } = await cluster(t, {
+    slurm: { vncBind: '0.0.0.0' },
+    guest: { shareRoots: [probeRoot], shares: [{ path: probeRoot, tag: 'probe', readonly: true }] },
+    guestNetwork: { deny: [`${denied}/32`, '169.254.0.0/16'] },
+  }, { cpus: 2, netnsNodes: 1, machines: (d) => writeDemoMachine(d) });
+  const node = slurm.nodes[0]!;
+  const site = `${node.addr.split('.').slice(0, 3).join('.')}.1`;
+  await runProgram('ip', ['addr', 'add', `${denied}/32`, 'dev', slurm.bridge!]);
+  // Services on the node itself (its loopback and its address), and on the site network.
+  const nodeServer = 'for (const a of ["127.0.0.1", process.argv[1]]) require("http").createServer((q, s) => s.end("node-private")).listen(8081, a)';
+  const inNode = spawn('nsenter', [`--net=/run/netns/${node.netns}`, '--', process.execPath, '-e', nodeServer, node.addr], { stdio: 'ignore' });
+  t.teardown(() => inNode.kill('SIGKILL'));
+  const siteServers = [site, denied].map((addr) => http.createServer((_q, res) => res.end(`site ${addr}`)).listen(8082, addr));
+  t.teardown(() => siteServers.forEach((server) => server.close()));
+  await Promise.all(siteServers.map((server) => new Promise((resolve) => server.once('listening', resolve))));
+  const nodeListens = () => runProgram('nsenter', [`--net=/run/netns/${node.netns}`, '--', 'ss', '-Htln', 'sport = :8081']).catch(() => '');
+  await waitFor('the node\'s own services', async () => (await nodeListens()).trim().split('\n').length === 2, 10_000);
+  const urls = ['http://10.0.2.2:8081/', `http://${node.addr}:8081/`, `http://${denied}:8082/`, `http://${site}:8082/`];
+  fs.writeFileSync(path.join(probeRoot, 'qwd-net-probe'), urls.join('\n') + '\n', { mode: 0o644 });
+
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'alice', cpus: 1, memoryMiB: 256, lifetimeS: 600 });
+  t.is(res.status, 201, res.text);
+  const handle = await waitFor('the job to report its node', () => handleOf(broker, res.json.id)?.port ? handleOf(broker, res.json.id) : false, 60_000);
+  const serialFile = path.join(handle!.jobDir, 'serial.log');
+  const serial = () => (fs.existsSync(serialFile) ? fs.readFileSync(serialFile, 'utf8') : '');
+  await waitFor('the guest to finish its network probe', () => serial().includes('QWD: net probe done'), 120_000).catch((err: Error) => {
+    t.log(serial());
+    throw err;
+  });
+  t.log(serial().split('\n').filter((l) => l.includes('QWD: net')).join('\n'));
+  const outcome = (url: string) => new RegExp(`QWD: net probe ${url.replace(/[.?]/g, '\\$&')} (ok|failed)`).exec(serial())?.[1];
+  t.is(outcome(urls[0]!), 'failed', 'the node\'s loopback is out of reach through the gateway');
+  t.is(outcome(urls[1]!), 'failed', 'the node\'s own address is out of reach');
+  t.is(outcome(urls[2]!), 'failed', 'a denied destination is out of reach');
+  t.is(outcome(urls[3]!), 'ok', 'the site network is reachable');
+  t.regex(serial(), new RegExp(`net probe http://${site.replace(/\./g, '\\.')}:8082/ ok: HTTP/1.1 200 OK \\| site ${site.replace(/\./g, '\\.')}`));
+  t.notRegex(serial(), /node-private/, 'nothing of the node reached the guest');
+  // And the desktop still shows through the bridge (its VNC port forwarded into the namespace).
+  const rfb = await connectRfb(res.json.wsUrl);
+  t.teardown(() => rfb.close());
+  await waitForGuestText(rfb);
+  t.is((await api(broker, 'DELETE', `/api/v1/sessions/${res.json.token}`)).status, 204);
+  await waitFor('the job\'s socat to end with it', () => forwarderFor(handle!.port!).length === 0, 10_000);
 });
 
 test('an sbatch that does not answer in time: the request fails clearly and the job it queued anyway is cancelled by name', async (t) => {

@@ -5,12 +5,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { buildJobScript, shellQuote, vncListen, probeHost, NODE_DIR_PLACEHOLDER, type JobScriptInput } from '../../src/launcher/slurm-script.js';
+import { buildJobScript, shellQuote, vncListen, probeHost, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, type JobScriptInput } from '../../src/launcher/slurm-script.js';
+import { buildGuestRuleset } from '../../src/guest/network-policy.js';
 import { exitInfo, sbatchArgs } from '../../src/launcher/slurm.js';
 import { buildQemuArgv } from '../../src/qemu/argv.js';
 import { overlayArgv } from '../../src/snapshot/overlay.js';
 import { parseConfig } from '../../src/config/schema.js';
-import { pidsMentioning, requireQemu, tempDir, waitFor } from '../helpers/env.js';
+import { pidsMentioning, requireProgram, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { freePorts } from '../helpers/peer-process.js';
 import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 
@@ -75,17 +76,22 @@ test('why a job ended, in words', (t) => {
   t.regex(exitInfo(null, null).reason!, /unexpectedly/);
 });
 
-function scriptFor(dir: string, bind: string, ports: [number, number], accel: JobScriptInput['accel'] = 'auto'): string {
+function scriptFor(dir: string, bind: string, ports: [number, number], accel: JobScriptInput['accel'] = 'auto', guestNetwork: JobScriptInput['guestNetwork'] = null): string {
   const m = { name: 'blank', arch: 'x86_64', format: 'raw', image: path.join(dir, 'master.raw'), firmware: 'bios', diskInterface: 'virtio', shares: [], bootScripts: { scripts: [], delivery: 'cloud-init' } } as never;
   fs.writeFileSync(path.join(dir, 'master.raw'), Buffer.alloc(1024 * 1024));
   const jobDir = path.join(dir, 'job');
   fs.mkdirSync(jobDir, { mode: 0o700 });
   fs.writeFileSync(path.join(jobDir, 'vnc.secret'), 'pw123456', { mode: 0o600 });
   const paths = { overlay: path.join(jobDir, 'disk.qcow2'), qmpSocket: `${NODE_DIR_PLACEHOLDER}/qmp.sock`, vncSocket: '', serialLog: path.join(jobDir, 'serial.log'), pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`, qgaSocket: `${NODE_DIR_PLACEHOLDER}/qga.sock` };
-  const argv = (a: 'kvm' | 'tcg') => buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, { sessionId: 'feedfeedfeed', accel: a, sandbox: true, runAs: null, network: 'none', uefiFirmware: '', vncTcp: { listen: vncListen(bind), secretFile: path.join(jobDir, 'vnc.secret') } });
+  const listen = guestNetwork ? NAMESPACED_VNC_LISTEN : vncListen(bind);
+  const argv = (a: 'kvm' | 'tcg') => buildQemuArgv(m, { cpus: 1, memoryMiB: 128 }, paths, {
+    sessionId: 'feedfeedfeed', accel: a, sandbox: true, runAs: null, network: guestNetwork ? 'user' : 'none', uefiFirmware: '',
+    vncTcp: { listen, secretFile: path.join(jobDir, 'vnc.secret') },
+  });
+  if (guestNetwork) fs.writeFileSync(guestNetwork.rulesFile, buildGuestRuleset({ allow: [], deny: [] }, []), { mode: 0o600 });
   return buildJobScript({
     sessionId: 'feedfeedfeed', jobDir, qemuBinary: 'qemu-system-x86_64', qemuImg: 'qemu-img', overlayArgv: overlayArgv(m, paths.overlay, 1), overlayPath: paths.overlay,
-    argvKvm: argv('kvm'), argvTcg: argv('tcg'), accel, guestArch: 'x86_64', vncBind: bind, vncPortMin: ports[0], vncPortMax: ports[1],
+    argvKvm: argv('kvm'), argvTcg: argv('tcg'), accel, guestArch: 'x86_64', vncBind: bind, vncPortMin: ports[0], vncPortMax: ports[1], guestNetwork,
   });
 }
 
@@ -105,17 +111,7 @@ test('the job script, run by bash: overlay, QEMU behind a VNC password on a port
   t.is(ready.accel, 'tcg', 'kvm-pvm or no KVM here: TCG');
   t.true(fs.existsSync(path.join(dir, 'job', 'disk.qcow2')), 'the overlay was made in the job dir');
   // QEMU asks for VNC authentication (type 2) only.
-  const types = await new Promise<number[]>((resolve, reject) => {
-    const s = net.createConnection(port!, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length === 12) s.write('RFB 003.008\n');
-      if (buf.length >= 13 && buf.length >= 13 + buf[12]!) { s.destroy(); resolve([...buf.subarray(13, 13 + buf[12]!)]); }
-    });
-    s.on('error', reject);
-  });
-  t.deepEqual(types, [2]);
+  t.deepEqual(await rfbSecurityTypes(port!), [2]);
   // The password is in no process's command line.
   const cmdline = fs.readFileSync(`/proc/${ready.pid}/cmdline`, 'utf8');
   t.false(cmdline.includes('pw123456'));
@@ -125,6 +121,65 @@ test('the job script, run by bash: overlay, QEMU behind a VNC password on a port
   t.deepEqual(readJson(status), { state: 'exited', code: 0 });
   t.false(fs.existsSync(`/proc/${ready.pid}`), 'QEMU is gone');
 });
+
+const NODE_TOOLS = { unshare: '/usr/bin/unshare', nsenter: '/usr/bin/nsenter', ip: '/usr/sbin/ip', nft: '/usr/sbin/nft', pasta: '/usr/bin/pasta', socat: '/usr/bin/socat' };
+
+test('with guest network, the job runs QEMU in a namespace of its own holding the node\'s addresses in its rules, serves its VNC on the port, and leaves nothing', async (t) => {
+  requireQemu();
+  for (const [tool, pkg] of [['ip', 'iproute2'], [NODE_TOOLS.nft, 'nftables'], ['pasta', 'passt'], ['socat', 'socat']] as const) requireProgram(tool, pkg);
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  const script = scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg', { tools: NODE_TOOLS, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
+  const job = spawn('bash', ['-s'], { stdio: ['pipe', 'ignore', 'pipe'], detached: true });
+  t.teardown(() => killJobGroup(job.pid!));
+  job.stdin.end(script);
+  const status = path.join(dir, 'job', 'status.json');
+  const ready = await waitFor('the job to report ready', () => {
+    const s = readJson(status);
+    if (s?.state === 'failed') throw new Error(s.error);
+    return s?.state === 'ready' ? s : false;
+  }, 20000);
+  t.is(ready.port, port);
+  t.not(fs.readlinkSync(`/proc/${ready.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU is in a network namespace of its own');
+  // This host's own addresses are in the namespace's rules (here: an address of the default route's interface).
+  const rules = spawnSync('nsenter', [`--net=/proc/${ready.pid}/ns/net`, '--', NODE_TOOLS.nft, 'list', 'set', 'inet', 'qwd_guest', 'host4'], { encoding: 'utf8' }).stdout;
+  const hostAddr = JSON.parse(spawnSync('ip', ['-4', '-json', 'route', 'get', '192.0.2.200'], { encoding: 'utf8' }).stdout || '[{}]')[0]?.prefsrc;
+  t.regex(rules, /127\.0\.0\.0\/8/);
+  if (hostAddr) t.true(rules.includes(hostAddr), `${hostAddr} is in the rules: ${rules}`);
+  // The port answers RFB (socat → QEMU's socket in the namespace), behind the password.
+  t.deepEqual(await rfbSecurityTypes(port!), [2]);
+  const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
+  process.kill(job.pid!, 'SIGTERM');
+  t.is(await exited, 0);
+  t.deepEqual(readJson(status), { state: 'exited', code: 0 });
+  t.false(fs.existsSync(`/proc/${ready.pid}`), 'QEMU is gone');
+  await waitFor('socat to be gone', () => pidsMentioning(`-LISTEN:${port},`).length === 0, 5000);
+});
+
+test('with guest network, a node without one of the tools fails the job naming it and its Debian package, and starts nothing', (t) => {
+  const dir = tempDir(t);
+  const script = scriptFor(dir, '127.0.0.1', [5999, 5999], 'tcg', { tools: { ...NODE_TOOLS, socat: '/nonexistent/socat' }, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
+  const out = spawnSync('bash', ['-s'], { input: script, encoding: 'utf8', timeout: 30000 });
+  t.is(out.status, 1);
+  const status = readJson(path.join(dir, 'job', 'status.json'));
+  t.is(status.state, 'failed');
+  t.regex(status.error, /\/nonexistent\/socat is not installed on node .* \(Debian package socat\); guests with network need it/);
+  t.deepEqual(pidsMentioning(path.join(dir, 'job')), [], 'no QEMU was started');
+});
+
+/** Security types a VNC server on 127.0.0.1:port offers to a raw RFB 3.8 client. */
+function rfbSecurityTypes(port: number): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length === 12) s.write('RFB 003.008\n');
+      if (buf.length >= 13 && buf.length >= 13 + buf[12]!) { s.destroy(); resolve([...buf.subarray(13, 13 + buf[12]!)]); }
+    });
+    s.on('error', reject);
+  });
+}
 
 test('the job script skips a port another program holds, and fails clearly when none is left', async (t) => {
   requireQemu();
