@@ -37,10 +37,10 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   /** A node-local directory of lock files that makes each GPU (IOMMU group) exclusive to one job on a node. */
   readonly gpuLockDir: string;
   /**
-   * Guests of Slurm jobs are not yet put in a network namespace of their own
-   * (launcher/guest-netns.ts is the local launcher's): with qemu.network: user
-   * they reach the node's own services. The broker refuses to start so unless
-   * this says the site accepts it.
+   * With qemu.network: user each job runs QEMU in a network namespace of its
+   * own on its node (launcher/slurm-script.ts). true: QEMU shares the node's
+   * network instead, and its guest reaches the node's own services; for nodes
+   * that cannot run the tools.
    */
   readonly unisolatedGuestNetwork: boolean;
 }
