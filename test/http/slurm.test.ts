@@ -274,10 +274,19 @@ test('a guest on a node reaches the cluster network but never the node itself: n
   const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'alice', cpus: 1, memoryMiB: 256, lifetimeS: 600 });
   t.is(res.status, 201, res.text);
   const handle = await waitFor('the job to report its node', () => handleOf(broker, res.json.id)?.port ? handleOf(broker, res.json.id) : false, 60_000);
-  const serialFile = path.join(handle!.jobDir, 'serial.log');
-  const serial = () => (fs.existsSync(serialFile) ? fs.readFileSync(serialFile, 'utf8') : '');
+  // What the job dir last held: a session that ends takes its job dir with it.
+  const seen: Record<string, string> = {};
+  const read = (name: string) => {
+    try {
+      seen[name] = fs.readFileSync(path.join(handle!.jobDir, name), 'utf8');
+    } catch {
+      // Not written yet, or gone with the session.
+    }
+    return seen[name] ?? '';
+  };
+  const serial = () => read('serial.log');
   await waitFor('the guest to finish its network probe', () => serial().includes('QWD: net probe done'), 120_000).catch((err: Error) => {
-    t.log(serial());
+    t.log(`serial.log: ${serial()}\nqemu.log: ${read('qemu.log')}\npasta.log: ${read('pasta.log')}\nslurm.out: ${read('slurm.out')}`);
     throw err;
   });
   t.log(serial().split('\n').filter((l) => l.includes('QWD: net')).join('\n'));
