@@ -1,12 +1,12 @@
 // Request security: who is asking (a login in the browser session, or an API
 // token), CSRF protection for every state-changing request made with the
-// browser's cookie, and the ownership rule for changing a desktop.
+// browser's cookie, and sending to the login page. Who may change a desktop is
+// the session-access policy (session-access.ts).
 import crypto from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { QwdError } from '../errors.js';
 import type { AuthService } from '../auth/service.js';
 import type { Identity } from '../auth/types.js';
-import type { SessionRow } from '../store/session-rows.js';
 
 declare module 'express-session' {
   interface SessionData {
@@ -193,15 +193,15 @@ export function safeRedirectPath(next: unknown): string {
   return next;
 }
 
-/**
- * May this request stop, extend or re-link this desktop? With real
- * authentication: its owner or an admin. With auth "none" nothing proves a
- * name, so holding the control link (or having created it in this browser) is
- * what counts.
- */
-export function canManage(req: Request, row: SessionRow, open: boolean, heldControlLink: boolean): boolean {
-  const who = req.identity;
-  if (who && (who.admin || who.user === row.owner)) return true;
-  if (!open) return false;
-  return heldControlLink || (req.session.sessionIds ?? []).includes(row.id);
+/** Sends the browser to log in, and back here afterwards. */
+export function sendToLogin(req: Request, res: Response): void {
+  res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+}
+
+/** Pages that need a login when authentication is configured (auth.open: nobody logs in). */
+export function requireLogin(open: boolean) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (open || req.identity) next();
+    else sendToLogin(req, res);
+  };
 }
