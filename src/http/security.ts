@@ -34,7 +34,10 @@ export function identify(auth: AuthService) {
     const header = req.get('authorization');
     if (header?.startsWith('Bearer ')) {
       const identity = auth.identityForApiToken(header.slice(7).trim());
-      if (!identity) return next(new QwdError('QWD_UNAUTHORIZED', 'unknown API token', { userMessage: 'This API token is not valid (revoked or mistyped).' }));
+      if (!identity) {
+        const userMessage = 'This API token is not valid (revoked or mistyped).';
+        return next(new QwdError('QWD_UNAUTHORIZED', 'unknown API token', { userMessage }));
+      }
       req.identity = identity;
       req.viaBearer = true;
     } else {
@@ -164,10 +167,12 @@ export function csrfProtect(tokens: CsrfTokens) {
     if (req.path.startsWith('/api/')) {
       if (!carriesOurCookie(req.get('cookie'))) return next();
       if (tokenAccepted(req, req.get('x-csrf-token'), tokens)) return next();
-      return next(new QwdError('QWD_CSRF', 'missing or wrong X-CSRF-Token on a cookie-authenticated API call', { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
+      const message = 'missing or wrong X-CSRF-Token on a cookie-authenticated API call';
+      return next(new QwdError('QWD_CSRF', message, { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
     }
     if (tokenAccepted(req, (req.body as Record<string, unknown> | undefined)?._csrf, tokens)) return next();
-    next(new QwdError('QWD_CSRF', `form ${req.method} to ${req.path} without a valid CSRF token`, { userMessage: 'This form has expired or did not come from this site. Go back, reload the page and try again.' }));
+    const userMessage = 'This form has expired or did not come from this site. Go back, reload the page and try again.';
+    next(new QwdError('QWD_CSRF', `form ${req.method} to ${req.path} without a valid CSRF token`, { userMessage }));
   };
 }
 
