@@ -7,7 +7,6 @@ import { QwdError, type ErrorCode } from '../errors.js';
 import type { Identity } from '../auth/types.js';
 import type { TokenLookup } from '../sessions/manager.js';
 import type { EndedRow, LinkKind, SessionRow } from '../store/session-rows.js';
-import { REVOKED_LINK_MESSAGE } from './views.js';
 
 /** What a link gives this asker: `manage` = may stop, extend or re-link the desktop. */
 export interface SessionAccess {
@@ -46,6 +45,8 @@ export class SessionAccessError extends QwdError {
   }
 }
 
+/** What a revoked link answers (page, API, viewer): the desktop itself may well go on running. */
+export const REVOKED_LINK_MESSAGE = 'This link was revoked by the owner of the desktop; ask them for a new one.';
 export const LOGIN_FIRST_MESSAGE = 'Log in first, or send an API token (Authorization: Bearer …).';
 
 /**

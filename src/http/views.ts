@@ -6,6 +6,7 @@ import type { SessionRow } from '../store/session-rows.js';
 import type { QueueInfo } from '../launcher/types.js';
 import { Html, csrfField, html, layout, formatDuration, type PageContext } from './html.js';
 import { sessionSizes } from '../sessions/request.js';
+import { REVOKED_LINK_MESSAGE } from './session-access.js';
 
 /** The form's per-machine data attributes (public/form.js switches the CPU and memory fields with them). */
 function machineSizeAttrs(sizes: ReturnType<typeof sessionSizes>): Html {
@@ -249,8 +250,6 @@ data-api="/api/v1/sessions/${row.viewToken}" data-warn-before="${config.sessions
   return layout('Desktop (view-only)', body, { scripts: ['/static/session.js'] });
 }
 
-/** What a revoked link answers (page, API, viewer): the desktop itself may well go on running. */
-export const REVOKED_LINK_MESSAGE = 'This link was revoked by the owner of the desktop; ask them for a new one.';
 
 export function revokedPage(): string {
   const body = html`<h1>This link was revoked</h1><p>${REVOKED_LINK_MESSAGE}</p>\
