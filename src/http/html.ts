@@ -49,14 +49,19 @@ export function csrfField(ctx: PageContext): Html {
 function nav(ctx: PageContext | undefined): Html {
   if (!ctx) return html`<nav><a href="/">New desktop</a> <a href="/manage">My desktops</a></nav>`;
   if (ctx.identity) {
-    return html`<nav><a href="/">New desktop</a> <a href="/manage">${ctx.identity.admin ? 'All desktops' : 'My desktops'}</a>
-<span class="who">${ctx.identity.user}${ctx.identity.admin ? ' (admin)' : ''}</span>
-<form method="post" action="/logout" class="inline">${csrfField(ctx)}<button type="submit" class="link">Log out</button></form></nav>`;
+    const { user, admin } = ctx.identity;
+    return html`<nav><a href="/">New desktop</a> <a href="/manage">${admin ? 'All desktops' : 'My desktops'}</a>
+<span class="who">${user}${admin ? ' (admin)' : ''}</span>
+<form method="post" action="/logout" class="inline">${csrfField(ctx)}\
+<button type="submit" class="link">Log out</button></form></nav>`;
   }
-  return html`<nav><a href="/">New desktop</a> <a href="/manage">My desktops</a>${ctx.open ? '' : html` <a href="/login">Log in</a>`}</nav>`;
+  const login = ctx.open ? '' : html` <a href="/login">Log in</a>`;
+  return html`<nav><a href="/">New desktop</a> <a href="/manage">My desktops</a>${login}</nav>`;
 }
 
-export function layout(title: string, body: Html, opts: { scripts?: string[]; bodyClass?: string; ctx?: PageContext } = {}): string {
+export function layout(
+  title: string, body: Html, opts: { scripts?: string[]; bodyClass?: string; ctx?: PageContext } = {},
+): string {
   return html`<!doctype html>
 <html lang="en">
 <head>

@@ -1,12 +1,12 @@
 // Request security: who is asking (a login in the browser session, or an API
 // token), CSRF protection for every state-changing request made with the
-// browser's cookie, and the ownership rule for changing a desktop.
+// browser's cookie, and sending to the login page. Who may change a desktop is
+// the session-access policy (session-access.ts).
 import crypto from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { QwdError } from '../errors.js';
 import type { AuthService } from '../auth/service.js';
 import type { Identity } from '../auth/types.js';
-import type { SessionRow } from '../store/session-rows.js';
 
 declare module 'express-session' {
   interface SessionData {
@@ -34,7 +34,10 @@ export function identify(auth: AuthService) {
     const header = req.get('authorization');
     if (header?.startsWith('Bearer ')) {
       const identity = auth.identityForApiToken(header.slice(7).trim());
-      if (!identity) return next(new QwdError('QWD_UNAUTHORIZED', 'unknown API token', { userMessage: 'This API token is not valid (revoked or mistyped).' }));
+      if (!identity) {
+        const userMessage = 'This API token is not valid (revoked or mistyped).';
+        return next(new QwdError('QWD_UNAUTHORIZED', 'unknown API token', { userMessage }));
+      }
       req.identity = identity;
       req.viaBearer = true;
     } else {
@@ -164,10 +167,12 @@ export function csrfProtect(tokens: CsrfTokens) {
     if (req.path.startsWith('/api/')) {
       if (!carriesOurCookie(req.get('cookie'))) return next();
       if (tokenAccepted(req, req.get('x-csrf-token'), tokens)) return next();
-      return next(new QwdError('QWD_CSRF', 'missing or wrong X-CSRF-Token on a cookie-authenticated API call', { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
+      const message = 'missing or wrong X-CSRF-Token on a cookie-authenticated API call';
+      return next(new QwdError('QWD_CSRF', message, { userMessage: 'Missing or wrong X-CSRF-Token header.' }));
     }
     if (tokenAccepted(req, (req.body as Record<string, unknown> | undefined)?._csrf, tokens)) return next();
-    next(new QwdError('QWD_CSRF', `form ${req.method} to ${req.path} without a valid CSRF token`, { userMessage: 'This form has expired or did not come from this site. Go back, reload the page and try again.' }));
+    const userMessage = 'This form has expired or did not come from this site. Go back, reload the page and try again.';
+    next(new QwdError('QWD_CSRF', `form ${req.method} to ${req.path} without a valid CSRF token`, { userMessage }));
   };
 }
 
@@ -193,15 +198,15 @@ export function safeRedirectPath(next: unknown): string {
   return next;
 }
 
-/**
- * May this request stop, extend or re-link this desktop? With real
- * authentication: its owner or an admin. With auth "none" nothing proves a
- * name, so holding the control link (or having created it in this browser) is
- * what counts.
- */
-export function canManage(req: Request, row: SessionRow, open: boolean, heldControlLink: boolean): boolean {
-  const who = req.identity;
-  if (who && (who.admin || who.user === row.owner)) return true;
-  if (!open) return false;
-  return heldControlLink || (req.session.sessionIds ?? []).includes(row.id);
+/** Sends the browser to log in, and back here afterwards. */
+export function sendToLogin(req: Request, res: Response): void {
+  res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+}
+
+/** Pages that need a login when authentication is configured (auth.open: nobody logs in). */
+export function requireLogin(open: boolean) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (open || req.identity) next();
+    else sendToLogin(req, res);
+  };
 }

@@ -27,7 +27,9 @@ export function unsignSessionId(raw: string, secret: string): string | null {
   return mac.length === expected.length && crypto.timingSafeEqual(mac, expected) ? sid : null;
 }
 
-export function webLoginFromCookie(cookieHeader: string | undefined, secret: string, store: SqliteWebSessionStore, auth: AuthService): Identity | null {
+export function webLoginFromCookie(
+  cookieHeader: string | undefined, secret: string, store: SqliteWebSessionStore, auth: AuthService,
+): Identity | null {
   const raw = cookieValue(cookieHeader, SESSION_COOKIE);
   const sid = raw === null ? null : unsignSessionId(raw, secret);
   if (sid === null) return null;

@@ -20,7 +20,8 @@ export class SqliteWebSessionStore extends session.Store {
 
   /** A live browser session's data, or null (synchronous: for the WebSocket upgrade check). */
   read(sid: string): session.SessionData | null {
-    const row = this.db.prepare('SELECT data, expires_at FROM web_sessions WHERE sid = ?').get(sid) as { data: string; expires_at: number } | undefined;
+    const row = this.db.prepare('SELECT data, expires_at FROM web_sessions WHERE sid = ?').get(sid) as
+      { data: string; expires_at: number } | undefined;
     if (!row || row.expires_at < Date.now()) return null;
     return JSON.parse(row.data) as session.SessionData;
   }
@@ -33,7 +34,9 @@ export class SqliteWebSessionStore extends session.Store {
   override set(sid: string, data: session.SessionData, callback?: (err?: unknown) => void): void {
     try {
       const expires = data.cookie?.expires ? new Date(data.cookie.expires).getTime() : Date.now() + DAY_MS;
-      this.db.prepare('INSERT INTO web_sessions (sid, data, expires_at) VALUES (?, ?, ?) ON CONFLICT(sid) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at').run(sid, JSON.stringify(data), expires);
+      this.db.prepare('INSERT INTO web_sessions (sid, data, expires_at) VALUES (?, ?, ?) '
+        + 'ON CONFLICT(sid) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at')
+        .run(sid, JSON.stringify(data), expires);
       callback?.();
     } catch (err) {
       callback?.(err);
