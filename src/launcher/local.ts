@@ -79,7 +79,7 @@ export class LocalLauncher implements Launcher {
 
   constructor(private readonly opts: LocalLauncherOptions) {}
 
-  async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<VmHandle> {
+  async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<LocalHandle> {
     const { config, log } = this.opts;
     this.assertInsideRunRoot(spec.runDir);
     await fsp.mkdir(path.dirname(spec.runDir), { recursive: true, mode: 0o700 });

@@ -88,6 +88,15 @@ export async function stopAllVms(broker: Broker): Promise<void> {
   }
 }
 
+/** The QEMU PID of a session the local launcher runs; any other handle (or none) fails the test that expected one. */
+export function localPid(handle: unknown): number {
+  const isLocal = typeof handle === 'object' && handle !== null && 'kind' in handle && handle.kind === 'local';
+  if (!isLocal || !('pid' in handle) || typeof handle.pid !== 'number') {
+    throw new Error(`expected a local VM handle, got ${JSON.stringify(handle)}`);
+  }
+  return handle.pid;
+}
+
 /** A local VM is our own process group (if that PID is still our qemu); Slurm jobs are ended by the test's Slurm going away. */
 function killLocalVm(handle: VmHandle | null): void {
   if (handle?.kind !== 'local') return;
