@@ -34,7 +34,6 @@ export function scriptApplies(decl: ScriptDecl, who: { machine: string; user: st
 /** Length and character checks: text, UTF-8, no NUL or other control characters but tab/newline. */
 export function checkScriptText(text: string, what: string): void {
   if (Buffer.byteLength(text) > MAX_SCRIPT_BYTES) throw new ValidationError(`${what} is too long (at most ${MAX_SCRIPT_BYTES / 1024} KiB)`);
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\r\n/g, '\n'))) throw new ValidationError(`${what} contains control characters; only text is accepted`);
   if (text.trim() === '') throw new ValidationError(`${what} is empty`);
 }
