@@ -101,7 +101,9 @@ export class ValidationError extends QwdError {
 
 /** Admission refusals: the userMessage says which limit and what to ask for instead. */
 export class AdmissionError extends QwdError {
-  constructor(code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY', userMessage: string, details?: Record<string, unknown>) {
+  constructor(
+    code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY', userMessage: string, details?: Record<string, unknown>,
+  ) {
     super(code, userMessage, { userMessage, details });
     this.name = 'AdmissionError';
   }
@@ -146,7 +148,10 @@ export function toQwdError(err: unknown, code: ErrorCode = 'QWD_INTERNAL'): QwdE
   // (the statement or transaction failed as a whole), so trying again later is the answer.
   const sqliteCode = (err as { code?: unknown } | null)?.code;
   if (sqliteCode === 'SQLITE_BUSY' || sqliteCode === 'SQLITE_LOCKED') {
-    return new QwdError('QWD_STORE_BUSY', `the state database is locked by another process: ${message}`, { userMessage: 'The service is busy. Please try again in a moment.', cause: err });
+    return new QwdError(
+      'QWD_STORE_BUSY', `the state database is locked by another process: ${message}`,
+      { userMessage: 'The service is busy. Please try again in a moment.', cause: err },
+    );
   }
   return new QwdError(code, message, { cause: err });
 }

@@ -69,7 +69,10 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
   const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
   // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
   const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
-  const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now, log: log.child({ module: 'sessions' }) });
+  const manager = new SessionManager({
+    config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now,
+    log: log.child({ module: 'sessions' }),
+  });
   const users = new UserStore(db);
   const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
   return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
@@ -83,12 +86,15 @@ function assertGuestNetworkIsolation(config: Config): void {
   if (config.qemu.network !== 'user') return;
   if (config.launcher === 'slurm') {
     if (config.slurm.unisolatedGuestNetwork) return;
-    throw new QwdError('QWD_CONFIG_INVALID', 'guests of Slurm jobs are not isolated from the nodes\' own services yet (qemu.network: user reaches a node\'s '
-      + 'loopback): set qemu.network: none, or slurm.unisolatedGuestNetwork: true to accept that (see INSTALL.md, Guest network)');
+    throw new QwdError('QWD_CONFIG_INVALID', 'guests of Slurm jobs are not isolated from the nodes\' own services ' +
+      'yet (qemu.network: user reaches a node\'s '
+      + 'loopback): set qemu.network: none, or slurm.unisolatedGuestNetwork: true to accept that (see INSTALL.md, ' +
+        'Guest network)');
   }
   const why = guestNetworkUnavailable(config.guestNetwork);
   if (!why) return;
-  throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace of their own, and ${why}: `
+  throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace ` +
+    `of their own, and ${why}: `
     + 'run bin/setup (or install the packages named), run the broker as root, or set qemu.network: none');
 }
 
@@ -101,20 +107,26 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export async function startBroker(config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {}): Promise<Broker> {
+export async function startBroker(
+  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {},
+): Promise<Broker> {
   const startedAt = Date.now();
   assertGuestNetworkIsolation(config);
   const now = opts.now ?? Date.now;
   const services = await createServices(config, log, { now });
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
-  if (catalog.list().length === 0) log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
+  if (catalog.list().length === 0) {
+    log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
+  }
   await manager.reconcile();
 
   const webSessions = new SqliteWebSessionStore(db);
   const server = http.createServer();
   const sessionSecret = loadSecret(config.stateDir);
-  const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(req.headers.cookie, sessionSecret, webSessions, services.auth) !== null;
+  const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(
+    req.headers.cookie, sessionSecret, webSessions, services.auth,
+  ) !== null;
   const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, {
     ...(config.auth.linksRequireLogin ? { isLoggedIn } : {}),
     clipboard: { site: config.bridge, machine: (name) => {

@@ -15,7 +15,8 @@ const DAY_MS = 86_400_000;
 
 /** The mark for a login as `name` on `day` (days since the epoch): "<day>-<HMAC>", no name in it. */
 export function deviceMark(secret: string, name: string, day: number): string {
-  const mac = crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}\u0000${day}`).digest('base64url').slice(0, 22);
+  const mac = crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}\u0000${day}`)
+    .digest('base64url').slice(0, 22);
   return `${day}-${mac}`;
 }
 

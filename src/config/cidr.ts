@@ -37,7 +37,9 @@ export function formatCidr(c: Cidr): string {
 
 function ipv4Bytes(addr: string): Uint8Array | null {
   const parts = addr.split('.').map(Number);
-  return parts.length === 4 && parts.every((n) => Number.isInteger(n) && n >= 0 && n <= 255) ? Uint8Array.from(parts) : null;
+  return parts.length === 4 && parts.every(
+    (n) => Number.isInteger(n) && n >= 0 && n <= 255
+  ) ? Uint8Array.from(parts) : null;
 }
 
 function ipv6Bytes(addr: string): Uint8Array | null {

@@ -133,9 +133,19 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
-const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log'] as const;
-const QEMU_KEYS = ['binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi', 'network'] as const;
-const LIMIT_KEYS = ['maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS', 'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser'] as const;
+const TOP_KEYS = [
+  'listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork',
+  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
+] as const;
+const QEMU_KEYS = [
+  'binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi',
+  'network',
+] as const;
+const LIMIT_KEYS = [
+  'maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS',
+  'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit',
+  'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser',
+] as const;
 
 export interface ParseResult {
   config: Config | null;
@@ -148,7 +158,9 @@ export interface ParseResult {
  */
 export function parseConfig(raw: unknown, file: string | null, baseDir: string): ParseResult {
   const p = new Problems(file ?? '(embedded defaults)');
-  const top: Obj = raw === null || raw === undefined ? {} : isObject(raw) ? raw : (p.note('the file must contain a YAML mapping'), {});
+  const top: Obj = raw === null || raw === undefined ? {} : isObject(raw) ? raw : (
+    p.note('the file must contain a YAML mapping'), {}
+  );
   rejectUnknownKeys(p, top, '', TOP_KEYS);
 
   const listenRaw = section(p, top, 'listen');
@@ -164,7 +176,12 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const runDirRaw = readOptionalString(p, top, 'runDir');
   const runDir = runDirRaw ? resolve(runDirRaw) : path.join(stateDir, 'sessions');
   // Unix socket paths are limited to 108 bytes (sun_path); leave room for "/<id>/qmp.sock".
-  if (runDir.length > 80) p.note(`runDir resolves to "${runDir}" (${runDir.length} characters); Unix socket paths inside it would exceed the 108-byte limit: use a shorter path (at most 80 characters)`);
+  if (runDir.length > 80) {
+    p.note(
+      `runDir resolves to "${runDir}" (${runDir.length} characters); Unix socket paths inside it would exceed the ` +
+        `108-byte limit: use a shorter path (at most 80 characters)`
+    );
+  }
 
   const qemuRaw = section(p, top, 'qemu');
   rejectUnknownKeys(p, qemuRaw, 'qemu.', QEMU_KEYS);
@@ -193,7 +210,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const netRaw = section(p, top, 'guestNetwork');
-  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta']);
+  rejectUnknownKeys(
+    p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta'],
+  );
   const cidrList = (key: string, fallback: readonly string[]): Cidr[] => {
     const v = netRaw[key] ?? fallback;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
@@ -226,7 +245,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     maxSessions: readInt(p, limitsRaw, 'maxSessions', 10, { ...lp, min: 0, max: 10000 }),
     maxSessionsPerUser: readInt(p, limitsRaw, 'maxSessionsPerUser', 3, { ...lp, min: 0, max: 10000 }),
     maxCpusPerSession: readInt(p, limitsRaw, 'maxCpusPerSession', 4, { ...lp, min: 1, max: 1024 }),
-    maxMemoryMiBPerSession: readInt(p, limitsRaw, 'maxMemoryMiBPerSession', 8192, { ...lp, min: 16, max: 16 * 1024 * 1024 }),
+    maxMemoryMiBPerSession: readInt(
+      p, limitsRaw, 'maxMemoryMiBPerSession', 8192, { ...lp, min: 16, max: 16 * 1024 * 1024 },
+    ),
     minLifetimeS: readInt(p, limitsRaw, 'minLifetimeS', 300, { ...lp, min: 1, max: 365 * 86400 }),
     defaultLifetimeS: readInt(p, limitsRaw, 'defaultLifetimeS', 4 * 3600, { ...lp, min: 1, max: 365 * 86400 }),
     maxLifetimeS: readInt(p, limitsRaw, 'maxLifetimeS', 24 * 3600, { ...lp, min: 1, max: 365 * 86400 }),
@@ -239,9 +260,14 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     maxGpusPerSession: readInt(p, limitsRaw, 'maxGpusPerSession', 1, { ...lp, min: 0, max: 16 }),
     maxGpusPerUser: readInt(p, limitsRaw, 'maxGpusPerUser', 1, { ...lp, min: 0, max: 64 }),
   };
-  if (limits.minLifetimeS > limits.maxLifetimeS) p.note(`limits.minLifetimeS (${limits.minLifetimeS}) must not exceed limits.maxLifetimeS (${limits.maxLifetimeS})`);
+  if (limits.minLifetimeS > limits.maxLifetimeS) {
+    p.note(`limits.minLifetimeS (${limits.minLifetimeS}) must not exceed limits.maxLifetimeS (${limits.maxLifetimeS})`);
+  }
   if (limits.defaultLifetimeS < limits.minLifetimeS || limits.defaultLifetimeS > limits.maxLifetimeS) {
-    p.note(`limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS (${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`);
+    p.note(
+      `limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS ` +
+        `(${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`
+    );
   }
 
   const purgeRaw = section(p, top, 'purge');
@@ -258,7 +284,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const sessions = {
     oneShotDefault: readBool(p, sessionsRaw, 'oneShotDefault', false, 'sessions.'),
     oneShotGraceS: readInt(p, sessionsRaw, 'oneShotGraceS', 30, { prefix: 'sessions.', min: 0, max: 86400 }),
-    warnBeforeS: [...readIntList(p, sessionsRaw, 'warnBeforeS', [3600, 900, 300], { prefix: 'sessions.', min: 1, max: 30 * 86400 })].sort((a, b) => b - a),
+    warnBeforeS: [
+      ...readIntList(p, sessionsRaw, 'warnBeforeS', [3600, 900, 300], { prefix: 'sessions.', min: 1, max: 30 * 86400 })
+    ].sort((a, b) => b - a),
     extendStepS: readInt(p, sessionsRaw, 'extendStepS', 3600, { prefix: 'sessions.', min: 60, max: 30 * 86400 }),
   };
 
@@ -267,7 +295,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const rootsRaw = guestRaw.shareRoots;
   let shareRoots: string[] = [];
   if (rootsRaw !== undefined && rootsRaw !== null) {
-    if (!Array.isArray(rootsRaw) || !rootsRaw.every((r) => typeof r === 'string' && r.length > 0)) p.add('guest.shareRoots', 'a list of directories', rootsRaw);
+    if (!Array.isArray(rootsRaw) || !rootsRaw.every((r) => typeof r === 'string' && r.length > 0)) {
+      p.add('guest.shareRoots', 'a list of directories', rootsRaw);
+    }
     else shareRoots = rootsRaw.map((r: string) => path.resolve(baseDir, r));
   }
   const guestScripts = readBootScripts(p, guestRaw, baseDir, file ?? '(embedded defaults)', 'guest.');
@@ -304,7 +334,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const bridgeRaw = section(p, top, 'bridge');
-  rejectUnknownKeys(p, bridgeRaw, 'bridge.', ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard']);
+  rejectUnknownKeys(
+    p, bridgeRaw, 'bridge.',
+    ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard'],
+  );
   // QEMU's VNC server takes at most 32 clients per display; the session cap stays below that.
   const bridge = {
     maxViewersPerLink: readInt(p, bridgeRaw, 'maxViewersPerLink', 8, { prefix: 'bridge.', min: 1, max: 31 }),
@@ -314,13 +347,18 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     viewOnlyClipboard: readBool(p, bridgeRaw, 'viewOnlyClipboard', false, 'bridge.'),
   };
   if (bridge.reservedControlViewers >= bridge.maxViewersPerSession) {
-    p.note(`bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`);
+    p.note(
+      `bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than ` +
+        `bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`
+    );
   }
 
   const auth = parseAuthConfig(p, top, baseDir);
 
   const mailRaw = section(p, top, 'mail');
-  rejectUnknownKeys(p, mailRaw, 'mail.', ['smtpHost', 'smtpPort', 'smtpSecure', 'smtpStartTls', 'smtpUser', 'smtpPassword', 'from']);
+  rejectUnknownKeys(
+    p, mailRaw, 'mail.', ['smtpHost', 'smtpPort', 'smtpSecure', 'smtpStartTls', 'smtpUser', 'smtpPassword', 'from'],
+  );
   const mail = {
     smtpHost: readOptionalString(p, mailRaw, 'smtpHost', { prefix: 'mail.' }),
     smtpPort: readInt(p, mailRaw, 'smtpPort', 25, { prefix: 'mail.', min: 1, max: 65535 }),
@@ -333,7 +371,11 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
 
   const logRaw = section(p, top, 'log');
   rejectUnknownKeys(p, logRaw, 'log.', ['level']);
-  const log = { level: readEnum(p, logRaw, 'level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'log.') };
+  const log = {
+    level: readEnum(
+      p, logRaw, 'level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'log.',
+    )
+  };
 
   const config: Config = {
     source: file,

@@ -220,6 +220,8 @@ export function storeError(err: unknown): unknown {
   if (typeof code !== 'string' || !/^SQLITE_(FULL|IOERR)/.test(code)) return err;
   return new QwdError('QWD_STORE_FAILED', `state store: ${(err as Error).message} (${code}); nothing was written`, {
     cause: err,
-    userMessage: code === 'SQLITE_FULL' ? 'The server has no disk space left to record a new desktop; try again later.' : 'The server cannot record a new desktop right now; try again later.',
+    userMessage: code === 'SQLITE_FULL'
+      ? 'The server has no disk space left to record a new desktop; try again later.'
+      : 'The server cannot record a new desktop right now; try again later.',
   });
 }
