@@ -42,7 +42,8 @@ export const ERROR_CODES = {
   QWD_VNC_AUTH_FAILED: { status: 502, family: 'launch' },
   // The session's network namespace, firewall rules or pasta could not be set up (see INSTALL.md, guest network).
   QWD_NETWORK_FAILED: { status: 500, family: 'launch' },
-  // Slurm said no to a job as asked (partition, account, QOS, limits, resources): retrying the same request will not help.
+  // Slurm said no to a job as asked (partition, account, QOS, limits, resources): retrying the same request will not
+  // help.
   QWD_SLURM_REFUSED: { status: 422, family: 'refused' },
   // A Slurm command failed otherwise (not installed, controller unreachable, timed out, unexpected output).
   QWD_SLURM_FAILED: { status: 502, family: 'launch' },

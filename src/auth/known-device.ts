@@ -41,7 +41,10 @@ export function isKnownDevice(secret: string, cookie: string | null, name: strin
   return markFor(secret, cookie, name, now) !== null;
 }
 
-/** The cookie value after a login as `name`: a fresh mark first, this name's older one and the oldest beyond MAX_NAMES dropped. */
+/**
+ * The cookie value after a login as `name`: a fresh mark first, this name's older one and the oldest beyond MAX_NAMES
+ * dropped.
+ */
 export function addMark(secret: string, cookie: string | null, name: string, now = Date.now()): string {
   const old = markFor(secret, cookie, name, now);
   const fresh = deviceMark(secret, name, Math.floor(now / DAY_MS));

@@ -134,7 +134,9 @@ export class AuthService {
     this.log.info({ email }, 'login link mailed');
   }
 
-  /** The address a login link would log in, while it is usable (opening the link shows it; only the POST redeems it). */
+  /**
+   * The address a login link would log in, while it is usable (opening the link shows it; only the POST redeems it).
+   */
   peekEmailLink(token: string): string | null {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     return this.users.peekEmailToken(hashToken(token), Date.now());

@@ -51,7 +51,10 @@ const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
 export const MAX_VIEWER_MESSAGE_BYTES = MAX_CUT_TEXT_BYTES + 64 * 1024;
 
 export interface BridgeOptions {
-  /** A link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
+  /**
+   * A link is refused (401, before the upgrade) unless this says the request's browser is logged in
+   * (auth.linksRequireLogin).
+   */
   isLoggedIn?: (req: http.IncomingMessage) => boolean;
   /**
    * The clipboard policy: the site's (config.bridge) and a machine's by name
@@ -67,8 +70,8 @@ const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
 };
 
 export function attachBridge(
-  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
-  opts: BridgeOptions = {},
+  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string,
+  caps: ViewerCaps = DEFAULT_VIEWER_CAPS, opts: BridgeOptions = {},
 ): Bridge {
   const clipboardConfig = opts.clipboard ?? DEFAULT_CLIPBOARD;
   /** A machine gone from the catalog gets no clipboard (fail closed). */
@@ -175,7 +178,8 @@ export function attachBridge(
         finished = true;
         set.delete(ws);
         if (set.size === 0) viewers.delete(row.id);
-        // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer counts.
+        // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer
+        // counts.
         if (!closing && manager.get(row.id)) manager.recordViewers(row.id, set.size);
         vnc.destroy();
         wsStream.destroy();

@@ -208,9 +208,13 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
   // point root's writes (log, work dir) anywhere. Files below are created, never followed.
   const rootStat = await fsp.lstat(buildRoot);
   if (!rootStat.isDirectory() || rootStat.uid !== 0 || (rootStat.mode & 0o022) !== 0) {
+    const found = rootStat.isSymbolicLink()
+      ? 'a symlink'
+      : `owned by uid ${rootStat.uid}, mode ${(rootStat.mode & 0o777).toString(8)}`;
     throw buildError(
       'QWD_BUILD_FAILED',
-      `${buildRoot} must be a directory owned by root that no one else can write to (it is ${rootStat.isSymbolicLink() ? 'a symlink' : `owned by uid ${rootStat.uid}, mode ${(rootStat.mode & 0o777).toString(8)}`}); remove it and build again`,
+      `${buildRoot} must be a directory owned by root that no one else can write to (it is ${found}); ` +
+        'remove it and build again',
     );
   }
   const imagesDir = path.dirname(paths.image);
@@ -257,7 +261,10 @@ async function requireSpace(dir: string, bytes: number, what: string): Promise<v
   }
 }
 
-/** Mount points at or below dir (from /proc/self/mountinfo, whose paths escape space, tab, newline and backslash in octal). */
+/**
+ * Mount points at or below dir (from /proc/self/mountinfo, whose paths escape space, tab, newline and backslash in
+ * octal).
+ */
 export function mountsUnder(dir: string, mountinfo: string): string[] {
   const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   return mountinfo.split('\n').map((l) => l.split(' ')[4]).filter((m): m is string => m !== undefined)

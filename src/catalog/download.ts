@@ -36,7 +36,10 @@ export interface DownloadOptions {
   sha256?: string | null;
   onProgress?: (p: DownloadProgress) => void;
   timeoutMs?: number;
-  /** Called once the new image is complete and verified, just before it replaces `dest`; throwing keeps `dest` as it is (the download is deleted). */
+  /**
+   * Called once the new image is complete and verified, just before it replaces `dest`; throwing keeps `dest` as it is
+   * (the download is deleted).
+   */
   beforeReplace?: () => Promise<void>;
 }
 
@@ -97,7 +100,8 @@ async function fetchIntoPart(
     idle.stop();
     throw new QwdError(
       'QWD_DOWNLOAD_FAILED',
-      `${url}: ${(err as Error).message}${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`,
+      `${url}: ${(err as Error).message}` +
+        `${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`,
       { cause: err, userMessage: `Cannot download ${url}: ${(err as Error).message}` },
     );
   }

@@ -131,7 +131,8 @@ export async function run(argv: string[], ctx?: CliContext): Promise<number> {
     if (err instanceof ConfigError) {
       if (!(err as ConfigError & { reported?: boolean }).reported) {
         context.err.write(
-          `qwdctl: ${err.code === 'QWD_MACHINE_INVALID' ? 'machine problems' : 'configuration problems'}:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`
+          `qwdctl: ${err.code === 'QWD_MACHINE_INVALID' ? 'machine problems' : 'configuration problems'}:\n` +
+            `${err.problems.map((p) => `  - ${p}`).join('\n')}\n`
         );
       }
       return EXIT_CODES.config;

@@ -14,8 +14,12 @@ export interface LdapBackendConfig {
   /** Allow an ldap:// URL without StartTLS (passwords in clear): only for a server on the same host. */
   allowCleartext: boolean;
   caFile: string | null; bindDn: string | null; bindPassword: string | null;
-  baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string; adminGroupDn: string | null; timeoutMs: number;
-  /** Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no search. */
+  baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string;
+  adminGroupDn: string | null; timeoutMs: number;
+  /**
+   * Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no
+   * search.
+   */
   groupBaseDn: string | null;
   /** An attribute of the user's entry listing the DNs of its groups (e.g. memberOf); null: not read. */
   memberOfAttribute: string | null;
@@ -37,7 +41,10 @@ export interface AuthConfig {
   backends: BackendConfig[];
   /** User names that are administrators whatever backend vouches for them. */
   admins: string[];
-  /** Failed logins per (name, client), per client and per name within windowS; anonymous page loads per client and minute (0: no limit). */
+  /**
+   * Failed logins per (name, client), per client and per name within windowS; anonymous page loads per client and
+   * minute (0: no limit).
+   */
   rateLimit: {
     maxFailures: number; maxFailuresPerClient: number; maxFailuresPerName: number; windowS: number;
     anonymousPagesPerMinute: number;

@@ -1,5 +1,6 @@
 // The configuration model: every key, its default, and how it is validated.
-// parseConfig turns raw YAML data into a frozen Config (or every problem); it reads nothing but a configured caFile (to report an unreadable one at check time).
+// parseConfig turns raw YAML data into a frozen Config (or every problem); it reads nothing but a configured caFile (to
+// report an unreadable one at check time).
 // The example config in etc/qemu-web-desktop/config.example.yml documents the
 // same keys; keep both in step.
 import path from 'node:path';

@@ -230,10 +230,12 @@ export function checkVfioHost(
     checks.push({
       name: '/dev/vfio/<group> access',
       ok: problems.length === 0,
-      detail: `${problems.length ? problems.join(', ') : usableGroups.map((g) => `/dev/vfio/${g}`).join(', ') + ' read-write'} (checked for ${whoText})`,
+      detail: `${problems.length
+        ? problems.join(', ')
+        : usableGroups.map((g) => `/dev/vfio/${g}`).join(', ') + ' read-write'} (checked for ${whoText})`,
       fix: 'a group node appears when all of the group is bound to vfio-pci; give the service user access with a ' +
-        'udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group (GPU.md, "Device ' +
-        'access")',
+        'udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group ' +
+        '(GPU.md, "Device access")',
     });
   }
   const needBytes = largestGuestMiB * MiB;

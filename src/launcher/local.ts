@@ -139,11 +139,10 @@ export class LocalLauncher implements Launcher {
         spawned.once('spawn', () => resolve());
         spawned.once('error', reject);
       }).catch((err: Error) => {
-        throw new QwdError(
-          'QWD_LAUNCH_FAILED',
-          `cannot run ${binary}: ${err.message}${(err as NodeJS.ErrnoException).code === 'ENOENT' ? ' (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)' : ''}`,
-          { cause: err },
-        );
+        const hint = (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? ' (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)'
+          : '';
+        throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: ${err.message}${hint}`, { cause: err });
       });
       const pid = spawned.pid!;
       this.children.set(pid, entry);

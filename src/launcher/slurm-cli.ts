@@ -32,9 +32,9 @@ export interface SlurmCliOptions {
 
 /** Slurm's job states (squeue(1) "JOB STATE CODES"); other strings may come from newer versions. */
 export type JobState =
-  | 'PENDING' | 'CONFIGURING' | 'RUNNING' | 'SUSPENDED' | 'COMPLETING' | 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'TIMEOUT'
-  | 'PREEMPTED' | 'NODE_FAIL' | 'BOOT_FAIL' | 'DEADLINE' | 'OUT_OF_MEMORY' | 'REQUEUED' | 'REQUEUE_HOLD' | 'REQUEUE_FED'
-  | 'RESIZING' | 'REVOKED' | 'SIGNALING' | 'SPECIAL_EXIT' | 'STAGE_OUT' | 'STOPPED'
+  | 'PENDING' | 'CONFIGURING' | 'RUNNING' | 'SUSPENDED' | 'COMPLETING' | 'COMPLETED' | 'CANCELLED' | 'FAILED'
+  | 'TIMEOUT' | 'PREEMPTED' | 'NODE_FAIL' | 'BOOT_FAIL' | 'DEADLINE' | 'OUT_OF_MEMORY' | 'REQUEUED' | 'REQUEUE_HOLD'
+  | 'REQUEUE_FED' | 'RESIZING' | 'REVOKED' | 'SIGNALING' | 'SPECIAL_EXIT' | 'STAGE_OUT' | 'STOPPED'
   | (string & {});
 
 export interface JobInfo {
@@ -140,7 +140,10 @@ export class SlurmCli {
     });
   }
 
-  /** The job as `scontrol show job` sees it; null once Slurm no longer knows it (ended more than MinJobAge ago, or never existed). */
+  /**
+   * The job as `scontrol show job` sees it; null once Slurm no longer knows it (ended more than MinJobAge ago, or never
+   * existed).
+   */
   async jobInfo(jobId: string): Promise<JobInfo | null> {
     checkJobId(jobId);
     const args = ['show', 'job', '--oneliner', jobId];
@@ -218,7 +221,9 @@ export class SlurmCli {
     });
   }
 
-  /** The node's NodeAddr (what the broker connects to); the name itself when Slurm has none or does not know the node. */
+  /**
+   * The node's NodeAddr (what the broker connects to); the name itself when Slurm has none or does not know the node.
+   */
   async nodeAddress(nodeName: string): Promise<string> {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(nodeName)) throw new QwdError('QWD_INTERNAL', `not a Slurm node name: ${JSON.stringify(nodeName)}`);
     const args = ['show', 'node', '--oneliner', nodeName];
@@ -296,7 +301,10 @@ export function parseSbatchOutput(stdout: string): string | null {
 
 export interface SlurmRefusal {
   code: Extract<ErrorCode, 'QWD_SLURM_REFUSED' | 'QWD_SLURM_FAILED'>;
-  /** A short word for logs and tests: 'partition', 'account', 'qos', 'qos-limit', 'gres', 'time', 'memory', 'cpus', 'nodes', 'node-config', 'permission', 'unreachable', 'other'. */
+  /**
+   * A short word for logs and tests: 'partition', 'account', 'qos', 'qos-limit', 'gres', 'time', 'memory', 'cpus',
+   * 'nodes', 'node-config', 'permission', 'unreachable', 'other'.
+   */
   reason: string;
   userMessage: string;
   /** Slurm's own words (the "sbatch: error: " prefixes removed). */
@@ -408,7 +416,10 @@ export function describeSbatchFailure(stderr: string, args: readonly string[] = 
   };
 }
 
-/** Maps `scontrol update JobId= TimeLimit=` failures: an ended job, a refusal, or permission (operators only may lengthen). */
+/**
+ * Maps `scontrol update JobId= TimeLimit=` failures: an ended job, a refusal, or permission (operators only may
+ * lengthen).
+ */
 export function describeTimeLimitFailure(stderr: string, jobId: string, minutes: number): {
   code: ErrorCode; userMessage: string; operatorMessage: string; slurmMessage: string;
 } {
@@ -473,7 +484,10 @@ export function parseKeyValueLine(line: string): Record<string, string> {
   return fields;
 }
 
-/** The JobInfo of `jobId` from `scontrol show job --oneliner` (several lines for array or het jobs: the one whose JobId matches). */
+/**
+ * The JobInfo of `jobId` from `scontrol show job --oneliner` (several lines for array or het jobs: the one whose JobId
+ * matches).
+ */
 export function parseJobInfo(stdout: string, jobId: string): JobInfo | null {
   for (const line of stdout.split('\n')) {
     if (!line.trim()) continue;
@@ -518,7 +532,10 @@ export function parseSlurmDuration(text: string | undefined): number | null {
   return n(a) * 60;
 }
 
-/** Milliseconds since the epoch from Slurm's standard time format (YYYY-MM-DDTHH:MM:SS, the client's local time); null for Unknown, None, N/A. */
+/**
+ * Milliseconds since the epoch from Slurm's standard time format (YYYY-MM-DDTHH:MM:SS, the client's local time); null
+ * for Unknown, None, N/A.
+ */
 export function parseSlurmTimestamp(text: string | undefined): number | null {
   const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})$/.exec(text?.trim() ?? '');
   if (!m) return null;

@@ -272,7 +272,10 @@ export class SessionManager extends EventEmitter {
     this.watchers.set(row.id, unsubscribe);
   }
 
-  /** Reserved resources of live sessions; queued ones count toward the service's limits, not this host's capacity (reservedBy). */
+  /**
+   * Reserved resources of live sessions; queued ones count toward the service's limits, not this host's capacity
+   * (reservedBy).
+   */
   reserved(user: string, machine: string): Reserved {
     return reservedBy(this.deps.rows.all(), user, machine);
   }
@@ -287,7 +290,9 @@ export class SessionManager extends EventEmitter {
     );
   }
 
-  /** GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any. */
+  /**
+   * GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any.
+   */
   private nodeGpus(): number {
     return this.deps.launcher.nodeGpusPerSession ?? 0;
   }
@@ -670,7 +675,9 @@ export class SessionManager extends EventEmitter {
     return (await this.deps.launcher.exitReason(handle).catch(() => null)) ?? fallback;
   }
 
-  /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims). */
+  /**
+   * Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims).
+   */
   private async reclaimIdleMemory(rows: SessionRow[], actions: PurgeAction[], now: number): Promise<void> {
     for (
       const { id, targetMiB } of selectIdleReclaims(

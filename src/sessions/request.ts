@@ -28,7 +28,10 @@ const KNOWN_FIELDS = new Set([
 const LONG_FIELDS = new Set(['script']);
 export const EMAIL = /^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$/;
 
-/** What one desktop of a machine may have, and gets when it does not say: the machine's sizes within the site's per-session limits. */
+/**
+ * What one desktop of a machine may have, and gets when it does not say: the machine's sizes within the site's
+ * per-session limits.
+ */
 export function sessionSizes(
   machine: Pick<Machine, 'cpus' | 'memoryMiB'>,
   limits: Pick<Config['limits'], 'maxCpusPerSession' | 'maxMemoryMiBPerSession'>,

@@ -185,7 +185,10 @@ function unsafeDirReason(st: fs.Stats, uid: number, isStateDir: boolean): string
   return null;
 }
 
-/** Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's constants, never input. */
+/**
+ * Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's
+ * constants, never input.
+ */
 function addColumnOnce(db: Db, table: string, column: string, definition: string): void {
   const columns = db.prepare('SELECT name FROM pragma_table_info(?)').all(table) as Array<{ name: string }>;
   if (columns.some((c) => c.name === column)) return;

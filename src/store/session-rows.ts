@@ -62,7 +62,9 @@ export interface EndedRow {
 interface RawRow {
   id: string; token: string; token_hash: string; view_token: string; view_token_hash: string;
   owner: string; machine: string; cpus: number; memory_mib: number; created_at: number;
-  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number; one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null; balloon_target_mib: number | null; had_viewer: number;
+  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number;
+  one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null;
+  balloon_target_mib: number | null; had_viewer: number;
 }
 
 function fromRaw(r: RawRow): SessionRow {
@@ -82,8 +84,10 @@ export class SessionRows {
 
   insert(row: SessionRow): void {
     this.db.prepare(
-      `INSERT INTO sessions (id, token, token_hash, view_token, view_token_hash, owner, machine, cpus, memory_mib, created_at, expires_at, state, handle, run_dir, updated_at, one_shot, email, gpus, idle_since)
-       VALUES (@id, @token, @tokenHash, @viewToken, @viewTokenHash, @owner, @machine, @cpus, @memoryMiB, @createdAt, @expiresAt, @state, @handle, @runDir, @updatedAt, @oneShot, @email, @gpus, @createdAt)`,
+      'INSERT INTO sessions (id, token, token_hash, view_token, view_token_hash, owner, machine, cpus, memory_mib, ' +
+        'created_at, expires_at, state, handle, run_dir, updated_at, one_shot, email, gpus, idle_since)\n' +
+        '       VALUES (@id, @token, @tokenHash, @viewToken, @viewTokenHash, @owner, @machine, @cpus, @memoryMiB, ' +
+        '@createdAt, @expiresAt, @state, @handle, @runDir, @updatedAt, @oneShot, @email, @gpus, @createdAt)',
     ).run({ ...row, handle: row.handle === null ? null : JSON.stringify(row.handle), oneShot: row.oneShot ? 1 : 0 });
   }
 
@@ -169,12 +173,13 @@ export class SessionRows {
   claimGpu(address: string, sessionId: string, functions: string[], now: number): void {
     const all = [...new Set([address, ...functions])];
     this.db.transaction(() => {
-      const holders = this.db.prepare(`SELECT address, session_id FROM gpu_claim_functions WHERE address IN ` +
-        `(${all.map(() => '?').join(', ')})
-        UNION SELECT address, session_id FROM gpu_claims WHERE address = ?`).all(...all, address) as Array<{ address: string; session_id: string }>;
+      const holders = this.db.prepare(
+        `SELECT address, session_id FROM gpu_claim_functions WHERE address IN (${all.map(() => '?').join(', ')})
+        UNION SELECT address, session_id FROM gpu_claims WHERE address = ?`,
+      ).all(...all, address) as Array<{ address: string; session_id: string }>;
       if (holders.length) {
-        throw new AdmissionError('QWD_ADMISSION_CAPACITY', 'No GPU is free right now. Start the desktop without a ' +
-          'GPU, or try again later.', {
+        const message = 'No GPU is free right now. Start the desktop without a GPU, or try again later.';
+        throw new AdmissionError('QWD_ADMISSION_CAPACITY', message, {
           limit: 'gpu', conflict: holders.map((h) => `${h.address} is held by session ${h.session_id}`).join(', '),
         });
       }

@@ -157,7 +157,10 @@ export function groupNameOfDn(dn: string): string | null {
   return Buffer.from(bytes).toString('utf8') || null;
 }
 
-/** DN equality for group checks: case and spaces around separators do not count (attribute types and usual matching rules are case-insensitive). */
+/**
+ * DN equality for group checks: case and spaces around separators do not count (attribute types and usual matching
+ * rules are case-insensitive).
+ */
 export function sameDn(a: string, b: string): boolean {
   const norm = (dn: string) => dn.trim().replace(/\s*([,=+])\s*/g, '$1').toLowerCase();
   return norm(a) === norm(b);

@@ -83,10 +83,14 @@ export function registerGpu(program: Command, ctx: CliContext): void {
           for (const c of checks) {
             ctx.print(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}${c.ok ? '' : `\n    fix: ${c.fix}`}`);
           }
+          const unusable = gpus.length
+            ? `: ${gpus.map((g) => `${g.address} ${g.reason}`).join('; ')}`
+            : ' (no PCI display device bound to vfio-pci)';
           ctx.print(
             gpus.some((g) => g.usable)
               ? `✓ usable GPUs: ${gpus.filter((g) => g.usable).map((g) => g.address).join(', ')}`
-              : `✗ no usable GPU${gpus.length ? `: ${gpus.map((g) => `${g.address} ${g.reason}`).join('; ')}` : ' (no PCI display device bound to vfio-pci)'}\n    fix: bind the GPU and its group to vfio-pci (GPU.md, "Bind the GPU to vfio-pci")`
+              : `✗ no usable GPU${unusable}\n` +
+                '    fix: bind the GPU and its group to vfio-pci (GPU.md, "Bind the GPU to vfio-pci")',
           );
         }
         if (!ok) {

@@ -136,26 +136,30 @@ export async function downloadMachines(
         ) : undefined
       );
       refuseIfReplacingUsed();
-      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(
-        ctx.err, machine.name,
-      ), beforeReplace: async () => {
-        const chain = await checkBackingChain(
-          config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format,
-        );
-        const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
-        if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
-        refuseIfReplacingUsed();
-      } });
+      const result = await downloadImage(machine.url, machine.image, {
+        sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name),
+        beforeReplace: async () => {
+          const chain = await checkBackingChain(
+            config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format,
+          );
+          const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
+          if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+          refuseIfReplacingUsed();
+        },
+      });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
       if (!opts.json) {
         ctx.print(
-          `${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`
+          `${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}` +
+            `${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ` +
+            `${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`
         );
       }
     } catch (err) {
+      const refused = ['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code);
       results.push({
         name: machine.name,
-        status: `${['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code) ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}`,
+        status: `${refused ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}`,
       });
       failure ??= err;
     }
@@ -391,7 +395,8 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       for (const w of warnings) ctx.err.write(`warning: ${w}\n`);
       for (const f of written) ctx.print(`${opts.dryRun ? 'would write' : 'wrote'} ${f}`);
       ctx.print(
-        `${written.length} machine(s) ${opts.dryRun ? 'to import' : 'imported'}${written.length ? '; fetch their images with: qwdctl machines download' : ''}`
+        `${written.length} machine(s) ${opts.dryRun ? 'to import' : 'imported'}` +
+          `${written.length ? '; fetch their images with: qwdctl machines download' : ''}`
       );
     });
 

@@ -35,8 +35,8 @@ export type SchedulerInfo = ReadonlyMap<string, Record<string, string | number |
 const SLURM_STATE_CODES: Record<string, string> = {
   PENDING: 'PD', RUNNING: 'R', SUSPENDED: 'S', COMPLETING: 'CG', COMPLETED: 'CD', CONFIGURING: 'CF', CANCELLED: 'CA',
   FAILED: 'F', TIMEOUT: 'TO', PREEMPTED: 'PR', NODE_FAIL: 'NF', BOOT_FAIL: 'BF', DEADLINE: 'DL', OUT_OF_MEMORY: 'OOM',
-  REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO', RESV_DEL_HOLD: 'RD',
-  REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
+  REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO',
+  RESV_DEL_HOLD: 'RD', REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
 };
 
 export function compactJobState(state: string): string {

@@ -56,13 +56,18 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           ),
         };
         if (opts.json) return ctx.print(json(info));
+        const heldBy = gpus.heldBy.length
+          ? ` (${gpus.heldBy.map((h) => `${h.address} by ${h.sessionId}`).join(', ')})`
+          : '';
         ctx.print([
           `qemu-web-desktop ${VERSION} · config ${config.source ?? '(embedded defaults)'} · state ${config.stateDir}`,
           `host: ${host.cpus} CPUs, load ${info.host.load1}, ` +
             `memory ${host.availableMemoryMiB}/${host.totalMemoryMiB} MiB free · ${accel.accel} (${accel.reason})`,
           `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs ` +
             `and ${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
-          `GPUs: ${gpus.total === 0 ? 'none' : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${gpus.heldBy.length ? ` (${gpus.heldBy.map((h) => `${h.address} by ${h.sessionId}`).join(', ')})` : ''}`}`,
+          `GPUs: ${gpus.total === 0
+            ? 'none'
+            : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${heldBy}`}`,
           '',
         ].join('\n'));
         ctx.print(sessionsTable(rows, Date.now(), scheduler));

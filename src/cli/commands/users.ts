@@ -112,7 +112,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
           throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
         }
         ctx.print(
-          `deleted user ${name}${removed.tokens ? ` and its ${removed.tokens} API token${removed.tokens === 1 ? '' : 's'}` : ''}`
+          `deleted user ${name}` +
+            `${removed.tokens ? ` and its ${removed.tokens} API token${removed.tokens === 1 ? '' : 's'}` : ''}`
         );
       });
     });
