@@ -121,8 +121,8 @@ export function decideAdmission(
   if (reserved.sessionsOfUser + 1 > limits.maxSessionsPerUser) {
     return refuse(
       429, 'maxSessionsPerUser',
-      `You already have ${plural(reserved.sessionsOfUser, 'desktop')} running, the most allowed per person ` +
-        `(${limits.maxSessionsPerUser}). Stop one to start another.`,
+      `You already have ${plural(reserved.sessionsOfUser, 'desktop')} running, the most allowed per person (` +
+        `${limits.maxSessionsPerUser}). Stop one to start another.`,
     );
   }
   const userCpusLeft = limits.maxCpusPerUser - reserved.cpusOfUser;
@@ -149,8 +149,8 @@ export function decideAdmission(
   if (request.gpus > 0 && reserved.gpusOfUser + request.gpus > limits.maxGpusPerUser) {
     return refuse(
       429, 'maxGpusPerUser',
-      `You already have ${plural(reserved.gpusOfUser, 'GPU')}, the most allowed per person ` +
-        `(${limits.maxGpusPerUser}). Start this desktop without a GPU, or stop the other one.`,
+      `You already have ${plural(reserved.gpusOfUser, 'GPU')}, the most allowed per person (${limits.maxGpusPerUser}` +
+        `). Start this desktop without a GPU, or stop the other one.`,
     );
   }
   if (reserved.sessions + 1 > limits.maxSessions) {

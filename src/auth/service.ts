@@ -128,8 +128,8 @@ export class AuthService {
     await this.mailer.send({
       to: email,
       subject: 'Your qemu-web-desktop login link',
-      text: `Open this link to log in (it works once, for ${minutes} ` +
-        `minutes):\n\n${baseUrl}/login/email/${token}\n\nIf you did not ask for it, ignore this mail.\n`,
+      text: `Open this link to log in (it works once, for ${minutes} minutes):\n\n${baseUrl}/login/email/${token}` +
+        `\n\nIf you did not ask for it, ignore this mail.\n`,
     });
     this.log.info({ email }, 'login link mailed');
   }

@@ -548,8 +548,8 @@ export function checkClipboardProvide(flags: number, payload: Buffer, maxBytes: 
     const size = pos + 4 <= data.length ? data.readUInt32BE(pos) : -1;
     if (size < 0 || pos + 4 + size > data.length) {
       const there = Math.max(0, data.length - pos - 4);
-      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} ` +
-        `bytes, ${there} are there`, {
+      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${there}` +
+        ` are there`, {
         code: 4003, reason: 'clipboard data sizes do not match',
       });
     }

@@ -71,7 +71,8 @@ const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
 
 export function attachBridge(
   server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string,
-  caps: ViewerCaps = DEFAULT_VIEWER_CAPS, opts: BridgeOptions = {},
+  caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
+  opts: BridgeOptions = {},
 ): Bridge {
   const clipboardConfig = opts.clipboard ?? DEFAULT_CLIPBOARD;
   /** A machine gone from the catalog gets no clipboard (fail closed). */

@@ -62,9 +62,9 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
   const machines: ImportedMachine[] = [];
   for (const [section, keys] of sections) {
     // DARTS names a VM by its file: a section like [slax.iso] with no url/file is that image.
-    const sectionFile = IMAGE_FILE.test(
-      section
-    ) && !keys.has('url') && !keys.has('file') && !keys.has('image') ? section : undefined;
+    const sectionFile = IMAGE_FILE.test(section) && !keys.has('url') && !keys.has('file') && !keys.has('image')
+      ? section
+      : undefined;
     const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+/, '').slice(0, 64);
     if (!MACHINE_NAME.test(name)) {
       warnings.push(`${source}: [${section}] has no usable machine name; skipped`);

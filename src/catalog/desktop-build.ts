@@ -148,8 +148,8 @@ export function explainBuildFailure(outputTail: string, mirror: string | null): 
     const where = mirror ?? "this host's apt sources (/etc/apt/sources.list*)";
     return {
       code: 'QWD_DOWNLOAD_FAILED',
-      message: `cannot download Debian packages: the mirror is unreachable or incomplete ` +
-        `(${where}): ${fetch.slice(-2).join(' | ').trim()}`,
+      message: `cannot download Debian packages: the mirror is unreachable or incomplete (${where}): ` +
+        `${fetch.slice(-2).join(' | ').trim()}`,
     };
   }
   return { code: 'QWD_BUILD_FAILED', message: `building ${DESKTOP_MACHINE} failed: ${last || '(no output)'}` };

@@ -141,8 +141,8 @@ export function decideResponse(
   if (res.contentLengthBytes !== null && res.contentLengthBytes !== range.lastByte - range.firstByte + 1) {
     return {
       action: 'reject',
-      reason: `the server answered 206 with Content-Range "${res.contentRange}" but ` +
-        `Content-Length ${res.contentLengthBytes}`,
+      reason: `the server answered 206 with Content-Range "${res.contentRange}" but Content-Length ` +
+        `${res.contentLengthBytes}`,
     };
   }
   // A server that ignores If-Range still names the file it sends: a different

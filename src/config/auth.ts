@@ -33,9 +33,9 @@ export interface SmtpBackendConfig {
   emailDomain: string | null;
 }
 export interface EmailBackendConfig { type: 'email'; name: string; allowedDomains: string[]; linkTtlS: number }
-export type BackendConfig = { type: 'none'; name: string } | {
-  type: 'local'; name: string;
-} | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
+export type BackendConfig =
+  | { type: 'none'; name: string } | { type: 'local'; name: string }
+  | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
 
 export interface AuthConfig {
   backends: BackendConfig[];
@@ -188,15 +188,12 @@ function parseBackend(
         );
       }
       return {
-        type, name, url, startTls, allowCleartext, caFile: file(
-          'caFile'
-        ), bindDn, bindPassword, baseDn, filter, userDnTemplate,
-        userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }), mailAttribute: readString(
-          p, item, 'mailAttribute', 'mail', { prefix: at },
-        ),
-        adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }), timeoutMs: readInt(
-          p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 },
-        ),
+        type, name, url, startTls, allowCleartext, caFile: file('caFile'), bindDn, bindPassword, baseDn, filter,
+        userDnTemplate,
+        userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }),
+        mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
+        adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }),
+        timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
         groupBaseDn: readOptionalString(p, item, 'groupBaseDn', { prefix: at }),
         memberOfAttribute: readOptionalString(p, item, 'memberOfAttribute', { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' }),
       };

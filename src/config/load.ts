@@ -54,8 +54,8 @@ function applyOverrides(
     const n = Number(port);
     if (!Number.isInteger(n) || n < 0 || n > 65535) {
       throw new ConfigError([
-        `${overrides.port !== undefined ? '--port' : 'QWD_PORT'}: must be a port number from 0 to 65535, got ` +
-          `"${port}" (config: ${file})`
+        `${overrides.port !== undefined ? '--port' : 'QWD_PORT'}: must be a port number from 0 to 65535, got "${port}` +
+          `" (config: ${file})`
       ]);
     }
     const listen = typeof out.listen === 'object' && out.listen !== null ? out.listen : {};

@@ -266,8 +266,8 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   }
   if (limits.defaultLifetimeS < limits.minLifetimeS || limits.defaultLifetimeS > limits.maxLifetimeS) {
     p.note(
-      `limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS ` +
-        `(${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`
+      `limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS (` +
+        `${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`
     );
   }
 

@@ -81,9 +81,9 @@ export function mayReadWrite(
   stat: { mode: number; uid: number; gid: number }, who: { uid: number; gids: readonly number[] },
 ): boolean {
   if (who.uid === 0) return true;
-  const bits = who.uid === stat.uid ? (
-    stat.mode >> 6
-  ) & 7 : who.gids.includes(stat.gid) ? (stat.mode >> 3) & 7 : stat.mode & 7;
+  const bits = who.uid === stat.uid
+    ? (stat.mode >> 6) & 7
+    : who.gids.includes(stat.gid) ? (stat.mode >> 3) & 7 : stat.mode & 7;
   return (bits & 6) === 6;
 }
 
@@ -234,8 +234,8 @@ export function checkVfioHost(
         ? problems.join(', ')
         : usableGroups.map((g) => `/dev/vfio/${g}`).join(', ') + ' read-write'} (checked for ${whoText})`,
       fix: 'a group node appears when all of the group is bound to vfio-pci; give the service user access with a ' +
-        'udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group ' +
-        '(GPU.md, "Device access")',
+        'udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group (GPU.md, "Device ' +
+        'access")',
     });
   }
   const needBytes = largestGuestMiB * MiB;
@@ -243,8 +243,8 @@ export function checkVfioHost(
   checks.push({
     name: 'memlock limit',
     ok: memlockOk,
-    detail: `${memlock.bytes === null ? 'unknown' : showBytes(memlock.bytes)} (the largest guest ` +
-      `needs ${largestGuestMiB} MiB locked); checked: ${memlock.source}`,
+    detail: `${memlock.bytes === null ? 'unknown' : showBytes(memlock.bytes)} (the largest guest needs ` +
+      `${largestGuestMiB} MiB locked); checked: ${memlock.source}`,
     fix: 'VFIO pins all guest memory and QEMU inherits the broker\'s limit: set LimitMEMLOCK=infinity in the ' +
       '[Service] section of the broker\'s systemd unit (etc/systemd/qemu-web-desktop.service has it), then systemctl ' +
       'daemon-reload and restart it. /etc/security/limits.d/ applies only to PAM logins (a broker started from a ' +

@@ -107,9 +107,9 @@ export function discoverGpus(root = '/', exclude: readonly string[] = []): GpuDe
     const reason = excluded.length
       ? `excluded by gpu.exclude in the config (${excluded.map((m) => m.address).join(', ')} of IOMMU group ${group})`
       : notVfio.length
-        ? `IOMMU group ${group} ` +
-          `has ${notVfio.map((m) => `${m.address} bound to ${m.driver ?? 'no driver'}`).join(', ')}; every device of ` +
-          `the group must be bound to vfio-pci${shared}`
+        ? `IOMMU group ${group} has ` +
+          `${notVfio.map((m) => `${m.address} bound to ${m.driver ?? 'no driver'}`).join(', ')}; every device of the ` +
+          `group must be bound to vfio-pci${shared}`
         : '';
     const unit: GpuDevice = { ...base, displayFunctions, functions, usable: reason === '', reason };
     byGroup.set(group, unit);

@@ -50,8 +50,8 @@ export function resolveShares(
     if (!fs.statSync(real).isDirectory()) throw new ValidationError(`the host folder ${wanted} is not a directory`);
     if (!realRoots.some((root) => real === root || real.startsWith(root + path.sep))) {
       throw new ValidationError(
-        `the host folder ${wanted} resolves to ${real}, outside the allowed roots ` +
-          `(${roots.join(', ') || 'none configured'})`
+        `the host folder ${wanted} resolves to ${real}, outside the allowed roots (` +
+          `${roots.join(', ') || 'none configured'})`
       );
     }
     if (tags.has(decl.tag)) throw new ValidationError(`two host folders use the mount tag "${decl.tag}"`);

@@ -194,8 +194,8 @@ export class LocalLauncher implements Launcher {
       if (Date.now() > deadline) {
         throw new QwdError(
           'QWD_LAUNCH_TIMEOUT',
-          `qemu for session ${spec.sessionId} (pid ${pid}) was not ready ` +
-            `within ${this.opts.config.qemu.readyTimeoutMs} ms`,
+          `qemu for session ${spec.sessionId} (pid ${pid}) was not ready within ` +
+            `${this.opts.config.qemu.readyTimeoutMs} ms`,
         );
       }
       try {

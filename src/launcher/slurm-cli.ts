@@ -128,8 +128,8 @@ export class SlurmCli {
     if (result.code === 0) {
       const jobId = parseSbatchOutput(result.stdout);
       if (jobId) return jobId;
-      throw new QwdError('QWD_SLURM_FAILED', `sbatch ${argv.join(' ')} printed no job ` +
-        `id: ${JSON.stringify(tail(result.stdout))}`, {
+      throw new QwdError('QWD_SLURM_FAILED', `sbatch ${argv.join(' ')} printed no job id: ` +
+        `${JSON.stringify(tail(result.stdout))}`, {
         userMessage: 'The cluster did not confirm the desktop\'s job; an administrator has been told.',
       });
     }
@@ -214,8 +214,8 @@ export class SlurmCli {
     const result = await this.exec('scontrol', args);
     if (result.code === 0) return;
     const refusal = describeTimeLimitFailure(result.stderr || result.stdout, jobId, minutes);
-    throw new QwdError(refusal.code, `scontrol ${args.join(' ')} failed ` +
-      `(${exitText(result)}): ${refusal.operatorMessage}`, {
+    throw new QwdError(refusal.code, `scontrol ${args.join(' ')} failed (${exitText(result)}): ` +
+      `${refusal.operatorMessage}`, {
       userMessage: refusal.userMessage,
       details: { slurmMessage: refusal.slurmMessage },
     });
@@ -253,11 +253,11 @@ export class SlurmCli {
       };
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        const mayHaveQueued = which === 'sbatch' && args[
-          0
-        ] !== '--version' ? ' (the job may have been queued all the same)' : '';
-        settle(() => reject(new QwdError('QWD_SLURM_FAILED', `${file} ${args.join(' ')}: no answer ` +
-          `within ${this.timeoutMs} ms${mayHaveQueued}`, {
+        const mayHaveQueued = which === 'sbatch' && args[0] !== '--version'
+          ? ' (the job may have been queued all the same)'
+          : '';
+        settle(() => reject(new QwdError('QWD_SLURM_FAILED', `${file} ${args.join(' ')}: no answer within ` +
+          `${this.timeoutMs} ms${mayHaveQueued}`, {
           userMessage: 'The cluster\'s scheduler did not answer in time. Please try again in a few minutes.',
           details: mayHaveQueued ? { mayHaveQueued: true } : undefined,
         })));
@@ -265,8 +265,8 @@ export class SlurmCli {
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-MAX_OUTPUT_CHARS)));
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-MAX_OUTPUT_CHARS)));
       child.on('error', (err: NodeJS.ErrnoException) => settle(() => reject(new QwdError('QWD_SLURM_FAILED',
-        err.code === 'ENOENT' ? `${which} (${JSON.stringify(file)}) is not installed or not on ` +
-          `PATH: ${INSTALL_HINT}` : `cannot run ${file}: ${err.message}`, {
+        err.code === 'ENOENT' ? `${which} (${JSON.stringify(file)}) is not installed or not on PATH: ${INSTALL_HINT}` +
+          `` : `cannot run ${file}: ${err.message}`, {
           cause: err,
           userMessage: 'Cluster desktops are not available: the server cannot run the Slurm commands. An ' +
             'administrator has been told.',
@@ -281,8 +281,8 @@ export class SlurmCli {
 
   private failure(which: keyof SlurmBinaries, args: readonly string[], result: CommandResult): QwdError {
     const unreachable = /Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted/i.test(result.stderr + result.stdout);
-    return new QwdError('QWD_SLURM_FAILED', `${this.opts.bin[which]} ${args.join(' ')} failed ` +
-      `(${exitText(result)}): ${slurmMessageOf(result.stderr || result.stdout) || '(no output)'}`, {
+    return new QwdError('QWD_SLURM_FAILED', `${this.opts.bin[which]} ${args.join(' ')} failed (${exitText(result)}): ` +
+      `${slurmMessageOf(result.stderr || result.stdout) || '(no output)'}`, {
       userMessage: unreachable
         ? 'The cluster\'s scheduler cannot be reached right now. Please try again in a few minutes.'
         : 'The cluster\'s scheduler answered with an error; an administrator has been told.',

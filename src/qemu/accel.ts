@@ -50,8 +50,7 @@ export function probeHostAccel(root = '/', hostArch: string = process.arch): Hos
     kvmDevice = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'no-access';
   }
   const kvmPvm = fs.existsSync(at('sys/module/kvm_pvm'));
-  const hardwareKvm = hostArch === 'arm64' || fs.existsSync(
-    at('sys/module/kvm_intel')
-  ) || fs.existsSync(at('sys/module/kvm_amd'));
+  const hardwareKvm = hostArch === 'arm64'
+    || fs.existsSync(at('sys/module/kvm_intel')) || fs.existsSync(at('sys/module/kvm_amd'));
   return { kvmDevice, kvmPvm, hardwareKvm };
 }

@@ -185,7 +185,8 @@ function seedArgs(machine: Machine, seedIso: string | null): string[] {
  */
 function shareArgs(shares: GuestDevices['shares']): string[] {
   return shares.flatMap((share, i) => [
-    '-fsdev', qemuOpts(
+    '-fsdev',
+    qemuOpts(
       'local',
       {
         id: `fs${i}`, path: share.path, security_model: share.readonly ? 'none' : 'mapped-xattr',
@@ -213,7 +214,8 @@ function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
     return [...byDevice.values()];
   });
   return slots.flatMap((functions, g) => functions.flatMap((host, f) => [
-    '-device', qemuOpts(
+    '-device',
+    qemuOpts(
       'vfio-pci',
       {
         host, bus, addr: `0x${(0x10 + g).toString(16)}.${f}`,

@@ -17,9 +17,9 @@ export type VncAddress = { kind: 'unix'; path: string } | {
 
 /** The endpoint's own socket, no handshake. */
 export function connectRaw(address: VncAddress): net.Socket {
-  return address.kind === 'unix' ? net.createConnection(address.path) : net.createConnection(
-    address.port, address.host,
-  );
+  return address.kind === 'unix'
+    ? net.createConnection(address.path)
+    : net.createConnection(address.port, address.host);
 }
 
 export function readRfbBanner(address: VncAddress, timeoutMs = 3000): Promise<string> {

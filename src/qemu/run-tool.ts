@@ -43,8 +43,8 @@ export function runTool(
       else finish(
         new QwdError(
           opts.errorCode,
-          `${file} ${argv.join(' ')} failed ` +
-            `(${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+          `${file} ${argv.join(' ')} failed (${signal ?? `exit ${code}`}): ` +
+            `${stderr.trim().split('\n').slice(-5).join(' | ')}`,
         )
       );
     });

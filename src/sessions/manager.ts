@@ -452,8 +452,8 @@ export class SessionManager extends EventEmitter {
     if (row.expiresAt >= ceiling) {
       throw new AdmissionError(
         'QWD_ADMISSION_LIMIT',
-        `This desktop already runs until its maximum life-time ` +
-          `(${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`,
+        `This desktop already runs until its maximum life-time (` +
+          `${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`,
         { limit: 'maxLifetimeS' },
       );
     }
@@ -556,14 +556,13 @@ export class SessionManager extends EventEmitter {
       if (this.starting.has(row.id) || this.stops.has(row.id)) continue;
       // A launcher that cannot tell right now (Slurm's controller down) counts as alive:
       // never clean up on a hiccup; the watch and the purge look again.
-      const alive = row.handle !== null && await this.deps.launcher.isAlive(
-        row.handle as VmHandle
-      ).catch((err: Error) => {
-        this.deps.log.warn(
-          { sessionId: row.id, err: err.message }, 'cannot tell whether the VM still runs; adopting it for now',
-        );
-        return true;
-      });
+      const alive = row.handle !== null
+        && await this.deps.launcher.isAlive(row.handle as VmHandle).catch((err: Error) => {
+          this.deps.log.warn(
+            { sessionId: row.id, err: err.message }, 'cannot tell whether the VM still runs; adopting it for now',
+          );
+          return true;
+        });
       if (row.state === 'running' && alive) {
         this.watch(row);
         // Nobody is connected after a restart: a one-shot session whose viewer
@@ -707,8 +706,8 @@ export class SessionManager extends EventEmitter {
           text: [
             `Hello ${row.owner},`,
             '',
-            `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} ` +
-              `minute${minutes === 1 ? '' : 's'}).`,
+            `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} minute` +
+              `${minutes === 1 ? '' : 's'}).`,
             'Save your work before then: the virtual machine and its disk are deleted at the end.',
             // No link (no public address configured): the line is left out; the '' lines are blank lines.
             link ? `You can extend it (up to the maximum life-time) from its page: ${link}` : null,

@@ -84,8 +84,8 @@ export function validateCreateRequest(
   if (typeof user !== 'string' || user.trim() === '') throw new ValidationError('user is required: type your name');
   if (!USER_NAME.test(user.trim())) {
     throw new ValidationError(
-      `user must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), ` +
-        `got ${JSON.stringify(user.slice(0, 64))}`
+      `user must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), got ` +
+        `${JSON.stringify(user.slice(0, 64))}`
     );
   }
   const oneShot = readFlag(body.oneShot, 'oneShot', defaults.oneShot);
@@ -113,8 +113,8 @@ export function validateCreateRequest(
   );
   if (gpus > 0 && defaults.gpuMachines && !defaults.gpuMachines.includes(machine.name)) {
     throw new ValidationError(
-      `machine ${machine.name} cannot have a GPU (GPUs are offered ` +
-        `for: ${defaults.gpuMachines.join(', ') || 'no machine'})`
+      `machine ${machine.name} cannot have a GPU (GPUs are offered for: ` +
+        `${defaults.gpuMachines.join(', ') || 'no machine'})`
     );
   }
   return { machine, cpus, memoryMiB, lifetimeS, user: user.trim(), oneShot, email, script, gpus };

@@ -71,9 +71,8 @@ function fromRaw(r: RawRow): SessionRow {
   return {
     id: r.id, token: r.token, tokenHash: r.token_hash, viewToken: r.view_token, viewTokenHash: r.view_token_hash,
     owner: r.owner, machine: r.machine, cpus: r.cpus, memoryMiB: r.memory_mib, createdAt: r.created_at,
-    expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(
-      r.handle
-    ) : null, runDir: r.run_dir, updatedAt: r.updated_at, viewers: r.viewers,
+    expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(r.handle) : null, runDir: r.run_dir,
+    updatedAt: r.updated_at, viewers: r.viewers,
     oneShot: r.one_shot === 1, email: r.email, warnedBeforeS: r.warned_before_s, gpus: r.gpus,
     idleSince: r.idle_since, balloonTargetMiB: r.balloon_target_mib, hadViewer: r.had_viewer === 1,
   };

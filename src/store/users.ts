@@ -91,9 +91,11 @@ export class UserStore {
   }
 
   apiTokenByHash(hash: string, now: number): ApiToken | undefined {
-    const r = this.db.prepare('SELECT id, user, admin, created_at, last_used_at FROM api_tokens WHERE hash = ?').get(
-      hash
-    ) as { id: string; user: string; admin: number; created_at: number; last_used_at: number | null } | undefined;
+    const r = this.db.prepare(
+      'SELECT id, user, admin, created_at, last_used_at FROM api_tokens WHERE hash = ?'
+    ).get(hash) as {
+      id: string; user: string; admin: number; created_at: number; last_used_at: number | null;
+    } | undefined;
     if (!r) return undefined;
     this.db.prepare('UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(now, r.id);
     return { id: r.id, user: r.user, admin: r.admin === 1, createdAt: r.created_at, lastUsedAt: now };

@@ -51,9 +51,9 @@ export function registerConfig(program: Command, ctx: CliContext): void {
     .action((opts: { json?: boolean }) => {
       const source = ctx.config().source;
       ctx.print(
-        opts.json ? json({
-          path: source ?? null
-        }) : source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)'
+        opts.json
+          ? json({ path: source ?? null })
+          : source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)'
       );
     });
 }

@@ -200,8 +200,8 @@ export async function buildMachine(
     if ('phase' in event) {
       if (phaseIndex === 0) {
         ctx.err.write(
-          `building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes ` +
-            `to ${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`
+          `building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes to ` +
+            `${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`
         );
       }
       if (phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(t - phaseStarted)}\n`);
@@ -234,8 +234,8 @@ export async function buildMachine(
     );
   }
   ctx.print(
-    `built ${DESKTOP_MACHINE}: ${result.image} (${formatMiB(result.diskBytes)} on disk) and ${result.descriptor} ` +
-      `in ${formatDuration(result.elapsedMs)}`
+    `built ${DESKTOP_MACHINE}: ${result.image} (${formatMiB(result.diskBytes)} on disk) and ${result.descriptor} in ` +
+      `${formatDuration(result.elapsedMs)}`
   );
 }
 

@@ -18,9 +18,8 @@ export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) 
     id: row.id, owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, state: row.state,
     createdAt: new Date(row.createdAt).toISOString(), expiresAt: new Date(row.expiresAt).toISOString(),
     remainingS: Math.max(0, Math.round((row.expiresAt - now) / 1000)), viewers: row.viewers,
-    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local'
-      ? handle.pid
-      : null, accel: handle?.accel ?? null, runDir: row.runDir,
+    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local' ? handle.pid : null, accel: handle?.accel ?? null,
+    runDir: row.runDir,
     slurmJobId: handle?.kind === 'slurm' ? handle.jobId : null, node: handle?.kind === 'slurm' ? handle.node : null,
   };
 }
@@ -36,7 +35,8 @@ const SLURM_STATE_CODES: Record<string, string> = {
   PENDING: 'PD', RUNNING: 'R', SUSPENDED: 'S', COMPLETING: 'CG', COMPLETED: 'CD', CONFIGURING: 'CF', CANCELLED: 'CA',
   FAILED: 'F', TIMEOUT: 'TO', PREEMPTED: 'PR', NODE_FAIL: 'NF', BOOT_FAIL: 'BF', DEADLINE: 'DL', OUT_OF_MEMORY: 'OOM',
   REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO',
-  RESV_DEL_HOLD: 'RD', REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
+  RESV_DEL_HOLD: 'RD',
+  REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
 };
 
 export function compactJobState(state: string): string {
@@ -107,8 +107,8 @@ export async function startSession(ctx: CliContext, machine: string, opts: Start
     const info = sessionJson(row, ctx.baseUrl(services.config));
     if (opts.json) ctx.print(json(info));
     else ctx.print(
-      `started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) ` +
-        `until ${shortTime(row.expiresAt)} UTC\n${info.url}`
+      `started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) until ` +
+        `${shortTime(row.expiresAt)} UTC\n${info.url}`
     );
   });
 }
@@ -207,8 +207,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
         ctx.print(
           opts.json
             ? json({ id: row.id, ...info })
-            : `session ${row.id}: guest has ${info.actualMiB} of ${info.memoryMiB} ` +
-              `MiB${info.targetMiB !== null ? ` (balloon target ${info.targetMiB} MiB)` : ''}`
+            : `session ${row.id}: guest has ${info.actualMiB} of ${info.memoryMiB} MiB` +
+              `${info.targetMiB !== null ? ` (balloon target ${info.targetMiB} MiB)` : ''}`
         );
       });
     });

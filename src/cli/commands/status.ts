@@ -61,10 +61,10 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           : '';
         ctx.print([
           `qemu-web-desktop ${VERSION} · config ${config.source ?? '(embedded defaults)'} · state ${config.stateDir}`,
-          `host: ${host.cpus} CPUs, load ${info.host.load1}, ` +
-            `memory ${host.availableMemoryMiB}/${host.totalMemoryMiB} MiB free · ${accel.accel} (${accel.reason})`,
-          `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs ` +
-            `and ${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
+          `host: ${host.cpus} CPUs, load ${info.host.load1}, memory ${host.availableMemoryMiB}/${host.totalMemoryMiB}` +
+            ` MiB free · ${accel.accel} (${accel.reason})`,
+          `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ` +
+            `${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
           `GPUs: ${gpus.total === 0
             ? 'none'
             : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${heldBy}`}`,

@@ -60,8 +60,8 @@ function withUsers<T>(ctx: CliContext, fn: (users: UserStore) => Promise<T> | T)
 function checkName(name: string): void {
   if (!USER_NAME.test(name)) {
     throw usage(
-      `user name must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), ` +
-        `got ${JSON.stringify(name.slice(0, 64))}`
+      `user name must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), got ` +
+        `${JSON.stringify(name.slice(0, 64))}`
     );
   }
 }
