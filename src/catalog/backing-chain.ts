@@ -323,8 +323,9 @@ async function compareWholeChain(
       `${master.realPath}: layer ${i} is ${real}, ${layers[i]!.realPath} was checked`
     );
     for (const extent of layer['format-specific']?.data?.extents ?? []) {
-      const extentReal = extent.filename && !hasProtocol(extent.filename) ? await fs.realpath(extent.filename)
-        .catch(() => null) : null;
+      const extentReal = extent.filename && !hasProtocol(extent.filename)
+        ? await fs.realpath(extent.filename).catch(() => null)
+        : null;
       if (!extentReal || !isInside(extentReal, roots)) {
         problems.push(`${file}: VMDK extent ${extent.filename} is outside ${where}`);
       }
