@@ -66,7 +66,8 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
     : new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
   const load = await startLoadSampler(5000, log);
   const mailer = createMailer(config.mail);
-  const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
+  const listenHost = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  const baseUrl = config.publicUrl ?? `http://${listenHost}:${config.listen.port}`;
   // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
   const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
   const manager = new SessionManager({

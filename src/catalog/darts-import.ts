@@ -65,7 +65,8 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     const sectionFile = IMAGE_FILE.test(section) && !keys.has('url') && !keys.has('file') && !keys.has('image')
       ? section
       : undefined;
-    const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+/, '').slice(0, 64);
+    const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[-.]+/, '').slice(0, 64);
     if (!MACHINE_NAME.test(name)) {
       warnings.push(`${source}: [${section}] has no usable machine name; skipped`);
       continue;
@@ -82,7 +83,10 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     const url = keys.get('url');
     if (url !== undefined && !/^https?:\/\/\S+$/i.test(url)) {
       // A file: URL would make "machines download" copy a host file (e.g. /etc/shadow) into images/.
-      warnings.push(`${source}: [${section}] url ${JSON.stringify(url.slice(0, 200))} must be an http:// or https:// URL (file:, ftp:, data: … are refused); skipped`);
+      warnings.push(
+        `${source}: [${section}] url ${JSON.stringify(url.slice(0, 200))} must be an http:// or https:// URL ` +
+          '(file:, ftp:, data: … are refused); skipped',
+      );
       continue;
     }
     const image = imageFileOf(keys, url, sectionFile);
@@ -100,7 +104,9 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     if (format) descriptor.format = format.toLowerCase();
     const arch = keys.get('arch');
     if (arch) descriptor.arch = arch === 'amd64' ? 'x86_64' : arch === 'arm64' ? 'aarch64' : arch;
-    const firmware = keys.get('firmware') ?? (keys.get('bios') && /uefi|ovmf|efi/i.test(keys.get('bios')!) ? 'uefi' : undefined);
+    const firmware = keys.get('firmware') ?? (
+      keys.get('bios') && /uefi|ovmf|efi/i.test(keys.get('bios')!) ? 'uefi' : undefined
+    );
     if (firmware) descriptor.firmware = firmware;
     const cpus = Number(keys.get('cpus') ?? keys.get('cpu'));
     if (Number.isInteger(cpus) && cpus > 0) descriptor.cpus = { default: Math.min(cpus, 2), max: cpus };
@@ -121,7 +127,8 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
  * anywhere, no NUL or other control characters.
  */
 export function isPlainFileName(name: string): boolean {
-  return name.length > 0 && name.length <= 255 && !/[/\\\x00-\x1f\x7f]/.test(name) && !name.startsWith('.') && !name.includes('..');
+  return name.length > 0 && name.length <= 255 && !/[/\\\x00-\x1f\x7f]/.test(name)
+    && !name.startsWith('.') && !name.includes('..');
 }
 
 const PLAIN_RULE = 'is not a plain file name (no "/", "\\", "..", NUL or leading ".")';

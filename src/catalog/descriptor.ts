@@ -116,8 +116,12 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
       p, raw, 'maxSessions', 1, { min: 0, max: 10000 },
     ),
     // Only http(s): a file: URL would copy any host file into the images directory.
-    url: readOptionalString(p, raw, 'url', { pattern: /^https?:\/\/\S+$/i, expectation: 'an http:// or https:// URL (file:, ftp:, data: … are refused)' }),
-    sha256: readOptionalString(p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' }),
+    url: readOptionalString(p, raw, 'url', {
+      pattern: /^https?:\/\/\S+$/i, expectation: 'an http:// or https:// URL (file:, ftp:, data: … are refused)',
+    }),
+    sha256: readOptionalString(
+      p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' },
+    ),
     shares: readShares(p, raw, 'shares'),
     bootScripts: readBootScripts(p, raw, path.dirname(file), file),
     display,

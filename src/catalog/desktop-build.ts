@@ -126,6 +126,13 @@ export function findMissingTool(
     `bin/setup --desktop)`;
 }
 
+/** apt's and mmdebstrap's words for a mirror that cannot be reached or does not have what is asked. */
+const MIRROR_FAILURE = new RegExp([
+  'Failed to fetch', 'Could not connect', 'Unable to connect', 'Could not resolve', 'Temporary failure resolving',
+  'Connection refused', 'Connection timed out', 'Unable to fetch some archives', '404\\s+Not Found',
+  'Release file .* is not valid yet', 'does not have a Release file',
+].join('|'), 'i');
+
 /**
  * Pure: what a failed build run means for the operator, from the end of its
  * output. Mirror problems and a full disk get their own words; anything else
@@ -143,7 +150,7 @@ export function explainBuildFailure(outputTail: string, mirror: string | null): 
         `run the build again (${last})`,
     };
   }
-  const fetch = lines.filter((l) => /Failed to fetch|Could not connect|Unable to connect|Could not resolve|Temporary failure resolving|Connection refused|Connection timed out|Unable to fetch some archives|404\s+Not Found|Release file .* is not valid yet|does not have a Release file/i.test(l));
+  const fetch = lines.filter((l) => MIRROR_FAILURE.test(l));
   if (fetch.length) {
     const where = mirror ?? "this host's apt sources (/etc/apt/sources.list*)";
     return {

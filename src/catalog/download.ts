@@ -59,7 +59,9 @@ export async function downloadImage(url: string, dest: string, opts: DownloadOpt
   let resumedFrom = 0;
   let restartReason: string | null = null;
   if (!isHttpUrl(url)) {
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: only http:// and https:// URLs are downloaded`, { userMessage: `Cannot download ${url}: only http:// and https:// URLs are allowed.` });
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: only http:// and https:// URLs are downloaded`, {
+      userMessage: `Cannot download ${url}: only http:// and https:// URLs are allowed.`,
+    });
   }
   const fetched = await fetchIntoPart(url, part, metaFile, opts, null);
   resumedFrom = fetched.resumedFrom;

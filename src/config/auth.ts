@@ -88,7 +88,10 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
     // request's Host header could be pointed at an attacker's site by whoever
     // asks for a victim's link (host header injection).
     if (backends.some((b) => b.type === 'email') && (typeof top.publicUrl !== 'string' || top.publicUrl === '')) {
-      p.note('publicUrl is required when auth.backends has an "email" backend: mailed login links are built from it, never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)');
+      p.note(
+        'publicUrl is required when auth.backends has an "email" backend: mailed login links are built from it, ' +
+          'never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)',
+      );
     }
     const names = backends.map((b) => b.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
@@ -166,10 +169,17 @@ function parseBackend(
           'timeoutMs',
         ],
       );
-      const url = readString(p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' });
+      const url = readString(
+        p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' },
+      );
       if (item.url === undefined) p.add(`${at}url`, 'present', undefined);
-      const filter = readString(p, item, 'filter', '(uid={user})', { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' });
-      const userDnTemplate = readOptionalString(p, item, 'userDnTemplate', { prefix: at, pattern: /\{user\}/, expectation: 'a DN template containing {user}' });
+      const filter = readString(
+        p, item, 'filter', '(uid={user})',
+        { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' },
+      );
+      const userDnTemplate = readOptionalString(
+        p, item, 'userDnTemplate', { prefix: at, pattern: /\{user\}/, expectation: 'a DN template containing {user}' },
+      );
       const baseDn = readString(p, item, 'baseDn', '', { prefix: at });
       if (!userDnTemplate && item.baseDn === undefined) {
         p.note(`${at}baseDn is required for search-then-bind (or set userDnTemplate for a direct bind)`);
@@ -195,7 +205,10 @@ function parseBackend(
         adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }),
         timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
         groupBaseDn: readOptionalString(p, item, 'groupBaseDn', { prefix: at }),
-        memberOfAttribute: readOptionalString(p, item, 'memberOfAttribute', { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' }),
+        memberOfAttribute: readOptionalString(
+          p, item, 'memberOfAttribute',
+          { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' },
+        ),
       };
     }
     case 'imap':
@@ -211,13 +224,19 @@ function parseBackend(
           { prefix: at, min: 1, max: 65535 },
         ),
         timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
-        emailDomain: readOptionalString(p, item, 'emailDomain', { prefix: at, pattern: /^[A-Za-z0-9.-]+$/, expectation: 'a domain name' }),
+        emailDomain: readOptionalString(
+          p, item, 'emailDomain', { prefix: at, pattern: /^[A-Za-z0-9.-]+$/, expectation: 'a domain name' },
+        ),
       };
     }
     case 'email': {
       rejectUnknownKeys(p, item, at, ['type', 'name', 'allowedDomains', 'linkTtlS']);
       const domains = item.allowedDomains;
-      if (!Array.isArray(domains) || domains.length === 0 || !domains.every((d) => typeof d === 'string' && /^[A-Za-z0-9.-]+$/.test(d))) {
+      if (
+        !Array.isArray(domains) || domains.length === 0 || !domains.every(
+          (d) => typeof d === 'string' && /^[A-Za-z0-9.-]+$/.test(d)
+        )
+      ) {
         p.add(`${at}allowedDomains`, 'a non-empty list of domain names (who may get a login link)', domains);
       }
       return {

@@ -52,7 +52,9 @@ export function readShares(p: Problems, raw: Obj, key: string, prefix = ''): Sha
       return [];
     }
     rejectUnknownKeys(p, item, where, ['path', 'tag', 'readonly', 'required']);
-    const sharePath = readString(p, item, 'path', '', { prefix: where, pattern: /^\/[^\0]*$/, expectation: 'an absolute path' });
+    const sharePath = readString(
+      p, item, 'path', '', { prefix: where, pattern: /^\/[^\0]*$/, expectation: 'an absolute path' },
+    );
     if (item.path === undefined) p.add(`${where}path`, 'present', undefined);
     else if (sharePath.split('/').includes('..')) p.add(`${where}path`, 'a path without ".."', item.path);
     const tag = readString(

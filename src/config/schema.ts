@@ -171,7 +171,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     port: readInt(p, listenRaw, 'port', 8080, { min: 0, max: 65535, prefix: 'listen.' }),
   };
 
-  const publicUrl = readOptionalString(p, top, 'publicUrl', { pattern: /^https?:\/\/[^\s]+$/, expectation: 'an http:// or https:// URL' });
+  const publicUrl = readOptionalString(p, top, 'publicUrl', {
+    pattern: /^https?:\/\/[^\s]+$/, expectation: 'an http:// or https:// URL',
+  });
   const resolve = (value: string) => path.resolve(baseDir, value);
   const stateDir = resolve(readString(p, top, 'stateDir', 'var'));
   const runDirRaw = readOptionalString(p, top, 'runDir');
@@ -197,7 +199,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     },
     img: readString(p, qemuRaw, 'img', 'qemu-img', { prefix: 'qemu.' }),
     accel: readEnum<Accel>(p, qemuRaw, 'accel', ['auto', 'kvm', 'tcg'], 'auto', 'qemu.'),
-    runAs: qemuRaw.runAs === false ? null : readString(p, qemuRaw, 'runAs', 'nobody', { prefix: 'qemu.', pattern: /^[a-z_][a-z0-9_-]{0,31}$/, expectation: 'a user name, or false' }),
+    runAs: qemuRaw.runAs === false ? null : readString(
+      p, qemuRaw, 'runAs', 'nobody',
+      { prefix: 'qemu.', pattern: /^[a-z_][a-z0-9_-]{0,31}$/, expectation: 'a user name, or false' },
+    ),
     sandbox: readBool(p, qemuRaw, 'sandbox', true, 'qemu.'),
     readyTimeoutMs: readInt(p, qemuRaw, 'readyTimeoutMs', 20000, { min: 100, max: 600000, prefix: 'qemu.' }),
     quitGraceMs: readInt(p, qemuRaw, 'quitGraceMs', 5000, { min: 0, max: 600000, prefix: 'qemu.' }),
@@ -231,12 +236,28 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const guestNetwork = {
     allow: cidrList('allow', []),
     deny: cidrList('deny', DEFAULT_DENY),
-    ip: readString(p, netRaw, 'ip', '/usr/sbin/ip', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    nsenter: readString(p, netRaw, 'nsenter', '/usr/bin/nsenter', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    unshare: readString(p, netRaw, 'unshare', '/usr/bin/unshare', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    umount: readString(p, netRaw, 'umount', '/usr/bin/umount', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    nft: readString(p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    pasta: readString(p, netRaw, 'pasta', '/usr/bin/pasta', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    ip: readString(
+      p, netRaw, 'ip', '/usr/sbin/ip', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
+    nsenter: readString(
+      p, netRaw, 'nsenter', '/usr/bin/nsenter',
+      { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
+    unshare: readString(
+      p, netRaw, 'unshare', '/usr/bin/unshare',
+      { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
+    umount: readString(
+      p, netRaw, 'umount', '/usr/bin/umount',
+      { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
+    nft: readString(
+      p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
+    pasta: readString(
+      p, netRaw, 'pasta', '/usr/bin/pasta',
+      { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' },
+    ),
   };
 
   const limitsRaw = section(p, top, 'limits');
@@ -274,7 +295,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const purgeRaw = section(p, top, 'purge');
   rejectUnknownKeys(p, purgeRaw, 'purge.', ['schedule', 'endedRetentionS']);
   const purge = {
-    schedule: readString(p, purgeRaw, 'schedule', '* * * * *', { prefix: 'purge.', pattern: /^[\d*/,\- ]+$/, expectation: 'a cron expression (5 or 6 fields)' }),
+    schedule: readString(
+      p, purgeRaw, 'schedule', '* * * * *',
+      { prefix: 'purge.', pattern: /^[\d*/,\- ]+$/, expectation: 'a cron expression (5 or 6 fields)' },
+    ),
     endedRetentionS: readInt(p, purgeRaw, 'endedRetentionS', 7 * 86400, { prefix: 'purge.', min: 0 }),
   };
   const fields = purge.schedule.trim().split(/\s+/).length;
@@ -323,8 +347,13 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
   const gpu = {
     sysfsRoot: path.resolve(baseDir, readString(p, gpuRaw, 'sysfsRoot', '/', { prefix: 'gpu.' })),
-    exclude: stringList(gpuRaw, 'exclude', 'gpu.', /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/, 'a list of PCI addresses like 0000:01:00.0') ?? [],
-    machines: stringList(gpuRaw, 'machines', 'gpu.', /^[a-z0-9][a-z0-9._-]{0,63}$/, 'a list of machine names, or null for all'),
+    exclude: stringList(
+      gpuRaw, 'exclude', 'gpu.', /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/,
+      'a list of PCI addresses like 0000:01:00.0',
+    ) ?? [],
+    machines: stringList(
+      gpuRaw, 'machines', 'gpu.', /^[a-z0-9][a-z0-9._-]{0,63}$/, 'a list of machine names, or null for all',
+    ),
   };
 
   const balloonRaw = section(p, top, 'balloon');

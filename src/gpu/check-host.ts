@@ -157,6 +157,8 @@ export function readBrokerMemlock(
 }
 
 const MiB = 1048576;
+const IOMMU_PT_NOTE = ' (iommu=pt is not on the kernel command line: optional, it spares host devices the DMA ' +
+  'translation)';
 const showBytes = (b: MemlockBytes) => (b === 'unlimited' ? 'unlimited' : `${Math.floor(b / MiB)} MiB`);
 
 export function checkVfioHost(
@@ -177,7 +179,7 @@ export function checkVfioHost(
       name: 'IOMMU enabled',
       ok: groups > 0,
       detail: groups > 0
-        ? `${groups} IOMMU groups${/(^|\s)iommu=pt(\s|$)/.test(cmdline) ? '' : ' (iommu=pt is not on the kernel command line: optional, it spares host devices the DMA translation)'}`
+        ? `${groups} IOMMU groups${/(^|\s)iommu=pt(\s|$)/.test(cmdline) ? '' : IOMMU_PT_NOTE}`
         : 'no IOMMU groups in /sys/kernel/iommu_groups',
       fix: 'enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup; on Intel add intel_iommu=on iommu=pt to ' +
         'GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub (on AMD the IOMMU is on once the firmware enables it: add ' +

@@ -38,7 +38,9 @@ export function checkScriptText(text: string, what: string): void {
   if (Buffer.byteLength(text) > MAX_SCRIPT_BYTES) {
     throw new ValidationError(`${what} is too long (at most ${MAX_SCRIPT_BYTES / 1024} KiB)`);
   }
-  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\r\n/g, '\n'))) throw new ValidationError(`${what} contains control characters; only text is accepted`);
+  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\r\n/g, '\n'))) {
+    throw new ValidationError(`${what} contains control characters; only text is accepted`);
+  }
   if (text.trim() === '') throw new ValidationError(`${what} is empty`);
 }
 

@@ -82,7 +82,18 @@ const MAX_SLURM_MESSAGE_CHARS = 300;
 const JOB_ID = /^\d+(?:[_+]\d+)?$/;
 const SIGNAL = /^(?:SIG)?[A-Z][A-Z0-9]*$|^\d{1,2}$/;
 /** Slurm's words for "this job no longer exists or has already ended" (slurm_errno.c). */
-const JOB_GONE = /Invalid job id specified|Job has already finished|Job\/step already completing or completed|already completing or completed/i;
+const JOB_GONE = new RegExp([
+  'Invalid job id specified', 'Job has already finished', 'Job/step already completing or completed',
+  'already completing or completed',
+].join('|'), 'i');
+/** Slurm's words for "the controller cannot be reached". */
+const CONTROLLER_UNREACHABLE = new RegExp([
+  'Unable to contact slurm controller', 'Socket timed out', 'Connection refused', 'Zero Bytes were transmitted',
+].join('|'), 'i');
+/** Slurm's words for "this user or account may not use the partition". */
+const PARTITION_DENIED = new RegExp([
+  'Access/permission denied', "User's group not permitted to use this partition", 'not permitted to use this partition',
+].join('|'), 'i');
 /** All four commands are in Debian's slurm-client (bin/setup installs the slurm-wlm bundle). */
 const INSTALL_HINT = 'install the Debian package "slurm-client" (bin/setup installs "slurm-wlm"), or set ' +
   'slurm.binaries';
@@ -198,7 +209,9 @@ export class SlurmCli {
 
   /** Cancels every job of this name (the broker's names carry the session id, so at most one). */
   async cancelByName(name: string): Promise<void> {
-    if (!/^qwd-[A-Za-z0-9_-]{1,64}$/.test(name)) throw new QwdError('QWD_INTERNAL', `scancel --name: not a job name of ours: ${JSON.stringify(name)}`);
+    if (!/^qwd-[A-Za-z0-9_-]{1,64}$/.test(name)) {
+      throw new QwdError('QWD_INTERNAL', `scancel --name: not a job name of ours: ${JSON.stringify(name)}`);
+    }
     const args = [`--name=${name}`];
     const result = await this.exec('scancel', args);
     if (result.code !== 0) throw this.failure('scancel', args, result);
@@ -225,7 +238,9 @@ export class SlurmCli {
    * The node's NodeAddr (what the broker connects to); the name itself when Slurm has none or does not know the node.
    */
   async nodeAddress(nodeName: string): Promise<string> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(nodeName)) throw new QwdError('QWD_INTERNAL', `not a Slurm node name: ${JSON.stringify(nodeName)}`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(nodeName)) {
+      throw new QwdError('QWD_INTERNAL', `not a Slurm node name: ${JSON.stringify(nodeName)}`);
+    }
     const args = ['show', 'node', '--oneliner', nodeName];
     const result = await this.exec('scontrol', args);
     if (result.code !== 0) {
@@ -280,7 +295,7 @@ export class SlurmCli {
   }
 
   private failure(which: keyof SlurmBinaries, args: readonly string[], result: CommandResult): QwdError {
-    const unreachable = /Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted/i.test(result.stderr + result.stdout);
+    const unreachable = CONTROLLER_UNREACHABLE.test(result.stderr + result.stdout);
     return new QwdError('QWD_SLURM_FAILED', `${this.opts.bin[which]} ${args.join(' ')} failed (${exitText(result)}): ` +
       `${slurmMessageOf(result.stderr || result.stdout) || '(no output)'}`, {
       userMessage: unreachable
@@ -394,14 +409,14 @@ export function describeSbatchFailure(stderr: string, args: readonly string[] = 
         'Choose a smaller desktop.',
     );
   }
-  if (/Access\/permission denied|User's group not permitted to use this partition|not permitted to use this partition/i.test(stderr)) {
+  if (PARTITION_DENIED.test(stderr)) {
     return refused(
       'permission',
       'The cluster does not let the desktop service submit to this desktop\'s partition. An administrator has to ' +
         'correct the configuration.',
     );
   }
-  if (/Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted/i.test(stderr)) {
+  if (CONTROLLER_UNREACHABLE.test(stderr)) {
     return {
       code: 'QWD_SLURM_FAILED', reason: 'unreachable',
       userMessage: 'The cluster\'s scheduler cannot be reached right now. Please try again in a few minutes.',
@@ -409,7 +424,9 @@ export function describeSbatchFailure(stderr: string, args: readonly string[] = 
     };
   }
   const shown = slurmMessage.replace(/^.*Batch job submission failed:\s*/s, '') || 'no reason given';
-  if (/Batch job submission failed/i.test(stderr)) return refused('other', `The cluster refused the desktop: ${shown}.`);
+  if (/Batch job submission failed/i.test(stderr)) {
+    return refused('other', `The cluster refused the desktop: ${shown}.`);
+  }
   return {
     code: 'QWD_SLURM_FAILED', reason: 'other', userMessage: `The cluster could not take the desktop: ${shown}.`,
     slurmMessage,

@@ -63,7 +63,9 @@ export function registerGpu(program: Command, ctx: CliContext): void {
         `the state dir, else the MainPID of qemu-web-desktop.service, else its installed unit file)`,
     )
     .action(async (opts: { json?: boolean; pid?: string }) => {
-      if (opts.pid !== undefined && !/^[1-9]\d*$/.test(opts.pid)) throw usage(`--pid must be a process id, got ${JSON.stringify(opts.pid)}`);
+      if (opts.pid !== undefined && !/^[1-9]\d*$/.test(opts.pid)) {
+        throw usage(`--pid must be a process id, got ${JSON.stringify(opts.pid)}`);
+      }
       await ctx.withServices(async (services) => {
         const largest = Math.max(
           0,

@@ -180,7 +180,9 @@ export async function buildMachine(
   if (name !== DESKTOP_MACHINE) {
     throw usage(`qwdctl machines build knows one machine, "${DESKTOP_MACHINE}"; got "${name}"`);
   }
-  if (opts.mirror !== undefined && !/^https?:\/\/\S+$/i.test(opts.mirror)) throw usage(`--mirror must be an http:// or https:// URL of a Debian mirror, got ${JSON.stringify(opts.mirror)}`);
+  if (opts.mirror !== undefined && !/^https?:\/\/\S+$/i.test(opts.mirror)) {
+    throw usage(`--mirror must be an http:// or https:// URL of a Debian mirror, got ${JSON.stringify(opts.mirror)}`);
+  }
   const config = ctx.config();
   const paths = desktopPaths(config.machinesDir);
   const refuseIfInUse = () => {

@@ -73,7 +73,12 @@ export function sessionsTable(
 }
 
 export function findSession(services: Services, id: string): SessionRow {
-  if (!/^[0-9a-f]{1,12}$/.test(id)) throw usage(`session id must be the 12-character hex id shown by "qwdctl sessions list", got ${JSON.stringify(id.slice(0, 40))}`);
+  if (!/^[0-9a-f]{1,12}$/.test(id)) {
+    throw usage(
+      `session id must be the 12-character hex id shown by "qwdctl sessions list", got ` +
+        `${JSON.stringify(id.slice(0, 40))}`
+    );
+  }
   const exact = services.manager.get(id);
   if (exact) return exact;
   const matches = services.manager.list().filter((r) => r.id.startsWith(id));
@@ -200,7 +205,9 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
         if (opts.target !== undefined) {
-          if (!/^\d{1,9}$/.test(opts.target)) throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
+          if (!/^\d{1,9}$/.test(opts.target)) {
+            throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
+          }
           await services.manager.setBalloon(row.id, Number(opts.target));
         }
         const info = await services.manager.balloonInfo(row.id);

@@ -194,7 +194,11 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     });
   tokens.command('revoke <id>').description('revoke a token')
     .action(async (id: string) => {
-      if (!/^[0-9a-f]{8}$/.test(id)) throw usage(`token id must be the 8-character id shown by "qwdctl tokens list", got ${JSON.stringify(id.slice(0, 20))}`);
+      if (!/^[0-9a-f]{8}$/.test(id)) {
+        throw usage(
+          `token id must be the 8-character id shown by "qwdctl tokens list", got ${JSON.stringify(id.slice(0, 20))}`
+        );
+      }
       await withUsers(ctx, (store) => {
         if (!store.revokeApiToken(id)) {
           throw new QwdError('QWD_NOT_FOUND', `no token ${id}`, { userMessage: `There is no token ${id}.` });
