@@ -167,7 +167,8 @@ async function freeLoopbackPort(): Promise<number> {
 async function waitListening(t: Tracked, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exited = false;
-  t.exited.then(() => {
+  // exited never rejects.
+  void t.exited.then(() => {
     exited = true;
   });
   for (;;) {

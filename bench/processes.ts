@@ -80,7 +80,8 @@ export function spawnTracked(cleanup: Cleanup, name: string, file: string, argv:
     return stopping;
   };
   const unregister = cleanup.add(`stop ${name} (pid ${pid})`, () => stop());
-  exited.then(() => {
+  // exited never rejects.
+  void exited.then(() => {
     if (!group) unregister();
   });
   return { child, pid, stdout, stderr, exited, stop };
@@ -181,7 +182,7 @@ export function waitForLine(t: Tracked, pattern: RegExp, timeoutMs: number, what
       else resolve(m!);
     };
     t.child.stdout?.on('data', onData);
-    t.exited.then(({ code, signal }) => finish(new Error(`${what} exited (${signal ?? `code ${code}`}) before it was ready; stderr: ${t.stderr.slice(-10).join('\n')}`)));
+    void t.exited.then(({ code, signal }) => finish(new Error(`${what} exited (${signal ?? `code ${code}`}) before it was ready; stderr: ${t.stderr.slice(-10).join('\n')}`)));
     check();
   });
 }

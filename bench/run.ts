@@ -127,7 +127,8 @@ async function main(): Promise<number> {
     if (interrupted) return;
     interrupted = true;
     process.stderr.write(`bench: ${signal}: stopping sessions and processes, removing temp dirs…\n`);
-    cleanup.runAll().then((failures) => {
+    // runAll never rejects: it collects each step's failure.
+    void cleanup.runAll().then((failures) => {
       for (const f of failures) process.stderr.write(`bench: cleanup: ${f}\n`);
       process.exit(130);
     });

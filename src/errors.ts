@@ -42,7 +42,8 @@ export const ERROR_CODES = {
   QWD_VNC_AUTH_FAILED: { status: 502, family: 'launch' },
   // The session's network namespace, firewall rules or pasta could not be set up (see INSTALL.md, guest network).
   QWD_NETWORK_FAILED: { status: 500, family: 'launch' },
-  // Slurm said no to a job as asked (partition, account, QOS, limits, resources): retrying the same request will not help.
+  // Slurm said no to a job as asked (partition, account, QOS, limits, resources): retrying the same request will not
+  // help.
   QWD_SLURM_REFUSED: { status: 422, family: 'refused' },
   // A Slurm command failed otherwise (not installed, controller unreachable, timed out, unexpected output).
   QWD_SLURM_FAILED: { status: 502, family: 'launch' },
@@ -101,7 +102,9 @@ export class ValidationError extends QwdError {
 
 /** Admission refusals: the userMessage says which limit and what to ask for instead. */
 export class AdmissionError extends QwdError {
-  constructor(code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY', userMessage: string, details?: Record<string, unknown>) {
+  constructor(
+    code: 'QWD_ADMISSION_LIMIT' | 'QWD_ADMISSION_CAPACITY', userMessage: string, details?: Record<string, unknown>,
+  ) {
     super(code, userMessage, { userMessage, details });
     this.name = 'AdmissionError';
   }
@@ -146,7 +149,10 @@ export function toQwdError(err: unknown, code: ErrorCode = 'QWD_INTERNAL'): QwdE
   // (the statement or transaction failed as a whole), so trying again later is the answer.
   const sqliteCode = (err as { code?: unknown } | null)?.code;
   if (sqliteCode === 'SQLITE_BUSY' || sqliteCode === 'SQLITE_LOCKED') {
-    return new QwdError('QWD_STORE_BUSY', `the state database is locked by another process: ${message}`, { userMessage: 'The service is busy. Please try again in a moment.', cause: err });
+    return new QwdError(
+      'QWD_STORE_BUSY', `the state database is locked by another process: ${message}`,
+      { userMessage: 'The service is busy. Please try again in a moment.', cause: err },
+    );
   }
   return new QwdError(code, message, { cause: err });
 }

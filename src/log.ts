@@ -45,7 +45,10 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Node
       base: { service: 'qemu-web-desktop' },
       // Passwords and tokens must never reach a log line.
       redact: {
-        paths: ['password', '*.password', 'token', '*.token', 'viewToken', '*.viewToken', 'req.headers.cookie', 'cookie', '*.cookie', 'csrf', '*.csrf', '_csrf', '*._csrf'],
+        paths: [
+          'password', '*.password', 'token', '*.token', 'viewToken', '*.viewToken', 'req.headers.cookie', 'cookie',
+          '*.cookie', 'csrf', '*.csrf', '_csrf', '*._csrf',
+        ],
         censor: CENSOR,
       },
     },

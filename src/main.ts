@@ -66,10 +66,14 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
     : new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
   const load = await startLoadSampler(5000, log);
   const mailer = createMailer(config.mail);
-  const baseUrl = config.publicUrl ?? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`;
+  const listenHost = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  const baseUrl = config.publicUrl ?? `http://${listenHost}:${config.listen.port}`;
   // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
   const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
-  const manager = new SessionManager({ config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now, log: log.child({ module: 'sessions' }) });
+  const manager = new SessionManager({
+    config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now,
+    log: log.child({ module: 'sessions' }),
+  });
   const users = new UserStore(db);
   const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
   return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
@@ -85,7 +89,8 @@ function assertGuestNetworkIsolation(config: Config): void {
   if (config.launcher === 'slurm') return;
   const why = guestNetworkUnavailable(config.guestNetwork);
   if (!why) return;
-  throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace of their own, and ${why}: `
+  throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace ` +
+    `of their own, and ${why}: `
     + 'run bin/setup (or install the packages named), run the broker as root, or set qemu.network: none');
 }
 
@@ -98,20 +103,26 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export async function startBroker(config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {}): Promise<Broker> {
+export async function startBroker(
+  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {},
+): Promise<Broker> {
   const startedAt = Date.now();
   assertGuestNetworkIsolation(config);
   const now = opts.now ?? Date.now;
   const services = await createServices(config, log, { now });
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
-  if (catalog.list().length === 0) log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
+  if (catalog.list().length === 0) {
+    log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
+  }
   await manager.reconcile();
 
   const webSessions = new SqliteWebSessionStore(db);
   const server = http.createServer();
   const sessionSecret = loadSecret(config.stateDir);
-  const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(req.headers.cookie, sessionSecret, webSessions, services.auth) !== null;
+  const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(
+    req.headers.cookie, sessionSecret, webSessions, services.auth,
+  ) !== null;
   const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, {
     ...(config.auth.linksRequireLogin ? { isLoggedIn } : {}),
     clipboard: { site: config.bridge, machine: (name) => {

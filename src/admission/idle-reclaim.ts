@@ -23,7 +23,10 @@ export interface Reclaim {
 /** The balloon never goes below this: a guest needs some memory to stay alive. */
 export const MIN_BALLOON_MIB = 64;
 
-export function selectIdleReclaims(rows: readonly ReclaimCandidate[], skipIds: ReadonlySet<string>, now: number, balloon: { idleAfterS: number; idleTargetPercent: number }): Reclaim[] {
+export function selectIdleReclaims(
+  rows: readonly ReclaimCandidate[], skipIds: ReadonlySet<string>, now: number,
+  balloon: { idleAfterS: number; idleTargetPercent: number },
+): Reclaim[] {
   if (balloon.idleAfterS <= 0) return [];
   const out: Reclaim[] = [];
   for (const row of rows) {

@@ -8,6 +8,8 @@ export function readCaFile(file: string | null, backend: string): Buffer[] | und
   try {
     return [fs.readFileSync(file)];
   } catch (err) {
-    throw new ConfigError([`auth backend "${backend}": caFile ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? err})`]);
+    throw new ConfigError([
+      `auth backend "${backend}": caFile ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? err})`
+    ]);
   }
 }

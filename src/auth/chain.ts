@@ -8,7 +8,9 @@ export type ChainResult =
   | { ok: true; identity: Identity }
   | { ok: false; reason: 'invalid' | 'unavailable' };
 
-export async function authenticateChain(backends: readonly AuthBackend[], user: string, password: string, admins: readonly string[], log: Logger): Promise<ChainResult> {
+export async function authenticateChain(
+  backends: readonly AuthBackend[], user: string, password: string, admins: readonly string[], log: Logger,
+): Promise<ChainResult> {
   let sawInvalid = false;
   for (const backend of backends) {
     if (!backend.authenticate) continue;
@@ -16,10 +18,16 @@ export async function authenticateChain(backends: readonly AuthBackend[], user: 
     const result = await backend.authenticate(user, password);
     if (result.ok) {
       log.info({ backend: backend.name, user, ms: Date.now() - started }, 'login accepted');
-      return { ok: true, identity: { ...result.identity, admin: result.identity.admin || admins.includes(result.identity.user) } };
+      return {
+        ok: true,
+        identity: { ...result.identity, admin: result.identity.admin || admins.includes(result.identity.user) },
+      };
     }
     if (result.reason === 'invalid') sawInvalid = true;
-    log[result.reason === 'unavailable' ? 'warn' : 'info']({ backend: backend.name, user, reason: result.reason, detail: result.detail, ms: Date.now() - started }, result.reason === 'unavailable' ? 'login backend unavailable; trying the next' : 'login refused by backend');
+    log[result.reason === 'unavailable' ? 'warn' : 'info'](
+      { backend: backend.name, user, reason: result.reason, detail: result.detail, ms: Date.now() - started },
+      result.reason === 'unavailable' ? 'login backend unavailable; trying the next' : 'login refused by backend',
+    );
   }
   return { ok: false, reason: sawInvalid ? 'invalid' : 'unavailable' };
 }

@@ -7,7 +7,9 @@ export function escapeFilterValue(value: string): string {
   for (const byte of Buffer.from(value, 'utf8')) {
     const ch = String.fromCharCode(byte);
     // RFC 4515: escape * ( ) \ NUL, and (to be safe) every non-printable or non-ASCII byte.
-    if (byte < 0x20 || byte > 0x7e || ch === '*' || ch === '(' || ch === ')' || ch === '\\') out += '\\' + byte.toString(16).padStart(2, '0');
+    if (byte < 0x20 || byte > 0x7e || ch === '*' || ch === '(' || ch === ')' || ch === '\\') {
+      out += '\\' + byte.toString(16).padStart(2, '0');
+    }
     else out += ch;
   }
   return out;

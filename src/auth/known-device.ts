@@ -15,7 +15,8 @@ const DAY_MS = 86_400_000;
 
 /** The mark for a login as `name` on `day` (days since the epoch): "<day>-<HMAC>", no name in it. */
 export function deviceMark(secret: string, name: string, day: number): string {
-  const mac = crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}\u0000${day}`).digest('base64url').slice(0, 22);
+  const mac = crypto.createHmac('sha256', secret).update(`known-device\u0000${name.trim().toLowerCase()}\u0000${day}`)
+    .digest('base64url').slice(0, 22);
   return `${day}-${mac}`;
 }
 
@@ -40,7 +41,10 @@ export function isKnownDevice(secret: string, cookie: string | null, name: strin
   return markFor(secret, cookie, name, now) !== null;
 }
 
-/** The cookie value after a login as `name`: a fresh mark first, this name's older one and the oldest beyond MAX_NAMES dropped. */
+/**
+ * The cookie value after a login as `name`: a fresh mark first, this name's older one and the oldest beyond MAX_NAMES
+ * dropped.
+ */
 export function addMark(secret: string, cookie: string | null, name: string, now = Date.now()): string {
   const old = markFor(secret, cookie, name, now);
   const fresh = deviceMark(secret, name, Math.floor(now / DAY_MS));

@@ -35,7 +35,9 @@ export interface LimitKey {
  * is not held back by the per-name key, so strangers reaching it from many
  * addresses never lock the user's own browser out.
  */
-export function loginKeys(limits: LoginLimits, name: string, client: string, opts: { knownDevice?: boolean } = {}): LimitKey[] {
+export function loginKeys(
+  limits: LoginLimits, name: string, client: string, opts: { knownDevice?: boolean } = {},
+): LimitKey[] {
   const n = name.trim().toLowerCase();
   const c = clientKey(client);
   const keys = [
@@ -57,7 +59,9 @@ export function clientKey(address: string): string {
   const [head = '', tail] = a.split('::');
   const left = head ? head.split(':') : [];
   const right = tail !== undefined && tail ? tail.split(':') : [];
-  const words = tail === undefined ? left : [...left, ...new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  const words = tail === undefined ? left : [
+    ...left, ...new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right
+  ];
   return `${words.slice(0, 4).map((w) => (parseInt(w, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
@@ -81,7 +85,9 @@ export class LoginRateLimiter {
     for (const { key, max } of keys) {
       const recent = this.recent(key, now);
       // The wait lasts until enough failures have left the window to be under the limit.
-      if (recent.length >= max) wait = Math.max(wait, Math.ceil((recent[recent.length - max]! + this.windowS * 1000 - now) / 1000));
+      if (recent.length >= max) {
+        wait = Math.max(wait, Math.ceil((recent[recent.length - max]! + this.windowS * 1000 - now) / 1000));
+      }
     }
     return wait;
   }

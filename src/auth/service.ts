@@ -24,7 +24,10 @@ export class AuthService {
   readonly emailBackend: EmailBackendConfig | null;
   private readonly limiter: LoginRateLimiter;
 
-  constructor(private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null, private readonly log: Logger, private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null,
+    private readonly log: Logger, private readonly now: () => number = Date.now,
+  ) {
     this.backends = config.auth.backends.flatMap((b): AuthBackend[] => {
       switch (b.type) {
         case 'none': return [];
@@ -35,7 +38,9 @@ export class AuthService {
         case 'email': return [];
       }
     });
-    this.emailBackend = (config.auth.backends.find((b) => b.type === 'email') as EmailBackendConfig | undefined) ?? null;
+    this.emailBackend = (
+      config.auth.backends.find((b) => b.type === 'email') as EmailBackendConfig | undefined
+    ) ?? null;
     this.limiter = new LoginRateLimiter(config.auth.rateLimit.windowS, now);
   }
 
@@ -59,7 +64,9 @@ export class AuthService {
       const wait = admission.retryAfterS;
       return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
     }
-    if (!USER_NAME.test(name) || password === '') return { ok: false, status: 401, message: 'Invalid user name or password.' };
+    if (!USER_NAME.test(name) || password === '') {
+      return { ok: false, status: 401, message: 'Invalid user name or password.' };
+    }
     const result = await authenticateChain(this.backends, name, password, this.config.auth.admins, this.log);
     if (result.ok) {
       this.limiter.forgive(admission.attempt);
@@ -77,20 +84,41 @@ export class AuthService {
   /** Mails a single-use login link; says nothing about whether the address is known. */
   async sendEmailLink(address: string, ip: string): Promise<void> {
     const backend = this.emailBackend;
-    if (!backend || !this.mailer) throw new QwdError('QWD_BAD_REQUEST', 'e-mail login is not configured', { userMessage: 'Login by e-mail is not available here.' });
+    if (!backend || !this.mailer) {
+      throw new QwdError(
+        'QWD_BAD_REQUEST', 'e-mail login is not configured', { userMessage: 'Login by e-mail is not available here.' },
+      );
+    }
     // Only the configured public URL, never the request's Host header (which the
     // requester controls). The config check makes this unreachable; kept as a guard.
     const baseUrl = this.config.publicUrl;
-    if (!baseUrl) throw new QwdError('QWD_CONFIG_INVALID', 'e-mail login needs publicUrl in the config', { userMessage: 'Login by e-mail is not available here.' });
+    if (!baseUrl) {
+      throw new QwdError(
+        'QWD_CONFIG_INVALID', 'e-mail login needs publicUrl in the config',
+        { userMessage: 'Login by e-mail is not available here.' },
+      );
+    }
     const email = address.trim().toLowerCase();
     const keys = loginKeys(this.config.auth.rateLimit, email, ip);
     const wait = this.limiter.retryAfterS(keys);
-    if (wait > 0) throw new QwdError('QWD_ADMISSION_LIMIT', 'e-mail link rate limited', { userMessage: `Too many login links requested. Try again in ${wait} s.` });
+    if (wait > 0) {
+      throw new QwdError(
+        'QWD_ADMISSION_LIMIT', 'e-mail link rate limited',
+        { userMessage: `Too many login links requested. Try again in ${wait} s.` },
+      );
+    }
     const m = /^[a-z0-9._%+-]{1,64}@([a-z0-9.-]{1,253}\.[a-z]{2,63})$/.exec(email);
-    if (!m) throw new QwdError('QWD_BAD_REQUEST', 'not an e-mail address', { userMessage: 'Please enter a valid e-mail address.' });
+    if (!m) {
+      throw new QwdError(
+        'QWD_BAD_REQUEST', 'not an e-mail address', { userMessage: 'Please enter a valid e-mail address.' },
+      );
+    }
     if (!backend.allowedDomains.includes(m[1]!)) {
       this.limiter.fail(keys);
-      throw new QwdError('QWD_BAD_REQUEST', `domain ${m[1]} not allowed`, { userMessage: `Login links are only sent to addresses at ${backend.allowedDomains.join(', ')}.` });
+      throw new QwdError(
+        'QWD_BAD_REQUEST', `domain ${m[1]} not allowed`,
+        { userMessage: `Login links are only sent to addresses at ${backend.allowedDomains.join(', ')}.` },
+      );
     }
     // Counted like a failure so that one address cannot be flooded with links.
     this.limiter.fail(keys);
@@ -100,12 +128,15 @@ export class AuthService {
     await this.mailer.send({
       to: email,
       subject: 'Your qemu-web-desktop login link',
-      text: `Open this link to log in (it works once, for ${minutes} minutes):\n\n${baseUrl}/login/email/${token}\n\nIf you did not ask for it, ignore this mail.\n`,
+      text: `Open this link to log in (it works once, for ${minutes} minutes):\n\n${baseUrl}/login/email/${token}` +
+        `\n\nIf you did not ask for it, ignore this mail.\n`,
     });
     this.log.info({ email }, 'login link mailed');
   }
 
-  /** The address a login link would log in, while it is usable (opening the link shows it; only the POST redeems it). */
+  /**
+   * The address a login link would log in, while it is usable (opening the link shows it; only the POST redeems it).
+   */
   peekEmailLink(token: string): string | null {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     return this.users.peekEmailToken(hashToken(token), Date.now());
@@ -116,7 +147,9 @@ export class AuthService {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const email = this.users.consumeEmailToken(hashToken(token), Date.now());
     if (!email) return null;
-    return { user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name };
+    return {
+      user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name,
+    };
   }
 
   /** The time to record as a browser login's start (see currentIdentity). */
@@ -160,10 +193,14 @@ export class AuthService {
     if (!account) {
       // With only local accounts configured, a name without an account is a deleted one.
       const othersCanVouch = this.config.auth.backends.some((b) => b.type !== 'local');
-      return othersCanVouch ? { user: found.user, email: null, groups: [], admin: found.admin, via: 'api-token' } : null;
+      return othersCanVouch ? {
+        user: found.user, email: null, groups: [], admin: found.admin, via: 'api-token',
+      } : null;
     }
     const accountAdmin = account.admin || this.config.auth.admins.includes(account.name);
-    return { user: account.name, email: account.email, groups: [], admin: found.admin && accountAdmin, via: 'api-token' };
+    return {
+      user: account.name, email: account.email, groups: [], admin: found.admin && accountAdmin, via: 'api-token',
+    };
   }
 }
 

@@ -69,7 +69,10 @@ const FORMAT_BITS = 16;
 const MAX_HEADER_BYTES = 20;
 
 /** What a view-only viewer may not send: input, clipboard, power and resize requests. */
-const DROPPED = new Set<number>([CLIENT_MESSAGE.KeyEvent, CLIENT_MESSAGE.PointerEvent, CLIENT_MESSAGE.ClientCutText, CLIENT_MESSAGE.Xvp, CLIENT_MESSAGE.SetDesktopSize]);
+const DROPPED = new Set<number>([
+  CLIENT_MESSAGE.KeyEvent, CLIENT_MESSAGE.PointerEvent, CLIENT_MESSAGE.ClientCutText, CLIENT_MESSAGE.Xvp,
+  CLIENT_MESSAGE.SetDesktopSize,
+]);
 
 export class RfbProtocolError extends Error {
   /** The WebSocket close code and reason for the viewer (RFC 6455 §7.4, §7.1.6: a short reason). */
@@ -448,7 +451,9 @@ export class RfbClientFilter extends Transform {
     const drop = !this.allowsExtended(flags);
     const unit: Unit = { header: 12, body: size - 4, drop, clipboardDrop: drop };
     // A Provide QEMU will inflate (not one it ignores for a caps or notify flag) is checked first.
-    const inflated = (flags & CLIPBOARD_FLAG.provide) !== 0 && (flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify)) === 0;
+    const inflated = (flags & CLIPBOARD_FLAG.provide) !== 0 && (
+      flags & (CLIPBOARD_FLAG.caps | CLIPBOARD_FLAG.notify)
+    ) === 0;
     if (!unit.drop && inflated) unit.hold = true;
     return this.startBody(unit);
   }
@@ -543,7 +548,8 @@ export function checkClipboardProvide(flags: number, payload: Buffer, maxBytes: 
     const size = pos + 4 <= data.length ? data.readUInt32BE(pos) : -1;
     if (size < 0 || pos + 4 + size > data.length) {
       const there = Math.max(0, data.length - pos - 4);
-      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${there} are there`, {
+      throw new RfbProtocolError(`extended clipboard format ${bit} declares ${size < 0 ? 'no' : size} bytes, ${there}` +
+        ` are there`, {
         code: 4003, reason: 'clipboard data sizes do not match',
       });
     }

@@ -14,7 +14,9 @@ export interface ViewerCaps {
   readonly reservedControlViewers: number;
 }
 
-export const DEFAULT_VIEWER_CAPS: ViewerCaps = Object.freeze({ maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4 });
+export const DEFAULT_VIEWER_CAPS: ViewerCaps = Object.freeze({
+  maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4,
+});
 
 export type ViewerAdmission = { admit: true } | { admit: false; reason: string };
 
@@ -27,16 +29,24 @@ export function decideViewerAdmission(
   const total = current.control + current.view;
   if (access === 'control') {
     if (total >= caps.maxViewersPerSession) {
-      return { admit: false, reason: `this desktop already has ${total} viewers (the limit is ${caps.maxViewersPerSession})` };
+      return {
+        admit: false, reason: `this desktop already has ${total} viewers (the limit is ${caps.maxViewersPerSession})`,
+      };
     }
     return { admit: true };
   }
   if (current.view >= caps.maxViewersPerLink) {
-    return { admit: false, reason: `this view-only link already has ${current.view} viewers (the limit is ${caps.maxViewersPerLink})` };
+    return {
+      admit: false,
+      reason: `this view-only link already has ${current.view} viewers (the limit is ${caps.maxViewersPerLink})`,
+    };
   }
   const forViewOnly = caps.maxViewersPerSession - caps.reservedControlViewers;
   if (total >= forViewOnly) {
-    return { admit: false, reason: `this desktop already has ${total} viewers; the remaining places are kept for its owner's link` };
+    return {
+      admit: false,
+      reason: `this desktop already has ${total} viewers; the remaining places are kept for its owner's link`,
+    };
   }
   return { admit: true };
 }

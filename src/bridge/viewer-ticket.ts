@@ -12,7 +12,9 @@ export function issueViewerTicket(secret: string, token: string, user: string, n
 }
 
 /** The user named by a valid, unexpired ticket for this link token, else null. */
-export function readViewerTicket(secret: string, token: string, ticket: string | null, now = Date.now()): string | null {
+export function readViewerTicket(
+  secret: string, token: string, ticket: string | null, now = Date.now(),
+): string | null {
   if (!ticket || ticket.length > 512) return null;
   const [payload, mac] = ticket.split('.');
   if (!payload || !mac) return null;

@@ -46,7 +46,9 @@ const EMPTY = Buffer.alloc(0);
  * RFC 6143 §7.2.2 alludes to — each key byte is used with its bits reversed.
  */
 export function vncAuthResponse(password: string, challenge: Buffer): Buffer {
-  if (challenge.length !== CHALLENGE_BYTES) throw new RangeError(`VNC challenge must be ${CHALLENGE_BYTES} bytes, got ${challenge.length}`);
+  if (challenge.length !== CHALLENGE_BYTES) {
+    throw new RangeError(`VNC challenge must be ${CHALLENGE_BYTES} bytes, got ${challenge.length}`);
+  }
   const key = Buffer.alloc(8);
   Buffer.from(password, 'utf8').copy(key, 0, 0, 8);
   for (let i = 0; i < key.length; i++) key[i] = reverseBits(key[i]!);
@@ -179,30 +181,51 @@ export function stepUpstream(state: UpstreamState, buf: Buffer, password: string
       const version = parseProtocolVersion(buf);
       if (!version) return null;
       // We answer with the server's version, capped at the newest we speak (§7.1.1).
-      return { next: { phase: 'security', minor: version.value }, consumed: version.consumed, reply: protocolVersion(version.value) };
+      return {
+        next: { phase: 'security', minor: version.value }, consumed: version.consumed,
+        reply: protocolVersion(version.value),
+      };
     }
     case 'security': {
       const offer = state.minor === 3 ? parseSecurityType33(buf) : parseSecurityTypes(buf);
       if (!offer) return null;
-      if ('failure' in offer.value) return { next: { phase: 'refused', reason: offer.value.failure }, consumed: offer.consumed };
+      if ('failure' in offer.value) {
+        return { next: { phase: 'refused', reason: offer.value.failure }, consumed: offer.consumed };
+      }
       const chosen = pickUpstreamSecurity(offer.value.types);
       if (chosen === null) {
-        return { next: { phase: 'refused', reason: `it offers security types [${offer.value.types.join(', ')}]; the broker speaks VNC Authentication (2) and None (1) only` }, consumed: offer.consumed };
+        return {
+          next: {
+            phase: 'refused',
+            reason: `it offers security types [${offer.value.types.join(', ')}]; the broker speaks VNC ` +
+              `Authentication (2) and None (1) only`,
+          },
+          consumed: offer.consumed,
+        };
       }
       // In 3.3 the server chose and the client says nothing (§7.1.2).
       const reply = state.minor === 3 ? undefined : Buffer.from([chosen]);
-      if (chosen === SECURITY.VncAuth) return { next: { phase: 'challenge', minor: state.minor }, consumed: offer.consumed, reply };
+      if (chosen === SECURITY.VncAuth) {
+        return { next: { phase: 'challenge', minor: state.minor }, consumed: offer.consumed, reply };
+      }
       // None: a SecurityResult follows only from 3.8 on (§7.1.3).
-      const next: UpstreamState = state.minor === 8 ? { phase: 'result', minor: 8, security: SECURITY.None } : { phase: 'authenticated', security: SECURITY.None };
+      const next: UpstreamState = state.minor === 8 ? {
+        phase: 'result', minor: 8, security: SECURITY.None,
+      } : { phase: 'authenticated', security: SECURITY.None };
       return { next, consumed: offer.consumed, reply };
     }
     case 'challenge':
       if (buf.length < CHALLENGE_BYTES) return null;
-      return { next: { phase: 'result', minor: state.minor, security: SECURITY.VncAuth }, consumed: CHALLENGE_BYTES, reply: vncAuthResponse(password, buf.subarray(0, CHALLENGE_BYTES)) };
+      return {
+        next: { phase: 'result', minor: state.minor, security: SECURITY.VncAuth }, consumed: CHALLENGE_BYTES,
+        reply: vncAuthResponse(password, buf.subarray(0, CHALLENGE_BYTES)),
+      };
     case 'result': {
       const result = parseSecurityResult(buf, state.minor);
       if (!result) return null;
-      const next: UpstreamState = result.value.ok ? { phase: 'authenticated', security: state.security } : { phase: 'refused', reason: result.value.reason };
+      const next: UpstreamState = result.value.ok ? {
+        phase: 'authenticated', security: state.security,
+      } : { phase: 'refused', reason: result.value.reason };
       return { next, consumed: result.consumed };
     }
     case 'authenticated':
@@ -237,12 +260,16 @@ const NONE_OFFER = Buffer.from([1, SECURITY.None]);
  * the desktop and a failure is sent in its place (§7.1.2). Throws
  * RfbProtocolError for a viewer that does not send a ProtocolVersion.
  */
-export function stepDownstream(state: DownstreamState, buf: Buffer, desktop: DesktopOutcome): Step<DownstreamState> | null {
+export function stepDownstream(
+  state: DownstreamState, buf: Buffer, desktop: DesktopOutcome,
+): Step<DownstreamState> | null {
   switch (state.phase) {
     case 'version': {
       const version = parseProtocolVersion(buf);
       if (!version) return null;
-      if (version.value === 8) return { next: { phase: 'choice', minor: 8 }, consumed: version.consumed, reply: NONE_OFFER };
+      if (version.value === 8) {
+        return { next: { phase: 'choice', minor: 8 }, consumed: version.consumed, reply: NONE_OFFER };
+      }
       return { next: { phase: 'await-desktop', minor: version.value, offered: false }, consumed: version.consumed };
     }
     case 'choice': {
@@ -250,7 +277,10 @@ export function stepDownstream(state: DownstreamState, buf: Buffer, desktop: Des
       const type = buf[0]!;
       if (type !== SECURITY.None) {
         const reason = `security type ${type} was not offered; this server offers None (1) only`;
-        return { next: { phase: 'refused', by: 'viewer', reason }, consumed: 1, reply: securityResult({ ok: false, reason }, state.minor) };
+        return {
+          next: { phase: 'refused', by: 'viewer', reason }, consumed: 1,
+          reply: securityResult({ ok: false, reason }, state.minor),
+        };
       }
       return { next: { phase: 'await-desktop', minor: state.minor, offered: true }, consumed: 1 };
     }
@@ -258,15 +288,26 @@ export function stepDownstream(state: DownstreamState, buf: Buffer, desktop: Des
       const { minor, offered } = state;
       if (desktop.state === 'pending') return null;
       if (desktop.state === 'ok') {
-        if (!offered) return minor === 3 ? { next: { phase: 'ready' }, consumed: 0, reply: u32(SECURITY.None) } : { next: { phase: 'choice', minor }, consumed: 0, reply: NONE_OFFER };
-        return { next: { phase: 'ready' }, consumed: 0, reply: minor === 8 ? securityResult({ ok: true }, 8) : undefined };
+        if (!offered) {
+          return minor === 3 ? {
+            next: { phase: 'ready' }, consumed: 0, reply: u32(SECURITY.None),
+          } : { next: { phase: 'choice', minor }, consumed: 0, reply: NONE_OFFER };
+        }
+        return {
+          next: { phase: 'ready' }, consumed: 0, reply: minor === 8 ? securityResult({ ok: true }, 8) : undefined,
+        };
       }
       const refused: DownstreamState = { phase: 'refused', by: 'desktop', reason: desktop.reason };
       if (offered) {
         // 3.7 has no SecurityResult after None: closing is all that is left.
-        return { next: refused, consumed: 0, reply: minor === 8 ? securityResult({ ok: false, reason: desktop.reason }, 8) : undefined };
+        return {
+          next: refused, consumed: 0,
+          reply: minor === 8 ? securityResult({ ok: false, reason: desktop.reason }, 8) : undefined,
+        };
       }
-      const failure = minor === 3 ? Buffer.concat([u32(SECURITY.Invalid), encodeReason(desktop.reason)]) : Buffer.concat([Buffer.from([0]), encodeReason(desktop.reason)]);
+      const failure = minor === 3 ? Buffer.concat([
+        u32(SECURITY.Invalid), encodeReason(desktop.reason),
+      ]) : Buffer.concat([Buffer.from([0]), encodeReason(desktop.reason)]);
       return { next: refused, consumed: 0, reply: failure };
     }
     case 'ready':
@@ -297,7 +338,9 @@ export interface AuthenticatedVncOptions {
  * QWD_BAD_REQUEST when the viewer breaks the handshake. Whenever the viewer can
  * be told, it first gets an RFB failure with a reason.
  */
-export function connectAuthenticatedVnc(address: { host: string; port: number }, password: string, opts: AuthenticatedVncOptions = {}): Duplex {
+export function connectAuthenticatedVnc(
+  address: { host: string; port: number }, password: string, opts: AuthenticatedVncOptions = {},
+): Duplex {
   return new AuthenticatingVnc(address, password, opts.timeoutMs ?? 10_000);
 }
 
@@ -321,7 +364,9 @@ class AuthenticatingVnc extends Duplex {
   private readonly timer: NodeJS.Timeout;
   private flushTimer: NodeJS.Timeout | null = null;
 
-  constructor(address: { host: string; port: number }, private readonly password: string, private readonly timeoutMs: number) {
+  constructor(
+    address: { host: string; port: number }, private readonly password: string, private readonly timeoutMs: number,
+  ) {
     super({ allowHalfOpen: false });
     this.where = `${address.host}:${address.port}`;
     this.upstream = net.createConnection({ host: address.host, port: address.port });
@@ -379,16 +424,29 @@ class AuthenticatingVnc extends Duplex {
     this.upBuf = this.upBuf.length ? Buffer.concat([this.upBuf, chunk]) : chunk;
     if (this.desktop.state !== 'pending') return; // authenticated: kept for pass-through
     try {
-      for (let step = stepUpstream(this.up, this.upBuf, this.password); step; step = stepUpstream(this.up, this.upBuf, this.password)) {
+      for (
+        let step = stepUpstream(this.up, this.upBuf, this.password); step;
+        step = stepUpstream(this.up, this.upBuf, this.password)
+      ) {
         this.upBuf = this.upBuf.subarray(step.consumed);
         this.up = step.next;
         if (step.reply) this.upstream.write(step.reply);
       }
     } catch (err) {
-      return this.desktopFailed(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${this.where}: ${(err as Error).message}`, { userMessage: 'the desktop does not speak RFB', cause: err }));
+      return this.desktopFailed(
+        new QwdError(
+          'QWD_VNC_UNREACHABLE', `VNC ${this.where}: ${(err as Error).message}`,
+          { userMessage: 'the desktop does not speak RFB', cause: err },
+        )
+      );
     }
     if (this.up.phase === 'refused') {
-      this.desktopFailed(new QwdError('QWD_VNC_AUTH_FAILED', `VNC ${this.where} refused the broker's authentication: ${this.up.reason}`, { userMessage: `the desktop refused the connection: ${this.up.reason}` }));
+      this.desktopFailed(
+        new QwdError(
+          'QWD_VNC_AUTH_FAILED', `VNC ${this.where} refused the broker's authentication: ${this.up.reason}`,
+          { userMessage: `the desktop refused the connection: ${this.up.reason}` },
+        )
+      );
     } else if (this.up.phase === 'authenticated') {
       // QEMU sends nothing before ClientInit; whatever comes waits in the kernel, not here.
       this.upstream.pause();
@@ -401,11 +459,19 @@ class AuthenticatingVnc extends Duplex {
   private onUpstreamEnd(): void {
     this.upEnded = true;
     if (this.passing) this.push(null);
-    else this.desktopFailed(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${this.where} closed the connection during the RFB handshake (${this.up.phase})`, { userMessage: 'the desktop closed the connection' }));
+    else this.desktopFailed(
+      new QwdError(
+        'QWD_VNC_UNREACHABLE', `VNC ${this.where} closed the connection during the RFB handshake (${this.up.phase})`,
+        { userMessage: 'the desktop closed the connection' },
+      )
+    );
   }
 
   private onUpstreamError(err: Error): void {
-    const failure = new QwdError('QWD_VNC_UNREACHABLE', `VNC ${this.where}: ${err.message}`, { userMessage: 'the desktop cannot be reached', cause: err });
+    const failure = new QwdError(
+      'QWD_VNC_UNREACHABLE', `VNC ${this.where}: ${err.message}`,
+      { userMessage: 'the desktop cannot be reached', cause: err },
+    );
     if (this.passing) this.destroy(failure);
     else this.desktopFailed(failure);
   }
@@ -415,7 +481,12 @@ class AuthenticatingVnc extends Duplex {
       // After a FIN the readable side drains and ends by itself; anything else is abrupt.
       if (!this.upEnded) this.destroy();
     } else {
-      this.desktopFailed(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${this.where} closed the connection during the RFB handshake (${this.up.phase})`, { userMessage: 'the desktop closed the connection' }));
+      this.desktopFailed(
+        new QwdError(
+          'QWD_VNC_UNREACHABLE', `VNC ${this.where} closed the connection during the RFB handshake (${this.up.phase})`,
+          { userMessage: 'the desktop closed the connection' },
+        )
+      );
     }
   }
 
@@ -432,7 +503,12 @@ class AuthenticatingVnc extends Duplex {
   private onTimeout(): void {
     if (this.passing || this.ending) return;
     if (this.desktop.state === 'pending') {
-      this.desktopFailed(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${this.where}: no RFB handshake within ${this.timeoutMs} ms`, { userMessage: 'the desktop did not answer in time' }));
+      this.desktopFailed(
+        new QwdError(
+          'QWD_VNC_UNREACHABLE', `VNC ${this.where}: no RFB handshake within ${this.timeoutMs} ms`,
+          { userMessage: 'the desktop did not answer in time' },
+        )
+      );
       if (this.ending) return;
     }
     this.destroy(this.desktopError ?? this.viewerError(`did not finish the RFB handshake within ${this.timeoutMs} ms`));
@@ -445,7 +521,10 @@ class AuthenticatingVnc extends Duplex {
     // State is updated before each push(): a consumer may write back from its
     // 'data' handler synchronously, which re-enters here through _write().
     try {
-      for (let step = stepDownstream(this.down, this.downBuf, this.desktop); step; step = stepDownstream(this.down, this.downBuf, this.desktop)) {
+      for (
+        let step = stepDownstream(this.down, this.downBuf, this.desktop); step;
+        step = stepDownstream(this.down, this.downBuf, this.desktop)
+      ) {
         this.downBuf = this.downBuf.subarray(step.consumed);
         this.down = step.next;
         if (step.reply) this.push(step.reply);
@@ -455,7 +534,9 @@ class AuthenticatingVnc extends Duplex {
     }
     if (this.passing || this.ending || this.destroyed) return; // a re-entrant call finished the job
     if (this.down.phase === 'ready') this.startPassThrough();
-    else if (this.down.phase === 'refused') this.endWithFailure(this.down.by === 'desktop' ? this.desktopError! : this.viewerError(this.down.reason));
+    else if (this.down.phase === 'refused') this.endWithFailure(
+      this.down.by === 'desktop' ? this.desktopError! : this.viewerError(this.down.reason)
+    );
   }
 
   private startPassThrough(): void {
@@ -506,6 +587,8 @@ class AuthenticatingVnc extends Duplex {
   }
 
   private viewerError(what: string): QwdError {
-    return new QwdError('QWD_BAD_REQUEST', `viewer of VNC ${this.where}: ${what}`, { userMessage: 'The viewer broke the RFB handshake.' });
+    return new QwdError(
+      'QWD_BAD_REQUEST', `viewer of VNC ${this.where}: ${what}`, { userMessage: 'The viewer broke the RFB handshake.' },
+    );
   }
 }

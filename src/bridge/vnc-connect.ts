@@ -7,6 +7,8 @@ import { connectAuthenticatedVnc } from './vnc-auth.js';
 
 /** A stream that speaks RFB from its first byte, as a viewer expects. */
 export function connectVnc(address: VncAddress): Duplex {
-  if (address.kind === 'tcp' && address.password !== undefined) return connectAuthenticatedVnc(address, address.password);
+  if (address.kind === 'tcp' && address.password !== undefined) {
+    return connectAuthenticatedVnc(address, address.password);
+  }
   return connectRaw(address);
 }

@@ -51,7 +51,10 @@ const WS_PATH = /^\/ws\/([A-Za-z0-9_-]{1,128})\/?$/;
 export const MAX_VIEWER_MESSAGE_BYTES = MAX_CUT_TEXT_BYTES + 64 * 1024;
 
 export interface BridgeOptions {
-  /** A link is refused (401, before the upgrade) unless this says the request's browser is logged in (auth.linksRequireLogin). */
+  /**
+   * A link is refused (401, before the upgrade) unless this says the request's browser is logged in
+   * (auth.linksRequireLogin).
+   */
   isLoggedIn?: (req: http.IncomingMessage) => boolean;
   /**
    * The clipboard policy: the site's (config.bridge) and a machine's by name
@@ -67,14 +70,17 @@ const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
 };
 
 export function attachBridge(
-  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string, caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
+  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string,
+  caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
   opts: BridgeOptions = {},
 ): Bridge {
   const clipboardConfig = opts.clipboard ?? DEFAULT_CLIPBOARD;
   /** A machine gone from the catalog gets no clipboard (fail closed). */
   const clipboardPolicyFor = (machine: string, kind: LinkKind) =>
     decideClipboardPolicy(clipboardConfig.site, clipboardConfig.machine(machine) ?? 'off', kind);
-  const wss = new WebSocketServer({ noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false });
+  const wss = new WebSocketServer({
+    noServer: true, handleProtocols: chooseProtocol, maxPayload: MAX_VIEWER_MESSAGE_BYTES, perMessageDeflate: false,
+  });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
   const names = new WeakMap<WebSocket, string>();
@@ -124,11 +130,17 @@ export function attachBridge(
     // Counted and admitted in the same tick: handleUpgrade (no verifyClient) calls back synchronously.
     const admission = decideViewerAdmission(countViewers(row.id), found.access, caps);
     if (!admission.admit) {
-      log.info({ sessionId: row.id, access: found.access, ...countViewers(row.id) }, 'viewer refused: the link or desktop is full');
+      log.info(
+        { sessionId: row.id, access: found.access, ...countViewers(row.id) },
+        'viewer refused: the link or desktop is full',
+      );
       return reject(socket, 503, 'Service Unavailable', { code: 'QWD_VIEWERS_FULL', message: admission.reason });
     }
     if (clipboardConfig.machine(row.machine) === undefined) {
-      log.warn({ sessionId: row.id, machine: row.machine }, 'the desktop\'s machine is not in the catalog: its viewers get no clipboard');
+      log.warn(
+        { sessionId: row.id, machine: row.machine },
+        'the desktop\'s machine is not in the catalog: its viewers get no clipboard',
+      );
     }
     const clipboard = clipboardPolicyFor(row.machine, found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -144,7 +156,10 @@ export function attachBridge(
           { sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) },
           'viewer clipboard message dropped by the clipboard policy (logged once per viewer)',
         ),
-        onPassthrough: (err) => log.warn({ sessionId: row.id, err: err.message }, 'control viewer sent a message the bridge cannot frame; passed on unframed'),
+        onPassthrough: (err) => log.warn(
+          { sessionId: row.id, err: err.message },
+          'control viewer sent a message the bridge cannot frame; passed on unframed',
+        ),
       });
       wsStream.pipe(filter).pipe(vnc);
       access.set(ws, found.access);
@@ -154,14 +169,18 @@ export function attachBridge(
       set.add(ws);
       viewers.set(row.id, set);
       manager.recordViewers(row.id, set.size);
-      log.info({ sessionId: row.id, viewers: set.size, access: found.access, clipboard: clipboardModeOf(clipboard) }, 'viewer connected');
+      log.info(
+        { sessionId: row.id, viewers: set.size, access: found.access, clipboard: clipboardModeOf(clipboard) },
+        'viewer connected',
+      );
       let finished = false;
       const finish = (why: string) => {
         if (finished) return;
         finished = true;
         set.delete(ws);
         if (set.size === 0) viewers.delete(row.id);
-        // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer counts.
+        // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer
+        // counts.
         if (!closing && manager.get(row.id)) manager.recordViewers(row.id, set.size);
         vnc.destroy();
         wsStream.destroy();
@@ -175,8 +194,12 @@ export function attachBridge(
       vnc.on('close', () => finish('desktop connection closed'));
       wsStream.on('error', () => finish('browser connection failed'));
       filter.on('error', (err) => {
-        const close = err instanceof RfbProtocolError ? { code: err.closeCode, reason: err.closeReason } : { code: 4003, reason: 'protocol error' };
-        log.warn({ sessionId: row.id, access: found.access, err: err.message }, 'viewer sent a message the bridge refuses');
+        const close = err instanceof RfbProtocolError ? {
+          code: err.closeCode, reason: err.closeReason,
+        } : { code: 4003, reason: 'protocol error' };
+        log.warn(
+          { sessionId: row.id, access: found.access, err: err.message }, 'viewer sent a message the bridge refuses',
+        );
         if (ws.readyState === ws.OPEN) ws.close(close.code, close.reason);
         finish(close.reason);
       });
@@ -213,5 +236,8 @@ function reject(socket: Duplex, status: number, text: string, error?: { code: Er
   if (!socket.writable) return void socket.destroy();
   const body = error ? `${status} ${text}\n${error.code}: ${error.message}\n` : `${status} ${text}\n`;
   const extra = error ? `X-QWD-Error: ${error.code}\r\n` : '';
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${extra}Content-Type: text/plain; ` +
+      `charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
 }

@@ -153,14 +153,19 @@ interface LayerInfo {
  * descriptor's format (null: detected). Never throws for a bad image: every
  * problem is a violation naming the file.
  */
-export async function checkBackingChain(qemuImg: string, image: string, machinesDir: string, declaredFormat: ImageFormat | null = null): Promise<ChainCheck> {
+export async function checkBackingChain(
+  qemuImg: string, image: string, machinesDir: string, declaredFormat: ImageFormat | null = null,
+): Promise<ChainCheck> {
   const violations: string[] = [];
   const layers: ChainLayer[] = [];
   let roots: string[];
   try {
     roots = await allowedRoots(machinesDir);
   } catch (err) {
-    return { violations: [`cannot read the machines directory ${machinesDir} (${(err as NodeJS.ErrnoException).code ?? err})`], layers, virtualSizeBytes: 0 };
+    return {
+      violations: [`cannot read the machines directory ${machinesDir} (${(err as NodeJS.ErrnoException).code ?? err})`],
+      layers, virtualSizeBytes: 0,
+    };
   }
   const where = `the machines directory ${machinesDir}`;
   let openedAs = image;
@@ -198,13 +203,17 @@ export async function checkBackingChain(qemuImg: string, image: string, machines
     const head = await readPart(realPath, 0, 4096);
     const qcow2 = parseQcow2Header(head);
     if (qcow2?.externalDataFile) {
-      violations.push(`${realPath} uses an external data file (qcow2 data-file), which is not allowed in a master image`);
+      violations.push(
+        `${realPath} uses an external data file (qcow2 data-file), which is not allowed in a master image`
+      );
       break;
     }
     const descriptor = await vmdkDescriptor(realPath, head);
     if (descriptor) {
       const bad: string[] = [];
-      for (const extent of vmdkDescriptorFiles(descriptor).extents) bad.push(...(await refusedName(extent, openedAs, roots, where)));
+      for (const extent of vmdkDescriptorFiles(descriptor).extents) {
+        bad.push(...(await refusedName(extent, openedAs, roots, where)));
+      }
       if (bad.length) {
         violations.push(...bad.map((b) => `${realPath}: VMDK extent ${b}`));
         break;
@@ -213,7 +222,10 @@ export async function checkBackingChain(qemuImg: string, image: string, machines
     const formatArgs = expectFormat ? ['-f', expectFormat] : [];
     let info: LayerInfo;
     try {
-      const { stdout } = await runTool(qemuImg, ['info', '--output=json', '--force-share', ...formatArgs, realPath], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
+      const { stdout } = await runTool(
+        qemuImg, ['info', '--output=json', '--force-share', ...formatArgs, realPath],
+        { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' },
+      );
       info = JSON.parse(stdout) as LayerInfo;
     } catch (err) {
       violations.push(`${name}: ${(err as Error).message}`);
@@ -222,7 +234,9 @@ export async function checkBackingChain(qemuImg: string, image: string, machines
     let format = info.format as ImageFormat;
     if (depth === 0 && format === 'raw' && (await isIso9660(realPath))) format = 'iso';
     if (!(IMAGE_FORMATS as readonly string[]).includes(format)) {
-      violations.push(`${realPath}: image format "${info.format}" is not supported (supported: ${IMAGE_FORMATS.join(', ')})`);
+      violations.push(
+        `${realPath}: image format "${info.format}" is not supported (supported: ${IMAGE_FORMATS.join(', ')})`
+      );
       break;
     }
     if (depth === 0 && declaredFormat && declaredFormat !== format) {
@@ -247,7 +261,10 @@ export async function checkBackingChain(qemuImg: string, image: string, machines
     // content, which is how a raw layer turns into a qcow2 naming other files.
     const backingFormat = info['backing-filename-format'];
     if (!backingFormat) {
-      violations.push(`${realPath}: backing file "${backing}" has no recorded format, so QEMU would guess it from its content; record it with qemu-img rebase -u -F <format> -b "${backing}" ${realPath}`);
+      violations.push(
+        `${realPath}: backing file "${backing}" has no recorded format, so QEMU would guess it from its content; ` +
+          `record it with qemu-img rebase -u -F <format> -b "${backing}" ${realPath}`
+      );
       break;
     }
     openedAs = combineLikeQemu(openedAs, backing);
@@ -259,8 +276,12 @@ export async function checkBackingChain(qemuImg: string, image: string, machines
 }
 
 /** Why a file name inside an image is refused ([] when it is allowed); relative names resolved as QEMU does. */
-async function refusedName(fileName: string, openedAs: string, roots: readonly string[], where: string): Promise<string[]> {
-  if (hasProtocol(fileName)) return [`"${fileName.slice(0, 200)}" uses a protocol prefix (json:, nbd:, http: …), not a file`];
+async function refusedName(
+  fileName: string, openedAs: string, roots: readonly string[], where: string,
+): Promise<string[]> {
+  if (hasProtocol(fileName)) {
+    return [`"${fileName.slice(0, 200)}" uses a protocol prefix (json:, nbd:, http: …), not a file`];
+  }
   const full = combineLikeQemu(openedAs, fileName);
   return fs.realpath(full).then(
     (real) => (isInside(real, roots) ? [] : [`"${fileName}" resolves to ${real}, outside ${where}`]),
@@ -269,27 +290,45 @@ async function refusedName(fileName: string, openedAs: string, roots: readonly s
 }
 
 /** `qemu-img info --backing-chain` of the master must name exactly the files checked one by one. */
-async function compareWholeChain(qemuImg: string, layers: readonly ChainLayer[], roots: readonly string[], where: string): Promise<string[]> {
+async function compareWholeChain(
+  qemuImg: string, layers: readonly ChainLayer[], roots: readonly string[], where: string,
+): Promise<string[]> {
   if (!layers.length) return [];
   const master = layers[0]!;
   let chain: LayerInfo[];
   try {
     const formatArgs = ['-f', master.format === 'iso' ? 'raw' : master.format];
-    const { stdout } = await runTool(qemuImg, ['info', '--backing-chain', '--output=json', '--force-share', ...formatArgs, master.realPath], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
+    const { stdout } = await runTool(
+      qemuImg, ['info', '--backing-chain', '--output=json', '--force-share', ...formatArgs, master.realPath],
+      { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' },
+    );
     chain = JSON.parse(stdout) as LayerInfo[];
   } catch (err) {
     return [`backing chain of ${master.realPath}: ${(err as Error).message}`];
   }
   const problems: string[] = [];
-  if (chain.length !== layers.length) problems.push(`${master.realPath}: qemu-img reports ${chain.length} layer(s), ${layers.length} were checked (did the chain change meanwhile?)`);
+  if (chain.length !== layers.length) {
+    problems.push(
+      `${master.realPath}: qemu-img reports ${chain.length} layer(s), ${layers.length} were checked (did the chain ` +
+        `change meanwhile?)`
+    );
+  }
   for (const [i, layer] of chain.entries()) {
     const file = layer.filename ?? '';
     const real = hasProtocol(file) ? null : await fs.realpath(file).catch(() => null);
-    if (!real || !isInside(real, roots)) problems.push(`${master.realPath}: qemu-img opens ${file} in its backing chain, outside ${where}`);
-    else if (layers[i] && real !== layers[i]!.realPath) problems.push(`${master.realPath}: layer ${i} is ${real}, ${layers[i]!.realPath} was checked`);
+    if (!real || !isInside(real, roots)) {
+      problems.push(`${master.realPath}: qemu-img opens ${file} in its backing chain, outside ${where}`);
+    }
+    else if (layers[i] && real !== layers[i]!.realPath) problems.push(
+      `${master.realPath}: layer ${i} is ${real}, ${layers[i]!.realPath} was checked`
+    );
     for (const extent of layer['format-specific']?.data?.extents ?? []) {
-      const extentReal = extent.filename && !hasProtocol(extent.filename) ? await fs.realpath(extent.filename).catch(() => null) : null;
-      if (!extentReal || !isInside(extentReal, roots)) problems.push(`${file}: VMDK extent ${extent.filename} is outside ${where}`);
+      const extentReal = extent.filename && !hasProtocol(extent.filename)
+        ? await fs.realpath(extent.filename).catch(() => null)
+        : null;
+      if (!extentReal || !isInside(extentReal, roots)) {
+        problems.push(`${file}: VMDK extent ${extent.filename} is outside ${where}`);
+      }
     }
   }
   return problems;
@@ -299,21 +338,33 @@ async function compareWholeChain(qemuImg: string, layers: readonly ChainLayer[],
  * After an overlay was created on a checked chain: the chain QEMU will open
  * from the overlay must be the very files checked (same device and inode).
  */
-export async function verifyOverlayChain(qemuImg: string, overlay: string, checked: readonly ChainLayer[]): Promise<string[]> {
+export async function verifyOverlayChain(
+  qemuImg: string, overlay: string, checked: readonly ChainLayer[],
+): Promise<string[]> {
   let chain: LayerInfo[];
   try {
-    const { stdout } = await runTool(qemuImg, ['info', '--backing-chain', '--output=json', '--force-share', '-f', 'qcow2', overlay], { timeoutMs: 30000, errorCode: 'QWD_OVERLAY_FAILED' });
+    const { stdout } = await runTool(
+      qemuImg, ['info', '--backing-chain', '--output=json', '--force-share', '-f', 'qcow2', overlay],
+      { timeoutMs: 30000, errorCode: 'QWD_OVERLAY_FAILED' },
+    );
     chain = JSON.parse(stdout) as LayerInfo[];
   } catch (err) {
     return [`backing chain of ${overlay}: ${(err as Error).message}`];
   }
   const below = chain.slice(1);
-  if (below.length !== checked.length) return [`${overlay}: ${below.length} layer(s) below the overlay, ${checked.length} were checked (the master changed meanwhile?)`];
+  if (below.length !== checked.length) {
+    return [
+      `${overlay}: ${below.length} layer(s) below the overlay, ${checked.length} were checked (the master changed ` +
+        `meanwhile?)`
+    ];
+  }
   const problems: string[] = [];
   for (const [i, layer] of below.entries()) {
     const stat = await fs.stat(layer.filename ?? '').catch(() => null);
     const want = checked[i]!;
-    if (!stat || stat.dev !== want.dev || stat.ino !== want.ino) problems.push(`${overlay}: layer ${i + 1} is ${layer.filename}, not the file checked (${want.realPath})`);
+    if (!stat || stat.dev !== want.dev || stat.ino !== want.ino) {
+      problems.push(`${overlay}: layer ${i + 1} is ${layer.filename}, not the file checked (${want.realPath})`);
+    }
   }
   return problems;
 }

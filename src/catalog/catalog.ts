@@ -27,7 +27,10 @@ export async function readDescriptors(dir: string): Promise<{ files: DescriptorF
   try {
     entries = (await fs.readdir(dir)).filter((f) => /\.ya?ml$/.test(f)).sort();
   } catch (err) {
-    return { files: [], problems: [`${dir}: cannot read the machines directory (${(err as NodeJS.ErrnoException).code ?? String(err)})`] };
+    return {
+      files: [],
+      problems: [`${dir}: cannot read the machines directory (${(err as NodeJS.ErrnoException).code ?? String(err)})`],
+    };
   }
   const files: DescriptorFile[] = [];
   for (const entry of entries) files.push(await readDescriptor(path.join(dir, entry)));
@@ -39,7 +42,9 @@ export async function readDescriptor(file: string): Promise<DescriptorFile> {
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
-    return { file, machine: null, problems: [`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`] };
+    return {
+      file, machine: null, problems: [`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`],
+    };
   }
   let raw: unknown;
   try {
@@ -80,12 +85,16 @@ export async function loadCatalog(dir: string, qemuImg: string, log?: Logger): P
  * and every file its backing chain names stays inside the machines directory
  * (backing-chain.ts). A machine that fails is left out with the reason.
  */
-export async function checkImage(machine: Machine, qemuImg: string, problems: string[], machinesDir: string): Promise<Machine | null> {
+export async function checkImage(
+  machine: Machine, qemuImg: string, problems: string[], machinesDir: string,
+): Promise<Machine | null> {
   const file = machine.file;
   try {
     await fs.access(machine.image, fs.constants.R_OK);
   } catch {
-    const hint = machine.name === 'demo' ? ' (build it with bin/build-demo-image)' : machine.url ? ' (fetch it with qwdctl machines download)' : '';
+    const hint = machine.name === 'demo'
+      ? ' (build it with bin/build-demo-image)'
+      : machine.url ? ' (fetch it with qwdctl machines download)' : '';
     problems.push(`${file}: image ${machine.image} is missing or unreadable${hint}`);
     return null;
   }

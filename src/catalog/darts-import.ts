@@ -14,9 +14,14 @@ export interface DartsImport {
   warnings: string[];
 }
 
-const KNOWN = new Set(['description', 'url', 'file', 'image', 'checksum', 'sha256', 'cpu', 'cpus', 'mem', 'memory', 'format', 'arch', 'bios', 'firmware', 'config_script', 'script', 'size']);
+const KNOWN = new Set([
+  'description', 'url', 'file', 'image', 'checksum', 'sha256', 'cpu', 'cpus', 'mem', 'memory', 'format', 'arch', 'bios',
+  'firmware', 'config_script', 'script', 'size',
+]);
 
-export function parseIni(text: string, source: string): { sections: Map<string, Map<string, string>>; warnings: string[] } {
+export function parseIni(text: string, source: string): {
+  sections: Map<string, Map<string, string>>; warnings: string[];
+} {
   const sections = new Map<string, Map<string, string>>();
   const warnings: string[] = [];
   let current: Map<string, string> | null = null;
@@ -57,19 +62,31 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
   const machines: ImportedMachine[] = [];
   for (const [section, keys] of sections) {
     // DARTS names a VM by its file: a section like [slax.iso] with no url/file is that image.
-    const sectionFile = IMAGE_FILE.test(section) && !keys.has('url') && !keys.has('file') && !keys.has('image') ? section : undefined;
-    const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+/, '').slice(0, 64);
+    const sectionFile = IMAGE_FILE.test(section) && !keys.has('url') && !keys.has('file') && !keys.has('image')
+      ? section
+      : undefined;
+    const name = (sectionFile ? section.replace(IMAGE_FILE, '') : section).toLowerCase().replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[-.]+/, '').slice(0, 64);
     if (!MACHINE_NAME.test(name)) {
       warnings.push(`${source}: [${section}] has no usable machine name; skipped`);
       continue;
     }
-    if (name !== section) warnings.push(`${source}: [${section}] renamed to "${name}" (lower-case letters, digits, . _ - only)`);
-    for (const key of keys.keys()) if (!KNOWN.has(key)) warnings.push(`${source}: [${section}] key "${key}" has no equivalent; ignored`);
-    if (keys.has('config_script') || keys.has('script')) warnings.push(`${source}: [${section}] boot scripts are not imported; configure them in the descriptor by hand`);
+    if (name !== section) {
+      warnings.push(`${source}: [${section}] renamed to "${name}" (lower-case letters, digits, . _ - only)`);
+    }
+    for (const key of keys.keys()) {
+      if (!KNOWN.has(key)) warnings.push(`${source}: [${section}] key "${key}" has no equivalent; ignored`);
+    }
+    if (keys.has('config_script') || keys.has('script')) {
+      warnings.push(`${source}: [${section}] boot scripts are not imported; configure them in the descriptor by hand`);
+    }
     const url = keys.get('url');
     if (url !== undefined && !/^https?:\/\/\S+$/i.test(url)) {
       // A file: URL would make "machines download" copy a host file (e.g. /etc/shadow) into images/.
-      warnings.push(`${source}: [${section}] url ${JSON.stringify(url.slice(0, 200))} must be an http:// or https:// URL (file:, ftp:, data: … are refused); skipped`);
+      warnings.push(
+        `${source}: [${section}] url ${JSON.stringify(url.slice(0, 200))} must be an http:// or https:// URL ` +
+          '(file:, ftp:, data: … are refused); skipped',
+      );
       continue;
     }
     const image = imageFileOf(keys, url, sectionFile);
@@ -87,7 +104,9 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
     if (format) descriptor.format = format.toLowerCase();
     const arch = keys.get('arch');
     if (arch) descriptor.arch = arch === 'amd64' ? 'x86_64' : arch === 'arm64' ? 'aarch64' : arch;
-    const firmware = keys.get('firmware') ?? (keys.get('bios') && /uefi|ovmf|efi/i.test(keys.get('bios')!) ? 'uefi' : undefined);
+    const firmware = keys.get('firmware') ?? (
+      keys.get('bios') && /uefi|ovmf|efi/i.test(keys.get('bios')!) ? 'uefi' : undefined
+    );
     if (firmware) descriptor.firmware = firmware;
     const cpus = Number(keys.get('cpus') ?? keys.get('cpu'));
     if (Number.isInteger(cpus) && cpus > 0) descriptor.cpus = { default: Math.min(cpus, 2), max: cpus };
@@ -108,7 +127,8 @@ export function importDartsMachines(text: string, source: string, imagesDir = 'i
  * anywhere, no NUL or other control characters.
  */
 export function isPlainFileName(name: string): boolean {
-  return name.length > 0 && name.length <= 255 && !/[/\\\x00-\x1f\x7f]/.test(name) && !name.startsWith('.') && !name.includes('..');
+  return name.length > 0 && name.length <= 255 && !/[/\\\x00-\x1f\x7f]/.test(name)
+    && !name.startsWith('.') && !name.includes('..');
 }
 
 const PLAIN_RULE = 'is not a plain file name (no "/", "\\", "..", NUL or leading ".")';
@@ -119,12 +139,17 @@ const PLAIN_RULE = 'is not a plain file name (no "/", "\\", "..", NUL or leading
  * last segment of the url (percent-decoded, so "..%2F..%2Fx" must be refused
  * here), else the section name itself. Derived names must be plain file names.
  */
-function imageFileOf(keys: Map<string, string>, url: string | undefined, sectionFile: string | undefined): { fileName: string } | { problem: string } {
+function imageFileOf(
+  keys: Map<string, string>, url: string | undefined, sectionFile: string | undefined,
+): { fileName: string } | { problem: string } {
   const explicit = keys.has('file') ? 'file' : keys.has('image') ? 'image' : null;
   if (explicit) {
     const value = keys.get(explicit)!;
     if (path.posix.isAbsolute(value) && !value.includes('\0')) return { fileName: path.posix.normalize(value) };
-    return isPlainFileName(value) ? { fileName: value } : { problem: `${explicit} ${JSON.stringify(value)} is neither an absolute path nor a plain file name (no "/", "\\", "..", NUL or leading ".")` };
+    return isPlainFileName(value) ? { fileName: value } : {
+      problem: `${explicit} ${JSON.stringify(value)} is neither an absolute path nor a plain file name (no "/", ` +
+        `"\\", "..", NUL or leading ".")`
+    };
   }
   if (url) {
     let segment: string;
@@ -134,9 +159,15 @@ function imageFileOf(keys: Map<string, string>, url: string | undefined, section
       return { problem: `url ${JSON.stringify(url)} is not a valid URL (bad percent-encoding?)` };
     }
     if (!segment) return { problem: `url ${JSON.stringify(url)} names no file; add a "file" key` };
-    return isPlainFileName(segment) ? { fileName: segment } : { problem: `image file name ${JSON.stringify(segment)} taken from the url ${PLAIN_RULE}` };
+    return isPlainFileName(segment) ? { fileName: segment } : {
+      problem: `image file name ${JSON.stringify(segment)} taken from the url ${PLAIN_RULE}`
+    };
   }
-  if (sectionFile) return isPlainFileName(sectionFile) ? { fileName: sectionFile } : { problem: `image file name ${JSON.stringify(sectionFile)} taken from the section name ${PLAIN_RULE}` };
+  if (sectionFile) {
+    return isPlainFileName(sectionFile) ? { fileName: sectionFile } : {
+      problem: `image file name ${JSON.stringify(sectionFile)} taken from the section name ${PLAIN_RULE}`
+    };
+  }
   return { problem: 'has neither url nor file' };
 }
 

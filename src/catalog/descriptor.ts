@@ -2,7 +2,9 @@
 // parseMachine is pure; reading files and probing images lives in catalog.ts.
 import path from 'node:path';
 import { ARCHES, CLIPBOARD_MODES, type Arch, type ClipboardMode } from '../config/schema.js';
-import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, readBool, type Obj } from '../config/check.js';
+import {
+  Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readEnum, readBool, type Obj,
+} from '../config/check.js';
 import type { ShareDecl } from '../guest/shares.js';
 import { readBootScripts, readShares, type BootScriptsDecl } from '../config/guest.js';
 
@@ -60,7 +62,10 @@ export interface Machine {
   readonly file: string;
 }
 
-const KEYS = ['name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB', 'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'guestAgent', 'clipboard'] as const;
+const KEYS = [
+  'name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB',
+  'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'guestAgent', 'clipboard',
+] as const;
 
 export function parseMachine(raw: unknown, file: string): { machine: Machine | null; problems: string[] } {
   const p = new Problems(file);
@@ -69,11 +74,19 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
     return { machine: null, problems: p.list };
   }
   rejectUnknownKeys(p, raw, '', KEYS);
-  const name = readString(p, raw, 'name', '', { pattern: MACHINE_NAME, expectation: 'a name of lower-case letters, digits, ".", "_" or "-" (at most 64, not starting with "." or "-")' });
+  const name = readString(
+    p, raw, 'name', '',
+    {
+      pattern: MACHINE_NAME,
+      expectation: 'a name of lower-case letters, digits, ".", "_" or "-" (at most 64, not starting with "." or "-")',
+    },
+  );
   if (raw.name === undefined) p.add('name', 'present', undefined);
   const imageRaw = readString(p, raw, 'image', '');
   if (raw.image === undefined) p.add('image', 'a path to the master image', undefined);
-  const format = raw.format === undefined || raw.format === null ? null : readEnum<ImageFormat>(p, raw, 'format', IMAGE_FORMATS, 'qcow2');
+  const format = raw.format === undefined || raw.format === null ? null : readEnum<ImageFormat>(
+    p, raw, 'format', IMAGE_FORMATS, 'qcow2',
+  );
   const cpus = readRange(p, raw, 'cpus', { def: 1, max: 2 }, 1, 1024);
   const memoryMiB = readRange(p, raw, 'memoryMiB', { def: 1024, max: 4096 }, 16, 16 * 1024 * 1024);
   const arch = readEnum<Arch>(p, raw, 'arch', ARCHES, 'x86_64');
@@ -83,7 +96,10 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
   // VGA there needs an x86 VGA BIOS (vgabios-stdvga.bin) that UEFI on Arm never runs.
   if (arch === 'aarch64' && display !== null && display !== 'virtio') {
     const missing = display === 'qxl' ? 'no qxl-vga' : 'no usable VGA';
-    p.note(`display "${display}" is not available on aarch64 (QEMU's virt machine has ${missing}); use display: virtio (virtio-gpu-pci) or leave display out`);
+    p.note(
+      `display "${display}" is not available on aarch64 (QEMU's virt machine has ${missing}); use display: virtio ` +
+        `(virtio-gpu-pci) or leave display out`
+    );
   }
   const machine: Machine = {
     name,
@@ -96,10 +112,16 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
     cpus,
     memoryMiB,
     isoDiskGiB: raw.isoDiskGiB === undefined ? null : readInt(p, raw, 'isoDiskGiB', 10, { min: 1, max: 65536 }),
-    maxSessions: raw.maxSessions === undefined || raw.maxSessions === null ? null : readInt(p, raw, 'maxSessions', 1, { min: 0, max: 10000 }),
+    maxSessions: raw.maxSessions === undefined || raw.maxSessions === null ? null : readInt(
+      p, raw, 'maxSessions', 1, { min: 0, max: 10000 },
+    ),
     // Only http(s): a file: URL would copy any host file into the images directory.
-    url: readOptionalString(p, raw, 'url', { pattern: /^https?:\/\/\S+$/i, expectation: 'an http:// or https:// URL (file:, ftp:, data: … are refused)' }),
-    sha256: readOptionalString(p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' }),
+    url: readOptionalString(p, raw, 'url', {
+      pattern: /^https?:\/\/\S+$/i, expectation: 'an http:// or https:// URL (file:, ftp:, data: … are refused)',
+    }),
+    sha256: readOptionalString(
+      p, raw, 'sha256', { pattern: /^[0-9a-f]{64}$/i, expectation: 'a SHA-256 digest in hex (64 characters)' },
+    ),
     shares: readShares(p, raw, 'shares'),
     bootScripts: readBootScripts(p, raw, path.dirname(file), file),
     display,
@@ -112,7 +134,9 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
   return p.ok ? { machine, problems: [] } : { machine: null, problems: p.list };
 }
 
-function readRange(p: Problems, raw: Obj, key: string, fallback: { def: number; max: number }, min: number, max: number): { default: number; max: number } {
+function readRange(
+  p: Problems, raw: Obj, key: string, fallback: { def: number; max: number }, min: number, max: number,
+): { default: number; max: number } {
   const r = section(p, raw, key);
   rejectUnknownKeys(p, r, `${key}.`, ['default', 'max']);
   const def = readInt(p, r, 'default', fallback.def, { min, max, prefix: `${key}.` });

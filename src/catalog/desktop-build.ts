@@ -83,7 +83,8 @@ export function desktopDescriptor(): Record<string, unknown> {
 
 export function desktopDescriptorText(now: Date): string {
   return `# Written by "qwdctl machines build ${DESKTOP_MACHINE}" on ${now.toISOString()}; rebuild with --force.\n`
-    + `# Guest: XFCE 4.18, automatic login of user "${DESKTOP_USER}", spice-vdagent, qemu-guest-agent, cloud-init (NoCloud),\n`
+    + `# Guest: XFCE 4.18, automatic login of user "${DESKTOP_USER}", spice-vdagent, qemu-guest-agent, cloud-init ` +
+      `(NoCloud),\n`
     + '# virtio-9p shares at /mnt/<tag>. See INSTALL.md, "The desktop machine".\n'
     + stringify(desktopDescriptor());
 }
@@ -101,7 +102,9 @@ export function desktopPaths(machinesDir: string): DesktopPaths {
 }
 
 /** Pure: the first missing tool or file, with the package to install; null when all are there. */
-export function findMissingTool(present: (program: string) => boolean, exists: (file: string) => boolean, qemuImg: string): string | null {
+export function findMissingTool(
+  present: (program: string) => boolean, exists: (file: string) => boolean, qemuImg: string,
+): string | null {
   const missing: string[] = [];
   const packages = new Set<string>();
   for (const tool of [...DESKTOP_BUILD_TOOLS, { program: qemuImg, debianPackage: 'qemu-utils' }]) {
@@ -118,24 +121,43 @@ export function findMissingTool(present: (program: string) => boolean, exists: (
   }
   if (!missing.length) return null;
   const list = [...packages].join(' ');
-  return `building ${DESKTOP_MACHINE} needs ${missing.join(', ')}, which ${missing.length > 1 ? 'are' : 'is'} missing: install the Debian package${packages.size > 1 ? 's' : ''} ${list} (apt-get install ${list}, or run bin/setup --desktop)`;
+  return `building ${DESKTOP_MACHINE} needs ${missing.join(', ')}, which ${missing.length > 1 ? 'are' : 'is'} ` +
+    `missing: install the Debian package${packages.size > 1 ? 's' : ''} ${list} (apt-get install ${list}, or run ` +
+    `bin/setup --desktop)`;
 }
+
+/** apt's and mmdebstrap's words for a mirror that cannot be reached or does not have what is asked. */
+const MIRROR_FAILURE = new RegExp([
+  'Failed to fetch', 'Could not connect', 'Unable to connect', 'Could not resolve', 'Temporary failure resolving',
+  'Connection refused', 'Connection timed out', 'Unable to fetch some archives', '404\\s+Not Found',
+  'Release file .* is not valid yet', 'does not have a Release file',
+].join('|'), 'i');
 
 /**
  * Pure: what a failed build run means for the operator, from the end of its
  * output. Mirror problems and a full disk get their own words; anything else
  * is reported with the last lines of output.
  */
-export function explainBuildFailure(outputTail: string, mirror: string | null): { code: 'QWD_DOWNLOAD_FAILED' | 'QWD_BUILD_FAILED'; message: string } {
+export function explainBuildFailure(outputTail: string, mirror: string | null): {
+  code: 'QWD_DOWNLOAD_FAILED' | 'QWD_BUILD_FAILED'; message: string;
+} {
   const lines = outputTail.trim().split('\n').filter((l) => l.trim() !== '');
   const last = lines.slice(-6).join(' | ');
   if (/No space left on device|ENOSPC|not enough free space|Disk full/i.test(outputTail)) {
-    return { code: 'QWD_BUILD_FAILED', message: `the disk filled up while building ${DESKTOP_MACHINE} (no space left on device): free some space and run the build again (${last})` };
+    return {
+      code: 'QWD_BUILD_FAILED',
+      message: `the disk filled up while building ${DESKTOP_MACHINE} (no space left on device): free some space and ` +
+        `run the build again (${last})`,
+    };
   }
-  const fetch = lines.filter((l) => /Failed to fetch|Could not connect|Unable to connect|Could not resolve|Temporary failure resolving|Connection refused|Connection timed out|Unable to fetch some archives|404\s+Not Found|Release file .* is not valid yet|does not have a Release file/i.test(l));
+  const fetch = lines.filter((l) => MIRROR_FAILURE.test(l));
   if (fetch.length) {
     const where = mirror ?? "this host's apt sources (/etc/apt/sources.list*)";
-    return { code: 'QWD_DOWNLOAD_FAILED', message: `cannot download Debian packages: the mirror is unreachable or incomplete (${where}): ${fetch.slice(-2).join(' | ').trim()}` };
+    return {
+      code: 'QWD_DOWNLOAD_FAILED',
+      message: `cannot download Debian packages: the mirror is unreachable or incomplete (${where}): ` +
+        `${fetch.slice(-2).join(' | ').trim()}`,
+    };
   }
   return { code: 'QWD_BUILD_FAILED', message: `building ${DESKTOP_MACHINE} failed: ${last || '(no output)'}` };
 }
@@ -157,7 +179,10 @@ export interface BuildOptions {
 
 export type BuildResult =
   | { status: 'present'; descriptor: string; image: string }
-  | { status: 'built'; descriptor: string; image: string; diskBytes: number; virtualBytes: number | null; elapsedMs: number; log: string };
+  | {
+    status: 'built'; descriptor: string; image: string; diskBytes: number; virtualBytes: number | null;
+    elapsedMs: number; log: string;
+  };
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_SCRIPT = path.resolve(HERE, '..', '..', 'bin', 'build-desktop-image');
@@ -173,9 +198,15 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
   const missing = findMissingTool((p) => findProgram(p) !== null, (f) => fs.existsSync(f), opts.qemuImg);
   if (missing) throw new QwdError('QWD_BUILD_TOOL_MISSING', missing, { userMessage: missing });
   const script = opts.script ?? DEFAULT_SCRIPT;
-  if (!fs.existsSync(script)) throw buildError('QWD_BUILD_FAILED', `the build script ${script} is missing from this installation`);
+  if (!fs.existsSync(script)) {
+    throw buildError('QWD_BUILD_FAILED', `the build script ${script} is missing from this installation`);
+  }
   if (process.getuid?.() !== 0) {
-    throw buildError('QWD_BUILD_FAILED', `building ${DESKTOP_MACHINE} needs root (mmdebstrap gives the guest's files their owners): run it as root or with sudo`);
+    throw buildError(
+      'QWD_BUILD_FAILED',
+      `building ${DESKTOP_MACHINE} needs root (mmdebstrap gives the guest's files their owners): run it as root or ` +
+        `with sudo`,
+    );
   }
 
   const buildRoot = path.join(opts.stateDir, 'build');
@@ -184,7 +215,14 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
   // point root's writes (log, work dir) anywhere. Files below are created, never followed.
   const rootStat = await fsp.lstat(buildRoot);
   if (!rootStat.isDirectory() || rootStat.uid !== 0 || (rootStat.mode & 0o022) !== 0) {
-    throw buildError('QWD_BUILD_FAILED', `${buildRoot} must be a directory owned by root that no one else can write to (it is ${rootStat.isSymbolicLink() ? 'a symlink' : `owned by uid ${rootStat.uid}, mode ${(rootStat.mode & 0o777).toString(8)}`}); remove it and build again`);
+    const found = rootStat.isSymbolicLink()
+      ? 'a symlink'
+      : `owned by uid ${rootStat.uid}, mode ${(rootStat.mode & 0o777).toString(8)}`;
+    throw buildError(
+      'QWD_BUILD_FAILED',
+      `${buildRoot} must be a directory owned by root that no one else can write to (it is ${found}); ` +
+        'remove it and build again',
+    );
   }
   const imagesDir = path.dirname(paths.image);
   await fsp.mkdir(imagesDir, { recursive: true });
@@ -197,7 +235,10 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
   const partImage = path.join(imagesDir, `.${DESKTOP_MACHINE}.qcow2.part-${process.pid}`);
   const partDescriptor = path.join(opts.machinesDir, `.${DESKTOP_MACHINE}.yml.part-${process.pid}`);
   try {
-    await runBuildScript(script, ['--work', work, '--out', built, ...(opts.mirror ? ['--mirror', opts.mirror] : [])], log, opts.mirror ?? null, opts.onProgress);
+    await runBuildScript(
+      script, ['--work', work, '--out', built, ...(opts.mirror ? ['--mirror', opts.mirror] : [])], log,
+      opts.mirror ?? null, opts.onProgress,
+    );
     // A build takes minutes: sessions may have started on the old master meanwhile.
     if (exists) opts.refuseIfInUse?.();
     await moveInto(built, partImage, paths.image);
@@ -220,11 +261,17 @@ async function requireSpace(dir: string, bytes: number, what: string): Promise<v
   const st = await fsp.statfs(dir);
   const free = st.bavail * st.bsize;
   if (free < bytes) {
-    throw buildError('QWD_BUILD_FAILED', `not enough free space for ${what} ${dir}: ${formatMiB(free)} free, the build needs ${formatMiB(bytes)}`);
+    throw buildError(
+      'QWD_BUILD_FAILED',
+      `not enough free space for ${what} ${dir}: ${formatMiB(free)} free, the build needs ${formatMiB(bytes)}`,
+    );
   }
 }
 
-/** Mount points at or below dir (from /proc/self/mountinfo, whose paths escape space, tab, newline and backslash in octal). */
+/**
+ * Mount points at or below dir (from /proc/self/mountinfo, whose paths escape space, tab, newline and backslash in
+ * octal).
+ */
 export function mountsUnder(dir: string, mountinfo: string): string[] {
   const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   return mountinfo.split('\n').map((l) => l.split(' ')[4]).filter((m): m is string => m !== undefined)
@@ -239,7 +286,9 @@ export function mountsUnder(dir: string, mountinfo: string): string[] {
 async function removeWorkDir(work: string): Promise<void> {
   const mounts = mountsUnder(work, await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
   if (mounts.length) {
-    process.emitWarning(`${work} not removed: still mounted inside it: ${mounts.join(', ')} (umount them, then delete it)`);
+    process.emitWarning(
+      `${work} not removed: still mounted inside it: ${mounts.join(', ')} (umount them, then delete it)`
+    );
     return;
   }
   await fsp.rm(work, { recursive: true, force: true });
@@ -258,18 +307,25 @@ async function moveInto(from: string, part: string, to: string): Promise<void> {
 }
 
 /** Terminal signals end the build's whole process group (mmdebstrap, apt, dpkg…) before qwdctl exits. */
-function runBuildScript(script: string, args: string[], logFile: string, mirror: string | null, onProgress: BuildOptions['onProgress']): Promise<void> {
+function runBuildScript(
+  script: string, args: string[], logFile: string, mirror: string | null, onProgress: BuildOptions['onProgress'],
+): Promise<void> {
   return new Promise((resolve, reject) => {
     // Never through a symlink planted where the log goes.
     let logStream: fs.WriteStream;
     try {
-      const fd = fs.openSync(logFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+      const fd = fs.openSync(
+        logFile, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600,
+      );
       logStream = fs.createWriteStream(logFile, { fd });
     } catch (err) {
       reject(buildError('QWD_BUILD_FAILED', `cannot write the build log ${logFile}: ${(err as Error).message}`, err));
       return;
     }
-    const child = spawn('bash', [script, ...args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' } });
+    const child = spawn(
+      'bash', [script, ...args],
+      { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' } },
+    );
     let tail = '';
     let stdoutRest = '';
     let settled = false;
@@ -319,7 +375,13 @@ function runBuildScript(script: string, args: string[], logFile: string, mirror:
     child.stderr.setEncoding('utf8').on('data', keep);
     child.on('error', (err) => finish(buildError('QWD_BUILD_FAILED', `cannot run ${script}: ${err.message}`, err)));
     child.on('close', (code, signal) => {
-      if (interrupted) return finish(buildError('QWD_BUILD_FAILED', `the build was stopped (${interrupted}); nothing was installed (output in ${logFile})`));
+      if (interrupted) {
+        return finish(
+          buildError(
+            'QWD_BUILD_FAILED', `the build was stopped (${interrupted}); nothing was installed (output in ${logFile})`,
+          )
+        );
+      }
       if (code === 0) return finish(null);
       const { code: errorCode, message } = explainBuildFailure(tail, mirror);
       finish(buildError(errorCode, `${message} (exit ${signal ?? code}; full output in ${logFile})`));

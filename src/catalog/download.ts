@@ -36,7 +36,10 @@ export interface DownloadOptions {
   sha256?: string | null;
   onProgress?: (p: DownloadProgress) => void;
   timeoutMs?: number;
-  /** Called once the new image is complete and verified, just before it replaces `dest`; throwing keeps `dest` as it is (the download is deleted). */
+  /**
+   * Called once the new image is complete and verified, just before it replaces `dest`; throwing keeps `dest` as it is
+   * (the download is deleted).
+   */
   beforeReplace?: () => Promise<void>;
 }
 
@@ -56,7 +59,9 @@ export async function downloadImage(url: string, dest: string, opts: DownloadOpt
   let resumedFrom = 0;
   let restartReason: string | null = null;
   if (!isHttpUrl(url)) {
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: only http:// and https:// URLs are downloaded`, { userMessage: `Cannot download ${url}: only http:// and https:// URLs are allowed.` });
+    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: only http:// and https:// URLs are downloaded`, {
+      userMessage: `Cannot download ${url}: only http:// and https:// URLs are allowed.`,
+    });
   }
   const fetched = await fetchIntoPart(url, part, metaFile, opts, null);
   resumedFrom = fetched.resumedFrom;
@@ -64,7 +69,10 @@ export async function downloadImage(url: string, dest: string, opts: DownloadOpt
   const digest = await sha256Of(part);
   if (opts.sha256 && digest !== opts.sha256.toLowerCase()) {
     await discardPartial(part, metaFile);
-    throw new QwdError('QWD_CHECKSUM_MISMATCH', `${url}: SHA-256 is ${digest}, expected ${opts.sha256}; the download was deleted`, { userMessage: `The downloaded image does not match its SHA-256 checksum; nothing was kept.` });
+    throw new QwdError(
+      'QWD_CHECKSUM_MISMATCH', `${url}: SHA-256 is ${digest}, expected ${opts.sha256}; the download was deleted`,
+      { userMessage: `The downloaded image does not match its SHA-256 checksum; nothing was kept.` },
+    );
   }
   try {
     await opts.beforeReplace?.();
@@ -78,7 +86,9 @@ export async function downloadImage(url: string, dest: string, opts: DownloadOpt
 }
 
 /** One HTTP attempt into the partial file; restarts once from zero when the partial cannot be continued. */
-async function fetchIntoPart(url: string, part: string, metaFile: string, opts: DownloadOptions, restartedBecause: string | null): Promise<{ resumedFrom: number; restartReason: string | null }> {
+async function fetchIntoPart(
+  url: string, part: string, metaFile: string, opts: DownloadOptions, restartedBecause: string | null,
+): Promise<{ resumedFrom: number; restartReason: string | null }> {
   const meta = await readMeta(metaFile);
   const plan = planRequest(url, await sizeOf(part), meta);
   let restartReason = restartedBecause ?? plan.discardReason;
@@ -90,7 +100,12 @@ async function fetchIntoPart(url: string, part: string, metaFile: string, opts: 
     res = await fetch(url, { headers: plan.headers, signal: controller.signal, redirect: 'follow' });
   } catch (err) {
     idle.stop();
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${(err as Error).message}${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`, { cause: err, userMessage: `Cannot download ${url}: ${(err as Error).message}` });
+    throw new QwdError(
+      'QWD_DOWNLOAD_FAILED',
+      `${url}: ${(err as Error).message}` +
+        `${(err as Error).cause ? ` (${String((err as { cause: unknown }).cause)})` : ''}`,
+      { cause: err, userMessage: `Cannot download ${url}: ${(err as Error).message}` },
+    );
   }
   const length = res.headers.get('content-length');
   const decision = decideResponse(plan, meta, {
@@ -113,16 +128,28 @@ async function fetchIntoPart(url: string, part: string, metaFile: string, opts: 
       // attempt starts clean instead of failing the same way. (Other answers,
       // e.g. a passing HTTP 503, keep the partial for a later resume.)
       await discardPartial(part, metaFile);
-      throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: cannot resume at byte ${plan.fromBytes}: ${decision.reason}; the partial download was deleted`, { userMessage: `Cannot resume the download of ${url}: ${decision.reason}. The partial download was deleted; run the download again to start over.` });
+      throw new QwdError(
+        'QWD_DOWNLOAD_FAILED',
+        `${url}: cannot resume at byte ${plan.fromBytes}: ${decision.reason}; the partial download was deleted`,
+        {
+          userMessage: `Cannot resume the download of ${url}: ${decision.reason}. The partial download was deleted; ` +
+            `run the download again to start over.`
+        },
+      );
     }
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${decision.reason}`, { userMessage: `Cannot download ${url}: ${decision.reason}.` });
+    throw new QwdError(
+      'QWD_DOWNLOAD_FAILED', `${url}: ${decision.reason}`,
+      { userMessage: `Cannot download ${url}: ${decision.reason}.` },
+    );
   }
   if (decision.note) restartReason ??= decision.note;
   const resumedFrom = decision.fromBytes;
   const totalBytes = decision.totalBytes;
   if (resumedFrom === 0) {
     // A new partial: record which file it is part of before any byte is written.
-    await writeMeta(metaFile, { url, etag: res.headers.get('etag'), lastModified: res.headers.get('last-modified'), totalBytes });
+    await writeMeta(
+      metaFile, { url, etag: res.headers.get('etag'), lastModified: res.headers.get('last-modified'), totalBytes },
+    );
   }
   let received = resumedFrom;
   const counter = new Transform({
@@ -134,22 +161,40 @@ async function fetchIntoPart(url: string, part: string, metaFile: string, opts: 
     },
   });
   try {
-    const handle = await fsp.open(part, NOFOLLOW_CREATE | (resumedFrom > 0 ? fs.constants.O_APPEND : fs.constants.O_TRUNC), IMAGE_MODE);
+    const handle = await fsp.open(
+      part, NOFOLLOW_CREATE | (resumedFrom > 0 ? fs.constants.O_APPEND : fs.constants.O_TRUNC), IMAGE_MODE,
+    );
     await handle.chmod(IMAGE_MODE); // a partial left by an older version may have another mode
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, handle.createWriteStream());
+    await pipeline(
+      Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, handle.createWriteStream(),
+    );
   } catch (err) {
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: interrupted after ${received} bytes (${(err as Error).message}); run the download again to resume`, { cause: err, userMessage: `The download of ${url} was interrupted after ${received} bytes; run it again to resume.` });
+    throw new QwdError(
+      'QWD_DOWNLOAD_FAILED',
+      `${url}: interrupted after ${received} bytes (${(err as Error).message}); run the download again to resume`,
+      {
+        cause: err,
+        userMessage: `The download of ${url} was interrupted after ${received} bytes; run it again to resume.`,
+      },
+    );
   } finally {
     idle.stop();
   }
   if (totalBytes !== null && received !== totalBytes) {
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: got ${received} of ${totalBytes} bytes; run the download again to resume`, { userMessage: `The download of ${url} is incomplete; run it again to resume.` });
+    throw new QwdError(
+      'QWD_DOWNLOAD_FAILED', `${url}: got ${received} of ${totalBytes} bytes; run the download again to resume`,
+      { userMessage: `The download of ${url} is incomplete; run it again to resume.` },
+    );
   }
   const onDisk = await sizeOf(part);
   if (onDisk !== received) {
     // Someone else wrote to the partial meanwhile: its content is not what we fetched.
     await discardPartial(part, metaFile);
-    throw new QwdError('QWD_DOWNLOAD_FAILED', `${url}: ${part} is ${onDisk} bytes, expected ${received}; it was changed during the download and was deleted`, { userMessage: `The download of ${url} was disturbed; run it again.` });
+    throw new QwdError(
+      'QWD_DOWNLOAD_FAILED',
+      `${url}: ${part} is ${onDisk} bytes, expected ${received}; it was changed during the download and was deleted`,
+      { userMessage: `The download of ${url} was disturbed; run it again.` },
+    );
   }
   return { resumedFrom, restartReason };
 }
@@ -165,7 +210,10 @@ async function readMeta(file: string): Promise<PartialMeta | null> {
     const raw = JSON.parse(text) as Partial<PartialMeta>;
     if (typeof raw.url !== 'string') return null;
     const str = (v: unknown) => (typeof v === 'string' ? v : null);
-    return { url: raw.url, etag: str(raw.etag), lastModified: str(raw.lastModified), totalBytes: Number.isSafeInteger(raw.totalBytes) ? raw.totalBytes! : null };
+    return {
+      url: raw.url, etag: str(raw.etag), lastModified: str(raw.lastModified),
+      totalBytes: Number.isSafeInteger(raw.totalBytes) ? raw.totalBytes! : null,
+    };
   } catch {
     return null; // a truncated meta (crash while writing) is as good as none
   }
@@ -216,7 +264,9 @@ class IdleTimer {
 }
 
 /** A progress line: a bar on a terminal, plain lines every 10% otherwise. */
-export function progressReporter(out: NodeJS.WriteStream | NodeJS.WritableStream, label: string): (p: DownloadProgress) => void {
+export function progressReporter(
+  out: NodeJS.WriteStream | NodeJS.WritableStream, label: string,
+): (p: DownloadProgress) => void {
   const tty = 'isTTY' in out && out.isTTY;
   let lastDecile = -1;
   let lastDraw = 0;

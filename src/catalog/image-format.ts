@@ -24,7 +24,9 @@ export async function isIso9660(file: string): Promise<boolean> {
 }
 
 export async function inspectImage(qemuImg: string, file: string): Promise<ImageInfo> {
-  const { stdout } = await runTool(qemuImg, ['info', '--output=json', '--force-share', file], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' });
+  const { stdout } = await runTool(
+    qemuImg, ['info', '--output=json', '--force-share', file], { timeoutMs: 30000, errorCode: 'QWD_IMAGE_INVALID' },
+  );
   let info: { format?: string; 'virtual-size'?: number; 'backing-filename'?: string; 'full-backing-filename'?: string };
   try {
     info = JSON.parse(stdout);
@@ -34,7 +36,13 @@ export async function inspectImage(qemuImg: string, file: string): Promise<Image
   let format = info.format as ImageFormat;
   if (format === 'raw' && (await isIso9660(file))) format = 'iso';
   if (!(IMAGE_FORMATS as readonly string[]).includes(format)) {
-    throw new QwdError('QWD_IMAGE_INVALID', `${file}: image format "${info.format}" is not supported (supported: ${IMAGE_FORMATS.join(', ')})`);
+    throw new QwdError(
+      'QWD_IMAGE_INVALID',
+      `${file}: image format "${info.format}" is not supported (supported: ${IMAGE_FORMATS.join(', ')})`,
+    );
   }
-  return { format, virtualSizeBytes: info['virtual-size'] ?? 0, backingFile: info['full-backing-filename'] ?? info['backing-filename'] ?? null };
+  return {
+    format, virtualSizeBytes: info['virtual-size'] ?? 0,
+    backingFile: info['full-backing-filename'] ?? info['backing-filename'] ?? null,
+  };
 }

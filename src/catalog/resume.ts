@@ -43,9 +43,21 @@ export function planRequest(url: string, partSizeBytes: number, meta: PartialMet
   if (!meta) return { fromBytes: 0, headers: {}, discardReason: 'nothing records which file it is part of' };
   if (meta.url !== url) return { fromBytes: 0, headers: {}, discardReason: `it was downloaded from ${meta.url}` };
   const validator = ifRangeValidator(meta);
-  if (!validator) return { fromBytes: 0, headers: {}, discardReason: 'the server gave no ETag or Last-Modified to check that the file is unchanged' };
-  if (meta.totalBytes !== null && partSizeBytes >= meta.totalBytes) return { fromBytes: 0, headers: {}, discardReason: `it is already ${partSizeBytes} bytes of a ${meta.totalBytes}-byte file` };
-  return { fromBytes: partSizeBytes, headers: { range: `bytes=${partSizeBytes}-`, 'if-range': validator }, discardReason: null };
+  if (!validator) {
+    return {
+      fromBytes: 0, headers: {},
+      discardReason: 'the server gave no ETag or Last-Modified to check that the file is unchanged',
+    };
+  }
+  if (meta.totalBytes !== null && partSizeBytes >= meta.totalBytes) {
+    return {
+      fromBytes: 0, headers: {},
+      discardReason: `it is already ${partSizeBytes} bytes of a ${meta.totalBytes}-byte file`,
+    };
+  }
+  return {
+    fromBytes: partSizeBytes, headers: { range: `bytes=${partSizeBytes}-`, 'if-range': validator }, discardReason: null,
+  };
 }
 
 export interface ContentRange {
@@ -60,7 +72,9 @@ export function parseContentRange(value: string | null): ContentRange | null {
   const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(value ?? '');
   if (!m) return null;
   const range = { firstByte: Number(m[1]), lastByte: Number(m[2]), totalBytes: m[3] === '*' ? null : Number(m[3]) };
-  if (range.lastByte < range.firstByte || (range.totalBytes !== null && range.lastByte >= range.totalBytes)) return null;
+  if (range.lastByte < range.firstByte || (range.totalBytes !== null && range.lastByte >= range.totalBytes)) {
+    return null;
+  }
   return range;
 }
 
@@ -81,26 +95,62 @@ export type ResponseDecision =
   | { action: 'reject'; reason: string };
 
 /** What to do with the answer to a request planned by planRequest. */
-export function decideResponse(plan: Pick<RequestPlan, 'fromBytes'>, meta: PartialMeta | null, res: ResponseFacts): ResponseDecision {
+export function decideResponse(
+  plan: Pick<RequestPlan, 'fromBytes'>, meta: PartialMeta | null, res: ResponseFacts,
+): ResponseDecision {
   const resuming = plan.fromBytes > 0;
   if (res.status === 200) {
-    return { action: 'write', fromBytes: 0, totalBytes: res.contentLengthBytes, note: resuming ? 'the server sent the whole file (it changed since the partial download, or it does not resume)' : null };
+    return {
+      action: 'write', fromBytes: 0, totalBytes: res.contentLengthBytes,
+      note: resuming
+        ? 'the server sent the whole file (it changed since the partial download, or it does not resume)'
+        : null,
+    };
   }
-  if (res.status === 416 && resuming) return { action: 'restart', reason: 'the server cannot continue at that offset (HTTP 416)' };
+  if (res.status === 416 && resuming) {
+    return { action: 'restart', reason: 'the server cannot continue at that offset (HTTP 416)' };
+  }
   if (res.status !== 206) return { action: 'reject', reason: `the server answered HTTP ${res.status}` };
   const range = parseContentRange(res.contentRange);
-  if (!range) return { action: 'reject', reason: `the server answered 206 with an unusable Content-Range ${JSON.stringify(res.contentRange)}` };
+  if (!range) {
+    return {
+      action: 'reject',
+      reason: `the server answered 206 with an unusable Content-Range ${JSON.stringify(res.contentRange)}`,
+    };
+  }
   const expected = `bytes ${plan.fromBytes}-…${meta?.totalBytes != null ? `/${meta.totalBytes}` : ''}`;
-  if (range.firstByte !== plan.fromBytes) return { action: 'reject', reason: `the server answered 206 with Content-Range "${res.contentRange}", expected ${expected}` };
-  if (range.totalBytes !== null && range.lastByte !== range.totalBytes - 1) return { action: 'reject', reason: `the server answered 206 with Content-Range "${res.contentRange}", not the rest of the file` };
+  if (range.firstByte !== plan.fromBytes) {
+    return {
+      action: 'reject',
+      reason: `the server answered 206 with Content-Range "${res.contentRange}", expected ${expected}`,
+    };
+  }
+  if (range.totalBytes !== null && range.lastByte !== range.totalBytes - 1) {
+    return {
+      action: 'reject',
+      reason: `the server answered 206 with Content-Range "${res.contentRange}", not the rest of the file`,
+    };
+  }
   if (resuming && range.totalBytes !== null && meta?.totalBytes != null && range.totalBytes !== meta.totalBytes) {
-    return { action: 'reject', reason: `the server answered 206 with Content-Range "${res.contentRange}", expected ${expected}: the file changed size` };
+    return {
+      action: 'reject',
+      reason: `the server answered 206 with Content-Range "${res.contentRange}", expected ${expected}: the file ` +
+        `changed size`,
+    };
   }
   if (res.contentLengthBytes !== null && res.contentLengthBytes !== range.lastByte - range.firstByte + 1) {
-    return { action: 'reject', reason: `the server answered 206 with Content-Range "${res.contentRange}" but Content-Length ${res.contentLengthBytes}` };
+    return {
+      action: 'reject',
+      reason: `the server answered 206 with Content-Range "${res.contentRange}" but Content-Length ` +
+        `${res.contentLengthBytes}`,
+    };
   }
   // A server that ignores If-Range still names the file it sends: a different
   // ETag means a different file, whatever the range says.
-  if (resuming && meta?.etag && res.etag && res.etag !== meta.etag) return { action: 'restart', reason: `the file changed (ETag ${meta.etag}, now ${res.etag})` };
-  return { action: 'write', fromBytes: plan.fromBytes, totalBytes: range.totalBytes ?? meta?.totalBytes ?? null, note: null };
+  if (resuming && meta?.etag && res.etag && res.etag !== meta.etag) {
+    return { action: 'restart', reason: `the file changed (ETag ${meta.etag}, now ${res.etag})` };
+  }
+  return {
+    action: 'write', fromBytes: plan.fromBytes, totalBytes: range.totalBytes ?? meta?.totalBytes ?? null, note: null,
+  };
 }

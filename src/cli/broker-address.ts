@@ -40,7 +40,8 @@ function readRecord(stateDir: string): BrokerAddress | null {
   }
   try {
     const parsed = JSON.parse(text) as Partial<BrokerAddress>;
-    if (typeof parsed.url === 'string' && /^https?:\/\/[^/\s]+$/.test(parsed.url) && Number.isInteger(parsed.pid) && parsed.pid! > 0) return { url: parsed.url, pid: parsed.pid! };
+    if (typeof parsed.url === 'string' && /^https?:\/\/[^/\s]+$/.test(parsed.url)
+      && Number.isInteger(parsed.pid) && parsed.pid! > 0) return { url: parsed.url, pid: parsed.pid! };
   } catch {
     // A torn or foreign file: treated as no record, the config's address is used.
   }

@@ -15,7 +15,10 @@ export interface GlobalOptions {
 }
 
 export class CliContext {
-  constructor(readonly program: Command, readonly out: NodeJS.WritableStream = process.stdout, readonly err: NodeJS.WritableStream = process.stderr) {}
+  constructor(
+    readonly program: Command, readonly out: NodeJS.WritableStream = process.stdout,
+    readonly err: NodeJS.WritableStream = process.stderr,
+  ) {}
 
   get globals(): GlobalOptions {
     return this.program.opts<GlobalOptions>();
@@ -57,7 +60,9 @@ export class CliContext {
     if (config.publicUrl) return config.publicUrl;
     const recorded = runningBrokerUrl(config.stateDir);
     if (recorded) return recorded.replace(/^http:\/\/(0\.0\.0\.0|\[::\])(?=:)/, 'http://localhost');
-    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::'
+      ? 'localhost'
+      : config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
     return `http://${host}:${config.listen.port}`;
   }
 }

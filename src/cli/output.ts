@@ -9,7 +9,9 @@ export interface Column<T> {
 }
 
 /** The width tables must fit: $COLUMNS on a terminal when set, else 80. */
-export function terminalColumns(isTTY: boolean | undefined = process.stdout.isTTY, columnsEnv: string | undefined = process.env.COLUMNS): number {
+export function terminalColumns(
+  isTTY: boolean | undefined = process.stdout.isTTY, columnsEnv: string | undefined = process.env.COLUMNS,
+): number {
   const n = Number(columnsEnv);
   return isTTY && /^\d{1,4}$/.test(columnsEnv ?? '') && n >= 20 ? n : 80;
 }

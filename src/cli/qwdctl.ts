@@ -38,7 +38,9 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
     .showHelpAfterError()
     .showSuggestionAfterError()
     .exitOverride()
-    .configureOutput({ writeOut: (s) => (ctx?.out ?? process.stdout).write(s), writeErr: (s) => (ctx?.err ?? process.stderr).write(s) });
+    .configureOutput({
+      writeOut: (s) => (ctx?.out ?? process.stdout).write(s), writeErr: (s) => (ctx?.err ?? process.stderr).write(s),
+    });
   const context = ctx ?? new CliContext(program);
   if (ctx) Object.assign(ctx, { program });
 
@@ -64,7 +66,8 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
   registerGpu(program, context);
   registerUsers(program, context);
 
-  program.command('purge').description('stop expired sessions, clean up dead ones, delete orphan run dirs (what the cron job does)')
+  program.command('purge')
+    .description('stop expired sessions, clean up dead ones, delete orphan run dirs (what the cron job does)')
     .option('-n, --dry-run', 'only print what would be done').option('--json', 'machine-readable output')
     .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
       await context.withServices(async (services) => {
@@ -84,15 +87,23 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
 
   // DARTS compatibility: the verbs its admins already type.
   program.command('start <machine>').description('DARTS alias of "sessions start"')
-    .option('--cpus <n>', 'CPUs').option('--memory <MiB>', 'memory in MiB').option('--lifetime <duration>', 'life-time, e.g. 2h')
+    .option('--cpus <n>', 'CPUs').option('--memory <MiB>', 'memory in MiB')
+      .option('--lifetime <duration>', 'life-time, e.g. 2h')
     .option('--user <name>', 'owner').option('--json', 'machine-readable output')
     .action((machine: string, opts: StartOptions) => startSession(context, machine, opts));
-  program.command('stop [ids...]').description('DARTS alias of "sessions stop" (no id: all sessions, after confirmation)')
+  program.command('stop [ids...]')
+    .description('DARTS alias of "sessions stop" (no id: all sessions, after confirmation)')
     .option('-y, --yes', 'do not ask for confirmation').option('--json', 'machine-readable output')
-    .action((ids: string[], opts: { yes?: boolean; json?: boolean }) => stopSessions(context, ids, { ...opts, all: ids.length === 0 }));
+    .action(
+      (
+        ids: string[], opts: { yes?: boolean; json?: boolean }
+      ) => stopSessions(context, ids, { ...opts, all: ids.length === 0 })
+    );
   program.command('download [name]').description('DARTS alias of "machines download"')
     .option('-f, --force', 'download again').option('--json', 'machine-readable output')
-    .action((name: string | undefined, opts: { force?: boolean; json?: boolean }) => downloadMachines(context, name, opts));
+    .action(
+      (name: string | undefined, opts: { force?: boolean; json?: boolean }) => downloadMachines(context, name, opts)
+    );
   program.command('refresh').description('DARTS alias of "machines check"').option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => checkMachines(context, opts));
   registerEdit(program, context);
@@ -112,12 +123,17 @@ export async function run(argv: string[], ctx?: CliContext): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version exit through here with code 0; usage errors with 1.
-      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : EXIT_CODES.usage;
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version'
+        ? 0
+        : EXIT_CODES.usage;
     }
     const verbose = argv.includes('-v') || argv.includes('--verbose');
     if (err instanceof ConfigError) {
       if (!(err as ConfigError & { reported?: boolean }).reported) {
-        context.err.write(`qwdctl: ${err.code === 'QWD_MACHINE_INVALID' ? 'machine problems' : 'configuration problems'}:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+        context.err.write(
+          `qwdctl: ${err.code === 'QWD_MACHINE_INVALID' ? 'machine problems' : 'configuration problems'}:\n` +
+            `${err.problems.map((p) => `  - ${p}`).join('\n')}\n`
+        );
       }
       return EXIT_CODES.config;
     }

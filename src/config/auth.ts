@@ -5,30 +5,50 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj } from './check.js';
+import {
+  Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj,
+} from './check.js';
 
 export interface LdapBackendConfig {
   type: 'ldap'; name: string; url: string; startTls: boolean;
   /** Allow an ldap:// URL without StartTLS (passwords in clear): only for a server on the same host. */
   allowCleartext: boolean;
   caFile: string | null; bindDn: string | null; bindPassword: string | null;
-  baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string; adminGroupDn: string | null; timeoutMs: number;
-  /** Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no search. */
+  baseDn: string; filter: string; userDnTemplate: string | null; userAttribute: string; mailAttribute: string;
+  adminGroupDn: string | null; timeoutMs: number;
+  /**
+   * Where to search groups that list the user as member/uniqueMember (their cn become the user's groups); null: no
+   * search.
+   */
   groupBaseDn: string | null;
   /** An attribute of the user's entry listing the DNs of its groups (e.g. memberOf); null: not read. */
   memberOfAttribute: string | null;
 }
-export interface ImapBackendConfig { type: 'imap'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
-export interface SmtpBackendConfig { type: 'smtp'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number; emailDomain: string | null }
+export interface ImapBackendConfig {
+  type: 'imap'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number;
+  emailDomain: string | null;
+}
+export interface SmtpBackendConfig {
+  type: 'smtp'; name: string; host: string; port: number; secure: boolean; caFile: string | null; timeoutMs: number;
+  emailDomain: string | null;
+}
 export interface EmailBackendConfig { type: 'email'; name: string; allowedDomains: string[]; linkTtlS: number }
-export type BackendConfig = { type: 'none'; name: string } | { type: 'local'; name: string } | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
+export type BackendConfig =
+  | { type: 'none'; name: string } | { type: 'local'; name: string }
+  | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
 
 export interface AuthConfig {
   backends: BackendConfig[];
   /** User names that are administrators whatever backend vouches for them. */
   admins: string[];
-  /** Failed logins per (name, client), per client and per name within windowS; anonymous page loads per client and minute (0: no limit). */
-  rateLimit: { maxFailures: number; maxFailuresPerClient: number; maxFailuresPerName: number; windowS: number; anonymousPagesPerMinute: number };
+  /**
+   * Failed logins per (name, client), per client and per name within windowS; anonymous page loads per client and
+   * minute (0: no limit).
+   */
+  rateLimit: {
+    maxFailures: number; maxFailuresPerClient: number; maxFailuresPerName: number; windowS: number;
+    anonymousPagesPerMinute: number;
+  };
   /** Share and view links (pages, API, WebSocket) need a login; always false with auth "none". */
   linksRequireLogin: boolean;
   /** Lifetime of a login (browser session), seconds. */
@@ -48,28 +68,44 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
       const at = `auth.backends[${i}].`;
       if (!isObject(item)) return p.add(`auth.backends[${i}]`, 'a mapping with a type', item);
       const type = item.type;
-      if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) return p.add(`${at}type`, `one of ${TYPES.join(', ')}`, type);
+      if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) {
+        return p.add(`${at}type`, `one of ${TYPES.join(', ')}`, type);
+      }
       const b = parseBackend(p, item, type as BackendConfig['type'], at, baseDir);
       if (b) backends.push(b);
     });
-    if (backends.some((b) => b.type === 'none') && backends.length > 1) p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
-    if (backends.some((b) => b.type === 'email') && !(isObject(top.mail) && typeof top.mail.smtpHost === 'string' && top.mail.smtpHost !== '')) {
+    if (backends.some((b) => b.type === 'none') && backends.length > 1) {
+      p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
+    }
+    if (
+      backends.some((b) => b.type === 'email') && !(
+        isObject(top.mail) && typeof top.mail.smtpHost === 'string' && top.mail.smtpHost !== ''
+      )
+    ) {
       p.note('mail.smtpHost is required when auth.backends has an "email" backend: login links are mailed through it');
     }
     // Mailed login links are built from publicUrl only: a link built from the
     // request's Host header could be pointed at an attacker's site by whoever
     // asks for a victim's link (host header injection).
     if (backends.some((b) => b.type === 'email') && (typeof top.publicUrl !== 'string' || top.publicUrl === '')) {
-      p.note('publicUrl is required when auth.backends has an "email" backend: mailed login links are built from it, never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)');
+      p.note(
+        'publicUrl is required when auth.backends has an "email" backend: mailed login links are built from it, ' +
+          'never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)',
+      );
     }
     const names = backends.map((b) => b.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) p.note(`auth.backends: two backends are named "${dup}"; give them distinct name: keys`);
   }
   const admins = raw.admins ?? [];
-  if (!Array.isArray(admins) || !admins.every((a) => typeof a === 'string')) p.add('auth.admins', 'a list of user names', admins);
+  if (!Array.isArray(admins) || !admins.every((a) => typeof a === 'string')) {
+    p.add('auth.admins', 'a list of user names', admins);
+  }
   const rl = section(p, raw, 'rateLimit', 'auth.');
-  rejectUnknownKeys(p, rl, 'auth.rateLimit.', ['maxFailures', 'maxFailuresPerClient', 'maxFailuresPerName', 'windowS', 'anonymousPagesPerMinute']);
+  rejectUnknownKeys(
+    p, rl, 'auth.rateLimit.',
+    ['maxFailures', 'maxFailuresPerClient', 'maxFailuresPerName', 'windowS', 'anonymousPagesPerMinute'],
+  );
   const rp = { prefix: 'auth.rateLimit.' };
   const rateLimit = {
     maxFailures: readInt(p, rl, 'maxFailures', 5, { ...rp, min: 1, max: 1000 }),
@@ -80,11 +116,19 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
   };
   // Else one address could lock a name out alone again (the point of the per-pair limit).
   if (rateLimit.maxFailuresPerName < rateLimit.maxFailures) {
-    p.note(`auth.rateLimit.maxFailuresPerName (${rateLimit.maxFailuresPerName}) must be at least auth.rateLimit.maxFailures (${rateLimit.maxFailures}), better several times it: failures from many addresses back a name off more slowly`);
+    p.note(
+      `auth.rateLimit.maxFailuresPerName (${rateLimit.maxFailuresPerName}) must be at least ` +
+        `auth.rateLimit.maxFailures (${rateLimit.maxFailures}), better several times it: failures from many ` +
+        `addresses back a name off more slowly`
+    );
   }
   const open = backends.every((b) => b.type === 'none');
   const linksRequireLogin = readBool(p, raw, 'linksRequireLogin', !open, 'auth.');
-  if (linksRequireLogin && open && backends.length > 0) p.note('auth.linksRequireLogin: true needs a login backend (with auth "none" nobody can log in, so no link would open)');
+  if (linksRequireLogin && open && backends.length > 0) {
+    p.note(
+      'auth.linksRequireLogin: true needs a login backend (with auth "none" nobody can log in, so no link would open)'
+    );
+  }
   return {
     backends,
     admins: Array.isArray(admins) ? (admins as string[]) : [],
@@ -94,7 +138,9 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
   };
 }
 
-function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: string, baseDir: string): BackendConfig | null {
+function parseBackend(
+  p: Problems, item: Obj, type: BackendConfig['type'], at: string, baseDir: string,
+): BackendConfig | null {
   const file = (key: string) => {
     const v = readOptionalString(p, item, key, { prefix: at });
     if (!v) return null;
@@ -115,13 +161,29 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       rejectUnknownKeys(p, item, at, ['type', 'name']);
       return { type, name };
     case 'ldap': {
-      rejectUnknownKeys(p, item, at, ['type', 'name', 'url', 'startTls', 'allowCleartext', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter', 'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'groupBaseDn', 'memberOfAttribute', 'timeoutMs']);
-      const url = readString(p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' });
+      rejectUnknownKeys(
+        p, item, at,
+        [
+          'type', 'name', 'url', 'startTls', 'allowCleartext', 'caFile', 'bindDn', 'bindPassword', 'baseDn', 'filter',
+          'userDnTemplate', 'userAttribute', 'mailAttribute', 'adminGroupDn', 'groupBaseDn', 'memberOfAttribute',
+          'timeoutMs',
+        ],
+      );
+      const url = readString(
+        p, item, 'url', '', { prefix: at, pattern: /^ldaps?:\/\/\S+$/, expectation: 'an ldap:// or ldaps:// URL' },
+      );
       if (item.url === undefined) p.add(`${at}url`, 'present', undefined);
-      const filter = readString(p, item, 'filter', '(uid={user})', { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' });
-      const userDnTemplate = readOptionalString(p, item, 'userDnTemplate', { prefix: at, pattern: /\{user\}/, expectation: 'a DN template containing {user}' });
+      const filter = readString(
+        p, item, 'filter', '(uid={user})',
+        { prefix: at, pattern: /\{user\}/, expectation: 'an LDAP filter containing {user}' },
+      );
+      const userDnTemplate = readOptionalString(
+        p, item, 'userDnTemplate', { prefix: at, pattern: /\{user\}/, expectation: 'a DN template containing {user}' },
+      );
       const baseDn = readString(p, item, 'baseDn', '', { prefix: at });
-      if (!userDnTemplate && item.baseDn === undefined) p.note(`${at}baseDn is required for search-then-bind (or set userDnTemplate for a direct bind)`);
+      if (!userDnTemplate && item.baseDn === undefined) {
+        p.note(`${at}baseDn is required for search-then-bind (or set userDnTemplate for a direct bind)`);
+      }
       const bindDn = readOptionalString(p, item, 'bindDn', { prefix: at });
       const bindPassword = readOptionalString(p, item, 'bindPassword', { prefix: at });
       if (bindDn && !bindPassword) p.note(`${at}bindPassword is required with bindDn`);
@@ -130,14 +192,23 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       // A simple bind sends the password as it is (RFC 4513 section 5.1.2):
       // over plain ldap:// anyone on the path reads every user's password.
       if (url.startsWith('ldap://') && !startTls && !allowCleartext) {
-        p.note(`${at}url ${url} without startTls would send passwords in clear: use ldaps://, or startTls: true, or (only for a server on the same host, e.g. ldap://127.0.0.1) allowCleartext: true`);
+        p.note(
+          `${at}url ${url} without startTls would send passwords in clear: use ldaps://, or startTls: true, or (only ` +
+            `for a server on the same host, e.g. ldap://127.0.0.1) allowCleartext: true`
+        );
       }
       return {
-        type, name, url, startTls, allowCleartext, caFile: file('caFile'), bindDn, bindPassword, baseDn, filter, userDnTemplate,
-        userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }), mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
-        adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }), timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
+        type, name, url, startTls, allowCleartext, caFile: file('caFile'), bindDn, bindPassword, baseDn, filter,
+        userDnTemplate,
+        userAttribute: readString(p, item, 'userAttribute', 'uid', { prefix: at }),
+        mailAttribute: readString(p, item, 'mailAttribute', 'mail', { prefix: at }),
+        adminGroupDn: readOptionalString(p, item, 'adminGroupDn', { prefix: at }),
+        timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
         groupBaseDn: readOptionalString(p, item, 'groupBaseDn', { prefix: at }),
-        memberOfAttribute: readOptionalString(p, item, 'memberOfAttribute', { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' }),
+        memberOfAttribute: readOptionalString(
+          p, item, 'memberOfAttribute',
+          { prefix: at, pattern: /^[A-Za-z][A-Za-z0-9-]*$/, expectation: 'an LDAP attribute name such as memberOf' },
+        ),
       };
     }
     case 'imap':
@@ -148,18 +219,30 @@ function parseBackend(p: Problems, item: Obj, type: BackendConfig['type'], at: s
       const secure = readBool(p, item, 'secure', type === 'imap', at);
       return {
         type, name, host, secure, caFile: file('caFile'),
-        port: readInt(p, item, 'port', type === 'imap' ? (secure ? 993 : 143) : secure ? 465 : 587, { prefix: at, min: 1, max: 65535 }),
+        port: readInt(
+          p, item, 'port', type === 'imap' ? (secure ? 993 : 143) : secure ? 465 : 587,
+          { prefix: at, min: 1, max: 65535 },
+        ),
         timeoutMs: readInt(p, item, 'timeoutMs', 5000, { prefix: at, min: 100, max: 60000 }),
-        emailDomain: readOptionalString(p, item, 'emailDomain', { prefix: at, pattern: /^[A-Za-z0-9.-]+$/, expectation: 'a domain name' }),
+        emailDomain: readOptionalString(
+          p, item, 'emailDomain', { prefix: at, pattern: /^[A-Za-z0-9.-]+$/, expectation: 'a domain name' },
+        ),
       };
     }
     case 'email': {
       rejectUnknownKeys(p, item, at, ['type', 'name', 'allowedDomains', 'linkTtlS']);
       const domains = item.allowedDomains;
-      if (!Array.isArray(domains) || domains.length === 0 || !domains.every((d) => typeof d === 'string' && /^[A-Za-z0-9.-]+$/.test(d))) {
+      if (
+        !Array.isArray(domains) || domains.length === 0 || !domains.every(
+          (d) => typeof d === 'string' && /^[A-Za-z0-9.-]+$/.test(d)
+        )
+      ) {
         p.add(`${at}allowedDomains`, 'a non-empty list of domain names (who may get a login link)', domains);
       }
-      return { type, name, allowedDomains: Array.isArray(domains) ? (domains as string[]).map((d) => d.toLowerCase()) : [], linkTtlS: readInt(p, item, 'linkTtlS', 900, { prefix: at, min: 60, max: 86400 }) };
+      return {
+        type, name, allowedDomains: Array.isArray(domains) ? (domains as string[]).map((d) => d.toLowerCase()) : [],
+        linkTtlS: readInt(p, item, 'linkTtlS', 900, { prefix: at, min: 60, max: 86400 }),
+      };
     }
   }
 }
@@ -177,10 +260,15 @@ const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
 
 export function readTrustProxy(p: Problems, top: Obj): TrustProxy {
   const value = top.trustProxy;
-  const expectation = 'false, a hop count (an integer from 1 to 32: the number of proxies in front, usually 1), or a list of proxy addresses/CIDRs or loopback, linklocal, uniquelocal';
+  const expectation = 'false, a hop count (an integer from 1 to 32: the number of proxies in front, usually 1), or a ' +
+    'list of proxy addresses/CIDRs or loopback, linklocal, uniquelocal';
   if (value === undefined || value === null || value === false) return false;
   if (value === true) {
-    p.note('trustProxy: true is refused: it would trust every X-Forwarded-For entry, so a client could claim any IP address and dodge the per-IP login rate limit. Give the number of proxies in front of the service (usually trustProxy: 1) or the proxy\'s address (e.g. trustProxy: loopback, or [10.0.0.5])');
+    p.note(
+      'trustProxy: true is refused: it would trust every X-Forwarded-For entry, so a client could claim any IP ' +
+        'address and dodge the per-IP login rate limit. Give the number of proxies in front of the service (usually ' +
+        'trustProxy: 1) or the proxy\'s address (e.g. trustProxy: loopback, or [10.0.0.5])'
+    );
     return false;
   }
   if (typeof value === 'number') {

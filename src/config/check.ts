@@ -53,7 +53,9 @@ export function section(p: Problems, obj: Obj, key: string, prefix = ''): Obj {
   return value;
 }
 
-export function readInt(p: Problems, obj: Obj, key: string, fallback: number, opts: { min?: number; max?: number; prefix?: string } = {}): number {
+export function readInt(
+  p: Problems, obj: Obj, key: string, fallback: number, opts: { min?: number; max?: number; prefix?: string } = {},
+): number {
   const value = obj[key];
   if (value === undefined || value === null) return fallback;
   const min = opts.min ?? 0;
@@ -65,7 +67,9 @@ export function readInt(p: Problems, obj: Obj, key: string, fallback: number, op
   return value;
 }
 
-export function readNumber(p: Problems, obj: Obj, key: string, fallback: number, opts: { min?: number; max?: number; prefix?: string } = {}): number {
+export function readNumber(
+  p: Problems, obj: Obj, key: string, fallback: number, opts: { min?: number; max?: number; prefix?: string } = {},
+): number {
   const value = obj[key];
   if (value === undefined || value === null) return fallback;
   const min = opts.min ?? 0;
@@ -77,7 +81,10 @@ export function readNumber(p: Problems, obj: Obj, key: string, fallback: number,
   return value;
 }
 
-export function readString(p: Problems, obj: Obj, key: string, fallback: string, opts: { prefix?: string; pattern?: RegExp; expectation?: string } = {}): string {
+export function readString(
+  p: Problems, obj: Obj, key: string, fallback: string,
+  opts: { prefix?: string; pattern?: RegExp; expectation?: string } = {},
+): string {
   const value = obj[key];
   if (value === undefined || value === null) return fallback;
   if (typeof value !== 'string' || value.length === 0 || (opts.pattern && !opts.pattern.test(value))) {
@@ -87,7 +94,9 @@ export function readString(p: Problems, obj: Obj, key: string, fallback: string,
   return value;
 }
 
-export function readOptionalString(p: Problems, obj: Obj, key: string, opts: { prefix?: string; pattern?: RegExp; expectation?: string } = {}): string | null {
+export function readOptionalString(
+  p: Problems, obj: Obj, key: string, opts: { prefix?: string; pattern?: RegExp; expectation?: string } = {},
+): string | null {
   const value = obj[key];
   if (value === undefined || value === null) return null;
   return readString(p, obj, key, '', opts) || null;
@@ -103,7 +112,9 @@ export function readBool(p: Problems, obj: Obj, key: string, fallback: boolean, 
   return value;
 }
 
-export function readEnum<T extends string>(p: Problems, obj: Obj, key: string, allowed: readonly T[], fallback: T, prefix = ''): T {
+export function readEnum<T extends string>(
+  p: Problems, obj: Obj, key: string, allowed: readonly T[], fallback: T, prefix = '',
+): T {
   const value = obj[key];
   if (value === undefined || value === null) return fallback;
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
@@ -113,12 +124,16 @@ export function readEnum<T extends string>(p: Problems, obj: Obj, key: string, a
   return value as T;
 }
 
-export function readIntList(p: Problems, obj: Obj, key: string, fallback: number[], opts: { min?: number; max?: number; prefix?: string } = {}): number[] {
+export function readIntList(
+  p: Problems, obj: Obj, key: string, fallback: number[], opts: { min?: number; max?: number; prefix?: string } = {},
+): number[] {
   const value = obj[key];
   if (value === undefined || value === null) return fallback;
   const min = opts.min ?? 0;
   const max = opts.max ?? Number.MAX_SAFE_INTEGER;
-  if (!Array.isArray(value) || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max)) {
+  if (
+    !Array.isArray(value) || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max)
+  ) {
     p.add((opts.prefix ?? '') + key, `a list of integers from ${min} to ${max}`, value);
     return fallback;
   }

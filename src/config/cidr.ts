@@ -37,7 +37,9 @@ export function formatCidr(c: Cidr): string {
 
 function ipv4Bytes(addr: string): Uint8Array | null {
   const parts = addr.split('.').map(Number);
-  return parts.length === 4 && parts.every((n) => Number.isInteger(n) && n >= 0 && n <= 255) ? Uint8Array.from(parts) : null;
+  return parts.length === 4 && parts.every(
+    (n) => Number.isInteger(n) && n >= 0 && n <= 255
+  ) ? Uint8Array.from(parts) : null;
 }
 
 function ipv6Bytes(addr: string): Uint8Array | null {
@@ -51,7 +53,9 @@ function ipv6Bytes(addr: string): Uint8Array | null {
   }
   const halves = text.split('::');
   if (halves.length > 2) return null;
-  const parse = (s: string | undefined) => (s ? s.split(':').map((h) => (/^[0-9a-f]{1,4}$/i.test(h) ? parseInt(h, 16) : NaN)) : []);
+  const parse = (s: string | undefined) => (
+    s ? s.split(':').map((h) => (/^[0-9a-f]{1,4}$/i.test(h) ? parseInt(h, 16) : NaN)) : []
+  );
   const a = parse(halves[0]);
   const b = halves.length === 2 ? parse(halves[1]) : [];
   if (halves.length === 2 && a.length + b.length > 7) return null;

@@ -1,7 +1,9 @@
 // Reading the guest-side declarations (host folders, boot scripts) shared by
 // machine descriptors and the site config, with the same problem reporting.
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readString, readOptionalString, readEnum, readBool, type Obj } from './check.js';
+import {
+  Problems, isObject, rejectUnknownKeys, section, readString, readOptionalString, readEnum, readBool, type Obj,
+} from './check.js';
 
 /** A host folder shared into the guest with virtio-9p, as declared (src/guest/shares.ts resolves it). */
 export interface ShareDecl {
@@ -50,12 +52,20 @@ export function readShares(p: Problems, raw: Obj, key: string, prefix = ''): Sha
       return [];
     }
     rejectUnknownKeys(p, item, where, ['path', 'tag', 'readonly', 'required']);
-    const sharePath = readString(p, item, 'path', '', { prefix: where, pattern: /^\/[^\0]*$/, expectation: 'an absolute path' });
+    const sharePath = readString(
+      p, item, 'path', '', { prefix: where, pattern: /^\/[^\0]*$/, expectation: 'an absolute path' },
+    );
     if (item.path === undefined) p.add(`${where}path`, 'present', undefined);
     else if (sharePath.split('/').includes('..')) p.add(`${where}path`, 'a path without ".."', item.path);
-    const tag = readString(p, item, 'tag', '', { prefix: where, pattern: MOUNT_TAG, expectation: 'a mount tag of 1 to 31 letters, digits, _ or -' });
+    const tag = readString(
+      p, item, 'tag', '',
+      { prefix: where, pattern: MOUNT_TAG, expectation: 'a mount tag of 1 to 31 letters, digits, _ or -' },
+    );
     if (item.tag === undefined) p.add(`${where}tag`, 'present', undefined);
-    return [{ path: sharePath, tag, readonly: readBool(p, item, 'readonly', true, where), required: readBool(p, item, 'required', true, where) }];
+    return [{
+      path: sharePath, tag, readonly: readBool(p, item, 'readonly', true, where),
+      required: readBool(p, item, 'required', true, where),
+    }];
   });
 }
 
@@ -68,7 +78,9 @@ export function readBootScripts(p: Problems, raw: Obj, baseDir: string, source: 
   const allowUserScripts = readBool(p, r, 'allowUserScripts', false, where);
   const list = r.scripts;
   const scripts: ScriptDecl[] = [];
-  if (list !== undefined && list !== null && !Array.isArray(list)) p.add(`${where}scripts`, 'a list of { file } or { exec }', list);
+  if (list !== undefined && list !== null && !Array.isArray(list)) {
+    p.add(`${where}scripts`, 'a list of { file } or { exec }', list);
+  }
   for (const [i, item] of (Array.isArray(list) ? list : []).entries()) {
     const at = `${where}scripts[${i}]`;
     if (!isObject(item)) {
@@ -91,7 +103,10 @@ export function readBootScripts(p: Problems, raw: Obj, baseDir: string, source: 
       return v as string[];
     };
     const resolvedFile = file ? path.resolve(baseDir, file) : undefined;
-    scripts.push({ ...(resolvedFile ? { file: resolvedFile } : {}), ...(exec ? { exec } : {}), when: { machines: names('machines'), users: names('users'), groups: names('groups') }, source });
+    scripts.push({
+      ...(resolvedFile ? { file: resolvedFile } : {}), ...(exec ? { exec } : {}),
+      when: { machines: names('machines'), users: names('users'), groups: names('groups') }, source,
+    });
   }
   return { delivery, allowUserScripts, scripts };
 }

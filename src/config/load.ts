@@ -29,7 +29,9 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
     try {
       text = fs.readFileSync(source, 'utf8');
     } catch (err) {
-      throw new ConfigError([`${source}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
+      throw new ConfigError([
+        `${source}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? String(err)})`
+      ]);
     }
     try {
       raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
@@ -43,12 +45,19 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
   return config;
 }
 
-function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, file: string): Record<string, unknown> {
+function applyOverrides(
+  raw: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, file: string,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...raw };
   const port = overrides.port ?? (env.QWD_PORT || undefined);
   if (port !== undefined) {
     const n = Number(port);
-    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError([`${overrides.port !== undefined ? '--port' : 'QWD_PORT'}: must be a port number from 0 to 65535, got "${port}" (config: ${file})`]);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) {
+      throw new ConfigError([
+        `${overrides.port !== undefined ? '--port' : 'QWD_PORT'}: must be a port number from 0 to 65535, got "${port}` +
+          `" (config: ${file})`
+      ]);
+    }
     const listen = typeof out.listen === 'object' && out.listen !== null ? out.listen : {};
     out.listen = { ...listen, port: n };
   }

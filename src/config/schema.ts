@@ -1,5 +1,6 @@
 // The configuration model: every key, its default, and how it is validated.
-// parseConfig turns raw YAML data into a frozen Config (or every problem); it reads nothing but a configured caFile (to report an unreadable one at check time).
+// parseConfig turns raw YAML data into a frozen Config (or every problem); it reads nothing but a configured caFile (to
+// report an unreadable one at check time).
 // The example config in etc/qemu-web-desktop/config.example.yml documents the
 // same keys; keep both in step.
 import path from 'node:path';
@@ -135,9 +136,19 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
-const TOP_KEYS = ['listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork', 'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log'] as const;
-const QEMU_KEYS = ['binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi', 'network'] as const;
-const LIMIT_KEYS = ['maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS', 'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser'] as const;
+const TOP_KEYS = [
+  'listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork',
+  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
+] as const;
+const QEMU_KEYS = [
+  'binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi',
+  'network',
+] as const;
+const LIMIT_KEYS = [
+  'maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS',
+  'defaultLifetimeS', 'maxLifetimeS', 'hostReserveMemoryMiB', 'cpuOvercommit', 'maxLoadPerCpu', 'memoryOvercommit',
+  'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerSession', 'maxGpusPerUser',
+] as const;
 
 export interface ParseResult {
   config: Config | null;
@@ -150,7 +161,9 @@ export interface ParseResult {
  */
 export function parseConfig(raw: unknown, file: string | null, baseDir: string): ParseResult {
   const p = new Problems(file ?? '(embedded defaults)');
-  const top: Obj = raw === null || raw === undefined ? {} : isObject(raw) ? raw : (p.note('the file must contain a YAML mapping'), {});
+  const top: Obj = raw === null || raw === undefined ? {} : isObject(raw) ? raw : (
+    p.note('the file must contain a YAML mapping'), {}
+  );
   rejectUnknownKeys(p, top, '', TOP_KEYS);
 
   const listenRaw = section(p, top, 'listen');
@@ -160,13 +173,20 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     port: readInt(p, listenRaw, 'port', 8080, { min: 0, max: 65535, prefix: 'listen.' }),
   };
 
-  const publicUrl = readOptionalString(p, top, 'publicUrl', { pattern: /^https?:\/\/[^\s]+$/, expectation: 'an http:// or https:// URL' });
+  const publicUrl = readOptionalString(p, top, 'publicUrl', {
+    pattern: /^https?:\/\/[^\s]+$/, expectation: 'an http:// or https:// URL',
+  });
   const resolve = (value: string) => path.resolve(baseDir, value);
   const stateDir = resolve(readString(p, top, 'stateDir', 'var'));
   const runDirRaw = readOptionalString(p, top, 'runDir');
   const runDir = runDirRaw ? resolve(runDirRaw) : path.join(stateDir, 'sessions');
   // Unix socket paths are limited to 108 bytes (sun_path); leave room for "/<id>/qmp.sock".
-  if (runDir.length > 80) p.note(`runDir resolves to "${runDir}" (${runDir.length} characters); Unix socket paths inside it would exceed the 108-byte limit: use a shorter path (at most 80 characters)`);
+  if (runDir.length > 80) {
+    p.note(
+      `runDir resolves to "${runDir}" (${runDir.length} characters); Unix socket paths inside it would exceed the ` +
+        `108-byte limit: use a shorter path (at most 80 characters)`
+    );
+  }
 
   const qemuRaw = section(p, top, 'qemu');
   rejectUnknownKeys(p, qemuRaw, 'qemu.', QEMU_KEYS);
@@ -181,7 +201,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     },
     img: readString(p, qemuRaw, 'img', 'qemu-img', { prefix: 'qemu.' }),
     accel: readEnum<Accel>(p, qemuRaw, 'accel', ['auto', 'kvm', 'tcg'], 'auto', 'qemu.'),
-    runAs: qemuRaw.runAs === false ? null : readString(p, qemuRaw, 'runAs', 'nobody', { prefix: 'qemu.', pattern: /^[a-z_][a-z0-9_-]{0,31}$/, expectation: 'a user name, or false' }),
+    runAs: qemuRaw.runAs === false ? null : readString(
+      p, qemuRaw, 'runAs', 'nobody',
+      { prefix: 'qemu.', pattern: /^[a-z_][a-z0-9_-]{0,31}$/, expectation: 'a user name, or false' },
+    ),
     sandbox: readBool(p, qemuRaw, 'sandbox', true, 'qemu.'),
     readyTimeoutMs: readInt(p, qemuRaw, 'readyTimeoutMs', 20000, { min: 100, max: 600000, prefix: 'qemu.' }),
     quitGraceMs: readInt(p, qemuRaw, 'quitGraceMs', 5000, { min: 0, max: 600000, prefix: 'qemu.' }),
@@ -210,16 +233,18 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
   // Absolute paths: a PATH lookup could find another program of the same name first
   // (npm puts node_modules/.bin first, where an unrelated "nft" lives) and the rules would not load.
+  const tool = (key: string, fallback: string) =>
+    readString(p, netRaw, key, fallback, { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' });
   const guestNetwork = {
     allow: cidrList('allow', []),
     deny: cidrList('deny', DEFAULT_DENY),
-    ip: readString(p, netRaw, 'ip', '/usr/sbin/ip', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    nsenter: readString(p, netRaw, 'nsenter', '/usr/bin/nsenter', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    unshare: readString(p, netRaw, 'unshare', '/usr/bin/unshare', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    umount: readString(p, netRaw, 'umount', '/usr/bin/umount', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    nft: readString(p, netRaw, 'nft', '/usr/sbin/nft', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    pasta: readString(p, netRaw, 'pasta', '/usr/bin/pasta', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
-    socat: readString(p, netRaw, 'socat', '/usr/bin/socat', { prefix: 'guestNetwork.', pattern: /^\//, expectation: 'an absolute path' }),
+    ip: tool('ip', '/usr/sbin/ip'),
+    nsenter: tool('nsenter', '/usr/bin/nsenter'),
+    unshare: tool('unshare', '/usr/bin/unshare'),
+    umount: tool('umount', '/usr/bin/umount'),
+    nft: tool('nft', '/usr/sbin/nft'),
+    pasta: tool('pasta', '/usr/bin/pasta'),
+    socat: tool('socat', '/usr/bin/socat'),
   };
 
   const limitsRaw = section(p, top, 'limits');
@@ -229,7 +254,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     maxSessions: readInt(p, limitsRaw, 'maxSessions', 10, { ...lp, min: 0, max: 10000 }),
     maxSessionsPerUser: readInt(p, limitsRaw, 'maxSessionsPerUser', 3, { ...lp, min: 0, max: 10000 }),
     maxCpusPerSession: readInt(p, limitsRaw, 'maxCpusPerSession', 4, { ...lp, min: 1, max: 1024 }),
-    maxMemoryMiBPerSession: readInt(p, limitsRaw, 'maxMemoryMiBPerSession', 8192, { ...lp, min: 16, max: 16 * 1024 * 1024 }),
+    maxMemoryMiBPerSession: readInt(
+      p, limitsRaw, 'maxMemoryMiBPerSession', 8192, { ...lp, min: 16, max: 16 * 1024 * 1024 },
+    ),
     minLifetimeS: readInt(p, limitsRaw, 'minLifetimeS', 300, { ...lp, min: 1, max: 365 * 86400 }),
     defaultLifetimeS: readInt(p, limitsRaw, 'defaultLifetimeS', 4 * 3600, { ...lp, min: 1, max: 365 * 86400 }),
     maxLifetimeS: readInt(p, limitsRaw, 'maxLifetimeS', 24 * 3600, { ...lp, min: 1, max: 365 * 86400 }),
@@ -242,15 +269,23 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     maxGpusPerSession: readInt(p, limitsRaw, 'maxGpusPerSession', 1, { ...lp, min: 0, max: 16 }),
     maxGpusPerUser: readInt(p, limitsRaw, 'maxGpusPerUser', 1, { ...lp, min: 0, max: 64 }),
   };
-  if (limits.minLifetimeS > limits.maxLifetimeS) p.note(`limits.minLifetimeS (${limits.minLifetimeS}) must not exceed limits.maxLifetimeS (${limits.maxLifetimeS})`);
+  if (limits.minLifetimeS > limits.maxLifetimeS) {
+    p.note(`limits.minLifetimeS (${limits.minLifetimeS}) must not exceed limits.maxLifetimeS (${limits.maxLifetimeS})`);
+  }
   if (limits.defaultLifetimeS < limits.minLifetimeS || limits.defaultLifetimeS > limits.maxLifetimeS) {
-    p.note(`limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS (${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`);
+    p.note(
+      `limits.defaultLifetimeS (${limits.defaultLifetimeS}) must lie between limits.minLifetimeS (` +
+        `${limits.minLifetimeS}) and limits.maxLifetimeS (${limits.maxLifetimeS})`
+    );
   }
 
   const purgeRaw = section(p, top, 'purge');
   rejectUnknownKeys(p, purgeRaw, 'purge.', ['schedule', 'endedRetentionS']);
   const purge = {
-    schedule: readString(p, purgeRaw, 'schedule', '* * * * *', { prefix: 'purge.', pattern: /^[\d*/,\- ]+$/, expectation: 'a cron expression (5 or 6 fields)' }),
+    schedule: readString(
+      p, purgeRaw, 'schedule', '* * * * *',
+      { prefix: 'purge.', pattern: /^[\d*/,\- ]+$/, expectation: 'a cron expression (5 or 6 fields)' },
+    ),
     endedRetentionS: readInt(p, purgeRaw, 'endedRetentionS', 7 * 86400, { prefix: 'purge.', min: 0 }),
   };
   const fields = purge.schedule.trim().split(/\s+/).length;
@@ -261,7 +296,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const sessions = {
     oneShotDefault: readBool(p, sessionsRaw, 'oneShotDefault', false, 'sessions.'),
     oneShotGraceS: readInt(p, sessionsRaw, 'oneShotGraceS', 30, { prefix: 'sessions.', min: 0, max: 86400 }),
-    warnBeforeS: [...readIntList(p, sessionsRaw, 'warnBeforeS', [3600, 900, 300], { prefix: 'sessions.', min: 1, max: 30 * 86400 })].sort((a, b) => b - a),
+    warnBeforeS: [
+      ...readIntList(p, sessionsRaw, 'warnBeforeS', [3600, 900, 300], { prefix: 'sessions.', min: 1, max: 30 * 86400 })
+    ].sort((a, b) => b - a),
     extendStepS: readInt(p, sessionsRaw, 'extendStepS', 3600, { prefix: 'sessions.', min: 60, max: 30 * 86400 }),
   };
 
@@ -270,7 +307,9 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const rootsRaw = guestRaw.shareRoots;
   let shareRoots: string[] = [];
   if (rootsRaw !== undefined && rootsRaw !== null) {
-    if (!Array.isArray(rootsRaw) || !rootsRaw.every((r) => typeof r === 'string' && r.length > 0)) p.add('guest.shareRoots', 'a list of directories', rootsRaw);
+    if (!Array.isArray(rootsRaw) || !rootsRaw.every((r) => typeof r === 'string' && r.length > 0)) {
+      p.add('guest.shareRoots', 'a list of directories', rootsRaw);
+    }
     else shareRoots = rootsRaw.map((r: string) => path.resolve(baseDir, r));
   }
   const guestScripts = readBootScripts(p, guestRaw, baseDir, file ?? '(embedded defaults)', 'guest.');
@@ -295,8 +334,13 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
   const gpu = {
     sysfsRoot: path.resolve(baseDir, readString(p, gpuRaw, 'sysfsRoot', '/', { prefix: 'gpu.' })),
-    exclude: stringList(gpuRaw, 'exclude', 'gpu.', /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/, 'a list of PCI addresses like 0000:01:00.0') ?? [],
-    machines: stringList(gpuRaw, 'machines', 'gpu.', /^[a-z0-9][a-z0-9._-]{0,63}$/, 'a list of machine names, or null for all'),
+    exclude: stringList(
+      gpuRaw, 'exclude', 'gpu.', /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/,
+      'a list of PCI addresses like 0000:01:00.0',
+    ) ?? [],
+    machines: stringList(
+      gpuRaw, 'machines', 'gpu.', /^[a-z0-9][a-z0-9._-]{0,63}$/, 'a list of machine names, or null for all',
+    ),
   };
 
   const balloonRaw = section(p, top, 'balloon');
@@ -307,7 +351,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const bridgeRaw = section(p, top, 'bridge');
-  rejectUnknownKeys(p, bridgeRaw, 'bridge.', ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard']);
+  rejectUnknownKeys(
+    p, bridgeRaw, 'bridge.',
+    ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard'],
+  );
   // QEMU's VNC server takes at most 32 clients per display; the session cap stays below that.
   const bridge = {
     maxViewersPerLink: readInt(p, bridgeRaw, 'maxViewersPerLink', 8, { prefix: 'bridge.', min: 1, max: 31 }),
@@ -317,13 +364,18 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     viewOnlyClipboard: readBool(p, bridgeRaw, 'viewOnlyClipboard', false, 'bridge.'),
   };
   if (bridge.reservedControlViewers >= bridge.maxViewersPerSession) {
-    p.note(`bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`);
+    p.note(
+      `bridge.reservedControlViewers (${bridge.reservedControlViewers}) must be less than ` +
+        `bridge.maxViewersPerSession (${bridge.maxViewersPerSession}), or no view-only viewer could ever connect`
+    );
   }
 
   const auth = parseAuthConfig(p, top, baseDir);
 
   const mailRaw = section(p, top, 'mail');
-  rejectUnknownKeys(p, mailRaw, 'mail.', ['smtpHost', 'smtpPort', 'smtpSecure', 'smtpStartTls', 'smtpUser', 'smtpPassword', 'from']);
+  rejectUnknownKeys(
+    p, mailRaw, 'mail.', ['smtpHost', 'smtpPort', 'smtpSecure', 'smtpStartTls', 'smtpUser', 'smtpPassword', 'from'],
+  );
   const mail = {
     smtpHost: readOptionalString(p, mailRaw, 'smtpHost', { prefix: 'mail.' }),
     smtpPort: readInt(p, mailRaw, 'smtpPort', 25, { prefix: 'mail.', min: 1, max: 65535 }),
@@ -336,7 +388,11 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
 
   const logRaw = section(p, top, 'log');
   rejectUnknownKeys(p, logRaw, 'log.', ['level']);
-  const log = { level: readEnum(p, logRaw, 'level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'log.') };
+  const log = {
+    level: readEnum(
+      p, logRaw, 'level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'log.',
+    )
+  };
 
   const config: Config = {
     source: file,

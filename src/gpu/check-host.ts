@@ -40,7 +40,9 @@ export function parseProcLimitsMemlock(text: string): MemlockBytes | null {
   return m[1] === 'unlimited' ? 'unlimited' : /^\d+$/.test(m[1]!) ? Number(m[1]) : null;
 }
 
-const SUFFIX: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5, E: 1024 ** 6 };
+const SUFFIX: Record<string, number> = {
+  '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5, E: 1024 ** 6,
+};
 
 /**
  * LimitMEMLOCK= of systemd unit texts given in the order systemd reads them
@@ -75,15 +77,21 @@ export function parseProcStatusIdentity(text: string): { uid: number; gids: numb
 }
 
 /** Whether uid/gids may open a device node read-write (classic Unix permission bits; root always may). */
-export function mayReadWrite(stat: { mode: number; uid: number; gid: number }, who: { uid: number; gids: readonly number[] }): boolean {
+export function mayReadWrite(
+  stat: { mode: number; uid: number; gid: number }, who: { uid: number; gids: readonly number[] },
+): boolean {
   if (who.uid === 0) return true;
-  const bits = who.uid === stat.uid ? (stat.mode >> 6) & 7 : who.gids.includes(stat.gid) ? (stat.mode >> 3) & 7 : stat.mode & 7;
+  const bits = who.uid === stat.uid
+    ? (stat.mode >> 6) & 7
+    : who.gids.includes(stat.gid) ? (stat.mode >> 3) & 7 : stat.mode & 7;
   return (bits & 6) === 6;
 }
 
 /** The main pid of the broker's systemd unit, or null (not installed, not running, no systemd). */
 export function systemdMainPid(unit = SYSTEMD_UNIT): number | null {
-  const out = spawnSync('systemctl', ['show', '--property=MainPID', '--value', unit], { encoding: 'utf8', timeout: 3000 });
+  const out = spawnSync(
+    'systemctl', ['show', '--property=MainPID', '--value', unit], { encoding: 'utf8', timeout: 3000 },
+  );
   // No systemctl (ENOENT), or not running: there is no broker pid to read.
   if (out.error || out.status !== 0) return null;
   const pid = Number(out.stdout.trim());
@@ -104,12 +112,16 @@ function readOrNull(file: string): string | null {
  * and last this qwdctl process (right only when the broker is started from
  * the same login shell).
  */
-export function readBrokerMemlock(opts: { brokerPid?: number | null; unitFile?: string; procRoot?: string } = {}): MemlockReading {
+export function readBrokerMemlock(
+  opts: { brokerPid?: number | null; unitFile?: string; procRoot?: string } = {}
+): MemlockReading {
   const procRoot = opts.procRoot ?? '/proc';
   if (opts.brokerPid) {
     const file = path.join(procRoot, String(opts.brokerPid), 'limits');
     const text = readOrNull(file);
-    if (text !== null) return { bytes: parseProcLimitsMemlock(text), source: `the running broker (pid ${opts.brokerPid}, ${file})` };
+    if (text !== null) {
+      return { bytes: parseProcLimitsMemlock(text), source: `the running broker (pid ${opts.brokerPid}, ${file})` };
+    }
   }
   const unitFile = opts.unitFile ?? INSTALLED_UNIT;
   const unit = readOrNull(unitFile);
@@ -117,23 +129,42 @@ export function readBrokerMemlock(opts: { brokerPid?: number | null; unitFile?: 
     const dropInDir = `${unitFile}.d`;
     const dropIns = (() => {
       try {
-        return fs.readdirSync(dropInDir).filter((f) => f.endsWith('.conf')).sort().map((f) => readOrNull(path.join(dropInDir, f)) ?? '');
+        return fs.readdirSync(dropInDir).filter((f) => f.endsWith('.conf')).sort()
+          .map((f) => readOrNull(path.join(dropInDir, f)) ?? '');
       } catch {
         return []; // no drop-in directory
       }
     })();
     const bytes = parseUnitMemlock(unit, ...dropIns);
-    if (bytes === undefined) return { bytes: null, source: `LimitMEMLOCK in ${unitFile} (not set there: systemd's DefaultLimitMEMLOCK applies, usually 8 MiB)` };
-    return { bytes, source: `LimitMEMLOCK in ${unitFile}${dropIns.length ? ' and its drop-ins' : ''} (the broker is not running; restart it after a change)` };
+    if (bytes === undefined) {
+      return {
+        bytes: null,
+        source: `LimitMEMLOCK in ${unitFile} (not set there: systemd's DefaultLimitMEMLOCK applies, usually 8 MiB)`,
+      };
+    }
+    return {
+      bytes,
+      source: `LimitMEMLOCK in ${unitFile}${dropIns.length ? ' and its drop-ins' : ''} (the broker is not running; ` +
+        `restart it after a change)`,
+    };
   }
   const self = readOrNull(path.join(procRoot, 'self/limits'));
-  return { bytes: self === null ? null : parseProcLimitsMemlock(self), source: `this qwdctl process (no running broker and no ${unitFile}; a broker started from this shell gets the same)` };
+  return {
+    bytes: self === null ? null : parseProcLimitsMemlock(self),
+    source: `this qwdctl process (no running broker and no ${unitFile}; a broker started from this shell gets the ` +
+      `same)`,
+  };
 }
 
 const MiB = 1048576;
+const IOMMU_PT_NOTE = ' (iommu=pt is not on the kernel command line: optional, it spares host devices the DMA ' +
+  'translation)';
 const showBytes = (b: MemlockBytes) => (b === 'unlimited' ? 'unlimited' : `${Math.floor(b / MiB)} MiB`);
 
-export function checkVfioHost(root: string, largestGuestMiB: number, memlock: MemlockReading, opts: { usableGroups?: readonly string[]; broker?: ProcessIdentity | null } = {}): HostCheck[] {
+export function checkVfioHost(
+  root: string, largestGuestMiB: number, memlock: MemlockReading,
+  opts: { usableGroups?: readonly string[]; broker?: ProcessIdentity | null } = {},
+): HostCheck[] {
   const at = (p: string) => path.join(root, p);
   const groups = (() => {
     try {
@@ -147,19 +178,26 @@ export function checkVfioHost(root: string, largestGuestMiB: number, memlock: Me
     {
       name: 'IOMMU enabled',
       ok: groups > 0,
-      detail: groups > 0 ? `${groups} IOMMU groups${/(^|\s)iommu=pt(\s|$)/.test(cmdline) ? '' : ' (iommu=pt is not on the kernel command line: optional, it spares host devices the DMA translation)'}` : 'no IOMMU groups in /sys/kernel/iommu_groups',
-      fix: 'enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup; on Intel add intel_iommu=on iommu=pt to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub (on AMD the IOMMU is on once the firmware enables it: add iommu=pt only), run update-grub and reboot',
+      detail: groups > 0
+        ? `${groups} IOMMU groups${/(^|\s)iommu=pt(\s|$)/.test(cmdline) ? '' : IOMMU_PT_NOTE}`
+        : 'no IOMMU groups in /sys/kernel/iommu_groups',
+      fix: 'enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup; on Intel add intel_iommu=on iommu=pt to ' +
+        'GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub (on AMD the IOMMU is on once the firmware enables it: add ' +
+        'iommu=pt only), run update-grub and reboot',
     },
     {
       name: 'vfio-pci module loaded',
       ok: fs.existsSync(at('sys/module/vfio_pci')),
       detail: fs.existsSync(at('sys/module/vfio_pci')) ? 'vfio_pci is loaded' : 'vfio_pci is not loaded',
-      fix: 'grep -qx vfio-pci /etc/modules-load.d/vfio.conf || echo vfio-pci >> /etc/modules-load.d/vfio.conf; modprobe vfio-pci (see GPU.md for binding the GPU at boot)',
+      fix: 'grep -qx vfio-pci /etc/modules-load.d/vfio.conf || echo vfio-pci >> /etc/modules-load.d/vfio.conf; ' +
+        'modprobe vfio-pci (see GPU.md for binding the GPU at boot)',
     },
     {
       name: 'VFIO IOMMU driver',
       ok: fs.existsSync(at('sys/module/vfio_iommu_type1')),
-      detail: fs.existsSync(at('sys/module/vfio_iommu_type1')) ? 'vfio_iommu_type1 is loaded' : 'vfio_iommu_type1 is not loaded',
+      detail: fs.existsSync(
+        at('sys/module/vfio_iommu_type1')
+      ) ? 'vfio_iommu_type1 is loaded' : 'vfio_iommu_type1 is not loaded',
       fix: 'modprobe vfio_iommu_type1 (loaded automatically with vfio-pci on Debian 12)',
     },
     {
@@ -172,7 +210,9 @@ export function checkVfioHost(root: string, largestGuestMiB: number, memlock: Me
   const usableGroups = opts.usableGroups ?? [];
   if (usableGroups.length) {
     const who = opts.broker ?? null;
-    const whoText = who?.pid ? `the broker (pid ${who.pid}, uid ${who.uid})` : `this qwdctl process (uid ${process.getuid?.() ?? '?'}; the broker's user needs the same)`;
+    const whoText = who?.pid
+      ? `the broker (pid ${who.pid}, uid ${who.uid})`
+      : `this qwdctl process (uid ${process.getuid?.() ?? '?'}; the broker's user needs the same)`;
     const problems = usableGroups.flatMap((g) => {
       const node = at(`dev/vfio/${g}`);
       let stat: fs.Stats;
@@ -192,8 +232,12 @@ export function checkVfioHost(root: string, largestGuestMiB: number, memlock: Me
     checks.push({
       name: '/dev/vfio/<group> access',
       ok: problems.length === 0,
-      detail: `${problems.length ? problems.join(', ') : usableGroups.map((g) => `/dev/vfio/${g}`).join(', ') + ' read-write'} (checked for ${whoText})`,
-      fix: 'a group node appears when all of the group is bound to vfio-pci; give the service user access with a udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group (GPU.md, "Device access")',
+      detail: `${problems.length
+        ? problems.join(', ')
+        : usableGroups.map((g) => `/dev/vfio/${g}`).join(', ') + ' read-write'} (checked for ${whoText})`,
+      fix: 'a group node appears when all of the group is bound to vfio-pci; give the service user access with a ' +
+        'udev rule (SUBSYSTEM=="vfio", GROUP="kvm", MODE="0660") and add the user to that group (GPU.md, "Device ' +
+        'access")',
     });
   }
   const needBytes = largestGuestMiB * MiB;
@@ -201,8 +245,12 @@ export function checkVfioHost(root: string, largestGuestMiB: number, memlock: Me
   checks.push({
     name: 'memlock limit',
     ok: memlockOk,
-    detail: `${memlock.bytes === null ? 'unknown' : showBytes(memlock.bytes)} (the largest guest needs ${largestGuestMiB} MiB locked); checked: ${memlock.source}`,
-    fix: 'VFIO pins all guest memory and QEMU inherits the broker\'s limit: set LimitMEMLOCK=infinity in the [Service] section of the broker\'s systemd unit (etc/systemd/qemu-web-desktop.service has it), then systemctl daemon-reload and restart it. /etc/security/limits.d/ applies only to PAM logins (a broker started from a login shell), not to services',
+    detail: `${memlock.bytes === null ? 'unknown' : showBytes(memlock.bytes)} (the largest guest needs ` +
+      `${largestGuestMiB} MiB locked); checked: ${memlock.source}`,
+    fix: 'VFIO pins all guest memory and QEMU inherits the broker\'s limit: set LimitMEMLOCK=infinity in the ' +
+      '[Service] section of the broker\'s systemd unit (etc/systemd/qemu-web-desktop.service has it), then systemctl ' +
+      'daemon-reload and restart it. /etc/security/limits.d/ applies only to PAM logins (a broker started from a ' +
+      'login shell), not to services',
   });
   return checks;
 }

@@ -17,6 +17,8 @@ export function holderOf(gpu: Pick<GpuDevice, 'functions'>, held: HeldFunctions)
 }
 
 /** Usable units none of whose functions is claimed, in discovery order. */
-export function freeGpus<T extends Pick<GpuDevice, 'functions' | 'usable'>>(gpus: readonly T[], held: HeldFunctions): T[] {
+export function freeGpus<T extends Pick<GpuDevice, 'functions' | 'usable'>>(
+  gpus: readonly T[], held: HeldFunctions,
+): T[] {
   return gpus.filter((g) => g.usable && holderOf(g, held) === null);
 }

@@ -77,8 +77,14 @@ export function discoverGpus(root = '/', exclude: readonly string[] = []): GpuDe
     if (seen) continue; // a second GPU of an already listed group: it is part of that unit
     const base = { ...fn, iommuGroup: group, displayFunctions: [address], functions: [fn] };
     if (!group) {
-      if (exclude.includes(address)) units.push({ ...base, usable: false, reason: 'excluded by gpu.exclude in the config' });
-      else units.push({ ...base, usable: false, reason: 'no IOMMU group: the IOMMU is off (enable VT-d or AMD-Vi/IOMMU in the firmware; on Intel add intel_iommu=on to the kernel command line)' });
+      if (exclude.includes(address)) {
+        units.push({ ...base, usable: false, reason: 'excluded by gpu.exclude in the config' });
+      }
+      else units.push({
+        ...base, usable: false,
+        reason: 'no IOMMU group: the IOMMU is off (enable VT-d or AMD-Vi/IOMMU in the firmware; on Intel add ' +
+          'intel_iommu=on to the kernel command line)',
+      });
       continue;
     }
     let members: string[];
@@ -87,18 +93,23 @@ export function discoverGpus(root = '/', exclude: readonly string[] = []): GpuDe
     } catch {
       members = [address]; // unreadable group listing: the GPU alone is what we know of
     }
-    const endpoints = members.map((m) => (m === address ? fn : readPciFunction(root, m))).filter((m) => !PCI_BRIDGE.test(m.classCode));
+    const endpoints = members.map((m) => (m === address ? fn : readPciFunction(root, m)))
+      .filter((m) => !PCI_BRIDGE.test(m.classCode));
     const displays = endpoints.filter(isDisplay);
     if (!displays.some((d) => d.address === address)) displays.unshift(fn);
     const functions = [...displays, ...endpoints.filter((m) => !isDisplay(m))];
     const displayFunctions = displays.map((d) => d.address);
     const excluded = functions.filter((m) => exclude.includes(m.address));
     const notVfio = functions.filter((m) => m.driver !== 'vfio-pci');
-    const shared = displayFunctions.length > 1 ? ` (GPUs ${displayFunctions.join(', ')} share IOMMU group ${group} and are passed together)` : '';
+    const shared = displayFunctions.length > 1
+      ? ` (GPUs ${displayFunctions.join(', ')} share IOMMU group ${group} and are passed together)`
+      : '';
     const reason = excluded.length
       ? `excluded by gpu.exclude in the config (${excluded.map((m) => m.address).join(', ')} of IOMMU group ${group})`
       : notVfio.length
-        ? `IOMMU group ${group} has ${notVfio.map((m) => `${m.address} bound to ${m.driver ?? 'no driver'}`).join(', ')}; every device of the group must be bound to vfio-pci${shared}`
+        ? `IOMMU group ${group} has ` +
+          `${notVfio.map((m) => `${m.address} bound to ${m.driver ?? 'no driver'}`).join(', ')}; every device of the ` +
+          `group must be bound to vfio-pci${shared}`
         : '';
     const unit: GpuDevice = { ...base, displayFunctions, functions, usable: reason === '', reason };
     byGroup.set(group, unit);

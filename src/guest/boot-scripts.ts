@@ -22,7 +22,9 @@ export interface ResolvedScript {
 export const MAX_SCRIPT_BYTES = 64 * 1024;
 
 /** Declarative conditions: every listed dimension must match (empty/absent = any). */
-export function scriptApplies(decl: ScriptDecl, who: { machine: string; user: string; groups: readonly string[] }): boolean {
+export function scriptApplies(
+  decl: ScriptDecl, who: { machine: string; user: string; groups: readonly string[] },
+): boolean {
   const w = decl.when;
   if (!w) return true;
   if (w.machines?.length && !w.machines.includes(who.machine)) return false;
@@ -33,13 +35,19 @@ export function scriptApplies(decl: ScriptDecl, who: { machine: string; user: st
 
 /** Length and character checks: text, UTF-8, no NUL or other control characters but tab/newline. */
 export function checkScriptText(text: string, what: string): void {
-  if (Buffer.byteLength(text) > MAX_SCRIPT_BYTES) throw new ValidationError(`${what} is too long (at most ${MAX_SCRIPT_BYTES / 1024} KiB)`);
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\r\n/g, '\n'))) throw new ValidationError(`${what} contains control characters; only text is accepted`);
+  if (Buffer.byteLength(text) > MAX_SCRIPT_BYTES) {
+    throw new ValidationError(`${what} is too long (at most ${MAX_SCRIPT_BYTES / 1024} KiB)`);
+  }
+  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\r\n/g, '\n'))) {
+    throw new ValidationError(`${what} contains control characters; only text is accepted`);
+  }
   if (text.trim() === '') throw new ValidationError(`${what} is empty`);
 }
 
-export function resolveScripts(decls: readonly ScriptDecl[], who: { machine: string; user: string; groups: readonly string[] }, values: Substitutions, userScript: string | null): ResolvedScript[] {
+export function resolveScripts(
+  decls: readonly ScriptDecl[], who: { machine: string; user: string; groups: readonly string[] },
+  values: Substitutions, userScript: string | null,
+): ResolvedScript[] {
   const out: ResolvedScript[] = [];
   decls.forEach((decl, i) => {
     if (!scriptApplies(decl, who)) return;
@@ -49,7 +57,11 @@ export function resolveScripts(decls: readonly ScriptDecl[], who: { machine: str
       try {
         text = fs.readFileSync(decl.file, 'utf8');
       } catch (err) {
-        throw new QwdError('QWD_MACHINE_INVALID', `${decl.source}: boot script ${decl.file} cannot be read (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err });
+        throw new QwdError(
+          'QWD_MACHINE_INVALID',
+          `${decl.source}: boot script ${decl.file} cannot be read (${(err as NodeJS.ErrnoException).code ?? err})`,
+          { cause: err },
+        );
       }
       name = path.basename(decl.file);
     } else {
@@ -86,7 +98,9 @@ export function cloudInitUserData(scripts: readonly ResolvedScript[], boundary =
     '',
     asShellScript(s.text),
   ].join('\n'));
-  return [`Content-Type: multipart/mixed; boundary="${boundary}"`, 'MIME-Version: 1.0', '', ...parts, `--${boundary}--`, ''].join('\n');
+  return [
+    `Content-Type: multipart/mixed; boundary="${boundary}"`, 'MIME-Version: 1.0', '', ...parts, `--${boundary}--`, '',
+  ].join('\n');
 }
 
 export function cloudInitMetaData(sessionId: string, machine: string): string {

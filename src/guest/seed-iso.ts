@@ -7,13 +7,22 @@ import path from 'node:path';
 import { runTool } from '../qemu/run-tool.js';
 import { asShellScript, cloudInitMetaData, cloudInitUserData, type ResolvedScript } from './boot-scripts.js';
 
-export async function buildSeedIso(genisoimage: string, runDir: string, sessionId: string, machine: string, scripts: readonly ResolvedScript[]): Promise<string> {
+export async function buildSeedIso(
+  genisoimage: string, runDir: string, sessionId: string, machine: string, scripts: readonly ResolvedScript[],
+): Promise<string> {
   const dir = path.join(runDir, 'cidata');
   await fsp.mkdir(dir, { mode: 0o700 });
   await fsp.writeFile(path.join(dir, 'user-data'), cloudInitUserData(scripts), { mode: 0o600 });
   await fsp.writeFile(path.join(dir, 'meta-data'), cloudInitMetaData(sessionId, machine), { mode: 0o600 });
   const iso = path.join(runDir, 'seed.iso');
-  await runTool(genisoimage, ['-quiet', '-output', iso, '-volid', 'cidata', '-joliet', '-rock', path.join(dir, 'user-data'), path.join(dir, 'meta-data')], { timeoutMs: 30000, errorCode: 'QWD_LAUNCH_FAILED', installHint: 'install the Debian package genisoimage' });
+  await runTool(
+    genisoimage,
+    [
+      '-quiet', '-output', iso, '-volid', 'cidata', '-joliet', '-rock', path.join(dir, 'user-data'),
+      path.join(dir, 'meta-data'),
+    ],
+    { timeoutMs: 30000, errorCode: 'QWD_LAUNCH_FAILED', installHint: 'install the Debian package genisoimage' },
+  );
   return iso;
 }
 
@@ -22,7 +31,9 @@ export function virtCustomizeArgv(overlay: string, scriptFiles: readonly string[
   return ['--format', 'qcow2', '-a', overlay, '--no-network', ...scriptFiles.flatMap((f) => ['--firstboot', f])];
 }
 
-export async function applyVirtCustomize(virtCustomize: string, runDir: string, overlay: string, scripts: readonly ResolvedScript[]): Promise<void> {
+export async function applyVirtCustomize(
+  virtCustomize: string, runDir: string, overlay: string, scripts: readonly ResolvedScript[],
+): Promise<void> {
   const dir = path.join(runDir, 'firstboot');
   await fsp.mkdir(dir, { mode: 0o700 });
   const files: string[] = [];
@@ -31,5 +42,11 @@ export async function applyVirtCustomize(virtCustomize: string, runDir: string, 
     await fsp.writeFile(file, asShellScript(s.text), { mode: 0o700 });
     files.push(file);
   }
-  await runTool(virtCustomize, virtCustomizeArgv(overlay, files), { timeoutMs: 600000, errorCode: 'QWD_LAUNCH_FAILED', installHint: 'install the Debian package guestfs-tools, or use delivery: cloud-init' });
+  await runTool(
+    virtCustomize, virtCustomizeArgv(overlay, files),
+    {
+      timeoutMs: 600000, errorCode: 'QWD_LAUNCH_FAILED',
+      installHint: 'install the Debian package guestfs-tools, or use delivery: cloud-init',
+    },
+  );
 }

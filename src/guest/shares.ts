@@ -18,7 +18,9 @@ export interface ResolvedShare {
   readonly: boolean;
 }
 
-export function resolveShares(decls: readonly ShareDecl[], roots: readonly string[], values: Substitutions): ResolvedShare[] {
+export function resolveShares(
+  decls: readonly ShareDecl[], roots: readonly string[], values: Substitutions,
+): ResolvedShare[] {
   const realRoots = roots.map((r) => {
     try {
       return fs.realpathSync(r);
@@ -30,18 +32,27 @@ export function resolveShares(decls: readonly ShareDecl[], roots: readonly strin
   const tags = new Set<string>();
   for (const decl of decls) {
     const wanted = substitute(decl.path, values);
-    if (!path.isAbsolute(wanted)) throw new ValidationError(`host folder ${JSON.stringify(wanted)} must be an absolute path`);
-    if (wanted.split('/').includes('..')) throw new ValidationError(`host folder ${JSON.stringify(wanted)} must not contain ".."`);
+    if (!path.isAbsolute(wanted)) {
+      throw new ValidationError(`host folder ${JSON.stringify(wanted)} must be an absolute path`);
+    }
+    if (wanted.split('/').includes('..')) {
+      throw new ValidationError(`host folder ${JSON.stringify(wanted)} must not contain ".."`);
+    }
     let real: string;
     try {
       real = fs.realpathSync(wanted);
     } catch {
       if (!decl.required) continue;
-      throw new ValidationError(`the host folder ${wanted} (shared as "${decl.tag}") does not exist; ask the administrators to create it`);
+      throw new ValidationError(
+        `the host folder ${wanted} (shared as "${decl.tag}") does not exist; ask the administrators to create it`
+      );
     }
     if (!fs.statSync(real).isDirectory()) throw new ValidationError(`the host folder ${wanted} is not a directory`);
     if (!realRoots.some((root) => real === root || real.startsWith(root + path.sep))) {
-      throw new ValidationError(`the host folder ${wanted} resolves to ${real}, outside the allowed roots (${roots.join(', ') || 'none configured'})`);
+      throw new ValidationError(
+        `the host folder ${wanted} resolves to ${real}, outside the allowed roots (` +
+          `${roots.join(', ') || 'none configured'})`
+      );
     }
     if (tags.has(decl.tag)) throw new ValidationError(`two host folders use the mount tag "${decl.tag}"`);
     tags.add(decl.tag);

@@ -15,5 +15,6 @@ export function substitute(text: string, values: Substitutions): string {
   for (const [key, value] of Object.entries(values)) {
     if (!SAFE.test(value)) throw new Error(`refusing to substitute unsafe ${key} ${JSON.stringify(value)}`);
   }
-  return text.replaceAll('@USER@', values.user).replaceAll('@SESSION_NAME@', values.sessionId).replaceAll('@VM@', values.machine);
+  return text.replaceAll('@USER@', values.user).replaceAll('@SESSION_NAME@', values.sessionId)
+    .replaceAll('@VM@', values.machine);
 }

@@ -79,7 +79,7 @@ export class LocalLauncher implements Launcher {
 
   constructor(private readonly opts: LocalLauncherOptions) {}
 
-  async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<VmHandle> {
+  async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<LocalHandle> {
     const { config, log } = this.opts;
     this.assertInsideRunRoot(spec.runDir);
     await fsp.mkdir(path.dirname(spec.runDir), { recursive: true, mode: 0o700 });
@@ -88,7 +88,9 @@ export class LocalLauncher implements Launcher {
     let networkConnected: Promise<void> = Promise.resolve();
     try {
       // The pinned machine names the master by the real path that was checked (see overlay.ts).
-      const { machine } = await createOverlay(config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir);
+      const { machine } = await createOverlay(
+        config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir,
+      );
       const paths = vmPaths(spec.runDir);
       let seedIso: string | null = null;
       const scripts = spec.bootScripts?.scripts ?? [];
@@ -97,7 +99,12 @@ export class LocalLauncher implements Launcher {
       } else if (scripts.length) {
         await applyVirtCustomize(config.guest.virtCustomize, spec.runDir, paths.overlay, scripts);
       }
-      for (const s of scripts) log.info({ sessionId: spec.sessionId, script: s.name, source: s.source, delivery: spec.bootScripts!.delivery }, 'boot script applied');
+      for (const s of scripts) {
+        log.info(
+          { sessionId: spec.sessionId, script: s.name, source: s.source, delivery: spec.bootScripts!.delivery },
+          'boot script applied',
+        );
+      }
       // KVM runs only guests of the host's own architecture.
       const accel = machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
       const runAs = process.getuid?.() === 0 ? config.qemu.runAs : null;
@@ -111,7 +118,12 @@ export class LocalLauncher implements Launcher {
       if (config.qemu.network === 'user') {
         // nsenter would only report a missing QEMU after the namespace exists: look first.
         const resolved = findProgram(binary);
-        if (!resolved) throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: not found (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)`);
+        if (!resolved) {
+          throw new QwdError(
+            'QWD_LAUNCH_FAILED',
+            `cannot run ${binary}: not found (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)`,
+          );
+        }
         networkConnected = (await prepareGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork)).connected;
         command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
       }
@@ -127,7 +139,10 @@ export class LocalLauncher implements Launcher {
         spawned.once('spawn', () => resolve());
         spawned.once('error', reject);
       }).catch((err: Error) => {
-        throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: ${err.message}${(err as NodeJS.ErrnoException).code === 'ENOENT' ? ' (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)' : ''}`, { cause: err });
+        const hint = (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? ' (install qemu-system-x86 / qemu-system-arm, or set qemu.binaries)'
+          : '';
+        throw new QwdError('QWD_LAUNCH_FAILED', `cannot run ${binary}: ${err.message}${hint}`, { cause: err });
       });
       const pid = spawned.pid!;
       this.children.set(pid, entry);
@@ -135,7 +150,12 @@ export class LocalLauncher implements Launcher {
         entry.exit = { code, signal };
       });
       spawned.unref();
-      log.info({ sessionId: spec.sessionId, pid, accel, reason: this.opts.accel.reason, argv: [command.file, ...command.argv] }, 'qemu spawned');
+      log.info(
+        {
+          sessionId: spec.sessionId, pid, accel, reason: this.opts.accel.reason, argv: [command.file, ...command.argv],
+        },
+        'qemu spawned',
+      );
       await Promise.all([this.waitReady(spec, pid, entry, paths), networkConnected]);
       const startTime = readProcStat(pid)?.startTime ?? '';
       return {
@@ -157,17 +177,27 @@ export class LocalLauncher implements Launcher {
     }
   }
 
-  private async waitReady(spec: LaunchSpec, pid: number, entry: { exit: ExitInfo | null }, paths: VmPaths): Promise<void> {
+  private async waitReady(
+    spec: LaunchSpec, pid: number, entry: { exit: ExitInfo | null }, paths: VmPaths,
+  ): Promise<void> {
     const deadline = Date.now() + this.opts.config.qemu.readyTimeoutMs;
     const died = async () => {
       const tail = await readLogTail(path.join(spec.runDir, 'qemu.log'));
       const how = entry.exit?.signal ? `signal ${entry.exit.signal}` : `exit ${entry.exit?.code}`;
-      return new QwdError('QWD_LAUNCH_FAILED', `qemu for session ${spec.sessionId} exited during start-up (${how}): ${tail}`);
+      return new QwdError(
+        'QWD_LAUNCH_FAILED', `qemu for session ${spec.sessionId} exited during start-up (${how}): ${tail}`,
+      );
     };
     let qmpOk = false;
     for (let delay = 5; ; delay = Math.min(delay * 2, 50)) {
       if (entry.exit) throw await died();
-      if (Date.now() > deadline) throw new QwdError('QWD_LAUNCH_TIMEOUT', `qemu for session ${spec.sessionId} (pid ${pid}) was not ready within ${this.opts.config.qemu.readyTimeoutMs} ms`);
+      if (Date.now() > deadline) {
+        throw new QwdError(
+          'QWD_LAUNCH_TIMEOUT',
+          `qemu for session ${spec.sessionId} (pid ${pid}) was not ready within ` +
+            `${this.opts.config.qemu.readyTimeoutMs} ms`,
+        );
+      }
       try {
         if (!qmpOk && fs.existsSync(paths.qmpSocket)) {
           const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 2000 });
@@ -196,7 +226,10 @@ export class LocalLauncher implements Launcher {
     const promise = this.escalate(handle).then(async (outcome) => {
       // The VM is gone: so is its network (cleanup() repeats this, harmlessly).
       await tearDownGuestNetwork(this.opts.config.guestNetwork, handle.runDir).catch((err: Error) => {
-        this.opts.log.warn({ pid: handle.pid, err: err.message }, 'the guest network namespace could not be removed yet; cleanup retries');
+        this.opts.log.warn(
+          { pid: handle.pid, err: err.message },
+          'the guest network namespace could not be removed yet; cleanup retries',
+        );
       });
       return outcome;
     }).finally(() => {
@@ -212,7 +245,9 @@ export class LocalLauncher implements Launcher {
     if (!this.alive(handle)) return 'already-gone';
     this.monitors.get(handle.pid)?.endExpected();
     try {
-      await this.withQmp(handle, Math.min(2000, config.qemu.quitGraceMs || 1), (qmp) => qmp.quit(config.qemu.quitGraceMs));
+      await this.withQmp(
+        handle, Math.min(2000, config.qemu.quitGraceMs || 1), (qmp) => qmp.quit(config.qemu.quitGraceMs),
+      );
       if (await this.waitGone(handle, config.qemu.quitGraceMs)) return 'quit';
     } catch (err) {
       log.warn({ pid: handle.pid, err: (err as Error).message }, 'QMP quit failed; sending SIGTERM');
@@ -301,7 +336,9 @@ export class LocalLauncher implements Launcher {
   }
 
   /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */
-  private async withQmp<T>(handle: LocalHandle, connectTimeoutMs: number, fn: (client: QmpClient) => Promise<T>): Promise<T> {
+  private async withQmp<T>(
+    handle: LocalHandle, connectTimeoutMs: number, fn: (client: QmpClient) => Promise<T>,
+  ): Promise<T> {
     const monitor = this.monitors.get(handle.pid);
     const shared = monitor?.onCommandSocket ? await monitor.client() : null;
     if (shared) return fn(shared);
@@ -357,7 +394,9 @@ export class LocalLauncher implements Launcher {
     }
     const name = qemuProcessName(path.basename(runDir));
     if (!Number.isInteger(pid) || pid <= 1 || !isNamedProcess(pid, name)) return;
-    this.opts.log.warn({ pid, runDir }, 'qemu still running in a run dir being cleaned up (its start was abandoned); killing it');
+    this.opts.log.warn(
+      { pid, runDir }, 'qemu still running in a run dir being cleaned up (its start was abandoned); killing it',
+    );
     signalGroup(pid, 'SIGKILL');
     const deadline = Date.now() + 10000;
     while (isNamedProcess(pid, name)) {
@@ -369,7 +408,9 @@ export class LocalLauncher implements Launcher {
   private assertInsideRunRoot(runDir: string): void {
     const root = path.resolve(this.opts.config.runDir);
     const resolved = path.resolve(runDir);
-    if (path.dirname(resolved) !== root) throw new QwdError('QWD_INTERNAL', `refusing to use run dir ${runDir} outside ${root}`);
+    if (path.dirname(resolved) !== root) {
+      throw new QwdError('QWD_INTERNAL', `refusing to use run dir ${runDir} outside ${root}`);
+    }
   }
 
   private async waitGone(handle: LocalHandle, ms: number): Promise<boolean> {
@@ -401,7 +442,9 @@ export class LocalLauncher implements Launcher {
 }
 
 function asLocal(handle: VmHandle): LocalHandle {
-  if (handle.kind !== 'local') throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${handle.kind} handle`);
+  if (handle.kind !== 'local') {
+    throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${handle.kind} handle`);
+  }
   return handle;
 }
 
@@ -441,7 +484,9 @@ class QmpMonitor extends EventEmitter {
   private ending = false;
   private readonly closeWaiters = new Set<() => void>();
 
-  constructor(private readonly handle: LocalHandle, private readonly isAlive: () => boolean, private readonly log: Logger) {
+  constructor(
+    private readonly handle: LocalHandle, private readonly isAlive: () => boolean, private readonly log: Logger,
+  ) {
     super();
     const events = qmpEventsSocket(handle.runDir);
     this.onCommandSocket = !fs.existsSync(events);
@@ -472,7 +517,9 @@ class QmpMonitor extends EventEmitter {
       (err: Error) => {
         this.connecting = null;
         for (const done of [...this.closeWaiters]) done();
-        this.log.debug({ pid: this.handle.pid, socket: this.socketPath, err: err.message }, 'QMP monitor could not connect');
+        this.log.debug(
+          { pid: this.handle.pid, socket: this.socketPath, err: err.message }, 'QMP monitor could not connect',
+        );
         this.reconnectLater();
         return null;
       },

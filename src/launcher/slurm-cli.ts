@@ -32,9 +32,9 @@ export interface SlurmCliOptions {
 
 /** Slurm's job states (squeue(1) "JOB STATE CODES"); other strings may come from newer versions. */
 export type JobState =
-  | 'PENDING' | 'CONFIGURING' | 'RUNNING' | 'SUSPENDED' | 'COMPLETING' | 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'TIMEOUT'
-  | 'PREEMPTED' | 'NODE_FAIL' | 'BOOT_FAIL' | 'DEADLINE' | 'OUT_OF_MEMORY' | 'REQUEUED' | 'REQUEUE_HOLD' | 'REQUEUE_FED'
-  | 'RESIZING' | 'REVOKED' | 'SIGNALING' | 'SPECIAL_EXIT' | 'STAGE_OUT' | 'STOPPED'
+  | 'PENDING' | 'CONFIGURING' | 'RUNNING' | 'SUSPENDED' | 'COMPLETING' | 'COMPLETED' | 'CANCELLED' | 'FAILED'
+  | 'TIMEOUT' | 'PREEMPTED' | 'NODE_FAIL' | 'BOOT_FAIL' | 'DEADLINE' | 'OUT_OF_MEMORY' | 'REQUEUED' | 'REQUEUE_HOLD'
+  | 'REQUEUE_FED' | 'RESIZING' | 'REVOKED' | 'SIGNALING' | 'SPECIAL_EXIT' | 'STAGE_OUT' | 'STOPPED'
   | (string & {});
 
 export interface JobInfo {
@@ -82,9 +82,21 @@ const MAX_SLURM_MESSAGE_CHARS = 300;
 const JOB_ID = /^\d+(?:[_+]\d+)?$/;
 const SIGNAL = /^(?:SIG)?[A-Z][A-Z0-9]*$|^\d{1,2}$/;
 /** Slurm's words for "this job no longer exists or has already ended" (slurm_errno.c). */
-const JOB_GONE = /Invalid job id specified|Job has already finished|Job\/step already completing or completed|already completing or completed/i;
+const JOB_GONE = new RegExp([
+  'Invalid job id specified', 'Job has already finished', 'Job/step already completing or completed',
+  'already completing or completed',
+].join('|'), 'i');
+/** Slurm's words for "the controller cannot be reached". */
+const CONTROLLER_UNREACHABLE = new RegExp([
+  'Unable to contact slurm controller', 'Socket timed out', 'Connection refused', 'Zero Bytes were transmitted',
+].join('|'), 'i');
+/** Slurm's words for "this user or account may not use the partition". */
+const PARTITION_DENIED = new RegExp([
+  'Access/permission denied', "User's group not permitted to use this partition", 'not permitted to use this partition',
+].join('|'), 'i');
 /** All four commands are in Debian's slurm-client (bin/setup installs the slurm-wlm bundle). */
-const INSTALL_HINT = 'install the Debian package "slurm-client" (bin/setup installs "slurm-wlm"), or set slurm.binaries';
+const INSTALL_HINT = 'install the Debian package "slurm-client" (bin/setup installs "slurm-wlm"), or set ' +
+  'slurm.binaries';
 
 export class SlurmCli {
   private readonly env: NodeJS.ProcessEnv;
@@ -127,7 +139,8 @@ export class SlurmCli {
     if (result.code === 0) {
       const jobId = parseSbatchOutput(result.stdout);
       if (jobId) return jobId;
-      throw new QwdError('QWD_SLURM_FAILED', `sbatch ${argv.join(' ')} printed no job id: ${JSON.stringify(tail(result.stdout))}`, {
+      throw new QwdError('QWD_SLURM_FAILED', `sbatch ${argv.join(' ')} printed no job id: ` +
+        `${JSON.stringify(tail(result.stdout))}`, {
         userMessage: 'The cluster did not confirm the desktop\'s job; an administrator has been told.',
       });
     }
@@ -138,7 +151,10 @@ export class SlurmCli {
     });
   }
 
-  /** The job as `scontrol show job` sees it; null once Slurm no longer knows it (ended more than MinJobAge ago, or never existed). */
+  /**
+   * The job as `scontrol show job` sees it; null once Slurm no longer knows it (ended more than MinJobAge ago, or never
+   * existed).
+   */
   async jobInfo(jobId: string): Promise<JobInfo | null> {
     checkJobId(jobId);
     const args = ['show', 'job', '--oneliner', jobId];
@@ -148,7 +164,12 @@ export class SlurmCli {
       throw this.failure('scontrol', args, result);
     }
     const info = parseJobInfo(result.stdout, jobId);
-    if (!info) throw new QwdError('QWD_SLURM_FAILED', `scontrol ${args.join(' ')}: no line for job ${jobId} in ${JSON.stringify(tail(result.stdout))}`);
+    if (!info) {
+      throw new QwdError(
+        'QWD_SLURM_FAILED',
+        `scontrol ${args.join(' ')}: no line for job ${jobId} in ${JSON.stringify(tail(result.stdout))}`,
+      );
+    }
     return info;
   }
 
@@ -173,7 +194,9 @@ export class SlurmCli {
    */
   async cancel(jobId: string, opts: CancelOptions = {}): Promise<void> {
     checkJobId(jobId);
-    if (opts.signal !== undefined && !SIGNAL.test(opts.signal)) throw new QwdError('QWD_INTERNAL', `scancel: not a signal name: ${JSON.stringify(opts.signal)}`);
+    if (opts.signal !== undefined && !SIGNAL.test(opts.signal)) {
+      throw new QwdError('QWD_INTERNAL', `scancel: not a signal name: ${JSON.stringify(opts.signal)}`);
+    }
     const args = [
       ...(opts.signal === undefined ? [] : ['--state=RUNNING', `--signal=${opts.signal}`]),
       ...(opts.batchOnly ? ['--batch'] : []),
@@ -186,7 +209,9 @@ export class SlurmCli {
 
   /** Cancels every job of this name (the broker's names carry the session id, so at most one). */
   async cancelByName(name: string): Promise<void> {
-    if (!/^qwd-[A-Za-z0-9_-]{1,64}$/.test(name)) throw new QwdError('QWD_INTERNAL', `scancel --name: not a job name of ours: ${JSON.stringify(name)}`);
+    if (!/^qwd-[A-Za-z0-9_-]{1,64}$/.test(name)) {
+      throw new QwdError('QWD_INTERNAL', `scancel --name: not a job name of ours: ${JSON.stringify(name)}`);
+    }
     const args = [`--name=${name}`];
     const result = await this.exec('scancel', args);
     if (result.code !== 0) throw this.failure('scancel', args, result);
@@ -195,20 +220,27 @@ export class SlurmCli {
   /** Sets the job's time limit (whole minutes from its start); lengthening needs a Slurm operator or admin. */
   async setTimeLimit(jobId: string, minutes: number): Promise<void> {
     checkJobId(jobId);
-    if (!Number.isInteger(minutes) || minutes < 1) throw new QwdError('QWD_INTERNAL', `setTimeLimit: minutes must be a positive integer, got ${minutes}`);
+    if (!Number.isInteger(minutes) || minutes < 1) {
+      throw new QwdError('QWD_INTERNAL', `setTimeLimit: minutes must be a positive integer, got ${minutes}`);
+    }
     const args = ['update', `JobId=${jobId}`, `TimeLimit=${minutes}`];
     const result = await this.exec('scontrol', args);
     if (result.code === 0) return;
     const refusal = describeTimeLimitFailure(result.stderr || result.stdout, jobId, minutes);
-    throw new QwdError(refusal.code, `scontrol ${args.join(' ')} failed (${exitText(result)}): ${refusal.operatorMessage}`, {
+    throw new QwdError(refusal.code, `scontrol ${args.join(' ')} failed (${exitText(result)}): ` +
+      `${refusal.operatorMessage}`, {
       userMessage: refusal.userMessage,
       details: { slurmMessage: refusal.slurmMessage },
     });
   }
 
-  /** The node's NodeAddr (what the broker connects to); the name itself when Slurm has none or does not know the node. */
+  /**
+   * The node's NodeAddr (what the broker connects to); the name itself when Slurm has none or does not know the node.
+   */
   async nodeAddress(nodeName: string): Promise<string> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(nodeName)) throw new QwdError('QWD_INTERNAL', `not a Slurm node name: ${JSON.stringify(nodeName)}`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(nodeName)) {
+      throw new QwdError('QWD_INTERNAL', `not a Slurm node name: ${JSON.stringify(nodeName)}`);
+    }
     const args = ['show', 'node', '--oneliner', nodeName];
     const result = await this.exec('scontrol', args);
     if (result.code !== 0) {
@@ -236,8 +268,11 @@ export class SlurmCli {
       };
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        const mayHaveQueued = which === 'sbatch' && args[0] !== '--version' ? ' (the job may have been queued all the same)' : '';
-        settle(() => reject(new QwdError('QWD_SLURM_FAILED', `${file} ${args.join(' ')}: no answer within ${this.timeoutMs} ms${mayHaveQueued}`, {
+        const mayHaveQueued = which === 'sbatch' && args[0] !== '--version'
+          ? ' (the job may have been queued all the same)'
+          : '';
+        settle(() => reject(new QwdError('QWD_SLURM_FAILED', `${file} ${args.join(' ')}: no answer within ` +
+          `${this.timeoutMs} ms${mayHaveQueued}`, {
           userMessage: 'The cluster\'s scheduler did not answer in time. Please try again in a few minutes.',
           details: mayHaveQueued ? { mayHaveQueued: true } : undefined,
         })));
@@ -245,9 +280,11 @@ export class SlurmCli {
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-MAX_OUTPUT_CHARS)));
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-MAX_OUTPUT_CHARS)));
       child.on('error', (err: NodeJS.ErrnoException) => settle(() => reject(new QwdError('QWD_SLURM_FAILED',
-        err.code === 'ENOENT' ? `${which} (${JSON.stringify(file)}) is not installed or not on PATH: ${INSTALL_HINT}` : `cannot run ${file}: ${err.message}`, {
+        err.code === 'ENOENT' ? `${which} (${JSON.stringify(file)}) is not installed or not on PATH: ${INSTALL_HINT}` +
+          `` : `cannot run ${file}: ${err.message}`, {
           cause: err,
-          userMessage: 'Cluster desktops are not available: the server cannot run the Slurm commands. An administrator has been told.',
+          userMessage: 'Cluster desktops are not available: the server cannot run the Slurm commands. An ' +
+            'administrator has been told.',
         }))));
       child.on('close', (code, signal) => settle(() => resolve({ code, signal, stdout, stderr })));
       child.stdin.on('error', () => {
@@ -258,8 +295,9 @@ export class SlurmCli {
   }
 
   private failure(which: keyof SlurmBinaries, args: readonly string[], result: CommandResult): QwdError {
-    const unreachable = /Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted/i.test(result.stderr + result.stdout);
-    return new QwdError('QWD_SLURM_FAILED', `${this.opts.bin[which]} ${args.join(' ')} failed (${exitText(result)}): ${slurmMessageOf(result.stderr || result.stdout) || '(no output)'}`, {
+    const unreachable = CONTROLLER_UNREACHABLE.test(result.stderr + result.stdout);
+    return new QwdError('QWD_SLURM_FAILED', `${this.opts.bin[which]} ${args.join(' ')} failed (${exitText(result)}): ` +
+      `${slurmMessageOf(result.stderr || result.stdout) || '(no output)'}`, {
       userMessage: unreachable
         ? 'The cluster\'s scheduler cannot be reached right now. Please try again in a few minutes.'
         : 'The cluster\'s scheduler answered with an error; an administrator has been told.',
@@ -278,7 +316,10 @@ export function parseSbatchOutput(stdout: string): string | null {
 
 export interface SlurmRefusal {
   code: Extract<ErrorCode, 'QWD_SLURM_REFUSED' | 'QWD_SLURM_FAILED'>;
-  /** A short word for logs and tests: 'partition', 'account', 'qos', 'qos-limit', 'gres', 'time', 'memory', 'cpus', 'nodes', 'node-config', 'permission', 'unreachable', 'other'. */
+  /**
+   * A short word for logs and tests: 'partition', 'account', 'qos', 'qos-limit', 'gres', 'time', 'memory', 'cpus',
+   * 'nodes', 'node-config', 'permission', 'unreachable', 'other'.
+   */
   reason: string;
   userMessage: string;
   /** Slurm's own words (the "sbatch: error: " prefixes removed). */
@@ -292,73 +333,146 @@ export interface SlurmRefusal {
  */
 export function describeSbatchFailure(stderr: string, args: readonly string[] = []): SlurmRefusal {
   const slurmMessage = slurmMessageOf(stderr);
-  const refused = (reason: string, userMessage: string): SlurmRefusal => ({ code: 'QWD_SLURM_REFUSED', reason, userMessage, slurmMessage });
+  const refused = (
+    reason: string, userMessage: string
+  ): SlurmRefusal => ({ code: 'QWD_SLURM_REFUSED', reason, userMessage, slurmMessage });
   const opt = (long: string, short?: string) => optionValue(args, long, short);
   const quoted = (value: string | null) => (value ? ` "${value}"` : '');
 
   if (/invalid partition|Invalid partition name specified/i.test(stderr)) {
     const name = /invalid partition specified: (\S+)/i.exec(stderr)?.[1] ?? opt('partition', 'p');
-    return refused('partition', `The cluster has no partition${quoted(name)}, which this desktop is set to use. An administrator has to correct the configuration.`);
+    return refused(
+      'partition',
+      `The cluster has no partition${quoted(name)}, which this desktop is set to use. An administrator has to ` +
+        `correct the configuration.`,
+    );
   }
   if (/Invalid account or account\/partition combination/i.test(stderr)) {
-    return refused('account', `The cluster does not accept the Slurm account${quoted(opt('account', 'A'))} for this desktop (unknown, or not allowed on its partition). An administrator has to correct the configuration.`);
+    return refused(
+      'account',
+      `The cluster does not accept the Slurm account${quoted(opt('account', 'A'))} for this desktop (unknown, or not ` +
+        `allowed on its partition). An administrator has to correct the configuration.`,
+    );
   }
   if (/Invalid qos specification/i.test(stderr)) {
-    return refused('qos', `The cluster does not accept the quality of service (QOS)${quoted(opt('qos', 'q'))} for this desktop. An administrator has to correct the configuration.`);
+    return refused(
+      'qos',
+      `The cluster does not accept the quality of service (QOS)${quoted(opt('qos', 'q'))} for this desktop. An ` +
+        `administrator has to correct the configuration.`,
+    );
   }
   if (/Job violates accounting\/QOS policy|QOSMax|AssocMax|QOSGrp|AssocGrp/i.test(stderr)) {
-    return refused('qos-limit', 'The cluster\'s limits for your account do not allow this desktop now (too many jobs, CPUs, memory or time). End another desktop, or ask for a smaller or shorter one.');
+    return refused(
+      'qos-limit',
+      'The cluster\'s limits for your account do not allow this desktop now (too many jobs, CPUs, memory or time). ' +
+        'End another desktop, or ask for a smaller or shorter one.',
+    );
   }
   if (/Invalid generic resource \(gres\) specification|Invalid GRES/i.test(stderr)) {
-    return refused('gres', `No node of the cluster has the GPU or other resource${quoted(opt('gres'))} this desktop asks for. Choose a machine without it, or ask an administrator.`);
+    return refused(
+      'gres',
+      `No node of the cluster has the GPU or other resource${quoted(opt('gres'))} this desktop asks for. Choose a ` +
+        `machine without it, or ask an administrator.`,
+    );
   }
   if (/Requested time limit is invalid|time limit exceeds/i.test(stderr)) {
-    return refused('time', `The desktop's lifetime${quoted(opt('time', 't'))} is longer than the cluster allows on its partition. Choose a shorter lifetime.`);
+    return refused(
+      'time',
+      `The desktop's lifetime${quoted(opt('time', 't'))} is longer than the cluster allows on its partition. Choose ` +
+        `a shorter lifetime.`,
+    );
   }
   if (/Memory specification can not be satisfied|Memory required by task is not available/i.test(stderr)) {
-    return refused('memory', `No node of the cluster has as much memory as this desktop asks for${quoted(opt('mem'))}. Choose less memory.`);
+    return refused(
+      'memory',
+      `No node of the cluster has as much memory as this desktop asks for${quoted(opt('mem'))}. Choose less memory.`,
+    );
   }
   if (/More processors requested than permitted|CPU count per node can not be satisfied/i.test(stderr)) {
-    return refused('cpus', `No node of the cluster has as many CPUs as this desktop asks for${quoted(opt('cpus-per-task', 'c'))}. Choose fewer CPUs.`);
+    return refused(
+      'cpus',
+      `No node of the cluster has as many CPUs as this desktop asks for${quoted(opt('cpus-per-task', 'c'))}. Choose ` +
+        `fewer CPUs.`,
+    );
   }
   if (/Node count specification invalid/i.test(stderr)) {
-    return refused('nodes', 'The cluster partition does not have as many nodes as this desktop asks for. An administrator has to correct the configuration.');
+    return refused(
+      'nodes',
+      'The cluster partition does not have as many nodes as this desktop asks for. An administrator has to correct ' +
+        'the configuration.',
+    );
   }
   if (/Requested node configuration is not available/i.test(stderr)) {
-    return refused('node-config', 'No node of the cluster can give this desktop what it asks for (CPUs, memory, GPUs or features together). Choose a smaller desktop.');
+    return refused(
+      'node-config',
+      'No node of the cluster can give this desktop what it asks for (CPUs, memory, GPUs or features together). ' +
+        'Choose a smaller desktop.',
+    );
   }
-  if (/Access\/permission denied|User's group not permitted to use this partition|not permitted to use this partition/i.test(stderr)) {
-    return refused('permission', 'The cluster does not let the desktop service submit to this desktop\'s partition. An administrator has to correct the configuration.');
+  if (PARTITION_DENIED.test(stderr)) {
+    return refused(
+      'permission',
+      'The cluster does not let the desktop service submit to this desktop\'s partition. An administrator has to ' +
+        'correct the configuration.',
+    );
   }
-  if (/Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted/i.test(stderr)) {
-    return { code: 'QWD_SLURM_FAILED', reason: 'unreachable', userMessage: 'The cluster\'s scheduler cannot be reached right now. Please try again in a few minutes.', slurmMessage };
+  if (CONTROLLER_UNREACHABLE.test(stderr)) {
+    return {
+      code: 'QWD_SLURM_FAILED', reason: 'unreachable',
+      userMessage: 'The cluster\'s scheduler cannot be reached right now. Please try again in a few minutes.',
+      slurmMessage,
+    };
   }
   const shown = slurmMessage.replace(/^.*Batch job submission failed:\s*/s, '') || 'no reason given';
-  if (/Batch job submission failed/i.test(stderr)) return refused('other', `The cluster refused the desktop: ${shown}.`);
-  return { code: 'QWD_SLURM_FAILED', reason: 'other', userMessage: `The cluster could not take the desktop: ${shown}.`, slurmMessage };
+  if (/Batch job submission failed/i.test(stderr)) {
+    return refused('other', `The cluster refused the desktop: ${shown}.`);
+  }
+  return {
+    code: 'QWD_SLURM_FAILED', reason: 'other', userMessage: `The cluster could not take the desktop: ${shown}.`,
+    slurmMessage,
+  };
 }
 
-/** Maps `scontrol update JobId= TimeLimit=` failures: an ended job, a refusal, or permission (operators only may lengthen). */
-export function describeTimeLimitFailure(stderr: string, jobId: string, minutes: number): { code: ErrorCode; userMessage: string; operatorMessage: string; slurmMessage: string } {
+/**
+ * Maps `scontrol update JobId= TimeLimit=` failures: an ended job, a refusal, or permission (operators only may
+ * lengthen).
+ */
+export function describeTimeLimitFailure(stderr: string, jobId: string, minutes: number): {
+  code: ErrorCode; userMessage: string; operatorMessage: string; slurmMessage: string;
+} {
   const slurmMessage = slurmMessageOf(stderr);
   if (/Access\/permission denied/i.test(stderr)) {
     return {
       code: 'QWD_SLURM_REFUSED',
       slurmMessage,
-      operatorMessage: `${slurmMessage}: the broker's Slurm account must be a Slurm operator (or administrator) to extend a job's time limit (sacctmgr modify user <broker user> set adminlevel=Operator)`,
-      userMessage: 'The cluster does not let this desktop be extended: the desktop service is not a Slurm operator. An administrator has been told.',
+      operatorMessage: `${slurmMessage}: the broker's Slurm account must be a Slurm operator (or administrator) to ` +
+        `extend a job's time limit (sacctmgr modify user <broker user> set adminlevel=Operator)`,
+      userMessage: 'The cluster does not let this desktop be extended: the desktop service is not a Slurm operator. ' +
+        'An administrator has been told.',
     };
   }
   if (JOB_GONE.test(stderr)) {
-    return { code: 'QWD_SESSION_ENDED', slurmMessage, operatorMessage: `job ${jobId} has ended: ${slurmMessage}`, userMessage: 'This desktop has ended and cannot be extended.' };
+    return {
+      code: 'QWD_SESSION_ENDED', slurmMessage, operatorMessage: `job ${jobId} has ended: ${slurmMessage}`,
+      userMessage: 'This desktop has ended and cannot be extended.',
+    };
   }
   if (/Requested time limit is invalid|time limit exceeds/i.test(stderr)) {
-    return { code: 'QWD_SLURM_REFUSED', slurmMessage, operatorMessage: `${minutes} minutes refused: ${slurmMessage}`, userMessage: 'The cluster does not allow this desktop to run that long. Choose a shorter extension.' };
+    return {
+      code: 'QWD_SLURM_REFUSED', slurmMessage, operatorMessage: `${minutes} minutes refused: ${slurmMessage}`,
+      userMessage: 'The cluster does not allow this desktop to run that long. Choose a shorter extension.',
+    };
   }
   if (/Job violates accounting\/QOS policy|QOSMax|AssocMax/i.test(stderr)) {
-    return { code: 'QWD_SLURM_REFUSED', slurmMessage, operatorMessage: `${minutes} minutes refused: ${slurmMessage}`, userMessage: 'The cluster\'s limits for your account do not allow this desktop to run that long.' };
+    return {
+      code: 'QWD_SLURM_REFUSED', slurmMessage, operatorMessage: `${minutes} minutes refused: ${slurmMessage}`,
+      userMessage: 'The cluster\'s limits for your account do not allow this desktop to run that long.',
+    };
   }
-  return { code: 'QWD_SLURM_FAILED', slurmMessage, operatorMessage: slurmMessage || '(no output)', userMessage: 'The cluster did not accept the new end time; an administrator has been told.' };
+  return {
+    code: 'QWD_SLURM_FAILED', slurmMessage, operatorMessage: slurmMessage || '(no output)',
+    userMessage: 'The cluster did not accept the new end time; an administrator has been told.',
+  };
 }
 
 /**
@@ -387,7 +501,10 @@ export function parseKeyValueLine(line: string): Record<string, string> {
   return fields;
 }
 
-/** The JobInfo of `jobId` from `scontrol show job --oneliner` (several lines for array or het jobs: the one whose JobId matches). */
+/**
+ * The JobInfo of `jobId` from `scontrol show job --oneliner` (several lines for array or het jobs: the one whose JobId
+ * matches).
+ */
 export function parseJobInfo(stdout: string, jobId: string): JobInfo | null {
   for (const line of stdout.split('\n')) {
     if (!line.trim()) continue;
@@ -432,7 +549,10 @@ export function parseSlurmDuration(text: string | undefined): number | null {
   return n(a) * 60;
 }
 
-/** Milliseconds since the epoch from Slurm's standard time format (YYYY-MM-DDTHH:MM:SS, the client's local time); null for Unknown, None, N/A. */
+/**
+ * Milliseconds since the epoch from Slurm's standard time format (YYYY-MM-DDTHH:MM:SS, the client's local time); null
+ * for Unknown, None, N/A.
+ */
 export function parseSlurmTimestamp(text: string | undefined): number | null {
   const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})$/.exec(text?.trim() ?? '');
   if (!m) return null;
@@ -469,7 +589,8 @@ export function queuePositionFrom(squeueOutput: string, jobId: string, partition
 
 /** NodeAddr from `scontrol show node --oneliner`; the node name when it is missing or unset. */
 export function parseNodeAddress(stdout: string, nodeName: string): string {
-  const line = stdout.split('\n').find((l) => l.includes(`NodeName=${nodeName} `) || l.trim() === `NodeName=${nodeName}`) ?? stdout;
+  const line = stdout.split('\n')
+    .find((l) => l.includes(`NodeName=${nodeName} `) || l.trim() === `NodeName=${nodeName}`) ?? stdout;
   return nullIfUnset(parseKeyValueLine(line.trim()).NodeAddr) ?? nodeName;
 }
 

@@ -74,7 +74,10 @@ export type StopOutcome = 'quit' | 'terminated' | 'killed' | 'already-gone';
 export interface ExitInfo {
   code: number | null;
   signal: string | null;
-  /** Why, in words for the session's tombstone, when the launcher knows better than the exit code (e.g. Slurm's time limit). */
+  /**
+   * Why, in words for the session's tombstone, when the launcher knows better than the exit code (e.g. Slurm's time
+   * limit).
+   */
   reason?: string;
 }
 
@@ -100,7 +103,9 @@ export interface Launcher {
   qmp<T = unknown>(handle: VmHandle, command: string, args?: Record<string, unknown>): Promise<T>;
   /** Releases what start() created on disk (run dir, overlay, sockets). Idempotent. */
   cleanup(handle: VmHandle | null, runDir: string): Promise<void>;
-  /** Goes on waiting for a queued VM (after a broker restart) until it is ready; absent for launchers that never queue. */
+  /**
+   * Goes on waiting for a queued VM (after a broker restart) until it is ready; absent for launchers that never queue.
+   */
   awaitReady?(handle: VmHandle, runDir: string, expiresAt?: number): Promise<VmHandle>;
   /** A scheduler's view of a VM waiting to start (Slurm); absent for launchers that never queue. */
   queueInfo?(handle: VmHandle): Promise<QueueInfo | null>;

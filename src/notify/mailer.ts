@@ -33,7 +33,11 @@ export function createMailer(mail: Config['mail']): Mailer | null {
       try {
         await transport.sendMail({ from: mail.from, to: message.to, subject: message.subject, text: message.text });
       } catch (err) {
-        throw new QwdError('QWD_INTERNAL', `mail to ${message.to} via ${mail.smtpHost}:${mail.smtpPort} failed: ${(err as Error).message}`, { cause: err });
+        throw new QwdError(
+          'QWD_INTERNAL',
+          `mail to ${message.to} via ${mail.smtpHost}:${mail.smtpPort} failed: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
     },
     close: () => transport.close(),

@@ -36,7 +36,9 @@ export function selectPurge(sessions: readonly PurgeCandidate[], now: number, st
       continue;
     }
     if (s.state === 'stopping') {
-      if (!s.alive || now - s.updatedAt > stuckAfterMs) actions.push({ id: s.id, action: 'cleanup', reason: 'stop-abandoned' });
+      if (!s.alive || now - s.updatedAt > stuckAfterMs) {
+        actions.push({ id: s.id, action: 'cleanup', reason: 'stop-abandoned' });
+      }
       continue;
     }
     if (s.state !== 'running') continue;

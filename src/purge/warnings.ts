@@ -17,7 +17,9 @@ export interface Warning {
   remainingS: number;
 }
 
-export function selectWarnings(sessions: readonly WarningCandidate[], now: number, points: readonly number[]): Warning[] {
+export function selectWarnings(
+  sessions: readonly WarningCandidate[], now: number, points: readonly number[],
+): Warning[] {
   const out: Warning[] = [];
   for (const s of sessions) {
     if (s.state !== 'running' || !s.email) continue;

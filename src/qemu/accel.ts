@@ -25,9 +25,18 @@ export function chooseAccelerator(requested: Accel, facts: HostAccelFacts): Acce
   if (requested === 'tcg') return { accel: 'tcg', requested, reason: 'forced by qemu.accel: tcg' };
   if (requested === 'kvm') return { accel: 'kvm', requested, reason: 'forced by qemu.accel: kvm' };
   if (facts.kvmDevice === 'missing') return { accel: 'tcg', requested, reason: '/dev/kvm does not exist' };
-  if (facts.kvmDevice === 'no-access') return { accel: 'tcg', requested, reason: '/dev/kvm cannot be opened read-write by this user' };
-  if (facts.kvmPvm) return { accel: 'tcg', requested, reason: '/dev/kvm is provided by kvm-pvm (/sys/module/kvm_pvm), which cannot run ordinary guests' };
-  if (!facts.hardwareKvm) return { accel: 'tcg', requested, reason: 'no hardware KVM module (kvm_intel, kvm_amd) is loaded' };
+  if (facts.kvmDevice === 'no-access') {
+    return { accel: 'tcg', requested, reason: '/dev/kvm cannot be opened read-write by this user' };
+  }
+  if (facts.kvmPvm) {
+    return {
+      accel: 'tcg', requested,
+      reason: '/dev/kvm is provided by kvm-pvm (/sys/module/kvm_pvm), which cannot run ordinary guests',
+    };
+  }
+  if (!facts.hardwareKvm) {
+    return { accel: 'tcg', requested, reason: 'no hardware KVM module (kvm_intel, kvm_amd) is loaded' };
+  }
   return { accel: 'kvm', requested, reason: '/dev/kvm is usable hardware KVM' };
 }
 
@@ -41,6 +50,7 @@ export function probeHostAccel(root = '/', hostArch: string = process.arch): Hos
     kvmDevice = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'no-access';
   }
   const kvmPvm = fs.existsSync(at('sys/module/kvm_pvm'));
-  const hardwareKvm = hostArch === 'arm64' || fs.existsSync(at('sys/module/kvm_intel')) || fs.existsSync(at('sys/module/kvm_amd'));
+  const hardwareKvm = hostArch === 'arm64'
+    || fs.existsSync(at('sys/module/kvm_intel')) || fs.existsSync(at('sys/module/kvm_amd'));
   return { kvmDevice, kvmPvm, hardwareKvm };
 }

@@ -54,7 +54,9 @@ export function qemuProcessName(sessionId: string): string {
   return `qwd-${sessionId}`;
 }
 
-export function buildQemuArgv(machine: Machine, request: VmRequest, paths: VmPaths, opts: ArgvOptions, guest: GuestDevices = NO_GUEST_DEVICES): string[] {
+export function buildQemuArgv(
+  machine: Machine, request: VmRequest, paths: VmPaths, opts: ArgvOptions, guest: GuestDevices = NO_GUEST_DEVICES,
+): string[] {
   const arch: Arch = machine.arch;
   const argv: string[] = [
     '-name', qemuOpts(qemuProcessName(opts.sessionId), { process: qemuProcessName(opts.sessionId) }),
@@ -124,17 +126,32 @@ function diskArgs(machine: Machine, overlay: string): string[] {
   const needsScsi = machine.diskInterface === 'scsi' || (machine.format === 'iso' && machine.arch === 'aarch64');
   if (needsScsi) args.push('-device', qemuOpts('virtio-scsi-pci', { id: 'scsi0' }));
   if (machine.diskInterface === 'scsi') {
-    args.push('-drive', qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }));
-    args.push('-device', qemuOpts('scsi-hd', { drive: 'disk0', bus: 'scsi0.0', bootindex: machine.format === 'iso' ? 2 : 1 }));
+    args.push(
+      '-drive',
+      qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }),
+    );
+    args.push(
+      '-device', qemuOpts('scsi-hd', { drive: 'disk0', bus: 'scsi0.0', bootindex: machine.format === 'iso' ? 2 : 1 }),
+    );
   } else {
-    args.push('-drive', qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }));
+    args.push(
+      '-drive',
+      qemuOpts(`file=${escapeInline(overlay)}`, { format: 'qcow2', if: 'none', id: 'disk0', discard: 'unmap' }),
+    );
     const device = machine.diskInterface === 'ide' ? 'ide-hd' : 'virtio-blk-pci';
     args.push('-device', qemuOpts(device, { drive: 'disk0', bootindex: machine.format === 'iso' ? 2 : 1 }));
   }
   if (machine.format === 'iso') {
     // The ISO is the master: attached read-only, the session writes to the blank disk.
-    args.push('-drive', qemuOpts(`file=${escapeInline(machine.image)}`, { format: 'raw', if: 'none', id: 'cd0', media: 'cdrom', readonly: true }));
-    const cd = needsScsi ? qemuOpts('scsi-cd', { drive: 'cd0', bus: 'scsi0.0', bootindex: 1 }) : qemuOpts('ide-cd', { drive: 'cd0', bootindex: 1 });
+    args.push(
+      '-drive',
+      qemuOpts(
+        `file=${escapeInline(machine.image)}`, { format: 'raw', if: 'none', id: 'cd0', media: 'cdrom', readonly: true },
+      ),
+    );
+    const cd = needsScsi ? qemuOpts(
+      'scsi-cd', { drive: 'cd0', bus: 'scsi0.0', bootindex: 1 },
+    ) : qemuOpts('ide-cd', { drive: 'cd0', bootindex: 1 });
     args.push('-device', cd);
   }
   return args;
@@ -143,9 +160,16 @@ function diskArgs(machine: Machine, overlay: string): string[] {
 /** The cloud-init NoCloud seed, read-only, as a second CD-ROM. */
 function seedArgs(machine: Machine, seedIso: string | null): string[] {
   if (!seedIso) return [];
-  const args = ['-drive', qemuOpts(`file=${escapeInline(seedIso)}`, { format: 'raw', if: 'none', id: 'seed0', media: 'cdrom', readonly: true })];
+  const args = [
+    '-drive',
+    qemuOpts(
+      `file=${escapeInline(seedIso)}`, { format: 'raw', if: 'none', id: 'seed0', media: 'cdrom', readonly: true },
+    ),
+  ];
   if (machine.arch === 'aarch64') {
-    if (!(machine.diskInterface === 'scsi' || machine.format === 'iso')) args.push('-device', qemuOpts('virtio-scsi-pci', { id: 'scsi0' }));
+    if (!(machine.diskInterface === 'scsi' || machine.format === 'iso')) {
+      args.push('-device', qemuOpts('virtio-scsi-pci', { id: 'scsi0' }));
+    }
     args.push('-device', qemuOpts('scsi-cd', { drive: 'seed0', bus: 'scsi0.0' }));
   } else {
     args.push('-device', qemuOpts('ide-cd', { drive: 'seed0' }));
@@ -161,7 +185,14 @@ function seedArgs(machine: Machine, seedIso: string | null): string[] {
  */
 function shareArgs(shares: GuestDevices['shares']): string[] {
   return shares.flatMap((share, i) => [
-    '-fsdev', qemuOpts('local', { id: `fs${i}`, path: share.path, security_model: share.readonly ? 'none' : 'mapped-xattr', readonly: share.readonly ? true : undefined }),
+    '-fsdev',
+    qemuOpts(
+      'local',
+      {
+        id: `fs${i}`, path: share.path, security_model: share.readonly ? 'none' : 'mapped-xattr',
+        readonly: share.readonly ? true : undefined,
+      },
+    ),
     '-device', qemuOpts('virtio-9p-pci', { fsdev: `fs${i}`, mount_tag: share.tag }),
   ]);
 }
@@ -183,7 +214,14 @@ function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
     return [...byDevice.values()];
   });
   return slots.flatMap((functions, g) => functions.flatMap((host, f) => [
-    '-device', qemuOpts('vfio-pci', { host, bus, addr: `0x${(0x10 + g).toString(16)}.${f}`, multifunction: f === 0 && functions.length > 1 ? true : undefined }),
+    '-device',
+    qemuOpts(
+      'vfio-pci',
+      {
+        host, bus, addr: `0x${(0x10 + g).toString(16)}.${f}`,
+        multifunction: f === 0 && functions.length > 1 ? true : undefined,
+      },
+    ),
   ]));
 }
 
@@ -198,7 +236,9 @@ function vfioArgs(arch: Arch, gpus: readonly (readonly string[])[]): string[] {
 function displayArgs(arch: Arch, display: MachineDisplay | null): string[] {
   const usb = ['-device', qemuOpts('qemu-xhci', { id: 'xhci' }), '-device', qemuOpts('usb-tablet', { bus: 'xhci.0' })];
   // x86 'pc' has a PS/2 keyboard built in; aarch64 'virt' needs a USB one.
-  if (arch === 'aarch64') return ['-device', 'virtio-gpu-pci', ...usb, '-device', qemuOpts('usb-kbd', { bus: 'xhci.0' })];
+  if (arch === 'aarch64') {
+    return ['-device', 'virtio-gpu-pci', ...usb, '-device', qemuOpts('usb-kbd', { bus: 'xhci.0' })];
+  }
   if (display === 'virtio') return ['-device', 'virtio-vga', ...usb];
   if (display === 'qxl') return ['-device', 'qxl-vga', ...usb];
   return ['-vga', 'std', ...usb];

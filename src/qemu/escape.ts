@@ -3,7 +3,9 @@
 // QEMU is spawned with an argv array, never through a shell.
 
 export function escapeOptionValue(value: string): string {
-  if (/[\0\n\r]/.test(value)) throw new Error(`refusing a QEMU option value with a control character: ${JSON.stringify(value)}`);
+  if (/[\0\n\r]/.test(value)) {
+    throw new Error(`refusing a QEMU option value with a control character: ${JSON.stringify(value)}`);
+  }
   return value.replaceAll(',', ',,');
 }
 

@@ -33,7 +33,9 @@ export class QmpClient extends EventEmitter {
     super();
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('error', (err) => this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${where}: ${err.message}`, { cause: err })));
+    socket.on(
+      'error', (err) => this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${where}: ${err.message}`, { cause: err })),
+    );
     socket.on('close', () => this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${where}: connection closed`)));
   }
 
@@ -60,7 +62,9 @@ export class QmpClient extends EventEmitter {
   }
 
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
-    if (this.state === 'closed') return Promise.reject(new QwdError('QWD_QMP_ERROR', `QMP ${this.where}: closed, cannot run ${command}`));
+    if (this.state === 'closed') {
+      return Promise.reject(new QwdError('QWD_QMP_ERROR', `QMP ${this.where}: closed, cannot run ${command}`));
+    }
     const id = `qwd-${this.nextId++}`;
     const timeoutMs = opts.timeoutMs ?? 5000;
     return new Promise<T>((resolve, reject) => {
@@ -84,7 +88,10 @@ export class QmpClient extends EventEmitter {
       // QEMU may close the socket before its reply is read; a closed socket is what we want.
       if (this.state !== 'closed') throw err;
     }
-    await withTimeout(closed, timeoutMs, () => new QwdError('QWD_QMP_TIMEOUT', `QMP ${this.where}: still open ${timeoutMs} ms after quit`));
+    await withTimeout(
+      closed, timeoutMs,
+      () => new QwdError('QWD_QMP_TIMEOUT', `QMP ${this.where}: still open ${timeoutMs} ms after quit`),
+    );
   }
 
   close(): void {
@@ -101,7 +108,9 @@ export class QmpClient extends EventEmitter {
       this.buffer = this.buffer.slice(newline + 1);
       if (line) this.onMessage(line);
     }
-    if (this.buffer.length > 16 * 1024 * 1024) this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${this.where}: oversized message`));
+    if (this.buffer.length > 16 * 1024 * 1024) {
+      this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${this.where}: oversized message`));
+    }
   }
 
   private onMessage(line: string): void {
@@ -131,7 +140,12 @@ export class QmpClient extends EventEmitter {
     clearTimeout(pending.timer);
     if ('error' in msg) {
       const e = msg.error as { class?: string; desc?: string };
-      pending.reject(new QwdError('QWD_QMP_ERROR', `QMP ${pending.command}: ${e.class ?? 'Error'}: ${e.desc ?? 'unknown error'}`, { details: { qmpClass: e.class } }));
+      pending.reject(
+        new QwdError(
+          'QWD_QMP_ERROR', `QMP ${pending.command}: ${e.class ?? 'Error'}: ${e.desc ?? 'unknown error'}`,
+          { details: { qmpClass: e.class } },
+        )
+      );
     } else {
       pending.resolve(msg.return);
     }

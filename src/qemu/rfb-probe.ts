@@ -11,11 +11,15 @@ import { QwdError } from '../errors.js';
  * VNC Authentication, which the broker performs itself (src/bridge/vnc-auth.ts):
  * viewers are offered security type None and never see the password.
  */
-export type VncAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number; password?: string };
+export type VncAddress = { kind: 'unix'; path: string } | {
+  kind: 'tcp'; host: string; port: number; password?: string;
+};
 
 /** The endpoint's own socket, no handshake. */
 export function connectRaw(address: VncAddress): net.Socket {
-  return address.kind === 'unix' ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
+  return address.kind === 'unix'
+    ? net.createConnection(address.path)
+    : net.createConnection(address.port, address.host);
 }
 
 export function readRfbBanner(address: VncAddress, timeoutMs = 3000): Promise<string> {
@@ -29,17 +33,28 @@ export function readRfbBanner(address: VncAddress, timeoutMs = 3000): Promise<st
       if (err) reject(err);
       else resolve(banner!);
     };
-    const timer = setTimeout(() => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: no RFB banner within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: no RFB banner within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     socket.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       if (received.length >= 12) {
         const banner = received.subarray(0, 12).toString('latin1');
         if (/^RFB \d{3}\.\d{3}\n$/.test(banner)) done(null, banner.trim());
-        else done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: not an RFB banner: ${JSON.stringify(banner)}`));
+        else done(
+          new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: not an RFB banner: ${JSON.stringify(banner)}`)
+        );
       }
     });
-    socket.on('error', (err) => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: ${err.message}`, { cause: err })));
-    socket.on('close', () => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: closed before the RFB banner`)));
+    socket.on(
+      'error',
+      (err) => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: ${err.message}`, { cause: err })),
+    );
+    socket.on(
+      'close',
+      () => done(new QwdError('QWD_VNC_UNREACHABLE', `VNC ${describe(address)}: closed before the RFB banner`)),
+    );
   });
 }
 

@@ -10,7 +10,10 @@ export interface ToolResult {
   stderr: string;
 }
 
-export function runTool(file: string, argv: readonly string[], opts: { timeoutMs: number; errorCode: ErrorCode; input?: string; installHint?: string }): Promise<ToolResult> {
+export function runTool(
+  file: string, argv: readonly string[],
+  opts: { timeoutMs: number; errorCode: ErrorCode; input?: string; installHint?: string },
+): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -30,12 +33,20 @@ export function runTool(file: string, argv: readonly string[], opts: { timeoutMs
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
     child.on('error', (err: NodeJS.ErrnoException) => {
-      const hint = err.code === 'ENOENT' ? ` (is it installed? ${opts.installHint ?? 'bin/setup installs qemu-utils'})` : '';
+      const hint = err.code === 'ENOENT'
+        ? ` (is it installed? ${opts.installHint ?? 'bin/setup installs qemu-utils'})`
+        : '';
       finish(new QwdError(opts.errorCode, `cannot run ${file}: ${err.message}${hint}`, { cause: err }));
     });
     child.on('close', (code, signal) => {
       if (code === 0) finish(null);
-      else finish(new QwdError(opts.errorCode, `${file} ${argv.join(' ')} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-5).join(' | ')}`));
+      else finish(
+        new QwdError(
+          opts.errorCode,
+          `${file} ${argv.join(' ')} failed (${signal ?? `exit ${code}`}): ` +
+            `${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+        )
+      );
     });
     child.stdin.on('error', () => {
       // The tool may exit before reading its input; its exit status tells what happened.
@@ -46,7 +57,8 @@ export function runTool(file: string, argv: readonly string[], opts: { timeoutMs
 
 /** The executable a program name resolves to (PATH lookup, as execvp does), or null. */
 export function findProgram(file: string): string | null {
-  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, file));
+  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(':').filter(Boolean)
+    .map((dir) => path.join(dir, file));
   for (const candidate of candidates) {
     try {
       fs.accessSync(candidate, fs.constants.X_OK);

@@ -91,13 +91,19 @@ export class SessionManager extends EventEmitter {
    */
   async create(raw: unknown, who: { groups?: readonly string[] } = {}): Promise<SessionRow> {
     const { config, rows, catalog, log } = this.deps;
-    const request = validateCreateRequest(raw, (name) => catalog.get(name), config.limits, { oneShot: config.sessions.oneShotDefault, gpuMachines: config.gpu.machines });
+    const request = validateCreateRequest(
+      raw, (name) => catalog.get(name), config.limits,
+      { oneShot: config.sessions.oneShotDefault, gpuMachines: config.gpu.machines },
+    );
     const id = newSessionId();
     // Host folders and boot scripts are resolved before anything is created:
     // a folder outside the roots is the request's problem, not a half-made session.
     const values = { user: request.user, sessionId: id, machine: request.machine.name };
     const shares = resolveShares([...config.guest.shares, ...request.machine.shares], config.guest.shareRoots, values);
-    const scripts = resolveScripts([...config.guest.bootScripts, ...request.machine.bootScripts.scripts], { machine: request.machine.name, user: request.user, groups: who.groups ?? [] }, values, request.script);
+    const scripts = resolveScripts(
+      [...config.guest.bootScripts, ...request.machine.bootScripts.scripts],
+      { machine: request.machine.name, user: request.user, groups: who.groups ?? [] }, values, request.script,
+    );
     const now = this.now();
     const token = newToken();
     const viewToken = newToken();
@@ -118,13 +124,28 @@ export class SessionManager extends EventEmitter {
       rows.db.transaction(() => {
         // A unit is taken when any of its functions is claimed (an IOMMU group is never shared).
         const free = freeGpus(usableGpus, rows.claimedGpuFunctions());
-        const admission = { user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus, machine: { name: request.machine.name, maxSessions: request.machine.maxSessions } };
-        const decision = decideAdmission({ request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits, host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length, gpusUsable: this.nodeGpus() || usableGpus.length });
+        const admission = {
+          user: request.user, cpus: request.cpus, memoryMiB: request.memoryMiB, gpus: request.gpus,
+          machine: { name: request.machine.name, maxSessions: request.machine.maxSessions },
+        };
+        const decision = decideAdmission({
+          request: admission, reserved: this.reserved(request.user, request.machine.name), limits: config.limits,
+          host: this.hostCapacity(), gpusFree: this.nodeGpus() || free.length,
+          gpusUsable: this.nodeGpus() || usableGpus.length,
+        });
         if (!decision.admit) throw new AdmissionError(decision.code, decision.message, { limit: decision.limit });
         rows.insert(row);
         claimed = free.slice(0, request.gpus);
         for (const gpu of claimed) rows.claimGpu(gpu.address, id, gpu.functions.map((f) => f.address), now);
-        rows.audit(id, 'created', { owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address), gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)) }, now);
+        rows.audit(
+          id, 'created',
+          {
+            owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB,
+            lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address),
+            gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)),
+          },
+          now,
+        );
       }).immediate();
     } catch (err) {
       throw storeError(err);
@@ -136,7 +157,14 @@ export class SessionManager extends EventEmitter {
     // the launch goes on in the background.
     let answerQueued!: (row: SessionRow) => void;
     const queued = new Promise<SessionRow>((resolve) => { answerQueued = resolve; });
-    const launch = this.launch(row, request.machine, { shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts }, gpus: claimed.map((g) => g.functions.map((f) => f.address)), gpuCount: this.nodeGpus() ? request.gpus : 0 }, answerQueued);
+    const launch = this.launch(
+      row, request.machine,
+      {
+        shares, bootScripts: { delivery: request.machine.bootScripts.delivery, scripts },
+        gpus: claimed.map((g) => g.functions.map((f) => f.address)), gpuCount: this.nodeGpus() ? request.gpus : 0,
+      },
+      answerQueued,
+    );
     this.track(id, launch);
     return Promise.race([launch, queued]);
   }
@@ -147,11 +175,17 @@ export class SessionManager extends EventEmitter {
     launch.then(done, done);
   }
 
-  private async launch(row: SessionRow, machine: LaunchSpec['machine'], guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus' | 'gpuCount'>, onQueued?: (row: SessionRow) => void): Promise<SessionRow> {
+  private async launch(
+    row: SessionRow, machine: LaunchSpec['machine'],
+    guest: Pick<LaunchSpec, 'shares' | 'bootScripts' | 'gpus' | 'gpuCount'>, onQueued?: (row: SessionRow) => void,
+  ): Promise<SessionRow> {
     const { launcher, rows, log } = this.deps;
     let handle: VmHandle;
     try {
-      handle = await launcher.start({ sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir, expiresAt: row.expiresAt, ...guest }, {
+      handle = await launcher.start({
+        sessionId: row.id, machine, cpus: row.cpus, memoryMiB: row.memoryMiB, runDir: row.runDir,
+        expiresAt: row.expiresAt, ...guest
+      }, {
         onQueued: (queuedHandle) => {
           const current = rows.byId(row.id);
           if (current?.state !== 'starting') return;
@@ -170,7 +204,8 @@ export class SessionManager extends EventEmitter {
   private resumeQueued(row: SessionRow): void {
     const { launcher } = this.deps;
     if (!launcher.awaitReady || !row.handle) return;
-    const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir, row.expiresAt).then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
+    const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir, row.expiresAt)
+      .then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
     launch.catch(() => {}); // failures are logged and cleaned up by launchFailed
     this.track(row.id, launch);
   }
@@ -183,7 +218,9 @@ export class SessionManager extends EventEmitter {
       throw err;
     }
     log.error({ sessionId: row.id, err }, 'launch failed');
-    if (current && (current.state === 'starting' || current.state === 'queued')) this.transition(current, 'launch-failed');
+    if (current && (current.state === 'starting' || current.state === 'queued')) {
+      this.transition(current, 'launch-failed');
+    }
     await this.postStop({ ...(current ?? row), state: 'failed' }, failureReason(err));
     throw err;
   }
@@ -199,7 +236,10 @@ export class SessionManager extends EventEmitter {
       } finally {
         await this.postStop({ ...row, handle, state: 'stopping' }, 'stopped');
       }
-      throw new QwdError('QWD_SESSION_ENDED', `session ${row.id} was stopped while starting`, { userMessage: 'This desktop was stopped while it was starting.' });
+      throw new QwdError(
+        'QWD_SESSION_ENDED', `session ${row.id} was stopped while starting`,
+        { userMessage: 'This desktop was stopped while it was starting.' },
+      );
     }
     const running: SessionRow = { ...current, handle, state: this.transition(current, 'launched', { handle }) };
     this.watch(running);
@@ -222,14 +262,20 @@ export class SessionManager extends EventEmitter {
       if (this.stops.has(row.id)) return; // a stop in progress does its own cleanup
       const current = this.deps.rows.byId(row.id);
       if (!current) return;
-      const reason = info.reason ?? (info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly');
+      const reason = info.reason ?? (
+        info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly'
+      );
       this.deps.log.warn({ sessionId: row.id, ...info }, 'qemu exited on its own');
-      this.runStop(current.id, () => this.postStop(current, reason)).catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
+      this.runStop(current.id, () => this.postStop(current, reason))
+        .catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
     });
     this.watchers.set(row.id, unsubscribe);
   }
 
-  /** Reserved resources of live sessions; queued ones count toward the service's limits, not this host's capacity (reservedBy). */
+  /**
+   * Reserved resources of live sessions; queued ones count toward the service's limits, not this host's capacity
+   * (reservedBy).
+   */
   reserved(user: string, machine: string): Reserved {
     return reservedBy(this.deps.rows.all(), user, machine);
   }
@@ -239,10 +285,14 @@ export class SessionManager extends EventEmitter {
     const r = this.reserved('', '');
     const gpus = this.deps.discoverGpus?.() ?? [];
     const gpusFree = this.nodeGpus() || freeGpus(gpus, this.deps.rows.claimedGpuFunctions()).length;
-    return availability(r, this.deps.config.limits, this.hostCapacity(), gpusFree, this.nodeGpus() || gpus.filter((g) => g.usable).length);
+    return availability(
+      r, this.deps.config.limits, this.hostCapacity(), gpusFree, this.nodeGpus() || gpus.filter((g) => g.usable).length,
+    );
   }
 
-  /** GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any. */
+  /**
+   * GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any.
+   */
   private nodeGpus(): number {
     return this.deps.launcher.nodeGpusPerSession ?? 0;
   }
@@ -264,7 +314,14 @@ export class SessionManager extends EventEmitter {
     const found = this.deps.rows.byTokenHash(hash);
     if (found && tokensEqual(found.kind === 'control' ? found.row.token : found.row.viewToken, token)) {
       const row = found.row;
-      if (row.state === 'stopping' || row.expiresAt <= this.now()) return { kind: 'ended', ended: { sessionId: row.id, endedAt: this.now(), reason: row.expiresAt <= this.now() ? 'expired' : 'stopping' } }; // an expired session being stopped ended because its life-time ran out
+      if (row.state === 'stopping' || row.expiresAt <= this.now()) {
+        return {
+          kind: 'ended',
+          ended: {
+            sessionId: row.id, endedAt: this.now(), reason: row.expiresAt <= this.now() ? 'expired' : 'stopping',
+          },
+        }; // an expired session being stopped ended because its life-time ran out
+      }
       return { kind: 'live', row, access: found.kind };
     }
     const ended = this.deps.rows.ended(hash);
@@ -293,8 +350,11 @@ export class SessionManager extends EventEmitter {
     if (!row) return;
     this.deps.rows.setViewers(id, viewers, this.now());
     // Somebody is back on a guest whose memory was taken for idleness: give it back.
-    if (viewers > 0 && row.balloonTargetMiB !== null && row.balloonTargetMiB < row.memoryMiB && row.state === 'running') {
-      this.setBalloon(id, row.memoryMiB).catch((err) => this.deps.log.warn({ sessionId: id, err: (err as Error).message }, 'balloon restore failed'));
+    if (
+      viewers > 0 && row.balloonTargetMiB !== null && row.balloonTargetMiB < row.memoryMiB && row.state === 'running'
+    ) {
+      this.setBalloon(id, row.memoryMiB)
+        .catch((err) => this.deps.log.warn({ sessionId: id, err: (err as Error).message }, 'balloon restore failed'));
     }
     if (!row.oneShot) return;
     if (viewers > 0) {
@@ -313,7 +373,8 @@ export class SessionManager extends EventEmitter {
       this.oneShotTimers.delete(id);
       const current = this.deps.rows.byId(id);
       if (current && current.viewers === 0) {
-        this.stop(id, 'one-shot desktop: its last viewer left').catch((err) => this.deps.log.error({ err, sessionId: id }, 'one-shot stop failed'));
+        this.stop(id, 'one-shot desktop: its last viewer left')
+          .catch((err) => this.deps.log.error({ err, sessionId: id }, 'one-shot stop failed'));
       }
     }, this.deps.config.sessions.oneShotGraceS * 1000);
     timer.unref();
@@ -330,7 +391,11 @@ export class SessionManager extends EventEmitter {
   /** Asks the guest's balloon driver to give memory back (or take it again), QMP balloon. */
   async setBalloon(id: string, targetMiB: number): Promise<void> {
     const row = this.requireRunning(id);
-    if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) throw new ValidationError(`balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${describeValue(targetMiB)}`);
+    if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) {
+      throw new ValidationError(
+        `balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${describeValue(targetMiB)}`
+      );
+    }
     await this.deps.launcher.qmp(row.handle as VmHandle, 'balloon', { value: targetMiB * 1048576 });
     this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
     this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now());
@@ -338,15 +403,23 @@ export class SessionManager extends EventEmitter {
 
   private requireRunning(id: string): SessionRow {
     const row = this.deps.rows.byId(id);
-    if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
-    if (row.state !== 'running' || !row.handle) throw new QwdError('QWD_SESSION_ENDED', `session ${id} is ${row.state}`, { userMessage: 'This desktop is not running.' });
+    if (!row) {
+      throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
+    }
+    if (row.state !== 'running' || !row.handle) {
+      throw new QwdError(
+        'QWD_SESSION_ENDED', `session ${id} is ${row.state}`, { userMessage: 'This desktop is not running.' },
+      );
+    }
     return row;
   }
 
   /** Revokes a link: a new token replaces it and its open viewers are disconnected. */
   revokeLink(id: string, kind: LinkKind): SessionRow {
     const row = this.deps.rows.byId(id);
-    if (!row || !isLive(row.state)) throw new QwdError('QWD_SESSION_ENDED', `session ${id} has ended`, { userMessage: 'This desktop has ended.' });
+    if (!row || !isLive(row.state)) {
+      throw new QwdError('QWD_SESSION_ENDED', `session ${id} has ended`, { userMessage: 'This desktop has ended.' });
+    }
     const token = newToken();
     const now = this.now();
     this.deps.rows.rotateToken(row, kind, token, hashToken(token), now);
@@ -361,14 +434,28 @@ export class SessionManager extends EventEmitter {
    */
   async extend(id: string, byS: number): Promise<SessionRow> {
     const { rows, config, launcher } = this.deps;
-    if (!Number.isInteger(byS) || byS <= 0) throw new ValidationError(`extension must be a positive whole number of seconds, got ${describeValue(byS)}`);
+    if (!Number.isInteger(byS) || byS <= 0) {
+      throw new ValidationError(`extension must be a positive whole number of seconds, got ${describeValue(byS)}`);
+    }
     const row = rows.byId(id);
-    if (!row) throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
+    if (!row) {
+      throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no desktop ${id}.` });
+    }
     const now = this.now();
-    if (row.state !== 'running' || row.expiresAt <= now) throw new QwdError('QWD_SESSION_ENDED', `session ${id} is ${row.state}`, { userMessage: 'This desktop has ended and cannot be extended.' });
+    if (row.state !== 'running' || row.expiresAt <= now) {
+      throw new QwdError(
+        'QWD_SESSION_ENDED', `session ${id} is ${row.state}`,
+        { userMessage: 'This desktop has ended and cannot be extended.' },
+      );
+    }
     const ceiling = row.createdAt + config.limits.maxLifetimeS * 1000;
     if (row.expiresAt >= ceiling) {
-      throw new AdmissionError('QWD_ADMISSION_LIMIT', `This desktop already runs until its maximum life-time (${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`, { limit: 'maxLifetimeS' });
+      throw new AdmissionError(
+        'QWD_ADMISSION_LIMIT',
+        `This desktop already runs until its maximum life-time (` +
+          `${Math.round(config.limits.maxLifetimeS / 3600 * 10) / 10} h after it started); it cannot be extended.`,
+        { limit: 'maxLifetimeS' },
+      );
     }
     const expiresAt = Math.min(row.expiresAt + byS * 1000, ceiling);
     // Where a scheduler enforces the end (Slurm's time limit), it must agree first.
@@ -426,7 +513,10 @@ export class SessionManager extends EventEmitter {
       const outcome = await this.deps.launcher.stop(handle);
       this.deps.log.info({ sessionId: id, outcome }, 'qemu stopped');
     } catch (err) {
-      this.deps.log.error({ sessionId: id, handle, err }, 'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host');
+      this.deps.log.error(
+        { sessionId: id, handle, err },
+        'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host',
+      );
       this.deps.rows.audit(id, 'stop-failed', { error: (err as Error).message, handle }, this.now());
       throw err;
     }
@@ -466,10 +556,13 @@ export class SessionManager extends EventEmitter {
       if (this.starting.has(row.id) || this.stops.has(row.id)) continue;
       // A launcher that cannot tell right now (Slurm's controller down) counts as alive:
       // never clean up on a hiccup; the watch and the purge look again.
-      const alive = row.handle !== null && await this.deps.launcher.isAlive(row.handle as VmHandle).catch((err: Error) => {
-        this.deps.log.warn({ sessionId: row.id, err: err.message }, 'cannot tell whether the VM still runs; adopting it for now');
-        return true;
-      });
+      const alive = row.handle !== null
+        && await this.deps.launcher.isAlive(row.handle as VmHandle).catch((err: Error) => {
+          this.deps.log.warn(
+            { sessionId: row.id, err: err.message }, 'cannot tell whether the VM still runs; adopting it for now',
+          );
+          return true;
+        });
       if (row.state === 'running' && alive) {
         this.watch(row);
         // Nobody is connected after a restart: a one-shot session whose viewer
@@ -483,7 +576,9 @@ export class SessionManager extends EventEmitter {
         adopted.push(row.id);
         continue;
       }
-      if (row.state === 'starting' && this.now() - row.updatedAt < this.deps.config.qemu.readyTimeoutMs * 2) continue; // maybe qwdctl is starting it
+      if (row.state === 'starting' && this.now() - row.updatedAt < this.deps.config.qemu.readyTimeoutMs * 2) {
+        continue; // maybe qwdctl is starting it
+      }
       if (alive) await this.stop(row.id, 'reconciled after restart');
       else await this.runStop(row.id, () => this.postStop(row, 'the virtual machine ended while the service was down'));
       cleaned.push(row.id);
@@ -509,10 +604,13 @@ export class SessionManager extends EventEmitter {
     const all = rows.all();
     const candidates = await Promise.all(all.map(async (r) => ({
       id: r.id, state: r.state, expiresAt: r.expiresAt, updatedAt: r.updatedAt,
-      alive: r.handle !== null && await launcher.isAlive(r.handle as VmHandle).catch(() => true), // unknown: assume alive, never clean up on a hiccup
+      alive: r.handle !== null && await launcher.isAlive(r.handle as VmHandle)
+        .catch(() => true), // unknown: assume alive, never clean up on a hiccup
       busy: this.starting.has(r.id) || this.stops.has(r.id),
     })));
-    const actions = selectPurge(candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000);
+    const actions = selectPurge(
+      candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000,
+    );
     let dirs: string[] = [];
     try {
       dirs = await fsp.readdir(launcher.runRoot);
@@ -520,7 +618,9 @@ export class SessionManager extends EventEmitter {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     const orphanDirs = selectOrphanDirs(dirs, new Set(all.map((r) => r.id)));
-    const warnings = this.deps.mailer ? selectWarnings(all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS) : [];
+    const warnings = this.deps.mailer ? selectWarnings(
+      all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS,
+    ) : [];
     if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
     await this.sendWarnings(warnings, all);
     await this.reclaimIdleMemory(all, actions, now);
@@ -528,7 +628,9 @@ export class SessionManager extends EventEmitter {
     // their exit is noticed within a second rather than at the next purge.
     for (const c of candidates) {
       const row = all.find((r) => r.id === c.id)!;
-      if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) this.watch(row);
+      if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) {
+        this.watch(row);
+      }
       if (c.state === 'queued' && c.alive && !c.busy && row.expiresAt > now) this.resumeQueued(row);
     }
     for (const action of actions) {
@@ -572,9 +674,15 @@ export class SessionManager extends EventEmitter {
     return (await this.deps.launcher.exitReason(handle).catch(() => null)) ?? fallback;
   }
 
-  /** Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims). */
+  /**
+   * Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims).
+   */
   private async reclaimIdleMemory(rows: SessionRow[], actions: PurgeAction[], now: number): Promise<void> {
-    for (const { id, targetMiB } of selectIdleReclaims(rows, new Set(actions.map((a) => a.id)), now, this.deps.config.balloon)) {
+    for (
+      const { id, targetMiB } of selectIdleReclaims(
+        rows, new Set(actions.map((a) => a.id)), now, this.deps.config.balloon,
+      )
+    ) {
       try {
         await this.setBalloon(id, targetMiB);
         this.deps.log.info({ sessionId: id, targetMiB }, 'memory reclaimed from an idle guest');
@@ -598,7 +706,8 @@ export class SessionManager extends EventEmitter {
           text: [
             `Hello ${row.owner},`,
             '',
-            `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} minute${minutes === 1 ? '' : 's'}).`,
+            `your ${row.machine} desktop ends at ${new Date(row.expiresAt).toUTCString()} (in about ${minutes} minute` +
+              `${minutes === 1 ? '' : 's'}).`,
             'Save your work before then: the virtual machine and its disk are deleted at the end.',
             // No link (no public address configured): the line is left out; the '' lines are blank lines.
             link ? `You can extend it (up to the maximum life-time) from its page: ${link}` : null,

@@ -5,7 +5,9 @@ import type { SessionState } from '../store/session-rows.js';
 export type SessionEvent = 'submitted' | 'launched' | 'launch-failed' | 'stop-requested' | 'exited' | 'cleaned-up';
 
 const TABLE: Record<SessionState, Partial<Record<SessionEvent, SessionState>>> = {
-  starting: { submitted: 'queued', launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed' },
+  starting: {
+    submitted: 'queued', launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed',
+  },
   queued: { launched: 'running', 'launch-failed': 'failed', 'stop-requested': 'stopping', exited: 'failed' },
   running: { 'stop-requested': 'stopping', exited: 'stopped' },
   stopping: { exited: 'stopped', 'cleaned-up': 'stopped' },

@@ -56,14 +56,20 @@ export async function pinMaster(qemuImg: string, machine: Machine, machinesDir: 
   const chain = await checkedChain(qemuImg, machine, machinesDir);
   if (chain.violations.length) {
     throw new QwdError('QWD_IMAGE_UNSAFE', `machine ${machine.name}: ${chain.violations.join('; ')}`, {
-      userMessage: `The image of machine "${machine.name}" cannot be used; an administrator must run "qwdctl machines check".`,
+      userMessage: `The image of machine "${machine.name}" cannot be used; an administrator must run "qwdctl ` +
+        `machines check".`,
     });
   }
   const master = chain.layers[0]!;
-  return { machine: { ...machine, image: master.realPath, format: master.format }, chain, virtualSizeBytes: chain.virtualSizeBytes };
+  return {
+    machine: { ...machine, image: master.realPath, format: master.format }, chain,
+    virtualSizeBytes: chain.virtualSizeBytes,
+  };
 }
 
-export async function createOverlay(qemuImg: string, machine: Machine, runDir: string, isoDiskGiB: number, machinesDir: string): Promise<{ overlay: string; machine: Machine }> {
+export async function createOverlay(
+  qemuImg: string, machine: Machine, runDir: string, isoDiskGiB: number, machinesDir: string,
+): Promise<{ overlay: string; machine: Machine }> {
   const pinned = await pinMaster(qemuImg, machine, machinesDir);
   const overlay = path.join(runDir, OVERLAY_NAME);
   const argv = overlayArgv(pinned.machine, overlay, isoDiskGiB, pinned.virtualSizeBytes);
@@ -89,7 +95,9 @@ export async function createOverlay(qemuImg: string, machine: Machine, runDir: s
  * Pure: the qemu-img argv for a session disk. With `virtualSizeBytes` the
  * overlay is created unsafe (-u: the backing file is not opened) at that size.
  */
-export function overlayArgv(machine: Machine, overlay: string, isoDiskGiB: number, virtualSizeBytes?: number): string[] {
+export function overlayArgv(
+  machine: Machine, overlay: string, isoDiskGiB: number, virtualSizeBytes?: number,
+): string[] {
   if (machine.format === 'iso') {
     return ['create', '-q', '-f', 'qcow2', overlay, `${machine.isoDiskGiB ?? isoDiskGiB}G`];
   }

@@ -185,7 +185,10 @@ function unsafeDirReason(st: fs.Stats, uid: number, isStateDir: boolean): string
   return null;
 }
 
-/** Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's constants, never input. */
+/**
+ * Adds a column unless it is there (migrations may meet a database that already has it). Names are this file's
+ * constants, never input.
+ */
 function addColumnOnce(db: Db, table: string, column: string, definition: string): void {
   const columns = db.prepare('SELECT name FROM pragma_table_info(?)').all(table) as Array<{ name: string }>;
   if (columns.some((c) => c.name === column)) return;
@@ -220,6 +223,8 @@ export function storeError(err: unknown): unknown {
   if (typeof code !== 'string' || !/^SQLITE_(FULL|IOERR)/.test(code)) return err;
   return new QwdError('QWD_STORE_FAILED', `state store: ${(err as Error).message} (${code}); nothing was written`, {
     cause: err,
-    userMessage: code === 'SQLITE_FULL' ? 'The server has no disk space left to record a new desktop; try again later.' : 'The server cannot record a new desktop right now; try again later.',
+    userMessage: code === 'SQLITE_FULL'
+      ? 'The server has no disk space left to record a new desktop; try again later.'
+      : 'The server cannot record a new desktop right now; try again later.',
   });
 }

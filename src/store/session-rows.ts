@@ -62,14 +62,17 @@ export interface EndedRow {
 interface RawRow {
   id: string; token: string; token_hash: string; view_token: string; view_token_hash: string;
   owner: string; machine: string; cpus: number; memory_mib: number; created_at: number;
-  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number; one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null; balloon_target_mib: number | null; had_viewer: number;
+  expires_at: number; state: SessionState; handle: string | null; run_dir: string; updated_at: number; viewers: number;
+  one_shot: number; email: string | null; warned_before_s: number | null; gpus: number; idle_since: number | null;
+  balloon_target_mib: number | null; had_viewer: number;
 }
 
 function fromRaw(r: RawRow): SessionRow {
   return {
     id: r.id, token: r.token, tokenHash: r.token_hash, viewToken: r.view_token, viewTokenHash: r.view_token_hash,
     owner: r.owner, machine: r.machine, cpus: r.cpus, memoryMiB: r.memory_mib, createdAt: r.created_at,
-    expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(r.handle) : null, runDir: r.run_dir, updatedAt: r.updated_at, viewers: r.viewers,
+    expiresAt: r.expires_at, state: r.state, handle: r.handle ? JSON.parse(r.handle) : null, runDir: r.run_dir,
+    updatedAt: r.updated_at, viewers: r.viewers,
     oneShot: r.one_shot === 1, email: r.email, warnedBeforeS: r.warned_before_s, gpus: r.gpus,
     idleSince: r.idle_since, balloonTargetMiB: r.balloon_target_mib, hadViewer: r.had_viewer === 1,
   };
@@ -80,8 +83,10 @@ export class SessionRows {
 
   insert(row: SessionRow): void {
     this.db.prepare(
-      `INSERT INTO sessions (id, token, token_hash, view_token, view_token_hash, owner, machine, cpus, memory_mib, created_at, expires_at, state, handle, run_dir, updated_at, one_shot, email, gpus, idle_since)
-       VALUES (@id, @token, @tokenHash, @viewToken, @viewTokenHash, @owner, @machine, @cpus, @memoryMiB, @createdAt, @expiresAt, @state, @handle, @runDir, @updatedAt, @oneShot, @email, @gpus, @createdAt)`,
+      'INSERT INTO sessions (id, token, token_hash, view_token, view_token_hash, owner, machine, cpus, memory_mib, ' +
+        'created_at, expires_at, state, handle, run_dir, updated_at, one_shot, email, gpus, idle_since)\n' +
+        '       VALUES (@id, @token, @tokenHash, @viewToken, @viewTokenHash, @owner, @machine, @cpus, @memoryMiB, ' +
+        '@createdAt, @expiresAt, @state, @handle, @runDir, @updatedAt, @oneShot, @email, @gpus, @createdAt)',
     ).run({ ...row, handle: row.handle === null ? null : JSON.stringify(row.handle), oneShot: row.oneShot ? 1 : 0 });
   }
 
@@ -91,7 +96,8 @@ export class SessionRows {
   }
 
   byTokenHash(hash: string): { row: SessionRow; kind: LinkKind } | undefined {
-    const r = this.db.prepare('SELECT * FROM sessions WHERE token_hash = ? OR view_token_hash = ?').get(hash, hash) as RawRow | undefined;
+    const r = this.db.prepare('SELECT * FROM sessions WHERE token_hash = ? OR view_token_hash = ?')
+      .get(hash, hash) as RawRow | undefined;
     return r && { row: fromRaw(r), kind: r.token_hash === hash ? 'control' : 'view' };
   }
 
@@ -99,9 +105,15 @@ export class SessionRows {
   rotateToken(row: SessionRow, kind: LinkKind, token: string, tokenHash: string, now: number): void {
     this.db.transaction(() => {
       const oldHash = kind === 'control' ? row.tokenHash : row.viewTokenHash;
-      if (kind === 'control') this.db.prepare('UPDATE sessions SET token = ?, token_hash = ?, updated_at = ? WHERE id = ?').run(token, tokenHash, now, row.id);
-      else this.db.prepare('UPDATE sessions SET view_token = ?, view_token_hash = ?, updated_at = ? WHERE id = ?').run(token, tokenHash, now, row.id);
-      this.db.prepare('INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)').run(oldHash, row.id, now, 'revoked');
+      if (kind === 'control') {
+        this.db.prepare('UPDATE sessions SET token = ?, token_hash = ?, updated_at = ? WHERE id = ?')
+          .run(token, tokenHash, now, row.id);
+      }
+      else this.db.prepare('UPDATE sessions SET view_token = ?, view_token_hash = ?, updated_at = ? WHERE id = ?')
+        .run(token, tokenHash, now, row.id);
+      this.db.prepare(
+        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)'
+      ).run(oldHash, row.id, now, 'revoked');
     })();
   }
 
@@ -114,22 +126,30 @@ export class SessionRows {
   }
 
   byOwner(owner: string): SessionRow[] {
-    return (this.db.prepare('SELECT * FROM sessions WHERE owner = ? ORDER BY created_at').all(owner) as RawRow[]).map(fromRaw);
+    return (this.db.prepare('SELECT * FROM sessions WHERE owner = ? ORDER BY created_at').all(owner) as RawRow[])
+      .map(fromRaw);
   }
 
   update(id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number): void {
     const sets: string[] = ['updated_at = @now'];
     const params: Record<string, unknown> = { id, now };
     if (changes.state !== undefined) { sets.push('state = @state'); params.state = changes.state; }
-    if (changes.handle !== undefined) { sets.push('handle = @handle'); params.handle = changes.handle === null ? null : JSON.stringify(changes.handle); }
-    if (changes.expiresAt !== undefined) { sets.push('expires_at = @expiresAt', 'warned_before_s = NULL'); params.expiresAt = changes.expiresAt; }
+    if (changes.handle !== undefined) {
+      sets.push('handle = @handle'); params.handle = changes.handle === null ? null : JSON.stringify(changes.handle);
+    }
+    if (changes.expiresAt !== undefined) {
+      sets.push('expires_at = @expiresAt', 'warned_before_s = NULL'); params.expiresAt = changes.expiresAt;
+    }
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
   }
 
   setViewers(id: string, viewers: number, now: number): void {
     // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
     // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
-    this.db.prepare('UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END WHERE id = @id').run({ viewers, now, id });
+    this.db.prepare(
+      'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
+        'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END WHERE id = @id'
+    ).run({ viewers, now, id });
   }
 
   setBalloonTarget(id: string, targetMiB: number | null): void {
@@ -138,7 +158,8 @@ export class SessionRows {
 
   /** After a broker restart nobody is connected: the counts start again from zero. */
   resetViewers(): void {
-    this.db.prepare('UPDATE sessions SET viewers = 0, idle_since = COALESCE(idle_since, ?) WHERE viewers != 0').run(Date.now());
+    this.db.prepare('UPDATE sessions SET viewers = 0, idle_since = COALESCE(idle_since, ?) WHERE viewers != 0')
+      .run(Date.now());
   }
 
   /**
@@ -151,26 +172,40 @@ export class SessionRows {
   claimGpu(address: string, sessionId: string, functions: string[], now: number): void {
     const all = [...new Set([address, ...functions])];
     this.db.transaction(() => {
-      const holders = this.db.prepare(`SELECT address, session_id FROM gpu_claim_functions WHERE address IN (${all.map(() => '?').join(', ')})
-        UNION SELECT address, session_id FROM gpu_claims WHERE address = ?`).all(...all, address) as Array<{ address: string; session_id: string }>;
+      const holders = this.db.prepare(
+        `SELECT address, session_id FROM gpu_claim_functions WHERE address IN (${all.map(() => '?').join(', ')})
+        UNION SELECT address, session_id FROM gpu_claims WHERE address = ?`,
+      ).all(...all, address) as Array<{ address: string; session_id: string }>;
       if (holders.length) {
-        throw new AdmissionError('QWD_ADMISSION_CAPACITY', 'No GPU is free right now. Start the desktop without a GPU, or try again later.', {
+        const message = 'No GPU is free right now. Start the desktop without a GPU, or try again later.';
+        throw new AdmissionError('QWD_ADMISSION_CAPACITY', message, {
           limit: 'gpu', conflict: holders.map((h) => `${h.address} is held by session ${h.session_id}`).join(', '),
         });
       }
-      this.db.prepare('INSERT INTO gpu_claims (address, session_id, functions, claimed_at) VALUES (?, ?, ?, ?)').run(address, sessionId, JSON.stringify(functions), now);
-      const fn = this.db.prepare('INSERT INTO gpu_claim_functions (address, claim_address, session_id) VALUES (?, ?, ?)');
+      this.db.prepare('INSERT INTO gpu_claims (address, session_id, functions, claimed_at) VALUES (?, ?, ?, ?)')
+        .run(address, sessionId, JSON.stringify(functions), now);
+      const fn = this.db.prepare(
+        'INSERT INTO gpu_claim_functions (address, claim_address, session_id) VALUES (?, ?, ?)'
+      );
       for (const f of all) fn.run(f, address, sessionId);
     })();
   }
 
   gpuClaims(): GpuClaim[] {
-    return (this.db.prepare('SELECT address, session_id, functions, claimed_at FROM gpu_claims ORDER BY address').all() as Array<{ address: string; session_id: string; functions: string; claimed_at: number }>).map((r) => ({ address: r.address, sessionId: r.session_id, functions: JSON.parse(r.functions), claimedAt: r.claimed_at }));
+    return (
+      this.db.prepare('SELECT address, session_id, functions, claimed_at FROM gpu_claims ORDER BY address')
+        .all() as Array<{ address: string; session_id: string; functions: string; claimed_at: number }>
+    ).map(
+      (r) => ({
+        address: r.address, sessionId: r.session_id, functions: JSON.parse(r.functions), claimedAt: r.claimed_at,
+      })
+    );
   }
 
   /** Every claimed PCI function → the session holding it. */
   claimedGpuFunctions(): Map<string, string> {
-    const rows = this.db.prepare('SELECT address, session_id FROM gpu_claim_functions').all() as Array<{ address: string; session_id: string }>;
+    const rows = this.db.prepare('SELECT address, session_id FROM gpu_claim_functions')
+      .all() as Array<{ address: string; session_id: string }>;
     return new Map(rows.map((r) => [r.address, r.session_id]));
   }
 
@@ -188,14 +223,17 @@ export class SessionRows {
       this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
-      const tomb = this.db.prepare('INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)');
+      const tomb = this.db.prepare(
+        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)'
+      );
       tomb.run(row.tokenHash, row.id, now, reason);
       tomb.run(row.viewTokenHash, row.id, now, reason);
     })();
   }
 
   ended(tokenHash: string): EndedRow | undefined {
-    const r = this.db.prepare('SELECT session_id, ended_at, reason FROM ended_sessions WHERE token_hash = ?').get(tokenHash) as { session_id: string; ended_at: number; reason: string } | undefined;
+    const r = this.db.prepare('SELECT session_id, ended_at, reason FROM ended_sessions WHERE token_hash = ?')
+      .get(tokenHash) as { session_id: string; ended_at: number; reason: string } | undefined;
     return r && { sessionId: r.session_id, endedAt: r.ended_at, reason: r.reason };
   }
 
@@ -204,6 +242,7 @@ export class SessionRows {
   }
 
   audit(sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number): void {
-    this.db.prepare('INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)').run(now, sessionId, kind, detail ? JSON.stringify(detail) : null);
+    this.db.prepare('INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)')
+      .run(now, sessionId, kind, detail ? JSON.stringify(detail) : null);
   }
 }

@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { api, startTestBroker } from '../helpers/broker.js';
+import { api, localPid, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 import type { VmHandle } from '../../src/launcher/types.js';
@@ -206,7 +206,7 @@ test('GPU claims are released on stop, expiry and SIGKILL of qemu', async (t) =>
   t.pass('expiry');
 
   const killed = await sessionHoldingClaim(broker);
-  process.kill((broker.services.manager.get(killed.id)!.handle as VmHandle).pid, 'SIGKILL');
+  process.kill(localPid(broker.services.manager.get(killed.id)!.handle), 'SIGKILL');
   await waitFor('crash cleanup', () => broker.services.rows.gpuClaims().length === 0, 10000);
   t.is(broker.services.rows.byId(killed.id), undefined);
 });
@@ -215,7 +215,7 @@ test('GPU claims of a VM that died while the broker was down are released at sta
   const setup = makeSetup(t);
   const first = await startTestBroker(t, setup.config, { keepVms: true });
   const held = await sessionHoldingClaim(first);
-  const pid = (first.services.manager.get(held.id)!.handle as VmHandle).pid;
+  const pid = localPid(first.services.manager.get(held.id)!.handle);
   await first.close();
   process.kill(pid, 'SIGKILL');
   await waitFor('qemu to die', () => pidsMentioning(`qwd-${held.id}`).length === 0);

@@ -12,7 +12,7 @@ const host: HostLoad = { cpus: 4, totalMemoryMiB: 9000, availableMemoryMiB: 8000
 const none: Reserved = { sessions: 0, cpus: 0, memoryMiB: 0, gpuMemoryMiB: 0, sessionsOfUser: 0, cpusOfUser: 0, memoryMiBOfUser: 0, gpusOfUser: 0, sessionsOfMachine: 0 };
 const req: AdmissionRequest = { user: 'u', cpus: 1, memoryMiB: 1000, gpus: 0, machine: { name: 'demo', maxSessions: null } };
 
-type Row = [string, Partial<Reserved>, Partial<AdmissionRequest>, Partial<HostLoad> & { gpusFree?: number; gpusUsable?: number; memoryOvercommit?: number }, null | { status: number; limit: string; message: RegExp }];
+type Row = [string, Partial<Reserved>, Partial<AdmissionRequest>, Partial<HostLoad> & { gpusFree?: number; gpusUsable?: number; memoryOvercommit?: number }, null | { status: 429 | 503; limit: string; message: RegExp }];
 const table: Row[] = [
   ['an empty host admits', {}, {}, {}, null],
   // sessions per user: limit 2

@@ -17,7 +17,7 @@ function addQueued(broker: Broker, id: string, owner: string, cpus = 1, memoryMi
     id, token: `tok-${id}-${'x'.repeat(32)}`, tokenHash: `th-${id}`, viewToken: `vt-${id}-${'x'.repeat(32)}`, viewTokenHash: `vh-${id}`,
     owner, machine: 'blank', cpus, memoryMiB, createdAt: now, expiresAt: now + 600_000, state: 'queued', handle: null,
     runDir: path.join(broker.services.config.runDir, id), updatedAt: now, viewers: 0, oneShot: false, email: null, warnedBeforeS: null,
-    gpus: 0, idleSince: now, balloonTargetMiB: null,
+    gpus: 0, idleSince: now, balloonTargetMiB: null, hadViewer: false,
   });
 }
 

@@ -360,7 +360,7 @@ test('after LDAP, IMAP and SMTP logins (right and wrong), sessions and stops, no
   const { broker, logFile, stream } = await brokerWithLog(t, setup, 'trace');
   const running: Array<{ browser: WebClient; token: string; runDir: string }> = [];
   const logins: Array<[string, string, string]> = [['lena', ldapUser.password, 'ldap'], ['ivan', imapUser.password, 'imap'], ['sam', smtpUser.password, 'smtp'], ['alice', PASSWORDS.alice, 'local']];
-  for (const [user, password, via] of logins) {
+  for (const [user, password] of logins) {
     const wrong = new WebClient(broker.url);
     await wrong.get('/login');
     t.is((await wrong.post('/login', { user, password: `${password}-typo` })).status, 401, `${user}: a wrong password goes through every backend and is refused`);

@@ -26,7 +26,7 @@ test('formats are detected with qemu-img info, ISO by its signature', async (t) 
   fs.writeFileSync(path.join(dir, 'live.yml'), 'name: live\nimage: live.iso\n');
   const catalog = await loadCatalog(dir, 'qemu-img');
   t.deepEqual(catalog.problems, []);
-  for (const format of ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'qed']) t.is(catalog.get(`m-${format}`)?.format, format);
+  for (const format of ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'qed'] as const) t.is(catalog.get(`m-${format}`)?.format, format);
   t.is(catalog.get('live')?.format, 'iso');
 });
 

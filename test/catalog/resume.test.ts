@@ -1,6 +1,6 @@
 // Pure decisions about continuing a partial download (src/catalog/resume.ts).
 import test from 'ava';
-import { decideResponse, ifRangeValidator, parseContentRange, planRequest, type PartialMeta } from '../../src/catalog/resume.js';
+import { decideResponse, ifRangeValidator, parseContentRange, planRequest, type PartialMeta, type ResponseFacts } from '../../src/catalog/resume.js';
 
 const URL_A = 'http://mirror.example.org/debian.qcow2';
 const META: PartialMeta = { url: URL_A, etag: '"abc"', lastModified: 'Tue, 01 Oct 2024 10:00:00 GMT', totalBytes: 1000 };
@@ -37,12 +37,12 @@ test('Content-Range is parsed per RFC 9110 §14.4 and nonsense is refused', (t) 
 
 test('an answer to a resume is appended only when it continues the partial exactly', (t) => {
   const plan = { fromBytes: 400 };
-  const ok = { status: 206, contentRange: 'bytes 400-999/1000', contentLengthBytes: 600, etag: '"abc"' };
+  const ok: ResponseFacts = { status: 206, contentRange: 'bytes 400-999/1000', contentLengthBytes: 600, etag: '"abc"' };
   t.deepEqual(decideResponse(plan, META, ok), { action: 'write', fromBytes: 400, totalBytes: 1000, note: null });
   t.deepEqual(decideResponse(plan, META, { ...ok, etag: null }), { action: 'write', fromBytes: 400, totalBytes: 1000, note: null }, 'no ETag on the 206: Content-Range alone decides');
   const whole = decideResponse(plan, META, { status: 200, contentRange: null, contentLengthBytes: 1200, etag: '"new"' });
   t.like(whole, { action: 'write', fromBytes: 0, totalBytes: 1200 }, 'a 200 to a resume rewrites from the start');
-  const rejected: Array<[string, Partial<typeof ok>, RegExp]> = [
+  const rejected: Array<[string, Partial<ResponseFacts>, RegExp]> = [
     ['starts elsewhere', { contentRange: 'bytes 0-599/1000' }, /expected bytes 400-…\/1000/],
     ['not to the end', { contentRange: 'bytes 400-499/1000', contentLengthBytes: 100 }, /not the rest of the file/],
     ['other total', { contentRange: 'bytes 400-1199/1200', contentLengthBytes: 800 }, /changed size/],

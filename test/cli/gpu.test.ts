@@ -3,7 +3,7 @@ import test from 'ava';
 import { qwdctl } from '../helpers/cli.js';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, makeSetup, requireQemu, tempDir } from '../helpers/env.js';
+import { makeSetup, requireQemu, tempDir } from '../helpers/env.js';
 import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 
 test.before(() => requireQemu());

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createServices } from '../../src/main.js';
 import { silentLogger } from '../../src/log.js';
 import type { LocalHandle } from '../../src/launcher/types.js';
-import { ROOT, makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
+import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 
 test.before(() => requireQemu());
 

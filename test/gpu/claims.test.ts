@@ -10,7 +10,7 @@ function session(id: string): SessionRow {
   return {
     id, token: `t-${id}`, tokenHash: `th-${id}`, viewToken: `v-${id}`, viewTokenHash: `vh-${id}`, owner: 'u', machine: 'm', cpus: 1, memoryMiB: 512,
     createdAt: 1, expiresAt: 2, state: 'running', handle: null, runDir: `/r/${id}`, updatedAt: 1, viewers: 0, oneShot: false, email: null,
-    warnedBeforeS: null, gpus: 1, idleSince: null, balloonTargetMiB: null,
+    warnedBeforeS: null, gpus: 1, idleSince: null, balloonTargetMiB: null, hadViewer: false,
   };
 }
 

@@ -5,9 +5,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { stringify } from 'yaml';
-import { api, startTestBroker } from '../helpers/broker.js';
+import { api, localPid, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireProgram, requireQemu } from '../helpers/env.js';
-import type { VmHandle } from '../../src/launcher/types.js';
 
 test.before(() => {
   requireQemu();
@@ -44,7 +43,7 @@ test('boot scripts reach the guest in a cloud-init seed with placeholders substi
   t.notRegex(userData, /not for ada/);
   t.notRegex(userData, /@USER@|@VM@|@SESSION_NAME@/);
   t.regex(isoFile(iso, 'meta-data'), new RegExp(`instance-id: qwd-${res.json.id}`));
-  const argv = fs.readFileSync(`/proc/${(row.handle as VmHandle).pid}/cmdline`, 'utf8').split('\0');
+  const argv = fs.readFileSync(`/proc/${localPid(row.handle)}/cmdline`, 'utf8').split('\0');
   t.true(argv.some((a) => a.startsWith(`file=${iso},`) && a.includes('media=cdrom') && a.includes('readonly=on')));
   t.is(sha(master), before, 'the master image is not written');
 });

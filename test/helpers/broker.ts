@@ -88,6 +88,15 @@ export async function stopAllVms(broker: Broker): Promise<void> {
   }
 }
 
+/** The QEMU PID of a session the local launcher runs; any other handle (or none) fails the test that expected one. */
+export function localPid(handle: unknown): number {
+  const isLocal = typeof handle === 'object' && handle !== null && 'kind' in handle && handle.kind === 'local';
+  if (!isLocal || !('pid' in handle) || typeof handle.pid !== 'number') {
+    throw new Error(`expected a local VM handle, got ${JSON.stringify(handle)}`);
+  }
+  return handle.pid;
+}
+
 /** A local VM is our own process group (if that PID is still our qemu); Slurm jobs are ended by the test's Slurm going away. */
 function killLocalVm(handle: VmHandle | null): void {
   if (handle?.kind !== 'local') return;
@@ -112,7 +121,14 @@ function isOurPasta(pid: number, startTime: string): boolean {
   return stat !== null && stat.startTime === startTime && /pasta|passt/.test(fs.readFileSync(`/proc/${pid}/comm`, 'utf8'));
 }
 
-export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+/**
+ * A JSON body from the API under test. Deliberately `any`: each test reads the
+ * fields it asserts on, and the assertions check their values at run time.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+export type ApiJson = any;
+
+export async function api(broker: Broker, method: string, path: string, body?: unknown): Promise<{ status: number; json: ApiJson; text: string }> {
   const res = await fetch(broker.url + path, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json', accept: 'application/json' },
@@ -120,7 +136,7 @@ export async function api(broker: Broker, method: string, path: string, body?: u
     redirect: 'manual',
   });
   const text = await res.text();
-  let json: any = null;
+  let json: ApiJson = null;
   try {
     json = JSON.parse(text);
   } catch {

@@ -4,6 +4,7 @@
 // that loopback address (127.0.0.2, …), so a test has several real clients
 // without trusting X-Forwarded-For.
 import http from 'node:http';
+import type { ApiJson } from './broker.js';
 
 interface Answer {
   status: number;
@@ -49,12 +50,12 @@ export class WebClient {
   }
 
   /** A JSON API call with this browser's cookie (and X-CSRF-Token when asked). */
-  async api(method: string, path: string, body?: unknown, opts: { withCsrf?: boolean } = {}): Promise<{ status: number; json: any }> {
+  async api(method: string, path: string, body?: unknown, opts: { withCsrf?: boolean } = {}): Promise<{ status: number; json: ApiJson }> {
     const headers: Record<string, string> = { cookie: this.cookie, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (opts.withCsrf) headers['x-csrf-token'] = this.csrf;
     const res = await this.send(method, path, headers, body === undefined ? undefined : JSON.stringify(body));
-    let json: any = null;
+    let json: ApiJson = null;
     try {
       json = JSON.parse(res.text);
     } catch {

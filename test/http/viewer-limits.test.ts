@@ -69,7 +69,7 @@ async function sessionWithTwoViewers(t: ExecutionContext) {
 }
 
 test('16 MiB of clipboard text from a view-only viewer in 4 KiB frames is dropped as it streams: the control viewer keeps getting frames and /healthz answers', async (t) => {
-  const { broker, s, control, viewer } = await sessionWithTwoViewers(t);
+  const { broker, control, viewer } = await sessionWithTwoViewers(t);
   const total = 16 * 1024 * 1024;
   const frame = Buffer.alloc(4096, 0x41);
   const header = Buffer.from([6, 0, 0, 0, 0, 0, 0, 0]);

@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
-import { api, startTestBroker } from '../helpers/broker.js';
+import { api, startTestBroker, type ApiJson } from '../helpers/broker.js';
 import { launchChromium, requireChromium } from '../helpers/chromium.js';
 import { viewerPage, type ResizeMode } from '../../src/http/views.js';
 import type { ClipboardMode } from '../../src/config/schema.js';
@@ -28,6 +28,15 @@ test.before(() => {
   requireDemoImage();
 });
 
+/** What public/viewer.js leaves on window for tests: the noVNC RFB object and a state log a test installs. */
+interface ViewerGlobals {
+  qwdRfb: EventTarget & {
+    qualityLevel: number; compressionLevel: number; scaleViewport: boolean; clippingViewport: boolean;
+    resizeSession: boolean; disconnect(): void;
+  };
+  qwdStates: string[];
+}
+
 const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
 
 /** Waits until "QWD: boot ok" has shown `count` times on the guest's serial console (a reboot shows it again). */
@@ -40,7 +49,7 @@ async function waitForBoots(runDir: string, count: number, timeoutMs: number): P
 }
 
 /** A broker with the demo machine and one running demo session. */
-async function demoSession(t: ExecutionContext, user: string): Promise<{ broker: Awaited<ReturnType<typeof startTestBroker>>; s: any; runDir: string }> {
+async function demoSession(t: ExecutionContext, user: string): Promise<{ broker: Awaited<ReturnType<typeof startTestBroker>>; s: ApiJson; runDir: string }> {
   const setup = makeSetup(t, {}, { machines: (d) => writeDemoMachine(d) });
   const broker = await startTestBroker(t, setup.config);
   const { json: s, status } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user, lifetimeS: 3 * 3600 });
@@ -102,15 +111,15 @@ test('in Chromium, the toolbar is labelled and reachable with Tab, goes full scr
   // A dropped connection: the indicator says reconnecting, then connected again (with a new round trip).
   await page.evaluate(() => {
     const seen: string[] = [];
-    (window as any).qwdStates = seen;
+    (window as unknown as ViewerGlobals).qwdStates = seen;
     const el = document.getElementById('connection')!;
     new MutationObserver(() => seen.push(el.dataset.state!)).observe(el, { attributeFilter: ['data-state'] });
-    (window as any).qwdRfb.disconnect();
+    (window as unknown as ViewerGlobals).qwdRfb.disconnect();
   });
   let states = '';
   await waitFor('the viewer to reconnect', async () => {
     // Each poll sets the state again: the changes are what count.
-    states = (await page.evaluate(() => (window as any).qwdStates as string[])).filter((st, i, all) => st !== all[i - 1]).join(' ');
+    states = (await page.evaluate(() => (window as unknown as ViewerGlobals).qwdStates as string[])).filter((st, i, all) => st !== all[i - 1]).join(' ');
     return states === 'reconnecting connected';
   }, 15000).catch((err) => {
     throw new Error(`${err.message}; the indicator went ${JSON.stringify(states)}`, { cause: err });
@@ -195,13 +204,13 @@ test('in Chromium, the toolbar is labelled and reachable with Tab, goes full scr
   await page.locator('#quality').fill('3');
   await page.locator('#compression').fill('7');
   await page.check('input[name=scaling][value=native]');
-  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.qualityLevel, (window as any).qwdRfb.compressionLevel]), [3, 7]);
+  t.deepEqual(await page.evaluate(() => [(window as unknown as ViewerGlobals).qwdRfb.qualityLevel, (window as unknown as ViewerGlobals).qwdRfb.compressionLevel]), [3, 7]);
   await page.reload();
   await waitForStatus(page, 'Connected', 15000);
   t.is(await page.locator('#quality').inputValue(), '3');
   t.is(await page.locator('#compression').inputValue(), '7');
   t.is(await page.locator('#quality-value').textContent(), '3');
-  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.qualityLevel, (window as any).qwdRfb.compressionLevel, (window as any).qwdRfb.scaleViewport]), [3, 7, false]);
+  t.deepEqual(await page.evaluate(() => [(window as unknown as ViewerGlobals).qwdRfb.qualityLevel, (window as unknown as ViewerGlobals).qwdRfb.compressionLevel, (window as unknown as ViewerGlobals).qwdRfb.scaleViewport]), [3, 7, false]);
   t.true(await page.locator('input[name=scaling][value=native]').isChecked());
   assertNoPageProblems(t, 'viewer', browser.problems);
 });
@@ -340,7 +349,7 @@ test.serial('in Chromium on a 390×844 touch phone, the session page and the vie
   await page.tap('#display-button');
   await page.tap('input[name=scaling][value=native]');
   await page.tap('#display-button');
-  await waitFor('the desktop to be clipped at 1:1', async () => (await page.evaluate(() => (window as any).qwdRfb.clippingViewport)) === true, 5000);
+  await waitFor('the desktop to be clipped at 1:1', async () => (await page.evaluate(() => (window as unknown as ViewerGlobals).qwdRfb.clippingViewport)) === true, 5000);
   const unpanned = (await readScreen(page))!;
   t.true(unpanned.width <= 390, `the canvas shows a window-sized part of the desktop (${unpanned.width} px)`);
   from = sent.length;
@@ -429,7 +438,7 @@ test('in Chromium, the clipboard goes to the desktop from the panel and, with th
 
   // From the desktop: the blank machine has no clipboard agent, so noVNC's own `clipboard` event is raised in
   // the page (a fake of the guest's side only; the desktop image's tests copy for real).
-  await page.evaluate(() => (window as any).qwdRfb.dispatchEvent(new CustomEvent('clipboard', { detail: { text: 'from the guest: ½ ∑' } })));
+  await page.evaluate(() => (window as unknown as ViewerGlobals).qwdRfb.dispatchEvent(new CustomEvent('clipboard', { detail: { text: 'from the guest: ½ ∑' } })));
   t.is(await page.locator('#clipboard-text').inputValue(), 'from the guest: ½ ∑');
   await waitFor('the guest\'s text to be in the browser\'s clipboard',
     async () => (await page.evaluate(() => navigator.clipboard.readText())) === 'from the guest: ½ ∑', 5000);
@@ -485,11 +494,11 @@ test('in Chromium, a viewer page that says data-clipboard="off" and data-resize=
   t.true(await page.locator('#keys-button').isVisible(), 'the keys are still there');
   await page.click('#display-button');
   t.true(await page.locator('input[name=scaling][value=remote]').isChecked(), 'remote resize is the default where the machine can do it');
-  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.resizeSession, (window as any).qwdRfb.scaleViewport]), [true, true]);
+  t.deepEqual(await page.evaluate(() => [(window as unknown as ViewerGlobals).qwdRfb.resizeSession, (window as unknown as ViewerGlobals).qwdRfb.scaleViewport]), [true, true]);
   // The blank machine's std VGA cannot follow (QEMU answers "invalid screen layout"): the request is what counts here.
   await waitFor('a SetDesktopSize request for the window\'s size', () => sent.some((m) => m.type === 'set-desktop-size'), 10000);
   await page.check('input[name=scaling][value=fit]');
-  t.deepEqual(await page.evaluate(() => [(window as any).qwdRfb.resizeSession, (window as any).qwdRfb.scaleViewport]), [false, true]);
+  t.deepEqual(await page.evaluate(() => [(window as unknown as ViewerGlobals).qwdRfb.resizeSession, (window as unknown as ViewerGlobals).qwdRfb.scaleViewport]), [false, true]);
 
   // The browser's clipboard stays in the browser: no cut text on focus, nor on a paste into the page.
   await page.evaluate(() => navigator.clipboard.writeText('secret'));

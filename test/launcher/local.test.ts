@@ -17,7 +17,7 @@ import { signalGroup } from '../../src/qemu/process.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 import type { ExecutionContext } from 'ava';
 import type { Config } from '../../src/config/schema.js';
-import type { ExitInfo } from '../../src/launcher/types.js';
+import type { ExitInfo, LaunchSpec } from '../../src/launcher/types.js';
 import type { QmpEvent } from '../../src/qemu/qmp-client.js';
 
 test.before(() => requireQemu());
@@ -28,7 +28,10 @@ async function setupLauncher(t: ExecutionContext, raw: Record<string, unknown> =
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
   const launcher = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
   const machine = catalog.get('blank')!;
-  const spec = (id: string) => ({ sessionId: id, machine, cpus: 1, memoryMiB: 128, runDir: path.join(config.runDir, id) });
+  // The local launcher gives no VM a time limit (the manager's purge ends it): expiresAt is only carried.
+  const spec = (id: string): LaunchSpec => ({
+    sessionId: id, machine, cpus: 1, memoryMiB: 128, runDir: path.join(config.runDir, id), expiresAt: Date.now() + 3_600_000,
+  });
   return { setup, config, launcher, spec };
 }
 

@@ -214,7 +214,7 @@ test('two private clusters run side by side on one host with the same node name 
   const stopping = Date.now();
   await a!.stop();
   t.log(`stop with a running job took ${Date.now() - stopping} ms`);
-  t.deepEqual(Object.values(a!.pids).filter(isRunning), [], 'munged, slurmctld and slurmd are gone');
+  t.deepEqual(Object.values(a!.pids).flat().filter(isRunning), [], 'munged, slurmctld and slurmd are gone');
   t.is((await cliB.jobInfo(jobB))!.state, 'RUNNING', 'stopping one cluster leaves the other alone');
 });
 

@@ -8,7 +8,7 @@ const paths: VmPaths = { overlay: '/run/q/s1/disk.qcow2', qmpSocket: '/run/q/s1/
 const base: Machine = {
   name: 'm', description: 'm', image: '/srv/images/m.qcow2', format: 'qcow2', arch: 'x86_64', firmware: 'bios', diskInterface: 'virtio',
   cpus: { default: 1, max: 4 }, memoryMiB: { default: 1024, max: 4096 }, isoDiskGiB: null, url: null, sha256: null, file: '/srv/m.yml',
-  shares: [], bootScripts: { delivery: 'cloud-init', allowUserScripts: false, scripts: [] },
+  shares: [], bootScripts: { delivery: 'cloud-init', allowUserScripts: false, scripts: [] }, maxSessions: null,
 };
 const opts: ArgvOptions = { sessionId: 'abc123', accel: 'tcg', sandbox: true, runAs: null, network: 'user', uefiFirmware: '/usr/share/ovmf/OVMF.fd' };
 

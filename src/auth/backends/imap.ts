@@ -27,7 +27,13 @@ export function imapBackend(config: ImapBackendConfig): AuthBackend {
       try {
         await client.connect();
         await client.logout();
-        return { ok: true, identity: { user, email: config.emailDomain ? `${user}@${config.emailDomain}` : user.includes('@') ? user : null, groups: [], admin: false, via: config.name } };
+        return {
+          ok: true,
+          identity: {
+            user, email: config.emailDomain ? `${user}@${config.emailDomain}` : user.includes('@') ? user : null,
+            groups: [], admin: false, via: config.name,
+          },
+        };
       } catch (err) {
         const e = err as { authenticationFailed?: boolean; responseStatus?: string; message: string; code?: string };
         if (e.authenticationFailed || e.responseStatus === 'NO') return invalid('IMAP login refused');

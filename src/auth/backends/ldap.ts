@@ -21,12 +21,17 @@ type Entry = Record<string, unknown> & { dn: string };
 export function ldapBackend(config: LdapBackendConfig): AuthBackend {
   const ca = readCaFile(config.caFile, config.name);
   const tlsOptions = () => (ca ? { ca } : {});
-  const newClient = () => new Client({ url: config.url, timeout: config.timeoutMs, connectTimeout: config.timeoutMs, tlsOptions: config.url.startsWith('ldaps:') ? tlsOptions() : undefined });
+  const newClient = () => new Client({
+    url: config.url, timeout: config.timeoutMs, connectTimeout: config.timeoutMs,
+    tlsOptions: config.url.startsWith('ldaps:') ? tlsOptions() : undefined,
+  });
   const connect = async (client: Client) => {
     if (config.startTls && config.url.startsWith('ldap:')) await client.startTLS(tlsOptions());
   };
   // memberOf-style attributes are operational in OpenLDAP: returned only when asked for by name.
-  const attributes = [config.userAttribute, config.mailAttribute, ...(config.memberOfAttribute ? [config.memberOfAttribute] : [])];
+  const attributes = [
+    config.userAttribute, config.mailAttribute, ...(config.memberOfAttribute ? [config.memberOfAttribute] : [])
+  ];
 
   return {
     name: config.name,
@@ -45,7 +50,9 @@ export function ldapBackend(config: LdapBackendConfig): AuthBackend {
           const { searchEntries } = await client.search(config.baseDn, {
             scope: 'sub', filter: fillTemplate(config.filter, user, escapeFilterValue), attributes, sizeLimit: 2,
           });
-          if (searchEntries.length !== 1) return invalid(searchEntries.length ? 'user name matches several entries' : 'no such user');
+          if (searchEntries.length !== 1) {
+            return invalid(searchEntries.length ? 'user name matches several entries' : 'no such user');
+          }
           entry = searchEntries[0]!;
           dn = entry.dn;
         }
@@ -61,13 +68,19 @@ export function ldapBackend(config: LdapBackendConfig): AuthBackend {
           entry = searchEntries[0] ?? null;
         }
         const name = pickUserName(allValues(entry?.[config.userAttribute]), user);
-        if (!name) return unavailable(`${dn}: the entry has no usable ${config.userAttribute} (userAttribute) value for a user name`);
+        if (!name) {
+          return unavailable(
+            `${dn}: the entry has no usable ${config.userAttribute} (userAttribute) value for a user name`
+          );
+        }
         const memberOf = config.memberOfAttribute ? allValues(entry?.[config.memberOfAttribute]) : [];
         const groups = new Set(memberOf.map(groupNameOfDn).filter((g): g is string => g !== null));
         const groupDns = [...memberOf];
         if (config.groupBaseDn) {
           const filter = `(|(member=${escapeFilterValue(dn)})(uniqueMember=${escapeFilterValue(dn)}))`;
-          const { searchEntries } = await client.search(config.groupBaseDn, { scope: 'sub', filter, attributes: ['cn'] });
+          const { searchEntries } = await client.search(
+            config.groupBaseDn, { scope: 'sub', filter, attributes: ['cn'] },
+          );
           for (const g of searchEntries) {
             groupDns.push(g.dn);
             for (const cn of allValues(g.cn)) groups.add(cn);
@@ -78,7 +91,13 @@ export function ldapBackend(config: LdapBackendConfig): AuthBackend {
           admin = groupDns.some((g) => sameDn(g, config.adminGroupDn!));
           if (!admin) {
             // An admin group that is missing or unreadable with the user's rights grants nothing: not an error.
-            const { searchEntries } = await client.search(config.adminGroupDn, { scope: 'base', filter: `(|(member=${escapeFilterValue(dn)})(uniqueMember=${escapeFilterValue(dn)}))`, attributes: ['cn'] }).catch(() => ({ searchEntries: [] as Entry[] }));
+            const { searchEntries } = await client.search(
+              config.adminGroupDn,
+              {
+                scope: 'base', filter: `(|(member=${escapeFilterValue(dn)})(uniqueMember=${escapeFilterValue(dn)}))`,
+                attributes: ['cn'],
+              },
+            ).catch(() => ({ searchEntries: [] as Entry[] }));
             admin = searchEntries.length > 0;
           }
           if (admin) {
@@ -86,9 +105,17 @@ export function ldapBackend(config: LdapBackendConfig): AuthBackend {
             if (cn) groups.add(cn);
           }
         }
-        return { ok: true, identity: { user: name, email: firstValue(entry?.[config.mailAttribute]), groups: [...groups].sort(), admin, via: config.name } };
+        return {
+          ok: true,
+          identity: {
+            user: name, email: firstValue(entry?.[config.mailAttribute]), groups: [...groups].sort(), admin,
+            via: config.name,
+          },
+        };
       } catch (err) {
-        if (err instanceof InvalidCredentialsError) return unavailable(`the service account cannot bind: ${(err as Error).message}`);
+        if (err instanceof InvalidCredentialsError) {
+          return unavailable(`the service account cannot bind: ${(err as Error).message}`);
+        }
         return unavailable(`${config.url}: ${(err as Error).message}`);
       } finally {
         await client.unbind().catch(() => {
@@ -130,7 +157,10 @@ export function groupNameOfDn(dn: string): string | null {
   return Buffer.from(bytes).toString('utf8') || null;
 }
 
-/** DN equality for group checks: case and spaces around separators do not count (attribute types and usual matching rules are case-insensitive). */
+/**
+ * DN equality for group checks: case and spaces around separators do not count (attribute types and usual matching
+ * rules are case-insensitive).
+ */
 export function sameDn(a: string, b: string): boolean {
   const norm = (dn: string) => dn.trim().replace(/\s*([,=+])\s*/g, '$1').toLowerCase();
   return norm(a) === norm(b);

@@ -12,7 +12,9 @@ export function localBackend(name: string, users: UserStore): AuthBackend {
       const account = users.get(user);
       const ok = await verifyPassword(password, account?.hash ?? DUMMY_HASH);
       if (!account || !ok) return invalid(account ? 'wrong password' : 'no such local user');
-      return { ok: true, identity: { user: account.name, email: account.email, groups: [], admin: account.admin, via: name } };
+      return {
+        ok: true, identity: { user: account.name, email: account.email, groups: [], admin: account.admin, via: name },
+      };
     },
   };
 }

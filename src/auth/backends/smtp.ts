@@ -22,7 +22,13 @@ export function smtpBackend(config: SmtpBackendConfig): AuthBackend {
       });
       try {
         await transport.verify();
-        return { ok: true, identity: { user, email: config.emailDomain ? `${user}@${config.emailDomain}` : user.includes('@') ? user : null, groups: [], admin: false, via: config.name } };
+        return {
+          ok: true,
+          identity: {
+            user, email: config.emailDomain ? `${user}@${config.emailDomain}` : user.includes('@') ? user : null,
+            groups: [], admin: false, via: config.name,
+          },
+        };
       } catch (err) {
         const e = err as { responseCode?: number; code?: string; message: string };
         if (e.code === 'EAUTH' || e.responseCode === 535) return invalid('SMTP AUTH refused');

@@ -24,8 +24,10 @@ const ARGUMENT_WORDS: Record<string, string> = { edit: 'config machines', comple
 export function bashCompletion(program: Command): string {
   const top = program.commands.map((c) => c.name());
   const cases = [
-    ...program.commands.filter((c) => c.commands.length > 0).map((c) => `    ${c.name()}) words="${c.commands.map((s) => s.name()).join(' ')}" ;;`),
-    ...Object.entries(ARGUMENT_WORDS).filter(([name]) => top.includes(name)).map(([name, words]) => `    ${name}) words="${words}" ;;`),
+    ...program.commands.filter((c) => c.commands.length > 0)
+      .map((c) => `    ${c.name()}) words="${c.commands.map((s) => s.name()).join(' ')}" ;;`),
+    ...Object.entries(ARGUMENT_WORDS).filter(([name]) => top.includes(name))
+      .map(([name, words]) => `    ${name}) words="${words}" ;;`),
   ].join('\n');
   return `# bash completion for qwdctl — install: qwdctl completion bash > /etc/bash_completion.d/qwdctl
 _qwdctl() {

@@ -16,14 +16,17 @@ export function maskSecrets(value: unknown, key = ''): unknown {
   if (value === null || value === undefined) return value;
   if (typeof value === 'string' && SECRET.test(key)) return '********';
   if (Array.isArray(value)) return value.map((v) => maskSecrets(v));
-  if (typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskSecrets(v, k)]));
+  if (typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskSecrets(v, k)]));
+  }
   return value;
 }
 
 export function registerConfig(program: Command, ctx: CliContext): void {
   const config = program.command('config').description('validate and show the configuration');
 
-  config.command('check').description('validate the config (every problem at once, with file and key)').option('--json', 'machine-readable output')
+  config.command('check').description('validate the config (every problem at once, with file and key)')
+    .option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => {
       let c: Config;
       try {
@@ -37,7 +40,8 @@ export function registerConfig(program: Command, ctx: CliContext): void {
       ctx.print(opts.json ? json({ ok: true, source: c.source }) : `config OK: ${c.source ?? '(embedded defaults)'}`);
     });
 
-  config.command('show').description('the effective config (defaults filled in, secrets masked)').option('--json', 'JSON instead of YAML')
+  config.command('show').description('the effective config (defaults filled in, secrets masked)')
+    .option('--json', 'JSON instead of YAML')
     .action((opts: { json?: boolean }) => {
       const c = maskSecrets(ctx.config()) as Config;
       ctx.print(opts.json ? json(c) : stringify(c));
@@ -46,7 +50,11 @@ export function registerConfig(program: Command, ctx: CliContext): void {
   config.command('path').description('which config file is used').option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => {
       const source = ctx.config().source;
-      ctx.print(opts.json ? json({ path: source ?? null }) : source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)');
+      ctx.print(
+        opts.json
+          ? json({ path: source ?? null })
+          : source ?? '(embedded defaults: no config file; use --config FILE or QWD_CONFIG)'
+      );
     });
 }
 
@@ -56,16 +64,24 @@ function openEditor(file: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(editor[0]!, [...editor.slice(1), file], { stdio: 'inherit' });
     child.on('error', (err) => reject(usage(`cannot start the editor ${editor[0]}: ${err.message} (set $EDITOR)`)));
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(usage(`the editor exited with ${code}; nothing validated`))));
+    child.on(
+      'exit', (code) => (code === 0 ? resolve() : reject(usage(`the editor exited with ${code}; nothing validated`))),
+    );
   });
 }
 
 export function registerEdit(program: Command, ctx: CliContext): void {
-  program.command('edit <what> [name]').description('DARTS alias: edit the config (edit config) or a machine descriptor (edit machines NAME), then validate')
+  program.command('edit <what> [name]').description(
+    'DARTS alias: edit the config (edit config) or a machine descriptor (edit machines NAME), then validate'
+  )
     .action(async (what: string, name: string | undefined) => {
       if (what === 'config') {
         const file = ctx.config().source;
-        if (!file) throw usage('no config file in use: copy etc/qemu-web-desktop/config.example.yml and pass --config or set QWD_CONFIG');
+        if (!file) {
+          throw usage(
+            'no config file in use: copy etc/qemu-web-desktop/config.example.yml and pass --config or set QWD_CONFIG'
+          );
+        }
         await openEditor(file);
         ctx.config();
         ctx.print(`config OK: ${file}`);

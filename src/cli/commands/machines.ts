@@ -13,7 +13,9 @@ import { allowedRoots, checkBackingChain, isInside, resolveFutureFile } from '..
 import { importDartsMachines } from '../../catalog/darts-import.js';
 import { downloadImage, progressReporter } from '../../catalog/download.js';
 import { runTool } from '../../qemu/run-tool.js';
-import { DESKTOP_MACHINE, buildDesktopMachine, desktopPaths, formatDuration, formatMiB, phaseText, BUILD_PHASES } from '../../catalog/desktop-build.js';
+import {
+  DESKTOP_MACHINE, buildDesktopMachine, desktopPaths, formatDuration, formatMiB, phaseText, BUILD_PHASES,
+} from '../../catalog/desktop-build.js';
 import { openDb } from '../../store/db.js';
 import { SessionRows } from '../../store/session-rows.js';
 import type { Config } from '../../config/schema.js';
@@ -21,7 +23,12 @@ import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 
 function machineJson(m: Machine) {
-  return { name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware, diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256, display: m.display ?? null, agent: m.agent ?? null, guestAgent: m.guestAgent ?? false, clipboard: m.clipboard ?? 'both', file: m.file };
+  return {
+    name: m.name, description: m.description, image: m.image, format: m.format, arch: m.arch, firmware: m.firmware,
+    diskInterface: m.diskInterface, cpus: m.cpus, memoryMiB: m.memoryMiB, url: m.url, sha256: m.sha256,
+    display: m.display ?? null, agent: m.agent ?? null, guestAgent: m.guestAgent ?? false,
+    clipboard: m.clipboard ?? 'both', file: m.file,
+  };
 }
 
 /** Deep check of one machine: descriptor, image readable, format, backing chain inside machinesDir. */
@@ -31,14 +38,19 @@ export async function checkMachine(config: Config, machine: Machine): Promise<st
   if (!checked) return problems;
   if (checked.format === 'qcow2') {
     try {
-      await runTool(config.qemu.img, ['check', '-q', '--force-share', machine.image], { timeoutMs: 120000, errorCode: 'QWD_IMAGE_INVALID' });
+      await runTool(
+        config.qemu.img, ['check', '-q', '--force-share', machine.image],
+        { timeoutMs: 120000, errorCode: 'QWD_IMAGE_INVALID' },
+      );
     } catch (err) {
       problems.push(`${machine.file}: qemu-img check found problems in ${machine.image}: ${(err as Error).message}`);
     }
   }
   if (checked.arch === 'aarch64' || checked.firmware === 'uefi') {
     const firmware = config.qemu.uefi[checked.arch];
-    if (!fs.existsSync(firmware)) problems.push(`${machine.file}: needs UEFI firmware ${firmware} (qemu.uefi.${checked.arch}), which is missing`);
+    if (!fs.existsSync(firmware)) {
+      problems.push(`${machine.file}: needs UEFI firmware ${firmware} (qemu.uefi.${checked.arch}), which is missing`);
+    }
   }
   return problems;
 }
@@ -46,7 +58,12 @@ export async function checkMachine(config: Config, machine: Machine): Promise<st
 async function findDescriptor(config: Config, name: string) {
   const { files } = await readDescriptors(config.machinesDir);
   const found = files.find((f) => f.machine?.name === name);
-  if (!found?.machine) throw new QwdError('QWD_UNKNOWN_MACHINE', `no machine "${name}" in ${config.machinesDir}`, { userMessage: `There is no machine "${name}" (see qwdctl machines list).` });
+  if (!found?.machine) {
+    throw new QwdError(
+      'QWD_UNKNOWN_MACHINE', `no machine "${name}" in ${config.machinesDir}`,
+      { userMessage: `There is no machine "${name}" (see qwdctl machines list).` },
+    );
+  }
   return found.machine;
 }
 
@@ -56,8 +73,13 @@ async function findDescriptor(config: Config, name: string) {
  * corrupts what they see, and removing the descriptor strands them.
  * `sharingImageWith`: also count sessions of other machines with the same image.
  */
-export function refuseWhileInUse(config: Config, machine: Pick<Machine, 'name' | 'image'>, what: string, sharingImageWith: readonly Pick<Machine, 'name' | 'image'>[] = []): void {
-  const names = new Set([machine.name, ...sharingImageWith.filter((m) => m.image === machine.image).map((m) => m.name)]);
+export function refuseWhileInUse(
+  config: Config, machine: Pick<Machine, 'name' | 'image'>, what: string,
+  sharingImageWith: readonly Pick<Machine, 'name' | 'image'>[] = [],
+): void {
+  const names = new Set([
+    machine.name, ...sharingImageWith.filter((m) => m.image === machine.image).map((m) => m.name)
+  ]);
   const db = openDb(config.stateDir);
   let users: Array<{ id: string; machine: string }>;
   try {
@@ -67,11 +89,17 @@ export function refuseWhileInUse(config: Config, machine: Pick<Machine, 'name' |
   }
   if (!users.length) return;
   const ids = users.map((r) => (r.machine === machine.name ? r.id : `${r.id} (machine "${r.machine}", same image)`));
-  const message = `machine "${machine.name}" is used by ${users.length} running session(s): ${ids.join(', ')}; stop them first (${what})`;
-  throw new QwdError('QWD_MACHINE_IN_USE', message, { userMessage: message, details: { machine: machine.name, sessions: users.map((r) => r.id) } });
+  const message = `machine "${machine.name}" is used by ${users.length} running session(s): ${ids.join(', ')}; stop ` +
+    `them first (${what})`;
+  throw new QwdError(
+    'QWD_MACHINE_IN_USE', message,
+    { userMessage: message, details: { machine: machine.name, sessions: users.map((r) => r.id) } },
+  );
 }
 
-export async function downloadMachines(ctx: CliContext, name: string | undefined, opts: { force?: boolean; json?: boolean }): Promise<void> {
+export async function downloadMachines(
+  ctx: CliContext, name: string | undefined, opts: { force?: boolean; json?: boolean },
+): Promise<void> {
   const config = ctx.config();
   const { files } = await readDescriptors(config.machinesDir);
   const all = files.map((f) => f.machine).filter((m): m is Machine => m !== null);
@@ -94,25 +122,45 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
       const roots = await allowedRoots(config.machinesDir);
       const landing = await resolveFutureFile(machine.image);
       if (!isInside(landing, roots)) {
-        const message = `${machine.file}: image ${machine.image} resolves to ${landing}, outside the machines directory ${config.machinesDir}; not downloaded`;
+        const message = `${machine.file}: image ${machine.image} resolves to ${landing}, outside the machines ` +
+          `directory ${config.machinesDir}; not downloaded`;
         throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
       }
       await fsp.mkdir(path.dirname(machine.image), { recursive: true });
       // --force replaces a master image: not while sessions' overlays are built on it.
       // Asked again just before the new image goes into place, as a download takes a while.
       const replacing = fs.existsSync(machine.image);
-      const refuseIfReplacingUsed = () => (replacing ? refuseWhileInUse(config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all) : undefined);
+      const refuseIfReplacingUsed = () => (
+        replacing ? refuseWhileInUse(
+          config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all,
+        ) : undefined
+      );
       refuseIfReplacingUsed();
-      const result = await downloadImage(machine.url, machine.image, { sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name), beforeReplace: async () => {
-        const chain = await checkBackingChain(config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format);
-        const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
-        if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
-        refuseIfReplacingUsed();
-      } });
+      const result = await downloadImage(machine.url, machine.image, {
+        sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name),
+        beforeReplace: async () => {
+          const chain = await checkBackingChain(
+            config.qemu.img, `${machine.image}.part`, config.machinesDir, machine.format,
+          );
+          const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
+          if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
+          refuseIfReplacingUsed();
+        },
+      });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
-      if (!opts.json) ctx.print(`${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`);
+      if (!opts.json) {
+        ctx.print(
+          `${machine.name}: ${result.bytes} bytes${result.resumedFrom ? ` (resumed at ${result.resumedFrom})` : ''}` +
+            `${result.restartReason ? ` (partial download not continued: ${result.restartReason})` : ''}, sha256 ` +
+            `${result.sha256}${machine.sha256 ? ' (verified)' : ''} → ${machine.image}`
+        );
+      }
     } catch (err) {
-      results.push({ name: machine.name, status: `${['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code) ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}` });
+      const refused = ['QWD_MACHINE_IN_USE', 'QWD_IMAGE_UNSAFE'].includes((err as QwdError).code);
+      results.push({
+        name: machine.name,
+        status: `${refused ? 'refused' : 'failed'}: ${(err as QwdError).userMessage ?? (err as Error).message}`,
+      });
       failure ??= err;
     }
   }
@@ -126,16 +174,25 @@ export async function downloadMachines(ctx: CliContext, name: string | undefined
  * packages (catalog/desktop-build.ts). Present and no --force: nothing to do.
  * --force never replaces a master that sessions use (asked before and after the build).
  */
-export async function buildMachine(ctx: CliContext, name: string, opts: { force?: boolean; mirror?: string; json?: boolean }): Promise<void> {
-  if (name !== DESKTOP_MACHINE) throw usage(`qwdctl machines build knows one machine, "${DESKTOP_MACHINE}"; got "${name}"`);
-  if (opts.mirror !== undefined && !/^https?:\/\/\S+$/i.test(opts.mirror)) throw usage(`--mirror must be an http:// or https:// URL of a Debian mirror, got ${JSON.stringify(opts.mirror)}`);
+export async function buildMachine(
+  ctx: CliContext, name: string, opts: { force?: boolean; mirror?: string; json?: boolean },
+): Promise<void> {
+  if (name !== DESKTOP_MACHINE) {
+    throw usage(`qwdctl machines build knows one machine, "${DESKTOP_MACHINE}"; got "${name}"`);
+  }
+  if (opts.mirror !== undefined && !/^https?:\/\/\S+$/i.test(opts.mirror)) {
+    throw usage(`--mirror must be an http:// or https:// URL of a Debian mirror, got ${JSON.stringify(opts.mirror)}`);
+  }
   const config = ctx.config();
   const paths = desktopPaths(config.machinesDir);
   const refuseIfInUse = () => {
     // Other machines' descriptors on the same image count too; this machine's own may not
     // parse in this version (newer keys), so it is named by its paths.
     const { files } = readDescriptorsSync(config.machinesDir);
-    refuseWhileInUse(config, { name: DESKTOP_MACHINE, image: paths.image }, `--force would replace ${paths.image}, the backing file of their disks`, files);
+    refuseWhileInUse(
+      config, { name: DESKTOP_MACHINE, image: paths.image },
+      `--force would replace ${paths.image}, the backing file of their disks`, files,
+    );
   };
   const started = Date.now();
   let phaseStarted = started;
@@ -143,7 +200,12 @@ export async function buildMachine(ctx: CliContext, name: string, opts: { force?
   const progress = opts.json ? undefined : (event: { phase: (typeof BUILD_PHASES)[number] } | { info: string }) => {
     const t = Date.now();
     if ('phase' in event) {
-      if (phaseIndex === 0) ctx.err.write(`building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes to ${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`);
+      if (phaseIndex === 0) {
+        ctx.err.write(
+          `building ${DESKTOP_MACHINE} into ${config.machinesDir} (several minutes; the tools' output goes to ` +
+            `${path.join(config.stateDir, 'build', `${DESKTOP_MACHINE}.log`)})\n`
+        );
+      }
       if (phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(t - phaseStarted)}\n`);
       phaseIndex = BUILD_PHASES.indexOf(event.phase) + 1;
       phaseStarted = t;
@@ -152,14 +214,31 @@ export async function buildMachine(ctx: CliContext, name: string, opts: { force?
       ctx.err.write(`      ${event.info}\n`);
     }
   };
-  const result = await buildDesktopMachine({ machinesDir: config.machinesDir, stateDir: config.stateDir, qemuImg: config.qemu.img, mirror: opts.mirror ?? null, force: opts.force, refuseIfInUse, onProgress: progress });
+  const result = await buildDesktopMachine({
+    machinesDir: config.machinesDir, stateDir: config.stateDir, qemuImg: config.qemu.img, mirror: opts.mirror ?? null,
+    force: opts.force, refuseIfInUse, onProgress: progress,
+  });
   if (result.status === 'present') {
-    if (opts.json) return ctx.print(json({ name: DESKTOP_MACHINE, status: 'present', descriptor: result.descriptor, image: result.image }));
+    if (opts.json) {
+      return ctx.print(
+        json({ name: DESKTOP_MACHINE, status: 'present', descriptor: result.descriptor, image: result.image })
+      );
+    }
     return ctx.print(`${DESKTOP_MACHINE}: already built (${result.descriptor}, ${result.image}); --force rebuilds it`);
   }
   if (progress && phaseIndex > 0) ctx.err.write(`      done in ${formatDuration(Date.now() - phaseStarted)}\n`);
-  if (opts.json) return ctx.print(json({ name: DESKTOP_MACHINE, status: 'built', descriptor: result.descriptor, image: result.image, diskBytes: result.diskBytes, elapsedMs: result.elapsedMs }));
-  ctx.print(`built ${DESKTOP_MACHINE}: ${result.image} (${formatMiB(result.diskBytes)} on disk) and ${result.descriptor} in ${formatDuration(result.elapsedMs)}`);
+  if (opts.json) {
+    return ctx.print(
+      json({
+        name: DESKTOP_MACHINE, status: 'built', descriptor: result.descriptor, image: result.image,
+        diskBytes: result.diskBytes, elapsedMs: result.elapsedMs,
+      })
+    );
+  }
+  ctx.print(
+    `built ${DESKTOP_MACHINE}: ${result.image} (${formatMiB(result.diskBytes)} on disk) and ${result.descriptor} in ` +
+      `${formatDuration(result.elapsedMs)}`
+  );
 }
 
 function readDescriptorsSync(dir: string): { files: Machine[] } {
@@ -198,7 +277,9 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
     }
     report.push({ file: f.file, name: f.machine?.name ?? null, ok: found.length === 0, problems: found });
   }
-  if (opts.json) ctx.print(json({ ok: problems.length === 0 && report.every((r) => r.ok), problems, machines: report }));
+  if (opts.json) {
+    ctx.print(json({ ok: problems.length === 0 && report.every((r) => r.ok), problems, machines: report }));
+  }
   else {
     for (const p of problems) ctx.print(`✗ ${p}`);
     for (const r of report) {
@@ -216,9 +297,11 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
 }
 
 export function registerMachines(program: Command, ctx: CliContext): void {
-  const machines = program.command('machines').description('the machine catalog: list, check, add, import, download, build, remove');
+  const machines = program.command('machines')
+    .description('the machine catalog: list, check, add, import, download, build, remove');
 
-  machines.command('list').alias('ls').description('machines the form offers').option('--json', 'machine-readable output')
+  machines.command('list').alias('ls').description('machines the form offers')
+    .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       const config = ctx.config();
       const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
@@ -232,20 +315,31 @@ export function registerMachines(program: Command, ctx: CliContext): void {
         { header: 'MEMORY', value: (m) => `${m.memoryMiB.default}/${m.memoryMiB.max}M`, keep: true },
         { header: 'DESCRIPTION', value: (m) => m.description },
       ]) : 'no usable machine');
-      if (catalog.problems.length) ctx.err.write(`${catalog.problems.length} descriptor(s) skipped: run "qwdctl machines check"\n`);
+      if (catalog.problems.length) {
+        ctx.err.write(`${catalog.problems.length} descriptor(s) skipped: run "qwdctl machines check"\n`);
+      }
     });
 
-  machines.command('show <name>').description('one machine: descriptor and image details').option('--json', 'machine-readable output')
+  machines.command('show <name>').description('one machine: descriptor and image details')
+    .option('--json', 'machine-readable output')
     .action(async (name: string, opts: { json?: boolean }) => {
       const config = ctx.config();
       const machine = await findDescriptor(config, name);
       let image: unknown = 'missing';
-      if (fs.existsSync(machine.image)) image = await inspectImage(config.qemu.img, machine.image).catch((err: Error) => `unreadable: ${err.message}`);
+      if (fs.existsSync(machine.image)) {
+        image = await inspectImage(config.qemu.img, machine.image).catch((err: Error) => `unreadable: ${err.message}`);
+      }
       const info = { ...machineJson(machine), imageInfo: image };
-      ctx.print(opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(13)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '-'}`).join('\n'));
+      ctx.print(
+        opts.json ? json(info) : Object.entries(info)
+          .map(([k, v]) => `${k.padEnd(13)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '-'}`)
+          .join('\n')
+      );
     });
 
-  machines.command('check').description('validate every descriptor and image (qemu-img info, format, backing chain, qemu-img check)').option('--json', 'machine-readable output')
+  machines.command('check')
+    .description('validate every descriptor and image (qemu-img info, format, backing chain, qemu-img check)')
+    .option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => checkMachines(ctx, opts));
 
   machines.command('add <file>').description('validate a descriptor and copy it into the machines directory')
@@ -256,7 +350,9 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       const problems = await checkMachine(config, source.machine);
       if (problems.length) throw new ConfigError(problems, 'QWD_MACHINE_INVALID');
       const { files } = await readDescriptors(config.machinesDir);
-      if (files.some((f) => f.machine?.name === source.machine!.name)) throw usage(`a machine named "${source.machine.name}" already exists in ${config.machinesDir}`);
+      if (files.some((f) => f.machine?.name === source.machine!.name)) {
+        throw usage(`a machine named "${source.machine.name}" already exists in ${config.machinesDir}`);
+      }
       const dest = path.join(config.machinesDir, `${source.machine.name}.yml`);
       // Written with an absolute image path, so the copy points at the same image.
       const raw = (await import('yaml')).parse(await fsp.readFile(source.file, 'utf8')) as Record<string, unknown>;
@@ -265,7 +361,8 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       ctx.print(`added machine ${source.machine.name} → ${dest}`);
     });
 
-  machines.command('import <machinesConf>').description("convert DARTS's machines.conf into descriptors (then: qwdctl machines download)")
+  machines.command('import <machinesConf>')
+    .description("convert DARTS's machines.conf into descriptors (then: qwdctl machines download)")
     .option('-n, --dry-run', 'print what would be written').option('--json', 'machine-readable output')
     .action(async (conf: string, opts: { dryRun?: boolean; json?: boolean }) => {
       const config = ctx.config();
@@ -289,25 +386,35 @@ export function registerMachines(program: Command, ctx: CliContext): void {
         const dest = path.join(config.machinesDir, `${m.name}.yml`);
         if (!opts.dryRun) {
           await fsp.mkdir(config.machinesDir, { recursive: true });
-          await fsp.writeFile(dest, `# Imported from ${path.resolve(conf)} by qwdctl machines import\n${stringify(m.descriptor)}`, { flag: 'wx' });
+          await fsp.writeFile(
+            dest, `# Imported from ${path.resolve(conf)} by qwdctl machines import\n${stringify(m.descriptor)}`,
+            { flag: 'wx' },
+          );
         }
         written.push(dest);
       }
       if (opts.json) return ctx.print(json({ written, skipped, warnings, dryRun: Boolean(opts.dryRun) }));
       for (const w of warnings) ctx.err.write(`warning: ${w}\n`);
       for (const f of written) ctx.print(`${opts.dryRun ? 'would write' : 'wrote'} ${f}`);
-      ctx.print(`${written.length} machine(s) ${opts.dryRun ? 'to import' : 'imported'}${written.length ? '; fetch their images with: qwdctl machines download' : ''}`);
+      ctx.print(
+        `${written.length} machine(s) ${opts.dryRun ? 'to import' : 'imported'}` +
+          `${written.length ? '; fetch their images with: qwdctl machines download' : ''}`
+      );
     });
 
-  machines.command('download [name]').description('fetch images that have a url (resumes partial downloads, verifies sha256)')
+  machines.command('download [name]')
+    .description('fetch images that have a url (resumes partial downloads, verifies sha256)')
     .option('-f, --force', 'download again even if the image exists').option('--json', 'machine-readable output')
     .action((name: string | undefined, opts: { force?: boolean; json?: boolean }) => downloadMachines(ctx, name, opts));
 
-  machines.command('build <name>').description(`build a machine from Debian packages ("${DESKTOP_MACHINE}": Debian 12 + XFCE desktop)`)
+  machines.command('build <name>')
+    .description(`build a machine from Debian packages ("${DESKTOP_MACHINE}": Debian 12 + XFCE desktop)`)
     .option('-f, --force', 'rebuild even if it exists (refused while sessions use its image)')
     .option('--mirror <url>', "a Debian mirror to build from (default: this host's apt sources)")
     .option('--json', 'machine-readable output')
-    .action((name: string, opts: { force?: boolean; mirror?: string; json?: boolean }) => buildMachine(ctx, name, opts));
+    .action(
+      (name: string, opts: { force?: boolean; mirror?: string; json?: boolean }) => buildMachine(ctx, name, opts)
+    );
 
   machines.command('remove <name>').description('remove a machine descriptor (and with --image, its image)')
     .option('--image', 'also delete the image file')
@@ -316,7 +423,11 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       const machine = await findDescriptor(config, name);
       const { files } = await readDescriptors(config.machinesDir);
       // With --image, sessions of other machines on the same image count too.
-      refuseWhileInUse(config, machine, opts.image ? `remove would delete ${machine.file} and ${machine.image}` : `remove would delete ${machine.file}`, opts.image ? files.map((f) => f.machine).filter((m): m is Machine => m !== null) : []);
+      refuseWhileInUse(
+        config, machine,
+        opts.image ? `remove would delete ${machine.file} and ${machine.image}` : `remove would delete ${machine.file}`,
+        opts.image ? files.map((f) => f.machine).filter((m): m is Machine => m !== null) : [],
+      );
       await fsp.rm(machine.file);
       ctx.print(`removed ${machine.file}`);
       if (opts.image) {

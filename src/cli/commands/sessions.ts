@@ -18,7 +18,8 @@ export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) 
     id: row.id, owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, state: row.state,
     createdAt: new Date(row.createdAt).toISOString(), expiresAt: new Date(row.expiresAt).toISOString(),
     remainingS: Math.max(0, Math.round((row.expiresAt - now) / 1000)), viewers: row.viewers,
-    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local' ? handle.pid : null, accel: handle?.accel ?? null, runDir: row.runDir,
+    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local' ? handle.pid : null, accel: handle?.accel ?? null,
+    runDir: row.runDir,
     slurmJobId: handle?.kind === 'slurm' ? handle.jobId : null, node: handle?.kind === 'slurm' ? handle.node : null,
   };
 }
@@ -33,7 +34,8 @@ export type SchedulerInfo = ReadonlyMap<string, Record<string, string | number |
 const SLURM_STATE_CODES: Record<string, string> = {
   PENDING: 'PD', RUNNING: 'R', SUSPENDED: 'S', COMPLETING: 'CG', COMPLETED: 'CD', CONFIGURING: 'CF', CANCELLED: 'CA',
   FAILED: 'F', TIMEOUT: 'TO', PREEMPTED: 'PR', NODE_FAIL: 'NF', BOOT_FAIL: 'BF', DEADLINE: 'DL', OUT_OF_MEMORY: 'OOM',
-  REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO', RESV_DEL_HOLD: 'RD',
+  REQUEUED: 'RQ', RESIZING: 'RS', STOPPED: 'ST', SIGNALING: 'SI', SPECIAL_EXIT: 'SE', STAGE_OUT: 'SO',
+  RESV_DEL_HOLD: 'RD',
   REQUEUE_FED: 'RF', REQUEUE_HOLD: 'RH', REVOKED: 'RV',
 };
 
@@ -47,7 +49,9 @@ export function startedColumn(createdAt: number, now: number): string {
   return now - createdAt < 86400_000 ? text.slice(11) : text.slice(5, 10);
 }
 
-export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: SchedulerInfo | null = null, width?: number): string {
+export function sessionsTable(
+  rows: SessionRow[], now = Date.now(), scheduler: SchedulerInfo | null = null, width?: number,
+): string {
   if (rows.length === 0) return 'no sessions\n';
   const job = (r: SessionRow, key: string) => String(scheduler?.get(r.id)?.[key] ?? '-');
   return table(rows, [
@@ -69,12 +73,19 @@ export function sessionsTable(rows: SessionRow[], now = Date.now(), scheduler: S
 }
 
 export function findSession(services: Services, id: string): SessionRow {
-  if (!/^[0-9a-f]{1,12}$/.test(id)) throw usage(`session id must be the 12-character hex id shown by "qwdctl sessions list", got ${JSON.stringify(id.slice(0, 40))}`);
+  if (!/^[0-9a-f]{1,12}$/.test(id)) {
+    throw usage(
+      `session id must be the 12-character hex id shown by "qwdctl sessions list", got ` +
+        `${JSON.stringify(id.slice(0, 40))}`
+    );
+  }
   const exact = services.manager.get(id);
   if (exact) return exact;
   const matches = services.manager.list().filter((r) => r.id.startsWith(id));
   if (matches.length === 1) return matches[0]!;
-  if (matches.length > 1) throw usage(`session id prefix "${id}" matches ${matches.length} sessions; give more characters`);
+  if (matches.length > 1) {
+    throw usage(`session id prefix "${id}" matches ${matches.length} sessions; give more characters`);
+  }
   throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no session ${id}.` });
 }
 
@@ -88,7 +99,9 @@ export interface StartOptions {
 
 export async function startSession(ctx: CliContext, machine: string, opts: StartOptions): Promise<void> {
   const lifetimeS = opts.lifetime === undefined ? undefined : parseDuration(opts.lifetime);
-  if (lifetimeS === null) throw usage(`--lifetime must be a duration like 2h, 30m, 1d or seconds, got ${JSON.stringify(opts.lifetime)}`);
+  if (lifetimeS === null) {
+    throw usage(`--lifetime must be a duration like 2h, 30m, 1d or seconds, got ${JSON.stringify(opts.lifetime)}`);
+  }
   await ctx.withServices(async (services) => {
     const row = await services.manager.create({
       machine, user: opts.user ?? process.env.SUDO_USER ?? process.env.USER ?? 'admin',
@@ -98,18 +111,25 @@ export async function startSession(ctx: CliContext, machine: string, opts: Start
     });
     const info = sessionJson(row, ctx.baseUrl(services.config));
     if (opts.json) ctx.print(json(info));
-    else ctx.print(`started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) until ${shortTime(row.expiresAt)} UTC\n${info.url}`);
+    else ctx.print(
+      `started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) until ` +
+        `${shortTime(row.expiresAt)} UTC\n${info.url}`
+    );
   });
 }
 
-export async function stopSessions(ctx: CliContext, ids: string[], opts: { all?: boolean; yes?: boolean; json?: boolean }): Promise<void> {
+export async function stopSessions(
+  ctx: CliContext, ids: string[], opts: { all?: boolean; yes?: boolean; json?: boolean },
+): Promise<void> {
   if (opts.all && ids.length) throw usage('give session ids or --all, not both');
   if (!opts.all && ids.length === 0) throw usage('which session? give one or more ids, or --all');
   await ctx.withServices(async (services) => {
     const rows = opts.all ? services.manager.list() : ids.map((id) => findSession(services, id));
     if (opts.all && rows.length === 0) return ctx.print(opts.json ? json({ stopped: [] }) : 'no sessions to stop');
     if (opts.all && !opts.yes) {
-      if (!process.stdin.isTTY) throw usage(`refusing to stop all ${rows.length} sessions without confirmation: add --yes`);
+      if (!process.stdin.isTTY) {
+        throw usage(`refusing to stop all ${rows.length} sessions without confirmation: add --yes`);
+      }
       const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
       const answer = await rl.question(`Stop all ${rows.length} sessions? Unsaved work in them is lost. [y/N] `);
       rl.close();
@@ -140,19 +160,26 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
         // With Slurm, also the job's state as squeue/scontrol report it now.
-        const jobState = services.config.launcher === 'slurm' ? { jobState: (await services.manager.schedulerInfo(row)).jobState ?? null } : {};
+        const jobState = services.config.launcher === 'slurm' ? {
+          jobState: (await services.manager.schedulerInfo(row)).jobState ?? null
+        } : {};
         const info = { ...sessionJson(row, ctx.baseUrl(services.config)), ...jobState };
-        ctx.print(opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(11)} ${v ?? '-'}`).join('\n'));
+        ctx.print(
+          opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(11)} ${v ?? '-'}`).join('\n')
+        );
       });
     });
 
-  sessions.command('start <machine>').description('start a session exactly as the web form does (same admission, same store)')
-    .option('--cpus <n>', 'CPUs').option('--memory <MiB>', 'memory in MiB').option('--lifetime <duration>', 'life-time, e.g. 2h, 30m, 1d')
+  sessions.command('start <machine>')
+    .description('start a session exactly as the web form does (same admission, same store)')
+    .option('--cpus <n>', 'CPUs').option('--memory <MiB>', 'memory in MiB')
+      .option('--lifetime <duration>', 'life-time, e.g. 2h, 30m, 1d')
     .option('--user <name>', 'owner (default: $SUDO_USER or $USER)').option('--json', 'machine-readable output')
     .action((machine: string, opts: StartOptions) => startSession(ctx, machine, opts));
 
   sessions.command('stop [ids...]').description('stop sessions (QMP quit → SIGTERM → SIGKILL, then clean up)')
-    .option('--all', 'stop every session').option('-y, --yes', 'do not ask for confirmation with --all').option('--json', 'machine-readable output')
+    .option('--all', 'stop every session').option('-y, --yes', 'do not ask for confirmation with --all')
+      .option('--json', 'machine-readable output')
     .action((ids: string[], opts: { all?: boolean; yes?: boolean; json?: boolean }) => stopSessions(ctx, ids, opts));
 
   sessions.command('extend <id>').description('add time to a session, up to the maximum life-time')
@@ -162,25 +189,39 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       if (!byS) throw usage(`--by must be a duration like 1h, 30m or seconds, got ${JSON.stringify(opts.by)}`);
       await ctx.withServices(async (services) => {
         const row = await services.manager.extend(findSession(services, id).id, byS);
-        ctx.print(opts.json ? json(sessionJson(row, ctx.baseUrl(services.config))) : `session ${row.id} now ends at ${shortTime(row.expiresAt)} UTC`);
+        ctx.print(
+          opts.json ? json(
+            sessionJson(row, ctx.baseUrl(services.config))
+          ) : `session ${row.id} now ends at ${shortTime(row.expiresAt)} UTC`
+        );
       });
     });
 
-  sessions.command('balloon <id>').description("show the guest's memory (QMP query-balloon), or set the balloon target with --target")
-    .option('--target <MiB>', 'memory the guest should keep (64 to its size); its size gives everything back').option('--json', 'machine-readable output')
+  sessions.command('balloon <id>')
+    .description("show the guest's memory (QMP query-balloon), or set the balloon target with --target")
+    .option('--target <MiB>', 'memory the guest should keep (64 to its size); its size gives everything back')
+      .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { target?: string; json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
         if (opts.target !== undefined) {
-          if (!/^\d{1,9}$/.test(opts.target)) throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
+          if (!/^\d{1,9}$/.test(opts.target)) {
+            throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
+          }
           await services.manager.setBalloon(row.id, Number(opts.target));
         }
         const info = await services.manager.balloonInfo(row.id);
-        ctx.print(opts.json ? json({ id: row.id, ...info }) : `session ${row.id}: guest has ${info.actualMiB} of ${info.memoryMiB} MiB${info.targetMiB !== null ? ` (balloon target ${info.targetMiB} MiB)` : ''}`);
+        ctx.print(
+          opts.json
+            ? json({ id: row.id, ...info })
+            : `session ${row.id}: guest has ${info.actualMiB} of ${info.memoryMiB} MiB` +
+              `${info.targetMiB !== null ? ` (balloon target ${info.targetMiB} MiB)` : ''}`
+        );
       });
     });
 
-  sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)").option('--json', 'machine-readable output')
+  sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)")
+    .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
@@ -189,7 +230,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       });
     });
 
-  sessions.command('logs <id>').description("print the session's QEMU log and serial console log").option('--json', 'machine-readable output')
+  sessions.command('logs <id>').description("print the session's QEMU log and serial console log")
+    .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);

@@ -17,15 +17,20 @@ export function gpuSummary(gpus: ReadonlyArray<{ address: string; usable: boolea
 }
 
 export function registerStatus(program: Command, ctx: CliContext): void {
-  program.command('status').description('host load, GPUs, version, config and all sessions').option('--json', 'machine-readable output')
+  program.command('status').description('host load, GPUs, version, config and all sessions')
+    .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const { config, manager, load, accel, catalog } = services;
         const host = load.current();
         const rows = manager.list();
-        const scheduler = config.launcher === 'slurm' ? new Map(await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))) : null;
+        const scheduler = config.launcher === 'slurm' ? new Map(
+          await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))
+        ) : null;
         const gpus = gpuSummary(manager.gpuStatus());
-        const reserved = { cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0) };
+        const reserved = {
+          cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0),
+        };
         const base = ctx.baseUrl(config); // once: it may read the running broker's address file
         const info = {
           version: VERSION,
@@ -33,19 +38,36 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           stateDir: config.stateDir,
           launcher: config.launcher,
           accelerator: { accel: accel.accel, reason: accel.reason },
-          host: { cpus: host.cpus, load1: Math.round(host.load1 * 100) / 100, totalMemoryMiB: host.totalMemoryMiB, availableMemoryMiB: host.availableMemoryMiB },
+          host: {
+            cpus: host.cpus, load1: Math.round(host.load1 * 100) / 100, totalMemoryMiB: host.totalMemoryMiB,
+            availableMemoryMiB: host.availableMemoryMiB,
+          },
           reserved,
           gpus,
           limits: { maxSessions: config.limits.maxSessions, maxSessionsPerUser: config.limits.maxSessionsPerUser },
           machines: catalog.list().length,
-          sessions: rows.map((r) => ({ ...sessionJson(r, base), ...(scheduler ? { jobState: scheduler.get(r.id)?.jobState ?? null, slurm: scheduler.get(r.id) ?? null } : {}) })),
+          sessions: rows.map(
+            (r) => ({
+              ...sessionJson(r, base),
+              ...(
+                scheduler ? { jobState: scheduler.get(r.id)?.jobState ?? null, slurm: scheduler.get(r.id) ?? null } : {}
+              )
+            })
+          ),
         };
         if (opts.json) return ctx.print(json(info));
+        const heldBy = gpus.heldBy.length
+          ? ` (${gpus.heldBy.map((h) => `${h.address} by ${h.sessionId}`).join(', ')})`
+          : '';
         ctx.print([
           `qemu-web-desktop ${VERSION} · config ${config.source ?? '(embedded defaults)'} · state ${config.stateDir}`,
-          `host: ${host.cpus} CPUs, load ${info.host.load1}, memory ${host.availableMemoryMiB}/${host.totalMemoryMiB} MiB free · ${accel.accel} (${accel.reason})`,
-          `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
-          `GPUs: ${gpus.total === 0 ? 'none' : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${gpus.heldBy.length ? ` (${gpus.heldBy.map((h) => `${h.address} by ${h.sessionId}`).join(', ')})` : ''}`}`,
+          `host: ${host.cpus} CPUs, load ${info.host.load1}, memory ${host.availableMemoryMiB}/${host.totalMemoryMiB}` +
+            ` MiB free · ${accel.accel} (${accel.reason})`,
+          `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ` +
+            `${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
+          `GPUs: ${gpus.total === 0
+            ? 'none'
+            : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${heldBy}`}`,
           '',
         ].join('\n'));
         ctx.print(sessionsTable(rows, Date.now(), scheduler));

@@ -46,7 +46,9 @@ export async function readPassword(prompt: string): Promise<string> {
 }
 
 function checkPassword(password: string): void {
-  if (password.length < MIN_PASSWORD) throw usage(`the password must have at least ${MIN_PASSWORD} characters; nothing changed`);
+  if (password.length < MIN_PASSWORD) {
+    throw usage(`the password must have at least ${MIN_PASSWORD} characters; nothing changed`);
+  }
   if (password.length > 1024) throw usage('the password is too long (at most 1024 characters); nothing changed');
 }
 
@@ -56,22 +58,33 @@ function withUsers<T>(ctx: CliContext, fn: (users: UserStore) => Promise<T> | T)
 }
 
 function checkName(name: string): void {
-  if (!USER_NAME.test(name)) throw usage(`user name must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), got ${JSON.stringify(name.slice(0, 64))}`);
+  if (!USER_NAME.test(name)) {
+    throw usage(
+      `user name must be 1 to 64 letters, digits or . _ @ + - (starting with a letter or digit), got ` +
+        `${JSON.stringify(name.slice(0, 64))}`
+    );
+  }
 }
 
 export function registerUsers(program: Command, ctx: CliContext): void {
-  const users = program.command('users').description('local accounts (auth backend "local"): add, passwd, del, list, admin');
+  const users = program.command('users')
+    .description('local accounts (auth backend "local"): add, passwd, del, list, admin');
 
   users.command('add <name>').description('create an account; the password is read from a prompt or standard input')
     .option('--email <address>', 'address for end-of-life warnings').option('--admin', 'give administrator rights')
     .action(async (name: string, opts: { email?: string; admin?: boolean }) => {
       checkName(name);
-      if (opts.email !== undefined && !EMAIL.test(opts.email)) throw usage(`--email must be an e-mail address, got ${JSON.stringify(opts.email)}`);
+      if (opts.email !== undefined && !EMAIL.test(opts.email)) {
+        throw usage(`--email must be an e-mail address, got ${JSON.stringify(opts.email)}`);
+      }
       await withUsers(ctx, async (store) => {
         if (store.get(name)) throw usage(`user ${name} already exists (use: qwdctl users passwd ${name})`);
         const password = await readPassword(`Password for ${name}: `);
         checkPassword(password);
-        store.add({ name, hash: await hashPassword(password), email: opts.email ?? null, admin: Boolean(opts.admin), createdAt: Date.now() });
+        store.add({
+          name, hash: await hashPassword(password), email: opts.email ?? null, admin: Boolean(opts.admin),
+          createdAt: Date.now(),
+        });
         ctx.print(`added user ${name}${opts.admin ? ' (admin)' : ''}`);
       });
     });
@@ -80,7 +93,9 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     .action(async (name: string) => {
       checkName(name);
       await withUsers(ctx, async (store) => {
-        if (!store.get(name)) throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        if (!store.get(name)) {
+          throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        }
         const password = await readPassword(`New password for ${name}: `);
         checkPassword(password);
         store.setHash(name, await hashPassword(password));
@@ -93,8 +108,13 @@ export function registerUsers(program: Command, ctx: CliContext): void {
       checkName(name);
       await withUsers(ctx, (store) => {
         const removed = store.remove(name); // its API tokens go with it
-        if (!removed) throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
-        ctx.print(`deleted user ${name}${removed.tokens ? ` and its ${removed.tokens} API token${removed.tokens === 1 ? '' : 's'}` : ''}`);
+        if (!removed) {
+          throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        }
+        ctx.print(
+          `deleted user ${name}` +
+            `${removed.tokens ? ` and its ${removed.tokens} API token${removed.tokens === 1 ? '' : 's'}` : ''}`
+        );
       });
     });
 
@@ -103,15 +123,20 @@ export function registerUsers(program: Command, ctx: CliContext): void {
       checkName(name);
       if (onOff !== 'on' && onOff !== 'off') throw usage(`admin takes "on" or "off", got ${JSON.stringify(onOff)}`);
       await withUsers(ctx, (store) => {
-        if (!store.setAdmin(name, onOff === 'on')) throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        if (!store.setAdmin(name, onOff === 'on')) {
+          throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
+        }
         ctx.print(`${name} is ${onOff === 'on' ? 'now' : 'no longer'} an administrator`);
       });
     });
 
-  users.command('list').alias('ls').description('accounts (never passwords)').option('--json', 'machine-readable output')
+  users.command('list').alias('ls').description('accounts (never passwords)')
+    .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       await withUsers(ctx, (store) => {
-        const list = store.list().map((u) => ({ name: u.name, email: u.email, admin: u.admin, createdAt: new Date(u.createdAt).toISOString() }));
+        const list = store.list().map(
+          (u) => ({ name: u.name, email: u.email, admin: u.admin, createdAt: new Date(u.createdAt).toISOString() })
+        );
         if (opts.json) return ctx.print(json(list));
         ctx.print(list.length ? table(list, [
           { header: 'NAME', value: (u) => u.name },
@@ -122,8 +147,10 @@ export function registerUsers(program: Command, ctx: CliContext): void {
       });
     });
 
-  const tokens = program.command('tokens').description('API tokens for scripts (Authorization: Bearer …): issue, list, revoke');
-  tokens.command('issue <user>').description('print a new API token that acts as USER (shown once, stored only as a hash)')
+  const tokens = program.command('tokens')
+    .description('API tokens for scripts (Authorization: Bearer …): issue, list, revoke');
+  tokens.command('issue <user>')
+    .description('print a new API token that acts as USER (shown once, stored only as a hash)')
     .option('--admin', 'the token has administrator rights').option('--json', 'machine-readable output')
     .action(async (user: string, opts: { admin?: boolean; json?: boolean }) => {
       checkName(user);
@@ -131,14 +158,31 @@ export function registerUsers(program: Command, ctx: CliContext): void {
         const { id, token } = newApiToken();
         store.addApiToken(id, hashToken(token), user, Boolean(opts.admin), Date.now());
         ctx.print(opts.json ? json({ id, user, admin: Boolean(opts.admin), token }) : token);
-        if (!opts.json) ctx.err.write(`token ${id} for ${user}${opts.admin ? ' (admin)' : ''}: keep it secret; revoke with: qwdctl tokens revoke ${id}\n`);
+        if (!opts.json) {
+          ctx.err.write(
+            `token ${id} for ${user}${opts.admin ? ' (admin)' : ''}: keep it secret; revoke with: qwdctl tokens ` +
+              `revoke ${id}\n`
+          );
+        }
       });
     });
-  tokens.command('list').alias('ls').description('issued tokens (never the tokens themselves)').option('--json', 'machine-readable output')
+  tokens.command('list').alias('ls').description('issued tokens (never the tokens themselves)')
+    .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       await withUsers(ctx, (store) => {
         const list = store.apiTokens();
-        if (opts.json) return ctx.print(json(list.map((k) => ({ ...k, createdAt: new Date(k.createdAt).toISOString(), lastUsedAt: k.lastUsedAt ? new Date(k.lastUsedAt).toISOString() : null }))));
+        if (opts.json) {
+          return ctx.print(
+            json(
+              list.map(
+                (k) => ({
+                  ...k, createdAt: new Date(k.createdAt).toISOString(),
+                  lastUsedAt: k.lastUsedAt ? new Date(k.lastUsedAt).toISOString() : null,
+                })
+              )
+            )
+          );
+        }
         ctx.print(list.length ? table(list, [
           { header: 'ID', value: (k) => k.id, keep: true },
           { header: 'USER', value: (k) => k.user },
@@ -150,9 +194,15 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     });
   tokens.command('revoke <id>').description('revoke a token')
     .action(async (id: string) => {
-      if (!/^[0-9a-f]{8}$/.test(id)) throw usage(`token id must be the 8-character id shown by "qwdctl tokens list", got ${JSON.stringify(id.slice(0, 20))}`);
+      if (!/^[0-9a-f]{8}$/.test(id)) {
+        throw usage(
+          `token id must be the 8-character id shown by "qwdctl tokens list", got ${JSON.stringify(id.slice(0, 20))}`
+        );
+      }
       await withUsers(ctx, (store) => {
-        if (!store.revokeApiToken(id)) throw new QwdError('QWD_NOT_FOUND', `no token ${id}`, { userMessage: `There is no token ${id}.` });
+        if (!store.revokeApiToken(id)) {
+          throw new QwdError('QWD_NOT_FOUND', `no token ${id}`, { userMessage: `There is no token ${id}.` });
+        }
         ctx.print(`revoked token ${id}`);
       });
     });
