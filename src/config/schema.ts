@@ -218,7 +218,8 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   };
 
   const netRaw = section(p, top, 'guestNetwork');
-  rejectUnknownKeys(p, netRaw, 'guestNetwork.', ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta', 'socat']);
+  const netKeys = ['allow', 'deny', 'ip', 'nsenter', 'unshare', 'umount', 'nft', 'pasta', 'socat'];
+  rejectUnknownKeys(p, netRaw, 'guestNetwork.', netKeys);
   const cidrList = (key: string, fallback: readonly string[]): Cidr[] => {
     const v = netRaw[key] ?? fallback;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
