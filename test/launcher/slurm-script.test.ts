@@ -156,6 +156,46 @@ test('with guest network, the job runs QEMU in a namespace of its own holding th
   await waitFor('socat to be gone', () => pidsMentioning(`-LISTEN:${port},`).length === 0, 5000);
 });
 
+test('with guest network, a job of an unprivileged account makes its namespace in a user namespace of its own (no root on the node)', async (t) => {
+  requireQemu();
+  for (const [tool, pkg] of [['ip', 'iproute2'], [NODE_TOOLS.nft, 'nftables'], ['pasta', 'passt'], ['socat', 'socat'], ['setpriv', 'util-linux']] as const) requireProgram(tool, pkg);
+  if (process.getuid?.() !== 0) return t.fail('this test runs the job as nobody: run the tests as root');
+  const dir = tempDir(t);
+  fs.chmodSync(dir, 0o755);
+  const [port] = await freePorts(1);
+  const script = path.join(dir, 'job.sh');
+  fs.writeFileSync(script, scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg', { tools: NODE_TOOLS, rulesFile: path.join(dir, 'job', 'guest-net.nft') }), { mode: 0o644 });
+  for (const f of ['job', ...fs.readdirSync(path.join(dir, 'job')).map((n) => path.join('job', n)), 'master.raw']) fs.chownSync(path.join(dir, f), 65534, 65534);
+  // pasta opens /dev/net/tun, which Debian makes 0666 and this test host may keep 0600: the job
+  // gets a 0666 node of its own, bind-mounted in a private mount namespace, then runs as nobody.
+  const tun = path.join(dir, 'tun');
+  const asNobody = [
+    `mknod ${shellQuote(tun)} c 10 200 && chmod 666 ${shellQuote(tun)} && mount --bind ${shellQuote(tun)} /dev/net/tun`,
+    `exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp TMPDIR=/tmp bash ${shellQuote(script)}`,
+  ].join(' && ');
+  const job = spawn('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', asNobody], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  t.teardown(() => killJobGroup(job.pid!));
+  let stderr = '';
+  job.stderr.on('data', (d: Buffer) => (stderr += d));
+  const status = path.join(dir, 'job', 'status.json');
+  const ready = await waitFor('the job to report ready', () => {
+    const s = readJson(status);
+    if (s?.state === 'failed') throw new Error(`${s.error} ${stderr}`);
+    return s?.state === 'ready' ? s : false;
+  }, 20000);
+  t.is(fs.statSync(`/proc/${ready.pid}`).uid, 65534, 'QEMU runs as the job\'s account');
+  t.not(fs.readlinkSync(`/proc/${ready.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'in a network namespace of its own');
+  t.not(fs.readlinkSync(`/proc/${ready.pid}/ns/user`), fs.readlinkSync('/proc/self/ns/user'), 'owned by a user namespace of the job\'s');
+  const inNs = (...argv: string[]) => spawnSync('nsenter', [`--net=/proc/${ready.pid}/ns/net`, '--', ...argv], { encoding: 'utf8' }).stdout;
+  t.regex(inNs(NODE_TOOLS.nft, 'list', 'set', 'inet', 'qwd_guest', 'host4'), /127\.0\.0\.0\/8/, 'the guest rules are loaded');
+  t.regex(inNs('ip', 'route', 'show', 'default') + inNs('ip', '-6', 'route', 'show', 'default'), /default/, 'pasta connected it');
+  t.deepEqual(await rfbSecurityTypes(port!), [2]);
+  const exited = new Promise<number | null>((resolve) => job.once('exit', (code) => resolve(code)));
+  process.kill(ready.pid, 'SIGTERM');
+  t.is(await exited, 0);
+  t.deepEqual(readJson(status), { state: 'exited', code: 0 });
+});
+
 test('with guest network, a node without one of the tools fails the job naming it and its Debian package, and starts nothing', (t) => {
   const dir = tempDir(t);
   const script = scriptFor(dir, '127.0.0.1', [5999, 5999], 'tcg', { tools: { ...NODE_TOOLS, socat: '/nonexistent/socat' }, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
