@@ -1,7 +1,7 @@
 // BENCHMARK HARNESS, not the broker: the real bridge (attachBridge from
 // src/bridge/ws-bridge.ts) on its own HTTP server, in front of a VNC address
 // chosen by the benchmark instead of a session's QEMU. The "manager" passed to
-// it is a stand-in with only what attachBridge uses (lookupToken, vncAddress,
+// it is a stand-in with only what attachBridge uses (lookupToken, vncEndpoint,
 // get, recordViewers, on/off): one running session whose VNC is `vnc`.
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -25,7 +25,7 @@ function harnessManager(vnc: VncAddress): SessionManager {
   const row = { id: 'bench-harness', state: 'running', handle: { kind: 'harness' } };
   const stub = Object.assign(new EventEmitter(), {
     lookupToken: (token: unknown) => (token === HARNESS_TOKEN ? { kind: 'live', row, access: 'control' } : { kind: 'unknown' }),
-    vncAddress: () => vnc,
+    vncEndpoint: async () => vnc,
     get: (id: string) => (id === row.id ? row : undefined),
     recordViewers: () => {},
   });

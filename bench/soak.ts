@@ -22,7 +22,7 @@ import { connectRfb, nonBlackPixels } from '../test/helpers/rfb-client.js';
 import { pidsMentioning } from '../test/helpers/env.js';
 import { isOurProcess } from '../src/qemu/process.js';
 import { netnsDir } from '../src/launcher/guest-netns.js';
-import type { VmHandle } from '../src/launcher/types.js';
+import type { LocalHandle } from '../src/launcher/local.js';
 import { Cleanup } from './cleanup.js';
 import { makeBenchSetup, type BenchSetup } from './bench-setup.js';
 import { startBrokerProcess, type BrokerProcess } from './broker-process.js';
@@ -228,7 +228,7 @@ async function cycle(broker: BrokerProcess, setup: BenchSetup, opts: Options, fa
     if (fault === 'drop-viewer') await dropViewerMidHandshake(session);
     await view(session);
     if (fault === 'kill-qemu') {
-      const handle = JSON.parse(readRows(setup).find((r) => r.id === session.id)?.handle ?? 'null') as VmHandle | null;
+      const handle = JSON.parse(readRows(setup).find((r) => r.id === session.id)?.handle ?? 'null') as LocalHandle | null;
       if (handle?.kind !== 'local' || !isOurProcess(handle.pid, handle.startTime, handle.processName)) {
         throw new Error(`session ${session.id}: no running qemu of ours to kill`);
       }

@@ -15,11 +15,10 @@ import { openDb, type Db } from './store/db.js';
 import { SessionRows } from './store/session-rows.js';
 import { loadCatalog, type Catalog } from './catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel, type AccelChoice } from './qemu/accel.js';
-import { LocalLauncher } from './launcher/local.js';
 import { guestNetworkUnavailable } from './launcher/guest-netns.js';
 import { QwdError } from './errors.js';
-import { SlurmLauncher } from './launcher/slurm.js';
-import type { Launcher } from './launcher/types.js';
+import { createLauncher, type LauncherName } from './launcher/registry.js';
+import type { Launcher, LauncherCapabilities } from './launcher/types.js';
 import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
 import { SessionManager } from './sessions/manager.js';
 import { createApp } from './http/app.js';
@@ -54,6 +53,10 @@ export interface ServiceOptions {
   hostRoot?: string;
   /** The clock for expiry, purge and warning decisions (tests jump it forward); Date.now by default. */
   now?: () => number;
+  /**
+   * Tests only: a launcher other than config.launcher, by name (the fake, which a config file cannot name).
+   */
+  launcher?: LauncherName;
 }
 
 export async function createServices(config: Config, log: Logger, opts: ServiceOptions = {}): Promise<Services> {
@@ -61,15 +64,15 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
   const rows = new SessionRows(db);
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img, log.child({ module: 'catalog' }));
   const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
-  const launcher: Launcher = config.launcher === 'slurm'
-    ? new SlurmLauncher({ config, log: log.child({ module: 'launcher', launcher: 'slurm' }) })
-    : new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) });
+  const launcher = createLauncher(opts.launcher ?? config.launcher, { config, accel, log });
   const load = await startLoadSampler(5000, log);
   const mailer = createMailer(config.mail);
   const listenHost = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const baseUrl = config.publicUrl ?? `http://${listenHost}:${config.listen.port}`;
-  // GPUs are devices of this host: a broker that sends desktops to Slurm nodes gives none of its own.
-  const discover = () => (config.launcher === 'slurm' ? [] : discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude));
+  // GPUs are devices of this host: a broker that sends desktops to other nodes gives none of its own.
+  const discover = () => (
+    launcher.capabilities.onBrokerHost ? discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude) : []
+  );
   const manager = new SessionManager({
     config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now,
     log: log.child({ module: 'sessions' }),
@@ -83,10 +86,10 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
  * Guests with network run in a namespace of their own (launcher/guest-netns.ts);
  * a broker that cannot give them one refuses to start rather than let guests reach the host.
  */
-function assertGuestNetworkIsolation(config: Config): void {
+function assertGuestNetworkIsolation(config: Config, capabilities: LauncherCapabilities): void {
   if (config.qemu.network !== 'user') return;
-  // Slurm jobs make their guests' namespaces on the nodes themselves, and fail there naming what is missing.
-  if (config.launcher === 'slurm') return;
+  // Jobs on other nodes (Slurm) make their guests' namespaces there themselves, and fail there naming what is missing.
+  if (!capabilities.onBrokerHost) return;
   const why = guestNetworkUnavailable(config.guestNetwork);
   if (!why) return;
   throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace ` +
@@ -104,12 +107,18 @@ export interface Broker {
 }
 
 export async function startBroker(
-  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {},
+  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now' | 'launcher'> = {},
 ): Promise<Broker> {
   const startedAt = Date.now();
-  assertGuestNetworkIsolation(config);
   const now = opts.now ?? Date.now;
-  const services = await createServices(config, log, { now });
+  const services = await createServices(config, log, { now, launcher: opts.launcher });
+  try {
+    assertGuestNetworkIsolation(config, services.launcher.capabilities);
+  } catch (err) {
+    services.load.stop();
+    services.db.close();
+    throw err;
+  }
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
   if (catalog.list().length === 0) {

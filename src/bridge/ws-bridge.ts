@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../log.js';
 import type { ErrorCode } from '../errors.js';
-import type { SessionManager, EndedEvent, RevokedEvent } from '../sessions/manager.js';
+import type { SessionManager, EndedEvent, RevokedEvent, TokenLookup } from '../sessions/manager.js';
 import type { LinkKind } from '../store/session-rows.js';
 import { MAX_CUT_TEXT_BYTES, RfbClientFilter, RfbProtocolError } from './rfb-client-filter.js';
 import { DEFAULT_VIEWER_CAPS, decideViewerAdmission, type ViewerCaps } from './viewer-caps.js';
@@ -113,20 +113,45 @@ export function attachBridge(
     }
     // Checked first: someone not logged in learns nothing about the token either.
     if (opts.isLoggedIn && !opts.isLoggedIn(req)) return reject(socket, 401, 'Unauthorized');
-    const found = manager.lookupToken(match[1]);
-    if (found.kind === 'unknown') return reject(socket, 404, 'Not Found');
-    if (found.kind === 'ended') return reject(socket, 410, 'Gone');
-    const row = found.row;
-    if (row.state !== 'running' || !row.handle) return reject(socket, 409, 'Conflict');
+    const token = match[1]!;
+    const first = runningSession(socket, token);
+    if (!first) return;
     // Before the upgrade: a launcher that cannot say where the VNC is (a Slurm job
     // dir that cannot be read) gets an HTTP answer, not an exception in ws's callback.
-    let address: VncAddress;
-    try {
-      address = manager.vncAddress(row);
-    } catch (err) {
-      log.error({ sessionId: row.id, err }, 'the desktop\'s VNC address is not known');
-      return reject(socket, 503, 'Service Unavailable');
-    }
+    // Until ws takes the socket (handleUpgrade), an error on it is ours to catch.
+    const onEarlyError = () => socket.destroy();
+    socket.on('error', onEarlyError);
+    manager.vncEndpoint(first.row).then((address) => {
+      socket.off('error', onEarlyError);
+      if (socket.destroyed) return; // the browser gave up meanwhile
+      // The endpoint may take a moment (shared storage): a stop or a revoked link meanwhile is answered as such.
+      const found = runningSession(socket, token);
+      if (found) upgrade(req, socket, head, token, url, found, address);
+    }, (err: unknown) => {
+      socket.off('error', onEarlyError);
+      log.error({ sessionId: first.row.id, err }, 'the desktop\'s VNC address is not known');
+      reject(socket, 503, 'Service Unavailable');
+    }).catch((err: unknown) => {
+      // A fault of the bridge itself: the viewer gets no desktop, the broker goes on.
+      log.error({ sessionId: first.row.id, err }, 'viewer upgrade failed');
+      socket.destroy();
+    });
+  };
+
+  /** The live session a token names when it is running, or null once the refusal has been answered. */
+  const runningSession = (socket: Duplex, token: string) => {
+    const found = manager.lookupToken(token);
+    if (found.kind === 'unknown') return void reject(socket, 404, 'Not Found');
+    if (found.kind === 'ended') return void reject(socket, 410, 'Gone');
+    if (found.row.state !== 'running' || !found.row.handle) return void reject(socket, 409, 'Conflict');
+    return found;
+  };
+
+  const upgrade = (
+    req: http.IncomingMessage, socket: Duplex, head: Buffer, token: string, url: URL,
+    found: Extract<TokenLookup, { kind: 'live' }>, address: VncAddress,
+  ) => {
+    const row = found.row;
     // Counted and admitted in the same tick: handleUpgrade (no verifyClient) calls back synchronously.
     const admission = decideViewerAdmission(countViewers(row.id), found.access, caps);
     if (!admission.admit) {
@@ -163,7 +188,7 @@ export function attachBridge(
       });
       wsStream.pipe(filter).pipe(vnc);
       access.set(ws, found.access);
-      const name = readViewerTicket(ticketSecret, match[1]!, url.searchParams.get('t'));
+      const name = readViewerTicket(ticketSecret, token, url.searchParams.get('t'));
       if (name) names.set(ws, name);
       const set = viewers.get(row.id) ?? new Set<WebSocket>();
       set.add(ws);

@@ -165,7 +165,7 @@ export function queueText(queue: QueueInfo | null): string {
   if (!queue) return 'waiting for a node';
   const where = queue.position ? `, number ${queue.position} in the queue` : '';
   const why = queue.reason ? `; the scheduler says: ${queue.reason}` : '';
-  return queue.state === 'PENDING' ? `waiting for a node${where}${why}` : `starting on ${queue.node ?? 'a node'}`;
+  return queue.state === 'waiting' ? `waiting for a node${where}${why}` : `starting on ${queue.node ?? 'a node'}`;
 }
 
 export function sessionPage(

@@ -31,7 +31,24 @@ import { isNamedProcess, isOurProcess, readProcStat, signalGroup } from '../qemu
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
 import { findProgram, readLogTail } from '../qemu/run-tool.js';
 import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
-import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
+import { StopOnce } from './stop-once.js';
+import { sessionDirIn } from './session-dir.js';
+import type {
+  ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, StartHooks, StopOutcome, VmHandle,
+} from './types.js';
+
+/** A VM this launcher runs (stored as JSON in the session row, as it always was). */
+export interface LocalHandle extends VmHandle {
+  kind: 'local';
+  pid: number;
+  /** /proc/<pid>/stat start time, so a recycled PID is never mistaken for ours. */
+  startTime: string;
+  processName: string;
+  runDir: string;
+  qmpSocket: string;
+  vncSocket: string;
+  accel: 'kvm' | 'tcg';
+}
 
 export interface LocalLauncherOptions {
   config: Config;
@@ -67,11 +84,15 @@ export function eventsMonitorArgv(runDir: string): string[] {
 
 export class LocalLauncher implements Launcher {
   readonly kind = 'local';
+  /** QEMU runs here, as the broker's child; nothing queues, and the broker's own QMP reaches it. */
+  readonly capabilities: LauncherCapabilities = {
+    queues: false, ownsCapacity: false, nodeGpusPerSession: 0, onBrokerHost: true, guestControl: true,
+  };
   get runRoot(): string {
     return this.opts.config.runDir;
   }
   private readonly children = new Map<number, { child: ChildProcess; exit: ExitInfo | null }>();
-  private readonly stopping = new Map<number, Promise<StopOutcome>>();
+  private readonly stopping = new StopOnce();
   /** One QMP connection per watched VM (by pid), shared by every watch of it. */
   private readonly monitors = new Map<number, QmpMonitor>();
   /** Why VMs the monitor saw shut down from inside ended (pid → words), for exitReason(). */
@@ -221,9 +242,7 @@ export class LocalLauncher implements Launcher {
 
   stop(vm: VmHandle): Promise<StopOutcome> {
     const handle = asLocal(vm);
-    const running = this.stopping.get(handle.pid);
-    if (running) return running;
-    const promise = this.escalate(handle).then(async (outcome) => {
+    return this.stopping.run(String(handle.pid), () => this.escalate(handle).then(async (outcome) => {
       // The VM is gone: so is its network (cleanup() repeats this, harmlessly).
       await tearDownGuestNetwork(this.opts.config.guestNetwork, handle.runDir).catch((err: Error) => {
         this.opts.log.warn(
@@ -233,11 +252,8 @@ export class LocalLauncher implements Launcher {
       });
       return outcome;
     }).finally(() => {
-      this.stopping.delete(handle.pid);
       this.children.delete(handle.pid);
-    });
-    this.stopping.set(handle.pid, promise);
-    return promise;
+    }));
   }
 
   private async escalate(handle: LocalHandle): Promise<StopOutcome> {
@@ -271,7 +287,7 @@ export class LocalLauncher implements Launcher {
     return isOurProcess(handle.pid, handle.startTime, handle.processName);
   }
 
-  vncAddress(vm: VmHandle): VncAddress {
+  async vncEndpoint(vm: VmHandle): Promise<VncAddress> {
     return { kind: 'unix', path: asLocal(vm).vncSocket };
   }
 
@@ -332,7 +348,7 @@ export class LocalLauncher implements Launcher {
   }
 
   async exitReason(vm: VmHandle): Promise<string | null> {
-    return vm.kind === 'local' ? this.guestShutdowns.get(vm.pid) ?? null : null;
+    return vm.kind === 'local' ? this.guestShutdowns.get(asLocal(vm).pid) ?? null : null;
   }
 
   /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */
@@ -372,7 +388,8 @@ export class LocalLauncher implements Launcher {
 
   async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
     this.assertInsideRunRoot(runDir);
-    if (handle?.kind === 'local') this.guestShutdowns.delete(handle.pid);
+    // A handle of another launcher (a row from before the site switched) has nothing here to forget.
+    if (handle?.kind === 'local') this.guestShutdowns.delete(asLocal(handle).pid);
     await this.killLeftBehind(runDir);
     await tearDownGuestNetwork(this.opts.config.guestNetwork, runDir);
     await fsp.rm(runDir, { recursive: true, force: true });
@@ -406,11 +423,7 @@ export class LocalLauncher implements Launcher {
   }
 
   private assertInsideRunRoot(runDir: string): void {
-    const root = path.resolve(this.opts.config.runDir);
-    const resolved = path.resolve(runDir);
-    if (path.dirname(resolved) !== root) {
-      throw new QwdError('QWD_INTERNAL', `refusing to use run dir ${runDir} outside ${root}`);
-    }
+    sessionDirIn(this.opts.config.runDir, runDir);
   }
 
   private async waitGone(handle: LocalHandle, ms: number): Promise<boolean> {
@@ -441,11 +454,23 @@ export class LocalLauncher implements Launcher {
   }
 }
 
-function asLocal(handle: VmHandle): LocalHandle {
-  if (handle.kind !== 'local') {
-    throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${handle.kind} handle`);
+/**
+ * Reads a handle as this launcher's own, checking its shape: the manager hands back whatever the session row holds
+ * (a row of another launcher, or of an older broker, is refused here rather than misread).
+ */
+export function asLocal(handle: VmHandle): LocalHandle {
+  const h = handle as Partial<LocalHandle>;
+  if (h.kind !== 'local') {
+    throw new QwdError('QWD_INTERNAL', `the local launcher was given a ${String(h.kind)} handle`);
   }
-  return handle;
+  const strings = [h.startTime, h.processName, h.runDir, h.qmpSocket, h.vncSocket];
+  const accelOk = h.accel === 'kvm' || h.accel === 'tcg';
+  if (!Number.isInteger(h.pid) || strings.some((v) => typeof v !== 'string') || !accelOk) {
+    throw new QwdError(
+      'QWD_INTERNAL', `a local VM handle lacks a field or has one of the wrong type: ${JSON.stringify(h)}`,
+    );
+  }
+  return h as LocalHandle;
 }
 
 /**

@@ -8,7 +8,6 @@
 // expiry by Slurm, scancel from outside and preemption are read from
 // `scontrol show job`.
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { QwdError } from '../errors.js';
@@ -22,7 +21,22 @@ import { buildSeedIso } from '../guest/seed-iso.js';
 import { buildGuestRuleset } from '../guest/network-policy.js';
 import { buildJobScript, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
-import type { ExitInfo, Launcher, LaunchSpec, QueueInfo, SlurmHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
+import { StopOnce } from './stop-once.js';
+import { sessionDirIn } from './session-dir.js';
+import type { ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle } from './types.js';
+
+/** A VM running as a Slurm job on a compute node (stored as JSON in the session row, as it always was). */
+export interface SlurmHandle extends VmHandle {
+  kind: 'slurm';
+  jobId: string;
+  /** The session's directory on storage both the broker and the nodes see. */
+  jobDir: string;
+  /** Filled in once the job reports QEMU ready (connection file). */
+  node: string | null;
+  host: string | null;
+  port: number | null;
+  accel: 'kvm' | 'tcg' | null;
+}
 
 export interface SlurmLauncherOptions {
   config: Config;
@@ -48,7 +62,7 @@ type JobStatus = ReadyStatus | { state: 'failed'; error: string } | { state: 'ex
 export class SlurmLauncher implements Launcher {
   readonly kind = 'slurm';
   private readonly cli: SlurmCli;
-  private readonly stopping = new Map<string, Promise<StopOutcome>>();
+  private readonly stopping = new StopOnce();
   /** VNC passwords of running jobs, by job id (read from the job dir once). */
   private readonly secrets = new Map<string, string>();
 
@@ -61,9 +75,16 @@ export class SlurmLauncher implements Launcher {
     return this.opts.config.slurm.sharedDir;
   }
 
-  /** Slurm counts GPUs (gres) and queues what does not fit; the node picks the devices. */
-  get nodeGpusPerSession(): number {
-    return this.opts.config.slurm.gpuGres ? this.opts.config.limits.maxGpusPerSession : 0;
+  /**
+   * Jobs queue and Slurm decides where they fit; it counts GPUs (gres) and the node picks the devices; QMP stays on
+   * the node.
+   */
+  get capabilities(): LauncherCapabilities {
+    const { slurm, limits } = this.opts.config;
+    return {
+      queues: true, ownsCapacity: true, nodeGpusPerSession: slurm.gpuGres ? limits.maxGpusPerSession : 0,
+      onBrokerHost: false, guestControl: false,
+    };
   }
 
   async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
@@ -139,7 +160,7 @@ export class SlurmLauncher implements Launcher {
   }
 
   /** Waits for the job's QEMU to report ready and for its VNC to answer from here. */
-  async awaitReady(vm: VmHandle, _runDir: string, expiresAt?: number): Promise<VmHandle> {
+  async awaitReady(vm: VmHandle, _runDir: string, expiresAt?: number): Promise<SlurmHandle> {
     const handle = asSlurm(vm);
     const { slurm } = this.opts.config;
     let runningSince: number | null = null;
@@ -194,11 +215,7 @@ export class SlurmLauncher implements Launcher {
   /** scancel --batch -s TERM: the job forwards it to QEMU (an orderly shutdown, as QMP quit); then scancel; then SIGKILL. */
   stop(vm: VmHandle): Promise<StopOutcome> {
     const handle = asSlurm(vm);
-    const running = this.stopping.get(handle.jobId);
-    if (running) return running;
-    const promise = this.escalate(handle).finally(() => this.stopping.delete(handle.jobId));
-    this.stopping.set(handle.jobId, promise);
-    return promise;
+    return this.stopping.run(handle.jobId, () => this.escalate(handle));
   }
 
   private async escalate(handle: SlurmHandle): Promise<StopOutcome> {
@@ -233,13 +250,13 @@ export class SlurmLauncher implements Launcher {
     return info !== null && ALIVE.has(info.state);
   }
 
-  vncAddress(vm: VmHandle): VncAddress {
+  async vncEndpoint(vm: VmHandle): Promise<VncAddress> {
     const handle = asSlurm(vm);
     if (!handle.host || !handle.port) throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId} has not reported its VNC port yet`);
-    // Kept in memory once read: every viewer's connection would otherwise read shared storage (NFS) synchronously.
+    // Kept in memory once read: every viewer's connection would otherwise read shared storage (NFS) again.
     let password = this.secrets.get(handle.jobId);
     if (password === undefined) {
-      password = fs.readFileSync(path.join(handle.jobDir, SECRET_FILE), 'utf8');
+      password = await fsp.readFile(path.join(handle.jobDir, SECRET_FILE), 'utf8');
       this.secrets.set(handle.jobId, password);
     }
     return { kind: 'tcp', host: handle.host, port: handle.port, password };
@@ -268,14 +285,8 @@ export class SlurmLauncher implements Launcher {
     };
   }
 
-  async qmp<T = unknown>(_vm: VmHandle, command: string): Promise<T> {
-    throw new QwdError('QWD_BAD_REQUEST', `QMP ${command} is not available for desktops running as Slurm jobs (QMP stays on the node)`, {
-      userMessage: 'This desktop runs on a cluster node; its memory (balloon) cannot be managed from here.',
-    });
-  }
-
   async cleanup(handle: VmHandle | null, runDir: string): Promise<void> {
-    if (handle?.kind === 'slurm') this.secrets.delete(handle.jobId);
+    if (handle?.kind === 'slurm') this.secrets.delete(asSlurm(handle).jobId);
     await fsp.rm(this.jobDirOf(runDir), { recursive: true, force: true });
   }
 
@@ -284,7 +295,10 @@ export class SlurmLauncher implements Launcher {
     const info = await this.cli.jobInfo(handle.jobId);
     if (!info) return null;
     const position = info.state === 'PENDING' ? await this.cli.queuePosition(handle.jobId).catch(() => null) : null;
-    return { state: info.state, reason: info.reason && info.reason !== 'None' ? info.reason : null, position, node: info.nodes };
+    return {
+      state: info.state === 'PENDING' ? 'waiting' : 'starting', reason: info.reason && info.reason !== 'None' ? info.reason : null,
+      position, node: info.nodes, native: { state: info.state },
+    };
   }
 
   /** Slurm's time limit counts from the job's start: make it end at expiresAt. */
@@ -309,10 +323,7 @@ export class SlurmLauncher implements Launcher {
 
   /** The session dir under the shared dir (never anything else: it is deleted recursively). */
   private jobDirOf(runDir: string): string {
-    const root = path.resolve(this.runRoot);
-    const resolved = path.resolve(runDir);
-    if (path.dirname(resolved) !== root) throw new QwdError('QWD_INTERNAL', `refusing to use job dir ${runDir} outside ${root}`);
-    return resolved;
+    return sessionDirIn(this.runRoot, runDir, 'job dir');
   }
 }
 
@@ -386,7 +397,17 @@ function randomPassword(length: number): string {
   return Array.from({ length }, () => PASSWORD_CHARS[crypto.randomInt(PASSWORD_CHARS.length)]).join('');
 }
 
-function asSlurm(handle: VmHandle): SlurmHandle {
-  if (handle.kind !== 'slurm') throw new QwdError('QWD_INTERNAL', `the Slurm launcher was given a ${handle.kind} handle`);
-  return handle;
+/**
+ * Reads a handle as this launcher's own, checking its shape: the manager hands back whatever the session row holds
+ * (a row of another launcher, or of an older broker, is refused here rather than misread).
+ */
+export function asSlurm(handle: VmHandle): SlurmHandle {
+  const h = handle as Partial<SlurmHandle>;
+  if (h.kind !== 'slurm') throw new QwdError('QWD_INTERNAL', `the Slurm launcher was given a ${String(h.kind)} handle`);
+  const nullable = (v: unknown, type: string) => v === null || typeof v === type;
+  if (typeof h.jobId !== 'string' || typeof h.jobDir !== 'string' || !nullable(h.node, 'string') || !nullable(h.host, 'string')
+    || !nullable(h.port, 'number') || !(h.accel === null || h.accel === 'kvm' || h.accel === 'tcg')) {
+    throw new QwdError('QWD_INTERNAL', `a Slurm VM handle lacks a field or has one of the wrong type: ${JSON.stringify(h)}`);
+  }
+  return h as SlurmHandle;
 }

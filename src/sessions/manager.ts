@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { LaunchSpec, Launcher, QueueInfo, VmHandle } from '../launcher/types.js';
+import type { VncAddress } from '../qemu/rfb-probe.js';
 import { resolveShares } from '../guest/shares.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { resolveScripts } from '../guest/boot-scripts.js';
@@ -203,7 +204,7 @@ export class SessionManager extends EventEmitter {
   /** After a broker restart: goes on waiting for a VM a scheduler still holds. */
   private resumeQueued(row: SessionRow): void {
     const { launcher } = this.deps;
-    if (!launcher.awaitReady || !row.handle) return;
+    if (!launcher.capabilities.queues || !launcher.awaitReady || !row.handle) return;
     const launch = launcher.awaitReady(row.handle as VmHandle, row.runDir, row.expiresAt)
       .then((handle) => this.launched(row, handle), (err) => this.launchFailed(row, err));
     launch.catch(() => {}); // failures are logged and cleaned up by launchFailed
@@ -294,12 +295,12 @@ export class SessionManager extends EventEmitter {
    * GPUs a scheduler gives a VM on its node (it counts them and queues what does not fit); 0: this host's GPUs, if any.
    */
   private nodeGpus(): number {
-    return this.deps.launcher.nodeGpusPerSession ?? 0;
+    return this.deps.launcher.capabilities.nodeGpusPerSession;
   }
 
-  /** This host's load for admission; null when Slurm owns capacity (what does not fit waits in its queue). */
+  /** This host's load for admission; null when a scheduler owns capacity (what does not fit waits in its queue). */
   private hostCapacity() {
-    return this.deps.launcher.kind === 'slurm' ? null : this.deps.load.current();
+    return this.deps.launcher.capabilities.ownsCapacity ? null : this.deps.load.current();
   }
 
   /** GPUs with who holds them, for qwdctl gpu list and the form. */
@@ -336,8 +337,9 @@ export class SessionManager extends EventEmitter {
     return this.deps.rows.all();
   }
 
-  vncAddress(row: SessionRow) {
-    return this.deps.launcher.vncAddress(row.handle as VmHandle);
+  /** Where a running session's VNC listens (the bridge connects there, authenticating where it must). */
+  vncEndpoint(row: SessionRow): Promise<VncAddress> {
+    return this.deps.launcher.vncEndpoint(row.handle as VmHandle);
   }
 
   /**
@@ -384,7 +386,7 @@ export class SessionManager extends EventEmitter {
   /** The guest's current memory as the balloon driver reports it (QMP query-balloon). */
   async balloonInfo(id: string): Promise<{ actualMiB: number; targetMiB: number | null; memoryMiB: number }> {
     const row = this.requireRunning(id);
-    const info = await this.deps.launcher.qmp<{ actual: number }>(row.handle as VmHandle, 'query-balloon');
+    const info = await this.guestQmp<{ actual: number }>(row, 'query-balloon');
     return { actualMiB: Math.round(info.actual / 1048576), targetMiB: row.balloonTargetMiB, memoryMiB: row.memoryMiB };
   }
 
@@ -396,9 +398,25 @@ export class SessionManager extends EventEmitter {
         `balloon target must be a whole number of MiB from 64 to ${row.memoryMiB}, got ${describeValue(targetMiB)}`
       );
     }
-    await this.deps.launcher.qmp(row.handle as VmHandle, 'balloon', { value: targetMiB * 1048576 });
+    await this.guestQmp(row, 'balloon', { value: targetMiB * 1048576 });
     this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
     this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now());
+  }
+
+  /** One QMP command to a running session's guest, where the launcher reaches it (capabilities.guestControl). */
+  private async guestQmp<T>(row: SessionRow, command: string, args?: Record<string, unknown>): Promise<T> {
+    const { launcher } = this.deps;
+    if (!launcher.capabilities.guestControl || !launcher.qmp) {
+      const userMessage = launcher.capabilities.onBrokerHost
+        ? 'This desktop\'s memory (balloon) cannot be managed from here.'
+        : 'This desktop runs on a cluster node; its memory (balloon) cannot be managed from here.';
+      throw new QwdError(
+        'QWD_BAD_REQUEST',
+        `QMP ${command} is not available for desktops of the ${launcher.kind} launcher (QMP stays where the VM runs)`,
+        { userMessage },
+      );
+    }
+    return launcher.qmp<T>(row.handle as VmHandle, command, args);
   }
 
   private requireRunning(id: string): SessionRow {
@@ -571,7 +589,7 @@ export class SessionManager extends EventEmitter {
         adopted.push(row.id);
         continue;
       }
-      if (row.state === 'queued' && alive && this.deps.launcher.awaitReady) {
+      if (row.state === 'queued' && alive && this.deps.launcher.capabilities.queues) {
         this.resumeQueued(row);
         adopted.push(row.id);
         continue;
@@ -736,8 +754,11 @@ export class SessionManager extends EventEmitter {
   /** Where a queued session waits (Slurm job state, reason, position); null when not queued. */
   async queueInfo(id: string): Promise<QueueInfo | null> {
     const row = this.deps.rows.byId(id);
-    if (!row || row.state !== 'queued' || !row.handle || !this.deps.launcher.queueInfo) return null;
-    return this.deps.launcher.queueInfo(row.handle as VmHandle).catch(() => null);
+    const { launcher } = this.deps;
+    if (!row || row.state !== 'queued' || !row.handle || !launcher.capabilities.queues || !launcher.queueInfo) {
+      return null;
+    }
+    return launcher.queueInfo(row.handle as VmHandle).catch(() => null);
   }
 
   /** Scheduler details for status displays (Slurm job id, node, state); {} for local VMs. */

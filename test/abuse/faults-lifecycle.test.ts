@@ -15,7 +15,7 @@ import { ROOT, makeSetup, pidsMentioning, requireQemu, tempDir, waitFor, type Te
 import { api, startTestBroker } from '../helpers/broker.js';
 import { startSmtpSink } from '../helpers/smtp.js';
 import { isOurProcess, isRunning } from '../../src/qemu/process.js';
-import type { LocalHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 import type { Broker } from '../../src/main.js';
 
 /** Files below dir whose name ends in .qcow2 (session overlays live in run dirs; masters in machines/). */

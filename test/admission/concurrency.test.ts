@@ -230,7 +230,7 @@ test('GPU claims are released when QEMU exits on its own and when a one-shot des
   // The blank guest has no OS to power off: QMP quit makes QEMU exit by itself,
   // which is what a guest power-off ends in (the broker did not ask for it).
   const poweredOff = await sessionHoldingClaim(broker);
-  await broker.services.launcher.qmp(manager.get(poweredOff.id)!.handle as VmHandle, 'quit').catch(() => {
+  await broker.services.launcher.qmp!(manager.get(poweredOff.id)!.handle as VmHandle, 'quit').catch(() => {
     // The monitor may close before it answers: QEMU is exiting, which is the point.
   });
   await waitFor('power-off cleanup', () => rows.gpuClaims().length === 0 && rows.claimedGpuFunctions().size === 0, 10000);

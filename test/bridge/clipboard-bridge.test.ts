@@ -59,7 +59,7 @@ async function startDesktop(
   const { status, json: s, text } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'desk', user: 'ada', lifetimeS: 3600 });
   if (status >= 300) throw new Error(`session not created: ${status} ${text}`);
   const row = broker.services.manager.get(s.id)!;
-  const address = broker.services.manager.vncAddress(row);
+  const address = await broker.services.manager.vncEndpoint(row);
   if (address.kind !== 'unix') throw new Error('expected a Unix VNC socket');
   const recorder = await interposeRecorder(address.path);
   const viewers: RawViewer[] = [];

@@ -44,7 +44,7 @@ async function desktopInBrowser(t: ExecutionContext, machineClipboard: Clipboard
   });
   const broker = await startTestBroker(t, setup.config);
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'desk', user: 'ada', lifetimeS: 3600 });
-  const address = broker.services.manager.vncAddress(broker.services.manager.get(s.id)!);
+  const address = await broker.services.manager.vncEndpoint(broker.services.manager.get(s.id)!);
   if (address.kind !== 'unix') throw new Error('expected a Unix VNC socket');
   const recorder = await interposeRecorder(address.path);
   t.teardown(() => recorder.close());

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createServices } from '../../src/main.js';
 import { silentLogger } from '../../src/log.js';
-import type { LocalHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor } from '../helpers/env.js';
 
 test.before(() => requireQemu());

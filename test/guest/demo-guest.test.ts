@@ -12,7 +12,7 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import { connectRfb, type RfbSession } from '../helpers/rfb-client.js';
 import type { Broker } from '../../src/main.js';
-import type { LocalHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 import { isRunning } from '../../src/qemu/process.js';
 
 test.before(() => {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
-import type { VmHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 import Database from 'better-sqlite3';
 import { isOurProcess, readProcStat, signalGroup } from '../../src/qemu/process.js';
 
@@ -25,7 +25,7 @@ process.once('exit', () => {
       const db = new Database(path.join(stateDir, 'qwd.sqlite'), { readonly: true, fileMustExist: true });
       try {
         for (const { handle } of db.prepare('SELECT handle FROM sessions WHERE handle IS NOT NULL').all() as Array<{ handle: string }>) {
-          killLocalVm(JSON.parse(handle) as VmHandle);
+          killLocalVm(JSON.parse(handle) as LocalHandle);
         }
       } finally {
         db.close();
@@ -83,7 +83,7 @@ export async function stopAllVms(broker: Broker): Promise<void> {
       await manager.stop(row.id, 'test teardown');
     } catch {
       // Last resort for a test that broke the store on purpose: kill our own PID.
-      killLocalVm(row.handle as VmHandle | null);
+      killLocalVm(row.handle as LocalHandle | null);
     }
   }
 }
@@ -98,7 +98,7 @@ export function localPid(handle: unknown): number {
 }
 
 /** A local VM is our own process group (if that PID is still our qemu); Slurm jobs are ended by the test's Slurm going away. */
-function killLocalVm(handle: VmHandle | null): void {
+function killLocalVm(handle: LocalHandle | null): void {
   if (handle?.kind !== 'local') return;
   if (isOurProcess(handle.pid, handle.startTime, handle.processName)) signalGroup(handle.pid, 'SIGKILL');
   // Its network namespace and pasta (launcher/guest-netns.ts): pasta by its recorded pid and start time.

@@ -12,7 +12,7 @@ import { openDb } from '../../src/store/db.js';
 import { isRunning, readProcStat } from '../../src/qemu/process.js';
 import { connectRfb, nonBlackPixels, waitForGuestText } from '../helpers/rfb-client.js';
 import { WebClient } from '../helpers/web-client.js';
-import type { LocalHandle } from '../../src/launcher/types.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 
 test.before(() => requireQemu());
 

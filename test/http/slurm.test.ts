@@ -18,7 +18,7 @@ import { makeSetup, pidsMentioning, requireQemu, waitFor, writeDemoMachine } fro
 import { runProgram } from '../helpers/peer-process.js';
 import { connectRfb, waitForGuestText } from '../helpers/rfb-client.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
-import type { SlurmHandle } from '../../src/launcher/types.js';
+import type { SlurmHandle } from '../../src/launcher/slurm.js';
 import type { Broker } from '../../src/main.js';
 
 anyTest.before(() => requireQemu());

@@ -7,21 +7,30 @@ import type { Command } from 'commander';
 import { QwdError } from '../../errors.js';
 import type { Services } from '../../main.js';
 import type { SessionRow } from '../../store/session-rows.js';
-import type { VmHandle } from '../../launcher/types.js';
 import { CliContext, usage } from '../context.js';
 import { formatRemaining, json, parseDuration, shortTime, table } from '../output.js';
 
 /** The stable JSON shape of a session (documented in INSTALL.md). */
 export function sessionJson(row: SessionRow, baseUrl: string, now = Date.now()) {
-  const handle = row.handle as VmHandle | null;
   return {
     id: row.id, owner: row.owner, machine: row.machine, cpus: row.cpus, memoryMiB: row.memoryMiB, state: row.state,
     createdAt: new Date(row.createdAt).toISOString(), expiresAt: new Date(row.expiresAt).toISOString(),
     remainingS: Math.max(0, Math.round((row.expiresAt - now) / 1000)), viewers: row.viewers,
-    url: `${baseUrl}/s/${row.token}`, pid: handle?.kind === 'local' ? handle.pid : null, accel: handle?.accel ?? null,
-    runDir: row.runDir,
-    slurmJobId: handle?.kind === 'slurm' ? handle.jobId : null, node: handle?.kind === 'slurm' ? handle.node : null,
+    url: `${baseUrl}/s/${row.token}`, pid: recorded(row.handle, 'pid', 'number'),
+    accel: recorded(row.handle, 'accel', 'string'), runDir: row.runDir,
+    slurmJobId: recorded(row.handle, 'jobId', 'string'), node: recorded(row.handle, 'node', 'string'),
   };
+}
+
+/**
+ * A field of the handle as the session row recorded it, or null: these are shown as stored (a local VM's pid, a
+ * Slurm job's id and node), whichever launcher wrote the row, without asking a launcher to read it.
+ */
+function recorded<K extends 'number' | 'string'>(
+  handle: unknown, key: string, type: K,
+): (K extends 'number' ? number : string) | null {
+  const value = typeof handle === 'object' && handle !== null ? (handle as Record<string, unknown>)[key] : undefined;
+  return typeof value === type ? value as K extends 'number' ? number : string : null;
 }
 
 /** Slurm job id, node and job state per session (Slurm launcher only). */
@@ -159,8 +168,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
         const row = findSession(services, id);
-        // With Slurm, also the job's state as squeue/scontrol report it now.
-        const jobState = services.config.launcher === 'slurm' ? {
+        // With a scheduler (Slurm), also the job's state as squeue/scontrol report it now.
+        const jobState = services.launcher.describe ? {
           jobState: (await services.manager.schedulerInfo(row)).jobState ?? null
         } : {};
         const info = { ...sessionJson(row, ctx.baseUrl(services.config)), ...jobState };

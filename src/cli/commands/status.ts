@@ -21,10 +21,11 @@ export function registerStatus(program: Command, ctx: CliContext): void {
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       await ctx.withServices(async (services) => {
-        const { config, manager, load, accel, catalog } = services;
+        const { config, manager, load, accel, catalog, launcher } = services;
         const host = load.current();
         const rows = manager.list();
-        const scheduler = config.launcher === 'slurm' ? new Map(
+        // Launchers that run VMs as scheduler jobs describe them (Slurm: job id, node, job state).
+        const scheduler = launcher.describe ? new Map(
           await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))
         ) : null;
         const gpus = gpuSummary(manager.gpuStatus());

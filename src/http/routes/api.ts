@@ -9,6 +9,7 @@ import { describeValue } from '../../describe-value.js';
 import type { AppDeps, RouteKit } from '../deps.js';
 import { LOGIN_FIRST_MESSAGE, type AccessNeed } from '../session-access.js';
 import type { SessionLinks } from '../views.js';
+import type { QueueInfo } from '../../launcher/types.js';
 
 /** Stopping, extending or re-linking a desktop through the API. */
 const CHANGE: AccessNeed = { kind: 'change', what: 'change it' };
@@ -58,7 +59,7 @@ export function apiRoutes(deps: AppDeps, kit: RouteKit): Router {
 
   router.get('/api/v1/sessions/:token', async (req, res) => {
     const { row, access } = kit.access(req, { kind: 'see' });
-    const seen = { ...json(req, row, access), queue: await manager.queueInfo(row.id) };
+    const seen = { ...json(req, row, access), queue: queueJson(await manager.queueInfo(row.id)) };
     const answer = access === 'control' ? { ...seen, viewerNames: deps.viewerNames(row.id) } : seen;
     res.set('Cache-Control', 'no-store').json(answer);
   });
@@ -104,4 +105,13 @@ function sessionApiJson(
     url: l.page, viewerUrl: l.viewer, wsUrl: l.ws,
     viewUrl: l.viewPage, viewViewerUrl: l.viewViewer, viewWsUrl: l.viewWs,
   };
+}
+
+/**
+ * The API's queue object: `state` is the scheduler's own word (Slurm: PENDING while the job waits), as the API has
+ * always said it and public/session.js reads it.
+ */
+function queueJson(queue: QueueInfo | null) {
+  if (!queue) return null;
+  return { state: queue.native.state, reason: queue.reason, position: queue.position, node: queue.node };
 }
