@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { createLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 import type { LocalHandle } from '../../src/launcher/local.js';
+import type { LauncherName } from '../../src/launcher/registry.js';
 import Database from 'better-sqlite3';
 import { isOurProcess, readProcStat, signalGroup } from '../../src/qemu/process.js';
 
@@ -63,8 +64,8 @@ function testLogger(t: ExecutionContext) {
   return createLogger('warn', sink);
 }
 
-export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number } = {}): Promise<Broker> {
-  const broker = await startBroker(config, testLogger(t), { now: opts.now });
+export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number; launcher?: LauncherName } = {}): Promise<Broker> {
+  const broker = await startBroker(config, testLogger(t), { now: opts.now, launcher: opts.launcher });
   stateDirs.add(config.stateDir);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);
