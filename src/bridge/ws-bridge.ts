@@ -10,7 +10,9 @@
 // clipboard-policy.ts and, for how copying out of the guest is stopped without
 // parsing the server's framebuffer stream, RfbClientFilter.cutTextUnit).
 // Viewer caps are checked before the upgrade too (503 QWD_VIEWERS_FULL), so a
-// full link costs no WebSocket.
+// full link costs no WebSocket. Where the VNC is comes from the launcher, also
+// before the upgrade (asynchronously; 503 when it cannot say), and the token is
+// checked again once it has answered, in the tick that counts and upgrades.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
