@@ -75,7 +75,7 @@ export interface LaunchSpec {
   bootScripts?: { delivery: ScriptDelivery; scripts: readonly ResolvedScript[] };
   /** Claimed GPUs: per GPU, the PCI functions of its IOMMU group (GPU first). */
   gpus?: readonly (readonly string[])[];
-  /** GPUs the node picks itself (launchers with nodeGpusPerSession): how many. */
+  /** GPUs the node picks itself (launchers with capabilities.nodeGpusPerSession): how many. */
   gpuCount?: number;
   /** When the session ends (a scheduler's time limit is set from it). */
   expiresAt: number;
@@ -99,7 +99,10 @@ export interface Launcher {
   readonly capabilities: LauncherCapabilities;
   /** Where session directories live (the run dir locally; the shared dir for Slurm). */
   readonly runRoot: string;
-  /** Creates the disk, starts the VM and resolves once QMP and VNC answer. */
+  /**
+   * Creates the disk, starts the VM and resolves once it is ready (its VNC answers). Stop de-duplication
+   * (stop-once.ts) and the session-dir guard (session-dir.ts) are shared by every launcher.
+   */
   start(spec: LaunchSpec, hooks?: StartHooks): Promise<VmHandle>;
   /** Ask → SIGTERM → SIGKILL; resolves when the VM is gone. Twice is a no-op. */
   stop(handle: VmHandle): Promise<StopOutcome>;
@@ -121,7 +124,10 @@ export interface Launcher {
   queueInfo?(handle: VmHandle): Promise<QueueInfo | null>;
   /** Tells the scheduler about a new end time (Slurm enforces it); absent where nothing else enforces it. */
   extend?(handle: VmHandle, expiresAt: number): Promise<void>;
-  /** Scheduler details for status displays (Slurm job id, node, job state). */
+  /**
+   * The scheduler's details of a VM for status displays, in its own words (Slurm: job id, node, job state); absent for
+   * launchers that run no scheduler jobs (qwdctl then shows no job columns).
+   */
   describe?(handle: VmHandle): Promise<Record<string, string | number | null>>;
   /** Why a VM that is no longer alive ended, when the launcher can tell (Slurm: cancelled, time limit, preempted…). */
   exitReason?(handle: VmHandle): Promise<string | null>;
