@@ -253,8 +253,8 @@ const NAMESPACE_HELD = `[ "$(cat /proc/"$NS_PID"/comm 2>/dev/null)" = sleep ] ` 
   `&& [ "$(readlink /proc/"$NS_PID"/ns/net 2>/dev/null)" != "$OWN_NET" ]`;
 
 /** The node's addresses, one a line: its interfaces' ($addrs) and its local routes' ($v4, $v6). */
-const NODE_ADDRESS_LIST = `{ printf '%s\n' "$addrs" | awk '{ sub("/.*", "", $4); print $4 }'; ` +
-  `printf '%s\n%s\n' "$v4" "$v6" | awk '{ print $2 }'; } | sort -u`;
+const NODE_ADDRESS_LIST = `{ printf '%s\\n' "$addrs" | awk '{ sub("/.*", "", $4); print $4 }'; ` +
+  `printf '%s\\n%s\\n' "$v4" "$v6" | awk '{ print $2 }'; } | sort -u`;
 
 const LOAD_RULES_IN_NAMESPACE =
   `{ "\${IN_NS[@]}" "$IP" link set lo up && "\${IN_NS[@]}" "$NFT" -f "$NODE_DIR/guest-net.nft"; }`;
@@ -323,13 +323,13 @@ node_addresses() {
     }'
 }
 NODE_RULES=$(node_addresses) || fail "cannot read the addresses of node $(hostname) with $IP"
-{ cat "$GUEST_RULES" && printf '%s\n' "$NODE_RULES"; } > "$NODE_DIR/guest-net.nft" || fail "${FAILURE.rulesUnreadable}"
-${LOAD_RULES_IN_NAMESPACE} > "$NODE_DIR/net.log" 2>&1 \
+{ cat "$GUEST_RULES" && printf '%s\\n' "$NODE_RULES"; } > "$NODE_DIR/guest-net.nft" || fail "${FAILURE.rulesUnreadable}"
+${LOAD_RULES_IN_NAMESPACE} > "$NODE_DIR/net.log" 2>&1 \\
   || fail "cannot load the guest network rules on $(hostname): $(tail -c 300 "$NODE_DIR/net.log")"
 # Read back: a QEMU without them would reach the node, so trust no exit status alone.
 "\${IN_NS[@]}" "$NFT" list chain inet qwd_guest output 2>/dev/null | grep -q '@host4' || fail "${FAILURE.rulesAbsent}"
 # Connected to the node's network (outbound only: no port forwarded, no gateway mapped to the node).
-"$PASTA" --foreground --quiet --stderr "\${PASTA_AS[@]}" --config-net --no-map-gw --tcp-ports none \
+"$PASTA" --foreground --quiet --stderr "\${PASTA_AS[@]}" --config-net --no-map-gw --tcp-ports none \\
   --udp-ports none --tcp-ns none --udp-ns none "$NS_PID" > "$JOB_DIR/pasta.log" 2>&1 &
 PASTA_PID=$!
 for wait_pasta in $(seq 1 200); do
