@@ -31,7 +31,10 @@ import { isNamedProcess, isOurProcess, readProcStat, signalGroup } from '../qemu
 import { escapeOptionValue, qemuOpts } from '../qemu/escape.js';
 import { findProgram, readLogTail } from '../qemu/run-tool.js';
 import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
-import type { ExitInfo, Launcher, LaunchSpec, LocalHandle, StartHooks, StopOutcome, VmHandle } from './types.js';
+import {
+  exitWords, type ExitInfo, type Launcher, type LaunchSpec, type LocalHandle, type StartHooks, type StopOutcome,
+  type VmHandle,
+} from './types.js';
 
 export interface LocalLauncherOptions {
   config: Config;
@@ -331,8 +334,25 @@ export class LocalLauncher implements Launcher {
     return this.withQmp(asLocal(vm), 3000, (client) => client.execute<T>(command, args, { timeoutMs: 5000 }));
   }
 
+  /**
+   * Why a VM of ours ended: the guest's own shutdown as the monitor saw it, else
+   * (for a child of this broker) its exit status, so that a purge that notices the
+   * death before watchExit delivers it writes the same words.
+   */
   async exitReason(vm: VmHandle): Promise<string | null> {
-    return vm.kind === 'local' ? this.guestShutdowns.get(vm.pid) ?? null : null;
+    if (vm.kind !== 'local') return null;
+    const own = this.children.get(vm.pid);
+    // Gone from /proc, but Node may not have reaped it yet: its exit status follows at once.
+    if (own && !own.exit) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        own.child.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.guestShutdowns.get(vm.pid) ?? (own?.exit ? exitWords(own.exit) : null);
   }
 
   /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */

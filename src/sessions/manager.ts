@@ -10,7 +10,7 @@ import { AdmissionError, QwdError, ValidationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { LaunchSpec, Launcher, QueueInfo, VmHandle } from '../launcher/types.js';
+import { exitWords, type LaunchSpec, type Launcher, type QueueInfo, type VmHandle } from '../launcher/types.js';
 import { resolveShares } from '../guest/shares.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { resolveScripts } from '../guest/boot-scripts.js';
@@ -262,9 +262,7 @@ export class SessionManager extends EventEmitter {
       if (this.stops.has(row.id)) return; // a stop in progress does its own cleanup
       const current = this.deps.rows.byId(row.id);
       if (!current) return;
-      const reason = info.reason ?? (
-        info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly'
-      );
+      const reason = exitWords(info);
       this.deps.log.warn({ sessionId: row.id, ...info }, 'qemu exited on its own');
       this.runStop(current.id, () => this.postStop(current, reason))
         .catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
