@@ -1,8 +1,9 @@
 // The broker's composition root: the only place that constructs services.
-// startBroker() wires config → store → catalog → launcher → manager → HTTP,
-// bridge and purge schedule, reconciles sessions left by a previous run, and
-// returns a handle whose close() stops serving but leaves VMs running (the
-// next start adopts them).
+// startBroker() takes the store's writer lock (it is the store's only writer
+// while it runs), wires config → store → catalog → launcher → manager → HTTP,
+// bridge, purge schedule and the admin socket qwdctl talks to, reconciles
+// sessions left by a previous run, and returns a handle whose close() stops
+// serving but leaves VMs running (the next start adopts them).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -31,7 +32,11 @@ import { createMailer } from './notify/mailer.js';
 import { discoverGpus } from './gpu/discover.js';
 import { UserStore } from './store/users.js';
 import { AuthService } from './auth/service.js';
-import { forgetBrokerAddress, recordBrokerAddress } from './cli/broker-address.js';
+import { forgetBrokerAddress, recordBrokerAddress } from './admin/broker-address.js';
+import { acquireWriterLock, type WriterLock } from './store/writer-lock.js';
+import { serveAdmin, type AdminServer } from './admin/server.js';
+import { adminSocketPath } from './admin/socket.js';
+import { adminOperations } from './admin/operations.js';
 
 export const VERSION: string = JSON.parse(fs.readFileSync(path.join(INSTALL_DIR, 'package.json'), 'utf8')).version;
 
@@ -103,11 +108,31 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export async function startBroker(
-  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now'> = {},
+export interface BrokerOptions extends Pick<ServiceOptions, 'now'> {
+  /** How long to wait for the writer lock a qwdctl command holds before refusing to start (default 30 s). */
+  writerLockWaitMs?: number;
+}
+
+export async function startBroker(config: Config, log: Logger, opts: BrokerOptions = {}): Promise<Broker> {
+  assertGuestNetworkIsolation(config);
+  const socketPath = adminSocketPath(config.stateDir);
+  // One writer: a qwdctl working on the store (no broker ran when it began) finishes first.
+  const lock = await acquireWriterLock(config.stateDir, 'the broker (qwdctl serve)', {
+    waitMs: opts.writerLockWaitMs ?? 30_000,
+  });
+  if (!lock) throw new QwdError('QWD_INTERNAL', 'no writer lock and no reason'); // only a shouldStop gives up early
+  try {
+    return await startBrokerLocked(config, log, opts, lock, socketPath);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startBrokerLocked(
+  config: Config, log: Logger, opts: BrokerOptions, lock: WriterLock, socketPath: string,
 ): Promise<Broker> {
   const startedAt = Date.now();
-  assertGuestNetworkIsolation(config);
   const now = opts.now ?? Date.now;
   const services = await createServices(config, log, { now });
   const { manager, catalog, accel, db } = services;
@@ -150,6 +175,20 @@ export async function startBroker(
       resolve();
     });
   });
+  let admin: AdminServer;
+  try {
+    admin = await serveAdmin(socketPath, adminOperations({
+      rows: () => services.rows, users: () => services.users, services: async () => services,
+    }), log.child({ module: 'admin' }));
+  } catch (err) {
+    purge.stop();
+    bridge.close();
+    manager.detach();
+    services.load.stop();
+    server.close();
+    db.close();
+    throw err;
+  }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
@@ -163,6 +202,7 @@ export async function startBroker(
       if (closed) return;
       closed = true;
       purge.stop();
+      await admin.close();
       bridge.close();
       manager.detach();
       services.load.stop();
@@ -172,6 +212,7 @@ export async function startBroker(
         server.closeAllConnections();
       });
       db.close();
+      lock.release(); // last: the store is closed, another writer may open it
     },
   };
 }

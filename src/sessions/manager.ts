@@ -117,8 +117,8 @@ export class SessionManager extends EventEmitter {
     };
     const usableGpus = request.gpus > 0 ? (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable) : [];
     let claimed: GpuDevice[] = [];
-    // Check and reserve in one transaction: concurrent requests (from this
-    // process or qwdctl) cannot together exceed a limit.
+    // Check and reserve in one transaction: concurrent requests (web, API and
+    // qwdctl through the admin socket) cannot together exceed a limit.
     // The row and its audit line are written together or not at all (a full disk leaves neither).
     try {
       rows.db.transaction(() => {
@@ -481,7 +481,7 @@ export class SessionManager extends EventEmitter {
           if (starting) await starting.catch(() => {});
         } finally {
           const left = this.deps.rows.byId(id);
-          if (left) await this.postStop(left, reason); // a failed or foreign start leaves it to us
+          if (left) await this.postStop(left, reason); // a failed start leaves it to us
         }
         return;
       }
@@ -574,11 +574,11 @@ export class SessionManager extends EventEmitter {
         adopted.push(row.id);
         continue;
       }
-      if (row.state === 'starting' && this.now() - row.updatedAt < this.deps.config.qemu.readyTimeoutMs * 2) {
-        continue; // maybe qwdctl is starting it
-      }
+      // A start this process did not make was made by a writer that is gone (the store has one writer at a
+      // time, under the writer lock): it can never finish, so it is cleaned up now, its QEMU found by its run dir.
+      const why = row.state === 'starting' ? 'start-abandoned' : 'the virtual machine ended while the service was down';
       if (alive) await this.stop(row.id, 'reconciled after restart');
-      else await this.runStop(row.id, () => this.postStop(row, 'the virtual machine ended while the service was down'));
+      else await this.runStop(row.id, () => this.postStop(row, why));
       cleaned.push(row.id);
     }
     this.deps.log.info({ adopted, cleaned }, 'sessions reconciled');
@@ -622,15 +622,6 @@ export class SessionManager extends EventEmitter {
     if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
     await this.sendWarnings(warnings, all);
     await this.reclaimIdleMemory(all, actions, now);
-    // Sessions started by another process (qwdctl) are watched from now on, so
-    // their exit is noticed within a second rather than at the next purge.
-    for (const c of candidates) {
-      const row = all.find((r) => r.id === c.id)!;
-      if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) {
-        this.watch(row);
-      }
-      if (c.state === 'queued' && c.alive && !c.busy && row.expiresAt > now) this.resumeQueued(row);
-    }
     for (const action of actions) {
       try {
         if (action.action === 'stop') await this.stop(action.id, action.reason);

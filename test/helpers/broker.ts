@@ -63,8 +63,10 @@ function testLogger(t: ExecutionContext) {
   return createLogger('warn', sink);
 }
 
-export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number } = {}): Promise<Broker> {
-  const broker = await startBroker(config, testLogger(t), { now: opts.now });
+export async function startTestBroker(
+  t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number; writerLockWaitMs?: number } = {},
+): Promise<Broker> {
+  const broker = await startBroker(config, testLogger(t), { now: opts.now, writerLockWaitMs: opts.writerLockWaitMs });
   stateDirs.add(config.stateDir);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);
