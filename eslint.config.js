@@ -70,16 +70,4 @@ export default defineConfig(
       }],
     },
   },
-  {
-    // TODO(issue 12, Habits): the Slurm launcher and guest network files, changed
-    // for issue 10 while the rest was rewrapped; remove this block once they are.
-    files: [
-      'src/launcher/slurm-script.ts',
-      'src/launcher/slurm.ts',
-      'src/launcher/guest-netns.ts',
-      'src/guest/network-policy.ts',
-      'src/config/slurm.ts',
-    ],
-    rules: { 'max-len': 'off' },
-  },
 );

@@ -1,8 +1,9 @@
 // The broker's composition root: the only place that constructs services.
-// startBroker() wires config → store → catalog → launcher → manager → HTTP,
-// bridge and purge schedule, reconciles sessions left by a previous run, and
-// returns a handle whose close() stops serving but leaves VMs running (the
-// next start adopts them).
+// startBroker() takes the store's writer lock (it is the store's only writer
+// while it runs), wires config → store → catalog → launcher → manager → HTTP,
+// bridge, purge schedule and the admin socket qwdctl talks to, reconciles
+// sessions left by a previous run, and returns a handle whose close() stops
+// serving but leaves VMs running (the next start adopts them).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -18,7 +19,7 @@ import { chooseAccelerator, probeHostAccel, type AccelChoice } from './qemu/acce
 import { guestNetworkUnavailable } from './launcher/guest-netns.js';
 import { QwdError } from './errors.js';
 import { createLauncher, type LauncherName } from './launcher/registry.js';
-import type { Launcher, LauncherCapabilities } from './launcher/types.js';
+import type { Launcher } from './launcher/types.js';
 import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
 import { SessionManager } from './sessions/manager.js';
 import { createApp } from './http/app.js';
@@ -30,7 +31,11 @@ import { createMailer } from './notify/mailer.js';
 import { discoverGpus } from './gpu/discover.js';
 import { UserStore } from './store/users.js';
 import { AuthService } from './auth/service.js';
-import { forgetBrokerAddress, recordBrokerAddress } from './cli/broker-address.js';
+import { forgetBrokerAddress, recordBrokerAddress } from './admin/broker-address.js';
+import { acquireWriterLock, type WriterLock } from './store/writer-lock.js';
+import { serveAdmin, type AdminServer } from './admin/server.js';
+import { adminSocketPath } from './admin/socket.js';
+import { adminOperations } from './admin/operations.js';
 
 export const VERSION: string = JSON.parse(fs.readFileSync(path.join(INSTALL_DIR, 'package.json'), 'utf8')).version;
 
@@ -86,10 +91,10 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
  * Guests with network run in a namespace of their own (launcher/guest-netns.ts);
  * a broker that cannot give them one refuses to start rather than let guests reach the host.
  */
-function assertGuestNetworkIsolation(config: Config, capabilities: LauncherCapabilities): void {
+function assertGuestNetworkIsolation(config: Config, onBrokerHost: boolean): void {
   if (config.qemu.network !== 'user') return;
   // Jobs on other nodes (Slurm) make their guests' namespaces there themselves, and fail there naming what is missing.
-  if (!capabilities.onBrokerHost) return;
+  if (!onBrokerHost) return;
   const why = guestNetworkUnavailable(config.guestNetwork);
   if (!why) return;
   throw new QwdError('QWD_CONFIG_INVALID', `guests with network (qemu.network: user) must run in a network namespace ` +
@@ -106,19 +111,35 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export async function startBroker(
-  config: Config, log: Logger, opts: Pick<ServiceOptions, 'now' | 'launcher'> = {},
+export interface BrokerOptions extends Pick<ServiceOptions, 'now' | 'launcher'> {
+  /** How long to wait for the writer lock a qwdctl command holds before refusing to start (default 30 s). */
+  writerLockWaitMs?: number;
+}
+
+export async function startBroker(config: Config, log: Logger, opts: BrokerOptions = {}): Promise<Broker> {
+  // Before anything is created: only the local launcher runs guests on this host
+  // (Slurm jobs isolate theirs on their node).
+  assertGuestNetworkIsolation(config, (opts.launcher ?? config.launcher) === 'local');
+  const socketPath = adminSocketPath(config.stateDir);
+  // One writer: a qwdctl working on the store (no broker ran when it began) finishes first.
+  const lock = await acquireWriterLock(config.stateDir, 'the broker (qwdctl serve)', {
+    waitMs: opts.writerLockWaitMs ?? 30_000,
+  });
+  if (!lock) throw new QwdError('QWD_INTERNAL', 'no writer lock and no reason'); // only a shouldStop gives up early
+  try {
+    return await startBrokerLocked(config, log, opts, lock, socketPath);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startBrokerLocked(
+  config: Config, log: Logger, opts: BrokerOptions, lock: WriterLock, socketPath: string,
 ): Promise<Broker> {
   const startedAt = Date.now();
   const now = opts.now ?? Date.now;
   const services = await createServices(config, log, { now, launcher: opts.launcher });
-  try {
-    assertGuestNetworkIsolation(config, services.launcher.capabilities);
-  } catch (err) {
-    services.load.stop();
-    services.db.close();
-    throw err;
-  }
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
   if (catalog.list().length === 0) {
@@ -159,6 +180,20 @@ export async function startBroker(
       resolve();
     });
   });
+  let admin: AdminServer;
+  try {
+    admin = await serveAdmin(socketPath, adminOperations({
+      rows: () => services.rows, users: () => services.users, services: async () => services,
+    }), log.child({ module: 'admin' }));
+  } catch (err) {
+    purge.stop();
+    bridge.close();
+    manager.detach();
+    services.load.stop();
+    server.close();
+    db.close();
+    throw err;
+  }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
@@ -172,6 +207,7 @@ export async function startBroker(
       if (closed) return;
       closed = true;
       purge.stop();
+      await admin.close();
       bridge.close();
       manager.detach();
       services.load.stop();
@@ -181,6 +217,7 @@ export async function startBroker(
         server.closeAllConnections();
       });
       db.close();
+      lock.release(); // last: the store is closed, another writer may open it
     },
   };
 }

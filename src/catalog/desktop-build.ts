@@ -170,7 +170,7 @@ export interface BuildOptions {
   readonly mirror?: string | null;
   readonly force?: boolean;
   /** Throws if sessions use the current master; asked before the build and again before the swap. */
-  readonly refuseIfInUse?: () => void;
+  readonly refuseIfInUse?: () => void | Promise<void>;
   readonly onProgress?: (event: { phase: BuildPhase } | { info: string }) => void;
   /** The build script (default: bin/build-desktop-image of this checkout). */
   readonly script?: string;
@@ -193,7 +193,7 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
   const paths = desktopPaths(opts.machinesDir);
   const exists = fs.existsSync(paths.descriptor) || fs.existsSync(paths.image);
   if (exists && !opts.force) return { status: 'present', ...paths };
-  if (exists) opts.refuseIfInUse?.();
+  if (exists) await opts.refuseIfInUse?.();
 
   const missing = findMissingTool((p) => findProgram(p) !== null, (f) => fs.existsSync(f), opts.qemuImg);
   if (missing) throw new QwdError('QWD_BUILD_TOOL_MISSING', missing, { userMessage: missing });
@@ -240,7 +240,7 @@ export async function buildDesktopMachine(opts: BuildOptions): Promise<BuildResu
       opts.mirror ?? null, opts.onProgress,
     );
     // A build takes minutes: sessions may have started on the old master meanwhile.
-    if (exists) opts.refuseIfInUse?.();
+    if (exists) await opts.refuseIfInUse?.();
     await moveInto(built, partImage, paths.image);
     await fsp.writeFile(partDescriptor, desktopDescriptorText(new Date(now())), { mode: 0o644, flag: 'wx' });
     await fsp.rename(partDescriptor, paths.descriptor);

@@ -1,8 +1,9 @@
 // qwdctl: the administrator's command line and the broker's entry point
-// (`qwdctl serve`). A composition root: it loads the config and builds the
-// services it needs for one command. `qwdctl <noun> <verb>`, --json on every
-// read command, and DARTS's verbs as aliases. Exit codes: 0 ok, 1 usage, then
-// one per error family (EXIT_CODES, documented in INSTALL.md).
+// (`qwdctl serve`). A composition root: it loads the config, and each command
+// asks the running broker (admin socket) or, when none runs, builds what it
+// needs itself under the store's writer lock (context.ts). `qwdctl <noun>
+// <verb>`, --json on every read command, and DARTS's verbs as aliases. Exit
+// codes: 0 ok, 1 usage, then one per error family (EXIT_CODES, in INSTALL.md).
 import { Command, CommanderError } from 'commander';
 import { ConfigError, QwdError, describeCauses, type ErrorFamily } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -70,8 +71,8 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
     .description('stop expired sessions, clean up dead ones, delete orphan run dirs (what the cron job does)')
     .option('-n, --dry-run', 'only print what would be done').option('--json', 'machine-readable output')
     .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
-      await context.withServices(async (services) => {
-        const report = await services.manager.purge({ dryRun: opts.dryRun ?? false });
+      await context.withAdmin(async (admin) => {
+        const report = await admin.purge({ dryRun: opts.dryRun ?? false });
         if (opts.json) return context.print(json(report));
         const verb = report.dryRun ? 'would' : 'did';
         for (const a of report.actions) context.print(`${verb} ${a.action} session ${a.id} (${a.reason})`);

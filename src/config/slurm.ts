@@ -2,7 +2,9 @@
 // run as jobs on compute nodes. Read only when `launcher: slurm`, but always
 // validated so a typo is reported before anyone switches launchers.
 import path from 'node:path';
-import { Problems, isObject, rejectUnknownKeys, section, readBool, readInt, readString, readOptionalString, type Obj } from './check.js';
+import {
+  Problems, isObject, rejectUnknownKeys, section, readBool, readInt, readString, readOptionalString, type Obj,
+} from './check.js';
 
 export interface SlurmSubmitOptions {
   readonly partition: string | null;
@@ -13,12 +15,17 @@ export interface SlurmSubmitOptions {
 }
 
 export interface SlurmConfig extends SlurmSubmitOptions {
-  readonly binaries: { readonly sbatch: string; readonly squeue: string; readonly scontrol: string; readonly scancel: string };
+  readonly binaries: {
+    readonly sbatch: string; readonly squeue: string; readonly scontrol: string; readonly scancel: string;
+  };
   /** Extra environment for the Slurm commands (e.g. SLURM_CONF). */
   readonly env: Readonly<Record<string, string>>;
   /** A directory the broker and every node see at the same path (overlays, VNC secrets, connection files). */
   readonly sharedDir: string;
-  /** The address QEMU's VNC listens on, on the node ("0.0.0.0": every interface; the broker connects to the node's NodeAddr). */
+  /**
+   * The address QEMU's VNC listens on, on the node ("0.0.0.0": every interface; the broker connects to the node's
+   * NodeAddr).
+   */
   readonly vncBind: string;
   readonly vncPortMin: number;
   readonly vncPortMax: number;
@@ -45,7 +52,11 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly unisolatedGuestNetwork: boolean;
 }
 
-const KEYS = ['binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax', 'pollIntervalMs', 'startTimeoutMs', 'commandTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir', 'unisolatedGuestNetwork'] as const;
+const KEYS = [
+  'binaries', 'env', 'partition', 'account', 'qos', 'extraArgs', 'sharedDir', 'vncBind', 'vncPortMin', 'vncPortMax',
+  'pollIntervalMs', 'startTimeoutMs', 'commandTimeoutMs', 'machines', 'gpuGres', 'nodeSysfsRoot', 'gpuLockDir',
+  'unisolatedGuestNetwork',
+] as const;
 const SUBMIT_KEYS = ['partition', 'account', 'qos', 'extraArgs'] as const;
 /** Slurm names: partitions, accounts, QOS. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -60,13 +71,16 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
   const envRaw = section(p, raw, 'env', 'slurm.');
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(envRaw)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) || typeof value !== 'string') p.add(`slurm.env.${key}`, 'a string value under an environment variable name', value);
-    else env[key] = value;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) || typeof value !== 'string') {
+      p.add(`slurm.env.${key}`, 'a string value under an environment variable name', value);
+    } else env[key] = value;
   }
 
   const vncPortMin = readInt(p, raw, 'vncPortMin', 5900, { prefix: 'slurm.', min: 5900, max: 65535 });
   const vncPortMax = readInt(p, raw, 'vncPortMax', 5999, { prefix: 'slurm.', min: 5900, max: 65535 });
-  if (vncPortMax < vncPortMin) p.note(`slurm.vncPortMax (${vncPortMax}) must not be below slurm.vncPortMin (${vncPortMin})`);
+  if (vncPortMax < vncPortMin) {
+    p.note(`slurm.vncPortMax (${vncPortMax}) must not be below slurm.vncPortMin (${vncPortMin})`);
+  }
 
   const machinesRaw = section(p, raw, 'machines', 'slurm.');
   const machines: Record<string, Partial<SlurmSubmitOptions>> = {};
@@ -78,7 +92,11 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
     }
     rejectUnknownKeys(p, value, prefix, SUBMIT_KEYS);
     const o: { -readonly [K in keyof SlurmSubmitOptions]?: SlurmSubmitOptions[K] } = {};
-    for (const key of ['partition', 'account', 'qos'] as const) if (key in value) o[key] = readOptionalString(p, value, key, { prefix, pattern: NAME, expectation: 'a Slurm name' });
+    for (const key of ['partition', 'account', 'qos'] as const) {
+      if (key in value) {
+        o[key] = readOptionalString(p, value, key, { prefix, pattern: NAME, expectation: 'a Slurm name' });
+      }
+    }
     if ('extraArgs' in value) o.extraArgs = readArgs(p, value, prefix);
     machines[name] = o;
   }
@@ -86,21 +104,37 @@ export function parseSlurmConfig(p: Problems, top: Obj, baseDir: string, stateDi
   return {
     binaries: { sbatch: bin('sbatch'), squeue: bin('squeue'), scontrol: bin('scontrol'), scancel: bin('scancel') },
     env,
-    partition: readOptionalString(p, raw, 'partition', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm partition name' }),
-    account: readOptionalString(p, raw, 'account', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm account name' }),
+    partition: readOptionalString(
+      p, raw, 'partition', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm partition name' },
+    ),
+    account: readOptionalString(
+      p, raw, 'account', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm account name' },
+    ),
     qos: readOptionalString(p, raw, 'qos', { prefix: 'slurm.', pattern: NAME, expectation: 'a Slurm QOS name' }),
     extraArgs: readArgs(p, raw, 'slurm.'),
-    sharedDir: path.resolve(baseDir, readOptionalString(p, raw, 'sharedDir', { prefix: 'slurm.' }) ?? path.join(stateDir, 'slurm')),
-    vncBind: readString(p, raw, 'vncBind', '0.0.0.0', { prefix: 'slurm.', pattern: /^[0-9A-Fa-f.:]+$/, expectation: 'an IP address' }),
+    sharedDir: path.resolve(
+      baseDir, readOptionalString(p, raw, 'sharedDir', { prefix: 'slurm.' }) ?? path.join(stateDir, 'slurm'),
+    ),
+    vncBind: readString(
+      p, raw, 'vncBind', '0.0.0.0', { prefix: 'slurm.', pattern: /^[0-9A-Fa-f.:]+$/, expectation: 'an IP address' },
+    ),
     vncPortMin,
     vncPortMax,
     pollIntervalMs: readInt(p, raw, 'pollIntervalMs', 2000, { prefix: 'slurm.', min: 100, max: 600000 }),
     commandTimeoutMs: readInt(p, raw, 'commandTimeoutMs', 30000, { prefix: 'slurm.', min: 1000, max: 600000 }),
     startTimeoutMs: readInt(p, raw, 'startTimeoutMs', 120000, { prefix: 'slurm.', min: 1000, max: 3600000 }),
     machines,
-    gpuGres: readOptionalString(p, raw, 'gpuGres', { prefix: 'slurm.', pattern: /^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$/, expectation: 'a gres name such as "gpu" or "gpu:a100"' }),
-    nodeSysfsRoot: readString(p, raw, 'nodeSysfsRoot', '/', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
-    gpuLockDir: readString(p, raw, 'gpuLockDir', '/run/lock/qemu-web-desktop', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' }),
+    gpuGres: readOptionalString(p, raw, 'gpuGres', {
+      prefix: 'slurm.', pattern: /^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$/,
+      expectation: 'a gres name such as "gpu" or "gpu:a100"',
+    }),
+    nodeSysfsRoot: readString(
+      p, raw, 'nodeSysfsRoot', '/', { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' },
+    ),
+    gpuLockDir: readString(
+      p, raw, 'gpuLockDir', '/run/lock/qemu-web-desktop',
+      { prefix: 'slurm.', pattern: /^\/[^\n\r\0]*$/, expectation: 'an absolute path' },
+    ),
     unisolatedGuestNetwork: readBool(p, raw, 'unisolatedGuestNetwork', false, 'slurm.'),
   };
 }

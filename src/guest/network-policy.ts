@@ -47,8 +47,9 @@ export function hostAddresses(ipJson: readonly string[]): Cidr[] {
  * which Linux delivers locally), limited broadcast, multicast (host services
  * such as mDNS listen there) and the unspecified IPv6 address.
  */
-const ALWAYS_REFUSED: readonly Cidr[] = ['127.0.0.0/8', '0.0.0.0/8', '224.0.0.0/4', '255.255.255.255/32', '::1/128', '::/128', 'ff00::/8']
-  .map((c) => parseCidr(c)!);
+const ALWAYS_REFUSED: readonly Cidr[] = [
+  '127.0.0.0/8', '0.0.0.0/8', '224.0.0.0/4', '255.255.255.255/32', '::1/128', '::/128', 'ff00::/8',
+].map((c) => parseCidr(c)!);
 
 /** The nftables ruleset (for `nft -f`) for one guest's namespace. */
 export function buildGuestRuleset(policy: GuestNetworkPolicy, host: readonly Cidr[]): string {
@@ -77,7 +78,10 @@ export function buildGuestRuleset(policy: GuestNetworkPolicy, host: readonly Cid
     '    ip6 daddr @deny6 jump refuse',
   );
   if (policy.allow.length) {
-    lines.push('    meta nfproto ipv4 ip daddr != @allow4 jump refuse', '    meta nfproto ipv6 ip6 daddr != @allow6 jump refuse');
+    lines.push(
+      '    meta nfproto ipv4 ip daddr != @allow4 jump refuse',
+      '    meta nfproto ipv6 ip6 daddr != @allow6 jump refuse',
+    );
   }
   lines.push(
     '  }',

@@ -47,7 +47,9 @@ const HINT = 'bin/setup installs iproute2, util-linux, mount, nftables and passt
  */
 export function netnsName(runDir: string): string {
   const id = path.basename(runDir);
-  if (!/^[A-Za-z0-9_-]{1,40}$/.test(id)) throw new QwdError('QWD_INTERNAL', `run dir name ${JSON.stringify(id)} cannot name a network namespace`);
+  if (!/^[A-Za-z0-9_-]{1,40}$/.test(id)) {
+    throw new QwdError('QWD_INTERNAL', `run dir name ${JSON.stringify(id)} cannot name a network namespace`);
+  }
   return `qwdnet-${id}`;
 }
 
@@ -56,7 +58,9 @@ export function netnsPath(runDir: string): string {
 }
 
 /** The argv prefix that runs a program inside the session's namespace (nsenter execs it). */
-export function inNetnsArgv(tools: GuestNetworkTools, runDir: string, file: string, argv: readonly string[]): { file: string; argv: string[] } {
+export function inNetnsArgv(
+  tools: GuestNetworkTools, runDir: string, file: string, argv: readonly string[],
+): { file: string; argv: string[] } {
   return { file: tools.nsenter, argv: [`--net=${netnsPath(runDir)}`, '--', file, ...argv] };
 }
 
@@ -66,9 +70,12 @@ export function inNetnsArgv(tools: GuestNetworkTools, runDir: string, file: stri
  * On failure everything made so far is removed again and a QwdError says why
  * (a failure of `connected` is the caller's to clean up, with tearDownGuestNetwork).
  */
-export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy): Promise<{ connected: Promise<void> }> {
+export async function prepareGuestNetwork(
+  tools: GuestNetworkTools, runDir: string, policy: GuestNetworkPolicy,
+): Promise<{ connected: Promise<void> }> {
   const name = netnsName(runDir);
-  const run = (file: string, argv: string[]) => runTool(file, argv, { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
+  const run = (file: string, argv: string[]) =>
+    runTool(file, argv, { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
   // A namespace of this name can only be left over from a start of this same session that died half-way.
   if (fs.existsSync(netnsPath(runDir))) await tearDownGuestNetwork(tools, runDir);
   try {
@@ -92,9 +99,15 @@ export async function prepareGuestNetwork(tools: GuestNetworkTools, runDir: stri
     await fsp.writeFile(rulesFile, rules, { mode: 0o600 });
     await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, '-f', rulesFile]);
     // Read the rules back: a QEMU without them would reach the host, so trust no exit status alone.
-    const loaded = await run(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, 'list', 'chain', 'inet', 'qwd_guest', 'output']);
+    const loaded = await run(
+      tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.nft, 'list', 'chain', 'inet', 'qwd_guest', 'output'],
+    );
     if (!/hook output/.test(loaded.stdout) || !/@host4/.test(loaded.stdout)) {
-      throw new QwdError('QWD_NETWORK_FAILED', `${tools.nft} did not load the guest rules into ${name} (is guestNetwork.nft nftables' nft?): ${loaded.stdout.slice(0, 200)}`);
+      throw new QwdError(
+        'QWD_NETWORK_FAILED',
+        `${tools.nft} did not load the guest rules into ${name} (is guestNetwork.nft nftables' nft?): ` +
+          `${loaded.stdout.slice(0, 200)}`,
+      );
     }
     // pasta configures the namespace while QEMU starts (a guest needs its network only
     // seconds later); the launcher awaits `connected` together with QEMU's readiness.
@@ -135,22 +148,39 @@ async function connectGuestNetwork(tools: GuestNetworkTools, runDir: string): Pr
   child.once('exit', (code, signal) => (exited = signal ?? `exit ${code}`));
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
-    child.once('error', (err) => reject(new QwdError('QWD_NETWORK_FAILED', `cannot run ${tools.pasta}: ${err.message} (${HINT})`, { cause: err })));
+    child.once('error', (err) => reject(
+      new QwdError('QWD_NETWORK_FAILED', `cannot run ${tools.pasta}: ${err.message} (${HINT})`, { cause: err }),
+    ));
   });
   child.unref();
   const pid = child.pid!;
   try {
-    await fsp.writeFile(path.join(runDir, 'pasta.pid'), `${pid} ${readProcStat(pid)?.startTime ?? ''}\n`, { mode: 0o600 });
+    await fsp.writeFile(
+      path.join(runDir, 'pasta.pid'), `${pid} ${readProcStat(pid)?.startTime ?? ''}\n`, { mode: 0o600 },
+    );
     // --runas 0: pasta must stay able to enter a namespace that root owns; it
     // still drops every capability and isolates itself once attached.
     const deadline = Date.now() + TOOL_TIMEOUT_MS;
-    const inNs = (argv: string[]) => runTool(tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, ...argv], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' });
+    const inNs = (argv: string[]) => runTool(
+      tools.nsenter, [`--net=${netnsPath(runDir)}`, '--', tools.ip, ...argv],
+      { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED' },
+    );
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-      if (exited) throw new QwdError('QWD_NETWORK_FAILED', `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ${await readLogTail(path.join(runDir, 'pasta.log'))}`);
+      if (exited) {
+        throw new QwdError(
+          'QWD_NETWORK_FAILED',
+          `pasta for ${netnsName(runDir)} ended during start-up (${exited}): ` +
+            `${await readLogTail(path.join(runDir, 'pasta.log'))}`,
+        );
+      }
       // A default route of either family (an IPv6-only host gives pasta no IPv4 one).
       if ((await inNs(['-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
       if ((await inNs(['-6', '-json', 'route', 'show', 'default'])).stdout.includes('"dst":"default"')) return;
-      if (Date.now() > deadline) throw new QwdError('QWD_NETWORK_FAILED', `pasta did not configure ${netnsName(runDir)} within ${TOOL_TIMEOUT_MS} ms`);
+      if (Date.now() > deadline) {
+        throw new QwdError(
+          'QWD_NETWORK_FAILED', `pasta did not configure ${netnsName(runDir)} within ${TOOL_TIMEOUT_MS} ms`,
+        );
+      }
       await new Promise((r) => setTimeout(r, delay));
     }
   } catch (err) {
@@ -168,14 +198,19 @@ export async function tearDownGuestNetwork(tools: GuestNetworkTools, runDir: str
   const pasta = ourPasta(tools, runDir);
   if (pasta !== null) {
     signal(pasta, 'SIGTERM');
-    for (let waited = 0; waited < 2000 && ourPasta(tools, runDir) !== null; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    for (let waited = 0; waited < 2000 && ourPasta(tools, runDir) !== null; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     if (ourPasta(tools, runDir) !== null) signal(pasta, 'SIGKILL');
   }
   if (fs.existsSync(netnsPath(runDir))) {
     // Detached if bound (as `ip netns delete` does: another mount namespace, e.g. one of
     // `ip netns exec`, may still hold a copy of the mount), then removed.
     if (isMountPoint(netnsPath(runDir))) {
-      await runTool(tools.umount, ['--lazy', netnsPath(runDir)], { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT });
+      await runTool(
+        tools.umount, ['--lazy', netnsPath(runDir)],
+        { timeoutMs: TOOL_TIMEOUT_MS, errorCode: 'QWD_NETWORK_FAILED', installHint: HINT },
+      );
     }
     await fsp.rm(netnsPath(runDir), { force: true });
   }
@@ -226,7 +261,10 @@ function readComm(pid: number): string {
 /** Why sessions with network cannot be isolated on this host, or null when they can. */
 export function guestNetworkUnavailable(tools: GuestNetworkTools): string | null {
   if (process.getuid?.() !== 0) return 'the broker does not run as root, which a network namespace per session needs';
-  const missing = ([['ip', 'iproute2'], ['nsenter', 'util-linux'], ['unshare', 'util-linux'], ['umount', 'mount'], ['nft', 'nftables'], ['pasta', 'passt']] as const)
+  const missing = ([
+    ['ip', 'iproute2'], ['nsenter', 'util-linux'], ['unshare', 'util-linux'], ['umount', 'mount'], ['nft', 'nftables'],
+    ['pasta', 'passt'],
+  ] as const)
     .filter(([key]) => !findProgram(tools[key])).map(([key, pkg]) => `${tools[key]} (Debian package ${pkg})`);
   return missing.length ? `missing ${missing.join(', ')}` : null;
 }

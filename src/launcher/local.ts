@@ -33,8 +33,9 @@ import { findProgram, readLogTail } from '../qemu/run-tool.js';
 import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
-import type {
-  ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, StartHooks, StopOutcome, VmHandle,
+import {
+  exitWords, type ExitInfo, type Launcher, type LauncherCapabilities, type LaunchSpec, type StartHooks,
+  type StopOutcome, type VmHandle,
 } from './types.js';
 
 /** A VM this launcher runs (stored as JSON in the session row, as it always was). */
@@ -347,8 +348,26 @@ export class LocalLauncher implements Launcher {
     return this.withQmp(asLocal(vm), 3000, (client) => client.execute<T>(command, args, { timeoutMs: 5000 }));
   }
 
+  /**
+   * Why a VM of ours ended: the guest's own shutdown as the monitor saw it, else
+   * (for a child of this broker) its exit status, so that a purge that notices the
+   * death before watchExit delivers it writes the same words.
+   */
   async exitReason(vm: VmHandle): Promise<string | null> {
-    return vm.kind === 'local' ? this.guestShutdowns.get(asLocal(vm).pid) ?? null : null;
+    if (vm.kind !== 'local') return null;
+    const { pid } = asLocal(vm);
+    const own = this.children.get(pid);
+    // Gone from /proc, but Node may not have reaped it yet: its exit status follows at once.
+    if (own && !own.exit) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        own.child.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.guestShutdowns.get(pid) ?? (own?.exit ? exitWords(own.exit) : null);
   }
 
   /** Runs fn on the watched VM's monitor connection, or on a connection of its own (closed after). */

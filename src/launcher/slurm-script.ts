@@ -68,7 +68,9 @@ export const NAMESPACED_VNC_LISTEN = `unix:${NODE_DIR_PLACEHOLDER}/vnc.sock`;
 
 /** Bash single-quoting: the value comes out exactly as given. */
 export function shellQuote(value: string): string {
-  if (/[\0\n\r]/.test(value)) throw new Error(`refusing a job script value with a control character: ${JSON.stringify(value)}`);
+  if (/[\0\n\r]/.test(value)) {
+    throw new Error(`refusing a job script value with a control character: ${JSON.stringify(value)}`);
+  }
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
@@ -88,8 +90,54 @@ export function vncListen(bind: string): string {
 
 const UNAME_ARCH: Record<Arch, string> = { x86_64: 'x86_64', aarch64: 'aarch64' };
 
+// Bash lines of the script longer than this file's 120 columns are cut with + in
+// the constants below and interpolated where they stand: each is still one line
+// of the script, byte for byte. They are written as in the templates (\${ is
+// bash's ${, \\ its \).
+
+/** What `fail` reports, where the message would not fit on its line of the script. */
+const FAILURE = {
+  nodeDir: `cannot create a node-local directory on $(hostname)`,
+  commaInNodeDir:
+    `the node-local directory $NODE_DIR contains a comma (TMPDIR on $(hostname)); QEMU options cannot hold it`,
+  noQemu: `$QEMU is not installed on node $(hostname) (Debian: qemu-system-x86 / qemu-system-arm)`,
+  overlay: `creating the session disk failed on $(hostname): $(tail -c 400 "$JOB_DIR/qemu-img.log")`,
+  qemuStart: `qemu failed to start on $(hostname): $(tail -c 500 "$JOB_DIR/qemu.log")`,
+  noTool: `$1 is not installed on node $(hostname) (Debian package $2); guests with network need it`,
+  noNamespace: `cannot make a network namespace for the guest on $(hostname) ` +
+    `(unprivileged user namespaces must be allowed): $(tail -c 300 "$NODE_DIR/unshare.log")`,
+  rulesUnreadable: `cannot read the guest network rules $GUEST_RULES on $(hostname)`,
+  rulesAbsent: `$NFT did not load the guest network rules on $(hostname)`,
+  pastaEnded: `pasta could not connect the guest's network on $(hostname): $(tail -c 400 "$JOB_DIR/pasta.log")`,
+  socat: `socat could not serve the VNC port on $(hostname): $(tail -c 400 "$JOB_DIR/socat.log")`,
+  lockDir: `the GPU lock directory $LOCK_DIR cannot be written on $(hostname)`,
+  tooFewGpus: `only \${#GPU_PICKED[@]} of $GPU_COUNT VFIO GPUs usable and free on $(hostname)` +
+    `\${GPU_WHY:+ (\${GPU_WHY#; })}`,
+};
+
+const STOP_REQUESTED_NOTE = `# A stop before QEMU runs (during qemu-img, say: bash runs the trap once it returns) ` +
+  `is remembered, and QEMU is never started.`;
+
+/** The two halves of the test for real hardware KVM of the guest's architecture (accel auto). */
+const KVM_OF_GUEST_ARCH = `[ "$(uname -m)" = "$GUEST_ARCH" ] ` +
+  `&& [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]`;
+const KVM_IN_HARDWARE =
+  `{ [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ] || [ "$GUEST_ARCH" = aarch64 ]; }`;
+
+/** The inodes of the sockets that listen on TCP port $hex, IPv4 or IPv6. */
+const LISTENING_INODES = `awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' ` +
+  `/proc/net/tcp /proc/net/tcp6 2>/dev/null`;
+
+/** status.json once QEMU listens: JSON inside a bash double-quoted string. */
+const READY_STATUS = `{\\"state\\":\\"ready\\",\\"node\\":\\"$(json_text "$NODE_NAME")\\",` +
+  `\\"bind\\":\\"$(json_text "$VNC_BIND")\\",\\"port\\":$PORT,\\"accel\\":\\"$USE\\",` +
+  `\\"pid\\":$QEMU_PID,\\"gpus\\":[$GPU_JSON]}`;
+
 export function buildJobScript(input: JobScriptInput): string {
-  if (!Number.isInteger(input.vncPortMin) || !Number.isInteger(input.vncPortMax) || input.vncPortMin < 5900 || input.vncPortMax < input.vncPortMin || input.vncPortMax > 65535) {
+  if (
+    !Number.isInteger(input.vncPortMin) || !Number.isInteger(input.vncPortMax) || input.vncPortMin < 5900
+    || input.vncPortMax < input.vncPortMin || input.vncPortMax > 65535
+  ) {
     throw new Error(`bad VNC port range ${input.vncPortMin}-${input.vncPortMax}`);
   }
   return `#!/bin/bash
@@ -117,24 +165,24 @@ report() { printf '%s\\n' "$1" > "$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS";
 fail() { report "{\\"state\\":\\"failed\\",\\"error\\":\\"$(json_text "$1")\\"}"; exit 1; }
 
 cd "$JOB_DIR" || fail "the shared directory $JOB_DIR is not reachable from node $(hostname)"
-NODE_DIR=$(mktemp -d "\${TMPDIR:-/tmp}/qwd-$SESSION.XXXXXX") || fail "cannot create a node-local directory on $(hostname)"
+NODE_DIR=$(mktemp -d "\${TMPDIR:-/tmp}/qwd-$SESSION.XXXXXX") || fail "${FAILURE.nodeDir}"
 # It goes into QEMU options (-qmp, -pidfile), where a comma would start another option.
-case "$NODE_DIR" in *,*) rm -rf "$NODE_DIR"; fail "the node-local directory $NODE_DIR contains a comma (TMPDIR on $(hostname)); QEMU options cannot hold it" ;; esac
+case "$NODE_DIR" in *,*) rm -rf "$NODE_DIR"; fail "${FAILURE.commaInNodeDir}" ;; esac
 QEMU_PID=
 NS_PID=
 PASTA_PID=
 IN_NS=()
 FWD_PID=
 stop_pid() { [ -n "$1" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null; }
-# A stop before QEMU runs (during qemu-img, say: bash runs the trap once it returns) is remembered, and QEMU is never started.
+${STOP_REQUESTED_NOTE}
 STOP_REQUESTED=
 forward() { if [ -n "$QEMU_PID" ]; then kill -TERM "$QEMU_PID" 2>/dev/null; else STOP_REQUESTED=1; fi; }
 trap forward TERM INT HUP USR1
 trap 'stop_pid "$FWD_PID"; stop_pid "$PASTA_PID"; stop_pid "$NS_PID"; rm -rf "$NODE_DIR"' EXIT
 
-command -v "$QEMU" >/dev/null 2>&1 || fail "$QEMU is not installed on node $(hostname) (Debian: qemu-system-x86 / qemu-system-arm)"
+command -v "$QEMU" >/dev/null 2>&1 || fail "${FAILURE.noQemu}"
 if [ ! -e "$OVERLAY" ] && [ \${#OVERLAY_ARGS[@]} -gt 0 ]; then
-  "$QEMU_IMG" "\${OVERLAY_ARGS[@]}" > "$JOB_DIR/qemu-img.log" 2>&1 || fail "creating the session disk failed on $(hostname): $(tail -c 400 "$JOB_DIR/qemu-img.log")"
+  "$QEMU_IMG" "\${OVERLAY_ARGS[@]}" > "$JOB_DIR/qemu-img.log" 2>&1 || fail "${FAILURE.overlay}"
 fi
 
 case "$ACCEL" in
@@ -142,8 +190,8 @@ case "$ACCEL" in
   tcg) USE=tcg ;;
   *)
     # Real hardware KVM of the guest's architecture only: kvm-pvm cannot run ordinary guests.
-    if [ "$(uname -m)" = "$GUEST_ARCH" ] && [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] \\
-       && { [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ] || [ "$GUEST_ARCH" = aarch64 ]; }; then USE=kvm; else USE=tcg; fi ;;
+    if ${KVM_OF_GUEST_ARCH} \\
+       && ${KVM_IN_HARDWARE}; then USE=kvm; else USE=tcg; fi ;;
 esac
 if [ "$USE" = kvm ]; then ARGV=("\${ARGV_KVM[@]}"); else ARGV=("\${ARGV_TCG[@]}"); fi
 ${gpuPart(input)}${networkPart(input)}
@@ -151,7 +199,7 @@ ${gpuPart(input)}${networkPart(input)}
 listens() {
   local hex inode fd
   hex=$(printf '%04X' "$2")
-  for inode in $(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+  for inode in $(${LISTENING_INODES}); do
     for fd in /proc/"$1"/fd/*; do
       [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$inode]" ] && return 0
     done
@@ -177,14 +225,14 @@ if [ -n "$NS_PID" ]; then start_namespaced; fi
   done
   wait "$QEMU_PID"
   QEMU_PID=
-  grep -q 'Address already in use' "$JOB_DIR/qemu.log" || fail "qemu failed to start on $(hostname): $(tail -c 500 "$JOB_DIR/qemu.log")"
+  grep -q 'Address already in use' "$JOB_DIR/qemu.log" || fail "${FAILURE.qemuStart}"
 done
 [ -n "$PORT" ] || fail "no free VNC port in $PORT_MIN-$PORT_MAX on $(hostname) after 16 tries"
 
 NODE_NAME=\${SLURMD_NODENAME:-$(hostname)}
 GPU_JSON=
 for gpu in "\${GPU_PICKED[@]}"; do GPU_JSON="$GPU_JSON\${GPU_JSON:+,}\\"$(json_text "$gpu")\\""; done
-report "{\\"state\\":\\"ready\\",\\"node\\":\\"$(json_text "$NODE_NAME")\\",\\"bind\\":\\"$(json_text "$VNC_BIND")\\",\\"port\\":$PORT,\\"accel\\":\\"$USE\\",\\"pid\\":$QEMU_PID,\\"gpus\\":[$GPU_JSON]}"
+report "${READY_STATUS}"
 
 # wait returns early when a trapped signal arrives: keep waiting until QEMU is gone.
 while :; do
@@ -197,6 +245,24 @@ exit "$STATUS_CODE"
 `;
 }
 
+const NEED_NETWORK_TOOLS = `need "$UNSHARE" util-linux; need "$NSENTER" util-linux; need "$IP" iproute2; ` +
+  `need "$NFT" nftables; need "$PASTA" passt; need "$SOCAT" socat`;
+
+/** True once the sleep that holds the namespace is in a network namespace other than the job's. */
+const NAMESPACE_HELD = `[ "$(cat /proc/"$NS_PID"/comm 2>/dev/null)" = sleep ] ` +
+  `&& [ "$(readlink /proc/"$NS_PID"/ns/net 2>/dev/null)" != "$OWN_NET" ]`;
+
+/** The node's addresses, one a line: its interfaces' ($addrs) and its local routes' ($v4, $v6). */
+const NODE_ADDRESS_LIST = `{ printf '%s\\n' "$addrs" | awk '{ sub("/.*", "", $4); print $4 }'; ` +
+  `printf '%s\\n%s\\n' "$v4" "$v6" | awk '{ print $2 }'; } | sort -u`;
+
+const LOAD_RULES_IN_NAMESPACE =
+  `{ "\${IN_NS[@]}" "$IP" link set lo up && "\${IN_NS[@]}" "$NFT" -f "$NODE_DIR/guest-net.nft"; }`;
+
+/** True once the namespace has a default route of either family. */
+const HAS_DEFAULT_ROUTE =
+  `"\${IN_NS[@]}" "$IP" route show default | grep -q . || "\${IN_NS[@]}" "$IP" -6 route show default | grep -q .`;
+
 /**
  * The node-side network namespace (bash): made and connected before QEMU, with
  * the guest rules and the node's own addresses loaded; \`start_namespaced\`
@@ -207,7 +273,9 @@ function networkPart(input: JobScriptInput): string {
   if (!net) return '';
   const { tools } = net;
   const wildcard = input.vncBind === '0.0.0.0' || input.vncBind === '::';
-  const bind = wildcard ? (input.vncBind === '::' ? ',ipv6only=0' : '') : `,bind=${input.vncBind.includes(':') ? `[${input.vncBind}]` : input.vncBind}`;
+  const bind = wildcard
+    ? (input.vncBind === '::' ? ',ipv6only=0' : '')
+    : `,bind=${input.vncBind.includes(':') ? `[${input.vncBind}]` : input.vncBind}`;
   return `
 # ---- Guest network: a namespace of its own on this node ----
 UNSHARE=${shellQuote(tools.unshare)}
@@ -219,8 +287,8 @@ SOCAT=${shellQuote(tools.socat)}
 GUEST_RULES=${shellQuote(net.rulesFile)}
 FWD_LISTEN=${shellQuote(input.vncBind.includes(':') ? 'TCP6-LISTEN' : 'TCP4-LISTEN')}
 FWD_BIND=${shellQuote(bind)}
-need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed on node $(hostname) (Debian package $2); guests with network need it"; }
-need "$UNSHARE" util-linux; need "$NSENTER" util-linux; need "$IP" iproute2; need "$NFT" nftables; need "$PASTA" passt; need "$SOCAT" socat
+need() { command -v "$1" >/dev/null 2>&1 || fail "${FAILURE.noTool}"; }
+${NEED_NETWORK_TOOLS}
 # The namespace is held by a sleep in a user namespace of the job's own, which
 # owns it: the job needs no root. Root joins only its network namespace (QEMU
 # keeps its privileges, e.g. for VFIO); another account joins both.
@@ -228,8 +296,8 @@ need "$UNSHARE" util-linux; need "$NSENTER" util-linux; need "$IP" iproute2; nee
 NS_PID=$!
 OWN_NET=$(readlink /proc/$$/ns/net)
 for wait_ns in $(seq 1 200); do
-  [ "$(cat /proc/"$NS_PID"/comm 2>/dev/null)" = sleep ] && [ "$(readlink /proc/"$NS_PID"/ns/net 2>/dev/null)" != "$OWN_NET" ] && break
-  kill -0 "$NS_PID" 2>/dev/null || fail "cannot make a network namespace for the guest on $(hostname) (unprivileged user namespaces must be allowed): $(tail -c 300 "$NODE_DIR/unshare.log")"
+  ${NAMESPACE_HELD} && break
+  kill -0 "$NS_PID" 2>/dev/null || fail "${FAILURE.noNamespace}"
   [ "$wait_ns" = 200 ] && fail "the guest's network namespace on $(hostname) was not ready within 10 s"
   sleep 0.05
 done
@@ -246,7 +314,7 @@ node_addresses() {
   addrs=$("$IP" -o address show) || return 1
   v4=$("$IP" -4 route show table local) || return 1
   v6=$("$IP" -6 route show table local) || return 1
-  { printf '%s\n' "$addrs" | awk '{ sub("/.*", "", $4); print $4 }'; printf '%s\n%s\n' "$v4" "$v6" | awk '{ print $2 }'; } | sort -u | awk '
+  ${NODE_ADDRESS_LIST} | awk '
     $0 ~ "^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+(/[0-9]+)?$" { four = four (four ? ", " : "") $0; next }
     $0 ~ ":" && $0 ~ "^[0-9a-fA-F:]+(/[0-9]+)?$" { six = six (six ? ", " : "") $0 }
     END {
@@ -255,19 +323,19 @@ node_addresses() {
     }'
 }
 NODE_RULES=$(node_addresses) || fail "cannot read the addresses of node $(hostname) with $IP"
-{ cat "$GUEST_RULES" && printf '%s\n' "$NODE_RULES"; } > "$NODE_DIR/guest-net.nft" || fail "cannot read the guest network rules $GUEST_RULES on $(hostname)"
-{ "\${IN_NS[@]}" "$IP" link set lo up && "\${IN_NS[@]}" "$NFT" -f "$NODE_DIR/guest-net.nft"; } > "$NODE_DIR/net.log" 2>&1 \
+{ cat "$GUEST_RULES" && printf '%s\\n' "$NODE_RULES"; } > "$NODE_DIR/guest-net.nft" || fail "${FAILURE.rulesUnreadable}"
+${LOAD_RULES_IN_NAMESPACE} > "$NODE_DIR/net.log" 2>&1 \\
   || fail "cannot load the guest network rules on $(hostname): $(tail -c 300 "$NODE_DIR/net.log")"
 # Read back: a QEMU without them would reach the node, so trust no exit status alone.
-"\${IN_NS[@]}" "$NFT" list chain inet qwd_guest output 2>/dev/null | grep -q '@host4' || fail "$NFT did not load the guest network rules on $(hostname)"
+"\${IN_NS[@]}" "$NFT" list chain inet qwd_guest output 2>/dev/null | grep -q '@host4' || fail "${FAILURE.rulesAbsent}"
 # Connected to the node's network (outbound only: no port forwarded, no gateway mapped to the node).
-"$PASTA" --foreground --quiet --stderr "\${PASTA_AS[@]}" --config-net --no-map-gw --tcp-ports none \
+"$PASTA" --foreground --quiet --stderr "\${PASTA_AS[@]}" --config-net --no-map-gw --tcp-ports none \\
   --udp-ports none --tcp-ns none --udp-ns none "$NS_PID" > "$JOB_DIR/pasta.log" 2>&1 &
 PASTA_PID=$!
 for wait_pasta in $(seq 1 200); do
-  kill -0 "$PASTA_PID" 2>/dev/null || fail "pasta could not connect the guest's network on $(hostname): $(tail -c 400 "$JOB_DIR/pasta.log")"
+  kill -0 "$PASTA_PID" 2>/dev/null || fail "${FAILURE.pastaEnded}"
   # Connected once the namespace has a default route of either family (an IPv6-only node gives no IPv4 one).
-  if "\${IN_NS[@]}" "$IP" route show default | grep -q . || "\${IN_NS[@]}" "$IP" -6 route show default | grep -q .; then break; fi
+  if ${HAS_DEFAULT_ROUTE}; then break; fi
   [ "$wait_pasta" = 200 ] && fail "pasta did not connect the guest's network on $(hostname) within 10 s"
   sleep 0.05
 done
@@ -280,7 +348,7 @@ start_namespaced() {
   "\${IN_NS[@]}" "$QEMU" "\${args[@]}" > "$JOB_DIR/qemu.log" 2>&1 &
   QEMU_PID=$!
   until [ -S "$NODE_DIR/vnc.sock" ]; do
-    kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu failed to start on $(hostname): $(tail -c 500 "$JOB_DIR/qemu.log")"
+    kill -0 "$QEMU_PID" 2>/dev/null || fail "${FAILURE.qemuStart}"
     sleep 0.05
   done
   for attempt in $(seq 1 16); do
@@ -293,12 +361,15 @@ start_namespaced() {
     done
     wait "$FWD_PID"
     FWD_PID=
-    grep -q 'Address already in use' "$JOB_DIR/socat.log" || fail "socat could not serve the VNC port on $(hostname): $(tail -c 400 "$JOB_DIR/socat.log")"
+    grep -q 'Address already in use' "$JOB_DIR/socat.log" || fail "${FAILURE.socat}"
   done
   fail "no free VNC port in $PORT_MIN-$PORT_MAX on $(hostname) after 16 tries"
 }
 `;
 }
+
+const DEFINE_PCI_DRIVER = `pci_driver() { local d; d=$(readlink "$SYSFS/sys/bus/pci/devices/$1/driver" 2>/dev/null) ` +
+  `|| return 0; printf '%s' "\${d##*/}"; }`;
 
 const PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
 
@@ -307,7 +378,9 @@ function gpuPart(input: JobScriptInput): string {
   const gpus = input.gpus;
   if (!gpus || gpus.count < 1) return 'GPU_PICKED=()\n';
   if (!Number.isInteger(gpus.count) || gpus.count > 16) throw new Error(`bad GPU count ${gpus.count}`);
-  for (const address of gpus.exclude) if (!PCI_ADDRESS.test(address)) throw new Error(`bad PCI address in gpu.exclude: ${address}`);
+  for (const address of gpus.exclude) {
+    if (!PCI_ADDRESS.test(address)) throw new Error(`bad PCI address in gpu.exclude: ${address}`);
+  }
   return `
 # ---- GPUs: ${gpus.count}, picked here on the node ----
 GPU_COUNT=${gpus.count}
@@ -316,9 +389,9 @@ LOCK_DIR=${shellQuote(gpus.lockDir)}
 GPU_EXCLUDE=${array(gpus.exclude)}
 GPU_BUS=${shellQuote(input.guestArch === 'aarch64' ? 'pcie.0' : 'pci.0')}
 command -v flock >/dev/null 2>&1 || fail "flock (util-linux) is not installed on node $(hostname)"
-mkdir -p "$LOCK_DIR" 2>/dev/null && [ -w "$LOCK_DIR" ] || fail "the GPU lock directory $LOCK_DIR cannot be written on $(hostname)"
+mkdir -p "$LOCK_DIR" 2>/dev/null && [ -w "$LOCK_DIR" ] || fail "${FAILURE.lockDir}"
 pci_class() { cat "$SYSFS/sys/bus/pci/devices/$1/class" 2>/dev/null; }
-pci_driver() { local d; d=$(readlink "$SYSFS/sys/bus/pci/devices/$1/driver" 2>/dev/null) || return 0; printf '%s' "\${d##*/}"; }
+${DEFINE_PCI_DRIVER}
 GPU_ARGS=()
 GPU_PICKED=()
 GPU_SLOTS=0
@@ -366,7 +439,7 @@ for dev in "$SYSFS"/sys/bus/pci/devices/*; do
   done
   GPU_PICKED+=("$addr")
 done
-[ \${#GPU_PICKED[@]} -ge "$GPU_COUNT" ] || fail "only \${#GPU_PICKED[@]} of $GPU_COUNT VFIO GPUs usable and free on $(hostname)\${GPU_WHY:+ (\${GPU_WHY#; })}"
+[ \${#GPU_PICKED[@]} -ge "$GPU_COUNT" ] || fail "${FAILURE.tooFewGpus}"
 ARGV+=("\${GPU_ARGS[@]}")
 `;
 }

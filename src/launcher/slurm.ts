@@ -19,11 +19,15 @@ import { readRfbBanner, type VncAddress } from '../qemu/rfb-probe.js';
 import { overlayArgv, pinMaster, OVERLAY_NAME } from '../snapshot/overlay.js';
 import { buildSeedIso } from '../guest/seed-iso.js';
 import { buildGuestRuleset } from '../guest/network-policy.js';
-import { buildJobScript, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen } from './slurm-script.js';
+import {
+  buildJobScript, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen,
+} from './slurm-script.js';
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
-import type { ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle } from './types.js';
+import type {
+  ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
+} from './types.js';
 
 /** A VM running as a Slurm job on a compute node (stored as JSON in the session row, as it always was). */
 export interface SlurmHandle extends VmHandle {
@@ -51,7 +55,10 @@ export interface SlurmLauncherOptions {
  * only the final state (CANCELLED, TIMEOUT, …) says why it ended; it also
  * means the node has not given back the job's resources yet.
  */
-const ALIVE = new Set(['PENDING', 'CONFIGURING', 'RUNNING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'COMPLETING']);
+const ALIVE = new Set([
+  'PENDING', 'CONFIGURING', 'RUNNING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING',
+  'STAGE_OUT', 'COMPLETING',
+]);
 /** Memory QEMU itself needs beyond the guest's RAM (its own code, VGA, buffers). */
 const QEMU_OVERHEAD_MIB = 256;
 const PASSWORD_CHARS = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
@@ -91,13 +98,22 @@ export class SlurmLauncher implements Launcher {
     const { config, log } = this.opts;
     const jobDir = this.jobDirOf(spec.runDir);
     if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {
-      throw new QwdError('QWD_LAUNCH_FAILED', `machine ${spec.machine.name}: boot scripts delivered by ${spec.bootScripts.delivery} cannot run on a cluster node`, {
-        userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; an administrator can switch it to cloud-init delivery.',
-      });
+      throw new QwdError(
+        'QWD_LAUNCH_FAILED',
+        `machine ${spec.machine.name}: boot scripts delivered by ${spec.bootScripts.delivery} ` +
+          'cannot run on a cluster node',
+        {
+          userMessage: 'This machine\'s boot scripts need virt-customize, which cluster desktops cannot use; ' +
+            'an administrator can switch it to cloud-init delivery.',
+        },
+      );
     }
     if (spec.gpus?.length || (spec.gpuCount && !config.slurm.gpuGres)) {
       // Admission offers cluster GPUs only with slurm.gpuGres, and the broker's own GPUs never go to a node.
-      throw new QwdError('QWD_LAUNCH_FAILED', 'a GPU was asked for a Slurm session but slurm.gpuGres is not set', { userMessage: 'GPUs cannot be given to cluster desktops on this service.' });
+      throw new QwdError(
+        'QWD_LAUNCH_FAILED', 'a GPU was asked for a Slurm session but slurm.gpuGres is not set',
+        { userMessage: 'GPUs cannot be given to cluster desktops on this service.' },
+      );
     }
     await fsp.mkdir(this.runRoot, { recursive: true, mode: 0o711 });
     await fsp.mkdir(jobDir, { mode: 0o700 });
@@ -107,7 +123,9 @@ export class SlurmLauncher implements Launcher {
       // VNC authentication uses its first 8 characters.
       await fsp.writeFile(path.join(jobDir, SECRET_FILE), randomPassword(8), { mode: 0o600, flag: 'wx' });
       const scripts = spec.bootScripts?.scripts ?? [];
-      const seedIso = scripts.length ? await buildSeedIso(config.guest.genisoimage, jobDir, spec.sessionId, spec.machine.name, scripts) : null;
+      const seedIso = scripts.length
+        ? await buildSeedIso(config.guest.genisoimage, jobDir, spec.sessionId, spec.machine.name, scripts)
+        : null;
       // The job names the master by the real path checked here (its chain stays inside machinesDir).
       const { machine } = await pinMaster(config.qemu.img, spec.machine, config.machinesDir);
       const overlay = path.join(jobDir, OVERLAY_NAME);
@@ -119,10 +137,13 @@ export class SlurmLauncher implements Launcher {
         pidFile: `${NODE_DIR_PLACEHOLDER}/qemu.pid`,
         qgaSocket: `${NODE_DIR_PLACEHOLDER}/qga.sock`,
       };
-      // Guests with network get a namespace of their own on the node (slurm-script.ts), unless the site accepts them without.
+      // Guests with network get a namespace of their own on the node (slurm-script.ts), unless the site
+      // accepts them without.
       const isolated = config.qemu.network === 'user' && !config.slurm.unisolatedGuestNetwork;
       const rulesFile = path.join(jobDir, 'guest-net.nft');
-      if (isolated) await fsp.writeFile(rulesFile, buildGuestRuleset(config.guestNetwork, []), { mode: 0o600, flag: 'wx' });
+      if (isolated) {
+        await fsp.writeFile(rulesFile, buildGuestRuleset(config.guestNetwork, []), { mode: 0o600, flag: 'wx' });
+      }
       const argvFor = (accel: 'kvm' | 'tcg') => {
         const opts: ArgvOptions = {
           sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs: null, network: config.qemu.network,
@@ -132,14 +153,21 @@ export class SlurmLauncher implements Launcher {
             secretFile: path.join(jobDir, SECRET_FILE),
           },
         };
-        return buildQemuArgv(machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts, { shares: spec.shares ?? [], seedIso, gpus: [] });
+        return buildQemuArgv(
+          machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, opts,
+          { shares: spec.shares ?? [], seedIso, gpus: [] },
+        );
       };
       const script = buildJobScript({
-        sessionId: spec.sessionId, jobDir, qemuBinary: config.qemu.binaries[spec.machine.arch], qemuImg: config.qemu.img,
+        sessionId: spec.sessionId, jobDir,
+        qemuBinary: config.qemu.binaries[spec.machine.arch], qemuImg: config.qemu.img,
         overlayArgv: overlayArgv(machine, overlay, config.qemu.isoDiskGiB), overlayPath: overlay,
         argvKvm: argvFor('kvm'), argvTcg: argvFor('tcg'), accel: config.qemu.accel, guestArch: spec.machine.arch,
         vncBind: config.slurm.vncBind, vncPortMin: config.slurm.vncPortMin, vncPortMax: config.slurm.vncPortMax,
-        gpus: spec.gpuCount ? { count: spec.gpuCount, sysfsRoot: config.slurm.nodeSysfsRoot, lockDir: config.slurm.gpuLockDir, exclude: config.gpu.exclude } : null,
+        gpus: spec.gpuCount ? {
+          count: spec.gpuCount, sysfsRoot: config.slurm.nodeSysfsRoot, lockDir: config.slurm.gpuLockDir,
+          exclude: config.gpu.exclude,
+        } : null,
         guestNetwork: isolated ? { tools: config.guestNetwork, rulesFile } : null,
       });
       await fsp.writeFile(path.join(jobDir, 'job.sh'), script, { mode: 0o600 });
@@ -152,8 +180,17 @@ export class SlurmLauncher implements Launcher {
     } catch (err) {
       // An sbatch that did not answer in time may have queued the job all the same: find it by its name.
       const unanswered = !jobId && err instanceof QwdError && err.details?.mayHaveQueued === true;
-      if (jobId) await this.cli.cancel(jobId).catch((e: Error) => log.error({ sessionId: spec.sessionId, jobId, err: e.message }, 'the job of a failed start could not be cancelled; it may hold a node until its time limit'));
-      else if (unanswered) await this.cli.cancelByName(`qwd-${spec.sessionId}`).catch((e: Error) => log.error({ sessionId: spec.sessionId, err: e.message }, 'a job that sbatch may have queued could not be cancelled by name'));
+      if (jobId) {
+        await this.cli.cancel(jobId).catch((e: Error) => log.error(
+          { sessionId: spec.sessionId, jobId, err: e.message },
+          'the job of a failed start could not be cancelled; it may hold a node until its time limit',
+        ));
+      } else if (unanswered) {
+        await this.cli.cancelByName(`qwd-${spec.sessionId}`).catch((e: Error) => log.error(
+          { sessionId: spec.sessionId, err: e.message },
+          'a job that sbatch may have queued could not be cancelled by name',
+        ));
+      }
       await this.cleanup(null, spec.runDir);
       throw err;
     }
@@ -168,51 +205,85 @@ export class SlurmLauncher implements Launcher {
     for (;;) {
       const status = await readStatus(handle.jobDir);
       if (status?.state === 'ready') {
-        const host = status.bind === '0.0.0.0' || status.bind === '::' ? await this.cli.nodeAddress(status.node) : probeHost(status.bind);
+        const host = status.bind === '0.0.0.0' || status.bind === '::'
+          ? await this.cli.nodeAddress(status.node)
+          : probeHost(status.bind);
         await readRfbBanner({ kind: 'tcp', host, port: status.port }, 5000).catch((err: Error) => {
-          throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId}: QEMU on ${status.node} listens on port ${status.port}, but ${host}:${status.port} cannot be reached from the broker: ${err.message}`, {
-            userMessage: 'The desktop started on a cluster node that the service cannot reach; an administrator has been told.', cause: err,
-          });
+          throw new QwdError(
+            'QWD_VNC_UNREACHABLE',
+            `job ${handle.jobId}: QEMU on ${status.node} listens on port ${status.port}, ` +
+              `but ${host}:${status.port} cannot be reached from the broker: ${err.message}`,
+            {
+              userMessage: 'The desktop started on a cluster node that the service cannot reach; ' +
+                'an administrator has been told.',
+              cause: err,
+            },
+          );
         });
         // --time was the life-time left at submission, and Slurm counts it from the
         // job's start: take off the time it waited, so the job ends at expiresAt
         // even if the broker is down then (lowering a limit needs no privilege).
         this.secrets.set(handle.jobId, await fsp.readFile(path.join(handle.jobDir, SECRET_FILE), 'utf8'));
         if (expiresAt !== undefined) {
-          await this.extend(handle, expiresAt).catch((err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'could not align the job\'s time limit with the session\'s end'));
+          await this.extend(handle, expiresAt).catch((err: Error) => this.opts.log.warn(
+            { jobId: handle.jobId, err: err.message }, 'could not align the job\'s time limit with the session\'s end',
+          ));
         }
         return { ...handle, node: status.node, host, port: status.port, accel: status.accel };
       }
       if (status?.state === 'failed') {
-        throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId}: ${status.error}`, { userMessage: 'The desktop could not start on its cluster node; an administrator has been told.' });
+        throw new QwdError(
+          'QWD_LAUNCH_FAILED', `job ${handle.jobId}: ${status.error}`,
+          { userMessage: 'The desktop could not start on its cluster node; an administrator has been told.' },
+        );
       }
       if (status?.state === 'exited') {
         // Stopped before it was ready (a stop that came during start-up), or QEMU quit at once.
-        throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId}: QEMU ended (exit ${status.code}) before the broker saw it ready: ${await slurmOutputTail(handle.jobDir)}`, {
-          userMessage: 'The desktop stopped before it was ready.',
-        });
+        throw new QwdError(
+          'QWD_LAUNCH_FAILED',
+          `job ${handle.jobId}: QEMU ended (exit ${status.code}) before the broker saw it ready: ` +
+            `${await slurmOutputTail(handle.jobDir)}`,
+          { userMessage: 'The desktop stopped before it was ready.' },
+        );
       }
       const now = Date.now();
       if (now >= nextJobCheck) {
         nextJobCheck = now + slurm.pollIntervalMs;
         const info = await this.cli.jobInfo(handle.jobId);
         if (!info || !ALIVE.has(info.state)) {
-          if (await readStatus(handle.jobDir)) continue; // it reported just before ending: read that first (ready, failed and exited all end this loop)
-          throw new QwdError('QWD_LAUNCH_FAILED', `job ${handle.jobId} ended before QEMU was ready (${info ? `${info.state}${info.reason ? `, ${info.reason}` : ''}` : 'no longer known to Slurm'}): ${await slurmOutputTail(handle.jobDir)}`, {
-            userMessage: info?.state === 'CANCELLED' ? 'The cluster job of this desktop was cancelled before it started.' : 'The desktop\'s cluster job ended before the desktop was ready.',
-          });
+          // It reported just before ending: read that first (ready, failed and exited all end this loop).
+          if (await readStatus(handle.jobDir)) continue;
+          const ended = info ? `${info.state}${info.reason ? `, ${info.reason}` : ''}` : 'no longer known to Slurm';
+          throw new QwdError(
+            'QWD_LAUNCH_FAILED',
+            `job ${handle.jobId} ended before QEMU was ready (${ended}): ${await slurmOutputTail(handle.jobDir)}`,
+            {
+              userMessage: info?.state === 'CANCELLED'
+                ? 'The cluster job of this desktop was cancelled before it started.'
+                : 'The desktop\'s cluster job ended before the desktop was ready.',
+            },
+          );
         }
         if (info.state === 'RUNNING' && runningSince === null) runningSince = now;
         if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
-          await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error({ jobId: handle.jobId, err: e.message }, 'a job whose QEMU never became ready could not be cancelled'));
-          throw new QwdError('QWD_LAUNCH_TIMEOUT', `job ${handle.jobId} runs on ${info.nodes ?? '?'} but QEMU did not report ready within ${slurm.startTimeoutMs} ms`);
+          await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error(
+            { jobId: handle.jobId, err: e.message }, 'a job whose QEMU never became ready could not be cancelled',
+          ));
+          throw new QwdError(
+            'QWD_LAUNCH_TIMEOUT',
+            `job ${handle.jobId} runs on ${info.nodes ?? '?'} ` +
+              `but QEMU did not report ready within ${slurm.startTimeoutMs} ms`,
+          );
         }
       }
       await new Promise((r) => setTimeout(r, Math.min(100, slurm.pollIntervalMs)));
     }
   }
 
-  /** scancel --batch -s TERM: the job forwards it to QEMU (an orderly shutdown, as QMP quit); then scancel; then SIGKILL. */
+  /**
+   * scancel --batch -s TERM: the job forwards it to QEMU (an orderly shutdown, as QMP quit); then scancel; then
+   * SIGKILL.
+   */
   stop(vm: VmHandle): Promise<StopOutcome> {
     const handle = asSlurm(vm);
     return this.stopping.run(handle.jobId, () => this.escalate(handle));
@@ -252,7 +323,9 @@ export class SlurmLauncher implements Launcher {
 
   async vncEndpoint(vm: VmHandle): Promise<VncAddress> {
     const handle = asSlurm(vm);
-    if (!handle.host || !handle.port) throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId} has not reported its VNC port yet`);
+    if (!handle.host || !handle.port) {
+      throw new QwdError('QWD_VNC_UNREACHABLE', `job ${handle.jobId} has not reported its VNC port yet`);
+    }
     // Kept in memory once read: every viewer's connection would otherwise read shared storage (NFS) again.
     let password = this.secrets.get(handle.jobId);
     if (password === undefined) {
@@ -274,7 +347,9 @@ export class SlurmLauncher implements Launcher {
         done = true;
         clearInterval(timer);
         return readStatus(handle.jobDir).then((status) => onExit(exitInfo(info, status)));
-      }, (err: Error) => this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again'))
+      }, (err: Error) => this.opts.log.warn(
+        { jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again',
+      ))
         .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'))
         .finally(() => { busy = false; });
     }, this.opts.config.slurm.pollIntervalMs);
@@ -296,7 +371,8 @@ export class SlurmLauncher implements Launcher {
     if (!info) return null;
     const position = info.state === 'PENDING' ? await this.cli.queuePosition(handle.jobId).catch(() => null) : null;
     return {
-      state: info.state === 'PENDING' ? 'waiting' : 'starting', reason: info.reason && info.reason !== 'None' ? info.reason : null,
+      state: info.state === 'PENDING' ? 'waiting' : 'starting',
+      reason: info.reason && info.reason !== 'None' ? info.reason : null,
       position, node: info.nodes, native: { state: info.state },
     };
   }
@@ -305,7 +381,12 @@ export class SlurmLauncher implements Launcher {
   async extend(vm: VmHandle, expiresAt: number): Promise<void> {
     const handle = asSlurm(vm);
     const info = await this.cli.jobInfo(handle.jobId);
-    if (!info || !ALIVE.has(info.state)) throw new QwdError('QWD_SESSION_ENDED', `job ${handle.jobId} has ended`, { userMessage: 'This desktop has ended and cannot be extended.' });
+    if (!info || !ALIVE.has(info.state)) {
+      throw new QwdError(
+        'QWD_SESSION_ENDED', `job ${handle.jobId} has ended`,
+        { userMessage: 'This desktop has ended and cannot be extended.' },
+      );
+    }
     const from = info.state === 'PENDING' || !info.startTime ? Date.now() : info.startTime;
     await this.cli.setTimeLimit(handle.jobId, Math.ceil((expiresAt - from) / 60000));
   }
@@ -318,7 +399,10 @@ export class SlurmLauncher implements Launcher {
   async describe(vm: VmHandle): Promise<Record<string, string | number | null>> {
     const handle = asSlurm(vm);
     const info = await this.cli.jobInfo(handle.jobId);
-    return { slurmJobId: handle.jobId, node: handle.node ?? info?.nodes ?? null, jobState: info?.state ?? 'GONE', reason: info?.reason && info.reason !== 'None' ? info.reason : null };
+    return {
+      slurmJobId: handle.jobId, node: handle.node ?? info?.nodes ?? null, jobState: info?.state ?? 'GONE',
+      reason: info?.reason && info.reason !== 'None' ? info.reason : null,
+    };
   }
 
   /** The session dir under the shared dir (never anything else: it is deleted recursively). */
@@ -328,7 +412,10 @@ export class SlurmLauncher implements Launcher {
 }
 
 /** Pure: the sbatch options of a session (the script itself goes on stdin). */
-export function sbatchArgs(config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt' | 'gpuCount'>, jobDir: string, now = Date.now()): string[] {
+export function sbatchArgs(
+  config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt' | 'gpuCount'>,
+  jobDir: string, now = Date.now(),
+): string[] {
   const o = submitOptionsFor(config.slurm, spec.machine.name);
   const minutes = Math.max(1, Math.ceil((spec.expiresAt - now) / 60000));
   return [
@@ -405,9 +492,13 @@ export function asSlurm(handle: VmHandle): SlurmHandle {
   const h = handle as Partial<SlurmHandle>;
   if (h.kind !== 'slurm') throw new QwdError('QWD_INTERNAL', `the Slurm launcher was given a ${String(h.kind)} handle`);
   const nullable = (v: unknown, type: string) => v === null || typeof v === type;
-  if (typeof h.jobId !== 'string' || typeof h.jobDir !== 'string' || !nullable(h.node, 'string') || !nullable(h.host, 'string')
+  if (
+    typeof h.jobId !== 'string' || typeof h.jobDir !== 'string' || !nullable(h.node, 'string')
+    || !nullable(h.host, 'string')
     || !nullable(h.port, 'number') || !(h.accel === null || h.accel === 'kvm' || h.accel === 'tcg')) {
-    throw new QwdError('QWD_INTERNAL', `a Slurm VM handle lacks a field or has one of the wrong type: ${JSON.stringify(h)}`);
+    throw new QwdError(
+      'QWD_INTERNAL', `a Slurm VM handle lacks a field or has one of the wrong type: ${JSON.stringify(h)}`,
+    );
   }
   return h as SlurmHandle;
 }

@@ -93,6 +93,12 @@ export interface ExitInfo {
   reason?: string;
 }
 
+/** Why a VM ended, in words for its tombstone: the launcher's own account, else what its exit status says. */
+export function exitWords(info: ExitInfo): string {
+  if (info.reason) return info.reason;
+  return info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly';
+}
+
 export interface Launcher {
   /** The name it is registered under (registry.ts), as handles and logs name it. */
   readonly kind: string;

@@ -10,7 +10,7 @@ import { AdmissionError, QwdError, ValidationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { LaunchSpec, Launcher, QueueInfo, VmHandle } from '../launcher/types.js';
+import { exitWords, type LaunchSpec, type Launcher, type QueueInfo, type VmHandle } from '../launcher/types.js';
 import type { VncAddress } from '../qemu/rfb-probe.js';
 import { resolveShares } from '../guest/shares.js';
 import type { GpuDevice } from '../gpu/discover.js';
@@ -118,8 +118,8 @@ export class SessionManager extends EventEmitter {
     };
     const usableGpus = request.gpus > 0 ? (this.deps.discoverGpus?.() ?? []).filter((g) => g.usable) : [];
     let claimed: GpuDevice[] = [];
-    // Check and reserve in one transaction: concurrent requests (from this
-    // process or qwdctl) cannot together exceed a limit.
+    // Check and reserve in one transaction: concurrent requests (web, API and
+    // qwdctl through the admin socket) cannot together exceed a limit.
     // The row and its audit line are written together or not at all (a full disk leaves neither).
     try {
       rows.db.transaction(() => {
@@ -263,9 +263,7 @@ export class SessionManager extends EventEmitter {
       if (this.stops.has(row.id)) return; // a stop in progress does its own cleanup
       const current = this.deps.rows.byId(row.id);
       if (!current) return;
-      const reason = info.reason ?? (
-        info.code === 0 ? 'the virtual machine was shut down' : 'the virtual machine stopped unexpectedly'
-      );
+      const reason = exitWords(info);
       this.deps.log.warn({ sessionId: row.id, ...info }, 'qemu exited on its own');
       this.runStop(current.id, () => this.postStop(current, reason))
         .catch((err) => this.deps.log.error({ err, sessionId: row.id }, 'cleanup after exit failed'));
@@ -501,7 +499,7 @@ export class SessionManager extends EventEmitter {
           if (starting) await starting.catch(() => {});
         } finally {
           const left = this.deps.rows.byId(id);
-          if (left) await this.postStop(left, reason); // a failed or foreign start leaves it to us
+          if (left) await this.postStop(left, reason); // a failed start leaves it to us
         }
         return;
       }
@@ -594,11 +592,11 @@ export class SessionManager extends EventEmitter {
         adopted.push(row.id);
         continue;
       }
-      if (row.state === 'starting' && this.now() - row.updatedAt < this.deps.config.qemu.readyTimeoutMs * 2) {
-        continue; // maybe qwdctl is starting it
-      }
+      // A start this process did not make was made by a writer that is gone (the store has one writer at a
+      // time, under the writer lock): it can never finish, so it is cleaned up now, its QEMU found by its run dir.
+      const why = row.state === 'starting' ? 'start-abandoned' : 'the virtual machine ended while the service was down';
       if (alive) await this.stop(row.id, 'reconciled after restart');
-      else await this.runStop(row.id, () => this.postStop(row, 'the virtual machine ended while the service was down'));
+      else await this.runStop(row.id, () => this.postStop(row, why));
       cleaned.push(row.id);
     }
     this.deps.log.info({ adopted, cleaned }, 'sessions reconciled');
@@ -642,15 +640,6 @@ export class SessionManager extends EventEmitter {
     if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
     await this.sendWarnings(warnings, all);
     await this.reclaimIdleMemory(all, actions, now);
-    // Sessions started by another process (qwdctl) are watched from now on, so
-    // their exit is noticed within a second rather than at the next purge.
-    for (const c of candidates) {
-      const row = all.find((r) => r.id === c.id)!;
-      if (c.state === 'running' && c.alive && !c.busy && !this.watchers.has(c.id) && row.expiresAt > now) {
-        this.watch(row);
-      }
-      if (c.state === 'queued' && c.alive && !c.busy && row.expiresAt > now) this.resumeQueued(row);
-    }
     for (const action of actions) {
       try {
         if (action.action === 'stop') await this.stop(action.id, action.reason);

@@ -1,6 +1,7 @@
-// The SQLite store (better-sqlite3, WAL) under the state dir, shared by the
-// broker and qwdctl. Holds session rows, tombstones of ended sessions, web
-// sessions and an audit log. Schema migrations are numbered and run once.
+// The SQLite store (better-sqlite3, WAL) under the state dir, written by one
+// process at a time: the broker, or qwdctl when no broker runs (writer-lock.ts).
+// Holds session rows, tombstones of ended sessions, web sessions and an audit
+// log. Schema migrations are numbered and run once.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';

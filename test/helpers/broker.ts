@@ -64,8 +64,13 @@ function testLogger(t: ExecutionContext) {
   return createLogger('warn', sink);
 }
 
-export async function startTestBroker(t: ExecutionContext, config: Config, opts: { keepVms?: boolean; now?: () => number; launcher?: LauncherName } = {}): Promise<Broker> {
-  const broker = await startBroker(config, testLogger(t), { now: opts.now, launcher: opts.launcher });
+export async function startTestBroker(
+  t: ExecutionContext, config: Config,
+  opts: { keepVms?: boolean; now?: () => number; writerLockWaitMs?: number; launcher?: LauncherName } = {},
+): Promise<Broker> {
+  const broker = await startBroker(config, testLogger(t), {
+    now: opts.now, writerLockWaitMs: opts.writerLockWaitMs, launcher: opts.launcher,
+  });
   stateDirs.add(config.stateDir);
   t.teardown(async () => {
     if (!opts.keepVms) await stopAllVms(broker);

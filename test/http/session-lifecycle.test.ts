@@ -137,6 +137,20 @@ test('a restarted broker adopts a running session and its token still works', as
   t.deepEqual(pidsMentioning(`qwd-${json.id}`), []);
 });
 
+test('qemu killed with SIGKILL and found dead by a purge before its exit is delivered: the tombstone still says it stopped unexpectedly', async (t) => {
+  const setup = makeSetup(t);
+  const broker = await startTestBroker(t, setup.config);
+  const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'frank', lifetimeS: 600 });
+  const { pid } = broker.services.manager.get(json.id)!.handle as LocalHandle;
+  process.kill(pid, 'SIGKILL');
+  // The watcher waits up to 500 ms for QEMU's last monitor events; a purge running meanwhile ends the session first.
+  await broker.services.manager.purge();
+  await waitFor('the dead session to be cleaned up', () => broker.services.rows.byId(json.id) === undefined, 10000);
+  const gone = await api(broker, 'GET', `/api/v1/sessions/${json.token}`);
+  t.is(gone.status, 410);
+  t.regex(gone.json.error.message, /stopped unexpectedly/);
+});
+
 test('qemu killed with SIGKILL is noticed and cleaned up', async (t) => {
   const setup = makeSetup(t);
   const broker = await startTestBroker(t, setup.config);

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { checkVfioHost, readBrokerMemlock, readProcessIdentity, systemdMainPid } from '../../gpu/check-host.js';
 import { CliContext, usage } from '../context.js';
-import { runningBroker } from '../broker-address.js';
+import { runningBroker } from '../../admin/broker-address.js';
 import { json, table } from '../output.js';
 import { QwdError } from '../../errors.js';
 
@@ -14,8 +14,8 @@ export function registerGpu(program: Command, ctx: CliContext): void {
     .description('GPUs, their IOMMU groups, usable or why not, and which session holds each')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const gpus = services.manager.gpuStatus();
+      await ctx.withAdmin(async (admin, config) => {
+        const gpus = await admin.gpuStatus();
         if (opts.json) {
           return ctx.print(
             json(
@@ -31,7 +31,7 @@ export function registerGpu(program: Command, ctx: CliContext): void {
         }
         if (gpus.length === 0) {
           return ctx.print(
-            `no GPU (PCI display device) found under ${services.config.gpu.sysfsRoot}: the GPU option is not offered`
+            `no GPU (PCI display device) found under ${config.gpu.sysfsRoot}: the GPU option is not offered`
           );
         }
         ctx.print(table(gpus, [
@@ -66,16 +66,16 @@ export function registerGpu(program: Command, ctx: CliContext): void {
       if (opts.pid !== undefined && !/^[1-9]\d*$/.test(opts.pid)) {
         throw usage(`--pid must be a process id, got ${JSON.stringify(opts.pid)}`);
       }
-      await ctx.withServices(async (services) => {
+      await ctx.withAdmin(async (admin, config) => {
         const largest = Math.max(
           0,
-          ...services.catalog.list()
-            .map((m) => Math.min(m.memoryMiB.max, services.config.limits.maxMemoryMiBPerSession))
+          ...(await admin.hostStatus()).machines
+            .map((m) => Math.min(m.maxMemoryMiB, config.limits.maxMemoryMiBPerSession))
         );
-        const gpus = services.manager.gpuStatus();
+        const gpus = await admin.gpuStatus();
         // QEMU inherits the broker's limits: read them from the broker, not from this qwdctl.
-        const brokerPid = opts.pid ? Number(opts.pid) : recordedBrokerPid(services.config.stateDir) ?? systemdMainPid();
-        const checks = checkVfioHost(services.config.gpu.sysfsRoot, largest, readBrokerMemlock({ brokerPid }), {
+        const brokerPid = opts.pid ? Number(opts.pid) : recordedBrokerPid(config.stateDir) ?? systemdMainPid();
+        const checks = checkVfioHost(config.gpu.sysfsRoot, largest, readBrokerMemlock({ brokerPid }), {
           usableGroups: [...new Set(gpus.filter((g) => g.usable && g.iommuGroup !== null).map((g) => g.iommuGroup!))],
           broker: brokerPid ? readProcessIdentity(brokerPid) : null,
         });
@@ -108,7 +108,7 @@ export function registerGpu(program: Command, ctx: CliContext): void {
     });
 }
 
-/** The pid a running broker recorded in the state dir (cli/broker-address.ts), if that process is still there. */
+/** The pid a running broker recorded in the state dir (admin/broker-address.ts), if that process is still there. */
 function recordedBrokerPid(stateDir: string): number | null {
   return runningBroker(stateDir)?.pid ?? null;
 }

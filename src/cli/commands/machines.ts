@@ -16,8 +16,6 @@ import { runTool } from '../../qemu/run-tool.js';
 import {
   DESKTOP_MACHINE, buildDesktopMachine, desktopPaths, formatDuration, formatMiB, phaseText, BUILD_PHASES,
 } from '../../catalog/desktop-build.js';
-import { openDb } from '../../store/db.js';
-import { SessionRows } from '../../store/session-rows.js';
 import type { Config } from '../../config/schema.js';
 import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
@@ -73,20 +71,15 @@ async function findDescriptor(config: Config, name: string) {
  * corrupts what they see, and removing the descriptor strands them.
  * `sharingImageWith`: also count sessions of other machines with the same image.
  */
-export function refuseWhileInUse(
-  config: Config, machine: Pick<Machine, 'name' | 'image'>, what: string,
+export async function refuseWhileInUse(
+  ctx: CliContext, machine: Pick<Machine, 'name' | 'image'>, what: string,
   sharingImageWith: readonly Pick<Machine, 'name' | 'image'>[] = [],
-): void {
+): Promise<void> {
   const names = new Set([
     machine.name, ...sharingImageWith.filter((m) => m.image === machine.image).map((m) => m.name)
   ]);
-  const db = openDb(config.stateDir);
-  let users: Array<{ id: string; machine: string }>;
-  try {
-    users = new SessionRows(db).all().filter((r) => names.has(r.machine));
-  } finally {
-    db.close();
-  }
+  // The sessions as the store's writer knows them (the running broker, else this qwdctl under the writer lock).
+  const users = (await ctx.withAdmin((admin) => admin.listSessions())).filter((r) => names.has(r.machine));
   if (!users.length) return;
   const ids = users.map((r) => (r.machine === machine.name ? r.id : `${r.id} (machine "${r.machine}", same image)`));
   const message = `machine "${machine.name}" is used by ${users.length} running session(s): ${ids.join(', ')}; stop ` +
@@ -132,10 +125,10 @@ export async function downloadMachines(
       const replacing = fs.existsSync(machine.image);
       const refuseIfReplacingUsed = () => (
         replacing ? refuseWhileInUse(
-          config, machine, `--force would replace ${machine.image}, the backing file of their disks`, all,
+          ctx, machine, `--force would replace ${machine.image}, the backing file of their disks`, all,
         ) : undefined
       );
-      refuseIfReplacingUsed();
+      await refuseIfReplacingUsed();
       const result = await downloadImage(machine.url, machine.image, {
         sha256: machine.sha256, onProgress: opts.json ? undefined : progressReporter(ctx.err, machine.name),
         beforeReplace: async () => {
@@ -144,7 +137,7 @@ export async function downloadMachines(
           );
           const message = `${machine.file}: the downloaded image was deleted: ${chain.violations.join('; ')}`;
           if (chain.violations.length) throw new QwdError('QWD_IMAGE_UNSAFE', message, { userMessage: message });
-          refuseIfReplacingUsed();
+          await refuseIfReplacingUsed();
         },
       });
       results.push({ name: machine.name, status: 'downloaded', bytes: result.bytes });
@@ -189,8 +182,8 @@ export async function buildMachine(
     // Other machines' descriptors on the same image count too; this machine's own may not
     // parse in this version (newer keys), so it is named by its paths.
     const { files } = readDescriptorsSync(config.machinesDir);
-    refuseWhileInUse(
-      config, { name: DESKTOP_MACHINE, image: paths.image },
+    return refuseWhileInUse(
+      ctx, { name: DESKTOP_MACHINE, image: paths.image },
       `--force would replace ${paths.image}, the backing file of their disks`, files,
     );
   };
@@ -242,7 +235,7 @@ export async function buildMachine(
 }
 
 function readDescriptorsSync(dir: string): { files: Machine[] } {
-  // refuseWhileInUse is synchronous (asked again just before the swap); descriptors are few and small.
+  // Read again just before the swap, quickly: descriptors are few and small.
   const files: Machine[] = [];
   let entries: string[] = [];
   try {
@@ -423,8 +416,8 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       const machine = await findDescriptor(config, name);
       const { files } = await readDescriptors(config.machinesDir);
       // With --image, sessions of other machines on the same image count too.
-      refuseWhileInUse(
-        config, machine,
+      await refuseWhileInUse(
+        ctx, machine,
         opts.image ? `remove would delete ${machine.file} and ${machine.image}` : `remove would delete ${machine.file}`,
         opts.image ? files.map((f) => f.machine).filter((m): m is Machine => m !== null) : [],
       );

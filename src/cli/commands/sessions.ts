@@ -5,7 +5,7 @@ import path from 'node:path';
 import readline from 'node:readline/promises';
 import type { Command } from 'commander';
 import { QwdError } from '../../errors.js';
-import type { Services } from '../../main.js';
+import type { Admin } from '../../admin/operations.js';
 import type { SessionRow } from '../../store/session-rows.js';
 import { CliContext, usage } from '../context.js';
 import { formatRemaining, json, parseDuration, shortTime, table } from '../output.js';
@@ -81,21 +81,28 @@ export function sessionsTable(
   ], width);
 }
 
-export function findSession(services: Services, id: string): SessionRow {
+export async function findSession(admin: Admin, id: string): Promise<SessionRow> {
   if (!/^[0-9a-f]{1,12}$/.test(id)) {
     throw usage(
       `session id must be the 12-character hex id shown by "qwdctl sessions list", got ` +
         `${JSON.stringify(id.slice(0, 40))}`
     );
   }
-  const exact = services.manager.get(id);
+  const exact = await admin.getSession(id);
   if (exact) return exact;
-  const matches = services.manager.list().filter((r) => r.id.startsWith(id));
+  const matches = (await admin.listSessions()).filter((r) => r.id.startsWith(id));
   if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) {
     throw usage(`session id prefix "${id}" matches ${matches.length} sessions; give more characters`);
   }
   throw new QwdError('QWD_SESSION_NOT_FOUND', `no session ${id}`, { userMessage: `There is no session ${id}.` });
+}
+
+/** Each id in turn (the first that is not found ends it, as before any is stopped). */
+async function findSessions(admin: Admin, ids: string[]): Promise<SessionRow[]> {
+  const rows: SessionRow[] = [];
+  for (const id of ids) rows.push(await findSession(admin, id));
+  return rows;
 }
 
 export interface StartOptions {
@@ -111,14 +118,14 @@ export async function startSession(ctx: CliContext, machine: string, opts: Start
   if (lifetimeS === null) {
     throw usage(`--lifetime must be a duration like 2h, 30m, 1d or seconds, got ${JSON.stringify(opts.lifetime)}`);
   }
-  await ctx.withServices(async (services) => {
-    const row = await services.manager.create({
+  await ctx.withAdmin(async (admin, config) => {
+    const row = await admin.createSession({
       machine, user: opts.user ?? process.env.SUDO_USER ?? process.env.USER ?? 'admin',
       ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
       ...(opts.memory !== undefined ? { memoryMiB: opts.memory } : {}),
       ...(lifetimeS !== undefined ? { lifetimeS } : {}),
     });
-    const info = sessionJson(row, ctx.baseUrl(services.config));
+    const info = sessionJson(row, ctx.baseUrl(config));
     if (opts.json) ctx.print(json(info));
     else ctx.print(
       `started session ${row.id} (${row.machine}, ${row.cpus} CPU, ${row.memoryMiB} MiB) until ` +
@@ -132,8 +139,8 @@ export async function stopSessions(
 ): Promise<void> {
   if (opts.all && ids.length) throw usage('give session ids or --all, not both');
   if (!opts.all && ids.length === 0) throw usage('which session? give one or more ids, or --all');
-  await ctx.withServices(async (services) => {
-    const rows = opts.all ? services.manager.list() : ids.map((id) => findSession(services, id));
+  await ctx.withAdmin(async (admin) => {
+    const rows = opts.all ? await admin.listSessions() : await findSessions(admin, ids);
     if (opts.all && rows.length === 0) return ctx.print(opts.json ? json({ stopped: [] }) : 'no sessions to stop');
     if (opts.all && !opts.yes) {
       if (!process.stdin.isTTY) {
@@ -145,7 +152,7 @@ export async function stopSessions(
       if (!/^y(es)?$/i.test(answer.trim())) return ctx.print('nothing stopped');
     }
     for (const row of rows) {
-      await services.manager.stop(row.id, 'stopped by an administrator');
+      await admin.stopSession(row.id, 'stopped by an administrator');
       if (!opts.json) ctx.print(`stopped session ${row.id} (${row.owner}, ${row.machine})`);
     }
     if (opts.json) ctx.print(json({ stopped: rows.map((r) => r.id) }));
@@ -157,22 +164,22 @@ export function registerSessions(program: Command, ctx: CliContext): void {
 
   sessions.command('list').alias('ls').description('all sessions').option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const rows = services.manager.list();
-        const base = ctx.baseUrl(services.config);
+      await ctx.withAdmin(async (admin, config) => {
+        const rows = await admin.listSessions();
+        const base = ctx.baseUrl(config);
         ctx.print(opts.json ? json(rows.map((r) => sessionJson(r, base))) : sessionsTable(rows));
       });
     });
 
   sessions.command('show <id>').description('one session in detail').option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const row = findSession(services, id);
-        // With a scheduler (Slurm), also the job's state as squeue/scontrol report it now.
-        const jobState = services.launcher.describe ? {
-          jobState: (await services.manager.schedulerInfo(row)).jobState ?? null
+      await ctx.withAdmin(async (admin, config) => {
+        const row = await findSession(admin, id);
+        // With Slurm, also the job's state as squeue/scontrol report it now.
+        const jobState = config.launcher === 'slurm' ? {
+          jobState: (await admin.schedulerInfo(row.id)).jobState ?? null
         } : {};
-        const info = { ...sessionJson(row, ctx.baseUrl(services.config)), ...jobState };
+        const info = { ...sessionJson(row, ctx.baseUrl(config)), ...jobState };
         ctx.print(
           opts.json ? json(info) : Object.entries(info).map(([k, v]) => `${k.padEnd(11)} ${v ?? '-'}`).join('\n')
         );
@@ -196,11 +203,11 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     .action(async (id: string, opts: { by: string; json?: boolean }) => {
       const byS = parseDuration(opts.by);
       if (!byS) throw usage(`--by must be a duration like 1h, 30m or seconds, got ${JSON.stringify(opts.by)}`);
-      await ctx.withServices(async (services) => {
-        const row = await services.manager.extend(findSession(services, id).id, byS);
+      await ctx.withAdmin(async (admin, config) => {
+        const row = await admin.extendSession((await findSession(admin, id)).id, byS);
         ctx.print(
           opts.json ? json(
-            sessionJson(row, ctx.baseUrl(services.config))
+            sessionJson(row, ctx.baseUrl(config))
           ) : `session ${row.id} now ends at ${shortTime(row.expiresAt)} UTC`
         );
       });
@@ -211,15 +218,15 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     .option('--target <MiB>', 'memory the guest should keep (64 to its size); its size gives everything back')
       .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { target?: string; json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const row = findSession(services, id);
+      await ctx.withAdmin(async (admin) => {
+        const row = await findSession(admin, id);
         if (opts.target !== undefined) {
           if (!/^\d{1,9}$/.test(opts.target)) {
             throw usage(`--target must be a whole number of MiB, got ${JSON.stringify(opts.target)}`);
           }
-          await services.manager.setBalloon(row.id, Number(opts.target));
+          await admin.setBalloon(row.id, Number(opts.target));
         }
-        const info = await services.manager.balloonInfo(row.id);
+        const info = await admin.balloonInfo(row.id);
         ctx.print(
           opts.json
             ? json({ id: row.id, ...info })
@@ -232,9 +239,9 @@ export function registerSessions(program: Command, ctx: CliContext): void {
   sessions.command('url <id>').description("print the session's link (keyboard and mouse: share with care)")
     .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const row = findSession(services, id);
-        const { url } = sessionJson(row, ctx.baseUrl(services.config));
+      await ctx.withAdmin(async (admin, config) => {
+        const row = await findSession(admin, id);
+        const { url } = sessionJson(row, ctx.baseUrl(config));
         ctx.print(opts.json ? json({ id: row.id, url }) : url);
       });
     });
@@ -242,8 +249,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
   sessions.command('logs <id>').description("print the session's QEMU log and serial console log")
     .option('--json', 'machine-readable output')
     .action(async (id: string, opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const row = findSession(services, id);
+      await ctx.withAdmin(async (admin) => {
+        const row = await findSession(admin, id);
         const logs = ['qemu.log', 'serial.log'].map((name) => {
           const file = path.join(row.runDir, name);
           try {

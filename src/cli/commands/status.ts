@@ -20,15 +20,13 @@ export function registerStatus(program: Command, ctx: CliContext): void {
   program.command('status').description('host load, GPUs, version, config and all sessions')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
-      await ctx.withServices(async (services) => {
-        const { config, manager, load, accel, catalog, launcher } = services;
-        const host = load.current();
-        const rows = manager.list();
-        // Launchers that run VMs as scheduler jobs describe them (Slurm: job id, node, job state).
-        const scheduler = launcher.describe ? new Map(
-          await Promise.all(rows.map(async (r) => [r.id, await manager.schedulerInfo(r)] as const))
+      await ctx.withAdmin(async (admin, config) => {
+        const { host, accel, machines } = await admin.hostStatus();
+        const rows = await admin.listSessions();
+        const scheduler = config.launcher === 'slurm' ? new Map(
+          await Promise.all(rows.map(async (r) => [r.id, await admin.schedulerInfo(r.id)] as const))
         ) : null;
-        const gpus = gpuSummary(manager.gpuStatus());
+        const gpus = gpuSummary(await admin.gpuStatus());
         const reserved = {
           cpus: rows.reduce((n, r) => n + r.cpus, 0), memoryMiB: rows.reduce((n, r) => n + r.memoryMiB, 0),
         };
@@ -46,7 +44,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           reserved,
           gpus,
           limits: { maxSessions: config.limits.maxSessions, maxSessionsPerUser: config.limits.maxSessionsPerUser },
-          machines: catalog.list().length,
+          machines: machines.length,
           sessions: rows.map(
             (r) => ({
               ...sessionJson(r, base),
@@ -65,7 +63,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
           `host: ${host.cpus} CPUs, load ${info.host.load1}, memory ${host.availableMemoryMiB}/${host.totalMemoryMiB}` +
             ` MiB free · ${accel.accel} (${accel.reason})`,
           `sessions: ${rows.length}/${config.limits.maxSessions}, reserved ${reserved.cpus} CPUs and ` +
-            `${reserved.memoryMiB} MiB · ${catalog.list().length} machine(s)`,
+            `${reserved.memoryMiB} MiB · ${machines.length} machine(s)`,
           `GPUs: ${gpus.total === 0
             ? 'none'
             : `${gpus.usable} usable of ${gpus.total}, ${gpus.free} free, ${gpus.held} held${heldBy}`}`,

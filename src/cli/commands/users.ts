@@ -7,8 +7,6 @@ import type { Command } from 'commander';
 import { hashPassword } from '../../auth/password-hash.js';
 import { USER_NAME } from '../../auth/types.js';
 import { hashToken, newApiToken } from '../../auth/service.js';
-import { openDb } from '../../store/db.js';
-import { UserStore } from '../../store/users.js';
 import { EMAIL } from '../../sessions/request.js';
 import { QwdError } from '../../errors.js';
 import { CliContext, usage } from '../context.js';
@@ -52,11 +50,6 @@ function checkPassword(password: string): void {
   if (password.length > 1024) throw usage('the password is too long (at most 1024 characters); nothing changed');
 }
 
-function withUsers<T>(ctx: CliContext, fn: (users: UserStore) => Promise<T> | T): Promise<T> {
-  const db = openDb(ctx.config().stateDir);
-  return Promise.resolve(fn(new UserStore(db))).finally(() => db.close());
-}
-
 function checkName(name: string): void {
   if (!USER_NAME.test(name)) {
     throw usage(
@@ -77,11 +70,11 @@ export function registerUsers(program: Command, ctx: CliContext): void {
       if (opts.email !== undefined && !EMAIL.test(opts.email)) {
         throw usage(`--email must be an e-mail address, got ${JSON.stringify(opts.email)}`);
       }
-      await withUsers(ctx, async (store) => {
-        if (store.get(name)) throw usage(`user ${name} already exists (use: qwdctl users passwd ${name})`);
+      await ctx.withAdmin(async (admin) => {
+        if (await admin.hasUser(name)) throw usage(`user ${name} already exists (use: qwdctl users passwd ${name})`);
         const password = await readPassword(`Password for ${name}: `);
         checkPassword(password);
-        store.add({
+        await admin.addUser({
           name, hash: await hashPassword(password), email: opts.email ?? null, admin: Boolean(opts.admin),
           createdAt: Date.now(),
         });
@@ -92,13 +85,13 @@ export function registerUsers(program: Command, ctx: CliContext): void {
   users.command('passwd <name>').description("change an account's password (prompt or standard input)")
     .action(async (name: string) => {
       checkName(name);
-      await withUsers(ctx, async (store) => {
-        if (!store.get(name)) {
+      await ctx.withAdmin(async (admin) => {
+        if (!await admin.hasUser(name)) {
           throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
         }
         const password = await readPassword(`New password for ${name}: `);
         checkPassword(password);
-        store.setHash(name, await hashPassword(password));
+        await admin.setUserHash(name, await hashPassword(password));
         ctx.print(`password of ${name} changed`);
       });
     });
@@ -106,8 +99,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
   users.command('del <name>').alias('remove').description('delete an account')
     .action(async (name: string) => {
       checkName(name);
-      await withUsers(ctx, (store) => {
-        const removed = store.remove(name); // its API tokens go with it
+      await ctx.withAdmin(async (admin) => {
+        const removed = await admin.removeUser(name); // its API tokens go with it
         if (!removed) {
           throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
         }
@@ -122,8 +115,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     .action(async (name: string, onOff: string) => {
       checkName(name);
       if (onOff !== 'on' && onOff !== 'off') throw usage(`admin takes "on" or "off", got ${JSON.stringify(onOff)}`);
-      await withUsers(ctx, (store) => {
-        if (!store.setAdmin(name, onOff === 'on')) {
+      await ctx.withAdmin(async (admin) => {
+        if (!await admin.setUserAdmin(name, onOff === 'on')) {
           throw new QwdError('QWD_NOT_FOUND', `no user ${name}`, { userMessage: `There is no local user ${name}.` });
         }
         ctx.print(`${name} is ${onOff === 'on' ? 'now' : 'no longer'} an administrator`);
@@ -133,8 +126,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
   users.command('list').alias('ls').description('accounts (never passwords)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
-      await withUsers(ctx, (store) => {
-        const list = store.list().map(
+      await ctx.withAdmin(async (admin) => {
+        const list = (await admin.listUsers()).map(
           (u) => ({ name: u.name, email: u.email, admin: u.admin, createdAt: new Date(u.createdAt).toISOString() })
         );
         if (opts.json) return ctx.print(json(list));
@@ -154,9 +147,11 @@ export function registerUsers(program: Command, ctx: CliContext): void {
     .option('--admin', 'the token has administrator rights').option('--json', 'machine-readable output')
     .action(async (user: string, opts: { admin?: boolean; json?: boolean }) => {
       checkName(user);
-      await withUsers(ctx, (store) => {
+      await ctx.withAdmin(async (admin) => {
         const { id, token } = newApiToken();
-        store.addApiToken(id, hashToken(token), user, Boolean(opts.admin), Date.now());
+        await admin.addApiToken({
+          id, hash: hashToken(token), user, admin: Boolean(opts.admin), createdAt: Date.now(),
+        });
         ctx.print(opts.json ? json({ id, user, admin: Boolean(opts.admin), token }) : token);
         if (!opts.json) {
           ctx.err.write(
@@ -169,8 +164,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
   tokens.command('list').alias('ls').description('issued tokens (never the tokens themselves)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
-      await withUsers(ctx, (store) => {
-        const list = store.apiTokens();
+      await ctx.withAdmin(async (admin) => {
+        const list = await admin.listApiTokens();
         if (opts.json) {
           return ctx.print(
             json(
@@ -199,8 +194,8 @@ export function registerUsers(program: Command, ctx: CliContext): void {
           `token id must be the 8-character id shown by "qwdctl tokens list", got ${JSON.stringify(id.slice(0, 20))}`
         );
       }
-      await withUsers(ctx, (store) => {
-        if (!store.revokeApiToken(id)) {
+      await ctx.withAdmin(async (admin) => {
+        if (!await admin.revokeApiToken(id)) {
           throw new QwdError('QWD_NOT_FOUND', `no token ${id}`, { userMessage: `There is no token ${id}.` });
         }
         ctx.print(`revoked token ${id}`);
