@@ -178,7 +178,8 @@ ${STOP_REQUESTED_NOTE}
 STOP_REQUESTED=
 forward() { if [ -n "$QEMU_PID" ]; then kill -TERM "$QEMU_PID" 2>/dev/null; else STOP_REQUESTED=1; fi; }
 trap forward TERM INT HUP USR1
-trap 'stop_pid "$FWD_PID"; stop_pid "$PASTA_PID"; stop_pid "$NS_PID"; rm -rf "$NODE_DIR"' EXIT
+# QEMU first: a failure after it started (no free port, say) must not leave it running.
+trap 'stop_pid "$QEMU_PID"; stop_pid "$FWD_PID"; stop_pid "$PASTA_PID"; stop_pid "$NS_PID"; rm -rf "$NODE_DIR"' EXIT
 
 command -v "$QEMU" >/dev/null 2>&1 || fail "${FAILURE.noQemu}"
 if [ ! -e "$OVERLAY" ] && [ \${#OVERLAY_ARGS[@]} -gt 0 ]; then
@@ -240,13 +241,14 @@ while :; do
   STATUS_CODE=$?
   kill -0 "$QEMU_PID" 2>/dev/null || break
 done
+QEMU_PID=
 report "{\\"state\\":\\"exited\\",\\"code\\":$STATUS_CODE}"
 exit "$STATUS_CODE"
 `;
 }
 
 const NEED_NETWORK_TOOLS = `need "$UNSHARE" util-linux; need "$NSENTER" util-linux; need "$IP" iproute2; ` +
-  `need "$NFT" nftables; need "$PASTA" passt; need "$SOCAT" socat`;
+  `need "$NFT" nftables; need "$PASTA" passt; need "$SOCAT" socat; need setpriv util-linux`;
 
 /** True once the sleep that holds the namespace is in a network namespace other than the job's. */
 const NAMESPACE_HELD = `[ "$(cat /proc/"$NS_PID"/comm 2>/dev/null)" = sleep ] ` +
@@ -303,9 +305,13 @@ for wait_ns in $(seq 1 200); do
 done
 if [ "$(id -u)" = 0 ]; then
   IN_NS=("$NSENTER" "--target=$NS_PID" --net --)
+  QEMU_IN_NS=("\${IN_NS[@]}")
   PASTA_AS=(--runas 0)
 else
   IN_NS=("$NSENTER" "--target=$NS_PID" --user --net --preserve-credentials --)
+  # In its user namespace the job's account holds every capability, CAP_NET_ADMIN over the
+  # rules included: QEMU gets none of them (and can gain none), so the guest's rules stay.
+  QEMU_IN_NS=("\${IN_NS[@]}" setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs --)
   PASTA_AS=()
 fi
 # Every address of this node (interfaces up or down, and local routes): the guest must reach none.
@@ -345,7 +351,7 @@ start_namespaced() {
   local args try wait_fwd
   args=("\${ARGV[@]//${NODE_DIR_PLACEHOLDER}/"$NODE_DIR"}")
   if [ -n "$STOP_REQUESTED" ]; then report '{"state":"exited","code":0}'; exit 0; fi
-  "\${IN_NS[@]}" "$QEMU" "\${args[@]}" > "$JOB_DIR/qemu.log" 2>&1 &
+  "\${QEMU_IN_NS[@]}" "$QEMU" "\${args[@]}" > "$JOB_DIR/qemu.log" 2>&1 &
   QEMU_PID=$!
   until [ -S "$NODE_DIR/vnc.sock" ]; do
     kill -0 "$QEMU_PID" 2>/dev/null || fail "${FAILURE.qemuStart}"

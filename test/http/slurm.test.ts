@@ -86,7 +86,9 @@ test('a session lands as a Slurm job; its screen comes through /ws with security
 
   // The guest has network: QEMU runs in a namespace of its own, its VNC socket served on the port by socat.
   t.true(forwarderFor(handle.port!).length >= 1, 'socat serves the VNC port (and forks one child per connection)');
-  t.not(fs.readlinkSync(`/proc/${qemuPids[0]}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU is not in the node\'s network namespace');
+  // socat's command line names the node dir (qwd-<session>.XXXXXX) too: QEMU is the process named qwd-<session>.
+  const qemu = qemuPids.find((pid) => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qwd-'));
+  t.not(fs.readlinkSync(`/proc/${qemu}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU is not in the node\'s network namespace');
 
   const closed = new Promise<number>((resolve) => rfb.ws.once('close', (code) => resolve(code)));
   t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
@@ -145,7 +147,7 @@ test('scancel from outside is noticed: the session ends and says why (a site tha
   const { slurm, broker } = await cluster(t, { slurm: { unisolatedGuestNetwork: true } });
   const s = await createRunning(broker);
   const { jobId, jobDir, port } = handleOf(broker, s.id)!;
-  const [qemu] = pidsMentioning(`qwd-${s.id}`);
+  const [qemu] = pidsMentioning(`qwd-${s.id}`).filter((pid) => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qwd-'));
   t.is(fs.readlinkSync(`/proc/${qemu}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'QEMU shares the node\'s network namespace');
   t.deepEqual(forwarderFor(port!), [], 'and listens on the port itself');
   await slurm.run('scancel', [jobId]);
@@ -258,17 +260,22 @@ test('a guest on a node reaches the cluster network but never the node itself: n
   }, { cpus: 2, netnsNodes: 1, machines: (d) => writeDemoMachine(d) });
   const node = slurm.nodes[0]!;
   const site = `${node.addr.split('.').slice(0, 3).join('.')}.1`;
+  // An address of the node that pasta does not copy into the guest's namespace (its own
+  // copy of the node's main address is local there): only the rules keep the guest from it.
+  const nodeOther = `10.211.${1 + crypto.randomInt(250)}.5`;
+  await runProgram('ip', ['-n', node.netns!, 'addr', 'add', `${nodeOther}/32`, 'dev', 'lo']);
   await runProgram('ip', ['addr', 'add', `${denied}/32`, 'dev', slurm.bridge!]);
   // Services on the node itself (its loopback and its address), and on the site network.
-  const nodeServer = 'for (const a of ["127.0.0.1", process.argv[1]]) require("http").createServer((q, s) => s.end("node-private")).listen(8081, a)';
-  const inNode = spawn('nsenter', [`--net=/run/netns/${node.netns}`, '--', process.execPath, '-e', nodeServer, node.addr], { stdio: 'ignore' });
+  const nodeServer = 'for (const a of ["127.0.0.1", ...process.argv.slice(1)]) '
+    + 'require("http").createServer((q, s) => s.end("node-private")).listen(8081, a)';
+  const inNode = spawn('nsenter', [`--net=/run/netns/${node.netns}`, '--', process.execPath, '-e', nodeServer, node.addr, nodeOther], { stdio: 'ignore' });
   t.teardown(() => inNode.kill('SIGKILL'));
   const siteServers = [site, denied].map((addr) => http.createServer((_q, res) => res.end(`site ${addr}`)).listen(8082, addr));
   t.teardown(() => siteServers.forEach((server) => server.close()));
   await Promise.all(siteServers.map((server) => new Promise((resolve) => server.once('listening', resolve))));
   const nodeListens = () => runProgram('nsenter', [`--net=/run/netns/${node.netns}`, '--', 'ss', '-Htln', 'sport = :8081']).catch(() => '');
-  await waitFor('the node\'s own services', async () => (await nodeListens()).trim().split('\n').length === 2, 10_000);
-  const urls = ['http://10.0.2.2:8081/', `http://${node.addr}:8081/`, `http://${denied}:8082/`, `http://${site}:8082/`];
+  await waitFor('the node\'s own services', async () => (await nodeListens()).trim().split('\n').length === 3, 10_000);
+  const urls = ['http://10.0.2.2:8081/', `http://${node.addr}:8081/`, `http://${denied}:8082/`, `http://${site}:8082/`, `http://${nodeOther}:8081/`];
   fs.writeFileSync(path.join(probeRoot, 'qwd-net-probe'), urls.join('\n') + '\n', { mode: 0o644 });
 
   const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'alice', cpus: 1, memoryMiB: 256, lifetimeS: 600 });
@@ -295,6 +302,7 @@ test('a guest on a node reaches the cluster network but never the node itself: n
   t.is(outcome(urls[1]!), 'failed', 'the node\'s own address is out of reach');
   t.is(outcome(urls[2]!), 'failed', 'a denied destination is out of reach');
   t.is(outcome(urls[3]!), 'ok', 'the site network is reachable');
+  t.is(outcome(urls[4]!), 'failed', 'another address of the node is out of reach (the node\'s addresses are in the rules)');
   t.regex(serial(), new RegExp(`net probe http://${site.replace(/\./g, '\\.')}:8082/ ok: HTTP/1.1 200 OK \\| site ${site.replace(/\./g, '\\.')}`));
   t.notRegex(serial(), /node-private/, 'nothing of the node reached the guest');
   // And the desktop still shows through the bridge (its VNC port forwarded into the namespace).

@@ -184,6 +184,8 @@ test('with guest network, a job of an unprivileged account makes its namespace i
     return s?.state === 'ready' ? s : false;
   }, 20000);
   t.is(fs.statSync(`/proc/${ready.pid}`).uid, 65534, 'QEMU runs as the job\'s account');
+  // The account holds every capability in its user namespace; QEMU none (it could otherwise flush the rules).
+  t.regex(fs.readFileSync(`/proc/${ready.pid}/status`, 'utf8'), /^CapEff:\s+0+$/m, 'QEMU has no capability');
   t.not(fs.readlinkSync(`/proc/${ready.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'), 'in a network namespace of its own');
   t.not(fs.readlinkSync(`/proc/${ready.pid}/ns/user`), fs.readlinkSync('/proc/self/ns/user'), 'owned by a user namespace of the job\'s');
   const inNs = (...argv: string[]) => spawnSync('nsenter', [`--net=/proc/${ready.pid}/ns/net`, '--', ...argv], { encoding: 'utf8' }).stdout;
@@ -194,6 +196,20 @@ test('with guest network, a job of an unprivileged account makes its namespace i
   process.kill(ready.pid, 'SIGTERM');
   t.is(await exited, 0);
   t.deepEqual(readJson(status), { state: 'exited', code: 0 });
+});
+
+test('with guest network, a job that finds no free port fails clearly and leaves no QEMU behind', async (t) => {
+  requireQemu();
+  const dir = tempDir(t);
+  const [port] = await freePorts(1);
+  const holder = net.createServer().listen(port!, '127.0.0.1');
+  t.teardown(() => holder.close());
+  await new Promise((r) => holder.once('listening', r));
+  const script = scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg', { tools: NODE_TOOLS, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
+  const out = spawnSync('bash', ['-s'], { input: script, encoding: 'utf8', timeout: 60000 });
+  t.is(out.status, 1);
+  t.regex(readJson(path.join(dir, 'job', 'status.json')).error, new RegExp(`no free VNC port in ${port}-${port}`));
+  t.deepEqual(pidsMentioning(path.join(dir, 'job')), [], 'the QEMU it had started is gone');
 });
 
 test('with guest network, a node without one of the tools fails the job naming it and its Debian package, and starts nothing', (t) => {
