@@ -359,7 +359,9 @@ start_namespaced() {
   done
   for attempt in $(seq 1 16); do
     try=$((PORT_MIN + (RANDOM * 32768 + RANDOM) % SPAN))
-    "$SOCAT" "$FWD_LISTEN:$try$FWD_BIND,reuseaddr,fork" "UNIX-CONNECT:$NODE_DIR/vnc.sock" > "$JOB_DIR/socat.log" 2>&1 &
+    # One child per connection, bounded (QEMU itself takes at most 32 VNC clients).
+    "$SOCAT" "$FWD_LISTEN:$try$FWD_BIND,reuseaddr,fork,max-children=64" "UNIX-CONNECT:$NODE_DIR/vnc.sock" \\
+      > "$JOB_DIR/socat.log" 2>&1 &
     FWD_PID=$!
     while kill -0 "$FWD_PID" 2>/dev/null; do
       if listens "$FWD_PID" "$try"; then PORT=$try; return 0; fi
