@@ -1,6 +1,7 @@
 // The Slurm job script and sbatch options, as pure functions, plus the script
 // run by a real bash against a real QEMU (no Slurm needed for that part).
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -201,11 +202,8 @@ test('with guest network, a job of an unprivileged account makes its namespace i
 test('with guest network, a job that finds no free port fails clearly and leaves no QEMU behind', async (t) => {
   requireQemu();
   const dir = tempDir(t);
-  const [port] = await freePorts(1);
-  const holder = net.createServer().listen(port!, '127.0.0.1');
-  t.teardown(() => holder.close());
-  await new Promise((r) => holder.once('listening', r));
-  const script = scriptFor(dir, '127.0.0.1', [port!, port!], 'tcg', { tools: NODE_TOOLS, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
+  const port = await heldPort(t);
+  const script = scriptFor(dir, '127.0.0.1', [port, port], 'tcg', { tools: NODE_TOOLS, rulesFile: path.join(dir, 'job', 'guest-net.nft') });
   const out = spawnSync('bash', ['-s'], { input: script, encoding: 'utf8', timeout: 60000 });
   t.is(out.status, 1);
   t.regex(readJson(path.join(dir, 'job', 'status.json')).error, new RegExp(`no free VNC port in ${port}-${port}`));
@@ -222,6 +220,15 @@ test('with guest network, a node without one of the tools fails the job naming i
   t.regex(status.error, /\/nonexistent\/socat is not installed on node .* \(Debian package socat\); guests with network need it/);
   t.deepEqual(pidsMentioning(path.join(dir, 'job')), [], 'no QEMU was started');
 });
+
+/** A free port of 127.0.0.1 that another program (a server of this test) then holds until the test ends. */
+async function heldPort(t: ExecutionContext): Promise<number> {
+  const [port] = await freePorts(1);
+  const holder = net.createServer().listen(port!, '127.0.0.1');
+  t.teardown(() => holder.close());
+  await new Promise((r) => holder.once('listening', r));
+  return port!;
+}
 
 /** Security types a VNC server on 127.0.0.1:port offers to a raw RFB 3.8 client. */
 function rfbSecurityTypes(port: number): Promise<number[]> {
@@ -240,11 +247,8 @@ function rfbSecurityTypes(port: number): Promise<number[]> {
 test('the job script skips a port another program holds, and fails clearly when none is left', async (t) => {
   requireQemu();
   const dir = tempDir(t);
-  const [port] = await freePorts(1);
-  const holder = net.createServer().listen(port!, '127.0.0.1');
-  t.teardown(() => holder.close());
-  await new Promise((r) => holder.once('listening', r));
-  const out = spawnSync('bash', ['-s'], { input: scriptFor(dir, '127.0.0.1', [port!, port!]), encoding: 'utf8', timeout: 30000 });
+  const port = await heldPort(t);
+  const out = spawnSync('bash', ['-s'], { input: scriptFor(dir, '127.0.0.1', [port, port]), encoding: 'utf8', timeout: 30000 });
   t.is(out.status, 1);
   const status = readJson(path.join(dir, 'job', 'status.json'));
   t.is(status.state, 'failed');
