@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { attachBridge } from '../src/bridge/ws-bridge.js';
 import type { SessionManager } from '../src/sessions/manager.js';
+import type { ViewerPresence } from '../src/sessions/presence.js';
 import type { VncAddress } from '../src/qemu/rfb-probe.js';
 import { silentLogger } from '../src/log.js';
 
@@ -20,6 +21,9 @@ export interface HarnessBridge {
   close(): Promise<void>;
 }
 
+/** Viewer counts go nowhere: the harness has no store. */
+const HARNESS_PRESENCE = { record: () => {} } as unknown as ViewerPresence;
+
 /** A stand-in for SessionManager: one session, always running, never ending. */
 function harnessManager(vnc: VncAddress): SessionManager {
   const row = { id: 'bench-harness', state: 'running', handle: { kind: 'harness' } };
@@ -27,7 +31,6 @@ function harnessManager(vnc: VncAddress): SessionManager {
     lookupToken: (token: unknown) => (token === HARNESS_TOKEN ? { kind: 'live', row, access: 'control' } : { kind: 'unknown' }),
     vncEndpoint: async () => vnc,
     get: (id: string) => (id === row.id ? row : undefined),
-    recordViewers: () => {},
   });
   return stub as unknown as SessionManager;
 }
@@ -35,7 +38,7 @@ function harnessManager(vnc: VncAddress): SessionManager {
 export async function startHarnessBridge(vnc: VncAddress): Promise<HarnessBridge> {
   const server = http.createServer((_req, res) => res.writeHead(404).end());
   // Viewer tickets (?t=…) only name logged-in viewers; the harness has none, so any secret will do.
-  const bridge = attachBridge(server, harnessManager(vnc), silentLogger(), crypto.randomBytes(32).toString('base64url'));
+  const bridge = attachBridge(server, harnessManager(vnc), HARNESS_PRESENCE, silentLogger(), crypto.randomBytes(32).toString('base64url'));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());

@@ -22,6 +22,9 @@ import { createLauncher, type LauncherName } from './launcher/registry.js';
 import type { Launcher } from './launcher/types.js';
 import { startLoadSampler, type LoadSampler } from './admission/host-load.js';
 import { SessionManager } from './sessions/manager.js';
+import { ViewerPresence } from './sessions/presence.js';
+import { PurgeService } from './purge/service.js';
+import { offsetClock, systemClock, type Clock } from './clock.js';
 import { createApp } from './http/app.js';
 import { SqliteWebSessionStore } from './http/web-session-store.js';
 import { webLoginFromCookie } from './http/web-login.js';
@@ -48,6 +51,8 @@ export interface Services {
   launcher: Launcher;
   load: LoadSampler;
   manager: SessionManager;
+  presence: ViewerPresence;
+  purge: PurgeService;
   users: UserStore;
   auth: AuthService;
   log: Logger;
@@ -56,7 +61,9 @@ export interface Services {
 /** The services shared by the broker and qwdctl (no HTTP, no schedules). */
 export interface ServiceOptions {
   hostRoot?: string;
-  /** The clock for expiry, purge and warning decisions (tests jump it forward); Date.now by default. */
+  /** The clock for expiry, purge and warning decisions and session timers; the system clock by default. */
+  clock?: Clock;
+  /** Tests: the system clock's time shifted (a broker whose clock runs ahead); ignored with clock. */
   now?: () => number;
   /**
    * Tests only: a launcher other than config.launcher, by name (the fake, which a config file cannot name).
@@ -78,13 +85,18 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
   const discover = () => (
     launcher.capabilities.onBrokerHost ? discoverGpus(config.gpu.sysfsRoot, config.gpu.exclude) : []
   );
+  const clock = opts.clock ?? (opts.now ? offsetClock(opts.now) : systemClock);
+  const sessionLog = log.child({ module: 'sessions' });
   const manager = new SessionManager({
-    config, rows, catalog, launcher, load, mailer, baseUrl, discoverGpus: discover, now: opts.now,
-    log: log.child({ module: 'sessions' }),
+    config, rows, catalog, launcher, load, discoverGpus: discover, clock, log: sessionLog,
+  });
+  const presence = new ViewerPresence({ manager, rows, config, log: sessionLog });
+  const purge = new PurgeService({
+    manager, rows, launcher, config, mailer, baseUrl, log: log.child({ module: 'purge' }),
   });
   const users = new UserStore(db);
   const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
-  return { config, db, rows, catalog, accel, launcher, load, manager, users, auth, log };
+  return { config, db, rows, catalog, accel, launcher, load, manager, presence, purge, users, auth, log };
 }
 
 /**
@@ -111,7 +123,7 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export interface BrokerOptions extends Pick<ServiceOptions, 'now' | 'launcher'> {
+export interface BrokerOptions extends Pick<ServiceOptions, 'clock' | 'now' | 'launcher'> {
   /** How long to wait for the writer lock a qwdctl command holds before refusing to start (default 30 s). */
   writerLockWaitMs?: number;
 }
@@ -138,8 +150,8 @@ async function startBrokerLocked(
   config: Config, log: Logger, opts: BrokerOptions, lock: WriterLock, socketPath: string,
 ): Promise<Broker> {
   const startedAt = Date.now();
-  const now = opts.now ?? Date.now;
-  const services = await createServices(config, log, { now, launcher: opts.launcher });
+  const services = await createServices(config, log, { clock: opts.clock, now: opts.now, launcher: opts.launcher });
+  const now = () => services.manager.clock.now();
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
   if (catalog.list().length === 0) {
@@ -153,7 +165,8 @@ async function startBrokerLocked(
   const isLoggedIn = (req: http.IncomingMessage) => webLoginFromCookie(
     req.headers.cookie, sessionSecret, webSessions, services.auth,
   ) !== null;
-  const bridge = attachBridge(server, manager, log.child({ module: 'bridge' }), sessionSecret, config.bridge, {
+  const bridgeLog = log.child({ module: 'bridge' });
+  const bridge = attachBridge(server, manager, services.presence, bridgeLog, sessionSecret, config.bridge, {
     ...(config.auth.linksRequireLogin ? { isLoggedIn } : {}),
     clipboard: { site: config.bridge, machine: (name) => {
       const machine = catalog.get(name);
@@ -168,7 +181,7 @@ async function startBrokerLocked(
   });
   server.on('request', app);
   const purge: PurgeSchedule = schedulePurge(config.purge.schedule, async () => {
-    await manager.purge();
+    await services.purge.run();
     webSessions.prune(now());
     services.users.pruneEmailTokens(now());
   }, log.child({ module: 'purge' }));
@@ -189,6 +202,7 @@ async function startBrokerLocked(
     purge.stop();
     bridge.close();
     manager.detach();
+    services.presence.close();
     services.load.stop();
     server.close();
     db.close();
@@ -210,6 +224,7 @@ async function startBrokerLocked(
       await admin.close();
       bridge.close();
       manager.detach();
+      services.presence.close();
       services.load.stop();
       forgetBrokerAddress(config.stateDir, url);
       await new Promise<void>((resolve) => {

@@ -5,7 +5,9 @@
 // runs (cli/context.ts), under the writer lock. Arguments and results are plain
 // JSON values; formatting for the terminal stays in the CLI. Not an HTTP API:
 // no users, no tokens; whoever may open the socket is the administrator.
-import type { SessionManager, PurgeReport } from '../sessions/manager.js';
+import type { SessionManager } from '../sessions/manager.js';
+import type { PurgeReport, PurgeService } from '../purge/service.js';
+import { endReason } from '../sessions/end-reason.js';
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import type { ApiToken, LocalUser, UserStore } from '../store/users.js';
 import type { LoadSampler } from '../admission/host-load.js';
@@ -17,6 +19,7 @@ import type { GpuDevice } from '../gpu/discover.js';
 /** The services behind the session operations (built only for commands that need them). */
 export interface AdminServices {
   manager: SessionManager;
+  purge: PurgeService;
   load: LoadSampler;
   accel: AccelChoice;
   catalog: Catalog;
@@ -77,7 +80,7 @@ export function adminOperations(deps: AdminDeps): Admin {
     getSession: async (id) => deps.rows().byId(id) ?? null,
     createSession: async (request) => (await manager()).create(request),
     stopSession: async (id, reason) => {
-      await (await manager()).stop(id, reason);
+      await (await manager()).stop(id, endReason('stopped', reason));
       return null;
     },
     extendSession: async (id, byS) => (await manager()).extend(id, byS),
@@ -90,7 +93,7 @@ export function adminOperations(deps: AdminDeps): Admin {
       const row = deps.rows().byId(id);
       return row ? (await manager()).schedulerInfo(row) : {};
     },
-    purge: async (opts) => (await manager()).purge({ dryRun: opts.dryRun }),
+    purge: async (opts) => (await deps.services()).purge.run({ dryRun: opts.dryRun }),
     gpuStatus: async () => (await manager()).gpuStatus(),
     hostStatus: async () => {
       const { load, accel, catalog } = await deps.services();

@@ -19,6 +19,7 @@ import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../log.js';
 import type { ErrorCode } from '../errors.js';
 import type { SessionManager, EndedEvent, RevokedEvent, TokenLookup } from '../sessions/manager.js';
+import type { ViewerPresence } from '../sessions/presence.js';
 import type { LinkKind } from '../store/session-rows.js';
 import { MAX_CUT_TEXT_BYTES, RfbClientFilter, RfbProtocolError } from './rfb-client-filter.js';
 import { DEFAULT_VIEWER_CAPS, decideViewerAdmission, type ViewerCaps } from './viewer-caps.js';
@@ -72,7 +73,7 @@ const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
 };
 
 export function attachBridge(
-  server: http.Server, manager: SessionManager, log: Logger, ticketSecret: string,
+  server: http.Server, manager: SessionManager, presence: ViewerPresence, log: Logger, ticketSecret: string,
   caps: ViewerCaps = DEFAULT_VIEWER_CAPS,
   opts: BridgeOptions = {},
 ): Bridge {
@@ -87,8 +88,8 @@ export function attachBridge(
   const access = new WeakMap<WebSocket, LinkKind>();
   const names = new WeakMap<WebSocket, string>();
 
-  const closeViewers = ({ id, reason }: EndedEvent) => {
-    for (const ws of viewers.get(id) ?? []) ws.close(4000, `session ended: ${reason}`.slice(0, 120));
+  const closeViewers = ({ id, end }: EndedEvent) => {
+    for (const ws of viewers.get(id) ?? []) ws.close(4000, `session ended: ${end.detail}`.slice(0, 120));
   };
   const closeRevoked = ({ id, kind }: RevokedEvent) => {
     for (const ws of viewers.get(id) ?? []) if (access.get(ws) === kind) ws.close(4001, 'link revoked');
@@ -195,7 +196,7 @@ export function attachBridge(
       const set = viewers.get(row.id) ?? new Set<WebSocket>();
       set.add(ws);
       viewers.set(row.id, set);
-      manager.recordViewers(row.id, set.size);
+      presence.record(row.id, set.size);
       log.info(
         { sessionId: row.id, viewers: set.size, access: found.access, clipboard: clipboardModeOf(clipboard) },
         'viewer connected',
@@ -208,7 +209,7 @@ export function attachBridge(
         if (set.size === 0) viewers.delete(row.id);
         // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer
         // counts.
-        if (!closing && manager.get(row.id)) manager.recordViewers(row.id, set.size);
+        if (!closing && manager.get(row.id)) presence.record(row.id, set.size);
         vnc.destroy();
         wsStream.destroy();
         if (ws.readyState === ws.OPEN) ws.close(1000, why.slice(0, 120));

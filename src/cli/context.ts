@@ -118,6 +118,7 @@ class LocalStore {
     if (!services) return;
     // VMs this command started keep running for the next broker to adopt; stop watching them so qwdctl can exit.
     services.manager.detach();
+    services.presence.close();
     services.load.stop();
     services.db.close();
   }

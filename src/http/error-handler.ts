@@ -5,7 +5,8 @@
 import type { ErrorRequestHandler, Request, Response } from 'express';
 import { QwdError, toQwdError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { SessionAccessError, describeReason } from './session-access.js';
+import { SessionAccessError } from './session-access.js';
+import { describeEnd } from '../sessions/end-reason.js';
 import { sendToLogin } from './security.js';
 import { endedPage, errorPage, notFoundPage, revokedPage } from './views.js';
 
@@ -70,7 +71,7 @@ function refusedLinkPage(e: SessionAccessError): string {
     case 'revoked':
       return revokedPage();
     case 'ended':
-      return endedPage(describeReason(e.ended!.reason), e.ended!.endedAt);
+      return endedPage(describeEnd(e.ended!.end), e.ended!.endedAt);
     case 'view-only':
       return errorPage('Not allowed', e.userMessage);
     case 'not-owner':

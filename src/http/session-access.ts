@@ -7,6 +7,7 @@ import { QwdError, type ErrorCode } from '../errors.js';
 import type { Identity } from '../auth/types.js';
 import type { TokenLookup } from '../sessions/manager.js';
 import type { EndedRow, LinkKind, SessionRow } from '../store/session-rows.js';
+import { describeEnd } from '../sessions/end-reason.js';
 
 /** What a link gives this asker: `manage` = may stop, extend or re-link the desktop. */
 export interface SessionAccess {
@@ -66,12 +67,12 @@ export function decideSessionAccess(found: TokenLookup, asker: Asker, need: Acce
   if (found.kind === 'ended') {
     const { ended } = found;
     // A revoked link's desktop may still run: it is not said to have ended.
-    if (ended.reason === 'revoked') {
+    if (ended.end.code === 'revoked') {
       const message = `session ${ended.sessionId}: this link was revoked`;
       throw new SessionAccessError('revoked', 'QWD_SESSION_ENDED', message, REVOKED_LINK_MESSAGE, ended);
     }
-    const message = `session ${ended.sessionId} ended: ${ended.reason}`;
-    const userMessage = `This desktop has ended (${describeReason(ended.reason)}).`;
+    const message = `session ${ended.sessionId} ended: ${ended.end.detail}`;
+    const userMessage = `This desktop has ended (${describeEnd(ended.end)}).`;
     throw new SessionAccessError('ended', 'QWD_SESSION_ENDED', message, userMessage, ended);
   }
   const { row, access } = found;
@@ -88,16 +89,4 @@ export function decideSessionAccess(found: TokenLookup, asker: Asker, need: Acce
     throw new SessionAccessError('not-owner', 'QWD_FORBIDDEN', message, userMessage, undefined, row.token);
   }
   return { row, access, manage };
-}
-
-/** An end reason in words ("its life-time ran out"). */
-export function describeReason(reason: string): string {
-  switch (reason) {
-    case 'expired':
-      return 'its life-time ran out';
-    case 'stopping':
-      return 'it is being stopped';
-    default:
-      return reason;
-  }
 }

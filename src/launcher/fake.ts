@@ -17,8 +17,11 @@ import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
 
-/** What one start does: resolve at once, reject, or queue until ready() or failQueued(). */
-export type FakeStart = 'ready' | 'fail' | 'queue';
+/**
+ * What one start does: resolve at once, reject, queue (onQueued, then wait) until ready() or failQueued(), or boot
+ * slowly: wait for ready() as a VM that takes its time to boot (no queue).
+ */
+export type FakeStart = 'ready' | 'fail' | 'queue' | 'slow';
 /** What one stop does: end the VM ('quit'), or leave it running and throw, as a VM that survived SIGKILL. */
 export type FakeStop = 'quit' | 'fail';
 
@@ -106,6 +109,7 @@ export class FakeLauncher implements Launcher {
         hooks.onQueued?.(handle);
         return await ready;
       }
+      if (outcome === 'slow') return await this.waitQueued(handle);
       return handle;
     } catch (err) {
       await this.cleanup(null, spec.runDir);
@@ -113,7 +117,12 @@ export class FakeLauncher implements Launcher {
     }
   }
 
-  /** A queued VM gets its node and becomes ready. */
+  /** The VM's start waits (queued, or booting slowly) for ready() or failQueued(). */
+  waiting(sessionId: string): boolean {
+    return !!this.vms.get(sessionId)?.queued;
+  }
+
+  /** A queued VM gets its node and becomes ready; a slow one has booted. */
   ready(sessionId: string): void {
     this.vms.get(sessionId)?.queued?.ready();
   }

@@ -2,6 +2,7 @@
 // the session manager calls the writers.
 import type { Db } from './db.js';
 import { AdmissionError } from '../errors.js';
+import { endReason, storedEnd, type EndReason } from '../sessions/end-reason.js';
 
 /** queued: handed to a scheduler (Slurm) that has not started it yet. */
 export type SessionState = 'starting' | 'queued' | 'running' | 'stopping' | 'stopped' | 'failed';
@@ -56,7 +57,7 @@ export type LinkKind = 'control' | 'view';
 export interface EndedRow {
   sessionId: string;
   endedAt: number;
-  reason: string;
+  end: EndReason;
 }
 
 interface RawRow {
@@ -112,8 +113,8 @@ export class SessionRows {
       else this.db.prepare('UPDATE sessions SET view_token = ?, view_token_hash = ?, updated_at = ? WHERE id = ?')
         .run(token, tokenHash, now, row.id);
       this.db.prepare(
-        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)'
-      ).run(oldHash, row.id, now, 'revoked');
+        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, code, reason) VALUES (?, ?, ?, ?, ?)'
+      ).run(oldHash, row.id, now, 'revoked', endReason('revoked').detail);
     })();
   }
 
@@ -218,23 +219,23 @@ export class SessionRows {
   }
 
   /** Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason. */
-  remove(row: SessionRow, reason: string, now: number): void {
+  remove(row: SessionRow, end: EndReason, now: number): void {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
       const tomb = this.db.prepare(
-        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)'
+        'INSERT OR REPLACE INTO ended_sessions (token_hash, session_id, ended_at, code, reason) VALUES (?, ?, ?, ?, ?)'
       );
-      tomb.run(row.tokenHash, row.id, now, reason);
-      tomb.run(row.viewTokenHash, row.id, now, reason);
+      tomb.run(row.tokenHash, row.id, now, end.code, end.detail);
+      tomb.run(row.viewTokenHash, row.id, now, end.code, end.detail);
     })();
   }
 
   ended(tokenHash: string): EndedRow | undefined {
-    const r = this.db.prepare('SELECT session_id, ended_at, reason FROM ended_sessions WHERE token_hash = ?')
-      .get(tokenHash) as { session_id: string; ended_at: number; reason: string } | undefined;
-    return r && { sessionId: r.session_id, endedAt: r.ended_at, reason: r.reason };
+    const r = this.db.prepare('SELECT session_id, ended_at, code, reason FROM ended_sessions WHERE token_hash = ?')
+      .get(tokenHash) as { session_id: string; ended_at: number; code: string | null; reason: string } | undefined;
+    return r && { sessionId: r.session_id, endedAt: r.ended_at, end: storedEnd(r.code, r.reason) };
   }
 
   forgetEndedBefore(cutoff: number): number {

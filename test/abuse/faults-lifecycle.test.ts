@@ -167,7 +167,7 @@ test('with the store locked by another process, create and stop answer QWD_STORE
   await lock.release();
 
   t.is((await api(broker, 'DELETE', `/api/v1/sessions/${running.json.token}`)).status, 204);
-  await broker.services.manager.purge();
+  await broker.services.purge.run();
   await assertNothingLeft(t, setup, [vm]);
 });
 
@@ -291,8 +291,8 @@ for (const moment of ['after the overlay is made', 'while QEMU is starting'] as 
     // dead broker's writer lock went with it): the new broker's reconcile abandons it at once and cleans up by the
     // run dir, QEMU included; its purge then finds nothing to do.
     t.deepEqual(broker.services.rows.all(), []);
-    t.is(broker.services.rows.ended(storedTokenHash)?.reason, 'start-abandoned');
-    const report = await broker.services.manager.purge();
+    t.deepEqual(broker.services.rows.ended(storedTokenHash)?.end, { code: 'start-abandoned', detail: 'start-abandoned' });
+    const report = await broker.services.purge.run();
     t.deepEqual(report.actions, []);
     await assertNothingLeft(t, setup, vms);
   });
@@ -324,7 +324,7 @@ test('a broker SIGKILLed during a stop leaves nothing once a new broker has reco
   process.kill(vm, 'SIGCONT');
 
   const { broker } = await restartBroker(t, setup);
-  await broker.services.manager.purge();
+  await broker.services.purge.run();
   t.deepEqual(broker.services.rows.all(), []);
   await assertNothingLeft(t, setup, [vm]);
 });
@@ -343,18 +343,18 @@ test('a clock that jumps two hours past an expiry: the purge stops the session, 
 
   jump(HOUR_MS - 300_000); // five minutes before the end: inside the warning window
   // Two runs asked for at once (the cron job and an admin, say), then one more.
-  await Promise.all([broker.services.manager.purge(), broker.services.manager.purge()]);
-  await broker.services.manager.purge();
+  await Promise.all([broker.services.purge.run(), broker.services.purge.run()]);
+  await broker.services.purge.run();
   // The sink records a mail once its data has been read, which may be after the client's 250.
   await waitFor('the warning mail', () => smtp.mails.length >= 1);
   t.is(smtp.mails.length, 1, 'one warning, however often the purge runs');
   t.true(isRunning(vm), 'the session still runs before its end');
 
   jump(2 * HOUR_MS);
-  const report = await broker.services.manager.purge();
+  const report = await broker.services.purge.run();
   t.deepEqual(report.actions, [{ id: created.json.id, action: 'stop', reason: 'expired' }]);
   t.deepEqual(report.warnings, [], 'no warning for a session past its end');
-  await broker.services.manager.purge();
+  await broker.services.purge.run();
   t.is(smtp.mails.length, 1, 'still one warning');
   const page = await api(broker, 'GET', `/api/v1/sessions/${created.json.token}`);
   t.is(page.status, 410, 'its link says it ended');

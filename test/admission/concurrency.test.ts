@@ -239,9 +239,9 @@ test('GPU claims are released when QEMU exits on its own and when a one-shot des
   const { json } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'oneshot', lifetimeS: 600, oneShot: true });
   t.true(manager.get(json.id)!.oneShot);
   rows.claimGpu('0000:01:00.0', json.id, ['0000:01:00.0', '0000:01:00.1'], Date.now());
-  manager.recordViewers(json.id, 1);
+  broker.services.presence.record(json.id, 1);
   t.is(rows.claimedGpuFunctions().size, 2);
-  manager.recordViewers(json.id, 0);
+  broker.services.presence.record(json.id, 0);
   await waitFor('one-shot end', () => rows.claimedGpuFunctions().size === 0 && !manager.get(json.id), 10000);
   t.deepEqual(rows.gpuClaims(), []);
 });

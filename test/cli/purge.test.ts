@@ -42,7 +42,7 @@ test('qwdctl purge --dry-run lists, qwdctl purge stops expired sessions and remo
   t.false(fs.existsSync(orphan));
   t.false(fs.existsSync(row.runDir));
   t.is(services.rows.byId(row.id), undefined);
-  t.is(services.rows.ended(row.tokenHash)?.reason, 'expired');
+  t.deepEqual(services.rows.ended(row.tokenHash)?.end, { code: 'expired', detail: 'expired' });
 });
 
 test('qwdctl reports configuration problems with exit code 6 and usage errors with 1', async (t) => {

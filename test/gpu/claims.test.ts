@@ -5,6 +5,7 @@ import { openDb } from '../../src/store/db.js';
 import { SessionRows, type SessionRow } from '../../src/store/session-rows.js';
 import { AdmissionError } from '../../src/errors.js';
 import { tempDir } from '../helpers/env.js';
+import { endReason } from '../../src/sessions/end-reason.js';
 
 function session(id: string): SessionRow {
   return {
@@ -32,7 +33,7 @@ test('a function already claimed cannot be claimed again, whichever GPU address 
   t.regex(err!.userMessage!, /No GPU is free/);
   t.deepEqual(rows.gpuClaims().map((c) => c.sessionId), ['a'], 'nothing of the refused claim was written');
   t.deepEqual([...rows.claimedGpuFunctions()].sort(), [['0000:01:00.0', 'a'], ['0000:01:00.1', 'a'], ['0000:02:00.0', 'a']]);
-  rows.remove(rows.byId('a')!, 'stopped', 3);
+  rows.remove(rows.byId('a')!, endReason('stopped'), 3);
   t.deepEqual([...rows.claimedGpuFunctions()], [], 'ending the session frees every function');
   rows.claimGpu('0000:02:00.0', 'b', ['0000:02:00.0', '0000:01:00.0'], 4);
   t.is(rows.claimedGpuFunctions().get('0000:01:00.0'), 'b');
@@ -61,7 +62,7 @@ test('a database with per-GPU claims from before migration 7 keeps them, now exc
   const reopened = openDb(dir);
   t.teardown(() => reopened.close());
   const after = new SessionRows(reopened);
-  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, 8);
+  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, 9);
   t.is(after.gpuClaims().length, 2, 'existing claims are kept');
   t.deepEqual(Object.fromEntries(after.claimedGpuFunctions()), { '0000:01:00.0': 'a', '0000:01:00.1': 'a', '0000:02:00.0': 'b' }, 'the earlier claim keeps the shared function');
   t.throws(() => after.claimGpu('0000:01:00.0', 'b', ['0000:01:00.0'], 30), { instanceOf: AdmissionError });

@@ -13,6 +13,7 @@ import type { LocalHandle } from '../../src/launcher/local.js';
 import type { LauncherName } from '../../src/launcher/registry.js';
 import Database from 'better-sqlite3';
 import { isOurProcess, readProcStat, signalGroup } from '../../src/qemu/process.js';
+import type { Clock } from '../../src/clock.js';
 
 // VMs are their own process groups and outlive their parent on purpose. If a
 // test worker dies before its teardown (an uncaught exception, a timeout), kill
@@ -66,10 +67,10 @@ function testLogger(t: ExecutionContext) {
 
 export async function startTestBroker(
   t: ExecutionContext, config: Config,
-  opts: { keepVms?: boolean; now?: () => number; writerLockWaitMs?: number; launcher?: LauncherName } = {},
+  opts: { keepVms?: boolean; now?: () => number; clock?: Clock; writerLockWaitMs?: number; launcher?: LauncherName } = {},
 ): Promise<Broker> {
   const broker = await startBroker(config, testLogger(t), {
-    now: opts.now, writerLockWaitMs: opts.writerLockWaitMs, launcher: opts.launcher,
+    now: opts.now, clock: opts.clock, writerLockWaitMs: opts.writerLockWaitMs, launcher: opts.launcher,
   });
   stateDirs.add(config.stateDir);
   t.teardown(async () => {

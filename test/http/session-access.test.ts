@@ -5,6 +5,7 @@ import { SessionAccessError, decideSessionAccess, type AccessNeed, type Asker } 
 import type { TokenLookup } from '../../src/sessions/manager.js';
 import type { Identity } from '../../src/auth/types.js';
 import type { SessionRow } from '../../src/store/session-rows.js';
+import { endReason } from '../../src/sessions/end-reason.js';
 
 const row = { id: 's1', token: 'C'.repeat(43), viewToken: 'V'.repeat(43), owner: 'ada' } as SessionRow;
 const control: TokenLookup = { kind: 'live', row, access: 'control' };
@@ -37,8 +38,8 @@ test('a live link gives its kind; managing needs the control link and the owner,
 });
 
 test('refusals carry the refusal, code, status and the message the user sees', (t) => {
-  const ended: TokenLookup = { kind: 'ended', ended: { sessionId: 's1', endedAt: 1, reason: 'expired' } };
-  const revoked: TokenLookup = { kind: 'ended', ended: { sessionId: 's1', endedAt: 1, reason: 'revoked' } };
+  const ended: TokenLookup = { kind: 'ended', ended: { sessionId: 's1', endedAt: 1, end: endReason('expired') } };
+  const revoked: TokenLookup = { kind: 'ended', ended: { sessionId: 's1', endedAt: 1, end: endReason('revoked') } };
   const cases: Array<[string, TokenLookup, Asker, AccessNeed, string, string, number, string]> = [
     ['a login first where links need one, known token or not', { kind: 'unknown' }, asker(null, false, true), SEE,
       'login', 'QWD_UNAUTHORIZED', 401, 'Log in first, or send an API token (Authorization: Bearer …).'],

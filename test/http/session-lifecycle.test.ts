@@ -144,7 +144,7 @@ test('qemu killed with SIGKILL and found dead by a purge before its exit is deli
   const { pid } = broker.services.manager.get(json.id)!.handle as LocalHandle;
   process.kill(pid, 'SIGKILL');
   // The watcher waits up to 500 ms for QEMU's last monitor events; a purge running meanwhile ends the session first.
-  await broker.services.manager.purge();
+  await broker.services.purge.run();
   await waitFor('the dead session to be cleaned up', () => broker.services.rows.byId(json.id) === undefined, 10000);
   const gone = await api(broker, 'GET', `/api/v1/sessions/${json.token}`);
   t.is(gone.status, 410);

@@ -4,6 +4,8 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { api, startTestBroker } from '../helpers/broker.js';
+import type { Broker } from '../../src/main.js';
+import { FakeClock } from '../helpers/fake-clock.js';
 import { makeSetup, requireQemu, waitFor, writeBlankMachine } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 import { startSmtpSink } from '../helpers/smtp.js';
@@ -107,18 +109,34 @@ test('a view-only viewer that sends an unknown message type is closed with 4003;
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
 });
 
+/** The broker's clock: the grace period passes when the test says so (the bridge, QEMU and HTTP run in real time). */
+function brokerClock(): FakeClock {
+  return new FakeClock(Date.now());
+}
+
+/** What the bridge has told the store about a session's viewers (presence acts on it). */
+function viewersRecorded(broker: Broker, id: string, n: number): Promise<unknown> {
+  return waitFor(`${n} viewer(s) recorded`, () => broker.services.rows.byId(id)?.viewers === n, 5000);
+}
+
 test('a one-shot session ends after its only viewer leaves (after the grace period), not before', async (t) => {
   const setup = makeSetup(t, { sessions: { oneShotGraceS: 3 } });
-  const broker = await startTestBroker(t, setup.config);
+  const clock = brokerClock();
+  const broker = await startTestBroker(t, setup.config, { clock });
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
   t.is(s.oneShot, true);
   const first = await connectRfb(s.wsUrl);
   first.close();
   // A reload within the grace period keeps the desktop.
   const reload = await connectRfb(s.wsUrl);
-  await new Promise((r) => setTimeout(r, 3500));
+  await viewersRecorded(broker, s.id, 1);
+  await clock.advance(3500);
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
   reload.close();
+  await viewersRecorded(broker, s.id, 0);
+  await clock.advance(2999);
+  t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running', 'not before');
+  await clock.advance(1);
   // 410 "being stopped" while QEMU quits, then the tombstone says why it ended.
   const gone = await waitFor('the one-shot session to end', async () => {
     const res = await api(broker, 'GET', `/api/v1/sessions/${s.token}`);
@@ -129,9 +147,10 @@ test('a one-shot session ends after its only viewer leaves (after the grace peri
 
 test('a session nobody ever connected to is not ended by one-shot', async (t) => {
   const setup = makeSetup(t, { sessions: { oneShotGraceS: 0 } });
-  const broker = await startTestBroker(t, setup.config);
+  const clock = brokerClock();
+  const broker = await startTestBroker(t, setup.config, { clock });
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
-  await new Promise((r) => setTimeout(r, 500));
+  await clock.advance(60_000); // far beyond the grace period, well within the life-time
   t.is((await api(broker, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
 });
 
@@ -142,26 +161,27 @@ test('a session nobody ever connected to is not ended by one-shot', async (t) =>
  */
 async function oneShotLeftThenRestarted(t: ExecutionContext, graceS: number) {
   const setup = makeSetup(t, { sessions: { oneShotGraceS: graceS } });
-  const first = await startTestBroker(t, setup.config, { keepVms: true });
+  const clock = brokerClock();
+  const first = await startTestBroker(t, setup.config, { keepVms: true, clock });
   const { json: s } = await api(first, 'POST', '/api/v1/sessions', { ...good, oneShot: true });
   const viewer = await connectRfb(s.wsUrl);
   await waitFor('the bridge to count the viewer', () => first.services.manager.get(s.id)!.viewers === 1, 3000);
   viewer.close();
   await waitFor('the bridge to see the viewer go', () => first.services.manager.get(s.id)!.viewers === 0, 3000);
   await first.close();
-  const second = await startTestBroker(t, setup.config);
-  return { s, second };
+  const second = await startTestBroker(t, setup.config, { clock });
+  return { s, second, clock };
 }
 
 test('a one-shot session whose viewer left before a broker restart ends after the grace period once the broker is back', async (t) => {
-  // A grace period well above the 1 s check below, so a loaded host cannot make the check late.
-  const { s, second } = await oneShotLeftThenRestarted(t, 4);
+  const { s, second, clock } = await oneShotLeftThenRestarted(t, 4);
   const adopted = second.services.rows.byId(s.id)!;
   t.is(adopted.state, 'running', 'the VM was adopted');
   t.true(adopted.hadViewer, 'the store remembers that the session had a viewer');
   // The usual grace period, counted from the restart: a reload would still be in time.
-  await new Promise((r) => setTimeout(r, 1000));
+  await clock.advance(3999);
   t.is((await api(second, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
+  await clock.advance(1);
   const gone = await waitFor('the one-shot session to end after the restart', async () => {
     const res = await api(second, 'GET', `/api/v1/sessions/${s.token}`);
     return res.status === 410 && !/being stopped/.test(res.json.error.message) ? res : false;
@@ -171,12 +191,15 @@ test('a one-shot session whose viewer left before a broker restart ends after th
 });
 
 test('a one-shot session adopted after a restart keeps running when a viewer comes back within the grace period', async (t) => {
-  const { s, second } = await oneShotLeftThenRestarted(t, 2);
+  const { s, second, clock } = await oneShotLeftThenRestarted(t, 2);
   const back = await connectRfb(`${second.url.replace('http', 'ws')}/ws/${s.token}`);
   t.teardown(() => back.close());
-  await new Promise((r) => setTimeout(r, 3500));
+  await viewersRecorded(second, s.id, 1);
+  await clock.advance(3500);
   t.is((await api(second, 'GET', `/api/v1/sessions/${s.token}`)).json.state, 'running');
   back.close();
+  await viewersRecorded(second, s.id, 0);
+  await clock.advance(2000);
   await waitFor('the one-shot session to end once that viewer leaves too', async () => (await api(second, 'GET', `/api/v1/sessions/${s.token}`)).status === 410, 15000);
   t.pass();
 });
@@ -207,15 +230,19 @@ test('life-time warnings are mailed once per point to a real SMTP server and sho
     mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false, from: 'desktops@example.org' },
     publicUrl: 'http://desktops.example.org',
   });
-  const broker = await startTestBroker(t, setup.config);
+  const clock = brokerClock();
+  const broker = await startTestBroker(t, setup.config, { clock });
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { ...good, lifetimeS: 45, email: 'ada@example.org' });
   await waitFor('a warning mail', () => smtp.mails.length >= 1, 10000);
   t.deepEqual(smtp.mails[0]!.to, ['ada@example.org']);
   t.regex(smtp.mails[0]!.raw, /Subject: Your desktop blank ends in 1 minute/);
   t.true(smtp.mails[0]!.text.includes(`http://desktops.example.org/s/${s.token}`));
   // 45 s left is past the 3600 and 60 s points: one mail for both. The 30 s point comes later.
-  await waitFor('the 30-second warning', () => smtp.mails.length >= 2, 25000);
-  await new Promise((r) => setTimeout(r, 2000));
+  await clock.advance(15_000);
+  await waitFor('the 30-second warning', () => smtp.mails.length >= 2, 10000);
+  // Purge runs go one after the other: once these two have run, so has every run the schedule started before.
+  await broker.services.purge.run();
+  await broker.services.purge.run();
   t.is(smtp.mails.length, 2, 'each point is mailed once');
   // (publicUrl is only used in links; the test talks to the broker on loopback.)
   const page = await (await fetch(`${broker.url}/s/${s.token}`)).text();
@@ -227,7 +254,8 @@ test('without an address or mail config, nothing is mailed and nothing fails', a
   const setup = makeSetup(t, { purge: { schedule: '* * * * * *' }, sessions: { warnBeforeS: [3600] }, mail: { smtpHost: '127.0.0.1', smtpPort: smtp.port, smtpStartTls: false } });
   const broker = await startTestBroker(t, setup.config);
   await api(broker, 'POST', '/api/v1/sessions', good);
-  await new Promise((r) => setTimeout(r, 2500));
+  await broker.services.purge.run();
+  await broker.services.purge.run();
   t.is(smtp.mails.length, 0);
 });
 

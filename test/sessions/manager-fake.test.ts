@@ -5,55 +5,13 @@
 // the real launchers' own behaviour stays tested against real QEMU and a real
 // Slurm (test/launcher, test/http/slurm.test.ts).
 import test, { type ExecutionContext } from 'ava';
-import fs from 'node:fs';
-import { once } from 'node:events';
-import { openDb } from '../../src/store/db.js';
-import { SessionRows } from '../../src/store/session-rows.js';
-import { fixedLoad } from '../../src/admission/host-load.js';
-import { parseMachine, type Machine } from '../../src/catalog/descriptor.js';
-import type { Catalog } from '../../src/catalog/catalog.js';
-import { FakeLauncher, type FakeLauncherOptions } from '../../src/launcher/fake.js';
-import { SessionManager, type EndedEvent } from '../../src/sessions/manager.js';
+import type { FakeLauncherOptions } from '../../src/launcher/fake.js';
 import { QwdError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
-import { makeSetup, waitFor } from '../helpers/env.js';
-
-const REQUEST = { machine: 'blank', user: 'ada', lifetimeS: 600 };
-
-function blankMachine(dir: string): Machine {
-  const { machine, problems } = parseMachine(
-    { name: 'blank', description: 'never booted', image: 'blank.qcow2', format: 'qcow2' }, `${dir}/blank.yml`,
-  );
-  if (!machine) throw new Error(problems.join('\n'));
-  return machine;
-}
+import { waitFor } from '../helpers/env.js';
+import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
 
 function managerOn(t: ExecutionContext, fake: Omit<FakeLauncherOptions, 'runRoot'> = {}) {
-  const { config, machinesDir } = makeSetup(t, {}, { machines: () => {} });
-  const db = openDb(config.stateDir);
-  const rows = new SessionRows(db);
-  const machine = blankMachine(machinesDir);
-  const catalog: Catalog = {
-    machines: new Map([[machine.name, machine]]), problems: [], get: (n) => (n === machine.name ? machine : undefined),
-    list: () => [machine],
-  };
-  const launcher = new FakeLauncher({ runRoot: config.runDir, ...fake });
-  const load = fixedLoad({ cpus: 64, totalMemoryMiB: 65536, availableMemoryMiB: 65536, load1: 0, sampledAt: 0 });
-  const manager = new SessionManager({
-    config, rows, catalog, launcher, load, log: silentLogger(), discoverGpus: () => [],
-  });
-  t.teardown(() => {
-    manager.detach();
-    db.close();
-  });
-  const audit = (id: string) => (db.prepare('SELECT kind, detail FROM events WHERE session_id = ? ORDER BY id')
-    .all(id) as Array<{ kind: string; detail: string | null }>);
-  const sessionDirs = () => (fs.existsSync(config.runDir) ? fs.readdirSync(config.runDir) : []);
-  return { manager, launcher, rows, audit, sessionDirs };
-}
-
-function endedOnce(manager: SessionManager): Promise<EndedEvent> {
-  return once(manager, 'ended').then(([event]) => event as EndedEvent);
+  return fakeSessions(t, { fake });
 }
 
 test('a start that fails leaves no session and no session dir, and says why it ended', async (t) => {
@@ -61,7 +19,7 @@ test('a start that fails leaves no session and no session dir, and says why it e
   const ended = endedOnce(manager);
   const err = await t.throwsAsync(manager.create(REQUEST));
   t.true(err instanceof QwdError && err.code === 'QWD_LAUNCH_FAILED');
-  t.is((await ended).reason, 'failed to start: The desktop could not start.');
+  t.deepEqual((await ended).end, { code: 'launch-failed', detail: 'failed to start: The desktop could not start.' });
   t.deepEqual(rows.all(), []);
   t.deepEqual(sessionDirs(), []);
 });
@@ -73,7 +31,7 @@ test('a VM that exits on its own ends its session with the launcher\'s reason an
   t.deepEqual(sessionDirs(), [row.id]);
   const ended = endedOnce(manager);
   launcher.exit(row.id, { code: null, signal: null, reason: 'the virtual machine was shut down from inside' });
-  t.deepEqual(await ended, { id: row.id, reason: 'the virtual machine was shut down from inside' });
+  t.deepEqual(await ended, { id: row.id, end: { code: 'vm-exited', detail: 'the virtual machine was shut down from inside' } });
   t.is(rows.byId(row.id), undefined);
   t.deepEqual(sessionDirs(), []);
   t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'ended']);

@@ -14,6 +14,7 @@ import { createServices, type Services } from '../../src/main.js';
 import { LocalLauncher } from '../../src/launcher/local.js';
 import type { StopOutcome, VmHandle } from '../../src/launcher/types.js';
 import { SessionManager, type EndedEvent } from '../../src/sessions/manager.js';
+import { PurgeService } from '../../src/purge/service.js';
 import { QwdError } from '../../src/errors.js';
 import { createMailer } from '../../src/notify/mailer.js';
 import { silentLogger } from '../../src/log.js';
@@ -43,9 +44,9 @@ async function servicesFor(t: ExecutionContext, raw: Record<string, unknown> = {
   return { services, stateDir: setup.stateDir };
 }
 
-function managerWith(services: Services, launcher: LocalLauncher, extra: { mailer?: ReturnType<typeof createMailer> } = {}) {
+function managerWith(services: Services, launcher: LocalLauncher) {
   const { config, rows, catalog, load } = services;
-  const manager = new SessionManager({ config, rows, catalog, launcher, load, log: silentLogger(), discoverGpus: () => [], ...extra });
+  const manager = new SessionManager({ config, rows, catalog, launcher, load, log: silentLogger(), discoverGpus: () => [] });
   return manager;
 }
 
@@ -66,8 +67,8 @@ test('when the launcher\'s stop throws, stop still releases the row, run dir, GP
   t.is(services.rows.byId(row.id), undefined, 'no row left in "stopping"');
   t.false(fs.existsSync(row.runDir), 'run dir (sockets, overlay) removed');
   t.deepEqual(services.rows.gpuClaims(), [], 'GPU claim released');
-  t.deepEqual(ended, [{ id: row.id, reason: 'stopped by the owner' }], 'viewers told to close');
-  t.is(services.rows.ended(row.tokenHash)?.reason, 'stopped by the owner', 'the link answers "ended"');
+  t.deepEqual(ended, [{ id: row.id, end: { code: 'stopped', detail: 'stopped by the owner' } }], 'viewers told to close');
+  t.is(services.rows.ended(row.tokenHash)?.end.detail, 'stopped by the owner', 'the link answers "ended"');
   const audit = services.db.prepare("SELECT kind, detail FROM events WHERE session_id = ? AND kind IN ('stop-failed', 'ended') ORDER BY id").all(row.id) as Array<{ kind: string; detail: string }>;
   t.deepEqual(audit.map((e) => e.kind), ['stop-failed', 'ended']);
   t.regex(JSON.parse(audit[0]!.detail).error, /survived SIGKILL/);
@@ -104,10 +105,11 @@ test('a warning mail without a link to the page has no empty line where the link
   const mailer = createMailer(services.config.mail)!;
   t.teardown(() => mailer.close());
   // No baseUrl: the manager has no public address to link to (qwdctl without a broker address).
-  const manager = managerWith(services, services.launcher as LocalLauncher, { mailer });
+  const manager = managerWith(services, services.launcher as LocalLauncher);
+  const purge = new PurgeService({ manager, rows: services.rows, launcher: services.launcher, config: services.config, log: silentLogger(), mailer });
   const row = await manager.create({ machine: 'blank', user: 'ada', memoryMiB: 64, lifetimeS: 600, email: 'ada@example.org' });
   t.teardown(() => manager.stop(row.id).catch(() => {}));
-  await manager.purge();
+  await purge.run();
   await waitFor('the warning mail', () => smtp.mails.length >= 1, 10000);
   const body = smtp.mails[0]!.text.replace(/\r\n/g, '\n');
   t.regex(body, /Save your work before then: the virtual machine and its disk are deleted at the end\.\n\n-- qemu-web-desktop/);

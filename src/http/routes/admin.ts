@@ -3,6 +3,7 @@
 import { Router } from 'express';
 import { QwdError } from '../../errors.js';
 import type { AppDeps } from '../deps.js';
+import { endReason } from '../../sessions/end-reason.js';
 
 export function adminRoutes(deps: Pick<AppDeps, 'manager' | 'log'>): Router {
   const { manager, log } = deps;
@@ -19,7 +20,9 @@ export function adminRoutes(deps: Pick<AppDeps, 'manager' | 'log'>): Router {
       throw new QwdError('QWD_BAD_REQUEST', 'stop-all without confirmation', { userMessage });
     }
     const rows = manager.list();
-    await Promise.all(rows.map((r) => manager.stop(r.id, `stopped by ${admin} (administrator, stop all)`)));
+    await Promise.all(rows.map((r) => manager.stop(
+      r.id, endReason('stopped', `stopped by ${admin} (administrator, stop all)`),
+    )));
     log.warn({ admin, count: rows.length }, 'all desktops stopped by an administrator');
     res.redirect(303, '/manage');
   });

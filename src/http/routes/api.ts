@@ -10,6 +10,7 @@ import type { AppDeps, RouteKit } from '../deps.js';
 import { LOGIN_FIRST_MESSAGE, type AccessNeed } from '../session-access.js';
 import type { SessionLinks } from '../views.js';
 import type { QueueInfo } from '../../launcher/types.js';
+import { endReason } from '../../sessions/end-reason.js';
 
 /** Stopping, extending or re-linking a desktop through the API. */
 const CHANGE: AccessNeed = { kind: 'change', what: 'change it' };
@@ -67,7 +68,7 @@ export function apiRoutes(deps: AppDeps, kit: RouteKit): Router {
   // Changes need the owner (or an admin) whether or not links need a login: refused 403, not 401.
   router.delete('/api/v1/sessions/:token', async (req, res) => {
     const { row } = kit.access(req, CHANGE, false);
-    await manager.stop(row.id, 'stopped through the API');
+    await manager.stop(row.id, endReason('stopped', 'stopped through the API'));
     res.status(204).end();
   });
 

@@ -10,6 +10,7 @@ import { requireLogin } from '../security.js';
 import { answerErrorsWith } from '../error-handler.js';
 import type { AppDeps, RouteKit } from '../deps.js';
 import type { AccessNeed } from '../session-access.js';
+import { endReason } from '../../sessions/end-reason.js';
 import {
   errorPage, formPage, managePage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type ViewerDisplay,
 } from '../views.js';
@@ -70,7 +71,7 @@ export function pageRoutes(deps: AppDeps, kit: RouteKit): Router {
     const { row } = kit.access(req, CHANGE);
     const who = req.identity;
     const reason = who && who.user !== row.owner ? `stopped by ${who.user} (administrator)` : 'stopped by its user';
-    await manager.stop(row.id, reason);
+    await manager.stop(row.id, endReason('stopped', reason));
     res.redirect(303, (req.body as Record<string, unknown>).back === 'manage' ? '/manage' : `/s/${row.token}`);
   });
 

@@ -1,0 +1,148 @@
+// The purge job's work, run by the cron schedule (schedule.ts), by qwdctl purge
+// and by tests: expired sessions are stopped, sessions whose VM is gone (or
+// whose start or stop was abandoned) are released, orphan run dirs removed,
+// idle guests' memory reclaimed, life-time warnings mailed, old tombstones
+// forgotten. What to do is decided by the pure functions of this folder;
+// every change to a session goes through the session manager. One run at a
+// time: a run asked for while another runs starts when it ends, so two runs
+// never both mail the same warning.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import type { Launcher, VmHandle } from '../launcher/types.js';
+import type { SessionRow, SessionRows } from '../store/session-rows.js';
+import type { SessionManager } from '../sessions/manager.js';
+import { endReason } from '../sessions/end-reason.js';
+import type { Mailer } from '../notify/mailer.js';
+import { lifetimeWarningMail } from '../notify/lifetime-warning.js';
+import { selectIdleReclaims } from '../admission/idle-reclaim.js';
+import { selectOrphanDirs, selectPurge, type PurgeAction } from './select.js';
+import { selectWarnings, type Warning } from './warnings.js';
+
+export interface PurgeDeps {
+  manager: SessionManager;
+  rows: SessionRows;
+  launcher: Launcher;
+  config: Config;
+  log: Logger;
+  /** Sends life-time warnings; absent when no mail is configured. */
+  mailer?: Mailer | null;
+  /** Base URL for links in mails (the broker's public address). */
+  baseUrl?: string;
+}
+
+export interface PurgeReport {
+  actions: PurgeAction[];
+  warnings: Warning[];
+  orphanDirs: string[];
+  forgottenTombstones: number;
+  dryRun: boolean;
+}
+
+export class PurgeService {
+  /** The end of the last run asked for (runs go one after the other). */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly deps: PurgeDeps) {}
+
+  run(opts: { dryRun?: boolean } = {}): Promise<PurgeReport> {
+    const run = this.queue.then(() => this.once(opts));
+    this.queue = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  private async once(opts: { dryRun?: boolean }): Promise<PurgeReport> {
+    const { rows, launcher, config, log, manager } = this.deps;
+    const now = manager.clock.now();
+    const all = rows.all();
+    const candidates = await Promise.all(all.map(async (r) => ({
+      id: r.id, state: r.state, expiresAt: r.expiresAt, updatedAt: r.updatedAt,
+      alive: r.handle !== null && await launcher.isAlive(r.handle as VmHandle)
+        .catch(() => true), // unknown: assume alive, never clean up on a hiccup
+      busy: manager.busy(r.id),
+    })));
+    const actions = selectPurge(
+      candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000,
+    );
+    let dirs: string[] = [];
+    try {
+      dirs = await fsp.readdir(launcher.runRoot);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const orphanDirs = selectOrphanDirs(dirs, new Set(all.map((r) => r.id)));
+    const warnings = this.deps.mailer ? selectWarnings(
+      all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS,
+    ) : [];
+    if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
+    await this.sendWarnings(warnings, all);
+    await this.reclaimIdleMemory(all, actions, now);
+    for (const action of actions) {
+      try {
+        await this.apply(action);
+      } catch (err) {
+        log.error({ err, sessionId: action.id }, 'purge action failed');
+      }
+    }
+    for (const dir of orphanDirs) {
+      // Re-check: a session may have been created since the listing.
+      if (rows.byId(dir)) continue;
+      await launcher.cleanup(null, path.join(launcher.runRoot, dir));
+      log.info({ dir }, 'orphan run dir removed');
+    }
+    const releasedClaims = rows.releaseOrphanGpuClaims();
+    if (releasedClaims) log.warn({ releasedClaims }, 'GPU claims without a session released');
+    const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
+    if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
+    return { actions, warnings, orphanDirs, forgottenTombstones, dryRun: false };
+  }
+
+  /** One decision as an event to the session: expired → stop; gone or abandoned → release (stopping what runs). */
+  private async apply(action: PurgeAction): Promise<void> {
+    const { manager, rows, launcher } = this.deps;
+    if (action.action === 'stop') {
+      await manager.stop(action.id, endReason('expired'));
+      return;
+    }
+    const row = rows.byId(action.id);
+    if (!row) return;
+    const handle = row.handle as VmHandle | null;
+    const reason = action.reason === 'vm-exited' ? await manager.exitReason(row) : endReason(action.reason);
+    // As with every stop, whatever the launcher says, the session's resources are released.
+    const alive = handle !== null && await launcher.isAlive(handle);
+    await manager.dispatch(row.id, alive ? { type: 'stop-requested', reason } : { type: 'exited', reason });
+  }
+
+  /**
+   * Shrinks the balloon of guests nobody has watched for balloon.idleAfterS (never GPU guests: see selectIdleReclaims).
+   */
+  private async reclaimIdleMemory(rows: SessionRow[], actions: PurgeAction[], now: number): Promise<void> {
+    const { manager, config, log } = this.deps;
+    for (const { id, targetMiB } of selectIdleReclaims(rows, new Set(actions.map((a) => a.id)), now, config.balloon)) {
+      try {
+        await manager.setBalloon(id, targetMiB);
+        log.info({ sessionId: id, targetMiB }, 'memory reclaimed from an idle guest');
+      } catch (err) {
+        log.warn({ sessionId: id, err: (err as Error).message }, 'balloon reclaim failed');
+      }
+    }
+  }
+
+  private async sendWarnings(warnings: Warning[], rows: SessionRow[]): Promise<void> {
+    const { mailer, log, rows: store, manager } = this.deps;
+    if (!mailer) return;
+    for (const w of warnings) {
+      const row = rows.find((r) => r.id === w.id)!;
+      try {
+        await mailer.send({ to: row.email!, ...lifetimeWarningMail(row, w.remainingS, this.deps.baseUrl ?? null) });
+        store.setWarned(row.id, w.beforeS);
+        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, manager.clock.now());
+        log.info({ sessionId: row.id, beforeS: w.beforeS }, 'life-time warning mailed');
+      } catch (err) {
+        // Not recorded as sent: the next purge run tries again.
+        log.warn({ sessionId: row.id, err: (err as Error).message }, 'life-time warning not sent');
+      }
+    }
+  }
+}

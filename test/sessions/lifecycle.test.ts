@@ -1,0 +1,115 @@
+// The races of a session's life (lifecycle.ts), on the fake launcher and a
+// fake clock: a stop while the VM boots, a stop while it queues, an exit while
+// a stop runs, a launch that fails while a stop waits for it, a stop found
+// abandoned. Each is one scripted interleaving, with no QEMU and no sleep; the
+// real launchers meet the same paths against real QEMU and a real Slurm in
+// test/http and test/abuse.
+import test from 'ava';
+import { QwdError } from '../../src/errors.js';
+import { endReason } from '../../src/sessions/end-reason.js';
+import type { EndedEvent } from '../../src/sessions/manager.js';
+import type { VmHandle } from '../../src/launcher/types.js';
+import { waitFor } from '../helpers/env.js';
+import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
+
+test('a stop while the VM boots waits for it, stops it once it is up, and the start says it was stopped', async (t) => {
+  const { manager, launcher, rows, sessionDirs, audit } = fakeSessions(t, { fake: { starts: ['slow'] } });
+  const creating = manager.create(REQUEST);
+  const id = await waitFor('the VM to boot', () => rows.all().find((r) => launcher.waiting(r.id))?.id);
+  t.is(rows.byId(id)!.state, 'starting');
+  t.true(manager.busy(id), 'the purge job leaves a start in progress alone');
+  const ended = endedOnce(manager);
+  const stopping = manager.stop(id, 'stopped by its user');
+  t.is(rows.byId(id)!.state, 'stopping');
+  launcher.ready(id);
+  await stopping;
+  const err = await t.throwsAsync(creating);
+  t.true(err instanceof QwdError && err.code === 'QWD_SESSION_ENDED');
+  t.deepEqual(await ended, { id, end: { code: 'stopped', detail: 'stopped by its user' } }, 'the stop\'s reason');
+  t.is(launcher.stopsRun.get(id), 1, 'the VM that came up was stopped, once');
+  t.is(rows.byId(id), undefined);
+  t.deepEqual(sessionDirs(), []);
+  t.deepEqual(audit(id).map((e) => e.kind), ['created', 'ended']);
+  t.false(manager.busy(id));
+});
+
+test('a stop while the VM boots, whose start then fails, releases the session once with the stop\'s reason', async (t) => {
+  const { manager, launcher, rows, sessionDirs, audit } = fakeSessions(t, { fake: { starts: ['slow'] } });
+  const creating = manager.create(REQUEST);
+  const id = await waitFor('the VM to boot', () => rows.all().find((r) => launcher.waiting(r.id))?.id);
+  const ends: EndedEvent[] = [];
+  manager.on('ended', (e: EndedEvent) => ends.push(e));
+  const stopping = manager.stop(id, 'stopped by its user');
+  launcher.failQueued(id, 'the VM never booted');
+  await stopping;
+  await t.throwsAsync(creating, { message: /never booted/ });
+  t.deepEqual(ends, [{ id, end: { code: 'stopped', detail: 'stopped by its user' } }]);
+  t.is(launcher.stopsRun.get(id), undefined, 'nothing came up, nothing to stop');
+  t.is(rows.byId(id), undefined);
+  t.deepEqual(sessionDirs(), []);
+  t.deepEqual(audit(id).map((e) => e.kind), ['created', 'ended']);
+});
+
+test('a VM that exits while its stop runs is released once, with the stop\'s reason', async (t) => {
+  const { manager, launcher, rows } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  const ends: EndedEvent[] = [];
+  manager.on('ended', (e: EndedEvent) => ends.push(e));
+  const release = launcher.holdStops();
+  const stopping = manager.stop(row.id, 'stopped by its user');
+  launcher.exit(row.id, { code: 0, signal: null });
+  release();
+  await stopping;
+  t.deepEqual(ends, [{ id: row.id, end: { code: 'stopped', detail: 'stopped by its user' } }]);
+  t.is(rows.byId(row.id), undefined);
+});
+
+test('a stop of a queued session whose cancel fails still releases it and reports the failure', async (t) => {
+  const { manager, launcher, rows, audit } = fakeSessions(t, {
+    fake: { starts: ['queue'], stops: ['fail'], capabilities: { queues: true, ownsCapacity: true } },
+  });
+  const row = await manager.create(REQUEST);
+  t.is(row.state, 'queued');
+  await t.throwsAsync(manager.stop(row.id), { message: /survived SIGKILL/ });
+  t.is(rows.byId(row.id), undefined);
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'stop-failed', 'ended']);
+  // The job the scheduler kept starts after all: it is stopped as soon as it is up, and nothing is left.
+  launcher.ready(row.id);
+  await waitFor('the leftover VM to be stopped', () => launcher.stopsRun.get(row.id) === 2);
+  t.false(await launcher.isAlive(row.handle as VmHandle));
+});
+
+test('events after the end change nothing: a second stop, a late exit, a late stop request', async (t) => {
+  const { manager, launcher, rows, audit } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  await manager.stop(row.id, 'first');
+  await manager.stop(row.id, 'second');
+  launcher.exit(row.id);
+  await manager.dispatch(row.id, { type: 'exited', reason: endReason('vm-exited') });
+  t.is(rows.ended(row.tokenHash)?.end.detail, 'first');
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'ended']);
+});
+
+test('a stop its writer abandoned (a row left stopping) is finished by the purge job once it is old', async (t) => {
+  const { manager, purge, launcher, rows, clock, config, sessionDirs } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  // What a writer that died in the middle of a stop leaves: the row says stopping, the VM still runs.
+  rows.update(row.id, { state: 'stopping' }, clock.now());
+  t.deepEqual((await purge.run()).actions, [], 'a young stopping row may be a stop still running');
+  const stuckAfterMs = config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
+  await clock.advance(stuckAfterMs + 1);
+  const report = await purge.run();
+  t.deepEqual(report.actions, [{ id: row.id, action: 'cleanup', reason: 'stop-abandoned' }]);
+  t.is(launcher.stopsRun.get(row.id), 1, 'its VM, still alive, was stopped');
+  t.deepEqual(rows.ended(row.tokenHash)?.end, endReason('stop-abandoned'));
+  t.deepEqual(sessionDirs(), []);
+});
+
+test('an unknown event for a state is a programming error, and changes nothing', async (t) => {
+  const { manager, rows } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  const err = await t.throwsAsync(manager.dispatch(row.id, { type: 'submitted', handle: row.handle as VmHandle }));
+  t.true(err instanceof QwdError && err.code === 'QWD_INTERNAL');
+  t.regex(err!.message, /no transition from running on submitted/);
+  t.is(rows.byId(row.id)?.state, 'running');
+});
