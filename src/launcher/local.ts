@@ -33,6 +33,7 @@ import { findProgram, readLogTail } from '../qemu/run-tool.js';
 import { inNetnsArgv, prepareGuestNetwork, tearDownGuestNetwork } from './guest-netns.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
+import { systemClock, type CancelTimer, type Clock } from '../clock.js';
 import {
   exitWords, type ExitInfo, type Launcher, type LauncherCapabilities, type LaunchSpec, type StartHooks,
   type StopOutcome, type VmHandle,
@@ -55,6 +56,8 @@ export interface LocalLauncherOptions {
   config: Config;
   accel: AccelChoice;
   log: Logger;
+  /** Deadlines, polls and the adopted VMs' watch; the system clock by default (QEMU runs in real time). */
+  clock?: Clock;
 }
 
 const HOST_ARCH: Arch | null = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : null;
@@ -99,7 +102,11 @@ export class LocalLauncher implements Launcher {
   /** Why VMs the monitor saw shut down from inside ended (pid → words), for exitReason(). */
   private readonly guestShutdowns = new Map<number, string>();
 
-  constructor(private readonly opts: LocalLauncherOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: LocalLauncherOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<LocalHandle> {
     const { config, log } = this.opts;
@@ -202,7 +209,7 @@ export class LocalLauncher implements Launcher {
   private async waitReady(
     spec: LaunchSpec, pid: number, entry: { exit: ExitInfo | null }, paths: VmPaths,
   ): Promise<void> {
-    const deadline = Date.now() + this.opts.config.qemu.readyTimeoutMs;
+    const deadline = this.clock.now() + this.opts.config.qemu.readyTimeoutMs;
     const died = async () => {
       const tail = await readLogTail(path.join(spec.runDir, 'qemu.log'));
       const how = entry.exit?.signal ? `signal ${entry.exit.signal}` : `exit ${entry.exit?.code}`;
@@ -213,7 +220,7 @@ export class LocalLauncher implements Launcher {
     let qmpOk = false;
     for (let delay = 5; ; delay = Math.min(delay * 2, 50)) {
       if (entry.exit) throw await died();
-      if (Date.now() > deadline) {
+      if (this.clock.now() > deadline) {
         throw new QwdError(
           'QWD_LAUNCH_TIMEOUT',
           `qemu for session ${spec.sessionId} (pid ${pid}) was not ready within ` +
@@ -237,7 +244,7 @@ export class LocalLauncher implements Launcher {
       } catch {
         // Not listening yet (or just went away: the exit check above tells which); poll again.
       }
-      await new Promise((r) => setTimeout(r, delay));
+      await this.clock.sleep(delay);
     }
   }
 
@@ -326,12 +333,16 @@ export class LocalLauncher implements Launcher {
       const check = () => {
         if (!isOurProcess(handle.pid, handle.startTime, handle.processName)) fire({ code: null, signal: null });
       };
-      const timer = setInterval(check, 1000);
-      timer.unref();
+      let cancelTimer = () => {};
+      const tick = () => {
+        check();
+        if (!fired) cancelTimer = this.clock.after(1000, tick);
+      };
+      cancelTimer = this.clock.after(1000, tick);
       const soon = () => void this.waitGone(handle, 5000).then((gone) => gone && check());
       monitor.on('ending', soon);
       unsubscribe = () => {
-        clearInterval(timer);
+        cancelTimer();
         monitor.off('ending', soon);
       };
     }
@@ -360,9 +371,9 @@ export class LocalLauncher implements Launcher {
     // Gone from /proc, but Node may not have reaped it yet: its exit status follows at once.
     if (own && !own.exit) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1000);
+        const cancel = this.clock.after(1000, resolve);
         own.child.once('exit', () => {
-          clearTimeout(timer);
+          cancel();
           resolve();
         });
       });
@@ -388,7 +399,7 @@ export class LocalLauncher implements Launcher {
   private acquireMonitor(handle: LocalHandle): QmpMonitor {
     let monitor = this.monitors.get(handle.pid);
     if (!monitor) {
-      monitor = new QmpMonitor(handle, () => this.alive(handle), this.opts.log);
+      monitor = new QmpMonitor(handle, () => this.alive(handle), this.opts.log, this.clock);
       monitor.on('guest-shutdown', (reason: string) => {
         this.guestShutdowns.set(handle.pid, reason);
         this.opts.log.info({ pid: handle.pid, reason }, 'guest shut down from inside');
@@ -434,10 +445,10 @@ export class LocalLauncher implements Launcher {
       { pid, runDir }, 'qemu still running in a run dir being cleaned up (its start was abandoned); killing it',
     );
     signalGroup(pid, 'SIGKILL');
-    const deadline = Date.now() + 10000;
+    const deadline = this.clock.now() + 10000;
     while (isNamedProcess(pid, name)) {
-      if (Date.now() > deadline) throw new QwdError('QWD_INTERNAL', `qemu pid ${pid} survived SIGKILL for 10 s`);
-      await new Promise((r) => setTimeout(r, 20));
+      if (this.clock.now() > deadline) throw new QwdError('QWD_INTERNAL', `qemu pid ${pid} survived SIGKILL for 10 s`);
+      await this.clock.sleep(20);
     }
   }
 
@@ -447,10 +458,10 @@ export class LocalLauncher implements Launcher {
 
   private async waitGone(handle: LocalHandle, ms: number): Promise<boolean> {
     if (this.children.has(handle.pid)) return this.waitChildExit(handle.pid, ms);
-    const deadline = Date.now() + ms;
-    while (Date.now() <= deadline) {
+    const deadline = this.clock.now() + ms;
+    while (this.clock.now() <= deadline) {
       if (!isOurProcess(handle.pid, handle.startTime, handle.processName)) return true;
-      await new Promise((r) => setTimeout(r, 20));
+      await this.clock.sleep(20);
     }
     return !isOurProcess(handle.pid, handle.startTime, handle.processName);
   }
@@ -460,12 +471,12 @@ export class LocalLauncher implements Launcher {
     if (!entry) return Promise.resolve(true);
     if (entry.exit) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      const cancel = this.clock.after(ms, () => {
         entry.child.off('exit', onExit);
         resolve(false);
-      }, ms);
+      });
       const onExit = () => {
-        clearTimeout(timer);
+        cancel();
         resolve(true);
       };
       entry.child.once('exit', onExit);
@@ -523,13 +534,14 @@ class QmpMonitor extends EventEmitter {
   private readonly socketPath: string;
   private current: QmpClient | null = null;
   private connecting: Promise<QmpClient | null> | null = null;
-  private retry: NodeJS.Timeout | null = null;
+  private retry: CancelTimer | null = null;
   private closed = false;
   private ending = false;
   private readonly closeWaiters = new Set<() => void>();
 
   constructor(
     private readonly handle: LocalHandle, private readonly isAlive: () => boolean, private readonly log: Logger,
+    private readonly clock: Clock,
   ) {
     super();
     const events = qmpEventsSocket(handle.runDir);
@@ -545,7 +557,7 @@ class QmpMonitor extends EventEmitter {
     if (this.connecting) return this.connecting;
     if (this.ending) return Promise.resolve(null); // the VM is going away: no new connection
     if (this.retry) {
-      clearTimeout(this.retry);
+      this.retry();
       this.retry = null;
     }
     this.connecting = QmpClient.connect(this.socketPath, { timeoutMs: 3000 }).then(
@@ -581,18 +593,18 @@ class QmpMonitor extends EventEmitter {
     if (!this.current && !this.connecting) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        cancel();
         this.closeWaiters.delete(done);
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const cancel = this.clock.after(ms, done);
       this.closeWaiters.add(done);
     });
   }
 
   close(): void {
     this.closed = true;
-    if (this.retry) clearTimeout(this.retry);
+    this.retry?.();
     this.retry = null;
     this.current?.close();
     this.current = null;
@@ -621,10 +633,9 @@ class QmpMonitor extends EventEmitter {
 
   private reconnectLater(): void {
     if (this.closed || this.ending || this.retry || !this.isAlive()) return;
-    this.retry = setTimeout(() => {
+    this.retry = this.clock.after(1000, () => {
       this.retry = null;
       void this.client();
-    }, 1000);
-    this.retry.unref();
+    });
   }
 }

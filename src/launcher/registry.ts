@@ -11,11 +11,14 @@ import { FakeLauncher } from './fake.js';
 import { LocalLauncher } from './local.js';
 import { SlurmLauncher } from './slurm.js';
 import type { Launcher } from './types.js';
+import type { Clock } from '../clock.js';
 
 export interface LauncherDeps {
   config: Config;
   accel: AccelChoice;
   log: Logger;
+  /** Polls, deadlines and watches; the system clock by default (VMs run in real time). */
+  clock?: Clock;
 }
 
 export type LauncherFactory = (deps: LauncherDeps) => Launcher;
@@ -25,8 +28,12 @@ export type LauncherName = Config['launcher'] | 'fake';
 
 /** Typed by name: a name the config schema accepts without a factory here does not compile. */
 export const LAUNCHERS: Readonly<Record<LauncherName, LauncherFactory>> = {
-  local: ({ config, accel, log }) => new LocalLauncher({ config, accel, log: log.child({ module: 'launcher' }) }),
-  slurm: ({ config, log }) => new SlurmLauncher({ config, log: log.child({ module: 'launcher', launcher: 'slurm' }) }),
+  local: ({ config, accel, log, clock }) => new LocalLauncher({
+    config, accel, clock, log: log.child({ module: 'launcher' }),
+  }),
+  slurm: ({ config, log, clock }) => new SlurmLauncher({
+    config, clock, log: log.child({ module: 'launcher', launcher: 'slurm' }),
+  }),
   fake: ({ config }) => new FakeLauncher({ runRoot: config.runDir }),
 };
 

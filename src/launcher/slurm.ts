@@ -25,6 +25,7 @@ import {
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
+import { systemClock, type Clock } from '../clock.js';
 import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
@@ -47,6 +48,8 @@ export interface SlurmLauncherOptions {
   log: Logger;
   /** The Slurm commands (injected in tests only to count calls; real ones otherwise). */
   cli?: SlurmCli;
+  /** Polls, deadlines and time limits; the system clock by default. */
+  clock?: Clock;
 }
 
 /**
@@ -73,8 +76,11 @@ export class SlurmLauncher implements Launcher {
   /** VNC passwords of running jobs, by job id (read from the job dir once). */
   private readonly secrets = new Map<string, string>();
 
+  private readonly clock: Clock;
+
   constructor(private readonly opts: SlurmLauncherOptions) {
     const { slurm } = opts.config;
+    this.clock = opts.clock ?? systemClock;
     this.cli = opts.cli ?? new SlurmCli({ bin: slurm.binaries, env: slurm.env, timeoutMs: slurm.commandTimeoutMs });
   }
 
@@ -171,7 +177,7 @@ export class SlurmLauncher implements Launcher {
         guestNetwork: isolated ? { tools: config.guestNetwork, rulesFile } : null,
       });
       await fsp.writeFile(path.join(jobDir, 'job.sh'), script, { mode: 0o600 });
-      const args = sbatchArgs(config, spec, jobDir);
+      const args = sbatchArgs(config, spec, jobDir, this.clock.now());
       jobId = await this.cli.submit(script, args);
       log.info({ sessionId: spec.sessionId, jobId, args }, 'slurm job submitted');
       const handle: SlurmHandle = { kind: 'slurm', jobId, jobDir, node: null, host: null, port: null, accel: null };
@@ -246,7 +252,7 @@ export class SlurmLauncher implements Launcher {
           { userMessage: 'The desktop stopped before it was ready.' },
         );
       }
-      const now = Date.now();
+      const now = this.clock.now();
       if (now >= nextJobCheck) {
         nextJobCheck = now + slurm.pollIntervalMs;
         const info = await this.cli.jobInfo(handle.jobId);
@@ -276,7 +282,7 @@ export class SlurmLauncher implements Launcher {
           );
         }
       }
-      await new Promise((r) => setTimeout(r, Math.min(100, slurm.pollIntervalMs)));
+      await this.clock.sleep(Math.min(100, slurm.pollIntervalMs));
     }
   }
 
@@ -307,12 +313,12 @@ export class SlurmLauncher implements Launcher {
   }
 
   private async waitEnded(handle: SlurmHandle, ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms;
+    const deadline = this.clock.now() + ms;
     for (;;) {
       const info = await this.cli.jobInfo(handle.jobId);
       if (!info || !ALIVE.has(info.state)) return true;
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 200));
+      if (this.clock.now() > deadline) return false;
+      await this.clock.sleep(200);
     }
   }
 
@@ -338,25 +344,23 @@ export class SlurmLauncher implements Launcher {
   watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
     const handle = asSlurm(vm);
     let done = false;
-    let busy = false;
-    const timer = setInterval(() => {
-      if (busy || done) return;
-      busy = true;
+    let cancel = () => {};
+    // One poll at a time: the next is scheduled when this one has its answer.
+    const poll = () => {
       this.cli.jobInfo(handle.jobId).then((info) => {
         if (done || (info && ALIVE.has(info.state))) return;
         done = true;
-        clearInterval(timer);
         return readStatus(handle.jobDir).then((status) => onExit(exitInfo(info, status)));
       }, (err: Error) => this.opts.log.warn(
         { jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again',
       ))
         .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'))
-        .finally(() => { busy = false; });
-    }, this.opts.config.slurm.pollIntervalMs);
-    timer.unref();
+        .finally(() => { if (!done) cancel = this.clock.after(this.opts.config.slurm.pollIntervalMs, poll); });
+    };
+    cancel = this.clock.after(this.opts.config.slurm.pollIntervalMs, poll);
     return () => {
       done = true;
-      clearInterval(timer);
+      cancel();
     };
   }
 
@@ -387,7 +391,7 @@ export class SlurmLauncher implements Launcher {
         { userMessage: 'This desktop has ended and cannot be extended.' },
       );
     }
-    const from = info.state === 'PENDING' || !info.startTime ? Date.now() : info.startTime;
+    const from = info.state === 'PENDING' || !info.startTime ? this.clock.now() : info.startTime;
     await this.cli.setTimeLimit(handle.jobId, Math.ceil((expiresAt - from) / 60000));
   }
 
@@ -414,7 +418,7 @@ export class SlurmLauncher implements Launcher {
 /** Pure: the sbatch options of a session (the script itself goes on stdin). */
 export function sbatchArgs(
   config: Config, spec: Pick<LaunchSpec, 'sessionId' | 'machine' | 'cpus' | 'memoryMiB' | 'expiresAt' | 'gpuCount'>,
-  jobDir: string, now = Date.now(),
+  jobDir: string, now: number,
 ): string[] {
   const o = submitOptionsFor(config.slurm, spec.machine.name);
   const minutes = Math.max(1, Math.ceil((spec.expiresAt - now) / 60000));
