@@ -69,14 +69,28 @@ export interface ServiceOptions {
    * Tests only: a launcher other than config.launcher, by name (the fake, which a config file cannot name).
    */
   launcher?: LauncherName;
+  /** The accelerator and launcher already chosen (prepareLauncher), e.g. by startBroker for its checks. */
+  prepared?: PreparedLauncher;
+}
+
+export interface PreparedLauncher {
+  accel: AccelChoice;
+  launcher: Launcher;
+}
+
+/** Chooses the accelerator and builds the launcher: no file is opened and nothing is started. */
+export function prepareLauncher(
+  config: Config, log: Logger, opts: Pick<ServiceOptions, 'hostRoot' | 'launcher'> = {},
+): PreparedLauncher {
+  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
+  return { accel, launcher: createLauncher(opts.launcher ?? config.launcher, { config, accel, log }) };
 }
 
 export async function createServices(config: Config, log: Logger, opts: ServiceOptions = {}): Promise<Services> {
+  const { accel, launcher } = opts.prepared ?? prepareLauncher(config, log, opts);
   const db = openDb(config.stateDir);
   const rows = new SessionRows(db);
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img, log.child({ module: 'catalog' }));
-  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
-  const launcher = createLauncher(opts.launcher ?? config.launcher, { config, accel, log });
   const load = await startLoadSampler(5000, log);
   const mailer = createMailer(config.mail);
   const listenHost = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
@@ -123,15 +137,16 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-export interface BrokerOptions extends Pick<ServiceOptions, 'clock' | 'now' | 'launcher'> {
+export interface BrokerOptions extends Pick<ServiceOptions, 'clock' | 'now' | 'launcher' | 'prepared'> {
   /** How long to wait for the writer lock a qwdctl command holds before refusing to start (default 30 s). */
   writerLockWaitMs?: number;
 }
 
 export async function startBroker(config: Config, log: Logger, opts: BrokerOptions = {}): Promise<Broker> {
-  // Before anything is created: only the local launcher runs guests on this host
+  // Before anything is created: a launcher that runs guests on this host must be able to isolate their network
   // (Slurm jobs isolate theirs on their node).
-  assertGuestNetworkIsolation(config, (opts.launcher ?? config.launcher) === 'local');
+  const prepared = prepareLauncher(config, log, opts);
+  assertGuestNetworkIsolation(config, prepared.launcher.capabilities.onBrokerHost);
   const socketPath = adminSocketPath(config.stateDir);
   // One writer: a qwdctl working on the store (no broker ran when it began) finishes first.
   const lock = await acquireWriterLock(config.stateDir, 'the broker (qwdctl serve)', {
@@ -139,7 +154,7 @@ export async function startBroker(config: Config, log: Logger, opts: BrokerOptio
   });
   if (!lock) throw new QwdError('QWD_INTERNAL', 'no writer lock and no reason'); // only a shouldStop gives up early
   try {
-    return await startBrokerLocked(config, log, opts, lock, socketPath);
+    return await startBrokerLocked(config, log, { ...opts, prepared }, lock, socketPath);
   } catch (err) {
     lock.release();
     throw err;
@@ -150,7 +165,9 @@ async function startBrokerLocked(
   config: Config, log: Logger, opts: BrokerOptions, lock: WriterLock, socketPath: string,
 ): Promise<Broker> {
   const startedAt = Date.now();
-  const services = await createServices(config, log, { clock: opts.clock, now: opts.now, launcher: opts.launcher });
+  const services = await createServices(config, log, {
+    clock: opts.clock, now: opts.now, launcher: opts.launcher, prepared: opts.prepared,
+  });
   const now = () => services.manager.clock.now();
   const { manager, catalog, accel, db } = services;
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');

@@ -14,6 +14,7 @@ import type { LoadSampler } from '../admission/host-load.js';
 import type { HostLoad } from '../admission/policy.js';
 import type { AccelChoice } from '../qemu/accel.js';
 import type { Catalog } from '../catalog/catalog.js';
+import type { Launcher } from '../launcher/types.js';
 import type { GpuDevice } from '../gpu/discover.js';
 
 /** The services behind the session operations (built only for commands that need them). */
@@ -21,6 +22,7 @@ export interface AdminServices {
   manager: SessionManager;
   purge: PurgeService;
   load: LoadSampler;
+  launcher: Launcher;
   accel: AccelChoice;
   catalog: Catalog;
 }
@@ -39,6 +41,8 @@ export interface HostStatus {
   host: HostLoad;
   accel: Pick<AccelChoice, 'accel' | 'reason'>;
   machines: Array<{ name: string; maxMemoryMiB: number }>;
+  /** The running launcher's name, and whether its VMs are scheduler jobs with details to show (Launcher.describe). */
+  launcher: { kind: string; jobs: boolean };
 }
 
 export interface Admin {
@@ -96,10 +100,11 @@ export function adminOperations(deps: AdminDeps): Admin {
     purge: async (opts) => (await deps.services()).purge.run({ dryRun: opts.dryRun }),
     gpuStatus: async () => (await manager()).gpuStatus(),
     hostStatus: async () => {
-      const { load, accel, catalog } = await deps.services();
+      const { load, accel, catalog, launcher } = await deps.services();
       return {
         pid: process.pid, host: load.current(), accel: { accel: accel.accel, reason: accel.reason },
         machines: catalog.list().map((m) => ({ name: m.name, maxMemoryMiB: m.memoryMiB.max })),
+        launcher: { kind: launcher.kind, jobs: launcher.describe !== undefined },
       };
     },
     hasUser: async (name) => deps.users().get(name) !== undefined,

@@ -175,8 +175,8 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     .action(async (id: string, opts: { json?: boolean }) => {
       await ctx.withAdmin(async (admin, config) => {
         const row = await findSession(admin, id);
-        // With Slurm, also the job's state as squeue/scontrol report it now.
-        const jobState = config.launcher === 'slurm' ? {
+        // With a scheduler (Slurm), also the job's state as it reports it now.
+        const jobState = (await admin.hostStatus()).launcher.jobs ? {
           jobState: (await admin.schedulerInfo(row.id)).jobState ?? null
         } : {};
         const info = { ...sessionJson(row, ctx.baseUrl(config)), ...jobState };

@@ -21,9 +21,10 @@ export function registerStatus(program: Command, ctx: CliContext): void {
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       await ctx.withAdmin(async (admin, config) => {
-        const { host, accel, machines } = await admin.hostStatus();
+        const { host, accel, machines, launcher } = await admin.hostStatus();
         const rows = await admin.listSessions();
-        const scheduler = config.launcher === 'slurm' ? new Map(
+        // Job columns where the running launcher's VMs are scheduler jobs (Slurm): asked of the launcher, not named.
+        const scheduler = launcher.jobs ? new Map(
           await Promise.all(rows.map(async (r) => [r.id, await admin.schedulerInfo(r.id)] as const))
         ) : null;
         const gpus = gpuSummary(await admin.gpuStatus());
