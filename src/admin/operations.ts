@@ -7,7 +7,7 @@
 // no users, no tokens; whoever may open the socket is the administrator.
 import type { SessionManager } from '../sessions/manager.js';
 import type { PurgeReport, PurgeService } from '../purge/service.js';
-import { endReason } from '../sessions/end-reason.js';
+import { endReason } from '../store/end-reason.js';
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import type { ApiToken, LocalUser, UserStore } from '../store/users.js';
 import type { LoadSampler } from '../admission/host-load.js';

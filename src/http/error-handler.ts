@@ -6,7 +6,7 @@ import type { ErrorRequestHandler, Request, Response } from 'express';
 import { QwdError, toQwdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { SessionAccessError } from './session-access.js';
-import { describeEnd } from '../sessions/end-reason.js';
+import { describeEnd } from '../store/end-reason.js';
 import { sendToLogin } from './security.js';
 import { endedPage, errorPage, notFoundPage, revokedPage } from './views.js';
 

@@ -7,7 +7,7 @@ import { QwdError, type ErrorCode } from '../errors.js';
 import type { Identity } from '../auth/types.js';
 import type { TokenLookup } from '../sessions/manager.js';
 import type { EndedRow, LinkKind, SessionRow } from '../store/session-rows.js';
-import { describeEnd } from '../sessions/end-reason.js';
+import { describeEnd } from '../store/end-reason.js';
 
 /** What a link gives this asker: `manage` = may stop, extend or re-link the desktop. */
 export interface SessionAccess {

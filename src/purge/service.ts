@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.js';
 import type { Launcher, VmHandle } from '../launcher/types.js';
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import type { SessionManager } from '../sessions/manager.js';
-import { endReason } from '../sessions/end-reason.js';
+import { endReason } from '../store/end-reason.js';
 import type { Mailer } from '../notify/mailer.js';
 import { lifetimeWarningMail } from '../notify/lifetime-warning.js';
 import { selectIdleReclaims } from '../admission/idle-reclaim.js';

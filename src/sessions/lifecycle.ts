@@ -16,7 +16,7 @@ import type { Clock } from '../clock.js';
 import { exitWords, type LaunchSpec, type Launcher, type VmHandle } from '../launcher/types.js';
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
-import { endReason, type EndReason } from './end-reason.js';
+import { endReason, type EndReason } from '../store/end-reason.js';
 
 export type LifeEvent =
   /** A scheduler has queued the VM: the handle says where. */

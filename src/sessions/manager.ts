@@ -27,7 +27,7 @@ import { SessionRows, type SessionRow, type EndedRow, type LinkKind } from '../s
 import { validateCreateRequest } from './request.js';
 import { hashToken, isWellFormedToken, newSessionId, newToken, tokensEqual } from './tokens.js';
 import { isLive } from './state.js';
-import { endReason, type EndReason } from './end-reason.js';
+import { endReason, type EndReason } from '../store/end-reason.js';
 import { SessionLife, type LifeEvent } from './lifecycle.js';
 
 export type { EndedEvent } from './lifecycle.js';

@@ -10,7 +10,7 @@ import type { Config } from '../config/schema.js';
 import type { CancelTimer } from '../clock.js';
 import type { SessionRows } from '../store/session-rows.js';
 import type { AdoptedEvent, EndedEvent, SessionManager } from './manager.js';
-import { endReason } from './end-reason.js';
+import { endReason } from '../store/end-reason.js';
 
 export interface PresenceDeps {
   manager: SessionManager;

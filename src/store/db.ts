@@ -112,7 +112,7 @@ const MIGRATIONS: Migration[] = [
   // one-shot session then waits for a viewer again, as it did. Idempotent (a
   // database whose schema_version was set back keeps its column).
   (db) => addColumnOnce(db, 'sessions', 'had_viewer', 'INTEGER NOT NULL DEFAULT 0'),
-  // 9: why a session ended, as a typed code next to its words (sessions/end-reason.ts). Older tombstones keep NULL
+  // 9: why a session ended, as a typed code next to its words (end-reason.ts). Older tombstones keep NULL
   // and are read by their words.
   (db) => addColumnOnce(db, 'ended_sessions', 'code', 'TEXT'),
 ];

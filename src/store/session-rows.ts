@@ -2,7 +2,7 @@
 // the session manager calls the writers.
 import type { Db } from './db.js';
 import { AdmissionError } from '../errors.js';
-import { endReason, storedEnd, type EndReason } from '../sessions/end-reason.js';
+import { endReason, storedEnd, type EndReason } from './end-reason.js';
 
 /** queued: handed to a scheduler (Slurm) that has not started it yet. */
 export type SessionState = 'starting' | 'queued' | 'running' | 'stopping' | 'stopped' | 'failed';

@@ -5,7 +5,7 @@ import { openDb } from '../../src/store/db.js';
 import { SessionRows, type SessionRow } from '../../src/store/session-rows.js';
 import { AdmissionError } from '../../src/errors.js';
 import { tempDir } from '../helpers/env.js';
-import { endReason } from '../../src/sessions/end-reason.js';
+import { endReason } from '../../src/store/end-reason.js';
 
 function session(id: string): SessionRow {
   return {

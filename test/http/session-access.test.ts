@@ -5,7 +5,7 @@ import { SessionAccessError, decideSessionAccess, type AccessNeed, type Asker } 
 import type { TokenLookup } from '../../src/sessions/manager.js';
 import type { Identity } from '../../src/auth/types.js';
 import type { SessionRow } from '../../src/store/session-rows.js';
-import { endReason } from '../../src/sessions/end-reason.js';
+import { endReason } from '../../src/store/end-reason.js';
 
 const row = { id: 's1', token: 'C'.repeat(43), viewToken: 'V'.repeat(43), owner: 'ada' } as SessionRow;
 const control: TokenLookup = { kind: 'live', row, access: 'control' };

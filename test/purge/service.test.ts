@@ -4,7 +4,7 @@
 // up; life-time warnings reach a real SMTP server once per point; runs asked
 // for together go one after the other.
 import test from 'ava';
-import { endReason } from '../../src/sessions/end-reason.js';
+import { endReason } from '../../src/store/end-reason.js';
 import path from 'node:path';
 import { REQUEST, fakeSessions } from '../helpers/fake-sessions.js';
 import { startSmtpSink } from '../helpers/smtp.js';

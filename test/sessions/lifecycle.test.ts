@@ -6,7 +6,7 @@
 // test/http and test/abuse.
 import test from 'ava';
 import { QwdError } from '../../src/errors.js';
-import { endReason } from '../../src/sessions/end-reason.js';
+import { endReason } from '../../src/store/end-reason.js';
 import type { EndedEvent } from '../../src/sessions/manager.js';
 import type { VmHandle } from '../../src/launcher/types.js';
 import { waitFor } from '../helpers/env.js';

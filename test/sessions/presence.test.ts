@@ -4,7 +4,7 @@
 // never ended by it; a broker restart gives the grace period again. And a
 // guest whose memory was taken for idleness gets it back when a viewer comes.
 import test from 'ava';
-import { endReason } from '../../src/sessions/end-reason.js';
+import { endReason } from '../../src/store/end-reason.js';
 import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
 
 const GRACE_S = 30;

@@ -3,7 +3,7 @@
 import { Router } from 'express';
 import { QwdError } from '../../errors.js';
 import type { AppDeps } from '../deps.js';
-import { endReason } from '../../sessions/end-reason.js';
+import { endReason } from '../../store/end-reason.js';
 
 export function adminRoutes(deps: Pick<AppDeps, 'manager' | 'log'>): Router {
   const { manager, log } = deps;

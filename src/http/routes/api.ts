@@ -10,7 +10,7 @@ import type { AppDeps, RouteKit } from '../deps.js';
 import { LOGIN_FIRST_MESSAGE, type AccessNeed } from '../session-access.js';
 import type { SessionLinks } from '../views.js';
 import type { QueueInfo } from '../../launcher/types.js';
-import { endReason } from '../../sessions/end-reason.js';
+import { endReason } from '../../store/end-reason.js';
 
 /** Stopping, extending or re-linking a desktop through the API. */
 const CHANGE: AccessNeed = { kind: 'change', what: 'change it' };

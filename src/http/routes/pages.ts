@@ -10,7 +10,7 @@ import { requireLogin } from '../security.js';
 import { answerErrorsWith } from '../error-handler.js';
 import type { AppDeps, RouteKit } from '../deps.js';
 import type { AccessNeed } from '../session-access.js';
-import { endReason } from '../../sessions/end-reason.js';
+import { endReason } from '../../store/end-reason.js';
 import {
   errorPage, formPage, managePage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type ViewerDisplay,
 } from '../views.js';

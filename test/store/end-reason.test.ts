@@ -4,7 +4,7 @@
 import test from 'ava';
 import { openDb } from '../../src/store/db.js';
 import { SessionRows } from '../../src/store/session-rows.js';
-import { describeEnd, endReason, storedEnd } from '../../src/sessions/end-reason.js';
+import { describeEnd, endReason, storedEnd } from '../../src/store/end-reason.js';
 import { makeSetup } from '../helpers/env.js';
 
 test('each code has words of its own, and a detail given replaces them', (t) => {
