@@ -11,19 +11,19 @@ export interface Clock {
   /** Milliseconds since the epoch, as Date.now. */
   now(): number;
   /**
-   * Runs fn once after ms. The system clock's timers do not keep the process alive (unref): a broker that is
-   * closing does not wait for a one-shot grace period to run out.
+   * Runs fn once after ms. Like setTimeout, the timer keeps the process alive unless opts.background says it must
+   * not (a watch, a grace period: a broker that is closing does not wait for them).
    */
-  after(ms: number, fn: () => void): CancelTimer;
+  after(ms: number, fn: () => void, opts?: { background?: boolean }): CancelTimer;
   /** Resolves after ms (polling loops: a wait for a socket, a process, a job). */
   sleep(ms: number): Promise<void>;
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  after(ms, fn) {
+  after(ms, fn, opts) {
     const timer = setTimeout(fn, ms);
-    timer.unref();
+    if (opts?.background) timer.unref();
     return () => clearTimeout(timer);
   },
   sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),

@@ -336,9 +336,9 @@ export class LocalLauncher implements Launcher {
       let cancelTimer = () => {};
       const tick = () => {
         check();
-        if (!fired) cancelTimer = this.clock.after(1000, tick);
+        if (!fired) cancelTimer = this.clock.after(1000, tick, { background: true });
       };
-      cancelTimer = this.clock.after(1000, tick);
+      cancelTimer = this.clock.after(1000, tick, { background: true });
       const soon = () => void this.waitGone(handle, 5000).then((gone) => gone && check());
       monitor.on('ending', soon);
       unsubscribe = () => {
@@ -636,6 +636,6 @@ class QmpMonitor extends EventEmitter {
     this.retry = this.clock.after(1000, () => {
       this.retry = null;
       void this.client();
-    });
+    }, { background: true });
   }
 }

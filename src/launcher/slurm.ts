@@ -343,6 +343,7 @@ export class SlurmLauncher implements Launcher {
 
   watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
     const handle = asSlurm(vm);
+    const interval = this.opts.config.slurm.pollIntervalMs;
     let done = false;
     let cancel = () => {};
     // One poll at a time: the next is scheduled when this one has its answer.
@@ -355,9 +356,9 @@ export class SlurmLauncher implements Launcher {
         { jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again',
       ))
         .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'))
-        .finally(() => { if (!done) cancel = this.clock.after(this.opts.config.slurm.pollIntervalMs, poll); });
+        .finally(() => { if (!done) cancel = this.clock.after(interval, poll, { background: true }); });
     };
-    cancel = this.clock.after(this.opts.config.slurm.pollIntervalMs, poll);
+    cancel = this.clock.after(interval, poll, { background: true });
     return () => {
       done = true;
       cancel();

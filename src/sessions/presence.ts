@@ -64,7 +64,7 @@ export class ViewerPresence {
       if (rows.byId(id)?.viewers !== 0) return;
       manager.stop(id, endReason('one-shot'))
         .catch((err) => log.error({ err, sessionId: id }, 'one-shot stop failed'));
-    }));
+    }, { background: true }));
   }
 
   private cancelGrace(id: string): void {

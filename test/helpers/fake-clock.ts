@@ -24,7 +24,7 @@ export class FakeClock implements Clock {
     return this.time;
   }
 
-  after(ms: number, fn: () => void): CancelTimer {
+  after(ms: number, fn: () => void, _opts?: { background?: boolean }): CancelTimer {
     const timer: Timer = { at: this.time + Math.max(0, ms), seq: this.seq++, fn };
     this.timers.push(timer);
     return () => { this.timers = this.timers.filter((t) => t !== timer); };
