@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   QWD_IMAGE_UNSAFE: { status: 500, family: 'launch' },
   QWD_OVERLAY_FAILED: { status: 500, family: 'launch' },
   QWD_LAUNCH_FAILED: { status: 500, family: 'launch' },
+  QWD_PREPARE_FAILED: { status: 500, family: 'launch' },
   QWD_LAUNCH_TIMEOUT: { status: 504, family: 'launch' },
   QWD_QMP_ERROR: { status: 502, family: 'launch' },
   QWD_QMP_TIMEOUT: { status: 504, family: 'launch' },

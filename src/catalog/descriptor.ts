@@ -23,6 +23,24 @@ export const MACHINE_DISPLAYS: readonly MachineDisplay[] = ['std', 'virtio', 'qx
 export type MachineAgent = 'spice-vdagent';
 export const MACHINE_AGENTS: readonly MachineAgent[] = ['spice-vdagent'];
 
+/** A size a saved state can be resumed into (a state loads only into an identical machine). */
+export interface ResumeSize {
+  readonly cpus: number;
+  readonly memoryMiB: number;
+}
+
+/**
+ * What says a machine being prepared is ready to be saved: a line its serial port prints (the demo: "QWD: boot
+ * ok"), or its qemu-guest-agent answering guest-ping (guestAgent: true).
+ */
+export type ReadySignal = { readonly serial: string } | { readonly guestAgent: true };
+
+/** Sessions of these sizes resume a saved, booted machine (qwdctl machines prepare) instead of booting it. */
+export interface ResumeProfile {
+  readonly sizes: readonly ResumeSize[];
+  readonly ready: ReadySignal;
+}
+
 /** Machine names are used in paths and QEMU -name: keep them boring. */
 export const MACHINE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
@@ -58,13 +76,15 @@ export interface Machine {
   readonly guestAgent?: boolean;
   /** The machine's clipboard policy (the site's bridge.clipboard may make it stricter); absent: both. */
   readonly clipboard?: ClipboardMode;
+  /** Sizes whose sessions resume a prepared state; absent or null: every session boots. */
+  readonly resume?: ResumeProfile | null;
   /** The descriptor file it came from. */
   readonly file: string;
 }
 
 const KEYS = [
   'name', 'description', 'image', 'format', 'arch', 'firmware', 'diskInterface', 'cpus', 'memoryMiB', 'isoDiskGiB',
-  'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'guestAgent', 'clipboard',
+  'url', 'sha256', 'shares', 'bootScripts', 'maxSessions', 'display', 'agent', 'guestAgent', 'clipboard', 'resume',
 ] as const;
 
 export function parseMachine(raw: unknown, file: string): { machine: Machine | null; problems: string[] } {
@@ -129,9 +149,56 @@ export function parseMachine(raw: unknown, file: string): { machine: Machine | n
       ? null : readEnum<MachineAgent>(p, raw, 'agent', MACHINE_AGENTS, 'spice-vdagent'),
     guestAgent: readBool(p, raw, 'guestAgent', false),
     clipboard: readEnum<ClipboardMode>(p, raw, 'clipboard', CLIPBOARD_MODES, 'both'),
+    resume: readResume(p, raw, { cpus, memoryMiB }, raw.guestAgent === true, format),
     file,
   };
   return p.ok ? { machine, problems: [] } : { machine: null, problems: p.list };
+}
+
+/** resume: { sizes: [{ cpus, memoryMiB }], ready: { serial: "…" } | { guestAgent: true } } */
+function readResume(
+  p: Problems, raw: Obj, limits: { cpus: { max: number }; memoryMiB: { max: number } }, guestAgent: boolean,
+  format: ImageFormat | null,
+): ResumeProfile | null {
+  if (raw.resume === undefined || raw.resume === null) return null;
+  const r = section(p, raw, 'resume');
+  rejectUnknownKeys(p, r, 'resume.', ['sizes', 'ready']);
+  if (format === 'iso') p.note('resume: an ISO machine installs from its CD-ROM; there is no booted desktop to save');
+  const sizes: ResumeSize[] = [];
+  if (!Array.isArray(r.sizes) || r.sizes.length === 0) {
+    p.add('resume.sizes', 'a list of { cpus, memoryMiB } (at least one)', r.sizes);
+  } else {
+    r.sizes.forEach((entry: unknown, i: number) => {
+      const key = `resume.sizes[${i}]`;
+      if (!isObject(entry)) return p.add(key, 'a mapping { cpus, memoryMiB }', entry);
+      rejectUnknownKeys(p, entry, `${key}.`, ['cpus', 'memoryMiB']);
+      if (entry.cpus === undefined) p.add(`${key}.cpus`, 'present', undefined);
+      if (entry.memoryMiB === undefined) p.add(`${key}.memoryMiB`, 'present', undefined);
+      const size = {
+        cpus: readInt(p, entry, 'cpus', 1, { min: 1, max: limits.cpus.max, prefix: `${key}.` }),
+        memoryMiB: readInt(p, entry, 'memoryMiB', 16, { min: 16, max: limits.memoryMiB.max, prefix: `${key}.` }),
+      };
+      if (sizes.some((s) => s.cpus === size.cpus && s.memoryMiB === size.memoryMiB)) {
+        p.note(`${key}: ${size.cpus} CPU(s) and ${size.memoryMiB} MiB are listed twice`);
+      }
+      sizes.push(size);
+    });
+  }
+  const ready = section(p, r, 'ready', 'resume.');
+  rejectUnknownKeys(p, ready, 'resume.ready.', ['serial', 'guestAgent']);
+  let signal: ReadySignal = { serial: 'QWD: boot ok' };
+  if (ready.serial !== undefined && ready.guestAgent !== undefined) {
+    p.note('resume.ready: give serial or guestAgent, not both');
+  } else if (ready.guestAgent !== undefined) {
+    if (ready.guestAgent !== true) p.add('resume.ready.guestAgent', 'true', ready.guestAgent);
+    if (!guestAgent) p.note('resume.ready.guestAgent: true needs guestAgent: true (the image runs qemu-guest-agent)');
+    signal = { guestAgent: true };
+  } else if (ready.serial !== undefined) {
+    signal = { serial: readString(p, ready, 'serial', '', { prefix: 'resume.ready.' }) };
+  } else {
+    p.add('resume.ready', 'a mapping with serial: "a line the guest prints" or guestAgent: true', r.ready);
+  }
+  return { sizes, ready: signal };
 }
 
 function readRange(

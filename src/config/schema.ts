@@ -42,6 +42,8 @@ export interface Config {
   readonly qemu: {
     readonly binaries: Readonly<Record<Arch, string>>;
     readonly img: string;
+    /** zstd, which compresses saved machine states and reads them back (machines with resume). */
+    readonly zstd: string;
     readonly accel: Accel;
     readonly runAs: string | null;
     readonly sandbox: boolean;
@@ -141,8 +143,8 @@ const TOP_KEYS = [
   'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
 ] as const;
 const QEMU_KEYS = [
-  'binaries', 'img', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB', 'uefi',
-  'network',
+  'binaries', 'img', 'zstd', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB',
+  'uefi', 'network',
 ] as const;
 const LIMIT_KEYS = [
   'maxSessions', 'maxSessionsPerUser', 'maxCpusPerSession', 'maxMemoryMiBPerSession', 'minLifetimeS',
@@ -200,6 +202,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
       aarch64: readString(p, binariesRaw, 'aarch64', 'qemu-system-aarch64', { prefix: 'qemu.binaries.' }),
     },
     img: readString(p, qemuRaw, 'img', 'qemu-img', { prefix: 'qemu.' }),
+    zstd: readString(p, qemuRaw, 'zstd', 'zstd', { prefix: 'qemu.' }),
     accel: readEnum<Accel>(p, qemuRaw, 'accel', ['auto', 'kvm', 'tcg'], 'auto', 'qemu.'),
     runAs: qemuRaw.runAs === false ? null : readString(
       p, qemuRaw, 'runAs', 'nobody',

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { QwdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config, Arch } from '../config/schema.js';
@@ -35,6 +35,10 @@ import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
 import { systemClock, type CancelTimer, type Clock } from '../clock.js';
 import {
+  FROZEN_DISK, STATE_FILE, checkPreparedState, resumeSizeListed, type ResumeDecision,
+} from '../resume/prepared.js';
+import { stateReader } from '../resume/save-state.js';
+import {
   exitWords, type ExitInfo, type Launcher, type LauncherCapabilities, type LaunchSpec, type StartHooks,
   type StopOutcome, type VmHandle,
 } from './types.js';
@@ -50,6 +54,8 @@ export interface LocalHandle extends VmHandle {
   qmpSocket: string;
   vncSocket: string;
   accel: 'kvm' | 'tcg';
+  /** The VM resumed a prepared state (qwdctl machines prepare) instead of booting; absent in older rows. */
+  resumed?: boolean;
 }
 
 export interface LocalLauncherOptions {
@@ -59,6 +65,9 @@ export interface LocalLauncherOptions {
   /** Deadlines, polls and the adopted VMs' watch; the system clock by default (QEMU runs in real time). */
   clock?: Clock;
 }
+
+/** A prepared state a session may resume. */
+type UsableState = Extract<ResumeDecision, { resume: true }>;
 
 const HOST_ARCH: Arch | null = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : null;
 
@@ -108,17 +117,73 @@ export class LocalLauncher implements Launcher {
     this.clock = opts.clock ?? systemClock;
   }
 
+  /**
+   * Starts a session's VM: resumed from its machine's prepared state when there is a usable one for its size (and
+   * the session needs no device the state lacks), else booted. A resume that fails is logged and the VM boots.
+   */
   async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<LocalHandle> {
+    const choice = await this.resumeChoice(spec);
+    if (choice?.resume) {
+      try {
+        return await this.startVm(spec, choice);
+      } catch (err) {
+        this.opts.log.warn(
+          { sessionId: spec.sessionId, state: choice.dir, err: (err as Error).message },
+          'resuming the prepared state failed; booting instead',
+        );
+      }
+    } else if (choice) {
+      this.opts.log.info({ sessionId: spec.sessionId, reason: choice.reason }, 'booting: no usable prepared state');
+    }
+    return this.startVm(spec, null);
+  }
+
+  /**
+   * Whether this session may resume a prepared state: null when its machine and size are not meant to (a cold boot
+   * is simply what it gets); otherwise the decision, with the reason when it may not.
+   */
+  async resumeChoice(spec: LaunchSpec): Promise<ResumeDecision | null> {
+    const size = { cpus: spec.cpus, memoryMiB: spec.memoryMiB };
+    if (!resumeSizeListed(spec.machine, size)) return null;
+    // A state holds the devices it was saved with: folders, a seed CD-ROM or GPUs of this session are not in it.
+    if ((spec.shares?.length ?? 0) > 0 || (spec.bootScripts?.scripts.length ?? 0) > 0 || (spec.gpus?.length ?? 0) > 0) {
+      return { resume: false, reason: 'the session has host folders, boot scripts or GPUs, which a saved state lacks' };
+    }
+    return checkPreparedState(this.opts.config, spec.machine, size, this.accelFor(spec.machine));
+  }
+
+  /** A resume and nothing else (qwdctl machines prepare checks a state with it): a failure is an error. */
+  startResumed(spec: LaunchSpec, choice: UsableState): Promise<LocalHandle> {
+    return this.startVm(spec, choice);
+  }
+
+  /** A VM whose state will be saved (qwdctl machines prepare): booted with its disk on fds it can reopen. */
+  startForSaving(spec: LaunchSpec): Promise<LocalHandle> {
+    return this.startVm(spec, null, { saving: true });
+  }
+
+  accelFor(machine: LaunchSpec['machine']): 'kvm' | 'tcg' {
+    // KVM runs only guests of the host's own architecture.
+    return machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
+  }
+
+  private async startVm(
+    spec: LaunchSpec, resume: UsableState | null, opts: { saving?: boolean } = {},
+  ): Promise<LocalHandle> {
     const { config, log } = this.opts;
     this.assertInsideRunRoot(spec.runDir);
     await fsp.mkdir(path.dirname(spec.runDir), { recursive: true, mode: 0o700 });
     await fsp.mkdir(spec.runDir, { mode: 0o700 });
     let child: ChildProcess | null = null;
+    let reader: ReturnType<typeof stateReader> | null = null;
     let networkConnected: Promise<void> = Promise.resolve();
     try {
       // The pinned machine names the master by the real path that was checked (see overlay.ts).
+      // A resumed VM's disk is an overlay on the frozen disk, as it was when its state was saved.
+      const base = resume ? { ...spec.machine, image: path.join(resume.dir, FROZEN_DISK), format: 'qcow2' as const }
+        : spec.machine;
       const { machine } = await createOverlay(
-        config.qemu.img, spec.machine, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir,
+        config.qemu.img, base, spec.runDir, config.qemu.isoDiskGiB, config.machinesDir,
       );
       const paths = vmPaths(spec.runDir);
       let seedIso: string | null = null;
@@ -134,13 +199,22 @@ export class LocalLauncher implements Launcher {
           'boot script applied',
         );
       }
-      // KVM runs only guests of the host's own architecture.
-      const accel = machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
+      const accel = this.accelFor(machine);
       const runAs = process.getuid?.() === 0 ? config.qemu.runAs : null;
+      // A VM that migrates (saved or resumed) gets its disk as fds 4 and 5 (see ArgvOptions.overlayFds).
+      const migrates = !!resume || !!opts.saving;
       const argv = buildQemuArgv(machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, paths, {
         sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs, network: config.qemu.network,
         uefiFirmware: config.qemu.uefi[spec.machine.arch],
+        ...(migrates ? { overlayFds: { readWrite: 4, readOnly: 5 } } : {}),
       }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));
+      // The saved state arrives on fd 3, from zstd (QEMU 7.2 has no file: URI; exec: would need a shell).
+      if (resume) {
+        reader = stateReader(config.qemu.zstd, path.join(resume.dir, STATE_FILE));
+        // A zstd that cannot run or read leaves QEMU an empty stream: QEMU then fails to load, which says it.
+        reader.done.catch(() => {});
+        argv.push('-incoming', 'fd:3');
+      }
       const binary = config.qemu.binaries[spec.machine.arch];
       // With network, QEMU runs in the session's own network namespace (see guest-netns.ts).
       let command = { file: binary, argv };
@@ -157,10 +231,14 @@ export class LocalLauncher implements Launcher {
         command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
       }
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);
+      const diskFds = migrates ? [fs.openSync(paths.overlay, 'r+'), fs.openSync(paths.overlay, 'r')] : [];
       try {
-        child = spawn(command.file, command.argv, { detached: true, stdio: ['ignore', logFd, logFd] });
+        const stdio: StdioOptions = ['ignore', logFd, logFd];
+        if (migrates) stdio.push(reader ? reader.child.stdout! : 'ignore', ...diskFds);
+        child = spawn(command.file, command.argv, { detached: true, stdio });
       } finally {
         fs.closeSync(logFd);
+        for (const fd of diskFds) fs.closeSync(fd);
       }
       const spawned = child;
       const entry = { child: spawned, exit: null as ExitInfo | null };
@@ -185,13 +263,18 @@ export class LocalLauncher implements Launcher {
         },
         'qemu spawned',
       );
+      // QEMU has its own copy of the state's pipe now.
+      reader?.child.stdout?.destroy();
       await Promise.all([this.waitReady(spec, pid, entry, paths), networkConnected]);
+      if (resume) await this.finishIncoming(spec, entry, paths);
       const startTime = readProcStat(pid)?.startTime ?? '';
+      if (resume) log.info({ sessionId: spec.sessionId, state: resume.dir }, 'session resumed from a prepared state');
       return {
         kind: 'local', pid, startTime, processName: qemuProcessName(spec.sessionId), runDir: spec.runDir,
-        qmpSocket: paths.qmpSocket, vncSocket: paths.vncSocket, accel,
+        qmpSocket: paths.qmpSocket, vncSocket: paths.vncSocket, accel, ...(resume ? { resumed: true } : {}),
       };
     } catch (err) {
+      reader?.child.kill('SIGKILL');
       // pasta may still be starting: let it settle (it kills itself on failure) before the cleanup ends it.
       await networkConnected.catch(() => {
         // Its error, if any, is the same start failing; `err` says more.
@@ -203,6 +286,38 @@ export class LocalLauncher implements Launcher {
       }
       await this.cleanup(null, spec.runDir);
       throw err;
+    }
+  }
+
+  /**
+   * A resumed VM: waits until QEMU has read the whole state (it listens on VNC and QMP while it loads), then
+   * continues it (it was saved paused). QEMU that cannot load the state exits: that is the error.
+   */
+  private async finishIncoming(spec: LaunchSpec, entry: { exit: ExitInfo | null }, paths: VmPaths): Promise<void> {
+    const deadline = this.clock.now() + this.opts.config.qemu.readyTimeoutMs;
+    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
+    try {
+      for (;;) {
+        if (entry.exit) {
+          const tail = await readLogTail(path.join(spec.runDir, 'qemu.log'));
+          const message = `qemu for session ${spec.sessionId} could not load the state: ${tail}`;
+          throw new QwdError('QWD_LAUNCH_FAILED', message);
+        }
+        const { status } = await qmp.execute<{ status: string }>('query-status');
+        if (status !== 'inmigrate') {
+          if (status !== 'running') await qmp.execute('cont');
+          return;
+        }
+        if (this.clock.now() > deadline) {
+          throw new QwdError(
+            'QWD_LAUNCH_TIMEOUT', `qemu for session ${spec.sessionId} did not load its state within ` +
+              `${this.opts.config.qemu.readyTimeoutMs} ms`,
+          );
+        }
+        await this.clock.sleep(50);
+      }
+    } finally {
+      qmp.close();
     }
   }
 

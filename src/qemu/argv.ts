@@ -37,6 +37,12 @@ export interface ArgvOptions {
    * is read by QEMU from `secretFile` (a secret object, never on the command line).
    */
   readonly vncTcp?: { readonly listen: string; readonly secretFile: string };
+  /**
+   * The session disk handed over as two open fds (read-write and read-only, QEMU -add-fd into fd set 1) instead of
+   * its path: a VM whose state is saved or loaded reopens its disk when the migration switches it between
+   * read-only and read-write, and after -runas it could not open the path in the 0700 run dir.
+   */
+  readonly overlayFds?: { readonly readWrite: number; readonly readOnly: number };
 }
 
 /** Per-session guest devices beyond the disk: host folders and the cloud-init seed. */
@@ -65,7 +71,8 @@ export function buildQemuArgv(
     '-smp', String(request.cpus),
     '-m', `${request.memoryMiB}M`,
     ...firmwareArgs(machine, opts),
-    ...diskArgs(machine, paths.overlay),
+    ...overlayFdArgs(opts.overlayFds),
+    ...diskArgs(machine, opts.overlayFds ? '/dev/fdset/1' : paths.overlay),
     ...seedArgs(machine, guest.seedIso),
     ...shareArgs(guest.shares),
     ...vfioArgs(arch, guest.gpus ?? []),
@@ -108,6 +115,14 @@ function vncArgs(paths: VmPaths, opts: ArgvOptions): string[] {
 
 function escapeInline(value: string): string {
   return value.replaceAll(',', ',,');
+}
+
+function overlayFdArgs(fds: ArgvOptions['overlayFds']): string[] {
+  if (!fds) return [];
+  return [
+    '-add-fd', qemuOpts(`fd=${fds.readWrite}`, { set: 1, opaque: 'overlay-rw' }),
+    '-add-fd', qemuOpts(`fd=${fds.readOnly}`, { set: 1, opaque: 'overlay-ro' }),
+  ];
 }
 
 function machineArgs(arch: Arch, accel: ResolvedAccel): string[] {

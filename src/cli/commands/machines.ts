@@ -19,6 +19,10 @@ import {
 import type { Config } from '../../config/schema.js';
 import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
+import { prepareMachine } from '../../resume/prepare.js';
+import { checkPreparedState } from '../../resume/prepared.js';
+import { chooseAccelerator, probeHostAccel } from '../../qemu/accel.js';
+import { createLogger } from '../../log.js';
 
 function machineJson(m: Machine) {
   return {
@@ -258,7 +262,9 @@ function readDescriptorsSync(dir: string): { files: Machine[] } {
 export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): Promise<void> {
   const config = ctx.config();
   const { files, problems } = await readDescriptors(config.machinesDir);
-  const report: Array<{ file: string; name: string | null; ok: boolean; problems: string[] }> = [];
+  const report: Array<{
+    file: string; name: string | null; ok: boolean; problems: string[]; resume?: ResumeStatus[];
+  }> = [];
   const names = new Map<string, string>();
   for (const f of files) {
     const found = [...f.problems];
@@ -268,7 +274,11 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
       else names.set(f.machine.name, f.file);
       found.push(...(await checkMachine(config, f.machine)));
     }
-    report.push({ file: f.file, name: f.machine?.name ?? null, ok: found.length === 0, problems: found });
+    const resume = f.machine?.resume && found.length === 0 ? await resumeStatus(config, f.machine) : undefined;
+    report.push({
+      file: f.file, name: f.machine?.name ?? null, ok: found.length === 0, problems: found,
+      ...(resume ? { resume } : {}),
+    });
   }
   if (opts.json) {
     ctx.print(json({ ok: problems.length === 0 && report.every((r) => r.ok), problems, machines: report }));
@@ -278,6 +288,11 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
     for (const r of report) {
       if (r.ok) ctx.print(`✓ ${r.name} (${path.basename(r.file)})`);
       else for (const p of r.problems) ctx.print(`✗ ${p}`);
+      // Not problems: a size without a usable state boots, as every machine did before.
+      for (const s of r.resume ?? []) {
+        const what = s.usable ? 'resumes its prepared state' : `boots (${s.reason})`;
+        ctx.print(`  ${s.cpus} CPU(s), ${s.memoryMiB} MiB: ${what}`);
+      }
     }
     if (files.length === 0 && problems.length === 0) ctx.print(`no machine descriptors in ${config.machinesDir}`);
   }
@@ -287,6 +302,74 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
     (err as ConfigError & { reported?: boolean }).reported = true;
     throw err;
   }
+}
+
+interface ResumeStatus {
+  cpus: number;
+  memoryMiB: number;
+  usable: boolean;
+  reason: string | null;
+}
+
+/** Per resume size: whether sessions of that size would resume, or why they boot. */
+async function resumeStatus(config: Config, declared: Machine): Promise<ResumeStatus[]> {
+  const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
+  const machine = catalog.get(declared.name) ?? declared;
+  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
+  const tcgOnly = machine.arch !== (process.arch === 'arm64' ? 'aarch64' : 'x86_64');
+  return Promise.all((machine.resume?.sizes ?? []).map(async (size) => {
+    const choice = await checkPreparedState(config, machine, size, tcgOnly ? 'tcg' : accel.accel)
+      .catch((err: Error) => ({ resume: false as const, reason: err.message }));
+    return { ...size, usable: choice.resume, reason: choice.resume ? null : choice.reason };
+  }));
+}
+
+export async function prepareMachines(
+  ctx: CliContext, name: string, opts: { cpus?: string; memory?: string; force?: boolean; json?: boolean },
+): Promise<void> {
+  const config = ctx.config();
+  const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
+  const machine = catalog.get(name);
+  if (!machine) {
+    const why = catalog.problems.filter((p) => p.includes(name)).join('; ');
+    throw new QwdError(
+      'QWD_UNKNOWN_MACHINE', `no usable machine "${name}" in ${config.machinesDir}${why ? `: ${why}` : ''}`,
+      { userMessage: `There is no usable machine "${name}" (see qwdctl machines check).` },
+    );
+  }
+  if (!machine.resume) throw usage(`machine ${name} has no resume: profile in ${machine.file} (INSTALL.md, Resume)`);
+  const cpus = opts.cpus === undefined ? undefined : Number(opts.cpus);
+  const memoryMiB = opts.memory === undefined ? undefined : Number(opts.memory);
+  for (const [flag, value] of [['--cpus', cpus], ['--memory', memoryMiB]] as const) {
+    if (value !== undefined && (!Number.isInteger(value) || value <= 0)) {
+      const given = flag === '--cpus' ? opts.cpus : opts.memory;
+      throw usage(`${flag} must be a positive whole number, got ${JSON.stringify(given)}`);
+    }
+  }
+  const sizes = machine.resume.sizes.filter(
+    (s) => (cpus === undefined || s.cpus === cpus) && (memoryMiB === undefined || s.memoryMiB === memoryMiB),
+  );
+  if (sizes.length === 0) {
+    const listed = machine.resume.sizes.map((s) => `--cpus ${s.cpus} --memory ${s.memoryMiB}`).join(', ');
+    throw usage(`machine ${name} has no resume size with those values; its sizes: ${listed}`);
+  }
+  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
+  const log = createLogger('silent');
+  const reports = [];
+  for (const size of sizes) {
+    const report = await prepareMachine({ config, accel, log }, machine, size, {
+      force: opts.force, onProgress: opts.json ? undefined : (line) => ctx.err.write(`${line}\n`),
+    });
+    reports.push(report);
+    if (!opts.json) {
+      ctx.print(
+        `prepared ${name} (${size.cpus} CPU(s), ${size.memoryMiB} MiB) in ${formatDuration(report.prepareMs)}: ` +
+          `state ${formatMiB(report.stateBytes)}, disk ${formatMiB(report.diskBytes)}; resumed in ` +
+          `${formatDuration(report.resumeMs)} (${report.dir})`,
+      );
+    }
+  }
+  if (opts.json) ctx.print(json({ prepared: reports }));
 }
 
 export function registerMachines(program: Command, ctx: CliContext): void {
@@ -334,6 +417,13 @@ export function registerMachines(program: Command, ctx: CliContext): void {
     .description('validate every descriptor and image (qemu-img info, format, backing chain, qemu-img check)')
     .option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => checkMachines(ctx, opts));
+
+  machines.command('prepare <name>')
+    .description('boot a machine with resume: once, save its state, and let sessions of that size resume it')
+    .option('--cpus <n>', 'only the resume sizes with this many CPUs').option('--memory <MiB>', 'only this memory')
+    .option('--force', 'prepare again a size that is already prepared').option('--json', 'machine-readable output')
+    .action((name: string, opts: { cpus?: string; memory?: string; force?: boolean; json?: boolean }) =>
+      prepareMachines(ctx, name, opts));
 
   machines.command('add <file>').description('validate a descriptor and copy it into the machines directory')
     .action(async (file: string) => {
