@@ -20,6 +20,7 @@ import net from 'node:net';
 import { createCipheriv } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { QwdError } from '../errors.js';
+import { systemClock, type CancelTimer, type Clock } from '../clock.js';
 import { RfbProtocolError } from './rfb-client-filter.js';
 
 /** RFB minor versions spoken here (RFC 6143 §7.1.1): 3.3, 3.7 and 3.8. */
@@ -328,6 +329,8 @@ function u32(value: number): Buffer {
 export interface AuthenticatedVncOptions {
   /** Budget for the whole handshake, both sides, connecting included. Default 10 s. */
   timeoutMs?: number;
+  /** The handshake budget's and the failure flush's timers; the system clock by default. */
+  clock?: Clock;
 }
 
 /**
@@ -341,7 +344,7 @@ export interface AuthenticatedVncOptions {
 export function connectAuthenticatedVnc(
   address: { host: string; port: number }, password: string, opts: AuthenticatedVncOptions = {},
 ): Duplex {
-  return new AuthenticatingVnc(address, password, opts.timeoutMs ?? 10_000);
+  return new AuthenticatingVnc(address, password, opts.timeoutMs ?? 10_000, opts.clock ?? systemClock);
 }
 
 /** After a failure is queued for the viewer, how long it may take to read it before we close anyway. */
@@ -361,11 +364,12 @@ class AuthenticatingVnc extends Duplex {
   private ending = false;
   /** The viewer's write callback, held while its bytes wait for the desktop (backpressure). */
   private heldWrite: ((err?: Error | null) => void) | null = null;
-  private readonly timer: NodeJS.Timeout;
-  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly cancelTimer: CancelTimer;
+  private cancelFlush: CancelTimer | null = null;
 
   constructor(
     address: { host: string; port: number }, private readonly password: string, private readonly timeoutMs: number,
+    private readonly clock: Clock,
   ) {
     super({ allowHalfOpen: false });
     this.where = `${address.host}:${address.port}`;
@@ -375,7 +379,7 @@ class AuthenticatingVnc extends Duplex {
     this.upstream.on('end', () => this.onUpstreamEnd());
     this.upstream.on('error', (err) => this.onUpstreamError(err));
     this.upstream.on('close', () => this.onUpstreamClose());
-    this.timer = setTimeout(() => this.onTimeout(), timeoutMs);
+    this.cancelTimer = clock.after(timeoutMs, () => this.onTimeout());
     // RFC 6143 §7.1.1: the server speaks first.
     this.push(protocolVersion(8));
   }
@@ -408,8 +412,8 @@ class AuthenticatingVnc extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err: Error | null) => void): void {
-    clearTimeout(this.timer);
-    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.cancelTimer();
+    this.cancelFlush?.();
     this.upstream.destroy();
     done(err);
   }
@@ -541,7 +545,7 @@ class AuthenticatingVnc extends Duplex {
 
   private startPassThrough(): void {
     this.passing = true;
-    clearTimeout(this.timer);
+    this.cancelTimer();
     const toViewer = this.upBuf;
     this.upBuf = EMPTY;
     if (this.upEnded) {
@@ -579,11 +583,11 @@ class AuthenticatingVnc extends Duplex {
   /** The failure message is already queued for the viewer: end the stream, and fail once it is read. */
   private endWithFailure(err: QwdError): void {
     this.ending = true;
-    clearTimeout(this.timer);
+    this.cancelTimer();
     this.upstream.destroy();
     this.push(null);
     this.once('end', () => this.destroy(err));
-    this.flushTimer = setTimeout(() => this.destroy(err), FAILURE_FLUSH_MS);
+    this.cancelFlush = this.clock.after(FAILURE_FLUSH_MS, () => this.destroy(err));
   }
 
   private viewerError(what: string): QwdError {

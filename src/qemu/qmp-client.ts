@@ -6,6 +6,7 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { QwdError } from '../errors.js';
+import { systemClock, type CancelTimer, type Clock } from '../clock.js';
 
 export interface QmpEvent {
   event: string;
@@ -16,7 +17,7 @@ export interface QmpEvent {
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  cancelTimer: CancelTimer;
   command: string;
 }
 
@@ -29,7 +30,9 @@ export class QmpClient extends EventEmitter {
   private readonly pending = new Map<string, Pending>();
   private greetingWaiter: { resolve: () => void; reject: (err: Error) => void } | null = null;
 
-  private constructor(private readonly socket: net.Socket, private readonly where: string) {
+  private constructor(
+    private readonly socket: net.Socket, private readonly where: string, private readonly clock: Clock,
+  ) {
     super();
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
@@ -39,11 +42,15 @@ export class QmpClient extends EventEmitter {
     socket.on('close', () => this.fail(new QwdError('QWD_QMP_ERROR', `QMP ${where}: connection closed`)));
   }
 
-  /** Connects and completes the capabilities negotiation (greeting → qmp_capabilities). */
-  static async connect(socketPath: string, opts: { timeoutMs?: number } = {}): Promise<QmpClient> {
+  /**
+   * Connects and completes the capabilities negotiation (greeting → qmp_capabilities). The clock (the system clock
+   * by default) runs this client's timeouts.
+   */
+  static async connect(socketPath: string, opts: { timeoutMs?: number; clock?: Clock } = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
+    const clock = opts.clock ?? systemClock;
     const socket = net.createConnection(socketPath);
-    const client = new QmpClient(socket, socketPath);
+    const client = new QmpClient(socket, socketPath, clock);
     try {
       await withTimeout(
         new Promise<void>((resolve, reject) => {
@@ -51,6 +58,7 @@ export class QmpClient extends EventEmitter {
         }),
         timeoutMs,
         () => new QwdError('QWD_QMP_TIMEOUT', `QMP ${socketPath}: no greeting within ${timeoutMs} ms`),
+        clock,
       );
       await client.execute('qmp_capabilities', undefined, { timeoutMs });
       client.state = 'ready';
@@ -68,11 +76,11 @@ export class QmpClient extends EventEmitter {
     const id = `qwd-${this.nextId++}`;
     const timeoutMs = opts.timeoutMs ?? 5000;
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimer = this.clock.after(timeoutMs, () => {
         this.pending.delete(id);
         reject(new QwdError('QWD_QMP_TIMEOUT', `QMP ${this.where}: no answer to ${command} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, command });
+      });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, cancelTimer, command });
       const message: Record<string, unknown> = { execute: command, id };
       if (args) message.arguments = args;
       this.socket.write(JSON.stringify(message) + '\n');
@@ -91,6 +99,7 @@ export class QmpClient extends EventEmitter {
     await withTimeout(
       closed, timeoutMs,
       () => new QwdError('QWD_QMP_TIMEOUT', `QMP ${this.where}: still open ${timeoutMs} ms after quit`),
+      this.clock,
     );
   }
 
@@ -137,7 +146,7 @@ export class QmpClient extends EventEmitter {
     const pending = id ? this.pending.get(id) : undefined;
     if (!pending || !id) return; // a reply to nobody (e.g. after its timeout): nothing waits for it
     this.pending.delete(id);
-    clearTimeout(pending.timer);
+    pending.cancelTimer();
     if ('error' in msg) {
       const e = msg.error as { class?: string; desc?: string };
       pending.reject(
@@ -157,7 +166,7 @@ export class QmpClient extends EventEmitter {
     this.greetingWaiter?.reject(err);
     this.greetingWaiter = null;
     for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
+      p.cancelTimer();
       p.reject(err);
     }
     this.pending.clear();
@@ -166,12 +175,14 @@ export class QmpClient extends EventEmitter {
   }
 }
 
-export function withTimeout<T>(promise: Promise<T>, ms: number, makeError: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout;
+export function withTimeout<T>(
+  promise: Promise<T>, ms: number, makeError: () => Error, clock: Clock = systemClock,
+): Promise<T> {
+  let cancelTimer: CancelTimer = () => {};
   return Promise.race([
     promise,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(makeError()), ms);
+      cancelTimer = clock.after(ms, () => reject(makeError()));
     }),
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => cancelTimer());
 }

@@ -19,14 +19,35 @@ import type { ExecutionContext } from 'ava';
 import type { Config } from '../../src/config/schema.js';
 import type { ExitInfo, LaunchSpec } from '../../src/launcher/types.js';
 import type { QmpEvent } from '../../src/qemu/qmp-client.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 
 test.before(() => requireQemu());
 
-async function setupLauncher(t: ExecutionContext, raw: Record<string, unknown> = {}) {
+// Every QMP connection opened in this file, by socket path: a spy around the real client (QEMU is real), so that a
+// test can count the connections a command opened instead of timing it.
+const qmpConnects: string[] = [];
+const realConnect = QmpClient.connect.bind(QmpClient);
+QmpClient.connect = (socketPath: string, opts?: Parameters<typeof realConnect>[1]) => {
+  qmpConnects.push(socketPath);
+  return realConnect(socketPath, opts);
+};
+const connectsTo = (socket: string) => qmpConnects.filter((s) => s === socket).length;
+
+/** Whether QEMU's query-chardev lists a client connected to this socket (it lists an idle one as "disconnected:…"). */
+const connectedTo = (chardevs: Array<{ filename: string }>, socket: string) =>
+  chardevs.some((c) => c.filename.includes(socket) && !c.filename.startsWith('disconnected:'));
+
+/** The system clock, noting each timer that runs out (its ms): which of the launcher's waits ended on their timeout. */
+function recordingClock(): Clock & { expired: number[] } {
+  const expired: number[] = [];
+  return { ...systemClock, expired, after: (ms, fn, opts) => systemClock.after(ms, () => { expired.push(ms); fn(); }, opts) };
+}
+
+async function setupLauncher(t: ExecutionContext, raw: Record<string, unknown> = {}, clock?: Clock) {
   const setup = makeSetup(t, raw);
   const config: Config = setup.config;
   const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
-  const launcher = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
+  const launcher = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger(), clock });
   const machine = catalog.get('blank')!;
   // The local launcher gives no VM a time limit (the manager's purge ends it): expiresAt is only carried.
   const spec = (id: string): LaunchSpec => ({
@@ -130,14 +151,21 @@ test('a watched VM still answers QMP commands from the launcher and from another
   t.teardown(unwatch);
   // QEMU lists a socket chardev nobody is connected to as "disconnected:…".
   const chardevs = () => launcher.qmp<Array<{ label: string; filename: string }>>(handle, 'query-chardev');
-  await waitFor('the monitor to connect to its socket', async () => (await chardevs()).some((c) => c.filename.includes('qmp-events.sock') && !c.filename.startsWith('disconnected:')), 3000);
-  const started = Date.now();
+  const events = qmpEventsSocket(handle.runDir);
+  await waitFor('the monitor to connect to its socket', async () => connectedTo(await chardevs(), events), 3000);
+  const monitorConnects = connectsTo(events);
   for (let i = 0; i < 3; i++) t.like(await launcher.qmp(handle, 'query-status'), { status: 'running' });
+  // QEMU serves one client per socket: a command answered while the monitor is still connected to its own socket
+  // did not wait for the monitor to let go. query-chardev shows both connections in one answer.
+  const fromLauncher = await chardevs();
+  t.true(connectedTo(fromLauncher, handle.qmpSocket) && connectedTo(fromLauncher, events), 'the launcher is served on qmp.sock beside the monitor');
   // What qwdctl does from its own process: a connection of its own to qmp.sock.
-  const other = await QmpClient.connect(handle.qmpSocket, { timeoutMs: 1000 });
+  const other = await QmpClient.connect(handle.qmpSocket);
   t.like(await other.execute('query-status'), { status: 'running' });
+  const fromOther = await other.execute<Array<{ filename: string }>>('query-chardev');
   other.close();
-  t.true(Date.now() - started < 1500, `four commands took ${Date.now() - started} ms`);
+  t.true(connectedTo(fromOther, handle.qmpSocket) && connectedTo(fromOther, events), 'so is another process');
+  t.is(connectsTo(events), monitorConnects, 'the monitor kept its one connection throughout');
   t.is(await launcher.stop(handle), 'quit');
   await waitFor('the watch to report the exit', () => exits.length === 1, 3000);
   t.is(exits[0]!.reason, undefined, 'a quit asked by the host is not a guest shutdown');
@@ -146,15 +174,19 @@ test('a watched VM still answers QMP commands from the launcher and from another
 });
 
 test('stop right after a watch ends still quits through QMP: QEMU serves the next client', async (t) => {
-  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } });
+  const clock = recordingClock();
+  const { launcher, spec } = await setupLauncher(t, { qemu: { quitGraceMs: 3000 } }, clock);
   const handle = await launcher.start(spec('aaaaaaaaaa10'));
   t.teardown(() => signalGroup(handle.pid, 'SIGKILL'));
   const unwatch = launcher.watchExit(handle, () => t.fail('the watch ended before the VM did'));
   t.like(await launcher.qmp(handle, 'query-status'), { status: 'running' }); // the monitor is connected
   unwatch(); // what the manager does before it stops a session
+  const expiredBefore = clock.expired.length;
   const started = Date.now();
+  // 'quit': QEMU greeted the stop's QMP connection (without a greeting it fails at its 2 s timeout and stop sends SIGTERM).
   t.is(await launcher.stop(handle), 'quit');
-  t.true(Date.now() - started < 1500, `stop took ${Date.now() - started} ms`);
+  t.deepEqual(clock.expired.slice(expiredBefore), [], 'QEMU\'s exit ended the stop: no grace timer ran out');
+  t.log(`stop took ${Date.now() - started} ms`);
   await launcher.cleanup(handle, handle.runDir);
 });
 
@@ -184,13 +216,13 @@ test('a VM without the events socket (started by an older broker) is monitored o
   fs.unlinkSync(qmpEventsSocket(handle.runDir));
   const adopter = new LocalLauncher({ config, accel: chooseAccelerator(config.qemu.accel, probeHostAccel()), log: silentLogger() });
   const exits: ExitInfo[] = [];
+  const connectsBefore = connectsTo(handle.qmpSocket);
   t.teardown(adopter.watchExit(handle, (info) => exits.push(info)));
-  await new Promise((r) => setTimeout(r, 200)); // the monitor now holds qmp.sock
-  t.true((await adopter.qmp<Array<{ filename: string }>>(handle, 'query-chardev')).some((c) => c.filename.includes('qmp.sock') && !c.filename.includes('events') && !c.filename.startsWith('disconnected:')));
+  // The monitor connects as the watch begins; a command waits for that connection and runs on it.
+  t.true(connectedTo(await adopter.qmp<Array<{ filename: string }>>(handle, 'query-chardev'), handle.qmpSocket));
   // Without sharing, these would wait for a greeting that never comes (3 s, then fail).
-  const started = Date.now();
   for (let i = 0; i < 3; i++) t.like(await adopter.qmp(handle, 'query-status'), { status: 'running' });
-  t.true(Date.now() - started < 1500, `three commands took ${Date.now() - started} ms`);
+  t.is(connectsTo(handle.qmpSocket) - connectsBefore, 1, 'one connection to qmp.sock, the monitor\'s: the commands opened none');
   t.is(await adopter.stop(handle), 'quit');
   await waitFor('the adopter to notice the exit', () => exits.length === 1, 3000);
   await adopter.cleanup(handle, handle.runDir);
