@@ -42,7 +42,8 @@ export interface HostStatus {
   accel: Pick<AccelChoice, 'accel' | 'reason'>;
   machines: Array<{ name: string; maxMemoryMiB: number }>;
   /** The running launcher's name, and whether its VMs are scheduler jobs with details to show (Launcher.describe). */
-  launcher: { kind: string; jobs: boolean };
+  /** Absent from a broker older than this qwdctl: then no job columns. */
+  launcher?: { kind: string; jobs: boolean };
 }
 
 export interface Admin {

@@ -31,9 +31,10 @@ export interface ResumeSize {
 
 /**
  * What says a machine being prepared is ready to be saved: a line its serial port prints (the demo: "QWD: boot
- * ok"), or its qemu-guest-agent answering guest-ping (guestAgent: true).
+ * ok"), or its qemu-guest-agent answering guest-ping (guestAgent: true) and, with `process`, that program running
+ * in the guest (pgrep -x through the agent; the desktop: xfdesktop, drawn once the XFCE session is up).
  */
-export type ReadySignal = { readonly serial: string } | { readonly guestAgent: true };
+export type ReadySignal = { readonly serial: string } | { readonly guestAgent: true; readonly process?: string };
 
 /** Sessions of these sizes resume a saved, booted machine (qwdctl machines prepare) instead of booting it. */
 export interface ResumeProfile {
@@ -185,14 +186,21 @@ function readResume(
     });
   }
   const ready = section(p, r, 'ready', 'resume.');
-  rejectUnknownKeys(p, ready, 'resume.ready.', ['serial', 'guestAgent']);
+  rejectUnknownKeys(p, ready, 'resume.ready.', ['serial', 'guestAgent', 'process']);
   let signal: ReadySignal = { serial: 'QWD: boot ok' };
   if (ready.serial !== undefined && ready.guestAgent !== undefined) {
     p.note('resume.ready: give serial or guestAgent, not both');
   } else if (ready.guestAgent !== undefined) {
     if (ready.guestAgent !== true) p.add('resume.ready.guestAgent', 'true', ready.guestAgent);
     if (!guestAgent) p.note('resume.ready.guestAgent: true needs guestAgent: true (the image runs qemu-guest-agent)');
-    signal = { guestAgent: true };
+    signal = ready.process === undefined ? { guestAgent: true } : {
+      guestAgent: true,
+      process: readString(p, ready, 'process', 'x', {
+        prefix: 'resume.ready.', pattern: /^[A-Za-z0-9._+-]{1,15}$/, expectation: 'a program name as pgrep -x sees it',
+      }),
+    };
+  } else if (ready.process !== undefined) {
+    p.note('resume.ready.process needs resume.ready.guestAgent: true (the agent looks for it)');
   } else if (ready.serial !== undefined) {
     signal = { serial: readString(p, ready, 'serial', '', { prefix: 'resume.ready.' }) };
   } else {

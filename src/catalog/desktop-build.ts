@@ -78,6 +78,9 @@ export function desktopDescriptor(): Record<string, unknown> {
     guestAgent: true,
     cpus: { default: 2, max: 4 },
     memoryMiB: { default: 2048, max: 8192 },
+    // Sessions of the default size resume a desktop saved once it was drawn (qwdctl machines prepare debian-desktop);
+    // until then, and for other sizes, they boot.
+    resume: { sizes: [{ cpus: 2, memoryMiB: 2048 }], ready: { guestAgent: true, process: 'xfdesktop' } },
   };
 }
 

@@ -44,6 +44,8 @@ interface FakeVm {
   alive: boolean;
   queued: { ready: () => void; fail: (err: Error) => void } | null;
   watchers: Set<(info: ExitInfo) => void>;
+  /** Why it ended, when it ended by itself with a reason (exitReason). */
+  exitReason: string | null;
   qmp: Array<{ command: string; args?: Record<string, unknown> }>;
 }
 
@@ -93,7 +95,7 @@ export class FakeLauncher implements Launcher {
     await fsp.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
     await fsp.mkdir(dir, { mode: 0o700 });
     const handle: FakeHandle = { kind: 'fake', sessionId: spec.sessionId };
-    const vm: FakeVm = { alive: true, queued: null, watchers: new Set(), qmp: [] };
+    const vm: FakeVm = { alive: true, queued: null, watchers: new Set(), qmp: [], exitReason: null };
     this.vms.set(spec.sessionId, vm);
     try {
       const outcome = this.starts.shift() ?? 'ready';
@@ -137,6 +139,7 @@ export class FakeLauncher implements Launcher {
     const vm = this.vms.get(sessionId);
     if (!vm?.alive) return;
     vm.alive = false;
+    vm.exitReason = info.reason ?? null;
     for (const onExit of [...vm.watchers]) onExit(info);
     vm.watchers.clear();
   }
@@ -170,6 +173,11 @@ export class FakeLauncher implements Launcher {
       vm.queued?.fail(new QwdError('QWD_LAUNCH_FAILED', `fake VM of session ${sessionId} was cancelled while queued`));
       return 'quit';
     });
+  }
+
+  /** The reason its scripted exit gave, as a scheduler tells why a job ended. */
+  async exitReason(handle: VmHandle): Promise<string | null> {
+    return this.vms.get(asFake(handle).sessionId)?.exitReason ?? null;
   }
 
   async isAlive(handle: VmHandle): Promise<boolean> {

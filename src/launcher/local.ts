@@ -38,6 +38,7 @@ import {
   FROZEN_DISK, STATE_FILE, checkPreparedState, resumeSizeListed, type ResumeDecision,
 } from '../resume/prepared.js';
 import { stateReader } from '../resume/save-state.js';
+import { afterResume } from '../resume/after-resume.js';
 import {
   exitWords, type ExitInfo, type Launcher, type LauncherCapabilities, type LaunchSpec, type StartHooks,
   type StopOutcome, type VmHandle,
@@ -207,6 +208,7 @@ export class LocalLauncher implements Launcher {
         sessionId: spec.sessionId, accel, sandbox: config.qemu.sandbox, runAs, network: config.qemu.network,
         uefiFirmware: config.qemu.uefi[spec.machine.arch],
         ...(migrates ? { overlayFds: { readWrite: 4, readOnly: 5 } } : {}),
+        ...(resume ? { vdagentLater: true } : {}),
       }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));
       // The saved state arrives on fd 3, from zstd (QEMU 7.2 has no file: URI; exec: would need a shell).
       if (resume) {
@@ -266,7 +268,12 @@ export class LocalLauncher implements Launcher {
       // QEMU has its own copy of the state's pipe now.
       reader?.child.stdout?.destroy();
       await Promise.all([this.waitReady(spec, pid, entry, paths), networkConnected]);
-      if (resume) await this.finishIncoming(spec, entry, paths);
+      if (resume) {
+        await this.finishIncoming(spec, entry, paths);
+        await afterResume(spec.machine, spec.sessionId, { qmp: paths.qmpSocket, qga: paths.qgaSocket }, {
+          log, clock: this.clock,
+        });
+      }
       const startTime = readProcStat(pid)?.startTime ?? '';
       if (resume) log.info({ sessionId: spec.sessionId, state: resume.dir }, 'session resumed from a prepared state');
       return {

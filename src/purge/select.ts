@@ -41,6 +41,12 @@ export function selectPurge(sessions: readonly PurgeCandidate[], now: number, st
       }
       continue;
     }
+    if (s.state === 'failed' || s.state === 'stopped') {
+      // Ended, but its release did not finish (a writer that died, a store that was full): finish it.
+      const reason = s.state === 'failed' ? 'start-abandoned' : 'stop-abandoned';
+      actions.push({ id: s.id, action: 'cleanup', reason });
+      continue;
+    }
     if (s.state !== 'running') continue;
     if (!s.alive) actions.push({ id: s.id, action: 'cleanup', reason: 'vm-exited' });
     else if (s.expiresAt <= now) actions.push({ id: s.id, action: 'stop', reason: 'expired' });

@@ -110,7 +110,7 @@ export class PurgeService {
     const handle = row.handle as VmHandle | null;
     const reason = action.reason === 'vm-exited' ? await manager.exitReason(row) : endReason(action.reason);
     // As with every stop, whatever the launcher says, the session's resources are released.
-    const alive = handle !== null && await launcher.isAlive(handle);
+    const alive = handle !== null && await launcher.isAlive(handle).catch(() => true); // unknown: stop it to be sure
     await manager.dispatch(row.id, alive ? { type: 'stop-requested', reason } : { type: 'exited', reason });
   }
 

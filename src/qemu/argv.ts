@@ -43,7 +43,18 @@ export interface ArgvOptions {
    * read-only and read-write, and after -runas it could not open the path in the 0700 run dir.
    */
   readonly overlayFds?: { readonly readWrite: number; readonly readOnly: number };
+  /**
+   * A VM resumed from a saved state: no clipboard agent port on the command line (QEMU 7.2's qemu-vdagent chardev
+   * cannot be migrated, so it was unplugged before the save); it is plugged in after the resume (VDAGENT_PLUG).
+   */
+  readonly vdagentLater?: boolean;
 }
+
+/** The clipboard agent's chardev and port as plugged into a resumed VM (QMP chardev-add, device_add). */
+export const VDAGENT_PLUG = {
+  chardev: { id: 'vdagent0', backend: { type: 'qemu-vdagent', data: { name: 'vdagent', clipboard: true } } },
+  device: { driver: 'virtserialport', chardev: 'vdagent0', name: 'com.redhat.spice.0', id: 'vdagentport0', nr: 1 },
+} as const;
 
 /** Per-session guest devices beyond the disk: host folders and the cloud-init seed. */
 export interface GuestDevices {
@@ -77,7 +88,7 @@ export function buildQemuArgv(
     ...shareArgs(guest.shares),
     ...vfioArgs(arch, guest.gpus ?? []),
     ...displayArgs(arch, machine.display ?? null),
-    ...agentArgs(machine, paths.qgaSocket),
+    ...agentArgs(machine, paths.qgaSocket, opts.vdagentLater ?? false),
     '-device', qemuOpts('virtio-balloon-pci', { id: 'balloon0' }),
     ...networkArgs(opts.network),
     // The display is QEMU's own VNC on a Unix socket in the 0700 run dir; only a
@@ -270,19 +281,22 @@ function displayArgs(arch: Arch, display: MachineDisplay | null): string[] {
  * org.qemu.guest_agent.0, which QEMU joins to a Unix socket in the 0700 run dir
  * (QGA's JSON protocol: the broker and tests reach the guest without a network).
  */
-function agentArgs(machine: Machine, qgaSocket: string): string[] {
+function agentArgs(machine: Machine, qgaSocket: string, vdagentLater: boolean): string[] {
   const vdagent = machine.agent === 'spice-vdagent';
   const qga = machine.guestAgent === true;
   if (!vdagent && !qga) return [];
+  // Fixed port numbers (nr): a saved state and the VM that loads it must number the ports alike, whether the
+  // clipboard port is there or plugged in later.
+  const { chardev, device } = VDAGENT_PLUG;
   return [
-    '-device', 'virtio-serial-pci',
-    ...(vdagent ? [
-      '-chardev', qemuOpts('qemu-vdagent', { id: 'vdagent0', name: 'vdagent', clipboard: true }),
-      '-device', qemuOpts('virtserialport', { chardev: 'vdagent0', name: 'com.redhat.spice.0' }),
+    '-device', qemuOpts('virtio-serial-pci', { id: 'vserial0' }),
+    ...(vdagent && !vdagentLater ? [
+      '-chardev', qemuOpts(chardev.backend.type, { id: chardev.id, name: 'vdagent', clipboard: true }),
+      '-device', qemuOpts(device.driver, { chardev: device.chardev, name: device.name, id: device.id, nr: device.nr }),
     ] : []),
     ...(qga ? [
       '-chardev', qemuOpts('socket', { path: qgaSocket, server: true, wait: false, id: 'qga0' }),
-      '-device', qemuOpts('virtserialport', { chardev: 'qga0', name: 'org.qemu.guest_agent.0' }),
+      '-device', qemuOpts('virtserialport', { chardev: 'qga0', name: 'org.qemu.guest_agent.0', id: 'qgaport0', nr: 2 }),
     ] : []),
   ];
 }

@@ -19,6 +19,8 @@ import { LocalLauncher, type LocalHandle } from '../launcher/local.js';
 import type { LaunchSpec } from '../launcher/types.js';
 import { newSessionId } from '../sessions/tokens.js';
 import { saveState } from './save-state.js';
+import { guestRun, unplugVdagent } from './after-resume.js';
+import { qgaCommand } from '../qemu/qga-client.js';
 import { readLogTail, runTool } from '../qemu/run-tool.js';
 import {
   FROZEN_DISK, META_FILE, PREPARED_DIR, STATE_FILE, checkPreparedState, deviceKey, masterStamp, preparedDir,
@@ -89,6 +91,8 @@ export async function prepareMachine(
     try {
       say('waiting for the guest to be ready');
       await waitGuestReady(boot.runDir, machine.resume.ready, vm, clock);
+      // QEMU 7.2 cannot save the clipboard agent's chardev: its port goes first (sessions plug it in again).
+      if (machine.agent === 'spice-vdagent') await unplugVdagent(vm.qmpSocket);
       say('saving its state');
       const runAs = process.getuid?.() === 0 ? config.qemu.runAs : null;
       const saved = await saveState(vm.qmpSocket, path.join(tmp, STATE_FILE), {
@@ -172,10 +176,23 @@ async function userIds(user: string): Promise<{ uid: number; gid: number }> {
 
 /** The guest says it is ready: a line on its serial port (the demo prints "QWD: boot ok"). */
 async function waitGuestReady(runDir: string, ready: ReadySignal, vm: LocalHandle, clock: Clock): Promise<void> {
-  if (!('serial' in ready)) {
-    throw new QwdError('QWD_BAD_REQUEST', 'resume.ready.guestAgent is not supported yet: use resume.ready.serial');
-  }
   const deadline = clock.now() + READY_TIMEOUT_MS;
+  if (!('serial' in ready)) {
+    // The guest agent answers guest-ping once the guest has started it (late in its boot).
+    for (;;) {
+      const qga = path.join(runDir, 'qga.sock');
+      const ping = qgaCommand(qga, 'guest-ping', undefined, 5000);
+      const running = (name: string) => guestRun(qga, '/usr/bin/pgrep', ['-x', name], clock)
+        .then(() => true, () => false);
+      const ok = await ping.then(() => true, () => false) && (!ready.process || await running(ready.process));
+      if (ok) return;
+      if (clock.now() > deadline) {
+        const minutes = READY_TIMEOUT_MS / 60000;
+        throw new QwdError('QWD_PREPARE_FAILED', `the guest agent did not answer within ${minutes} min`);
+      }
+      await clock.sleep(1000);
+    }
+  }
   const log = path.join(runDir, 'serial.log');
   for (;;) {
     const text = await fsp.readFile(log, 'utf8').catch(() => '');

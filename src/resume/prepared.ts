@@ -67,7 +67,7 @@ export function deviceKey(
       overlay: `${dir}/disk.qcow2`, qmpSocket: `${dir}/qmp.sock`, vncSocket: `${dir}/vnc.sock`,
       serialLog: `${dir}/serial.log`, pidFile: `${dir}/qemu.pid`, qgaSocket: `${dir}/qga.sock`,
     },
-    { sessionId: 'prepared', sandbox: false, runAs: null, ...opts },
+    { sessionId: 'prepared', sandbox: false, runAs: null, vdagentLater: true, ...opts },
   );
   return crypto.createHash('sha256').update(JSON.stringify(argv)).digest('hex').slice(0, 32);
 }

@@ -72,7 +72,8 @@ export class SessionLife {
   launch(spec: LaunchSpec, onQueued: (row: SessionRow) => void): Promise<SessionRow> {
     return this.track(this.deps.launcher.start(spec, {
       onQueued: (handle) => {
-        void this.dispatch({ type: 'submitted', handle });
+        this.dispatch({ type: 'submitted', handle })
+          .catch((err) => this.deps.log.error({ err, sessionId: this.id }, 'a queued start could not be recorded'));
         const row = this.deps.rows.byId(this.id);
         if (row?.state === 'queued') onQueued(row);
       },
@@ -122,12 +123,26 @@ export class SessionLife {
    */
   dispatch(event: LifeEvent): Promise<void> {
     const row = this.deps.rows.byId(this.id);
-    if (!row) return event.type === 'launched' ? this.stopLeftover(event.handle) : (this.released ?? Promise.resolve());
+    // Released (or being released): every event joins that, except a VM that comes up after it, which is stopped.
+    if (this.released || !row) {
+      return event.type === 'launched' ? this.stopLeftover(event.handle) : (this.released ?? Promise.resolve());
+    }
     if (row.state === 'stopping') {
       // Events that meet a stop under way are the stop's business, not transitions.
       if (event.type === 'launched') return this.stopWhatCameUp(event.handle);
+      if (event.type === 'submitted') return this.cancelWhatQueued(event.handle);
       if (event.type === 'launch-failed') return Promise.resolve(); // end() waits for the launch, then releases
       if ((event.type === 'stop-requested' || event.type === 'exited') && this.ending) return this.ending;
+    }
+    // A row left failed or stopped by a writer that died while releasing it (stopped and failed are terminal):
+    // whatever the event, what is left is the release.
+    if (row.state === 'failed' || row.state === 'stopped') {
+      if (event.type === 'launched') return this.stopWhatCameUp(event.handle);
+      if (event.type === 'stop-requested' && row.handle) {
+        this.ending ??= this.stopAndRelease(row.handle as VmHandle, event.reason);
+        return this.ending;
+      }
+      return this.release(reasonOf(event));
     }
     return this.apply(row, event);
   }
@@ -201,11 +216,27 @@ export class SessionLife {
   /** Stopped while starting: the VM came up anyway, so it is stopped now, and the session released. */
   private async stopWhatCameUp(handle: VmHandle): Promise<void> {
     this.deps.rows.update(this.id, { handle }, this.deps.clock.now());
+    await this.stopAndRelease(handle, this.reason ?? endReason('stopped'));
+  }
+
+  /** The VM down the ladder, then the release, whatever the ladder said. */
+  private async stopAndRelease(handle: VmHandle, reason: EndReason): Promise<void> {
     try {
       await this.stopVm(handle);
     } finally {
-      await this.release(this.reason ?? endReason('stopped'));
+      await this.release(reason);
     }
+  }
+
+  /**
+   * Stopped while a scheduler was being asked: the job it queued is cancelled at once (its awaited start then
+   * fails and end() releases the session). A cancel that fails is reported; the job is stopped when it comes up.
+   */
+  private async cancelWhatQueued(handle: VmHandle): Promise<void> {
+    this.deps.rows.update(this.id, { handle }, this.deps.clock.now());
+    await this.stopVm(handle).catch(() => {
+      // stopVm has logged and audited it ('stop-failed'); stopWhatCameUp stops the job if it ever runs.
+    });
   }
 
   /** A VM that came up after its session was released (a cancel that failed): stopped, its files removed. */
@@ -240,22 +271,33 @@ export class SessionLife {
    * logs), then the row, its GPU claims and its viewers, a tombstone with the reason, an audit line. Once.
    */
   private release(reason: EndReason): Promise<void> {
-    this.released ??= (async () => {
+    if (this.released) return this.released;
+    const attempt = (async () => {
       this.stopWatching();
       const row = this.deps.rows.byId(this.id);
       if (!row) return;
       try {
-        await this.deps.launcher.cleanup(row.handle as VmHandle | null, row.runDir);
+        try {
+          await this.deps.launcher.cleanup(row.handle as VmHandle | null, row.runDir);
+        } finally {
+          const now = this.deps.clock.now();
+          this.deps.rows.remove(row, reason, now);
+          this.deps.rows.audit(this.id, 'ended', { reason: reason.detail, code: reason.code }, now);
+          this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
+          this.deps.emit('ended', { id: this.id, end: reason });
+        }
       } finally {
-        const now = this.deps.clock.now();
-        this.deps.rows.remove(row, reason, now);
-        this.deps.rows.audit(this.id, 'ended', { reason: reason.detail, code: reason.code }, now);
-        this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
+        // Forgotten either way: a release that failed (the store full or busy) leaves its row for the purge job
+        // (stop-abandoned) or the next stop, which start again from a new life.
         this.deps.forget(this.id);
-        this.deps.emit('ended', { id: this.id, end: reason });
       }
     })();
-    return this.released;
+    this.released = attempt;
+    attempt.catch(() => {
+      if (this.released === attempt) this.released = null;
+      this.ending = null;
+    });
+    return attempt;
   }
 
   private store(state: SessionRow['state'], handle?: VmHandle): void {
@@ -275,6 +317,20 @@ export class SessionLife {
   stopWatching(): void {
     this.unwatch?.();
     this.unwatch = null;
+  }
+}
+
+/** The end reason an event carries (the release of a row left failed or stopped says it). */
+function reasonOf(event: LifeEvent): EndReason {
+  switch (event.type) {
+    case 'stop-requested':
+    case 'exited':
+    case 'cleaned-up':
+      return event.reason;
+    case 'launch-failed':
+      return failureReason(event.error);
+    default:
+      return endReason('start-abandoned');
   }
 }
 

@@ -1,5 +1,6 @@
-// The session state machine, as a pure transition table. Only the manager
-// applies transitions; anything not in the table is a programming error.
+// The session state machine, as a pure transition table. Only a session's
+// SessionLife (lifecycle.ts) applies transitions; anything not in the table is
+// a programming error.
 import type { SessionState } from '../store/session-rows.js';
 
 export type SessionEvent = 'submitted' | 'launched' | 'launch-failed' | 'stop-requested' | 'exited' | 'cleaned-up';

@@ -112,9 +112,24 @@ const MIGRATIONS: Migration[] = [
   // one-shot session then waits for a viewer again, as it did. Idempotent (a
   // database whose schema_version was set back keeps its column).
   (db) => addColumnOnce(db, 'sessions', 'had_viewer', 'INTEGER NOT NULL DEFAULT 0'),
-  // 9: why a session ended, as a typed code next to its words (end-reason.ts). Older tombstones keep NULL
-  // and are read by their words.
-  (db) => addColumnOnce(db, 'ended_sessions', 'code', 'TEXT'),
+  // 9: why a session ended, as a typed code next to its words (end-reason.ts). Older tombstones get the code their
+  // words were written for (the words each code wrote then); any other words were a stop on request.
+  (db) => {
+    addColumnOnce(db, 'ended_sessions', 'code', 'TEXT');
+    const setCode = db.prepare('UPDATE ended_sessions SET code = ? WHERE code IS NULL AND reason = ?');
+    for (const [code, words] of LEGACY_END_WORDS) setCode.run(code, words);
+    db.prepare("UPDATE ended_sessions SET code = 'stopped' WHERE code IS NULL").run();
+  },
+];
+
+/** The words tombstones carried before codes were stored, per code (migration 9). */
+const LEGACY_END_WORDS: ReadonlyArray<[string, string]> = [
+  ['revoked', 'revoked'], ['expired', 'expired'], ['one-shot', 'one-shot desktop: its last viewer left'],
+  ['start-abandoned', 'start-abandoned'], ['stop-abandoned', 'stop-abandoned'],
+  ['ended-while-down', 'the virtual machine ended while the service was down'],
+  ['reconciled', 'reconciled after restart'], ['launch-failed', 'failed to start'],
+  ['vm-exited', 'the virtual machine stopped'], ['vm-exited', 'the virtual machine was shut down'],
+  ['vm-exited', 'the virtual machine stopped unexpectedly'],
 ];
 
 export const DB_FILE = 'qwd.sqlite';

@@ -70,11 +70,9 @@ export function describeEnd(end: EndReason): string {
 }
 
 /**
- * A tombstone as stored. Tombstones written before codes were stored (schema 9) have text only: the code is the one
- * whose default words they carry, else 'stopped' (their words are kept and shown as they were).
+ * A tombstone as stored. Migration 9 gave older tombstones their code; a code this version does not know (a newer
+ * broker's, after a downgrade) reads as a stop on request, its words kept and shown as they were.
  */
 export function storedEnd(code: string | null, detail: string): EndReason {
-  if (code && (END_CODES as readonly string[]).includes(code)) return { code: code as EndCode, detail };
-  const known = (Object.entries(DEFAULT_DETAIL) as Array<[EndCode, string]>).find(([, words]) => words === detail);
-  return { code: known ? known[0] : 'stopped', detail };
+  return { code: code && (END_CODES as readonly string[]).includes(code) ? code as EndCode : 'stopped', detail };
 }

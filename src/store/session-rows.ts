@@ -1,5 +1,6 @@
-// Row access for sessions and their tombstones. Plain data in and out; only
-// the session manager calls the writers.
+// Row access for sessions and their tombstones. Plain data in and out; the
+// writers are called by the session services (sessions/: manager, lifecycle,
+// presence) and the purge job (purge/service.ts), never by routes or the CLI.
 import type { Db } from './db.js';
 import { AdmissionError } from '../errors.js';
 import { endReason, storedEnd, type EndReason } from './end-reason.js';

@@ -42,7 +42,7 @@ test('a VM found gone (its exit unnoticed) is released with the launcher\'s own 
   launcher.exit(row.id, { code: null, signal: null, reason: 'cancelled by the scheduler' });
   t.deepEqual((await purge.run()).actions, [{ id: row.id, action: 'cleanup', reason: 'vm-exited' }]);
   t.is(rows.byId(row.id), undefined);
-  t.deepEqual(rows.ended(row.tokenHash)?.end, { code: 'vm-exited', detail: 'the virtual machine stopped' });
+  t.deepEqual(rows.ended(row.tokenHash)?.end, { code: 'vm-exited', detail: 'cancelled by the scheduler' });
   t.is(launcher.stopsRun.get(row.id), undefined, 'a VM that is gone is not stopped');
 });
 

@@ -147,13 +147,13 @@ const TODAY_X86 = [
   '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
 ];
 const VDAGENT = [
-  '-device', 'virtio-serial-pci', '-chardev', 'qemu-vdagent,id=vdagent0,name=vdagent,clipboard=on',
-  '-device', 'virtserialport,chardev=vdagent0,name=com.redhat.spice.0',
+  '-device', 'virtio-serial-pci,id=vserial0', '-chardev', 'qemu-vdagent,id=vdagent0,name=vdagent,clipboard=on',
+  '-device', 'virtserialport,chardev=vdagent0,name=com.redhat.spice.0,id=vdagentport0,nr=1',
 ];
 
 const QGA = [
   '-chardev', 'socket,path=/run/q/s1/qga.sock,server=on,wait=off,id=qga0',
-  '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+  '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0,id=qgaport0,nr=2',
 ];
 
 test('a machine without display, agent or clipboard keys gets exactly today\'s argv', (t) => {
@@ -178,7 +178,7 @@ const displayTable: Array<[string, Partial<Machine>, string[]]> = [
     todayWith(['-device', 'virtio-vga'], VDAGENT)],
   ['guestAgent false (the default)', { guestAgent: false }, TODAY_X86],
   ['guestAgent alone: its own virtio-serial bus and the org.qemu.guest_agent.0 port', { guestAgent: true },
-    todayWith(['-vga', 'std'], ['-device', 'virtio-serial-pci', ...QGA])],
+    todayWith(['-vga', 'std'], ['-device', 'virtio-serial-pci,id=vserial0', ...QGA])],
   ['the desktop machine: virtio display, spice-vdagent and the guest agent on one virtio-serial bus',
     { display: 'virtio', agent: 'spice-vdagent', guestAgent: true }, todayWith(['-device', 'virtio-vga'], [...VDAGENT, ...QGA])],
 ];

@@ -58,8 +58,10 @@ test('a VM that exits while its stop runs is released once, with the stop\'s rea
   const release = launcher.holdStops();
   const stopping = manager.stop(row.id, 'stopped by its user');
   launcher.exit(row.id, { code: 0, signal: null });
+  // The exit as a watch or the purge job would report it, while the stop still runs: it joins the stop.
+  const exited = manager.dispatch(row.id, { type: 'exited', reason: endReason('vm-exited') });
   release();
-  await stopping;
+  await Promise.all([stopping, exited]);
   t.deepEqual(ends, [{ id: row.id, end: { code: 'stopped', detail: 'stopped by its user' } }]);
   t.is(rows.byId(row.id), undefined);
 });
@@ -112,4 +114,79 @@ test('an unknown event for a state is a programming error, and changes nothing',
   t.true(err instanceof QwdError && err.code === 'QWD_INTERNAL');
   t.regex(err!.message, /no transition from running on submitted/);
   t.is(rows.byId(row.id)?.state, 'running');
+});
+
+test('a stop that comes before the scheduler has queued the job cancels the job as soon as it is queued', async (t) => {
+  const { manager, launcher, rows, sessionDirs } = fakeSessions(t, {
+    fake: { starts: ['queue'], capabilities: { queues: true, ownsCapacity: true } },
+  });
+  // The row exists as soon as create() is called; the fake submits its job a moment later.
+  const creating = manager.create(REQUEST);
+  const id = rows.all()[0]!.id;
+  t.is(rows.byId(id)!.state, 'starting');
+  await manager.stop(id, 'stopped by its user');
+  await t.throwsAsync(creating);
+  t.is(launcher.stopsRun.get(id), 1, 'the queued job was cancelled');
+  t.is(rows.byId(id), undefined);
+  t.deepEqual(sessionDirs(), []);
+  t.deepEqual(rows.ended(rows.all()[0]?.tokenHash ?? '')?.end, undefined);
+});
+
+test('a row left failed by a writer that died while releasing it is released at the next start, not refused', async (t) => {
+  const sessions = fakeSessions(t);
+  const row = await sessions.manager.create(REQUEST);
+  // What a broker killed after storing "failed" and before its release leaves behind.
+  sessions.rows.update(row.id, { state: 'failed' }, sessions.clock.now());
+  const second = await sessions.restart();
+  t.is(second.rows.byId(row.id), undefined);
+  t.is(second.rows.ended(row.tokenHash)?.end.code, 'reconciled');
+  t.is(sessions.launcher.stopsRun.get(row.id), 1, 'its VM, still running, was stopped first');
+});
+
+test('a stop that meets a release in progress joins it instead of stopping the VM again', async (t) => {
+  const { manager, launcher, rows } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  const ends: EndedEvent[] = [];
+  manager.on('ended', (e: EndedEvent) => ends.push(e));
+  launcher.exit(row.id, { code: 0, signal: null, reason: 'the virtual machine was shut down from inside' });
+  await manager.stop(row.id, 'stopped by its user');
+  t.deepEqual(ends.map((e) => e.end.code), ['vm-exited']);
+  t.is(launcher.stopsRun.get(row.id), undefined);
+  t.is(rows.byId(row.id), undefined);
+});
+
+test('a release the store refuses once (disk full) leaves the row for the purge job, which finishes it', async (t) => {
+  const { manager, purge, rows, clock, config } = fakeSessions(t);
+  const row = await manager.create(REQUEST);
+  // A store that cannot write cannot be produced on demand: its remove() throws once, as SQLite does on a full disk.
+  const remove = rows.remove.bind(rows);
+  rows.remove = () => {
+    rows.remove = remove;
+    throw new Error('SQLITE_FULL: database or disk is full');
+  };
+  await t.throwsAsync(manager.stop(row.id, 'stopped by its user'), { message: /SQLITE_FULL/ });
+  t.is(rows.byId(row.id)?.state, 'stopping', 'the row is still there');
+  t.false(manager.busy(row.id), 'nobody holds it: the purge job may finish it');
+  const stuckAfterMs = config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
+  await clock.advance(stuckAfterMs + 1);
+  t.deepEqual((await purge.run()).actions, [{ id: row.id, action: 'cleanup', reason: 'stop-abandoned' }]);
+  t.is(rows.byId(row.id), undefined);
+});
+
+test('after a restart: a queued job is waited for again, a VM gone while down and a start nobody runs are released', async (t) => {
+  const sessions = fakeSessions(t, {
+    fake: { starts: ['queue', 'ready', 'slow'], capabilities: { queues: true, ownsCapacity: true } },
+  });
+  const queued = await sessions.manager.create(REQUEST);
+  const gone = await sessions.manager.create(REQUEST);
+  sessions.manager.create(REQUEST).catch(() => {}); // its writer dies while it boots
+  const starting = await waitFor('the third start', () => sessions.rows.all().find((r) => r.state === 'starting'));
+  sessions.launcher.exit(gone.id, { code: 0, signal: null }); // while no broker watches
+  sessions.launcher.failQueued(starting.id); // the VM of the abandoned start never comes either
+  const second = await sessions.restart();
+  t.is(second.rows.ended(gone.tokenHash)?.end.code, 'ended-while-down');
+  t.is(second.rows.ended(starting.tokenHash)?.end.code, 'start-abandoned');
+  t.is(second.rows.byId(queued.id)?.state, 'queued', 'the queued job is adopted');
+  sessions.launcher.ready(queued.id);
+  await waitFor('the adopted job to run', () => second.rows.byId(queued.id)?.state === 'running');
 });

@@ -17,12 +17,10 @@ test('each code has words of its own, and a detail given replaces them', (t) => 
   t.is(describeEnd(endReason('vm-exited', 'the virtual machine was shut down')), 'the virtual machine was shut down');
 });
 
-test('a stored code is taken as it is; a tombstone without one is read by its words, else as a stop', (t) => {
+test('a stored code is taken as it is; a code this version does not know reads as a stop, its words kept', (t) => {
   t.deepEqual(storedEnd('one-shot', 'anything'), { code: 'one-shot', detail: 'anything' });
-  t.deepEqual(storedEnd(null, 'revoked'), { code: 'revoked', detail: 'revoked' });
-  t.deepEqual(storedEnd(null, 'expired'), { code: 'expired', detail: 'expired' });
-  t.deepEqual(storedEnd(null, 'stopped by its user'), { code: 'stopped', detail: 'stopped by its user' });
   t.deepEqual(storedEnd('no-such-code', 'stopped by its user'), { code: 'stopped', detail: 'stopped by its user' });
+  t.deepEqual(storedEnd(null, 'stopped by its user'), { code: 'stopped', detail: 'stopped by its user' });
 });
 
 test('a tombstone keeps its code and words, and one from before schema 9 is still read', (t) => {
@@ -41,7 +39,24 @@ test('a tombstone keeps its code and words, and one from before schema 9 is stil
   rows.remove(row, endReason('one-shot'), now);
   t.deepEqual(rows.ended('h1'), { sessionId: row.id, endedAt: now, end: endReason('one-shot') });
   t.deepEqual(rows.ended('h2')?.end, endReason('one-shot'), 'the view-only link says the same');
-  db.prepare('INSERT INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, ?, ?)')
-    .run('h3', 'old', now, 'expired');
-  t.deepEqual(rows.ended('h3')?.end, { code: 'expired', detail: 'expired' });
+});
+
+test('migration 9 gives tombstones written before it the code their words were written for', (t) => {
+  const { config } = makeSetup(t, {}, { machines: () => {} });
+  const db = openDb(config.stateDir);
+  // Back to the version-8 shape: tombstones with words only.
+  db.exec('ALTER TABLE ended_sessions DROP COLUMN code; UPDATE schema_version SET version = 8');
+  const tomb = db.prepare('INSERT INTO ended_sessions (token_hash, session_id, ended_at, reason) VALUES (?, ?, 1, ?)');
+  tomb.run('h-expired', 'a', 'expired');
+  tomb.run('h-revoked', 'a', 'revoked');
+  tomb.run('h-exit', 'b', 'the virtual machine was shut down');
+  tomb.run('h-user', 'c', 'stopped by its user');
+  db.close();
+  const reopened = openDb(config.stateDir);
+  t.teardown(() => reopened.close());
+  const rows = new SessionRows(reopened);
+  t.deepEqual(rows.ended('h-expired')?.end, { code: 'expired', detail: 'expired' });
+  t.deepEqual(rows.ended('h-revoked')?.end, { code: 'revoked', detail: 'revoked' });
+  t.deepEqual(rows.ended('h-exit')?.end, { code: 'vm-exited', detail: 'the virtual machine was shut down' });
+  t.deepEqual(rows.ended('h-user')?.end, { code: 'stopped', detail: 'stopped by its user' });
 });

@@ -176,7 +176,7 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       await ctx.withAdmin(async (admin, config) => {
         const row = await findSession(admin, id);
         // With a scheduler (Slurm), also the job's state as it reports it now.
-        const jobState = (await admin.hostStatus()).launcher.jobs ? {
+        const jobState = (await admin.hostStatus()).launcher?.jobs ? {
           jobState: (await admin.schedulerInfo(row.id)).jobState ?? null
         } : {};
         const info = { ...sessionJson(row, ctx.baseUrl(config)), ...jobState };

@@ -24,7 +24,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
         const { host, accel, machines, launcher } = await admin.hostStatus();
         const rows = await admin.listSessions();
         // Job columns where the running launcher's VMs are scheduler jobs (Slurm): asked of the launcher, not named.
-        const scheduler = launcher.jobs ? new Map(
+        const scheduler = launcher?.jobs ? new Map(
           await Promise.all(rows.map(async (r) => [r.id, await admin.schedulerInfo(r.id)] as const))
         ) : null;
         const gpus = gpuSummary(await admin.gpuStatus());
