@@ -26,6 +26,7 @@ import { SlurmCli, type JobInfo } from './slurm-cli.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
 import { systemClock, type Clock } from '../clock.js';
+import { resumeSizeListed } from '../resume/prepared.js';
 import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
@@ -103,6 +104,12 @@ export class SlurmLauncher implements Launcher {
   async start(spec: LaunchSpec, hooks: StartHooks = {}): Promise<VmHandle> {
     const { config, log } = this.opts;
     const jobDir = this.jobDirOf(spec.runDir);
+    if (resumeSizeListed(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB })) {
+      log.info(
+        { sessionId: spec.sessionId, machine: spec.machine.name },
+        'booting: the Slurm launcher does not resume prepared states (its job script boots the VM)',
+      );
+    }
     if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {
       throw new QwdError(
         'QWD_LAUNCH_FAILED',
