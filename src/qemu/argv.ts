@@ -52,7 +52,7 @@ export interface ArgvOptions {
 
 /** The clipboard agent's chardev and port as plugged into a resumed VM (QMP chardev-add, device_add). */
 export const VDAGENT_PLUG = {
-  chardev: { id: 'vdagent0', backend: { type: 'qemu-vdagent', data: { name: 'vdagent', clipboard: true } } },
+  chardev: { id: 'vdagent0', backend: { type: 'qemu-vdagent', data: { clipboard: true } } },
   device: { driver: 'virtserialport', chardev: 'vdagent0', name: 'com.redhat.spice.0', id: 'vdagentport0', nr: 1 },
 } as const;
 

@@ -545,7 +545,7 @@ test('help on every level, version, and bash completion', async (t) => {
   const completion = await qwdctl(['completion', 'bash']);
   t.regex(completion.stdout, /complete -F _qwdctl qwdctl/);
   t.regex(completion.stdout, /sessions\) words="list show start stop extend balloon url logs"/);
-  t.regex(completion.stdout, /machines\) words="list show check add import download build remove"/);
+  t.regex(completion.stdout, /machines\) words="list show check prepare add import download build remove"/);
 });
 
 test('edit opens $EDITOR (argv, no shell) and validates afterwards', async (t) => {
@@ -674,7 +674,7 @@ test('bash completion skips option values, completes verbs, and the arguments of
   };
   t.deepEqual(complete('qwdctl --config /etc/qwd/config.yml sessions st'), ['start', 'stop']);
   t.deepEqual(complete('qwdctl -c sessions.yml ses'), ['sessions'], 'an option value is not the noun');
-  t.deepEqual(complete('qwdctl --state-dir /var/lib/qwd machines '), ['list', 'show', 'check', 'add', 'import', 'download', 'build', 'remove']);
+  t.deepEqual(complete('qwdctl --state-dir /var/lib/qwd machines '), ['list', 'show', 'check', 'prepare', 'add', 'import', 'download', 'build', 'remove']);
   t.deepEqual(complete('qwdctl edit '), ['config', 'machines']);
   t.deepEqual(complete('qwdctl completion '), ['bash']);
   t.deepEqual(complete('qwdctl sessions start --cpus 2 '), [], 'no verbs offered after the verb');

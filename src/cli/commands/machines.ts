@@ -374,7 +374,7 @@ export async function prepareMachines(
 
 export function registerMachines(program: Command, ctx: CliContext): void {
   const machines = program.command('machines')
-    .description('the machine catalog: list, check, add, import, download, build, remove');
+    .description('the machine catalog: list, check, prepare, add, import, download, build, remove');
 
   machines.command('list').alias('ls').description('machines the form offers')
     .option('--json', 'machine-readable output')
