@@ -67,6 +67,9 @@ export interface LocalLauncherOptions {
   clock?: Clock;
 }
 
+/** The least time a resumed VM gets to load its state (INSTALL.md, Resume). */
+const LOAD_TIMEOUT_MS = 90_000;
+
 /** A prepared state a session may resume. */
 type UsableState = Extract<ResumeDecision, { resume: true }>;
 
@@ -301,7 +304,10 @@ export class LocalLauncher implements Launcher {
    * continues it (it was saved paused). QEMU that cannot load the state exits: that is the error.
    */
   private async finishIncoming(spec: LaunchSpec, entry: { exit: ExitInfo | null }, paths: VmPaths): Promise<void> {
-    const deadline = this.clock.now() + this.opts.config.qemu.readyTimeoutMs;
+    // Loading is reading the state and allocating the guest's RAM: seconds, but on a busy host it can take longer
+    // than a boot's first answer; giving up early would only add a whole boot to the wait.
+    const waitMs = Math.max(this.opts.config.qemu.readyTimeoutMs, LOAD_TIMEOUT_MS);
+    const deadline = this.clock.now() + waitMs;
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
     try {
       for (;;) {
@@ -317,8 +323,7 @@ export class LocalLauncher implements Launcher {
         }
         if (this.clock.now() > deadline) {
           throw new QwdError(
-            'QWD_LAUNCH_TIMEOUT', `qemu for session ${spec.sessionId} did not load its state within ` +
-              `${this.opts.config.qemu.readyTimeoutMs} ms`,
+            'QWD_LAUNCH_TIMEOUT', `qemu for session ${spec.sessionId} did not load its state within ${waitMs} ms`,
           );
         }
         await this.clock.sleep(50);

@@ -107,32 +107,36 @@ run('in Chromium, the resumed desktop takes the mouse and the keyboard', async (
   const qgaSocket = path.join(row.runDir, 'qga.sock');
   await page.goto(s.viewerUrl);
   await waitForStatus(page, 'Connected', 60_000);
-  // A terminal whose program writes what it reads to a file the test reads back.
-  const typed = '/tmp/qwd-typed';
-  await guestSpawn(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/xfce4-terminal',
-    ['--title=qwd-typing', '--geometry=60x10+200+200', '-x', '/usr/bin/sh', '-c', `cat > ${typed}`]));
-  const inSession = (program: string, args: string[]) => guestExec(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, program, args));
-  const geometry = await waitFor('the terminal window', async () => {
-    const found = await inSession('/usr/bin/xdotool', ['search', '--name', 'qwd-typing', 'getwindowgeometry', '--shell']);
-    const m = /X=(\d+)\s+Y=(\d+)\s+WIDTH=(\d+)\s+HEIGHT=(\d+)/.exec(found.out);
-    return found.exitcode === 0 && m ? m.slice(1).map(Number) : false;
-  }, 120_000);
-  // The mouse: a click in the page at the middle of that window, mapped from the guest's screen to the canvas.
-  const [x, y, w, h] = geometry as [number, number, number, number];
+  const inSession = (program: string, args: string[], timeoutMs = 30_000) => guestExec(
+    qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, program, args), { timeoutMs },
+  );
+  // The text editor on a file the test reads back (as the desktop test does with a booted desktop).
+  const file = `/home/${DESKTOP_USER}/typed.txt`;
+  await inSession('/usr/bin/touch', [file]);
+  await guestSpawn(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/mousepad', [file]));
+  const found = await inSession('/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], 120_000);
+  const win = found.out.trim().split('\n')[0]!;
+  const shape = await inSession('/usr/bin/xdotool', ['getwindowgeometry', '--shell', win]);
+  const [x, y, w, h] = ['X', 'Y', 'WIDTH', 'HEIGHT'].map((k) => Number(new RegExp(`${k}=(\\d+)`).exec(shape.out)?.[1]));
+  t.true([x, y, w, h].every(Number.isFinite), shape.out);
+  // The mouse: a click in the page at the middle of the editor, mapped from the guest's screen to the canvas.
   const box = await page.evaluate(() => {
     const c = document.querySelector('#screen canvas') as HTMLCanvasElement;
     const r = c.getBoundingClientRect();
     return { left: r.left, top: r.top, scaleX: r.width / c.width, scaleY: r.height / c.height };
   });
-  await page.mouse.click(box.left + (x + w / 2) * box.scaleX, box.top + (y + h / 2) * box.scaleY);
-  await waitFor('the pointer to be where the page clicked', async () => {
+  const target = { x: x! + Math.round(w! / 2), y: y! + Math.round(h! / 2) };
+  await page.mouse.click(box.left + target.x * box.scaleX, box.top + target.y * box.scaleY);
+  await waitFor('the guest\'s pointer where the page clicked', async () => {
     const loc = await inSession('/usr/bin/xdotool', ['getmouselocation', '--shell']);
-    const m = /X=(\d+)\s+Y=(\d+)/.exec(loc.out);
-    return !!m && Math.abs(Number(m[1]) - (x + w / 2)) <= 3 && Math.abs(Number(m[2]) - (y + h / 2)) <= 3;
+    const at = ['X', 'Y'].map((k) => Number(new RegExp(`${k}=(\\d+)`).exec(loc.out)?.[1]));
+    return Math.abs(at[0]! - target.x) <= 3 && Math.abs(at[1]! - target.y) <= 3;
   }, 60_000);
-  // The keyboard: typed in the page, read by the program in the focused terminal.
+  // The keyboard: typed in the page, saved by the editor (Ctrl+S), read back from the file.
   await page.keyboard.type('typed into a resumed desktop');
-  await page.keyboard.press('Enter');
-  await waitFor('the typed line to reach the guest', async () => (await guestExec(qgaSocket, '/usr/bin/cat', [typed])).out.includes('typed into a resumed desktop'), 60_000);
+  await waitFor('the editor to save what was typed', async () => {
+    await page.keyboard.press('Control+s');
+    return (await guestExec(qgaSocket, '/usr/bin/cat', [file])).out.includes('typed into a resumed desktop');
+  }, 120_000);
   t.pass();
 });
