@@ -98,8 +98,12 @@ try {
         }
       } else {
         const serial = path.join(row.runDir, 'serial.log');
+        // A booting guest has no shell to type into until it prints its ready line; a resumed one has one at once.
+        if (!(row.handle as { resumed?: boolean }).resumed) {
+          while (!fs.readFileSync(serial, 'utf8').includes('QWD: boot ok')) await systemClock.sleep(50);
+        }
         for (let i = 0; ; i++) {
-          // Typed until the shell echoes it: a booting guest has no shell to type into yet.
+          // Typed again until the shell echoes it (a key typed in the very first instant may be lost).
           for (const ch of `echo bench-${i} > /dev/ttyS0\n`) {
             const keysym = ch === '\n' ? 0xff0d : ch.charCodeAt(0);
             const shift = ch === '>' || ch === '_';
