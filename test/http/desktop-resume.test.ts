@@ -116,9 +116,16 @@ run('in Chromium, the resumed desktop takes the mouse and the keyboard', async (
   await guestSpawn(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/mousepad', [file]));
   const found = await inSession('/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], 120_000);
   const win = found.out.trim().split('\n')[0]!;
-  const shape = await inSession('/usr/bin/xdotool', ['getwindowgeometry', '--shell', win]);
-  const [x, y, w, h] = ['X', 'Y', 'WIDTH', 'HEIGHT'].map((k) => Number(new RegExp(`${k}=(\\d+)`).exec(shape.out)?.[1]));
-  t.true([x, y, w, h].every(Number.isFinite), shape.out);
+  let shape = { exitcode: -1, out: '', err: '' };
+  const [x, y, w, h] = await waitFor('the editor window\'s geometry', async () => {
+    shape = await inSession('/usr/bin/xdotool', ['getwindowgeometry', win]);
+    // "Position: 200,150 (screen: 0)" and "Geometry: 600x400"
+    const pos = /Position: (-?\d+),(-?\d+)/.exec(shape.out);
+    const size = /Geometry: (\d+)x(\d+)/.exec(shape.out);
+    return pos && size ? [pos[1], pos[2], size[1], size[2]].map(Number) : false;
+  }, 60_000).catch((err: Error) => {
+    throw new Error(`${err.message}: xdotool exited ${shape.exitcode}: ${shape.out} ${shape.err}`, { cause: err });
+  });
   // The mouse: a click in the page at the middle of the editor, mapped from the guest's screen to the canvas.
   const box = await page.evaluate(() => {
     const c = document.querySelector('#screen canvas') as HTMLCanvasElement;
