@@ -115,6 +115,11 @@ run('in Chromium, the resumed desktop takes the mouse and the keyboard', async (
   await inSession('/usr/bin/touch', [file]);
   await guestSpawn(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/mousepad', [file]));
   const found = await inSession('/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], 120_000);
+  if (found.exitcode !== 0) {
+    // An image built before xdotool was in its package list: qwdctl machines build debian-desktop --force adds it.
+    throw new Error(`xdotool search in the guest exited ${found.exitcode}: ${found.err.trim()} (rebuild the machine: ` +
+      'qwdctl machines build debian-desktop --force)');
+  }
   const win = found.out.trim().split('\n')[0]!;
   let shape = { exitcode: -1, out: '', err: '' };
   const [x, y, w, h] = await waitFor('the editor window\'s geometry', async () => {
