@@ -113,7 +113,7 @@ export async function prepareMachine(
         deviceKey: deviceKey(machine, size, {
           accel, network: config.qemu.network, uefiFirmware: config.qemu.uefi[machine.arch],
         }),
-        preparedAt: clock.now(), stateBytes: saved.bytes, stateSha256: saved.sha256, prepareMs: clock.now() - started,
+        preparedAt: clock.now(), stateBytes: saved.bytes, prepareMs: clock.now() - started,
       };
       await fsp.writeFile(path.join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
     } finally {

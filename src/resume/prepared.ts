@@ -37,7 +37,6 @@ export interface PreparedMeta {
   readonly deviceKey: string;
   readonly preparedAt: number;
   readonly stateBytes: number;
-  readonly stateSha256: string;
   /** Boot until ready, then save: how long preparing took. */
   readonly prepareMs: number;
 }
@@ -142,7 +141,7 @@ function isMeta(value: unknown): value is PreparedMeta {
   const m = value as Partial<PreparedMeta> | null;
   return !!m && m.format === 1 && typeof m.machine === 'string' && Number.isInteger(m.cpus)
     && Number.isInteger(m.memoryMiB) && typeof m.qemuVersion === 'string' && typeof m.master === 'string'
-    && typeof m.deviceKey === 'string' && Number.isInteger(m.stateBytes) && typeof m.stateSha256 === 'string'
+    && typeof m.deviceKey === 'string' && Number.isInteger(m.stateBytes)
     && typeof m.preparedAt === 'number' && typeof m.prepareMs === 'number';
 }
 

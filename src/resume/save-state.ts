@@ -3,8 +3,6 @@
 // through a shell: so saving is a migration to a Unix socket this process
 // listens on, piped into zstd; loading is `-incoming fd:3`, fd 3 being zstd's
 // output (localLauncher). QMP commands and states as in qapi/migration.json.
-import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -19,7 +17,6 @@ const SAVE_BANDWIDTH = 8 * 1024 * 1024 * 1024;
 
 export interface SavedState {
   bytes: number;
-  sha256: string;
 }
 
 /**
@@ -82,7 +79,7 @@ export async function saveState(
     await out.close();
     await fsp.rm(socketDir, { recursive: true, force: true });
   }
-  return { bytes: (await fsp.stat(stateFile)).size, sha256: await sha256Of(stateFile) };
+  return { bytes: (await fsp.stat(stateFile)).size };
 }
 
 /** zstd -d reading a saved state: its stdout is what QEMU reads as fd 3 (-incoming fd:3). */
@@ -100,10 +97,4 @@ function exitOf(child: ChildProcess, file: string): Promise<number | null> {
     )));
     child.once('exit', (code) => resolve(code));
   });
-}
-
-export async function sha256Of(file: string): Promise<string> {
-  const hash = crypto.createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }

@@ -41,7 +41,7 @@ for (const [what, resume, extra, message] of refused) {
 
 const meta: PreparedMeta = {
   format: 1, machine: 'demo', cpus: 1, memoryMiB: 256, qemuVersion: 'QEMU emulator version 7.2.15', master: '/m:1:2',
-  deviceKey: 'k1', preparedAt: 0, stateBytes: 10, stateSha256: 'x', prepareMs: 1,
+  deviceKey: 'k1', preparedAt: 0, stateBytes: 10, prepareMs: 1,
 };
 const facts = { qemuVersion: 'QEMU emulator version 7.2.15', master: '/m:1:2', deviceKey: 'k1' };
 
