@@ -67,6 +67,11 @@ export interface LocalLauncherOptions {
   clock?: Clock;
 }
 
+/** The accelerator a machine's VMs get here: KVM runs only guests of the host's own architecture. */
+export function sessionAccel(machine: Pick<LaunchSpec['machine'], 'arch'>, accel: AccelChoice): 'kvm' | 'tcg' {
+  return machine.arch === HOST_ARCH ? accel.accel : 'tcg';
+}
+
 /** The least time a resumed VM gets to load its state (INSTALL.md, Resume). */
 const LOAD_TIMEOUT_MS = 90_000;
 
@@ -167,8 +172,7 @@ export class LocalLauncher implements Launcher {
   }
 
   accelFor(machine: LaunchSpec['machine']): 'kvm' | 'tcg' {
-    // KVM runs only guests of the host's own architecture.
-    return machine.arch === HOST_ARCH ? this.opts.accel.accel : 'tcg';
+    return sessionAccel(machine, this.opts.accel);
   }
 
   private async startVm(
@@ -276,9 +280,9 @@ export class LocalLauncher implements Launcher {
         await afterResume(spec.machine, spec.sessionId, { qmp: paths.qmpSocket, qga: paths.qgaSocket }, {
           log, clock: this.clock,
         });
+        log.info({ sessionId: spec.sessionId, state: resume.dir }, 'session resumed from a prepared state');
       }
       const startTime = readProcStat(pid)?.startTime ?? '';
-      if (resume) log.info({ sessionId: spec.sessionId, state: resume.dir }, 'session resumed from a prepared state');
       return {
         kind: 'local', pid, startTime, processName: qemuProcessName(spec.sessionId), runDir: spec.runDir,
         qmpSocket: paths.qmpSocket, vncSocket: paths.vncSocket, accel, ...(resume ? { resumed: true } : {}),
@@ -496,15 +500,7 @@ export class LocalLauncher implements Launcher {
     const { pid } = asLocal(vm);
     const own = this.children.get(pid);
     // Gone from /proc, but Node may not have reaped it yet: its exit status follows at once.
-    if (own && !own.exit) {
-      await new Promise<void>((resolve) => {
-        const cancel = this.clock.after(1000, resolve);
-        own.child.once('exit', () => {
-          cancel();
-          resolve();
-        });
-      });
-    }
+    if (own && !own.exit) await this.waitChildExit(pid, 1000);
     return this.guestShutdowns.get(pid) ?? (own?.exit ? exitWords(own.exit) : null);
   }
 

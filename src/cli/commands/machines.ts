@@ -21,7 +21,8 @@ import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 import { prepareMachine } from '../../resume/prepare.js';
 import { checkPreparedState } from '../../resume/prepared.js';
-import { chooseAccelerator, probeHostAccel } from '../../qemu/accel.js';
+import { chooseAccelerator, probeHostAccel, type AccelChoice } from '../../qemu/accel.js';
+import { sessionAccel } from '../../launcher/local.js';
 import { createLogger } from '../../log.js';
 
 function machineJson(m: Machine) {
@@ -262,6 +263,7 @@ function readDescriptorsSync(dir: string): { files: Machine[] } {
 export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): Promise<void> {
   const config = ctx.config();
   const { files, problems } = await readDescriptors(config.machinesDir);
+  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
   const report: Array<{
     file: string; name: string | null; ok: boolean; problems: string[]; resume?: ResumeStatus[];
   }> = [];
@@ -274,7 +276,7 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
       else names.set(f.machine.name, f.file);
       found.push(...(await checkMachine(config, f.machine)));
     }
-    const resume = f.machine?.resume && found.length === 0 ? await resumeStatus(config, f.machine) : undefined;
+    const resume = f.machine?.resume && found.length === 0 ? await resumeStatus(config, f.machine, accel) : undefined;
     report.push({
       file: f.file, name: f.machine?.name ?? null, ok: found.length === 0, problems: found,
       ...(resume ? { resume } : {}),
@@ -311,14 +313,13 @@ interface ResumeStatus {
   reason: string | null;
 }
 
-/** Per resume size: whether sessions of that size would resume, or why they boot. */
-async function resumeStatus(config: Config, declared: Machine): Promise<ResumeStatus[]> {
-  const catalog = await loadCatalog(config.machinesDir, config.qemu.img);
-  const machine = catalog.get(declared.name) ?? declared;
-  const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
-  const tcgOnly = machine.arch !== (process.arch === 'arm64' ? 'aarch64' : 'x86_64');
+/**
+ * Per resume size: whether sessions of that size would resume, or why they boot. The descriptor as declared is
+ * enough: its image was checked just before (checkMachine), and the device key does not depend on a detected format.
+ */
+async function resumeStatus(config: Config, machine: Machine, accel: AccelChoice): Promise<ResumeStatus[]> {
   return Promise.all((machine.resume?.sizes ?? []).map(async (size) => {
-    const choice = await checkPreparedState(config, machine, size, tcgOnly ? 'tcg' : accel.accel)
+    const choice = await checkPreparedState(config, machine, size, sessionAccel(machine, accel))
       .catch((err: Error) => ({ resume: false as const, reason: err.message }));
     return { ...size, usable: choice.resume, reason: choice.resume ? null : choice.reason };
   }));
