@@ -24,7 +24,7 @@ import { guestRun } from '../src/resume/after-resume.js';
 import { qgaCommand } from '../src/qemu/qga-client.js';
 import { systemClock } from '../src/clock.js';
 import { DESKTOP_MACHINE, desktopDescriptor } from '../src/catalog/desktop-build.js';
-import { connectRfb, nonBlackPixels } from '../test/helpers/rfb-client.js';
+import { connectRfb, nonBlackPixels, typeText } from '../test/helpers/rfb-client.js';
 import { DEMO_IMAGE, ROOT } from '../test/helpers/env.js';
 import { median } from './stats.js';
 
@@ -104,14 +104,7 @@ try {
         }
         for (let i = 0; ; i++) {
           // Typed again until the shell echoes it (a key typed in the very first instant may be lost).
-          for (const ch of `echo bench-${i} > /dev/ttyS0\n`) {
-            const keysym = ch === '\n' ? 0xff0d : ch.charCodeAt(0);
-            const shift = ch === '>' || ch === '_';
-            if (shift) viewer.keyEvent(0xffe1, true);
-            viewer.keyEvent(keysym, true);
-            viewer.keyEvent(keysym, false);
-            if (shift) viewer.keyEvent(0xffe1, false);
-          }
+          await typeText(viewer, `echo bench-${i} > /dev/ttyS0\n`);
           await systemClock.sleep(250);
           if (fs.readFileSync(serial, 'utf8').includes('bench-')) break;
         }

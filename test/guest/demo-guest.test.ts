@@ -10,7 +10,7 @@ import { parse, stringify } from 'yaml';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
-import { connectRfb, type RfbSession } from '../helpers/rfb-client.js';
+import { connectRfb, typeText, type RfbSession } from '../helpers/rfb-client.js';
 import type { Broker } from '../../src/main.js';
 import type { LocalHandle } from '../../src/launcher/local.js';
 import { isRunning } from '../../src/qemu/process.js';
@@ -39,20 +39,7 @@ async function bootDemo(t: ExecutionContext, raw: Record<string, unknown> = {}, 
   return { setup, broker, session: res.json, serial: () => fs.readFileSync(serial, 'utf8') };
 }
 
-const KEYSYM: Record<string, number> = { '\n': 0xff0d };
-/** Characters typed with Shift on a US keyboard: QEMU maps keysyms to keys, not to shifted keys. */
-const SHIFTED = new Set('>_|&:"<?'.split(''));
-const SHIFT_L = 0xffe1;
-async function type(rfb: RfbSession, text: string) {
-  for (const ch of text) {
-    const sym = KEYSYM[ch] ?? ch.charCodeAt(0);
-    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, true);
-    rfb.keyEvent(sym, true);
-    rfb.keyEvent(sym, false);
-    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, false);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const type = (rfb: RfbSession, text: string) => typeText(rfb, text, 20);
 
 const digest = (fb: Buffer) => crypto.createHash('sha256').update(fb).digest('hex');
 

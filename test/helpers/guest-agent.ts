@@ -4,58 +4,14 @@
 // with guest-sync first (QGA's protocol: a reply to an abandoned request may
 // still sit in the port). guest-exec runs programs with an argv array; the
 // desktop user's X session is reached with runuser + env, never a shell string.
-import net from 'node:net';
 import { waitFor } from './env.js';
+import { qgaCommand } from '../../src/qemu/qga-client.js';
 
-/** One request to the guest agent; rejects with QGA's error description or after timeoutMs (a loaded TCG guest can take seconds). */
-export async function qga(
+/** One request to the guest agent (the product's own client); rejects with QGA's error or after timeoutMs (a loaded TCG guest can take seconds). */
+export function qga(
   socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 15_000,
 ): Promise<unknown> {
-  const socket = net.createConnection(socketPath);
-  try {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`guest agent: no answer to ${command} within ${timeoutMs} ms`)), timeoutMs);
-      const syncId = Math.floor(Math.random() * 1e9);
-      let synced = false;
-      let buffer = '';
-      socket.setEncoding('utf8');
-      socket.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      socket.on('data', (chunk: string) => {
-        buffer += chunk;
-        let nl: number;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-          // guest-sync-delimited would prefix 0xFF; plain guest-sync does not, but a stale one may.
-          const line = buffer.slice(0, nl).replace(/^\xff/, '').trim();
-          buffer = buffer.slice(nl + 1);
-          if (!line) continue;
-          let reply: { return?: unknown; error?: { desc?: string } };
-          try {
-            reply = JSON.parse(line) as typeof reply;
-          } catch {
-            continue; // a partial answer left in the port by an earlier, abandoned request
-          }
-          if (!synced) {
-            if (reply.return === syncId) {
-              synced = true;
-              socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
-            }
-            continue;
-          }
-          clearTimeout(timer);
-          if (reply.error) reject(new Error(`guest agent: ${command}: ${reply.error.desc}`));
-          else resolve(reply.return);
-          return;
-        }
-      });
-      socket.write(JSON.stringify({ execute: 'guest-sync', arguments: { id: syncId } }) + '\n');
-    });
-  } finally {
-    socket.destroy();
-  }
+  return qgaCommand(socketPath, command, args, timeoutMs);
 }
 
 export interface ExecResult {

@@ -202,3 +202,20 @@ export function nonBlackPixels(fb: Buffer): number {
   for (let i = 0; i < fb.length; i += 4) if (fb[i]! | fb[i + 1]! | fb[i + 2]!) n++;
   return n;
 }
+
+/** Characters typed with Shift on a US keyboard: QEMU maps keysyms to keys, not to shifted keys. */
+const SHIFTED = new Set('>_|&:"<?'.split(''));
+const SHIFT_L = 0xffe1;
+const RETURN = 0xff0d;
+
+/** Types text as key presses ("\n" is Return), optionally pausing between keys (a slow guest's console). */
+export async function typeText(rfb: Pick<RfbSession, 'keyEvent'>, text: string, pauseMs = 0): Promise<void> {
+  for (const ch of text) {
+    const sym = ch === '\n' ? RETURN : ch.charCodeAt(0);
+    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, true);
+    rfb.keyEvent(sym, true);
+    rfb.keyEvent(sym, false);
+    if (SHIFTED.has(ch)) rfb.keyEvent(SHIFT_L, false);
+    if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
+  }
+}

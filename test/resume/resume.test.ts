@@ -11,7 +11,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireQemu, waitFor } from '../helpers/env.js';
-import { connectRfb, type RfbSession } from '../helpers/rfb-client.js';
+import { connectRfb, typeText } from '../helpers/rfb-client.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { prepareMachine } from '../../src/resume/prepare.js';
 import { checkPreparedState, preparedDir, readPrepared, STATE_FILE } from '../../src/resume/prepared.js';
@@ -102,17 +102,6 @@ async function assertBooted(t: ExecutionContext, session: Awaited<ReturnType<typ
   await waitFor('the demo guest to boot', () => session.serial().includes('QWD: boot ok'), 90_000);
 }
 
-async function typeLine(viewer: RfbSession, line: string) {
-  const shifted = new Set('>_|&:"<?'.split(''));
-  for (const ch of `${line}\n`) {
-    const keysym = ch === '\n' ? 0xff0d : ch.charCodeAt(0);
-    if (shifted.has(ch)) viewer.keyEvent(0xffe1, true);
-    viewer.keyEvent(keysym, true);
-    viewer.keyEvent(keysym, false);
-    if (shifted.has(ch)) viewer.keyEvent(0xffe1, false);
-  }
-}
-
 test('prepare leaves a frozen disk, a compressed state and what they were saved from', async (t) => {
   const dir = preparedDir(shared.machinesDir, 'demo', SIZE);
   t.is(shared.report.dir, dir);
@@ -134,7 +123,7 @@ test('a session of a prepared size resumes: already booted, typing reaches its s
   const viewer = await connectRfb(session.json.wsUrl);
   t.teardown(() => viewer.close());
   t.true((await viewer.update(false)).some((b) => b !== 0), 'the console is drawn at once');
-  await typeLine(viewer, 'echo resumed-ok > /dev/ttyS0');
+  await typeText(viewer, 'echo resumed-ok > /dev/ttyS0\n');
   await waitFor('the resumed shell to answer', () => session.serial().includes('resumed-ok'), 30_000);
   t.is((await api(broker, 'DELETE', `/api/v1/sessions/${session.json.token}`)).status, 204);
   t.false(fs.existsSync(session.row.runDir));
