@@ -40,6 +40,11 @@ export interface PurgeReport {
   dryRun: boolean;
 }
 
+/** How long a start or stop may take before the purge job counts it abandoned (two ready waits and a stop ladder). */
+export function stuckAfterMs(config: Config): number {
+  return config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
+}
+
 export class PurgeService {
   /** The end of the last run asked for (runs go one after the other). */
   private queue: Promise<void> = Promise.resolve();
@@ -63,7 +68,7 @@ export class PurgeService {
       busy: manager.busy(r.id),
     })));
     const actions = selectPurge(
-      candidates, now, config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000,
+      candidates, now, stuckAfterMs(config),
     );
     let dirs: string[] = [];
     try {

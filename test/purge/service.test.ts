@@ -9,6 +9,7 @@ import path from 'node:path';
 import { REQUEST, fakeSessions } from '../helpers/fake-sessions.js';
 import { startSmtpSink } from '../helpers/smtp.js';
 import { waitFor } from '../helpers/env.js';
+import { stuckAfterMs } from '../../src/purge/service.js';
 
 test('a session is stopped by the purge run after it expires, not by one before', async (t) => {
   const { manager, purge, rows, clock, launcher } = fakeSessions(t);
@@ -57,9 +58,8 @@ test('a start its writer abandoned is cleaned up once it is old, and one this pr
     runDir: path.join(config.runDir, 'abandoned00001'),
   };
   rows.insert(abandoned);
-  const stuckAfterMs = config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
   t.deepEqual((await purge.run()).actions, [], 'a young start may still be running somewhere');
-  await clock.advance(stuckAfterMs + 1);
+  await clock.advance(stuckAfterMs(config) + 1);
   t.deepEqual((await purge.run()).actions, [{ id: abandoned.id, action: 'cleanup', reason: 'start-abandoned' }]);
   t.is(rows.byId(abandoned.id), undefined);
   t.deepEqual(rows.ended('abandoned-control')?.end, endReason('start-abandoned'));

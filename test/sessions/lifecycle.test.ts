@@ -11,6 +11,7 @@ import type { EndedEvent } from '../../src/sessions/manager.js';
 import type { VmHandle } from '../../src/launcher/types.js';
 import { waitFor } from '../helpers/env.js';
 import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
+import { stuckAfterMs } from '../../src/purge/service.js';
 
 test('a stop while the VM boots waits for it, stops it once it is up, and the start says it was stopped', async (t) => {
   const { manager, launcher, rows, sessionDirs, audit } = fakeSessions(t, { fake: { starts: ['slow'] } });
@@ -98,8 +99,7 @@ test('a stop its writer abandoned (a row left stopping) is finished by the purge
   // What a writer that died in the middle of a stop leaves: the row says stopping, the VM still runs.
   rows.update(row.id, { state: 'stopping' }, clock.now());
   t.deepEqual((await purge.run()).actions, [], 'a young stopping row may be a stop still running');
-  const stuckAfterMs = config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
-  await clock.advance(stuckAfterMs + 1);
+  await clock.advance(stuckAfterMs(config) + 1);
   const report = await purge.run();
   t.deepEqual(report.actions, [{ id: row.id, action: 'cleanup', reason: 'stop-abandoned' }]);
   t.is(launcher.stopsRun.get(row.id), 1, 'its VM, still alive, was stopped');
@@ -167,8 +167,7 @@ test('a release the store refuses once (disk full) leaves the row for the purge 
   await t.throwsAsync(manager.stop(row.id, 'stopped by its user'), { message: /SQLITE_FULL/ });
   t.is(rows.byId(row.id)?.state, 'stopping', 'the row is still there');
   t.false(manager.busy(row.id), 'nobody holds it: the purge job may finish it');
-  const stuckAfterMs = config.qemu.readyTimeoutMs * 2 + config.qemu.quitGraceMs + config.qemu.termGraceMs + 10000;
-  await clock.advance(stuckAfterMs + 1);
+  await clock.advance(stuckAfterMs(config) + 1);
   t.deepEqual((await purge.run()).actions, [{ id: row.id, action: 'cleanup', reason: 'stop-abandoned' }]);
   t.is(rows.byId(row.id), undefined);
 });
