@@ -218,12 +218,7 @@ export class LocalLauncher implements Launcher {
         ...(resume ? { vdagentLater: true } : {}),
       }, { shares: spec.shares ?? [], seedIso, gpus: spec.gpus ?? [] }).concat(eventsMonitorArgv(spec.runDir));
       // The saved state arrives on fd 3, from zstd (QEMU 7.2 has no file: URI; exec: would need a shell).
-      if (resume) {
-        reader = stateReader(config.qemu.zstd, path.join(resume.dir, STATE_FILE));
-        // A zstd that cannot run or read leaves QEMU an empty stream: QEMU then fails to load, which says it.
-        reader.done.catch(() => {});
-        argv.push('-incoming', 'fd:3');
-      }
+      if (resume) argv.push('-incoming', 'fd:3');
       const binary = config.qemu.binaries[spec.machine.arch];
       // With network, QEMU runs in the session's own network namespace (see guest-netns.ts).
       let command = { file: binary, argv };
@@ -238,6 +233,13 @@ export class LocalLauncher implements Launcher {
         }
         networkConnected = (await prepareGuestNetwork(config.guestNetwork, spec.runDir, config.guestNetwork)).connected;
         command = inNetnsArgv(config.guestNetwork, spec.runDir, resolved, argv);
+      }
+      if (resume) {
+        // Started in the same tick as QEMU: while the event loop turns, Node would read the pipe's first bytes
+        // (the stream's header) into zstd's stdout stream, and QEMU would find no migration stream.
+        reader = stateReader(config.qemu.zstd, path.join(resume.dir, STATE_FILE));
+        // A zstd that cannot run or read leaves QEMU an empty stream: QEMU then fails to load, which says it.
+        reader.done.catch(() => {});
       }
       const logFd = fs.openSync(path.join(spec.runDir, 'qemu.log'), 'a', 0o600);
       const diskFds = migrates ? [fs.openSync(paths.overlay, 'r+'), fs.openSync(paths.overlay, 'r')] : [];

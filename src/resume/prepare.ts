@@ -19,6 +19,7 @@ import { LocalLauncher, type LocalHandle } from '../launcher/local.js';
 import type { LaunchSpec } from '../launcher/types.js';
 import { newSessionId } from '../sessions/tokens.js';
 import { saveState } from './save-state.js';
+import { ScreenWatch } from './screen-watch.js';
 import { guestRun, unplugVdagent } from './after-resume.js';
 import { qgaCommand } from '../qemu/qga-client.js';
 import { readLogTail, runTool } from '../qemu/run-tool.js';
@@ -50,6 +51,9 @@ export interface PrepareReport {
 /** How long a machine may take to say it is ready (a desktop under TCG takes minutes). */
 const READY_TIMEOUT_MS = 15 * 60 * 1000;
 const SAVE_TIMEOUT_MS = 5 * 60 * 1000;
+/** After the ready signal: how long the screen must stay still, and how long to wait for that at most. */
+const SCREEN_QUIET_MS = 3000;
+const SCREEN_TIMEOUT_MS = 2 * 60 * 1000;
 
 export async function prepareMachine(
   deps: PrepareDeps, machine: Machine, size: ResumeSize,
@@ -88,9 +92,19 @@ export async function prepareMachine(
     say(`booting ${machine.name} (${size.cpus} CPU(s), ${size.memoryMiB} MiB)`);
     const boot = spec(newSessionId());
     const vm = await launcher.startForSaving(boot);
+    let screen: ScreenWatch | null = null;
     try {
+      // Watched from the start: QEMU draws a virtio-vga scanout only for a display client that asks.
+      screen = await ScreenWatch.open(vm.vncSocket, clock);
       say('waiting for the guest to be ready');
       await waitGuestReady(boot.runDir, machine.resume.ready, vm, clock);
+      // A program that has started has not painted yet: the state is saved once the screen is drawn and still.
+      say('waiting for its screen to be drawn and still');
+      if (!await screen.waitQuiet(SCREEN_QUIET_MS, SCREEN_TIMEOUT_MS)) {
+        say(`its screen did not stay still for ${SCREEN_QUIET_MS / 1000} s within ${SCREEN_TIMEOUT_MS / 60000} min: ` +
+          'saving it as it is');
+      }
+      screen.close();
       // QEMU 7.2 cannot save the clipboard agent's chardev: its port goes first (sessions plug it in again).
       if (machine.agent === 'spice-vdagent') await unplugVdagent(vm.qmpSocket);
       say('saving its state');
@@ -117,6 +131,7 @@ export async function prepareMachine(
       };
       await fsp.writeFile(path.join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
     } finally {
+      screen?.close();
       await launcher.stop(vm).catch(() => {});
       await launcher.cleanup(vm, boot.runDir);
     }

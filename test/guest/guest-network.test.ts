@@ -18,6 +18,12 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireDemoImage, requireProgram, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
 import { startBroker } from '../../src/main.js';
 import { silentLogger } from '../../src/log.js';
+import { parse, stringify } from 'yaml';
+import { connectRfb, typeText } from '../helpers/rfb-client.js';
+import { prepareMachine } from '../../src/resume/prepare.js';
+import { loadCatalog } from '../../src/catalog/catalog.js';
+import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
+import type { LocalHandle } from '../../src/launcher/local.js';
 
 test.before(() => {
   requireQemu();
@@ -125,6 +131,51 @@ test.serial('with an allow list, a guest reaches only what it names (and never t
   t.is(outcome(`http://${named}:8081/`), 'ok');
   t.is(outcome(`http://${other}:8081/`), 'failed', 'outside the allow list');
   t.is(outcome(`http://${lab.hostAddr}:${lab.hostPort}/`), 'failed', 'a host address stays refused even when the allow list names it');
+});
+
+test.serial('a resumed guest\'s network comes back, as isolated as a booted one: the site reachable, the host not', async (t) => {
+  t.timeout(240_000);
+  const lab = await makeLab(t);
+  const [allowed, denied] = lab.labAddrs;
+  const size = { cpus: 1, memoryMiB: 256 };
+  const setup = makeSetup(t, { guestNetwork: { deny: [`${denied}/32`] } }, {
+    machines: (d) => {
+      writeDemoMachine(d);
+      const descriptor = parse(fs.readFileSync(path.join(d, 'demo.yml'), 'utf8')) as Record<string, unknown>;
+      descriptor.resume = { sizes: [size], ready: { serial: 'QWD: boot ok' } };
+      fs.writeFileSync(path.join(d, 'demo.yml'), stringify(descriptor));
+    },
+  });
+  // Saved with its network up (the demo brings eth0 up at boot), in a namespace that goes with the prepare's VM.
+  const machine = (await loadCatalog(setup.machinesDir, setup.config.qemu.img)).get('demo')!;
+  const accel = chooseAccelerator(setup.config.qemu.accel, probeHostAccel());
+  await prepareMachine({ config: setup.config, accel, log: silentLogger() }, machine, size);
+  const broker = await startTestBroker(t, setup.config);
+  const brokerPort = Number(new URL(broker.url).port);
+  const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'demo', user: 'tester', lifetimeS: 3600, ...size });
+  t.is(res.status, 201, res.text);
+  const row = broker.services.manager.get(res.json.id)!;
+  t.true((row.handle as LocalHandle).resumed, 'resumed, not booted');
+  const serialFile = path.join(row.runDir, 'serial.log');
+  const viewer = await connectRfb(res.json.wsUrl);
+  t.teardown(() => viewer.close());
+  // What nc prints (an HTTP status line from a server it reached, or its error), then a marker.
+  const fetchFromGuest = async (host: string, port: number, marker: string) => {
+    const before = fs.readFileSync(serialFile, 'utf8').length;
+    await typeText(viewer, `echo x | nc -w 5 ${host} ${port} >/dev/ttyS0 2>&1; echo ${marker} >/dev/ttyS0\n`);
+    const out = await waitFor(`the guest's nc to ${host}:${port}`, () => {
+      const text = fs.readFileSync(serialFile, 'utf8').slice(before);
+      return text.includes(marker) && text;
+    }, 60_000);
+    return out.slice(0, out.indexOf(marker));
+  };
+  t.regex(await fetchFromGuest(allowed, 8081, 'net-lab'), /HTTP\/1\.1 400/, 'the site network answers');
+  for (const [host, port, marker] of [
+    ['10.0.2.2', brokerPort, 'net-broker'], [lab.hostAddr, lab.hostPort, 'net-host'], [denied, 8081, 'net-denied'],
+  ] as const) {
+    t.notRegex(await fetchFromGuest(host, port, marker), /HTTP\//, `${host}:${port} stays out of reach`);
+  }
+  t.true(fs.existsSync(path.join(row.runDir, 'pasta.pid')), 'the session has its own namespace and pasta');
 });
 
 test('a broker that cannot isolate its guests\' network refuses to start, saying what to install; qemu.network: none starts', async (t) => {

@@ -50,11 +50,11 @@ async function demoOf(config: Config) {
 
 const accelOf = (config: Config) => chooseAccelerator(config.qemu.accel, probeHostAccel());
 
-async function prepare(config: Config, size = SIZE, opts: { force?: boolean } = {}) {
+async function prepare(config: Config, size = SIZE, opts: { force?: boolean; onProgress?: (line: string) => void } = {}) {
   return prepareMachine({ config, accel: accelOf(config), log: silentLogger() }, await demoOf(config), size, opts);
 }
 
-let shared: { dir: string; machinesDir: string; report: Awaited<ReturnType<typeof prepare>> };
+let shared: { dir: string; machinesDir: string; report: Awaited<ReturnType<typeof prepare>>; progress: string[] };
 
 test.before(async (t) => {
   requireQemu();
@@ -65,7 +65,8 @@ test.before(async (t) => {
     { stateDir: 'var', machinesDir, ...RAW, log: { level: 'silent' } }, path.join(dir, 'config.yml'), dir,
   );
   if (!config) throw new Error(problems.join('\n'));
-  shared = { dir, machinesDir, report: await prepare(config) };
+  const progress: string[] = [];
+  shared = { dir, machinesDir, report: await prepare(config, SIZE, { onProgress: (l) => progress.push(l) }), progress };
   t.log(`prepared in ${shared.report.prepareMs} ms (state ${shared.report.stateBytes} bytes); checked by resuming in ` +
     `${shared.report.resumeMs} ms`);
 });
@@ -111,6 +112,11 @@ test('prepare leaves a frozen disk, a compressed state and what they were saved 
   t.like(meta, { machine: 'demo', cpus: 1, memoryMiB: 256, stateBytes: shared.report.stateBytes });
   t.regex(meta.qemuVersion, /^QEMU emulator version/);
   t.deepEqual(fs.readdirSync(path.join(shared.machinesDir, 'prepared', '.work')), [], 'no VM dir is left behind');
+  // Saved once the console was drawn and still: its blinking cursor does not count as a change.
+  t.deepEqual(shared.progress, [
+    'booting demo (1 CPU(s), 256 MiB)', 'waiting for the guest to be ready', 'waiting for its screen to be drawn and still',
+    'saving its state', 'checking it: resuming it once',
+  ]);
 });
 
 test('a session of a prepared size resumes: already booted, typing reaches its shell, and it stops like any other', async (t) => {
