@@ -39,7 +39,7 @@ export class ScreenWatch {
     this.socket.on('close', () => this.fail(new Error('the VM closed its VNC connection')));
   }
 
-  /** Connects, does the handshake and starts asking for frames; rejects when the VNC does not speak RFB 3.8 with None. */
+  /** Connects, does the handshake and starts asking for frames; rejects unless the VNC speaks RFB 3.8 with None. */
   static async open(socketPath: string, clock: Clock): Promise<ScreenWatch> {
     const watch = new ScreenWatch(socketPath, clock);
     try {
@@ -54,7 +54,8 @@ export class ScreenWatch {
 
   /** Some pixel is not black. */
   drawn(): boolean {
-    for (let i = 0; i < this.frame.length; i += 4) if (this.frame[i]! | this.frame[i + 1]! | this.frame[i + 2]!) return true;
+    const f = this.frame;
+    for (let i = 0; i < f.length; i += 4) if (f[i]! | f[i + 1]! | f[i + 2]!) return true;
     return false;
   }
 
@@ -145,7 +146,9 @@ export class ScreenWatch {
     const encoding = head.readInt32BE(8);
     if (encoding !== 0) throw new Error(`unexpected RFB encoding ${encoding}`);
     const pixels = await this.read(w * h * 4);
-    if (x + w > this.width || y + h > this.height) this.resize(Math.max(this.width, x + w), Math.max(this.height, y + h));
+    if (x + w > this.width || y + h > this.height) {
+      this.resize(Math.max(this.width, x + w), Math.max(this.height, y + h));
+    }
     let changed = 0;
     for (let row = 0; row < h; row++) {
       const from = pixels.subarray(row * w * 4, (row + 1) * w * 4);
@@ -162,7 +165,8 @@ export class ScreenWatch {
   private resize(width: number, height: number): void {
     const frame = Buffer.alloc(width * height * 4);
     for (let row = 0; row < Math.min(height, this.height); row++) {
-      this.frame.copy(frame, row * width * 4, row * this.width * 4, row * this.width * 4 + Math.min(width, this.width) * 4);
+      const from = row * this.width * 4;
+      this.frame.copy(frame, row * width * 4, from, from + Math.min(width, this.width) * 4);
     }
     [this.frame, this.width, this.height] = [frame, width, height];
     this.changedAt = this.clock.now();
