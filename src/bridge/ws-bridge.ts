@@ -173,9 +173,12 @@ export function attachBridge(
     const clipboard = clipboardPolicyFor(row.machine, found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const vnc: Duplex = connectVnc(address);
+      /** Set once a control viewer's stream left framing: QEMU judges what follows, and may drop the viewer. */
+      let unframed: Error | null = null;
       // Attach the data path before awaiting anything: QEMU sends its banner at once.
       const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });
-      vnc.pipe(wsStream);
+      // Not ended by the desktop's end: finish() closes the WebSocket with a code and a reason.
+      vnc.pipe(wsStream, { end: false });
       // View-only is enforced here: input messages never reach QEMU. Both links get clipboard text capped.
       const filter = new RfbClientFilter({
         access: found.access,
@@ -184,10 +187,13 @@ export function attachBridge(
           { sessionId: row.id, access: found.access, clipboard: clipboardModeOf(policy) },
           'viewer clipboard message dropped by the clipboard policy (logged once per viewer)',
         ),
-        onPassthrough: (err) => log.warn(
-          { sessionId: row.id, err: err.message },
-          'control viewer sent a message the bridge cannot frame; passed on unframed',
-        ),
+        onPassthrough: (err) => {
+          unframed = err;
+          log.warn(
+            { sessionId: row.id, err: err.message },
+            'control viewer sent a message the bridge cannot frame; passed on unframed',
+          );
+        },
       });
       wsStream.pipe(filter).pipe(vnc);
       access.set(ws, found.access);
@@ -202,7 +208,7 @@ export function attachBridge(
         'viewer connected',
       );
       let finished = false;
-      const finish = (why: string) => {
+      const finish = (why: string, code = 1000) => {
         if (finished) return;
         finished = true;
         set.delete(ws);
@@ -211,15 +217,19 @@ export function attachBridge(
         // counts.
         if (!closing && manager.get(row.id)) presence.record(row.id, set.size);
         vnc.destroy();
-        wsStream.destroy();
-        if (ws.readyState === ws.OPEN) ws.close(1000, why.slice(0, 120));
+        // A close frame with the reason, and the stream ends with the WebSocket (destroying it would drop the frame).
+        if (ws.readyState === ws.OPEN) ws.close(code, Buffer.from(why).subarray(0, 123).toString());
+        else wsStream.destroy();
         log.info({ sessionId: row.id, why, viewers: set.size }, 'viewer disconnected');
       };
       vnc.on('error', (err) => {
         log.warn({ sessionId: row.id, vnc: describe(address), err: err.message }, 'VNC side failed');
         finish('desktop connection lost');
       });
-      vnc.on('close', () => finish('desktop connection closed'));
+      // After an unframed message (a cut text whose length lied, a type nobody knows), say so rather than "closed".
+      vnc.on('close', () => (unframed
+        ? finish(`the desktop dropped this viewer after a message it could not read (${unframed.message})`, 4003)
+        : finish('desktop connection closed')));
       wsStream.on('error', () => finish('browser connection failed'));
       filter.on('error', (err) => {
         const close = err instanceof RfbProtocolError ? {

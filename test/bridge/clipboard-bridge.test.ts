@@ -205,3 +205,18 @@ test.serial('hostile clipboard messages close only the viewer that sent them, wi
   t.is((await fetch(`${d.broker.url}/healthz`)).status, 200);
   t.is((await api(d.broker, 'GET', `/api/v1/sessions/${d.s.token}`)).json.state, 'running');
 });
+
+test.serial('a plain cut text whose length lies (its text runs on into what no client message starts with) closes only that viewer, saying why', async (t) => {
+  const d = await startDesktop(t, { clipboard: 'both', viewOnlyClipboard: false }, 'both');
+  const bystander = await d.connect('control');
+  const { viewer } = await d.connect('control');
+  // Says 4 bytes and sends 12: the bridge frames the 4, then reads type 200, which a control link leaves to QEMU.
+  viewer.send(Buffer.concat([plainCut('ABCD'), Buffer.from([200, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41])]));
+  const closed = await viewer.closed;
+  t.is(closed.code, 4003);
+  t.is(closed.reason, 'the desktop dropped this viewer after a message it could not read (unknown client message type 200)');
+  t.true((await bystander.viewer.untilUpdate()).some((m) => m.type === 'update'), 'the other viewer still gets frames');
+  await waitFor('the closed viewer to be uncounted', () => d.broker.bridge.viewerCounts(d.s.id).control === 1);
+  t.is((await fetch(`${d.broker.url}/healthz`)).status, 200);
+  t.is((await api(d.broker, 'GET', `/api/v1/sessions/${d.s.token}`)).json.state, 'running');
+});
