@@ -88,10 +88,11 @@ async function firstDrawnFrame(wsUrl: string, start: number): Promise<{ ms: numb
 async function sessionsAtOnce(broker: Broker, n: number): Promise<void> {
   say(`${n} sessions at once…`);
   const start = performance.now();
-  const rows = await Promise.all(Array.from({ length: n }, async () => {
+  const rows = await Promise.all(Array.from({ length: n }, async (_, i) => {
+    // Ten people, not one person with ten desktops (per-person limits).
     const res = await fetch(`${broker.url}/api/v1/sessions`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ machine: machineName, user: 'bench', lifetimeS: 3600, ...size }),
+      body: JSON.stringify({ machine: machineName, user: `bench-${i}`, lifetimeS: 3600, ...size }),
     });
     const json = await res.json() as { id: string; token: string; wsUrl: string };
     if (res.status !== 201) throw new Error(JSON.stringify(json));

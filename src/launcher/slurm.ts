@@ -26,7 +26,7 @@ import { SlurmCli, type JobInfo } from './slurm-cli.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
 import { systemClock, type Clock } from '../clock.js';
-import { resumeSizeListed } from '../resume/prepared.js';
+import { SLURM_BOOTS, resumeSizeListed } from '../resume/prepared.js';
 import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
@@ -107,7 +107,7 @@ export class SlurmLauncher implements Launcher {
     if (resumeSizeListed(spec.machine, { cpus: spec.cpus, memoryMiB: spec.memoryMiB })) {
       log.info(
         { sessionId: spec.sessionId, machine: spec.machine.name },
-        'booting: the Slurm launcher does not resume prepared states (its job script boots the VM)',
+        `booting: ${SLURM_BOOTS}`,
       );
     }
     if (spec.bootScripts?.scripts.length && spec.bootScripts.delivery !== 'cloud-init') {

@@ -185,3 +185,7 @@ export async function checkPreparedState(
   };
   return decideResume(dir, meta, size, now);
 }
+
+/** Why sessions of a resume size boot with the Slurm launcher (its log, machines check, prepare's refusal). */
+export const SLURM_BOOTS = 'the Slurm launcher boots every session: its job script, on a compute node, does not load ' +
+  'prepared states';

@@ -14,7 +14,8 @@ import { makeSetup, requireDemoImage, requireQemu, waitFor } from '../helpers/en
 import { connectRfb, typeText } from '../helpers/rfb-client.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { prepareMachine } from '../../src/resume/prepare.js';
-import { checkPreparedState, preparedDir, readPrepared, STATE_FILE } from '../../src/resume/prepared.js';
+import { SLURM_BOOTS, checkPreparedState, preparedDir, readPrepared, STATE_FILE } from '../../src/resume/prepared.js';
+import { qwdctl } from '../helpers/cli.js';
 import { loadCatalog } from '../../src/catalog/catalog.js';
 import { chooseAccelerator, probeHostAccel } from '../../src/qemu/accel.js';
 import { silentLogger } from '../../src/log.js';
@@ -143,6 +144,23 @@ test('a size that was never prepared boots, and machines check says why', async 
   t.deepEqual(choice, { resume: false, reason: 'not prepared (qwdctl machines prepare demo)' });
   const broker = await startTestBroker(t, setup.config);
   await assertBooted(t, await createSession(broker, UNPREPARED));
+});
+
+test('qwdctl machines check says per size whether sessions resume; with the Slurm launcher it says they boot, and prepare refuses', async (t) => {
+  const local = setupOn(t);
+  const check = await qwdctl(['--config', local.configFile, 'machines', 'check']);
+  t.is(check.code, 0, check.stderr);
+  t.regex(check.stdout, /^ {2}1 CPU\(s\), 256 MiB: resumes its prepared state$/m);
+  t.regex(check.stdout, /^ {2}1 CPU\(s\), 512 MiB: boots \(not prepared \(qwdctl machines prepare demo\)\)$/m);
+  const slurm = makeSetup(t, { ...RAW, launcher: 'slurm', machinesDir: shared.machinesDir }, { machines: () => {} });
+  const slurmCheck = await qwdctl(['--config', slurm.configFile, 'machines', 'check']);
+  t.is(slurmCheck.code, 0, slurmCheck.stderr);
+  t.regex(slurmCheck.stdout, new RegExp(`^ {2}1 CPU\\(s\\), 256 MiB: boots \\(${SLURM_BOOTS}\\)$`, 'm'));
+  const before = fs.readdirSync(path.join(shared.machinesDir, 'prepared', 'demo')).sort();
+  const refused = await qwdctl(['--config', slurm.configFile, 'machines', 'prepare', 'demo', '--force']);
+  t.is(refused.code, 1, refused.stdout);
+  t.regex(refused.stderr, /the Slurm launcher boots every session.*nothing would use a state prepared here/);
+  t.deepEqual(fs.readdirSync(path.join(shared.machinesDir, 'prepared', 'demo')).sort(), before, 'nothing changed');
 });
 
 test('a truncated state is not loaded: the session boots', async (t) => {

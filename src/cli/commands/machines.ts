@@ -20,7 +20,7 @@ import type { Config } from '../../config/schema.js';
 import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 import { prepareMachine } from '../../resume/prepare.js';
-import { checkPreparedState } from '../../resume/prepared.js';
+import { SLURM_BOOTS, checkPreparedState } from '../../resume/prepared.js';
 import { chooseAccelerator, probeHostAccel, type AccelChoice } from '../../qemu/accel.js';
 import { sessionAccel } from '../../launcher/local.js';
 import { createLogger } from '../../log.js';
@@ -319,6 +319,7 @@ interface ResumeStatus {
  */
 async function resumeStatus(config: Config, machine: Machine, accel: AccelChoice): Promise<ResumeStatus[]> {
   return Promise.all((machine.resume?.sizes ?? []).map(async (size) => {
+    if (config.launcher === 'slurm') return { ...size, usable: false, reason: SLURM_BOOTS };
     const choice = await checkPreparedState(config, machine, size, sessionAccel(machine, accel))
       .catch((err: Error) => ({ resume: false as const, reason: err.message }));
     return { ...size, usable: choice.resume, reason: choice.resume ? null : choice.reason };
@@ -339,6 +340,7 @@ export async function prepareMachines(
     );
   }
   if (!machine.resume) throw usage(`machine ${name} has no resume: profile in ${machine.file} (INSTALL.md, Resume)`);
+  if (config.launcher === 'slurm') throw usage(`${SLURM_BOOTS}; nothing would use a state prepared here`);
   const cpus = opts.cpus === undefined ? undefined : Number(opts.cpus);
   const memoryMiB = opts.memory === undefined ? undefined : Number(opts.memory);
   for (const [flag, value] of [['--cpus', cpus], ['--memory', memoryMiB]] as const) {
