@@ -104,9 +104,12 @@ async function sessionsAtOnce(broker: Broker, n: number): Promise<void> {
     if (!desktop) return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs: NaN, hostname: '' };
     const qga = path.join(row.runDir, 'qga.sock');
     const before = Date.now();
-    const guestNs = await qgaCommand<number>(qga, 'guest-get-time', undefined, 20_000);
+    // Patient: ten guests share two CPUs here.
+    const guestNs = await qgaCommand<number>(qga, 'guest-get-time', undefined, 120_000);
     const offsetMs = guestNs / 1e6 - (before + Date.now()) / 2;
-    const { 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(qga, 'guest-get-host-name');
+    const { 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(
+      qga, 'guest-get-host-name', undefined, 120_000,
+    );
     return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs, hostname };
   }));
   const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');

@@ -189,6 +189,7 @@ async function startBrokerLocked(
       const machine = catalog.get(name);
       return machine ? (machine.clipboard ?? 'both') : undefined;
     } },
+    stalledViewerMs: config.bridge.stalledViewerS * 1000,
   });
   const app = createApp({
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),

@@ -28,9 +28,12 @@ import { clipboardModeOf, decideClipboardPolicy, type SiteClipboardPolicy } from
 import type { ClipboardMode } from '../config/schema.js';
 import { describe, type VncAddress } from '../qemu/rfb-probe.js';
 import { connectVnc } from './vnc-connect.js';
+import { systemClock, type Clock } from '../clock.js';
 
 export interface Bridge {
   viewerCount(sessionId: string): number;
+  /** Bytes the bridge holds for a session's viewers, waiting to be sent (bounded per viewer: see stalledViewerMs). */
+  bufferedBytes(sessionId: string): number;
   viewerCounts(sessionId: string): { control: number; view: number };
   /** Names of logged-in viewers (from their viewer tickets), one per connection. */
   viewerNames(sessionId: string): string[];
@@ -65,7 +68,17 @@ export interface BridgeOptions {
    * no clipboard at all). Default: both ways for control links, none for view-only.
    */
   clipboard?: { site: SiteClipboardPolicy; machine: (name: string) => ClipboardMode | undefined };
+  /**
+   * A viewer that has read nothing for this long while bytes wait for it is dropped (close 4008). Until then what
+   * waits is bounded anyway: the pipe stops reading the viewer's own VNC connection once the stream to the viewer
+   * is full. Default 30 s (bridge.stalledViewerS).
+   */
+  stalledViewerMs?: number;
+  clock?: Clock;
 }
+
+/** How often each viewer's stream is looked at for a stall. */
+const STALL_CHECK_MS = 1000;
 
 const DEFAULT_CLIPBOARD: NonNullable<BridgeOptions['clipboard']> = {
   site: { clipboard: 'both', viewOnlyClipboard: false },
@@ -86,6 +99,10 @@ export function attachBridge(
   });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
+  /** What each viewer's bytes wait in on their way out: the stream into the WebSocket. */
+  const outbound = new WeakMap<WebSocket, Duplex>();
+  const clock = opts.clock ?? systemClock;
+  const stalledViewerMs = opts.stalledViewerMs ?? 30_000;
   const names = new WeakMap<WebSocket, string>();
 
   const closeViewers = ({ id, end }: EndedEvent) => {
@@ -99,6 +116,11 @@ export function attachBridge(
   manager.on('ending', closeViewers);
   manager.on('ended', closeViewers);
   manager.on('revoked', closeRevoked);
+
+  /** Bytes held for one viewer: in the stream into its WebSocket, and in the socket under it. */
+  function buffered(ws: WebSocket): number {
+    return (outbound.get(ws)?.writableLength ?? 0) + ws.bufferedAmount;
+  }
 
   function countViewers(id: string): { control: number; view: number } {
     const counts = { control: 0, view: 0 };
@@ -197,6 +219,7 @@ export function attachBridge(
       });
       wsStream.pipe(filter).pipe(vnc);
       access.set(ws, found.access);
+      outbound.set(ws, wsStream);
       const name = readViewerTicket(ticketSecret, token, url.searchParams.get('t'));
       if (name) names.set(ws, name);
       const set = viewers.get(row.id) ?? new Set<WebSocket>();
@@ -208,9 +231,31 @@ export function attachBridge(
         'viewer connected',
       );
       let finished = false;
+      // A viewer that stops reading: the pipe pauses its VNC connection once wsStream is full (writableNeedDrain);
+      // it is dropped when that lasts stalledViewerMs without a single drain (a slow link still drains).
+      let fullSince: number | null = null;
+      wsStream.on('drain', () => {
+        fullSince = null;
+      });
+      const watchStall = () => {
+        if (finished) return;
+        if (!wsStream.writableNeedDrain) fullSince = null;
+        else if (fullSince === null) fullSince = clock.now();
+        else if (clock.now() - fullSince >= stalledViewerMs) {
+          log.warn(
+            { sessionId: row.id, access: found.access, stalledMs: clock.now() - fullSince, buffered: buffered(ws) },
+            'viewer dropped: it stopped reading',
+          );
+          // Queued behind what it did not read; ws gives up on the closing handshake after its own timeout.
+          return finish('viewer stopped reading', 4008);
+        }
+        cancelStallWatch = clock.after(STALL_CHECK_MS, watchStall, { background: true });
+      };
+      let cancelStallWatch = clock.after(STALL_CHECK_MS, watchStall, { background: true });
       const finish = (why: string, code = 1000) => {
         if (finished) return;
         finished = true;
+        cancelStallWatch();
         set.delete(ws);
         if (set.size === 0) viewers.delete(row.id);
         // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer
@@ -248,6 +293,7 @@ export function attachBridge(
 
   return {
     viewerCount: (id) => viewers.get(id)?.size ?? 0,
+    bufferedBytes: (id) => [...viewers.get(id) ?? []].reduce((sum, ws) => sum + buffered(ws), 0),
     viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
     viewerCounts: countViewers,
     clipboardMode: (machine, kind) => clipboardModeOf(clipboardPolicyFor(machine, kind)),

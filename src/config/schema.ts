@@ -97,6 +97,8 @@ export interface Config {
     readonly maxViewersPerLink: number;
     readonly maxViewersPerSession: number;
     readonly reservedControlViewers: number;
+    /** A viewer that reads nothing for this long while frames wait for it is dropped (its buffer stays bounded). */
+    readonly stalledViewerS: number;
     /** The site's clipboard policy; a machine may only make it stricter. */
     readonly clipboard: ClipboardMode;
     /** Whether view-only viewers receive the guest's clipboard (where copying is allowed); they never paste. */
@@ -357,13 +359,15 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
   const bridgeRaw = section(p, top, 'bridge');
   rejectUnknownKeys(
     p, bridgeRaw, 'bridge.',
-    ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'clipboard', 'viewOnlyClipboard'],
+    ['maxViewersPerLink', 'maxViewersPerSession', 'reservedControlViewers', 'stalledViewerS', 'clipboard',
+      'viewOnlyClipboard'],
   );
   // QEMU's VNC server takes at most 32 clients per display; the session cap stays below that.
   const bridge = {
     maxViewersPerLink: readInt(p, bridgeRaw, 'maxViewersPerLink', 8, { prefix: 'bridge.', min: 1, max: 31 }),
     maxViewersPerSession: readInt(p, bridgeRaw, 'maxViewersPerSession', 24, { prefix: 'bridge.', min: 1, max: 31 }),
     reservedControlViewers: readInt(p, bridgeRaw, 'reservedControlViewers', 4, { prefix: 'bridge.', min: 1, max: 31 }),
+    stalledViewerS: readInt(p, bridgeRaw, 'stalledViewerS', 30, { prefix: 'bridge.', min: 1, max: 3600 }),
     clipboard: readEnum<ClipboardMode>(p, bridgeRaw, 'clipboard', CLIPBOARD_MODES, 'both', 'bridge.'),
     viewOnlyClipboard: readBool(p, bridgeRaw, 'viewOnlyClipboard', false, 'bridge.'),
   };
