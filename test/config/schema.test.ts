@@ -127,7 +127,7 @@ test('an e-mail backend without mail.smtpHost, and a caFile that cannot be read,
 });
 
 test('bridge viewer caps: defaults below QEMU\'s 32 clients; out-of-range values and a reserve that leaves no view-only place are refused', (t) => {
-  t.deepEqual(parseConfig({}, null, '/').config!.bridge, { maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4, clipboard: 'both', viewOnlyClipboard: false });
+  t.deepEqual(parseConfig({}, null, '/').config!.bridge, { maxViewersPerLink: 8, maxViewersPerSession: 24, reservedControlViewers: 4, stalledViewerS: 30, clipboard: 'both', viewOnlyClipboard: false });
   const table: Array<[Record<string, unknown>, RegExp]> = [
     [{ clipboard: 'paste-only' }, /bridge\.clipboard must be one of both, to-guest, from-guest, off, got "paste-only"/],
     [{ viewOnlyClipboard: 'yes' }, /bridge\.viewOnlyClipboard/],
@@ -136,6 +136,7 @@ test('bridge viewer caps: defaults below QEMU\'s 32 clients; out-of-range values
     [{ reservedControlViewers: 'four' }, /bridge\.reservedControlViewers/],
     [{ maxViewersPerSession: 4, reservedControlViewers: 4 }, /reservedControlViewers \(4\) must be less than bridge\.maxViewersPerSession \(4\)/],
     [{ maxViewers: 3 }, /bridge\.maxViewers is not a known key/],
+    [{ stalledViewerS: 0 }, /bridge\.stalledViewerS/],
   ];
   for (const [bridge, problem] of table) {
     const { config, problems } = parseConfig({ bridge }, 'c.yml', '/');
