@@ -103,14 +103,18 @@ async function sessionsAtOnce(broker: Broker, n: number): Promise<void> {
     const resumed = !!(row.handle as { resumed?: boolean }).resumed;
     if (!desktop) return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs: NaN, hostname: '' };
     const qga = path.join(row.runDir, 'qga.sock');
-    const before = Date.now();
-    // Patient: ten guests share two CPUs here.
-    const guestNs = await qgaCommand<number>(qga, 'guest-get-time', undefined, 120_000);
-    const offsetMs = guestNs / 1e6 - (before + Date.now()) / 2;
-    const { 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(
-      qga, 'guest-get-host-name', undefined, 120_000,
-    );
-    return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs, hostname };
+    try {
+      const before = Date.now();
+      // Patient: ten guests share two CPUs here.
+      const guestNs = await qgaCommand<number>(qga, 'guest-get-time', undefined, 120_000);
+      const offsetMs = guestNs / 1e6 - (before + Date.now()) / 2;
+      const { 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(
+        qga, 'guest-get-host-name', undefined, 120_000,
+      );
+      return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs, hostname };
+    } catch (err) {
+      return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs: NaN, hostname: `(${(err as Error).message})` };
+    }
   }));
   const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
   say('');
@@ -134,7 +138,9 @@ try {
   const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
   say(`preparing ${machineName} (${size.cpus} CPU(s), ${size.memoryMiB} MiB)…`);
   const prepared = await prepareMachine({ config, accel, log: createLogger('silent') }, machine, size);
-  const broker = await startBroker(config, createLogger('silent'));
+  // QWD_BENCH_LOG=FILE keeps the broker's log (info and up): why a session booted instead of resuming, say.
+  const logFile = process.env.QWD_BENCH_LOG;
+  const broker = await startBroker(config, logFile ? createLogger('info', fs.createWriteStream(logFile)) : createLogger('silent'));
   const resumed: Sample[] = [];
   const cold: Sample[] = [];
   try {
