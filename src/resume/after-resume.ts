@@ -15,6 +15,9 @@ import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { VDAGENT_PLUG } from '../qemu/argv.js';
 import { qgaCommand } from '../qemu/qga-client.js';
 
+/** How long a resumed guest's agent may take to answer its first request. */
+const GUEST_AGENT_WAIT_MS = 60_000;
+
 /** The hostname a resumed session's guest gets: its machine's name and the session id (RFC 1123 label). */
 export function sessionHostname(machine: string, sessionId: string): string {
   return `${machine.replace(/[^a-z0-9-]/g, '-')}-${sessionId}`.slice(-63).replace(/^-+/, '');
@@ -57,8 +60,18 @@ export async function afterResume(
     }
   }
   if (!machine.guestAgent) return;
-  // ns since the epoch; a double loses the last bits (< 1 µs), which no guest clock notices.
-  await qgaCommand(sockets.qga, 'guest-set-time', { time: deps.clock.now() * 1_000_000 }, 20_000);
+  try {
+    // ns since the epoch; a double loses the last bits (< 1 µs), which no guest clock notices. Patient: on a host
+    // resuming many desktops at once, a guest may take tens of seconds to run its agent again.
+    await qgaCommand(sockets.qga, 'guest-set-time', { time: deps.clock.now() * 1_000_000 }, GUEST_AGENT_WAIT_MS);
+  } catch (err) {
+    // The desktop is up and usable; booting it instead would cost minutes. The log says what the guest kept.
+    deps.log.warn(
+      { sessionId, err: (err as Error).message },
+      'the resumed guest\'s clock and hostname were not set: its agent did not answer (it keeps the prepared ones)',
+    );
+    return;
+  }
   const hostname = sessionHostname(machine.name, sessionId);
   try {
     await guestRun(sockets.qga, '/usr/bin/hostnamectl', ['set-hostname', hostname], deps.clock);
