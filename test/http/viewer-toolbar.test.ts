@@ -478,8 +478,10 @@ test('in Chromium, a viewer page that says data-clipboard="off" and data-resize=
   await browser.context.grantPermissions(['clipboard-read', 'clipboard-write', 'local-network-access'], { origin: broker.url });
   const { json: s } = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'rhea', lifetimeS: 3 * 3600 });
   const page = browser.context.pages()[0] ?? await browser.context.newPage();
-  // The broker's route passes the defaults until the machine descriptor and the site's policy are wired in: the
-  // page is rendered here as it will be then (same function, the broker's own headers and CSP kept).
+  // The broker renders these attributes from the machine (display: virtio, clipboard: off) and the site's policy. Here
+  // the page is rendered with them (same function, the broker's own headers and CSP kept) while the blank machine
+  // stays as it is (std VGA; clipboard both, so the bridge would pass a paste): what the page does not send is the
+  // page's own doing, not the bridge's, and its resize request is only sent, never followed.
   await page.route(`${broker.url}/s/${s.token}/view`, async (route) => {
     const response = await route.fetch();
     const original = await response.text();
