@@ -398,10 +398,10 @@ ${toGuest ? html`<button type="button" id="clipboard-send" class="primary">Send 
     ${display.resize === 'remote' && control ? html`<label class="check">\
 <input type="radio" name="scaling" value="remote"> Resize the desktop to the window</label>` : ''}
   </fieldset>
-  <label>Picture quality <output id="quality-value" for="quality"></output>
+  <label for="quality">Picture quality <output id="quality-value" for="quality"></output>
     <input type="range" id="quality" min="0" max="9" step="1" aria-describedby="quality-hint"></label>
   <p id="quality-hint" class="hint">Lower is faster on a slow network.</p>
-  <label>Compression <output id="compression-value" for="compression"></output>
+  <label for="compression">Compression <output id="compression-value" for="compression"></output>
     <input type="range" id="compression" min="0" max="9" step="1" aria-describedby="compression-hint"></label>
   <p id="compression-hint" class="hint">Higher uses less network and more server time.</p>
 </section>

@@ -5,23 +5,10 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import type { ExecutionContext } from 'ava';
-import { makeSetup, pidsMentioning, requireQemu } from '../helpers/env.js';
+import { makeSetup, mountTmpfs, pidsMentioning, requireQemu } from '../helpers/env.js';
 import { api, startTestBroker } from '../helpers/broker.js';
 
 test.before(() => requireQemu());
-
-/** A 1 MiB tmpfs at `dir` (0700), unmounted in teardown; needs root. */
-function smallTmpfs(t: ExecutionContext, dir: string): void {
-  fs.mkdirSync(dir, { recursive: true });
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir]);
-  } catch (err) {
-    throw new Error(`cannot mount a tmpfs at ${dir} (these tests need root and mount(8)): ${(err as Error).message}`);
-  }
-  t.teardown(() => execFileSync('umount', ['-l', dir]));
-}
 
 /** Fills the file system holding `dir` with one file; returns it (delete it to free the space). */
 function fill(dir: string): string {
@@ -66,7 +53,7 @@ test('the run dir on a full file system: a clear error, nothing half-written, an
   t.timeout(90_000);
   const setup = makeSetup(t);
   const runDir = path.join(setup.dir, 'run');
-  smallTmpfs(t, runDir);
+  mountTmpfs(t, runDir);
   const broker = await startTestBroker(t, { ...setup.config, runDir });
   const filler = fill(runDir);
   const res = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ned', lifetimeS: 600 });
@@ -83,7 +70,7 @@ test('the run dir on a full file system: a clear error, nothing half-written, an
 test('the state dir on a full file system: a clear error, no row half-written, and it works again once space is freed', async (t) => {
   t.timeout(90_000);
   const setup = makeSetup(t);
-  smallTmpfs(t, setup.stateDir);
+  mountTmpfs(t, setup.stateDir);
   // Sessions run elsewhere: only the store is on the small file system.
   const broker = await startTestBroker(t, { ...setup.config, runDir: path.join(setup.dir, 'run') });
   const filler = fill(setup.stateDir);

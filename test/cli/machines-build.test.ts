@@ -1,7 +1,8 @@
 // qwdctl machines build debian-desktop: the paths that end before (or early in) the
 // long build, run through the real qwdctl. A missing tool (hidden with PATH), an
-// unreachable mirror (a closed port on 127.0.0.1, so mmdebstrap really fails), --force
-// semantics and the refusal while sessions use the master. Nothing may be left in
+// unreachable mirror (a closed port on 127.0.0.1, so mmdebstrap really fails), too little
+// free space (small tmpfs mounts, as root), --force semantics and the refusal while
+// sessions use the master. Nothing may be left in
 // machinesDir, and the old master stays when a rebuild fails. The full build is in
 // test/catalog/desktop-image.test.ts (npm run test:desktop).
 import test from 'ava';
@@ -11,8 +12,8 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { stringify } from 'yaml';
 import { qwdctl } from '../helpers/cli.js';
-import { makeSetup, requireProgram, requireQemu, tempDir, type TestSetup } from '../helpers/env.js';
-import { DESKTOP_BUILD_TOOLS, desktopDescriptorText } from '../../src/catalog/desktop-build.js';
+import { makeSetup, mountTmpfs, requireProgram, requireQemu, tempDir, type TestSetup } from '../helpers/env.js';
+import { DESKTOP_BUILD_TOOLS, IMAGE_SPACE_BYTES, WORK_SPACE_BYTES, desktopDescriptorText } from '../../src/catalog/desktop-build.js';
 
 test.before(() => requireQemu());
 
@@ -87,6 +88,45 @@ test('an unreachable mirror fails with a clear message and leaves nothing in mac
   t.deepEqual(fs.existsSync(path.join(setup.machinesDir, 'images')) ? fs.readdirSync(path.join(setup.machinesDir, 'images')) : [], []);
   t.deepEqual(fs.readdirSync(path.join(setup.stateDir, 'build')), ['debian-desktop.log'], 'the work dir is gone; the log stays for the operator');
   t.regex(fs.readFileSync(path.join(setup.stateDir, 'build', 'debian-desktop.log'), 'utf8'), /Connection refused/);
+});
+
+/** Every build tool, so a build gets past the tool check to the free-space check. */
+function requireBuildTools(): void {
+  for (const tool of DESKTOP_BUILD_TOOLS) requireProgram(tool.program, tool.debianPackage);
+}
+
+const MiB = 1024 * 1024;
+
+test('too little free space for the work directory: exit 5 with a clear message before any work, nothing in machinesDir', async (t) => {
+  requireBuildTools();
+  const setup = makeSetup(t);
+  const before = listTree(setup.machinesDir);
+  const buildRoot = path.join(setup.stateDir, 'build');
+  mountTmpfs(t, buildRoot, '1m');
+  const res = await qwdctl(['--config', setup.configFile, 'machines', 'build', 'debian-desktop']);
+  t.is(res.code, 5, res.stderr);
+  t.is(res.stderr, `qwdctl: not enough free space for the build work directory ${buildRoot}: 1 MiB free, the build needs ${WORK_SPACE_BYTES / MiB} MiB\n`);
+  // machinesDir gains at most the (empty) images directory the image would go into.
+  t.deepEqual(listTree(setup.machinesDir).filter((f) => f !== 'images'), before);
+  t.deepEqual(fs.readdirSync(path.join(setup.machinesDir, 'images')), []);
+  t.deepEqual(fs.readdirSync(buildRoot), [], 'no work dir, no log: the build never started');
+});
+
+test('too little free space for the image in machinesDir: exit 5 with a clear message before any work, nothing written there', async (t) => {
+  requireBuildTools();
+  const setup = makeSetup(t);
+  const before = listTree(setup.machinesDir);
+  const images = path.join(setup.machinesDir, 'images');
+  mountTmpfs(t, images, '1m');
+  // The work dir on a tmpfs that is large enough (a size limit, nothing is allocated), whatever the disk has free.
+  const buildRoot = path.join(setup.stateDir, 'build');
+  mountTmpfs(t, buildRoot, `${(WORK_SPACE_BYTES + IMAGE_SPACE_BYTES) / MiB}m`);
+  const res = await qwdctl(['--config', setup.configFile, 'machines', 'build', 'debian-desktop']);
+  t.is(res.code, 5, res.stderr);
+  t.is(res.stderr, `qwdctl: not enough free space for the machines images directory ${images}: 1 MiB free, the build needs ${IMAGE_SPACE_BYTES / MiB} MiB\n`);
+  t.deepEqual(listTree(setup.machinesDir).filter((f) => f !== 'images'), before);
+  t.deepEqual(fs.readdirSync(images), []);
+  t.deepEqual(fs.readdirSync(buildRoot), [], 'no work dir, no log: the build never started');
 });
 
 test('an existing desktop machine is kept unless --force; nothing runs to find that out', async (t) => {

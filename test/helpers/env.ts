@@ -101,6 +101,20 @@ export function makeSetup(t: ExecutionContext, raw: Record<string, unknown> = {}
   return { dir, stateDir: config.stateDir, machinesDir, configFile, config };
 }
 
+/**
+ * A tmpfs of `size` (mount(8)'s size=, e.g. '1m') at `dir` (0700, owned by root), unmounted in
+ * teardown; needs root. A small one is a full or nearly full file system; statfs reports `size`.
+ */
+export function mountTmpfs(t: ExecutionContext, dir: string, size = '1m'): void {
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
+  } catch (err) {
+    throw new Error(`cannot mount a tmpfs at ${dir} (these tests need root and mount(8)): ${(err as Error).message}`);
+  }
+  t.teardown(() => execFileSync('umount', ['-l', dir]));
+}
+
 /** PIDs of processes whose command line mentions `needle` (read from /proc; nothing is signalled). */
 export function pidsMentioning(needle: string): number[] {
   const pids: number[] = [];

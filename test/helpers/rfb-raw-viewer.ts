@@ -1,16 +1,19 @@
-// A raw RFB 3.8 viewer over a WebSocket for clipboard and resize tests: it
-// chooses its own SetEncodings (e.g. the Extended Clipboard and
-// ExtendedDesktopSize pseudo-encodings) and reads every server message it can
-// be sent with Raw as its only real encoding: FramebufferUpdate (Raw,
+// A raw RFB 3.8 viewer over a WebSocket (through the bridge) or straight on a
+// VNC Unix socket, for clipboard and resize tests: it chooses its own
+// SetEncodings (e.g. the Extended Clipboard and ExtendedDesktopSize
+// pseudo-encodings) and reads every server message it can be sent with Raw as
+// its only real encoding: FramebufferUpdate (Raw,
 // DesktopSize, ExtendedDesktopSize), Bell and ServerCutText (plain or extended).
 // And a recording proxy to put in front of a QEMU VNC socket, so a test sees
-// exactly which client bytes the bridge let through to the VNC server.
+// exactly which client bytes the bridge let through to the VNC server, and
+// the ClientCutTexts among them.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import zlib from 'node:zlib';
 import WebSocket from 'ws';
+import { frameClientMessage } from '../../src/bridge/rfb-client-filter.js';
 
 export const ENCODING = { raw: 0, desktopSize: -223, extendedDesktopSize: -308, extendedClipboard: 0xc0a1e5ce | 0 } as const;
 export const CLIP = { text: 1, caps: 1 << 24, request: 1 << 25, peek: 1 << 26, notify: 1 << 27, provide: 1 << 28 } as const;
@@ -51,18 +54,28 @@ class Reader {
   }
 }
 
-export interface RawViewer {
-  ws: WebSocket;
+/** An RFB client past its handshake, whatever carries it. */
+export interface RfbPeer {
   width: number;
   height: number;
   send(bytes: Buffer): void;
-  /** The next server message (rejects when the WebSocket closes first or after timeoutMs). */
+  /** The next server message (rejects when the connection closes first or after timeoutMs). */
   next(timeoutMs?: number): Promise<ServerMessage>;
   /** Asks for an update and returns the server messages up to and including its answer (a barrier). */
   untilUpdate(timeoutMs?: number): Promise<ServerMessage[]>;
+  close(): void;
+}
+
+/** A raw viewer through the bridge's WebSocket. */
+export interface RawViewer extends RfbPeer {
+  ws: WebSocket;
   /** Resolves with the close code and reason once the bridge closes this viewer. */
   closed: Promise<{ code: number; reason: string }>;
-  close(): void;
+}
+
+/** A raw client on a VNC server's own Unix socket: no bridge, no policy. */
+export interface RawVncClient extends RfbPeer {
+  socket: net.Socket;
 }
 
 export async function connectRawViewer(url: string, encodings: number[], timeoutMs = 10000): Promise<RawViewer> {
@@ -80,16 +93,39 @@ export async function connectRawViewer(url: string, encodings: number[], timeout
     ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
     ws.once('error', reject);
   });
+  const peer = await startRfb(reader, (bytes) => ws.send(bytes), () => ws.close(), encodings, timeoutMs);
+  return Object.assign(peer, { ws, closed });
+}
+
+/**
+ * The same client straight on a VNC Unix socket (QEMU's -vnc unix:…, security None),
+ * as QEMU's other clipboard peers are: not through the bridge, so no clipboard policy applies.
+ */
+export async function connectRawVnc(socketPath: string, encodings: number[], timeoutMs = 10000): Promise<RawVncClient> {
+  const reader = new Reader();
+  const socket = net.connect(socketPath);
+  socket.on('data', (d: Buffer) => reader.push(d));
+  socket.on('error', (err) => reader.fail(err));
+  socket.on('close', () => reader.fail(new Error(`VNC socket ${socketPath} closed`)));
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  const peer = await startRfb(reader, (bytes) => socket.write(bytes), () => socket.destroy(), encodings, timeoutMs);
+  return Object.assign(peer, { socket });
+}
+
+/** RFB 3.8 with security None (RFC 6143 §7.1–7.3), shared, then SetEncodings (§7.5.2). */
+async function startRfb(
+  reader: Reader, send: (bytes: Buffer) => void, close: () => void, encodings: number[], timeoutMs: number,
+): Promise<RfbPeer> {
   const timer = setTimeout(() => reader.fail(new Error(`RFB handshake timed out after ${timeoutMs} ms`)), timeoutMs);
   try {
     await reader.read(12);
-    ws.send(Buffer.from('RFB 003.008\n'));
+    send(Buffer.from('RFB 003.008\n'));
     const count = (await reader.read(1))[0]!;
     const types = [...(await reader.read(count))];
     if (!types.includes(1)) throw new Error(`security None not offered (${types.join(',')})`);
-    ws.send(Buffer.from([1]));
+    send(Buffer.from([1]));
     if ((await reader.read(4)).readUInt32BE(0) !== 0) throw new Error('security failed');
-    ws.send(Buffer.from([1])); // shared
+    send(Buffer.from([1])); // shared
     const init = await reader.read(24);
     await reader.read(init.readUInt32BE(20));
     const bytesPerPixel = init[4]! / 8;
@@ -97,10 +133,9 @@ export async function connectRawViewer(url: string, encodings: number[], timeout
     enc[0] = 2;
     enc.writeUInt16BE(encodings.length, 2);
     encodings.forEach((e, i) => enc.writeInt32BE(e, 4 + 4 * i));
-    ws.send(enc);
-    const viewer: RawViewer = {
-      ws, width: init.readUInt16BE(0), height: init.readUInt16BE(2), closed,
-      send: (bytes) => ws.send(bytes),
+    send(enc);
+    const peer: RfbPeer = {
+      width: init.readUInt16BE(0), height: init.readUInt16BE(2), send, close,
       async next(ms = 10000) {
         const deadline = setTimeout(() => reader.fail(new Error(`no server message within ${ms} ms`)), ms);
         try {
@@ -118,17 +153,16 @@ export async function connectRawViewer(url: string, encodings: number[], timeout
         req[0] = 3;
         req.writeUInt16BE(16, 6);
         req.writeUInt16BE(16, 8);
-        ws.send(req);
+        send(req);
         const seen: ServerMessage[] = [];
         for (;;) {
-          const m = await viewer.next(ms);
+          const m = await peer.next(ms);
           seen.push(m);
           if (m.type === 'update' && m.rects.some((r) => r.encoding === ENCODING.raw)) return seen;
         }
       },
-      close: () => ws.close(),
     };
-    return viewer;
+    return peer;
   } finally {
     clearTimeout(timer);
   }
@@ -211,6 +245,38 @@ export function setDesktopSize(width: number, height: number): Buffer {
   b.writeUInt16BE(width, 8 + 8);
   b.writeUInt16BE(height, 8 + 10);
   return b;
+}
+
+/** A ClientCutText as it reached the VNC server (recorded by interposeRecorder). */
+export interface RecordedCutText {
+  extended: boolean;
+  /** The extended form's flags (0 for plain text). */
+  flags: number;
+  data: Buffer;
+}
+
+/**
+ * The ClientCutTexts in one connection's recorded client bytes: past the RFB 3.8
+ * handshake with security None (version, security type, ClientInit: 14 bytes),
+ * each message framed as the bridge frames it (RFC 6143 §7.5). Framing rather
+ * than searching for bytes, so a message's absence means it was not sent.
+ */
+export function recordedCutTexts(bytes: Buffer): RecordedCutText[] {
+  const out: RecordedCutText[] = [];
+  let at = 12 + 1 + 1;
+  while (at < bytes.length) {
+    const f = frameClientMessage(bytes.subarray(at));
+    if ('need' in f) break; // a message still on its way
+    const end = at + f.header + f.body;
+    if (end > bytes.length) break;
+    if (bytes[at] === 6) {
+      const length = bytes.readInt32BE(at + 4);
+      if (length >= 0) out.push({ extended: false, flags: 0, data: bytes.subarray(at + 8, end) });
+      else out.push({ extended: true, flags: bytes.readUInt32BE(at + 8), data: bytes.subarray(at + 12, end) });
+    }
+    at = end;
+  }
+  return out;
 }
 
 export interface RecordingProxy {

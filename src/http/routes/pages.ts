@@ -61,7 +61,8 @@ export function pageRoutes(deps: AppDeps, kit: RouteKit): Router {
     // Still waiting for a node: the session page says so and moves on when it runs.
     if (row.state !== 'running') return void res.redirect(303, `/s/${token}`);
     const ticket = req.identity ? issueViewerTicket(deps.sessionSecret, token, req.identity.user) : null;
-    // The clipboard policy and resize mode: the defaults until the machine descriptor and site policy say more.
+    // The clipboard policy (the bridge's decision from the site's and the machine's policy and this link)
+    // and the resize mode (from the machine's display): see viewerDisplay.
     const display = viewerDisplay(row.machine, access);
     const warnBeforeS = config.sessions.warnBeforeS;
     res.type('html').send(viewerPage(token, row.expiresAt, access, warnBeforeS, ticket, deps.now(), display));
