@@ -4,12 +4,16 @@
 
 const PREFIX = 'qwd.viewer.';
 
-export const DEFAULTS = Object.freeze({ quality: 6, compression: 2, scaling: 'fit' });
+// The size mode is kept apart for desktops that can follow the window (scalingRemote) and those that cannot
+// (scaling): "fit" chosen on one that cannot must not take remote resize away from one that can.
+export const DEFAULTS = Object.freeze({ quality: 6, compression: 2, scaling: 'fit', scalingRemote: 'remote' });
 
+const sizeMode = (v) => v === 'fit' || v === 'native' || v === 'remote';
 const VALID = {
   quality: (v) => Number.isInteger(v) && v >= 0 && v <= 9,
   compression: (v) => Number.isInteger(v) && v >= 0 && v <= 9,
-  scaling: (v) => v === 'fit' || v === 'native' || v === 'remote',
+  scaling: sizeMode,
+  scalingRemote: sizeMode,
 };
 
 export function readSetting(name, fallback = DEFAULTS[name]) {
@@ -20,7 +24,7 @@ export function readSetting(name, fallback = DEFAULTS[name]) {
     return fallback; // storage refused: the defaults it is
   }
   if (raw === null) return fallback;
-  const value = name === 'scaling' ? raw : Number(raw);
+  const value = name === 'scaling' || name === 'scalingRemote' ? raw : Number(raw);
   return VALID[name](value) ? value : fallback;
 }
 

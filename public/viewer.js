@@ -82,7 +82,8 @@ function remaining() {
 // --- Display settings: size mode, quality, compression (remembered per browser).
 
 const coarsePointer = window.matchMedia('(pointer: coarse)');
-let scaling = readSetting('scaling', remoteResize ? 'remote' : 'fit');
+const scalingKey = remoteResize ? 'scalingRemote' : 'scaling';
+let scaling = readSetting(scalingKey);
 if (scaling === 'remote' && !remoteResize) scaling = 'fit';
 let quality = readSetting('quality');
 let compression = readSetting('compression');
@@ -107,7 +108,7 @@ for (const radio of document.querySelectorAll('input[name=scaling]')) {
   radio.checked = radio.value === scaling;
   radio.addEventListener('change', () => {
     scaling = radio.value;
-    writeSetting('scaling', scaling);
+    writeSetting(scalingKey, scaling);
     applyDisplay();
   });
 }

@@ -556,6 +556,8 @@ test('in Chromium, a viewer page that says data-clipboard="off" and data-resize=
     await route.fulfill({ response, body });
   });
   const sent = recordSent(page);
+  // "Fit" chosen earlier on a desktop that cannot follow the window does not take remote resize away here.
+  await page.addInitScript(() => localStorage.setItem('qwd.viewer.scaling', 'fit'));
   await page.goto(s.viewerUrl);
   await waitForStatus(page, 'Connected', 15000);
   t.is(await page.locator('#clipboard-button').count(), 0);
@@ -567,6 +569,7 @@ test('in Chromium, a viewer page that says data-clipboard="off" and data-resize=
   await waitFor('a SetDesktopSize request for the window\'s size', () => sent.some((m) => m.type === 'set-desktop-size'), 10000);
   await page.check('input[name=scaling][value=fit]');
   t.deepEqual(await page.evaluate(() => [(window as unknown as ViewerGlobals).qwdRfb.resizeSession, (window as unknown as ViewerGlobals).qwdRfb.scaleViewport]), [false, true]);
+  t.deepEqual(await page.evaluate(() => [localStorage.getItem('qwd.viewer.scalingRemote'), localStorage.getItem('qwd.viewer.scaling')]), ['fit', 'fit'], 'kept for desktops that can follow');
 
   // The browser's clipboard stays in the browser: no cut text on focus, nor on a paste into the page.
   await page.evaluate(() => navigator.clipboard.writeText('secret'));
