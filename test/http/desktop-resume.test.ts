@@ -114,12 +114,16 @@ run('in Chromium, the resumed desktop takes the mouse and the keyboard', async (
   const file = `/home/${DESKTOP_USER}/typed.txt`;
   await inSession('/usr/bin/touch', [file]);
   await guestSpawn(qgaSocket, RUNUSER, asDesktopUser(DESKTOP_USER, DESKTOP_UID, '/usr/bin/mousepad', [file]));
-  const found = await inSession('/usr/bin/xdotool', ['search', '--sync', '--onlyvisible', '--class', 'mousepad'], 120_000);
-  if (found.exitcode !== 0) {
-    // An image built before xdotool was in its package list: qwdctl machines build debian-desktop --force adds it.
-    throw new Error(`xdotool search in the guest exited ${found.exitcode}: ${found.err.trim()} (rebuild the machine: ` +
-      'qwdctl machines build debian-desktop --force)');
-  }
+  // Searched again until found: xdotool fails (BadWindow) when a window it is looking at goes away meanwhile.
+  const found = await waitFor('the editor\'s window', async () => {
+    const r = await inSession('/usr/bin/xdotool', ['search', '--onlyvisible', '--class', 'mousepad']);
+    if (r.exitcode === 127) {
+      // An image built before xdotool was in its package list: qwdctl machines build debian-desktop --force adds it.
+      throw new Error(`no xdotool in the guest: ${r.err.trim()} (rebuild the machine: qwdctl machines build ` +
+        'debian-desktop --force)');
+    }
+    return r.exitcode === 0 && r.out.trim() !== '' && r;
+  }, 120_000);
   const win = found.out.trim().split('\n')[0]!;
   let shape = { exitcode: -1, out: '', err: '' };
   const [x, y, w, h] = await waitFor('the editor window\'s geometry', async () => {
