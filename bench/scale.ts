@@ -2,9 +2,14 @@
 // The broker runs as its own process (broker-process.ts) with the
 // firmware-only `blank` machine (SeaBIOS finds no bootable disk and waits,
 // showing text; no guest network, so no NIC ROM and no per-guest network
-// namespace) at the smallest memory a request may ask (64 MiB): 100 such
-// guests under TCG fit this host's memory and leave its CPUs mostly to the
-// broker. What is measured is the broker's cost, not the guests'.
+// namespace) at the smallest memory a request may ask (64 MiB), each guest
+// paused (QMP `stop`) 2 s after its batch was created: 100 of them fit this
+// host's memory (QEMU's RSS is what SeaBIOS touched, not 64 MiB) and, paused,
+// leave its 2 CPUs to the broker — 100 running TCG guests would take most of
+// a core between them, and the latencies would measure that. What is measured
+// is the broker's cost, not the guests'. A paused guest's screen is still, so
+// the viewers' incremental requests wait; the bytes they move are the full
+// frames they ask for at a fixed rate.
 //
 // Two sweeps, each a least-squares line over four points, and then a stop:
 //   1. sessions 0, N/4, N/2, N with no viewer: the broker's RSS, file
@@ -29,6 +34,8 @@ import { performance } from 'node:perf_hooks';
 import { ROOT, pidsMentioning } from '../test/helpers/env.js';
 import { connectRfb } from '../test/helpers/rfb-client.js';
 import { qemuProcessName } from '../src/qemu/argv.js';
+import { QmpClient } from '../src/qemu/qmp-client.js';
+import { vmPaths } from '../src/launcher/local.js';
 import type { Cleanup } from './cleanup.js';
 import type { BrokerProcess } from './broker-process.js';
 import { createSession, deleteSession, type CreatedSession, type Healthz } from './api.js';
@@ -152,6 +159,16 @@ function findQemus(sessionIds: readonly string[]): Map<string, number> {
     if (id) found.set(id, Number(entry));
   }
   return found;
+}
+
+/** QMP `stop` on a session's QEMU (a second QMP client beside the broker's; the broker's state stays running). */
+async function pauseGuest(runDir: string, sessionId: string): Promise<void> {
+  const qmp = await QmpClient.connect(vmPaths(path.join(runDir, sessionId)).qmpSocket, { timeoutMs: 10000 });
+  try {
+    await qmp.execute('stop');
+  } finally {
+    qmp.close();
+  }
 }
 
 /** The viewers' process and its JSON-lines protocol (scale-viewers-main.ts). */
@@ -315,6 +332,9 @@ export async function measureScale(cleanup: Cleanup, broker: BrokerProcess, opts
       live.set(s.id, s);
       created[i] = s;
     });
+    // SeaBIOS has drawn its text by then (≈ 0.1 s under TCG on a quiet host); then the guests sleep for good.
+    await sleep(2000);
+    await inParallel(batch, 8, (i) => pauseGuest(opts.runDir, created[i]!.id));
     qemus = findQemus(created.map((s) => s.id));
     if (qemus.size !== created.length) throw new Error(`found ${qemus.size} QEMU processes for ${created.length} sessions`);
     log(`  ${target} sessions: measuring ${opts.windowMs / 1000} s…`);
