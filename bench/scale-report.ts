@@ -170,7 +170,7 @@ export function renderScaleMarkdown(run: ScaleRun): string {
       [`session ${r.sessions + 1}: POST → first full frame through the bridge`, ms(r.extra.firstFrameMs)],
       [`session ${r.sessions + 1}: DELETE → 204`, ms(r.extra.deleteMs)],
       [`stop all ${r.sessions} at once (${r.sessions} DELETEs in parallel) → last 204`, `${(r.stopAll.wallMs / 1000).toFixed(2)} s (each: p50 ${ms(r.stopAll.perDeleteMs.p50)}, max ${ms(r.stopAll.perDeleteMs.max)})`],
-      ['after the stop: broker RSS, descriptors, QEMUs left', `${mib(r.after.brokerRssKiB)}, ${r.after.brokerFds} fds, ${r.after.qemusLeft} QEMU`],
+      ['7 s after the stop (past the HTTP keep-alive): broker RSS, descriptors, QEMUs left', `${mib(r.after.brokerRssKiB)}, ${r.after.brokerFds} fds, ${r.after.qemusLeft} QEMU`],
       ['broker peak RSS (VmHWM) over the part', mib(r.after.brokerPeakKiB)],
       ['viewers failed / dropped before the stop', `${r.viewerFailures.length} / ${r.viewersClosedUnexpectedly}${r.viewerFailures.length || r.viewerErrors.length ? ` (${[...r.viewerFailures, ...r.viewerErrors].slice(0, 3).join('; ')})` : ''}`],
     ]),
