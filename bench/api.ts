@@ -7,6 +7,8 @@ export interface CreatedSession {
   token: string;
   url: string;
   wsUrl: string;
+  /** The view-only link's WebSocket (the bridge drops its input). */
+  viewWsUrl: string;
   expiresAt: string;
 }
 
@@ -16,6 +18,8 @@ export interface Healthz {
   accelerator: { accel: string; requested: string; reason: string };
   launcher: string;
   sessions: number;
+  /** How late the broker's event loop ran over its last 10 s window (src/http/event-loop-delay.ts). */
+  eventLoopDelay: { windowS: number; endedAt: string | null; samples: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
 async function call(method: string, url: string, body?: unknown, timeoutMs = 60000): Promise<{ status: number; text: string }> {

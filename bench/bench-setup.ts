@@ -19,7 +19,13 @@ export interface BenchSetup {
   machine: MachineFixture;
 }
 
-export function makeBenchSetup(cleanup: Cleanup, machineKind: 'demo' | 'blank'): BenchSetup {
+/** What a part changes in the common config (the scale run: more sessions, no guest network). */
+export interface SetupOverrides {
+  limits?: Record<string, number>;
+  qemu?: Record<string, unknown>;
+}
+
+export function makeBenchSetup(cleanup: Cleanup, machineKind: 'demo' | 'blank', overrides: SetupOverrides = {}): BenchSetup {
   // Short path: Unix socket paths (var/run/<id>/vnc.sock) must stay under 108 bytes.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-bench-'));
   cleanup.add(`remove ${dir}`, () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -30,7 +36,7 @@ export function makeBenchSetup(cleanup: Cleanup, machineKind: 'demo' | 'blank'):
     listen: { host: '127.0.0.1', port: 0 },
     stateDir: 'var',
     machinesDir: 'machines',
-    qemu: { quitGraceMs: 3000, termGraceMs: 2000 },
+    qemu: { quitGraceMs: 3000, termGraceMs: 2000, ...overrides.qemu },
     limits: {
       minLifetimeS: 1,
       maxSessions: 30,
@@ -41,6 +47,7 @@ export function makeBenchSetup(cleanup: Cleanup, machineKind: 'demo' | 'blank'):
       cpuOvercommit: 16,
       maxCpusPerUser: 64,
       maxMemoryMiBPerUser: 65536,
+      ...overrides.limits,
     },
     // info, not silent: the broker's own timestamps ("qemu spawned", "session
     // running") split POST → ready into its phases. One JSON line per event.

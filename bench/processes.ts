@@ -160,6 +160,15 @@ export function processCpuMs(pid: number): number {
   return f ? ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS : 0;
 }
 
+/** Open file descriptors of a process (entries of /proc/<pid>/fd), or null if it is gone or not ours to read. */
+export function countFds(pid: number): number | null {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
 /** Waits for a line matching `pattern` on a tracked child's stdout; fails if it exits first. */
 export function waitForLine(t: Tracked, pattern: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {

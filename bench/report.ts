@@ -296,12 +296,22 @@ export function renderMarkdown(r: BenchResults): string {
   ].join('\n');
 }
 
-/** Replaces the generated block of an existing BENCHMARKS.md, or builds a new file around it. */
-export function updateBenchmarksMd(existing: string | null, generated: string, preamble: string): string {
+/**
+ * Replaces a generated block (between `markers`, by default the main one) of an
+ * existing BENCHMARKS.md, or builds a new file around it. A block the file does
+ * not have yet goes right after the line holding `after` (another block's end
+ * marker) when there is one, else at the end.
+ */
+export function updateBenchmarksMd(existing: string | null, generated: string, preamble: string, markers = { begin: BEGIN, end: END }, after?: string): string {
   if (existing !== null) {
-    const begin = existing.indexOf(BEGIN);
-    const end = existing.indexOf(END);
-    if (begin >= 0 && end > begin) return existing.slice(0, begin) + generated + existing.slice(end + END.length);
+    const begin = existing.indexOf(markers.begin);
+    const end = existing.indexOf(markers.end);
+    if (begin >= 0 && end > begin) return existing.slice(0, begin) + generated + existing.slice(end + markers.end.length);
+    const at = after === undefined ? -1 : existing.indexOf(after);
+    if (at >= 0) {
+      const cut = at + after!.length;
+      return `${existing.slice(0, cut)}\n\n${generated}${existing.slice(cut)}`;
+    }
     return `${existing.trimEnd()}\n\n${generated}\n`;
   }
   return `${preamble}\n${generated}\n`;

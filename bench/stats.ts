@@ -6,6 +6,7 @@ export interface Summary {
   n: number;
   p50: number;
   p95: number;
+  p99: number;
   min: number;
   max: number;
   mean: number;
@@ -25,6 +26,7 @@ export function summarize(samples: readonly number[]): Summary {
     n: sorted.length,
     p50: percentile(sorted, 50),
     p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
     min: sorted[0]!,
     max: sorted[sorted.length - 1]!,
     mean: sorted.reduce((s, v) => s + v, 0) / sorted.length,
@@ -33,4 +35,26 @@ export function summarize(samples: readonly number[]): Summary {
 
 export function median(samples: readonly number[]): number {
   return summarize(samples).p50;
+}
+
+export interface LineFit {
+  /** Change of y per unit of x. */
+  slope: number;
+  intercept: number;
+  /** Coefficient of determination: 1 = the points lie on the line; near 0 = the slope says little. */
+  r2: number;
+}
+
+/** Ordinary least-squares line through (x, y) points: an increment from every point, not from two. */
+export function fitLine(points: ReadonlyArray<readonly [number, number]>): LineFit {
+  if (points.length < 2) throw new Error(`a line needs at least 2 points, got ${points.length}`);
+  const n = points.length;
+  const mx = points.reduce((s, [x]) => s + x, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  const sxx = points.reduce((s, [x]) => s + (x - mx) ** 2, 0);
+  if (sxx === 0) throw new Error('a line needs at least 2 different x values');
+  const sxy = points.reduce((s, [x, y]) => s + (x - mx) * (y - my), 0);
+  const syy = points.reduce((s, [, y]) => s + (y - my) ** 2, 0);
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
 }

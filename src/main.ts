@@ -26,6 +26,7 @@ import { ViewerPresence } from './sessions/presence.js';
 import { PurgeService } from './purge/service.js';
 import { offsetClock, systemClock, type Clock } from './clock.js';
 import { createApp } from './http/app.js';
+import { watchEventLoopDelay } from './http/event-loop-delay.js';
 import { SqliteWebSessionStore } from './http/web-session-store.js';
 import { webLoginFromCookie } from './http/web-login.js';
 import { attachBridge, type Bridge } from './bridge/ws-bridge.js';
@@ -191,10 +192,11 @@ async function startBrokerLocked(
     } },
     stalledViewerMs: config.bridge.stalledViewerS * 1000,
   });
+  const loopDelay = watchEventLoopDelay();
   const app = createApp({
     config, manager, catalog, webSessions, sessionSecret, accel, viewerNames: (id) => bridge.viewerNames(id),
     viewerCounts: (id) => bridge.viewerCounts(id), hostLoad: () => services.load.current(), auth: services.auth,
-    log: log.child({ module: 'http' }), version: VERSION, startedAt, now,
+    log: log.child({ module: 'http' }), version: VERSION, startedAt, now, eventLoopDelay: () => loopDelay.current(),
     clipboardMode: (machine, access) => bridge.clipboardMode(machine, access),
   });
   server.on('request', app);
@@ -218,6 +220,7 @@ async function startBrokerLocked(
     }), log.child({ module: 'admin' }));
   } catch (err) {
     purge.stop();
+    loopDelay.stop();
     bridge.close();
     manager.detach();
     services.presence.close();
@@ -239,6 +242,7 @@ async function startBrokerLocked(
       if (closed) return;
       closed = true;
       purge.stop();
+      loopDelay.stop();
       await admin.close();
       bridge.close();
       manager.detach();

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { ClipboardMode, Config } from '../config/schema.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { AccelChoice } from '../qemu/accel.js';
+import type { EventLoopDelay } from './event-loop-delay.js';
 import type { SessionManager } from '../sessions/manager.js';
 import type { LinkKind, SessionRow } from '../store/session-rows.js';
 import type { AuthService } from '../auth/service.js';
@@ -30,6 +31,8 @@ export interface AppDeps {
   log: Logger;
   version: string;
   startedAt: number;
+  /** How late the broker's event loop ran over the last window (/healthz). */
+  eventLoopDelay: () => EventLoopDelay;
   /** The clock expiries are decided on (the manager's): pages count down on it. */
   now: () => number;
   /** A viewer's clipboard policy, decided as the bridge enforces it (the page only shows it). */

@@ -296,6 +296,23 @@ test('/healthz reports the accelerator and why it was chosen', async (t) => {
   t.is(json.machines, 1);
 });
 
+test('/healthz reports how late the event loop ran: a 300 ms block shows in eventLoopDelay', async (t) => {
+  const setup = makeSetup(t);
+  // In this process: the test's own busy loop is the broker's event loop being late.
+  const broker = await startTestBroker(t, setup.config);
+  const first = (await api(broker, 'GET', '/healthz')).json.eventLoopDelay;
+  // The first 10 s window is still running: it is reported so far, with no end yet.
+  t.is(first.endedAt, null);
+  t.true(first.windowS >= 0 && first.windowS <= 10, JSON.stringify(first));
+  for (const key of ['samples', 'p50Ms', 'p99Ms', 'maxMs']) t.is(typeof first[key], 'number', key);
+  const busyUntil = Date.now() + 300;
+  while (Date.now() < busyUntil); // blocks the event loop, as a long synchronous task in the broker would
+  await new Promise((r) => setTimeout(r, 50)); // the monitor's next timer records the late interval
+  const after = (await api(broker, 'GET', '/healthz')).json.eventLoopDelay;
+  t.true(after.maxMs >= 250, JSON.stringify(after));
+  t.true(after.samples > first.samples, JSON.stringify(after));
+});
+
 test('closing the broker while a viewer is connected ends the viewer cleanly; the VM is left for the next start', async (t) => {
   const setup = makeSetup(t);
   const first = await startTestBroker(t, setup.config, { keepVms: true });

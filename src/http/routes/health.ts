@@ -1,9 +1,12 @@
 // GET /healthz: is the broker up, and with what (version, accelerator, launcher,
-// live sessions, machines and their problems). No login, never cached.
+// live sessions, machines and their problems), and how late its event loop ran
+// over the last window (event-loop-delay.ts). No login, never cached.
 import { Router } from 'express';
 import type { AppDeps } from '../deps.js';
 
-type HealthDeps = Pick<AppDeps, 'config' | 'manager' | 'catalog' | 'accel' | 'version' | 'startedAt'>;
+type HealthDeps = Pick<
+  AppDeps, 'config' | 'manager' | 'catalog' | 'accel' | 'version' | 'startedAt' | 'eventLoopDelay'
+>;
 
 export function healthRoutes(deps: HealthDeps): Router {
   const { config, manager, catalog, accel } = deps;
@@ -18,6 +21,7 @@ export function healthRoutes(deps: HealthDeps): Router {
       machines: catalog.list().length,
       machineProblems: catalog.problems,
       uptimeS: Math.round((Date.now() - deps.startedAt) / 1000),
+      eventLoopDelay: deps.eventLoopDelay(),
     });
   });
   return router;
