@@ -165,6 +165,9 @@ function readResume(
   const r = section(p, raw, 'resume');
   rejectUnknownKeys(p, r, 'resume.', ['sizes', 'ready']);
   if (format === 'iso') p.note('resume: an ISO machine installs from its CD-ROM; there is no booted desktop to save');
+  if (Array.isArray(raw.shares) && raw.shares.length > 0) {
+    p.note('resume: a machine with shares never resumes (a saved state lacks host folders): drop one of the two');
+  }
   const sizes: ResumeSize[] = [];
   if (!Array.isArray(r.sizes) || r.sizes.length === 0) {
     p.add('resume.sizes', 'a list of { cpus, memoryMiB } (at least one)', r.sizes);

@@ -131,7 +131,10 @@ export class LocalLauncher implements Launcher {
    * the session needs no device the state lacks), else booted. A resume that fails is logged and the VM boots.
    */
   async start(spec: LaunchSpec, _hooks?: StartHooks): Promise<LocalHandle> {
-    const choice = await this.resumeChoice(spec);
+    // Deciding may fail too (qemu --version, a master gone meanwhile): the session then boots, which says the rest.
+    const choice = await this.resumeChoice(spec).catch((err: Error): ResumeDecision => (
+      { resume: false, reason: `the prepared state could not be checked: ${err.message}` }
+    ));
     if (choice?.resume) {
       try {
         return await this.startVm(spec, choice);
@@ -314,7 +317,8 @@ export class LocalLauncher implements Launcher {
     // than a boot's first answer; giving up early would only add a whole boot to the wait.
     const waitMs = Math.max(this.opts.config.qemu.readyTimeoutMs, LOAD_TIMEOUT_MS);
     const deadline = this.clock.now() + waitMs;
-    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
+    // QEMU's main loop also loads the RAM: on a busy host it may answer late, so each call gets the whole budget.
+    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: waitMs, clock: this.clock });
     try {
       for (;;) {
         if (entry.exit) {
@@ -322,9 +326,10 @@ export class LocalLauncher implements Launcher {
           const message = `qemu for session ${spec.sessionId} could not load the state: ${tail}`;
           throw new QwdError('QWD_LAUNCH_FAILED', message);
         }
-        const { status } = await qmp.execute<{ status: string }>('query-status');
+        const left = Math.max(1, deadline - this.clock.now());
+        const { status } = await qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: left });
         if (status !== 'inmigrate') {
-          if (status !== 'running') await qmp.execute('cont');
+          if (status !== 'running') await qmp.execute('cont', undefined, { timeoutMs: left });
           return;
         }
         if (this.clock.now() > deadline) {

@@ -8,8 +8,13 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import { QwdError } from '../errors.js';
 
+/**
+ * Sends one command; `args` may be a function, called once the agent has answered guest-sync (for a value that
+ * must be taken when the command leaves, such as the host's time for guest-set-time).
+ */
 export async function qgaCommand<T = unknown>(
-  socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 10_000,
+  socketPath: string, command: string, args?: Record<string, unknown> | (() => Record<string, unknown>),
+  timeoutMs = 10_000,
 ): Promise<T> {
   const socket = net.createConnection(socketPath);
   try {
@@ -40,7 +45,8 @@ export async function qgaCommand<T = unknown>(
           if (!synced) {
             if (reply.return !== syncId) continue;
             synced = true;
-            socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+            const values = typeof args === 'function' ? args() : args;
+            socket.write(`${JSON.stringify(values ? { execute: command, arguments: values } : { execute: command })}\n`);
             continue;
           }
           clearTimeout(timer);

@@ -26,22 +26,23 @@ export function sessionHostname(machine: string, sessionId: string): string {
 /** Before a save: the clipboard agent's port goes (QMP device_del, then DEVICE_DELETED), then its chardev. */
 export async function unplugVdagent(qmpSocket: string, timeoutMs = 30_000): Promise<void> {
   const qmp = await QmpClient.connect(qmpSocket);
+  let timer: NodeJS.Timeout | undefined;
   try {
     const deleted = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new QwdError(
+      timer = setTimeout(() => reject(new QwdError(
         'QWD_PREPARE_FAILED', `the guest did not release its clipboard port within ${timeoutMs} ms`,
       )), timeoutMs);
       qmp.on('event', (event: QmpEvent) => {
-        if (event.event === 'DEVICE_DELETED' && event.data?.device === VDAGENT_PLUG.device.id) {
-          clearTimeout(timer);
-          resolve();
-        }
+        if (event.event === 'DEVICE_DELETED' && event.data?.device === VDAGENT_PLUG.device.id) resolve();
       });
     });
+    // Handled here too: device_del may fail before anyone awaits the event.
+    deleted.catch(() => {});
     await qmp.execute('device_del', { id: VDAGENT_PLUG.device.id });
     await deleted;
     await qmp.execute('chardev-remove', { id: VDAGENT_PLUG.chardev.id });
   } finally {
+    clearTimeout(timer);
     qmp.close();
   }
 }
@@ -63,7 +64,9 @@ export async function afterResume(
   try {
     // ns since the epoch; a double loses the last bits (< 1 µs), which no guest clock notices. Patient: on a host
     // resuming many desktops at once, a guest may take tens of seconds to run its agent again.
-    await qgaCommand(sockets.qga, 'guest-set-time', { time: deps.clock.now() * 1_000_000 }, GUEST_AGENT_WAIT_MS);
+    // The time is taken when the command leaves, after the agent answered guest-sync (which may take a while).
+    const now = () => ({ time: deps.clock.now() * 1_000_000 });
+    await qgaCommand(sockets.qga, 'guest-set-time', now, GUEST_AGENT_WAIT_MS);
   } catch (err) {
     // The desktop is up and usable; booting it instead would cost minutes. The log says what the guest kept.
     deps.log.warn(

@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { Machine, ResumeSize } from '../catalog/descriptor.js';
 import type { Config } from '../config/schema.js';
 import { buildQemuArgv, type ArgvOptions } from '../qemu/argv.js';
-import { runTool } from '../qemu/run-tool.js';
+import { findProgram, runTool } from '../qemu/run-tool.js';
 
 export const PREPARED_DIR = 'prepared';
 export const FROZEN_DISK = 'disk.qcow2';
@@ -151,10 +151,12 @@ const versions = new Map<string, Promise<string>>();
 export async function qemuVersion(binary: string): Promise<string> {
   let key = binary;
   try {
-    const st = await fsp.stat(binary);
-    key = `${binary}:${st.ino}:${st.mtimeMs}`;
+    // A name on PATH is looked up first: an upgrade of QEMU replaces that file, and the broker must notice.
+    const file = findProgram(binary) ?? binary;
+    const st = await fsp.stat(file);
+    key = `${file}:${st.ino}:${st.mtimeMs}`;
   } catch {
-    // A name on PATH: asked once per process.
+    // Not found: asking it fails, and the failure is not kept.
   }
   let version = versions.get(key);
   if (!version) {
@@ -187,5 +189,5 @@ export async function checkPreparedState(
 }
 
 /** Why sessions of a resume size boot with the Slurm launcher (its log, machines check, prepare's refusal). */
-export const SLURM_BOOTS = 'the Slurm launcher boots every session: its job script, on a compute node, does not load ' +
-  'prepared states';
+export const SLURM_BOOTS = 'the Slurm launcher boots every session: a state would load on a compute node, where the ' +
+  'broker cannot continue it, plug the clipboard back or set the guest\'s clock (INSTALL.md, Resume)';

@@ -30,18 +30,26 @@ export async function saveState(
 ): Promise<SavedState> {
   const out = await fsp.open(stateFile, 'wx', 0o600);
   let zstd: ChildProcess | null = null;
-  const socketDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'qwd-save-'));
-  const socketPath = path.join(socketDir, 'migrate.sock');
+  let socketDir: string | null = null;
   const server = net.createServer();
-  const qmp = await QmpClient.connect(qmpSocket);
+  let qmp: QmpClient | null = null;
   try {
+    socketDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'qwd-save-'));
+    const socketPath = path.join(socketDir, 'migrate.sock');
+    qmp = await QmpClient.connect(qmpSocket);
     zstd = spawn(opts.zstd, ['-1', '-q', '-c'], { stdio: ['pipe', out.fd, 'pipe'] });
     const compressed = exitOf(zstd, opts.zstd);
+    // Awaited at the end; a zstd that cannot run fails the save then (or the migration, its pipe gone) — never the
+    // process, with an unhandled rejection while the steps below wait.
+    compressed.catch(() => {});
     let stderr = '';
     zstd.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-2000); });
+    // A zstd that dies mid-stream (disk full): its stdin errors (EPIPE); the exit code says why below.
+    zstd.stdin!.on('error', () => {});
     // One connection: QEMU's. The stream ends when the migration does.
     server.once('connection', (conn) => {
       server.close();
+      conn.on('error', () => {});
       conn.pipe(zstd!.stdin!);
     });
     await new Promise<void>((resolve, reject) => {
@@ -74,10 +82,10 @@ export async function saveState(
     await fsp.rm(stateFile, { force: true });
     throw err;
   } finally {
-    qmp.close();
+    qmp?.close();
     server.close();
     await out.close();
-    await fsp.rm(socketDir, { recursive: true, force: true });
+    if (socketDir) await fsp.rm(socketDir, { recursive: true, force: true });
   }
   return { bytes: (await fsp.stat(stateFile)).size };
 }

@@ -152,10 +152,18 @@ test('qwdctl machines check says per size whether sessions resume; with the Slur
   t.is(check.code, 0, check.stderr);
   t.regex(check.stdout, /^ {2}1 CPU\(s\), 256 MiB: resumes its prepared state$/m);
   t.regex(check.stdout, /^ {2}1 CPU\(s\), 512 MiB: boots \(not prepared \(qwdctl machines prepare demo\)\)$/m);
+  // Folders for every session: none of them resumes, and check says so rather than "resumes".
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'qwd-resume-share-'));
+  t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
+  const withShares = makeSetup(t, {
+    ...RAW, machinesDir: shared.machinesDir, guest: { shareRoots: [folder], shares: [{ path: folder, tag: 'data' }] },
+  }, { machines: () => {} });
+  const sharesCheck = await qwdctl(['--config', withShares.configFile, 'machines', 'check']);
+  t.regex(sharesCheck.stdout, /^ {2}1 CPU\(s\), 256 MiB: boots \(its sessions get host folders \(guest\.shares or the machine's shares\), which a saved state lacks\)$/m);
   const slurm = makeSetup(t, { ...RAW, launcher: 'slurm', machinesDir: shared.machinesDir }, { machines: () => {} });
   const slurmCheck = await qwdctl(['--config', slurm.configFile, 'machines', 'check']);
   t.is(slurmCheck.code, 0, slurmCheck.stderr);
-  t.regex(slurmCheck.stdout, new RegExp(`^ {2}1 CPU\\(s\\), 256 MiB: boots \\(${SLURM_BOOTS}\\)$`, 'm'));
+  t.true(slurmCheck.stdout.split('\n').includes(`  1 CPU(s), 256 MiB: boots (${SLURM_BOOTS})`), slurmCheck.stdout);
   const before = fs.readdirSync(path.join(shared.machinesDir, 'prepared', 'demo')).sort();
   const refused = await qwdctl(['--config', slurm.configFile, 'machines', 'prepare', 'demo', '--force']);
   t.is(refused.code, 1, refused.stdout);

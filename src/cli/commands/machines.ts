@@ -292,7 +292,7 @@ export async function checkMachines(ctx: CliContext, opts: { json?: boolean }): 
       else for (const p of r.problems) ctx.print(`✗ ${p}`);
       // Not problems: a size without a usable state boots, as every machine did before.
       for (const s of r.resume ?? []) {
-        const what = s.usable ? 'resumes its prepared state' : `boots (${s.reason})`;
+        const what = s.usable ? `resumes its prepared state${s.except ? ` (${s.except})` : ''}` : `boots (${s.reason})`;
         ctx.print(`  ${s.cpus} CPU(s), ${s.memoryMiB} MiB: ${what}`);
       }
     }
@@ -311,6 +311,8 @@ interface ResumeStatus {
   memoryMiB: number;
   usable: boolean;
   reason: string | null;
+  /** Sessions that boot although the state is usable (a boot script applies to them), or null. */
+  except: string | null;
 }
 
 /**
@@ -318,11 +320,21 @@ interface ResumeStatus {
  * enough: its image was checked just before (checkMachine), and the device key does not depend on a detected format.
  */
 async function resumeStatus(config: Config, machine: Machine, accel: AccelChoice): Promise<ResumeStatus[]> {
-  return Promise.all((machine.resume?.sizes ?? []).map(async (size) => {
-    if (config.launcher === 'slurm') return { ...size, usable: false, reason: SLURM_BOOTS };
+  // As the launcher decides for each session (LocalLauncher.resumeChoice): folders go to every session of the
+  // machine; boot scripts only to those their conditions pick.
+  const scripts = config.guest.bootScripts.length + machine.bootScripts.scripts.length;
+  const except = scripts > 0 ? 'sessions that get a boot script boot' : null;
+  return Promise.all((machine.resume?.sizes ?? []).map(async (size): Promise<ResumeStatus> => {
+    if (config.launcher === 'slurm') return { ...size, usable: false, reason: SLURM_BOOTS, except: null };
+    if (config.guest.shares.length + machine.shares.length > 0) {
+      const reason = 'its sessions get host folders (guest.shares or the machine\'s shares), which a saved state lacks';
+      return { ...size, usable: false, reason, except: null };
+    }
     const choice = await checkPreparedState(config, machine, size, sessionAccel(machine, accel))
       .catch((err: Error) => ({ resume: false as const, reason: err.message }));
-    return { ...size, usable: choice.resume, reason: choice.resume ? null : choice.reason };
+    return choice.resume ? { ...size, usable: true, reason: null, except } : {
+      ...size, usable: false, reason: choice.reason, except: null,
+    };
   }));
 }
 
