@@ -57,7 +57,7 @@ const SCREEN_TIMEOUT_MS = 2 * 60 * 1000;
 
 export async function prepareMachine(
   deps: PrepareDeps, machine: Machine, size: ResumeSize,
-  opts: { force?: boolean; onProgress?: (line: string) => void } = {},
+  opts: { force?: boolean; onProgress?: (line: string) => void; signal?: AbortSignal } = {},
 ): Promise<PrepareReport> {
   const { config, log } = deps;
   const clock = deps.clock ?? systemClock;
@@ -97,10 +97,21 @@ export async function prepareMachine(
       // Watched from the start: QEMU draws a virtio-vga scanout only for a display client that asks.
       screen = await ScreenWatch.open(vm.vncSocket, clock);
       say('waiting for the guest to be ready');
-      await waitGuestReady(boot.runDir, machine.resume.ready, vm, clock);
+      // Between two looks: a Ctrl-C (the VM is stopped below, not left running) or a VM that died.
+      const goOn = async () => {
+        if (opts.signal?.aborted) {
+          throw new QwdError('QWD_PREPARE_FAILED', `machine ${machine.name}: interrupted; its VM is stopped and ` +
+            'nothing of this prepare is kept');
+        }
+        if (!await launcher.isAlive(vm)) {
+          const tail = await readLogTail(path.join(boot.runDir, 'qemu.log'));
+          throw new QwdError('QWD_PREPARE_FAILED', `the VM ended before it was ready (qemu: ${tail})`);
+        }
+      };
+      await waitGuestReady(boot.runDir, machine.resume.ready, vm, clock, goOn);
       // A program that has started has not painted yet: the state is saved once the screen is drawn and still.
       say('waiting for its screen to be drawn and still');
-      if (!await screen.waitQuiet(SCREEN_QUIET_MS, SCREEN_TIMEOUT_MS)) {
+      if (!await screen.waitQuiet(SCREEN_QUIET_MS, SCREEN_TIMEOUT_MS, goOn)) {
         say(`its screen did not stay still for ${SCREEN_QUIET_MS / 1000} s within ${SCREEN_TIMEOUT_MS / 60000} min: ` +
           'saving it as it is');
       }
@@ -135,19 +146,25 @@ export async function prepareMachine(
       await launcher.stop(vm).catch(() => {});
       await launcher.cleanup(vm, boot.runDir);
     }
-    // In place only now: the old state (with --force) is replaced by one that is complete.
-    await fsp.rm(dir, { recursive: true, force: true });
+    // In place only now, complete; the old state (with --force) is set aside until the new one is checked.
     await fsp.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
+    const previous = fs.existsSync(dir) ? path.join(path.dirname(dir), `.${path.basename(dir)}.previous`) : null;
+    if (previous) {
+      await fsp.rm(previous, { recursive: true, force: true });
+      await fsp.rename(dir, previous);
+    }
     await fsp.rename(tmp, dir);
     const meta = JSON.parse(await fsp.readFile(path.join(dir, META_FILE), 'utf8')) as PreparedMeta;
     say('checking it: resuming it once');
     const resumeMs = await checkByResuming(launcher, spec(newSessionId()), config, machine, size, clock).catch(
       async (err: Error) => {
         await fsp.rm(dir, { recursive: true, force: true });
+        if (previous) await fsp.rename(previous, dir);
         throw new QwdError('QWD_PREPARE_FAILED', `machine ${machine.name}: the saved state did not resume: ` +
-          `${err.message}; nothing was kept`, { cause: err });
+          `${err.message}; it was not kept${previous ? ' (the previous state is back in place)' : ''}`, { cause: err });
       },
     );
+    if (previous) await fsp.rm(previous, { recursive: true, force: true });
     const report = {
       machine: machine.name, cpus: size.cpus, memoryMiB: size.memoryMiB, dir, stateBytes: meta.stateBytes,
       diskBytes: (await fsp.stat(path.join(dir, FROZEN_DISK))).size, prepareMs: meta.prepareMs, resumeMs,
@@ -190,11 +207,14 @@ async function userIds(user: string): Promise<{ uid: number; gid: number }> {
 }
 
 /** The guest says it is ready: a line on its serial port (the demo prints "QWD: boot ok"). */
-async function waitGuestReady(runDir: string, ready: ReadySignal, vm: LocalHandle, clock: Clock): Promise<void> {
+async function waitGuestReady(
+  runDir: string, ready: ReadySignal, vm: LocalHandle, clock: Clock, goOn: () => Promise<void>,
+): Promise<void> {
   const deadline = clock.now() + READY_TIMEOUT_MS;
   if (!('serial' in ready)) {
     // The guest agent answers guest-ping once the guest has started it (late in its boot).
     for (;;) {
+      await goOn();
       const qga = path.join(runDir, 'qga.sock');
       const ping = qgaCommand(qga, 'guest-ping', undefined, 5000);
       const running = (name: string) => guestRun(qga, '/usr/bin/pgrep', ['-x', name], clock)
@@ -210,6 +230,7 @@ async function waitGuestReady(runDir: string, ready: ReadySignal, vm: LocalHandl
   }
   const log = path.join(runDir, 'serial.log');
   for (;;) {
+    await goOn();
     const text = await fsp.readFile(log, 'utf8').catch(() => '');
     if (text.includes(ready.serial)) return;
     if (clock.now() > deadline) {

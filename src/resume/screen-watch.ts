@@ -61,11 +61,13 @@ export class ScreenWatch {
 
   /**
    * Resolves once the screen has been drawn and has not changed for quietMs; false when it
-   * did not happen within timeoutMs (an animation, a blinking cursor): the caller goes on.
+   * did not happen within timeoutMs (an animation, a clock with seconds): the caller goes on. goOn runs before each
+   * look and may throw (an interrupted prepare, a VM that died).
    */
-  async waitQuiet(quietMs: number, timeoutMs: number): Promise<boolean> {
+  async waitQuiet(quietMs: number, timeoutMs: number, goOn: () => Promise<void> = async () => {}): Promise<boolean> {
     const deadline = this.clock.now() + timeoutMs;
     for (;;) {
+      await goOn();
       if (this.failure) throw this.failure;
       if (this.clock.now() - this.changedAt >= quietMs && this.drawn()) return true;
       if (this.clock.now() >= deadline) return false;

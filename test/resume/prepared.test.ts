@@ -30,6 +30,7 @@ const refused: Array<[string, unknown, Record<string, unknown>, RegExp]> = [
   ['both ready signals', { sizes: [{ cpus: 1, memoryMiB: 256 }], ready: { serial: 'x', guestAgent: true } }, { guestAgent: true }, /serial or guestAgent, not both/],
   ['the guest agent without guestAgent: true', { sizes: [{ cpus: 1, memoryMiB: 256 }], ready: { guestAgent: true } }, {}, /needs guestAgent: true/],
   ['an ISO machine', { sizes: [{ cpus: 1, memoryMiB: 256 }], ready: { serial: 'x' } }, { format: 'iso' }, /ISO machine/],
+  ['a machine with shares', { sizes: [{ cpus: 1, memoryMiB: 256 }], ready: { serial: 'x' } }, { shares: [{ path: '/srv/data', tag: 'data' }] }, /a machine with shares never resumes/],
 ];
 for (const [what, resume, extra, message] of refused) {
   test(`resume: ${what} is refused, naming the key`, (t) => {

@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { api, startTestBroker } from '../helpers/broker.js';
-import { makeSetup, requireDemoImage, requireQemu, waitFor } from '../helpers/env.js';
+import { spawn } from 'node:child_process';
+import { ROOT, makeSetup, pidsMentioning, requireDemoImage, requireQemu, waitFor } from '../helpers/env.js';
 import { connectRfb, typeText } from '../helpers/rfb-client.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { prepareMachine } from '../../src/resume/prepare.js';
@@ -169,6 +170,34 @@ test('qwdctl machines check says per size whether sessions resume; with the Slur
   t.is(refused.code, 1, refused.stdout);
   t.regex(refused.stderr, /the Slurm launcher boots every session.*nothing would use a state prepared here/);
   t.deepEqual(fs.readdirSync(path.join(shared.machinesDir, 'prepared', 'demo')).sort(), before, 'nothing changed');
+});
+
+test('Ctrl-C during qwdctl machines prepare stops its VM and leaves nothing: no QEMU, no work dir, the old state as it was', async (t) => {
+  t.timeout(120_000);
+  const setup = setupOn(t, { copy: true });
+  const before = fs.readdirSync(path.join(setup.config.machinesDir, 'prepared', 'demo')).sort();
+  const child = spawn(process.execPath, [
+    '--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), '--config', setup.configFile,
+    'machines', 'prepare', 'demo', '--cpus', '1', '--memory', '256', '--force',
+  ], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+  const work = path.join(setup.config.machinesDir, 'prepared', '.work');
+  // Interrupted while its VM boots.
+  await waitFor('the prepare to boot its VM', () => stderr.includes('waiting for the guest to be ready'), 60_000);
+  const [vmDir] = fs.readdirSync(work);
+  t.truthy(vmDir, 'the VM has its work dir');
+  t.true(pidsMentioning(`qwd-${vmDir}`).length > 0, 'its QEMU runs');
+  child.kill('SIGINT');
+  t.is(await exited, 5, stderr);
+  t.regex(stderr, /SIGINT: stopping the VM being prepared…/);
+  t.regex(stderr, /qwdctl: machine demo: interrupted; its VM is stopped and nothing of this prepare is kept/);
+  t.deepEqual(pidsMentioning(`qwd-${vmDir}`), [], 'its QEMU is gone');
+  t.deepEqual(fs.readdirSync(work), [], 'its work dir is gone');
+  t.deepEqual(fs.readdirSync(path.join(setup.config.machinesDir, 'prepared')).filter((e) => e.startsWith('.demo-')), [], 'and its temp dir');
+  t.deepEqual(fs.readdirSync(path.join(setup.config.machinesDir, 'prepared', 'demo')).sort(), before, 'the old state is as it was');
 });
 
 test('a truncated state is not loaded: the session boots', async (t) => {

@@ -371,18 +371,38 @@ export async function prepareMachines(
   const accel = chooseAccelerator(config.qemu.accel, probeHostAccel());
   const log = createLogger('silent');
   const reports = [];
-  for (const size of sizes) {
-    const report = await prepareMachine({ config, accel, log }, machine, size, {
-      force: opts.force, onProgress: opts.json ? undefined : (line) => ctx.err.write(`${line}\n`),
-    });
-    reports.push(report);
-    if (!opts.json) {
-      ctx.print(
-        `prepared ${name} (${size.cpus} CPU(s), ${size.memoryMiB} MiB) in ${formatDuration(report.prepareMs)}: ` +
-          `state ${formatMiB(report.stateBytes)}, disk ${formatMiB(report.diskBytes)}; resumed in ` +
-          `${formatDuration(report.resumeMs)} (${report.dir})`,
-      );
+  // Ctrl-C (or a TERM) stops the prepare's VM and removes its work, instead of leaving QEMU running detached.
+  const interrupt = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    ctx.err.write(`${signal}: stopping the VM being prepared…\n`);
+    interrupt.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    for (const size of sizes) {
+      const report = await prepareMachine({ config, accel, log }, machine, size, {
+        force: opts.force, onProgress: opts.json ? undefined : (line) => ctx.err.write(`${line}\n`),
+        signal: interrupt.signal,
+      });
+      reports.push(report);
+      if (!opts.json) {
+        ctx.print(
+          `prepared ${name} (${size.cpus} CPU(s), ${size.memoryMiB} MiB) in ${formatDuration(report.prepareMs)}: ` +
+            `state ${formatMiB(report.stateBytes)}, disk ${formatMiB(report.diskBytes)}; resumed in ` +
+            `${formatDuration(report.resumeMs)} (${report.dir})`,
+        );
+      }
     }
+  } catch (err) {
+    // The administrator gets what went wrong, not a viewer's "could not be started".
+    if (err instanceof QwdError && err.code === 'QWD_PREPARE_FAILED') {
+      throw new QwdError(err.code, err.message, { userMessage: err.message, cause: err });
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   if (opts.json) ctx.print(json({ prepared: reports }));
 }
