@@ -71,11 +71,12 @@ export function deviceKey(
   return crypto.createHash('sha256').update(JSON.stringify(argv)).digest('hex').slice(0, 32);
 }
 
-/** The master as it is now: real path, size and mtime (a master copied over or rebuilt changes it). */
+/** The master as it is now: real path, inode, size, mtime and ctime (a master copied over or rebuilt changes it). */
 export async function masterStamp(image: string): Promise<string> {
   const real = await fsp.realpath(image);
   const st = await fsp.stat(real, { bigint: true });
-  return `${real}:${st.size}:${st.mtimeNs}`;
+  // The inode and ctime too: a master copied in with its times kept (cp -p, rsync -a) has the same size and mtime.
+  return `${real}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 export interface CurrentFacts {
