@@ -200,6 +200,16 @@ test('Ctrl-C during qwdctl machines prepare stops its VM and leaves nothing: no 
   t.deepEqual(fs.readdirSync(path.join(setup.config.machinesDir, 'prepared', 'demo')).sort(), before, 'the old state is as it was');
 });
 
+test('qwdctl machines remove takes the machine\'s prepared states with it', async (t) => {
+  const setup = setupOn(t, { copy: true });
+  const prepared = path.join(setup.config.machinesDir, 'prepared', 'demo');
+  t.true(fs.existsSync(prepared));
+  const removed = await qwdctl(['--config', setup.configFile, 'machines', 'remove', 'demo']);
+  t.is(removed.code, 0, removed.stderr);
+  t.true(removed.stdout.split('\n').includes(`removed ${prepared}`), removed.stdout);
+  t.false(fs.existsSync(prepared));
+});
+
 test('a truncated state is not loaded: the session boots', async (t) => {
   t.timeout(120_000);
   const setup = setupOn(t, { copy: true });

@@ -20,7 +20,7 @@ import type { Config } from '../../config/schema.js';
 import { CliContext, usage } from '../context.js';
 import { json, table } from '../output.js';
 import { prepareMachine } from '../../resume/prepare.js';
-import { SLURM_BOOTS, checkPreparedState } from '../../resume/prepared.js';
+import { PREPARED_DIR, SLURM_BOOTS, checkPreparedState } from '../../resume/prepared.js';
 import { chooseAccelerator, probeHostAccel, type AccelChoice } from '../../qemu/accel.js';
 import { sessionAccel } from '../../launcher/local.js';
 import { createLogger } from '../../log.js';
@@ -548,6 +548,12 @@ export function registerMachines(program: Command, ctx: CliContext): void {
       );
       await fsp.rm(machine.file);
       ctx.print(`removed ${machine.file}`);
+      // Its prepared states (hundreds of MB each) serve nothing once the machine is gone.
+      const prepared = path.join(config.machinesDir, PREPARED_DIR, machine.name);
+      if (fs.existsSync(prepared)) {
+        await fsp.rm(prepared, { recursive: true, force: true });
+        ctx.print(`removed ${prepared}`);
+      }
       if (opts.image) {
         await fsp.rm(machine.image, { force: true });
         ctx.print(`removed ${machine.image}`);
