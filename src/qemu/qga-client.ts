@@ -46,7 +46,8 @@ export async function qgaCommand<T = unknown>(
             if (reply.return !== syncId) continue;
             synced = true;
             const values = typeof args === 'function' ? args() : args;
-            socket.write(`${JSON.stringify(values ? { execute: command, arguments: values } : { execute: command })}\n`);
+            const request = values ? { execute: command, arguments: values } : { execute: command };
+            socket.write(`${JSON.stringify(request)}\n`);
             continue;
           }
           clearTimeout(timer);
