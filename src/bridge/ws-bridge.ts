@@ -267,14 +267,16 @@ export function attachBridge(
         else wsStream.destroy();
         log.info({ sessionId: row.id, why, viewers: set.size }, 'viewer disconnected');
       };
+      // After an unframed message (a cut text whose length lied, a type nobody knows), QEMU's drop is said as such,
+      // whichever comes first: the close, or an EPIPE on the next write.
+      const desktopGone = (why: string) => (unframed
+        ? finish(`the desktop dropped this viewer after a message it could not read (${unframed.message})`, 4003)
+        : finish(why));
       vnc.on('error', (err) => {
         log.warn({ sessionId: row.id, vnc: describe(address), err: err.message }, 'VNC side failed');
-        finish('desktop connection lost');
+        desktopGone('desktop connection lost');
       });
-      // After an unframed message (a cut text whose length lied, a type nobody knows), say so rather than "closed".
-      vnc.on('close', () => (unframed
-        ? finish(`the desktop dropped this viewer after a message it could not read (${unframed.message})`, 4003)
-        : finish('desktop connection closed')));
+      vnc.on('close', () => desktopGone('desktop connection closed'));
       wsStream.on('error', () => finish('browser connection failed'));
       filter.on('error', (err) => {
         const close = err instanceof RfbProtocolError ? {
