@@ -1,9 +1,12 @@
 // The WebSocket ↔ VNC bridge on the broker's own HTTP server: /ws/<token>.
 // The token is checked before the upgrade (unknown → 404, ended → 410, no
 // upgrade). noVNC offers no WebSocket subprotocol and gets none; older clients
-// that offer "binary" get it back; we never answer with one not offered. Bytes are piped both ways
-// with backpressure (stream pipes); the VNC side's first bytes (the RFB
-// banner) are read by a listener attached before anything is awaited.
+// that offer "binary" get it back; we never answer with one not offered. Bytes flow both ways
+// with backpressure: desktop → viewer through a ViewerOutbox (ws.send per read, the desktop's
+// stream paused while the viewer's socket holds too much; viewer-outbox.ts), viewer → desktop
+// as ws messages written into the filter (the viewer's socket paused while the filter is full).
+// The VNC side's first bytes (the RFB banner) are read by a callback attached before anything
+// is awaited.
 // Both links' browser → VNC bytes go through the RFB client filter (view-only:
 // input dropped; both: clipboard text capped and the viewer's clipboard policy
 // enforced — the stricter of the site's and the machine's, see
@@ -15,7 +18,7 @@
 // checked again once it has answered, in the tick that counts and upgrades.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../log.js';
 import type { ErrorCode } from '../errors.js';
 import type { SessionManager, EndedEvent, RevokedEvent, TokenLookup } from '../sessions/manager.js';
@@ -27,7 +30,8 @@ import { readViewerTicket } from './viewer-ticket.js';
 import { clipboardModeOf, decideClipboardPolicy, type SiteClipboardPolicy } from './clipboard-policy.js';
 import type { ClipboardMode } from '../config/schema.js';
 import { describe, type VncAddress } from '../qemu/rfb-probe.js';
-import { connectVnc } from './vnc-connect.js';
+import { readDesktop } from './vnc-connect.js';
+import { ViewerOutbox } from './viewer-outbox.js';
 import { systemClock, type Clock } from '../clock.js';
 
 export interface Bridge {
@@ -70,8 +74,8 @@ export interface BridgeOptions {
   clipboard?: { site: SiteClipboardPolicy; machine: (name: string) => ClipboardMode | undefined };
   /**
    * A viewer that has read nothing for this long while bytes wait for it is dropped (close 4008). Until then what
-   * waits is bounded anyway: the pipe stops reading the viewer's own VNC connection once the stream to the viewer
-   * is full. Default 30 s (bridge.stalledViewerS).
+   * waits is bounded anyway: the bridge stops reading the viewer's own VNC connection once the viewer's outbox is
+   * full (viewer-outbox.ts). Default 30 s (bridge.stalledViewerS).
    */
   stalledViewerMs?: number;
   clock?: Clock;
@@ -99,8 +103,8 @@ export function attachBridge(
   });
   const viewers = new Map<string, Set<WebSocket>>();
   const access = new WeakMap<WebSocket, LinkKind>();
-  /** What each viewer's bytes wait in on their way out: the stream into the WebSocket. */
-  const outbound = new WeakMap<WebSocket, Duplex>();
+  /** What each viewer's bytes wait in on their way out. */
+  const outbound = new WeakMap<WebSocket, ViewerOutbox>();
   const clock = opts.clock ?? systemClock;
   const stalledViewerMs = opts.stalledViewerMs ?? 30_000;
   const names = new WeakMap<WebSocket, string>();
@@ -117,9 +121,9 @@ export function attachBridge(
   manager.on('ended', closeViewers);
   manager.on('revoked', closeRevoked);
 
-  /** Bytes held for one viewer: in the stream into its WebSocket, and in the socket under it. */
+  /** Bytes held for one viewer, waiting to be written to its socket. */
   function buffered(ws: WebSocket): number {
-    return (outbound.get(ws)?.writableLength ?? 0) + ws.bufferedAmount;
+    return outbound.get(ws)?.buffered ?? 0;
   }
 
   function countViewers(id: string): { control: number; view: number } {
@@ -194,13 +198,12 @@ export function attachBridge(
     }
     const clipboard = clipboardPolicyFor(row.machine, found.access);
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const vnc: Duplex = connectVnc(address);
+      // The data path is attached before anything is awaited: QEMU sends its banner at once. The desktop's end does
+      // not end the WebSocket: finish() closes it with a code and a reason.
+      const vnc: Duplex = readDesktop(address, (chunk) => outbox.send(chunk));
+      const outbox = new ViewerOutbox(ws, vnc, clock);
       /** Set once a control viewer's stream left framing: QEMU judges what follows, and may drop the viewer. */
       let unframed: Error | null = null;
-      // Attach the data path before awaiting anything: QEMU sends its banner at once.
-      const wsStream = createWebSocketStream(ws, { allowHalfOpen: false });
-      // Not ended by the desktop's end: finish() closes the WebSocket with a code and a reason.
-      vnc.pipe(wsStream, { end: false });
       // View-only is enforced here: input messages never reach QEMU. Both links get clipboard text capped.
       const filter = new RfbClientFilter({
         access: found.access,
@@ -217,9 +220,15 @@ export function attachBridge(
           );
         },
       });
-      wsStream.pipe(filter).pipe(vnc);
+      // Whatever the frame type, a message is bytes of the RFB stream (as noVNC sends them). Once the filter has
+      // refused the viewer (an error destroys it), what it sent after that goes nowhere.
+      ws.on('message', (data: Buffer) => {
+        if (!filter.destroyed && !filter.write(data)) ws.pause();
+      });
+      filter.on('drain', () => ws.resume());
+      filter.pipe(vnc);
       access.set(ws, found.access);
-      outbound.set(ws, wsStream);
+      outbound.set(ws, outbox);
       const name = readViewerTicket(ticketSecret, token, url.searchParams.get('t'));
       if (name) names.set(ws, name);
       const set = viewers.get(row.id) ?? new Set<WebSocket>();
@@ -231,17 +240,12 @@ export function attachBridge(
         'viewer connected',
       );
       let finished = false;
-      // A viewer that stops reading: the pipe pauses its VNC connection once wsStream is full (writableNeedDrain);
-      // it is dropped when that lasts stalledViewerMs without a single drain (a slow link still drains).
-      let fullSince: number | null = null;
-      wsStream.on('drain', () => {
-        fullSince = null;
-      });
+      // A viewer that stops reading: its outbox fills and pauses its VNC connection; it is dropped when that lasts
+      // stalledViewerMs without a single drain (a slow link still drains, and each drain starts the count again).
       const watchStall = () => {
         if (finished) return;
-        if (!wsStream.writableNeedDrain) fullSince = null;
-        else if (fullSince === null) fullSince = clock.now();
-        else if (clock.now() - fullSince >= stalledViewerMs) {
+        const fullSince = outbox.fullSince;
+        if (fullSince !== null && clock.now() - fullSince >= stalledViewerMs) {
           log.warn(
             { sessionId: row.id, access: found.access, stalledMs: clock.now() - fullSince, buffered: buffered(ws) },
             'viewer dropped: it stopped reading',
@@ -262,9 +266,10 @@ export function attachBridge(
         // counts.
         if (!closing && manager.get(row.id)) presence.record(row.id, set.size);
         vnc.destroy();
-        // A close frame with the reason, and the stream ends with the WebSocket (destroying it would drop the frame).
+        // A close frame with the reason. A closing handshake already under way is cut short, unless ws started it
+        // after an error of the viewer's: its close frame (1002, 1009: why) is on its way.
         if (ws.readyState === ws.OPEN) ws.close(code, Buffer.from(why).subarray(0, 123).toString());
-        else wsStream.destroy();
+        else if (ws.readyState === ws.CLOSING && !viewerFailed) ws.terminate();
         log.info({ sessionId: row.id, why, viewers: set.size }, 'viewer disconnected');
       };
       // After an unframed message (a cut text whose length lied, a type nobody knows), QEMU's drop is said as such,
@@ -277,7 +282,11 @@ export function attachBridge(
         desktopGone('desktop connection lost');
       });
       vnc.on('close', () => desktopGone('desktop connection closed'));
-      wsStream.on('error', () => finish('browser connection failed'));
+      let viewerFailed = false;
+      ws.on('error', () => {
+        viewerFailed = true;
+        finish('browser connection failed');
+      });
       filter.on('error', (err) => {
         const close = err instanceof RfbProtocolError ? {
           code: err.closeCode, reason: err.closeReason,

@@ -20,7 +20,7 @@ function fullUpdateRequest(width: number, height: number): Buffer {
   return msg;
 }
 
-/** What the bridge may hold for one viewer that reads nothing (a stream buffer and a chunk or two: ≈ 80 KiB). */
+/** What the bridge may hold for one viewer that reads nothing (≤ 512 KiB: the outbox's mark and one read, viewer-outbox.ts). */
 const BOUND_BYTES = 1024 * 1024;
 
 test('a viewer that stops reading holds a bounded buffer, does not slow the other viewer, and is dropped with a reason', async (t) => {
