@@ -33,7 +33,7 @@ import type { Config } from '../src/config/schema.js';
 import { QmpClient } from '../src/qemu/qmp-client.js';
 import { vmPaths } from '../src/launcher/local.js';
 import type { Cleanup } from './cleanup.js';
-import { createSession, deleteSession } from './api.js';
+import { createSession, deleteSession, type CreatedSession } from './api.js';
 import type { BrokerProcess } from './broker-process.js';
 import { spawnTracked, waitForLine, type Tracked } from './processes.js';
 import type { ReaderJob, ReaderKind, ReaderResult } from './throughput-reader.js';
@@ -72,6 +72,8 @@ export interface ThroughputRig {
   sourceTcpPort: number;
   source: Tracked;
   relays: Record<Relay, RelayEndpoint>;
+  /** The real broker session whose VNC socket now leads to the source. */
+  brokerSession: { id: string; token: string };
 }
 
 const TSX = ['--import', 'tsx'];
@@ -88,18 +90,15 @@ export async function startThroughputRig(cleanup: Cleanup, opts: { websockify: s
   const harness = spawnTracked(cleanup, 'bridge harness', process.execPath, [...TSX, path.join(ROOT, 'bench', 'bridge-harness-main.ts'), sourcePath], { cwd: ROOT });
   const harnessUrl = JSON.parse((await waitForLine(harness, /^\{"wsUrl":.*\}$/, 15000, 'the bridge harness'))[0]).wsUrl as string;
 
-  const port = await freeLoopbackPort();
-  // Own process group: websockify forks a process per connection; stop() signals them all.
-  const websockify = spawnTracked(cleanup, 'websockify', opts.websockify, [`127.0.0.1:${port}`, `--unix-target=${sourcePath}`], { group: true });
-  await waitListening(websockify, port, 10000);
+  const { port, tracked: websockify } = await startWebsockify(cleanup, opts.websockify, sourcePath);
 
-  const brokerUrl = await pointRealSessionAtSource(cleanup, opts.broker, opts.config, opts.machine, sourcePath);
+  const brokerSession = await pointRealSessionAtSource(cleanup, opts.broker, opts.config, opts.machine, sourcePath);
   return {
-    sourcePath, sourceTcpPort, source,
+    sourcePath, sourceTcpPort, source, brokerSession: { id: brokerSession.id, token: brokerSession.token },
     relays: {
       bridge: { wsUrl: harnessUrl, pid: harness.pid, group: false },
       websockify: { wsUrl: `ws://127.0.0.1:${port}/`, pid: websockify.pid, group: true },
-      broker: { wsUrl: brokerUrl, pid: opts.broker.pid, group: false },
+      broker: { wsUrl: brokerSession.wsUrl, pid: opts.broker.pid, group: false },
     },
   };
 }
@@ -112,7 +111,7 @@ export async function startThroughputRig(cleanup: Cleanup, opts: { websockify: s
  * The bridge connects to the socket path at each viewer connection, so new
  * viewers reach the source. DELETE stops the VM and removes the run dir as usual.
  */
-async function pointRealSessionAtSource(cleanup: Cleanup, broker: BrokerProcess, config: Config, machine: string, sourcePath: string): Promise<string> {
+async function pointRealSessionAtSource(cleanup: Cleanup, broker: BrokerProcess, config: Config, machine: string, sourcePath: string): Promise<CreatedSession> {
   const session = await createSession(broker.url, { machine, cpus: 1, memoryMiB: 128, lifetimeS: 3600, user: 'bench-throughput' });
   cleanup.add(`DELETE session ${session.id}`, () => deleteSession(broker.url, session.token));
   const paths = vmPaths(path.join(config.runDir, session.id));
@@ -124,7 +123,7 @@ async function pointRealSessionAtSource(cleanup: Cleanup, broker: BrokerProcess,
   }
   fs.renameSync(paths.vncSocket, `${paths.vncSocket}.qemu`);
   fs.symlinkSync(sourcePath, paths.vncSocket);
-  return session.wsUrl;
+  return session;
 }
 
 const READER_KIND: Record<RelayPath, ReaderKind> = {
@@ -151,6 +150,15 @@ export async function measurePath(cleanup: Cleanup, rig: ThroughputRig, which: R
     messages: r.messages, meanMessageKiB: r.bytes / 1024 / Math.max(1, r.messages),
     readerCpuPct: pct(r.readerCpuMs), relayCpuPct: r.relayCpuMs === null ? null : pct(r.relayCpuMs), sourceCpuPct: pct(r.sourceCpuMs),
   };
+}
+
+/** websockify on a free port of 127.0.0.1 in front of a Unix socket, listening when this resolves. */
+export async function startWebsockify(cleanup: Cleanup, program: string, unixTarget: string): Promise<{ port: number; tracked: Tracked }> {
+  const port = await freeLoopbackPort();
+  // Own process group: websockify forks a process per connection; stop() signals them all.
+  const tracked = spawnTracked(cleanup, 'websockify', program, [`127.0.0.1:${port}`, `--unix-target=${unixTarget}`], { group: true });
+  await waitListening(tracked, port, 10000);
+  return { port, tracked };
 }
 
 async function freeLoopbackPort(): Promise<number> {

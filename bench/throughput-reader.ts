@@ -23,6 +23,12 @@ export interface ReaderJob {
   sourcePid: number;
   /** The relay's PID, and whether to count its whole process group (websockify forks per connection). */
   relay: { pid: number; group: boolean } | null;
+  /**
+   * Viewers read at once (readMany; default 1, readFor). With several, the window is timed by the clock (it starts
+   * once every connection is streaming and the warm-up has passed) and the reader prints {"windowStart":true}
+   * when it starts, so that something else can be measured over the same window.
+   */
+  connections?: number;
 }
 
 export interface ReaderResult {
@@ -91,6 +97,72 @@ export function readFor(job: ReaderJob): Promise<ReaderResult> {
       ws.on('unexpected-response', (_req, res) => fail(new Error(`HTTP ${res.statusCode} instead of a WebSocket upgrade`)));
       ws.on('error', fail);
       ws.on('close', (code, reason) => fail(new Error(`WebSocket closed (${code} ${reason.toString()})`)));
+    }
+  });
+}
+
+export interface ManyResult extends ReaderResult {
+  /** Bytes each connection read in the window. */
+  perConnectionBytes: number[];
+}
+
+/** Several relay connections (ws or raw-ws) read at once over one window timed by the clock. */
+export function readMany(job: ReaderJob, onWindowStart: () => void): Promise<ManyResult> {
+  const n = job.connections ?? 1;
+  if (job.kind !== 'ws' && job.kind !== 'raw-ws') throw new Error(`readMany reads relays (ws, raw-ws), not ${job.kind}`);
+  const relayCpu = job.relay ? (job.relay.group ? () => groupCpuMs(job.relay!.pid) : () => processCpuMs(job.relay!.pid)) : null;
+  return new Promise<ManyResult>((resolve, reject) => {
+    const counts = new Array<number>(n).fill(0);
+    const closers: Array<() => void> = [];
+    const timers: NodeJS.Timeout[] = [];
+    let streaming = 0;
+    let settled = false;
+    const finish = (err: Error | null, result?: ManyResult) => {
+      if (settled) return;
+      settled = true;
+      for (const t of timers) clearTimeout(t);
+      for (const close of closers) close();
+      if (err) reject(err);
+      else resolve(result!);
+    };
+    const limitMs = job.windowMs + job.warmUpMs + 20000;
+    timers.push(setTimeout(() => finish(new Error(`no complete ${job.windowMs} ms window within ${limitMs} ms (${streaming} of ${n} connections streaming)`)), limitMs));
+    const startWindow = () => {
+      const start = { at: performance.now(), counts: [...counts], reader: process.cpuUsage(), relay: relayCpu?.() ?? 0, source: processCpuMs(job.sourcePid) };
+      onWindowStart();
+      timers.push(setTimeout(() => {
+        const seconds = (performance.now() - start.at) / 1000;
+        const reader = process.cpuUsage(start.reader);
+        const perConnectionBytes = counts.map((c, i) => c - start.counts[i]!);
+        finish(null, {
+          bytes: perConnectionBytes.reduce((a, b) => a + b, 0), seconds, messages: 0, perConnectionBytes,
+          readerCpuMs: (reader.user + reader.system) / 1000,
+          relayCpuMs: relayCpu ? relayCpu() - start.relay : null,
+          sourceCpuMs: processCpuMs(job.sourcePid) - start.source,
+        });
+      }, job.windowMs));
+    };
+    for (let i = 0; i < n; i++) {
+      let first = true;
+      const onBytes = (bytes: number) => {
+        counts[i]! += bytes;
+        if (first) {
+          first = false;
+          if (++streaming === n) timers.push(setTimeout(startWindow, job.warmUpMs));
+        }
+      };
+      const fail = (err: Error) => finish(new Error(`connection ${i + 1} of ${n}, ${job.kind} ${job.target}: ${err.message}`));
+      if (job.kind === 'raw-ws') {
+        const socket = rawWebSocket(job.target, onBytes, fail);
+        closers.push(() => socket.destroy());
+      } else {
+        const ws = new WebSocket(job.target, { perMessageDeflate: false });
+        closers.push(() => ws.terminate());
+        ws.on('message', (data: Buffer) => onBytes(data.length));
+        ws.on('unexpected-response', (_req, res) => fail(new Error(`HTTP ${res.statusCode} instead of a WebSocket upgrade`)));
+        ws.on('error', fail);
+        ws.on('close', (code, reason) => fail(new Error(`WebSocket closed (${code} ${reason.toString()})`)));
+      }
     }
   });
 }
