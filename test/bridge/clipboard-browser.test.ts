@@ -9,6 +9,7 @@
 // Notify, noVNC's automatic Request, QEMU's Provide) work where the policy
 // allows them and never reach QEMU where it does not.
 import test, { type ExecutionContext } from 'ava';
+import type { Page } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -89,10 +90,23 @@ async function desktopInBrowser(t: ExecutionContext, machineClipboard: Clipboard
   return { broker, s, recorder, peer, page, sent, problems: browser.problems };
 }
 
+/**
+ * noVNC pastes the extended way (Notify, then a Provide in UTF-8) only once QEMU's clipboard caps have reached it;
+ * before that it sends a plain, Latin-1 ClientCutText. A paste right after "connected" can come before them.
+ */
+async function clipboardCapsReached(page: Page): Promise<void> {
+  await page.waitForFunction(() => {
+    const rfb = (window as unknown as { qwdRfb: { _clipboardServerCapabilitiesFormats: Record<number, unknown>; _clipboardServerCapabilitiesActions: Record<number, unknown> } }).qwdRfb;
+    // extendedClipboardFormatText (1) and extendedClipboardActionNotify (1 << 27), noVNC's core/rfb.js
+    return !!rfb._clipboardServerCapabilitiesFormats[1] && !!rfb._clipboardServerCapabilitiesActions[1 << 27];
+  }, undefined, { timeout: 20000 });
+}
+
 test.serial('clipboard both: text pasted in noVNC reaches the other viewer through QEMU, and UTF-8 text from it arrives in noVNC', async (t) => {
   t.timeout(120_000);
   const d = await desktopInBrowser(t, 'both');
   // Browser → QEMU: noVNC sends Notify; the peer hears it and asks; QEMU asks noVNC, which provides.
+  await clipboardCapsReached(d.page);
   await d.page.evaluate((text) => (window as unknown as { qwdRfb: { clipboardPasteFrom(s: string): void } }).qwdRfb.clipboardPasteFrom(text), 'from the browser: Grüße\n');
   await readUntil(d.peer, (seen) => seen.some(isNotify));
   d.peer.send(extendedCut(CLIP.request | CLIP.text));
@@ -147,6 +161,7 @@ test.serial('clipboard to-guest: text pasted in noVNC reaches the guest side thr
   t.is(await d.page.locator('#status').getAttribute('data-clipboard'), 'to-guest');
   const requestsSent = () => d.sent.filter((m) => m.type === 'clipboard-request').length;
   // Browser → QEMU, as in 'both': the guest side hears noVNC's Notify, asks, and QEMU gets noVNC's Provide for it.
+  await clipboardCapsReached(d.page);
   await d.page.evaluate((text) => (window as unknown as { qwdRfb: { clipboardPasteFrom(s: string): void } }).qwdRfb.clipboardPasteFrom(text), 'from the browser: Grüße\n');
   await readUntil(d.peer, (seen) => seen.some(isNotify));
   d.peer.send(extendedCut(CLIP.request | CLIP.text));
