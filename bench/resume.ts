@@ -108,9 +108,15 @@ async function sessionsAtOnce(broker: Broker, n: number): Promise<void> {
       // Patient: ten guests share two CPUs here.
       const guestNs = await qgaCommand<number>(qga, 'guest-get-time', undefined, 120_000);
       const offsetMs = guestNs / 1e6 - (before + Date.now()) / 2;
-      const { 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(
-        qga, 'guest-get-host-name', undefined, 120_000,
-      );
+      // The hostname is set after the 201 (not awaited by the start): asked until it is the session's, for 60 s.
+      const deadline = Date.now() + 60_000;
+      let hostname = '';
+      while (Date.now() < deadline && !hostname.endsWith(json.id)) {
+        ({ 'host-name': hostname } = await qgaCommand<{ 'host-name': string }>(
+          qga, 'guest-get-host-name', undefined, 120_000,
+        ));
+        if (!hostname.endsWith(json.id)) await systemClock.sleep(500);
+      }
       return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs, hostname };
     } catch (err) {
       return { id: json.id, readyMs, frameMs: frame.ms, resumed, offsetMs: NaN, hostname: `(${(err as Error).message})` };

@@ -281,11 +281,18 @@ export class LocalLauncher implements Launcher {
       reader?.child.stdout?.destroy();
       await Promise.all([this.waitReady(spec, pid, entry, paths), networkConnected]);
       if (resume) {
+        const loading = this.clock.now();
         await this.finishIncoming(spec, entry, paths);
+        const loaded = this.clock.now();
         await afterResume(spec.machine, spec.sessionId, { qmp: paths.qmpSocket, qga: paths.qgaSocket }, {
           log, clock: this.clock,
         });
-        log.info({ sessionId: spec.sessionId, state: resume.dir }, 'session resumed from a prepared state');
+        log.info(
+          {
+            sessionId: spec.sessionId, state: resume.dir, loadMs: loaded - loading, afterMs: this.clock.now() - loaded,
+          },
+          'session resumed from a prepared state',
+        );
       }
       const startTime = readProcStat(pid)?.startTime ?? '';
       return {

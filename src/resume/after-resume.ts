@@ -47,7 +47,10 @@ export async function unplugVdagent(qmpSocket: string, timeoutMs = 30_000): Prom
   }
 }
 
-/** After the resume (the VM runs again): the clipboard port back, then the guest's clock and hostname. */
+/**
+ * After the resume (the VM runs again): the clipboard port back and the guest's clock, then (not awaited) its
+ * hostname.
+ */
 export async function afterResume(
   machine: Machine, sessionId: string, sockets: { qmp: string; qga: string }, deps: { log: Logger; clock: Clock },
 ): Promise<void> {
@@ -75,13 +78,16 @@ export async function afterResume(
     );
     return;
   }
+  // The hostname goes on while the session is handed out (hostnamed takes a second or two to start under TCG):
+  // nothing in the first seconds of a desktop needs it; the log says when it is set, or why not.
   const hostname = sessionHostname(machine.name, sessionId);
-  try {
-    await guestRun(sockets.qga, '/usr/bin/hostnamectl', ['set-hostname', hostname], deps.clock);
-  } catch (err) {
+  const started = deps.clock.now();
+  const { log, clock } = deps;
+  void guestRun(sockets.qga, '/usr/bin/hostnamectl', ['set-hostname', hostname], clock).then(
+    () => log.info({ sessionId, hostname, ms: clock.now() - started }, 'the resumed guest\'s hostname is set'),
     // The session works without it; the log says the guest kept the prepared hostname.
-    deps.log.warn({ sessionId, hostname, err: (err as Error).message }, 'the resumed guest\'s hostname was not set');
-  }
+    (err: Error) => log.warn({ sessionId, hostname, err: err.message }, 'the resumed guest\'s hostname was not set'),
+  );
 }
 
 /** guest-exec and wait for the program's end (guest-exec-status); rejects unless it exits 0. */

@@ -79,8 +79,11 @@ run('two sessions resume the desktop at once, each with its own clock, hostname 
     // The clock stopped at the save, minutes ago: it is right again.
     const guestNs = (await qga(qgaSocket, 'guest-get-time')) as number;
     t.true(Math.abs(guestNs / 1e6 - Date.now()) < 5000, `guest clock off by ${Math.round(guestNs / 1e6 - Date.now())} ms`);
-    const hostname = (await guestExec(qgaSocket, '/usr/bin/hostname', [])).out.trim();
-    t.is(hostname, sessionHostname(DESKTOP_MACHINE, json.id));
+    // The hostname is set while the session is handed out (not awaited by the start).
+    const hostname = await waitFor('the session\'s hostname', async () => {
+      const name = (await guestExec(qgaSocket, '/usr/bin/hostname', [])).out.trim();
+      return name === sessionHostname(DESKTOP_MACHINE, json.id) && name;
+    }, 60_000);
     hostnames.add(hostname);
     // The clipboard agent's port is back (it was unplugged for the save).
     const qmp = await QmpClient.connect(path.join(row.runDir, 'qmp.sock'));
