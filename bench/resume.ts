@@ -77,7 +77,8 @@ interface Sample { readyMs: number; frameMs: number; answerMs: number }
 /** POST → the first frame with something drawn, read through the session's bridge. */
 async function firstDrawnFrame(wsUrl: string, start: number): Promise<{ ms: number; close: () => void }> {
   const viewer = await connectRfb(wsUrl);
-  while (nonBlackPixels(await viewer.update(false)) === 0);
+  // Patient: ten desktops resuming on two CPUs draw slowly.
+  while (nonBlackPixels(await viewer.update(false, 120_000)) === 0);
   return { ms: performance.now() - start, close: () => viewer.close() };
 }
 
