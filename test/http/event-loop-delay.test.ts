@@ -4,8 +4,7 @@
 // test would be a delay in another running beside it.
 import test from 'ava';
 import { watchEventLoopDelay } from '../../src/http/event-loop-delay.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../helpers/env.js';
 function block(ms: number): void {
   const until = Date.now() + ms;
   while (Date.now() < until); // a long synchronous task
@@ -14,15 +13,20 @@ function block(ms: number): void {
 test.serial('a block shows in the window it happened in and ages out with the next window', async (t) => {
   const monitor = watchEventLoopDelay({ windowMs: 1000, resolutionMs: 10 });
   t.teardown(() => monitor.stop());
-  await sleep(200);
+  await waitFor('the monitor\'s first wake-ups', () => monitor.current().samples >= 5, 5000);
   block(500);
-  await sleep(1000); // the window with the block ends
-  const withBlock = monitor.current();
-  t.not(withBlock.endedAt, null, JSON.stringify(withBlock));
+  // The window with the block ends.
+  const withBlock = await waitFor('the first window to end', () => {
+    const d = monitor.current();
+    return d.endedAt !== null && d;
+  }, 5000);
   t.true(withBlock.maxMs >= 450, JSON.stringify(withBlock));
   t.true(withBlock.windowS >= 0.9 && withBlock.windowS <= 1.6, JSON.stringify(withBlock));
-  await sleep(1100); // a window with no block
-  const quiet = monitor.current();
+  // A window with no block.
+  const quiet = await waitFor('the next window to end', () => {
+    const d = monitor.current();
+    return d.endedAt !== withBlock.endedAt && d;
+  }, 5000);
   t.true(quiet.maxMs < 450, JSON.stringify(quiet));
   t.true(quiet.samples > 10, JSON.stringify(quiet));
 });
@@ -30,8 +34,10 @@ test.serial('a block shows in the window it happened in and ages out with the ne
 test.serial('delays are what the loop ran late beyond the timer interval, not the interval itself', async (t) => {
   const monitor = watchEventLoopDelay({ windowMs: 60_000, resolutionMs: 20 });
   t.teardown(() => monitor.stop());
-  await sleep(300);
-  const d = monitor.current();
+  const d = await waitFor('ten wake-ups', () => {
+    const now = monitor.current();
+    return now.samples >= 10 && now;
+  }, 5000);
   t.is(d.endedAt, null);
   // An idle loop wakes within a few ms of each 20 ms timer; the interval is not counted as delay.
   t.true(d.p50Ms < 15, JSON.stringify(d));
