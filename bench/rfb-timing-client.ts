@@ -9,6 +9,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { setPixelFormatRgbx32 } from '../src/qemu/rfb-client-messages.js';
 
 export const ENCODING = { raw: 0, desktopSize: -223, pointerTypeChange: -257, extKeyEvent: -258 } as const;
 
@@ -162,14 +163,7 @@ export class RfbTimingClient {
       client.height = init.readUInt16BE(2);
       client.name = (await reader.read(init.readUInt32BE(20))).bytes.toString('utf8');
       client.fb = Buffer.alloc(client.width * client.height * 4);
-      // SetPixelFormat (§7.5.1): 32 bpp, depth 24, little-endian, true colour, RGB shifts 16/8/0.
-      const pf = Buffer.alloc(20);
-      pf.set([32, 24, 0, 1], 4);
-      pf.writeUInt16BE(255, 8);
-      pf.writeUInt16BE(255, 10);
-      pf.writeUInt16BE(255, 12);
-      pf.set([16, 8, 0], 14);
-      transport.send(pf);
+      transport.send(setPixelFormatRgbx32());
       client.setEncodings(encodings);
     } finally {
       clearTimeout(timer);

@@ -11,6 +11,7 @@
 // process. They run in their own process (scale-viewers-main.ts) so that
 // their work does not delay the benchmark's HTTP probes, which time the broker.
 import WebSocket from 'ws';
+import { setPixelFormatRgbx32 } from '../src/qemu/rfb-client-messages.js';
 import { performance } from 'node:perf_hooks';
 
 export interface ViewerSpec {
@@ -218,14 +219,7 @@ export class ScaleViewer {
   };
 
   private afterInit(): void {
-    // §7.5.1 SetPixelFormat: 32 bpp, depth 24, little-endian, true colour, RGB shifts 16/8/0.
-    const pf = Buffer.alloc(20);
-    pf.set([32, 24, 0, 1], 4);
-    pf.writeUInt16BE(255, 8);
-    pf.writeUInt16BE(255, 10);
-    pf.writeUInt16BE(255, 12);
-    pf.set([16, 8, 0], 14);
-    this.ws.send(pf);
+    this.ws.send(setPixelFormatRgbx32());
     // §7.5.2 SetEncodings: Raw and DesktopSize.
     const enc = Buffer.alloc(12);
     enc[0] = 2;

@@ -10,6 +10,7 @@
 import net from 'node:net';
 import { QwdError } from '../errors.js';
 import type { Clock } from '../clock.js';
+import { framebufferUpdateRequest, setPixelFormatRgbx32 } from '../qemu/rfb-client-messages.js';
 
 /** How often the watch asks for the changes since the last frame. */
 const ASK_EVERY_MS = 250;
@@ -93,17 +94,9 @@ export class ScreenWatch {
     const init = await this.read(24);
     this.resize(init.readUInt16BE(0), init.readUInt16BE(2));
     await this.read(init.readUInt32BE(20)); // the desktop's name
-    // SetPixelFormat: 32 bpp, depth 24, little endian, true colour, 8 bits each at 16/8/0.
-    const format = Buffer.alloc(20);
-    format.writeUInt8(0, 0);
-    format.set([32, 24, 0, 1], 4);
-    format.writeUInt16BE(255, 8);
-    format.writeUInt16BE(255, 10);
-    format.writeUInt16BE(255, 12);
-    format.set([16, 8, 0], 14);
     // SetEncodings: raw only.
     const encodings = Buffer.from([2, 0, 0, 1, 0, 0, 0, 0]);
-    this.socket.write(Buffer.concat([format, encodings, this.request(false)]));
+    this.socket.write(Buffer.concat([setPixelFormatRgbx32(), encodings, this.request(false)]));
     this.stopAsking = this.clock.after(ASK_EVERY_MS, () => this.ask(), { background: true });
   }
 
@@ -114,12 +107,7 @@ export class ScreenWatch {
   }
 
   private request(incremental: boolean): Buffer {
-    const msg = Buffer.alloc(10);
-    msg.writeUInt8(3, 0);
-    msg.writeUInt8(incremental ? 1 : 0, 1);
-    msg.writeUInt16BE(this.width, 6);
-    msg.writeUInt16BE(this.height, 8);
-    return msg;
+    return framebufferUpdateRequest(incremental, this.width, this.height);
   }
 
   private async readFrames(): Promise<void> {

@@ -8,17 +8,9 @@ import type net from 'node:net';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { connectRfb } from '../helpers/rfb-client.js';
+import { framebufferUpdateRequest } from '../../src/qemu/rfb-client-messages.js';
 
 test.before(() => requireQemu());
-
-/** RFC 6143 §7.5.3: a FramebufferUpdateRequest for the whole screen, not incremental (QEMU sends it all). */
-function fullUpdateRequest(width: number, height: number): Buffer {
-  const msg = Buffer.alloc(10);
-  msg.writeUInt8(3, 0);
-  msg.writeUInt16BE(width, 6);
-  msg.writeUInt16BE(height, 8);
-  return msg;
-}
 
 /** What the bridge may hold for one viewer that reads nothing (≤ 512 KiB: the outbox's mark and one read, viewer-outbox.ts). */
 const BOUND_BYTES = 1024 * 1024;
@@ -44,7 +36,7 @@ test('a viewer that stops reading holds a bounded buffer, does not slow the othe
   let asked = 0;
   const ask = () => {
     if (slow.ws.readyState !== slow.ws.OPEN) return;
-    slow.sendRaw(fullUpdateRequest(slow.width, slow.height));
+    slow.sendRaw(framebufferUpdateRequest(false, slow.width, slow.height));
     asked++;
   };
   ask();

@@ -3,6 +3,7 @@
 // DesktopSize pseudo-encoding, so a guest changing mode is followed), and reads
 // FramebufferUpdates into a pixel buffer so tests can compare screens.
 import WebSocket from 'ws';
+import { setPixelFormatRgbx32 } from '../../src/qemu/rfb-client-messages.js';
 
 export interface RfbSession {
   ws: WebSocket;
@@ -86,13 +87,7 @@ export async function connectRfb(url: string, opts: { timeoutMs?: number } = {})
     const width = init.readUInt16BE(0);
     const height = init.readUInt16BE(2);
     const name = (await reader.read(init.readUInt32BE(20))).toString('utf8');
-    // SetPixelFormat: 32 bpp, depth 24, little-endian, true colour, RGB shifts 16/8/0.
-    const pf = Buffer.alloc(20);
-    pf[0] = 0;
-    pf.set([32, 24, 0, 1], 4);
-    pf.writeUInt16BE(255, 8); pf.writeUInt16BE(255, 10); pf.writeUInt16BE(255, 12);
-    pf.set([16, 8, 0], 14);
-    ws.send(pf);
+    ws.send(setPixelFormatRgbx32());
     // SetEncodings: Raw (0) and the DesktopSize pseudo-encoding (-223).
     const enc = Buffer.alloc(12);
     enc[0] = 2;
