@@ -18,6 +18,8 @@ import { loginRoutes } from './routes/login.js';
 import { adminRoutes } from './routes/admin.js';
 import { apiRoutes, stampServerTime } from './routes/api.js';
 import { healthRoutes } from './routes/health.js';
+import { oidcRecheck, oidcRoutes } from './routes/oidc.js';
+import { OidcLogins } from '../auth/oidc/service.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -49,12 +51,16 @@ export function createApp(deps: AppDeps): express.Express {
     cookie: { httpOnly: true, sameSite: 'lax', secure: 'auto', maxAge: cookieMaxAgeMs },
   }));
   app.use(identify(auth));
+  // Single sign-on: a login its provider no longer vouches for ends here (routes/oidc.ts).
+  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now);
+  app.use(oidcRecheck(oidcLogins));
   app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
   const csrfTokens = new CsrfTokens(deps.sessionSecret);
   app.use(csrfProtect(csrfTokens));
 
   const kit = createRouteKit(deps, csrfTokens);
   app.use(pageRoutes(deps, kit));
+  app.use(oidcRoutes(deps, oidcLogins, kit));
   app.use(loginRoutes(deps, kit));
   app.use(adminRoutes(deps));
   app.use(apiRoutes(deps, kit));
