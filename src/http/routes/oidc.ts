@@ -105,7 +105,12 @@ export function oidcRecheck(logins: OidcLogins) {
   const running = new Map<string, Promise<void>>();
   return async (req: Request, _res: Response, next: NextFunction): Promise<void> => {
     const state = req.session?.oidc;
-    if (req.viaBearer || !req.identity || !state || req.identity.via !== state.backend) return next();
+    if (req.viaBearer || !state) return next();
+    // The login ended otherwise (auth.sessionTtlS, see identify()): its tokens go with it.
+    if (!req.identity || req.identity.via !== state.backend) {
+      delete req.session.oidc;
+      return next();
+    }
     // One re-check per browser session at a time: concurrent requests wait for it.
     const sid = req.sessionID;
     let check = running.get(sid);
