@@ -19,7 +19,7 @@ import { adminRoutes } from './routes/admin.js';
 import { apiRoutes, stampServerTime } from './routes/api.js';
 import { healthRoutes } from './routes/health.js';
 import { oidcRecheck, oidcRoutes } from './routes/oidc.js';
-import { OidcLogins } from '../auth/oidc/service.js';
+import { OidcLogins, singleSignOnOrigins } from '../auth/oidc/service.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -32,7 +32,7 @@ export function createApp(deps: AppDeps): express.Express {
   // A hop count or a list of proxy addresses, never `true` (see readTrustProxy): a copy,
   // as the config is frozen.
   app.set('trust proxy', Array.isArray(config.trustProxy) ? [...config.trustProxy] : config.trustProxy);
-  app.use(securityHeaders());
+  app.use(securityHeaders({ formActionOrigins: singleSignOnOrigins(config) }));
   app.use('/api', stampServerTime(deps.now));
   app.use('/static', express.static(path.join(INSTALL_DIR, 'public'), { index: false, maxAge: '1h' }));
   app.use('/novnc', express.static(NOVNC_DIR, { index: false, maxAge: '1d' }));

@@ -108,6 +108,9 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
   const page = await anonymous.get('/login');
   t.regex(page.text, /name="password"/, 'the password form is still there');
   t.regex(page.text, /<form method="post" action="\/auth\/oidc\/sso\/login"[^>]*>[\s\S]*Log in with Lab SSO/);
+  // The login and logout forms are answered with a redirect to the provider: the CSP's form-action allows it.
+  const csp = (await fetch(`${broker.url}/login`)).headers.get('content-security-policy') ?? '';
+  t.regex(csp, new RegExp(`form-action 'self' ${provider.issuer}(;|$)`));
 
   const { browser, callback, done, authorizeUrl } = await ssoLogin(broker, provider, 'alice');
   t.is(authorizeUrl.searchParams.get('code_challenge_method'), 'S256');

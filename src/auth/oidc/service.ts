@@ -204,6 +204,14 @@ export class OidcLogins {
   }
 }
 
+/**
+ * The origins the SSO login and logout forms are redirected to (the CSP's form-action must allow them): the
+ * issuers' origins, where Keycloak and Dex serve their authorization and end-session endpoints.
+ */
+export function singleSignOnOrigins(config: Config): string[] {
+  return [...new Set(config.auth.backends.flatMap((b) => (b.type === 'oidc' ? [new URL(b.issuer).origin] : [])))];
+}
+
 function failedLogin(failure: OidcProviderError, label: string): LoginCompletion {
   switch (failure.kind) {
     case 'unavailable':
