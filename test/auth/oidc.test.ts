@@ -30,6 +30,8 @@ interface SsoOptions {
   logToFile?: boolean;
   /** The issuer the broker is given (default: the test provider's). */
   issuer?: string;
+  /** More top-level config keys. */
+  extra?: Record<string, unknown>;
 }
 
 async function ssoSetup(t: ExecutionContext, opts: SsoOptions = {}) {
@@ -39,6 +41,7 @@ async function ssoSetup(t: ExecutionContext, opts: SsoOptions = {}) {
   provider.accounts.set('eve', { email: 'eve@example.org', groups: ['visitors'] });
   let offsetMs = 0;
   const setup = makeSetup(t, {
+    ...opts.extra,
     publicUrl: PUBLIC_URL,
     auth: {
       backends: [{ type: 'local' }, {
@@ -102,7 +105,21 @@ function noStack(t: ExecutionContext, text: string): void {
 }
 
 test('a login through the provider: PKCE and state, the user name, e-mail, groups and admin rights; desktops and API tokens in that name', async (t) => {
-  const { provider, broker, setup, logFile } = await ssoSetup(t, { logToFile: true });
+  const { provider, broker, setup, logFile } = await ssoSetup(t, {
+    logToFile: true,
+    extra: { guest: { bootScripts: { scripts: [
+      { exec: 'echo staff @USER@', when: { groups: ['staff'] } },
+      { exec: 'echo physics @USER@', when: { groups: ['physics'] } },
+    ] } } },
+  });
+  // What the launcher is asked to start (passed on to the real fake launcher): the boot scripts chosen by groups.
+  const launcher = broker.services.launcher;
+  const startVm = launcher.start.bind(launcher);
+  const scriptsStarted: string[][] = [];
+  launcher.start = (spec) => {
+    scriptsStarted.push((spec.bootScripts?.scripts ?? []).map((s) => s.text.trim()));
+    return startVm(spec);
+  };
   const secrets = new SecretCollector();
   const anonymous = new WebClient(broker.url);
   const page = await anonymous.get('/login');
@@ -112,13 +129,17 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
   const csp = (await fetch(`${broker.url}/login`)).headers.get('content-security-policy') ?? '';
   t.regex(csp, new RegExp(`form-action 'self' ${provider.issuer}(;|$)`));
 
+  const loginStarted = performance.now();
   const { browser, callback, done, authorizeUrl } = await ssoLogin(broker, provider, 'alice');
+  t.log(`SSO login (button → provider sign-in and consent → callback → first page): ${Math.round(performance.now() - loginStarted)} ms`);
   t.is(authorizeUrl.searchParams.get('code_challenge_method'), 'S256');
   t.is(authorizeUrl.searchParams.get('redirect_uri'), `${PUBLIC_URL}/auth/oidc/sso/callback`);
   t.is(authorizeUrl.searchParams.get('scope'), 'openid profile email groups');
   t.truthy(authorizeUrl.searchParams.get('nonce'));
   t.is(done.location, '/manage', 'back where the login started');
+  const pageStarted = performance.now();
   const home = await browser.get('/');
+  t.log(`a page with a re-check (recheckS 0: refresh grant + userinfo): ${Math.round(performance.now() - pageStarted)} ms`);
   t.is(home.status, 200);
   t.regex(home.text, /Desktop for <strong>alice<\/strong>/);
   t.regex(home.text, /alice \(admin\)/, 'admin through adminGroups');
@@ -128,6 +149,7 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
   const row = broker.services.manager.list()[0]!;
   t.is(row.owner, 'alice');
   t.is(row.email, 'alice@example.org');
+  t.deepEqual(scriptsStarted, [['echo staff alice']], 'the provider\'s groups chose the boot scripts');
 
   const [stored] = webSessionRows(broker);
   const data = JSON.parse(stored!.data);
