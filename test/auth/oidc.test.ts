@@ -219,6 +219,20 @@ test('a replayed code is refused cleanly: in the same browser, and at the provid
   t.is((await browser.get('/')).status, 303, 'not logged in');
 });
 
+test('a user who cancels at the provider gets a clear page, not an error', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const browser = new WebClient(broker.url);
+  await browser.get('/login');
+  const start = await browser.post('/auth/oidc/sso/login', { next: '/' });
+  const back = await new ProviderBrowser(provider.issuer).cancel(start.location!);
+  t.is(back.searchParams.get('error'), 'access_denied');
+  const res = await browser.get(local(back));
+  t.is(res.status, 403);
+  t.regex(res.text, /Lab SSO did not log you in/);
+  noStack(t, res.text);
+  t.is((await browser.get('/')).status, 303);
+});
+
 test('an expired ID token is refused (the broker\'s clock is past its exp)', async (t) => {
   const { provider, broker, clock } = await ssoSetup(t, { idTokenTtlS: 60 });
   const { browser, callback } = await startSso(broker, provider, 'alice');

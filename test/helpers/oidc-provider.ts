@@ -157,6 +157,24 @@ export class ProviderBrowser {
     throw new Error('the provider kept redirecting');
   }
 
+  /** Opens the provider's sign-in page and presses its Cancel link: returns where the provider sends the browser. */
+  async cancel(url: string): Promise<URL> {
+    let at = url;
+    for (let step = 0; step < 6; step++) {
+      const res = await this.send('GET', at);
+      if (res.location) {
+        at = new URL(res.location, at).href;
+        continue;
+      }
+      const abort = /<a href="([^"]+\/abort)"/.exec(res.text)?.[1];
+      if (!abort) throw new Error(`no Cancel link on the provider's page: ${res.text.slice(0, 300)}`);
+      const out = await this.send('GET', new URL(abort, at).href);
+      const back = await this.send('GET', new URL(out.location!, at).href);
+      return new URL(back.location!, at);
+    }
+    throw new Error('the provider kept redirecting');
+  }
+
   /** A GET at the provider with this browser's cookies: status, location and body. */
   async get(url: string): Promise<{ status: number; location: string | null; text: string }> {
     return this.send('GET', url);
