@@ -273,7 +273,7 @@ test('provider down at login: a clear message, the password login and /healthz s
   t.regex(res.text, /Single sign-on with Lab SSO is unavailable right now\. Please try again later, or log in with your user name and password\./);
   t.regex(res.text, /name="password"/, 'the password form is offered');
   noStack(t, res.text);
-  t.true(Date.now() - started < 3000, 'answered within the timeout');
+  t.true(Date.now() - started < 5000, 'answered within the timeout (timeoutMs 2000), with room for a loaded machine');
   t.is((await fetch(`${broker.url}/healthz`)).status, 200);
   const login = await browser.post('/login', { user: 'carol', password: 'carol-Secret-1234', next: '/' });
   t.is(login.status, 303);
