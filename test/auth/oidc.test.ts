@@ -393,6 +393,10 @@ test('a config file with an oidc backend passes qwdctl config check; without pub
   });
   const ok = await qwdctl(['--config', setup.configFile, 'config', 'check']);
   t.is(ok.code, 0, ok.stderr);
+  const shown = await qwdctl(['--config', setup.configFile, 'config', 'show']);
+  t.is(shown.code, 0, shown.stderr);
+  t.regex(shown.stdout, /sso\.example\.org\/realms\/lab/);
+  t.notRegex(shown.stdout, /s3cret-s3cret/, 'config show masks the client secret');
   const raw = fs.readFileSync(setup.configFile, 'utf8').replace(/^publicUrl:.*\n/m, '');
   fs.writeFileSync(setup.configFile, raw);
   const bad = await qwdctl(['--config', setup.configFile, 'config', 'check']);
