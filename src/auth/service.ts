@@ -36,6 +36,8 @@ export class AuthService {
         case 'imap': return [imapBackend(b)];
         case 'smtp': return [smtpBackend(b)];
         case 'email': return [];
+        // Single sign-on has no password to check: its routes are http/routes/oidc.ts.
+        case 'oidc': return [];
       }
     });
     this.emailBackend = (
@@ -47,6 +49,11 @@ export class AuthService {
   /** No backend proves anything: users type a name (DARTS's "none"). */
   get open(): boolean {
     return this.config.auth.backends.every((b) => b.type === 'none');
+  }
+
+  /** The single sign-on backends, for the login page's "Log in with <label>" buttons. */
+  get singleSignOn(): Array<{ name: string; label: string }> {
+    return this.config.auth.backends.flatMap((b) => (b.type === 'oidc' ? [{ name: b.name, label: b.label }] : []));
   }
 
   get hasPasswordLogin(): boolean {
