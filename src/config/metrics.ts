@@ -89,15 +89,14 @@ export function readBearerToken(config: MetricsConfig): string | null {
   try {
     text = fs.readFileSync(config.bearerTokenFile, 'utf8');
   } catch (err) {
-    throw new Error(
-      `metrics.bearerTokenFile: ${config.bearerTokenFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? err})`,
-      { cause: err },
-    );
+    const why = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new Error(`metrics.bearerTokenFile: ${config.bearerTokenFile} cannot be read (${why})`, { cause: err });
   }
   const token = text.split('\n')[0]!.trim();
   // The content is never quoted back: it is (or is close to) a secret.
   if (!BEARER_TOKEN.test(token)) {
-    throw new Error(`metrics.bearerTokenFile: the first line of ${config.bearerTokenFile} must be ${TOKEN_EXPECTATION}`);
+    const file = config.bearerTokenFile;
+    throw new Error(`metrics.bearerTokenFile: the first line of ${file} must be ${TOKEN_EXPECTATION}`);
   }
   return token;
 }

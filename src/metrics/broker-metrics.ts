@@ -70,6 +70,7 @@ export class BrokerMetrics implements MetricsRecorder {
   constructor(private readonly config: Config, version: string, launcher: string) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    replaceActiveResourceGauges(this.registry);
     new Gauge({
       name: 'qwd_build_info', help: 'The broker\'s version and launcher (always 1).',
       labelNames: ['version', 'launcher'], registers,
@@ -124,7 +125,8 @@ export class BrokerMetrics implements MetricsRecorder {
       registers,
     });
     this.purgeForgotten = new Counter({
-      name: 'qwd_purge_tombstones_forgotten_total', help: 'Ended-session tombstones purge runs forgot (past retention).',
+      name: 'qwd_purge_tombstones_forgotten_total',
+      help: 'Ended-session tombstones purge runs forgot (past purge.endedRetentionS).',
       registers,
     });
     this.purgeLastRun = new Gauge({
@@ -318,4 +320,24 @@ function reasonOfCode(code: ErrorCode): string {
     default:
       return 'other';
   }
+}
+
+/**
+ * prom-client's nodejs_active_{handles,requests,resources}_total are gauges named like counters, which promtool
+ * check metrics rejects ("non-counter metrics should not have _total suffix"): they are replaced by one gauge
+ * named by the convention, from process.getActiveResourcesInfo() (what keeps the event loop alive, by type).
+ */
+function replaceActiveResourceGauges(registry: Registry): void {
+  for (const name of ['nodejs_active_handles', 'nodejs_active_requests', 'nodejs_active_resources']) {
+    registry.removeSingleMetric(name);
+    registry.removeSingleMetric(`${name}_total`);
+  }
+  new Gauge({
+    name: 'nodejs_active_resources', help: 'Resources that keep the event loop alive, by type.',
+    labelNames: ['type'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const type of process.getActiveResourcesInfo()) this.inc({ type });
+    },
+  });
 }
