@@ -255,8 +255,8 @@ export class BrokerMetrics implements MetricsRecorder {
   }
 
   recordAuthAttempt(backend: string, outcome: AuthAttemptOutcome): void {
-    // Names come from the config (bounded); anything else is one value, never what a visitor typed.
-    const label = this.authBackends.has(backend) || /^[a-z][a-z0-9-]{0,31}$/.test(backend) ? backend : 'other';
+    // Only the config's backend names (bounded by it): anything else is one value, never what a visitor typed.
+    const label = this.authBackends.has(backend) ? backend : 'other';
     this.authAttempts.inc({ backend: label, outcome: AUTH_OUTCOMES.includes(outcome) ? outcome : 'invalid' });
   }
 
