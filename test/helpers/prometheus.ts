@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { parse, stringify } from 'yaml';
 import { ROOT, requireProgram, tempDir, waitFor } from './env.js';
-import { startPeerOnFreePorts } from './peer-process.js';
+import { runProgram, startPeerOnFreePorts } from './peer-process.js';
 
 export const EXAMPLE_SCRAPE_CONFIG = path.join(ROOT, 'etc', 'prometheus', 'prometheus.yml');
 export const DASHBOARD = path.join(ROOT, 'etc', 'grafana', 'qemu-web-desktop-dashboard.json');
@@ -65,6 +65,8 @@ export async function startPrometheus(
   else delete job.authorization;
   const configFile = path.join(dir, 'prometheus.yml');
   fs.writeFileSync(configFile, stringify(config));
+  // The example, filled in, must pass Prometheus' own config check first (a clearer failure than a server that exits).
+  await runProgram('promtool', ['check', 'config', configFile]);
   const { peer, ports } = await startPeerOnFreePorts(t, {
     file: 'prometheus',
     portCount: 1,
