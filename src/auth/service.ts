@@ -27,8 +27,11 @@ export class AuthService {
   constructor(
     private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null,
     private readonly log: Logger, private readonly now: () => number = Date.now,
-    /** Every login attempt's backend and outcome (metrics); none by default. */
-    private readonly onAttempt: AuthAttemptHook = () => {},
+    /**
+     * Told of every login attempt's backend (its config name) and outcome (metrics: recordAuthAttempt); nothing by
+     * default. Public so that any login path (an OpenID Connect callback, a route) reports through the same hook.
+     */
+    readonly recordAttempt: AuthAttemptHook = () => {},
   ) {
     this.backends = config.auth.backends.flatMap((b): AuthBackend[] => {
       switch (b.type) {
@@ -63,16 +66,16 @@ export class AuthService {
     // that concurrent guesses cannot all pass the check.
     const admission = this.limiter.admit(keys);
     if (!admission.admitted) {
-      this.onAttempt('chain', 'rate-limited');
+      this.recordAttempt('chain', 'rate-limited');
       const wait = admission.retryAfterS;
       return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
     }
     if (!USER_NAME.test(name) || password === '') {
-      this.onAttempt('chain', 'invalid');
+      this.recordAttempt('chain', 'invalid');
       return { ok: false, status: 401, message: 'Invalid user name or password.' };
     }
     const result = await authenticateChain(
-      this.backends, name, password, this.config.auth.admins, this.log, this.onAttempt,
+      this.backends, name, password, this.config.auth.admins, this.log, this.recordAttempt,
     );
     if (result.ok) {
       this.limiter.forgive(admission.attempt);
@@ -152,7 +155,7 @@ export class AuthService {
   redeemEmailLink(token: string): Identity | null {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const email = this.users.consumeEmailToken(hashToken(token), Date.now());
-    this.onAttempt(this.emailBackend.name, email ? 'success' : 'invalid');
+    this.recordAttempt(this.emailBackend.name, email ? 'success' : 'invalid');
     if (!email) return null;
     return {
       user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name,
