@@ -3,8 +3,9 @@
 // after creations, refusals, logins and a purge, and label values that never
 // carry a token, a user name or a session id. Each body is checked by promtool
 // (Debian's prometheus package). Sessions run on the fake launcher
-// (src/launcher/fake.ts: no QEMU, everything else real) except in the last
-// test, where a real QEMU desktop (the blank machine) is watched through the bridge.
+// (src/launcher/fake.ts: no QEMU, everything else real) except where a real
+// QEMU desktop (the blank machine) is needed: the label check after a login,
+// and the viewer watched through the bridge.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -149,11 +150,12 @@ test('an expired desktop purged and stopped, and a refused unknown machine, are 
   t.is(sampleValue(await scrapeClean(t, broker, null), 'qwd_purge_runs_total', { result: 'ok' }), 1, 'dry runs not counted');
 });
 
-test('label values carry no user name, password, token or session id after logins and a desktop', async (t) => {
+test('label values carry no user name, password, token or session id after logins and a real desktop', async (t) => {
+  requireQemu();
   const { config } = makeSetup(t, {
-    metrics: { enabled: true, bearerToken: TOKEN }, auth: { backends: [{ type: 'local' }] },
+    metrics: { enabled: true, bearerToken: TOKEN }, auth: { backends: [{ type: 'local' }] }, qemu: { network: 'none' },
   });
-  const broker = await startTestBroker(t, config, { launcher: 'fake' });
+  const broker = await startTestBroker(t, config);
   const password = 'alice-Secret-4711-zq';
   broker.services.users.add({
     name: 'alice-metrics-zq', hash: await hashPassword(password), email: 'alice-zq@example.org', admin: false,
@@ -172,6 +174,7 @@ test('label values carry no user name, password, token or session id after login
   const s = broker.services.manager.list()[0]!;
   const { body } = await scrape(broker.metricsUrl!);
   const samples = await scrapeClean(t, broker);
+  t.is(sampleValue(samples, 'qwd_build_info', { launcher: 'local' }), 1, 'a real QEMU desktop');
   t.is(sampleValue(samples, 'qwd_auth_attempts_total', { backend: 'local', outcome: 'success' }), 1);
   t.is(sampleValue(samples, 'qwd_auth_attempts_total', { backend: 'local', outcome: 'invalid' }), 1);
   t.is(sampleValue(samples, 'qwd_auth_attempts_total', { backend: 'chain', outcome: 'invalid' }), 1, 'the malformed name');
