@@ -166,11 +166,11 @@ export interface BrokerOptions extends Pick<ServiceOptions, 'clock' | 'now' | 'l
 }
 
 export async function startBroker(config: Config, log: Logger, opts: BrokerOptions = {}): Promise<Broker> {
+  // The scrape token is read first: a missing or malformed token file stops the start before anything is made.
+  const metricsToken = config.metrics.enabled ? metricsTokenOf(config) : null;
+  const metrics = config.metrics.enabled ? new BrokerMetrics(config, VERSION, opts.launcher ?? config.launcher) : null;
   // Before anything is created: a launcher that runs guests on this host must be able to isolate their network
   // (Slurm jobs isolate theirs on their node).
-  // The scrape token is read first: a missing or malformed token file stops the start before anything is made.
-  const metrics = config.metrics.enabled ? new BrokerMetrics(config, VERSION, opts.launcher ?? config.launcher) : null;
-  const metricsToken = metrics ? metricsTokenOf(config) : null;
   const prepared = prepareLauncher(config, log, { ...opts, metrics: metrics ?? undefined });
   assertGuestNetworkIsolation(config, prepared.launcher.capabilities.onBrokerHost);
   const socketPath = adminSocketPath(config.stateDir);

@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import { QwdError } from '../errors.js';
 import type { BrokerMetrics } from './broker-metrics.js';
 
 export const METRICS_PATH = '/metrics';
@@ -63,9 +64,14 @@ export async function serveMetrics(
 ): Promise<MetricsServer> {
   const server = http.createServer(withMetricsPath(scrape, (_req, res) => plain(res, 404, 'Not Found')));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: NodeJS.ErrnoException) => reject(new QwdError(
+      'QWD_CONFIG_INVALID',
+      `metrics.listen ${listen.host}:${listen.port}: cannot listen there (${err.code ?? err.message})`,
+      { cause: err },
+    ));
+    server.once('error', fail);
     server.listen(listen.port, listen.host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });

@@ -8,6 +8,7 @@
 // and the viewer watched through the bridge.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { startBroker, type Broker } from '../../src/main.js';
 import { createLogger } from '../../src/log.js';
@@ -18,6 +19,7 @@ import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { WebClient } from '../helpers/web-client.js';
 import { connectRfb } from '../helpers/rfb-client.js';
+import { freePorts } from '../helpers/peer-process.js';
 import { parseSamples, promtoolCheckMetrics, sampleSum, sampleValue, type Sample } from '../helpers/prometheus.js';
 
 const TOKEN = 'qwd-metrics-7f1c9e2ab04d4c55b8e3a1f2d6c07e93';
@@ -99,6 +101,25 @@ test('metrics on a listener of their own are served there only, not on the publi
   await scrapeClean(t, broker);
   await broker.close();
   await t.throwsAsync(fetch(broker.metricsUrl!), undefined, 'closed with the broker');
+});
+
+test('a metrics listener whose port is taken stops the start with a clear error and closes what it had opened', async (t) => {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as net.AddressInfo).port;
+  const [publicPort] = await freePorts(1);
+  const { config } = makeSetup(t, {
+    metrics: { enabled: true, listen: `127.0.0.1:${port}` }, listen: { host: '127.0.0.1', port: publicPort },
+  });
+  const err = await t.throwsAsync(startBroker(config, createLogger('silent'), { launcher: 'fake' }));
+  t.true(err instanceof QwdError && err.code === 'QWD_CONFIG_INVALID');
+  t.is(err!.message, `metrics.listen 127.0.0.1:${port}: cannot listen there (EADDRINUSE)`);
+  await t.throwsAsync(fetch(`http://127.0.0.1:${publicPort}/healthz`), undefined, 'its public listener was closed again');
+  // The store's writer lock was released: a broker with a free port starts on the same state dir.
+  const freed = { ...config.metrics, listen: { host: '127.0.0.1', port: 0 } };
+  const again = await startTestBroker(t, { ...config, metrics: freed }, { launcher: 'fake' });
+  t.truthy(again.metricsUrl);
 });
 
 test('scrapes while 100 create requests are in flight answer 200, and the counts add up afterwards', async (t) => {
