@@ -64,9 +64,9 @@ export async function serveMetrics(
 ): Promise<MetricsServer> {
   const server = http.createServer(withMetricsPath(scrape, (_req, res) => plain(res, 404, 'Not Found')));
   await new Promise<void>((resolve, reject) => {
+    const where = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
     const fail = (err: NodeJS.ErrnoException) => reject(new QwdError(
-      'QWD_CONFIG_INVALID',
-      `metrics.listen ${listen.host}:${listen.port}: cannot listen there (${err.code ?? err.message})`,
+      'QWD_CONFIG_INVALID', `metrics.listen ${where}: cannot listen there (${err.code ?? err.message})`,
       { cause: err },
     ));
     server.once('error', fail);
