@@ -23,6 +23,8 @@ import { freePorts } from '../helpers/peer-process.js';
 import { parseSamples, promtoolCheckMetrics, sampleSum, sampleValue, type Sample } from '../helpers/prometheus.js';
 
 const TOKEN = 'qwd-metrics-7f1c9e2ab04d4c55b8e3a1f2d6c07e93';
+/** A purge schedule that does not fire during a test (1 January, 00:00): the test runs the purge itself. */
+const NO_SCHEDULED_PURGE = { schedule: '0 0 1 1 *' };
 
 function tokenFile(dir: string, token = TOKEN): string {
   const file = path.join(dir, 'metrics.token');
@@ -151,7 +153,7 @@ test('scrapes while 100 create requests are in flight answer 200, and the counts
 });
 
 test('an expired desktop purged and stopped, and a refused unknown machine, are counted as such', async (t) => {
-  const { config } = makeSetup(t, { metrics: { enabled: true } });
+  const { config } = makeSetup(t, { metrics: { enabled: true }, purge: NO_SCHEDULED_PURGE });
   let aheadMs = 0;
   const broker = await startTestBroker(t, config, { launcher: 'fake', now: () => Date.now() + aheadMs });
   t.is((await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', lifetimeS: 60 })).status, 201);
@@ -241,7 +243,8 @@ test('a real desktop: start latency, a viewer and its bytes through the bridge, 
 });
 
 test('a scrape with 1000 desktops in the store counts them right and stays quick', async (t) => {
-  const { config } = makeSetup(t, { metrics: { enabled: true } });
+  // No purge meanwhile: it would find the fake VMs of the rows written below gone, and release them.
+  const { config } = makeSetup(t, { metrics: { enabled: true }, purge: NO_SCHEDULED_PURGE });
   const broker = await startTestBroker(t, config, { launcher: 'fake' });
   const { rows, manager } = broker.services;
   const first = await manager.create({ machine: 'blank', user: 'ada', lifetimeS: 3600 });
