@@ -30,10 +30,10 @@ export interface MetricsSources {
 }
 
 const STATES: readonly SessionState[] = ['starting', 'queued', 'running', 'stopping', 'stopped', 'failed'];
-/** Admission's limit names (admission/policy.ts refuse(), manager.extend): the reason label's fixed set. */
+/** Admission's limit names (admission/policy.ts refuse()): the reason label's fixed set, with reasonOfCode's. */
 export const REFUSAL_REASONS = [
   'maxSessionsPerUser', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerUser', 'maxSessions',
-  'machine.maxSessions', 'cpu', 'memory', 'gpu', 'load', 'maxLifetimeS',
+  'machine.maxSessions', 'cpu', 'memory', 'gpu', 'load',
 ] as const;
 const STOP_OUTCOMES: ReadonlyArray<StopOutcome | 'failed'> = ['quit', 'terminated', 'killed', 'already-gone', 'failed'];
 const AUTH_OUTCOMES: readonly AuthAttemptOutcome[] = ['success', 'invalid', 'unavailable', 'rate-limited'];
