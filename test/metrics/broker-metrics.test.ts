@@ -5,12 +5,14 @@
 // The catalog is a real one (a blank machine); the session counts are given as
 // the store's query would give them.
 import test from 'ava';
-import { BrokerMetrics, OTHER_MACHINE } from '../../src/metrics/broker-metrics.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { BrokerMetrics, OTHER_MACHINE, REFUSAL_REASONS } from '../../src/metrics/broker-metrics.js';
 import { reservedOf, type SessionGroup } from '../../src/metrics/session-counts.js';
 import { loadCatalog } from '../../src/catalog/catalog.js';
 import { createLogger } from '../../src/log.js';
 import { AdmissionError, QwdError, ValidationError } from '../../src/errors.js';
-import { makeSetup, requireQemu } from '../helpers/env.js';
+import { ROOT, makeSetup, requireQemu } from '../helpers/env.js';
 import { parseSamples, promtoolCheckMetrics, sampleValue } from '../helpers/prometheus.js';
 import type { Config } from '../../src/config/schema.js';
 
@@ -100,4 +102,11 @@ test('two brokers\' metrics in one process do not collide, and the global regist
   const { register } = await import('prom-client');
   t.false((await register.metrics()).includes('qwd_'));
   t.throws(() => a.observe({} as never), { message: /already observing/ });
+});
+
+test('every limit admission refuses with has its own reason label (a new limit must be added to REFUSAL_REASONS)', (t) => {
+  const policy = fs.readFileSync(path.join(ROOT, 'src', 'admission', 'policy.ts'), 'utf8');
+  const limits = [...policy.matchAll(/refuse\(\s*\d{3},\s*'([^']+)'/g)].map((m) => m[1]!);
+  t.true(limits.length >= 10, `found ${limits.join(', ')}`);
+  t.deepEqual([...new Set(limits)].sort(), [...REFUSAL_REASONS].sort());
 });
