@@ -20,6 +20,8 @@ import { makeSetup, requireQemu, tempDir, waitFor } from '../helpers/env.js';
 import { WebClient } from '../helpers/web-client.js';
 import { connectRfb } from '../helpers/rfb-client.js';
 import { freePorts } from '../helpers/peer-process.js';
+import { assertNoTokenInLog, startLoggingBroker } from '../helpers/log-secrets.js';
+import { qwdctl } from '../helpers/cli.js';
 import { parseSamples, promtoolCheckMetrics, sampleSum, sampleValue, type Sample } from '../helpers/prometheus.js';
 
 const TOKEN = 'qwd-metrics-7f1c9e2ab04d4c55b8e3a1f2d6c07e93';
@@ -274,4 +276,20 @@ test('a scrape with 1000 desktops in the store counts them right and stays quick
   t.true(median < 250, `median scrape ${median.toFixed(1)} ms`);
   // The purge job would find these rows' fake VMs gone: they are removed before teardown stops "every VM".
   for (const row of rows.all()) if (row.id !== first.id) rows.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
+});
+
+test('neither the broker\'s log (at trace) nor qwdctl config show ever holds the metrics token, wrong ones neither', async (t) => {
+  const dir = tempDir(t);
+  const { config, configFile } = makeSetup(t, { metrics: { enabled: true, bearerToken: TOKEN } });
+  const { broker, logFile, flushed } = await startLoggingBroker(t, config, dir);
+  const wrong = 'wrong-token-but-long-9f8e7d6c5b4a';
+  t.is((await scrape(broker.metricsUrl!, wrong)).status, 401);
+  t.is((await scrape(broker.metricsUrl!)).status, 200);
+  await flushed();
+  t.regex(fs.readFileSync(logFile, 'utf8'), /serving Prometheus metrics/);
+  assertNoTokenInLog(t, logFile, [TOKEN, wrong], 200);
+  const shown = await qwdctl(['--config', configFile, 'config', 'show']);
+  t.is(shown.code, 0, shown.stderr);
+  t.regex(shown.stdout, /bearerToken: "\*+"/);
+  t.false(shown.stdout.includes(TOKEN));
 });
