@@ -31,6 +31,7 @@ import { SLURM_BOOTS, resumeSizeListed } from '../resume/prepared.js';
 import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 /** A VM running as a Slurm job on a compute node (stored as JSON in the session row, as it always was). */
 export interface SlurmHandle extends VmHandle {
@@ -52,6 +53,8 @@ export interface SlurmLauncherOptions {
   cli?: SlurmCli;
   /** Polls, deadlines and time limits; the system clock by default. */
   clock?: Clock;
+  /** Queue waits (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 /**
@@ -284,7 +287,13 @@ export class SlurmLauncher implements Launcher {
             },
           );
         }
-        if (info.state === 'RUNNING' && runningSince === null) runningSince = now;
+        if (info.state === 'RUNNING' && runningSince === null) {
+          runningSince = now;
+          // Slurm's own times: right even for a job that started while the broker was down.
+          if (info.submitTime !== null && info.startTime !== null) {
+            this.opts.metrics?.slurmQueueWait((info.startTime - info.submitTime) / 1000);
+          }
+        }
         if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
           await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error(
             { jobId: handle.jobId, err: e.message }, 'a job whose QEMU never became ready could not be cancelled',

@@ -17,6 +17,7 @@ import { exitWords, type LaunchSpec, type Launcher, type VmHandle } from '../lau
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type LifeEvent =
   /** A scheduler has queued the VM: the handle says where. */
@@ -46,6 +47,8 @@ export interface LifeDeps {
   emit(event: 'ending' | 'ended', payload: EndedEvent): void;
   /** The registry forgets a life once it is released. */
   forget(id: string): void;
+  /** Start latencies, failed starts and stop outcomes (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 export class SessionLife {
@@ -164,9 +167,11 @@ export class SessionLife {
         this.store(next, event.handle);
         this.watch(event.handle);
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session running');
+        this.deps.metrics?.sessionReady(row.machine, (this.deps.clock.now() - row.createdAt) / 1000);
         return Promise.resolve();
       case 'launch-failed':
         this.deps.log.error({ sessionId: this.id, err: event.error }, 'launch failed');
+        this.deps.metrics?.sessionStartFailed(event.error);
         this.store(next);
         return this.release(failureReason(event.error));
       case 'stop-requested':
@@ -256,12 +261,14 @@ export class SessionLife {
     try {
       const outcome = await this.deps.launcher.stop(handle);
       this.deps.log.info({ sessionId: this.id, outcome }, 'qemu stopped');
+      this.deps.metrics?.vmStopped(outcome);
     } catch (err) {
       this.deps.log.error(
         { sessionId: this.id, handle, err },
         'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host',
       );
       this.deps.rows.audit(this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now());
+      this.deps.metrics?.vmStopped('failed');
       throw err;
     }
   }

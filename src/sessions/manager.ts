@@ -29,6 +29,7 @@ import { hashToken, isWellFormedToken, newSessionId, newToken, tokensEqual } fro
 import { isLive } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
 import { SessionLife, type LifeEvent } from './lifecycle.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type { EndedEvent } from './lifecycle.js';
 
@@ -42,6 +43,8 @@ export interface ManagerDeps {
   /** VFIO GPUs on this host (re-read at every request: rebinding shows at once). */
   discoverGpus?: () => GpuDevice[];
   clock?: Clock;
+  /** Creations, refusals, start latencies and stop outcomes (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 export type TokenLookup =
@@ -83,6 +86,19 @@ export class SessionManager extends EventEmitter {
    * them (boot-script `when.groups`); never taken from the request body.
    */
   async create(raw: unknown, who: { groups?: readonly string[] } = {}): Promise<SessionRow> {
+    let admitted = false;
+    try {
+      return await this.admitAndLaunch(raw, who, () => { admitted = true; });
+    } catch (err) {
+      // Thrown before the row was written: a refusal (invalid, over a limit, store busy); after: a failed start.
+      if (!admitted) this.deps.metrics?.sessionRefused(err);
+      throw err;
+    }
+  }
+
+  private async admitAndLaunch(
+    raw: unknown, who: { groups?: readonly string[] }, onAdmitted: () => void,
+  ): Promise<SessionRow> {
     const { config, rows, catalog, log } = this.deps;
     const request = validateCreateRequest(
       raw, (name) => catalog.get(name), config.limits,
@@ -144,6 +160,8 @@ export class SessionManager extends EventEmitter {
       throw storeError(err);
     }
     log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
+    onAdmitted();
+    this.deps.metrics?.sessionCreated(row.machine);
 
     // The answer comes when the VM is ready, or as soon as a scheduler has
     // queued it (Slurm): then the session page says "waiting for a node" and
@@ -164,6 +182,7 @@ export class SessionManager extends EventEmitter {
     if (!life) {
       life = new SessionLife(row.id, row.runDir, {
         rows: this.deps.rows, launcher: this.deps.launcher, log: this.deps.log, clock: this.clock,
+        metrics: this.deps.metrics,
         emit: (event, payload) => this.emit(event, payload),
         forget: (id) => { if (this.lives.get(id) === life) this.lives.delete(id); },
       });
