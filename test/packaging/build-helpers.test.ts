@@ -5,6 +5,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { parse as parseYaml } from 'yaml';
 import { ROOT, tempDir } from '../helpers/env.js';
 import { parseConfig } from '../../src/config/schema.js';
@@ -85,4 +86,25 @@ test('the copyright file names each bundled package with the licence its package
   t.regex(text, /node_modules\/@scope\/old\/\*\nCopyright: the authors of @scope\/old 2\.0\.0\nLicense: BSD-3-Clause$/m);
   t.regex(text, /node_modules\/plain\/node_modules\/older\/\*\n.*\nLicense: MIT or Apache-2\.0$/m);
   t.regex(text, /node_modules\/none\/\*\n.*\nLicense: unknown$/m, 'a package that declares none is said so, not guessed');
+});
+
+test('bin/build-deb refuses bad arguments with a clear message before it stages or writes anything', (t) => {
+  const out = tempDir(t);
+  const staging = tempDir(t);
+  const cases: Array<[string[], RegExp]> = [
+    [['--revision', 'x1'], /--revision must start with a digit .* got "x1"/],
+    [['--revision', '1;rm'], /--revision must start with a digit/],
+    [['--compression', 'bzip2'], /--compression must be xz or gzip, got "bzip2"/],
+    [['--out', path.join(out, 'missing')], /--out: no such directory: .*missing/],
+    [['--bogus'], /unknown argument: --bogus/],
+  ];
+  for (const [args, message] of cases) {
+    const r = spawnSync(path.join(ROOT, 'bin', 'build-deb'), ['--out', out, ...args], {
+      cwd: ROOT, encoding: 'utf8', env: { ...process.env, TMPDIR: staging },
+    });
+    t.is(r.status, 1, args.join(' '));
+    t.regex(r.stderr, message);
+  }
+  t.deepEqual(fs.readdirSync(out), [], 'no package written');
+  t.deepEqual(fs.readdirSync(staging), [], 'no staging dir made');
 });
