@@ -43,8 +43,14 @@ function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pr
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - started };
 }
 
-function runOk(t: ExecutionContext, file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Run {
-  const r = run(file, args, opts);
+/**
+ * Runs a command to its end without blocking the event loop (long builds and dpkg runs must not stop the
+ * worker from talking to ava), and fails with its output when it does not exit 0.
+ */
+async function runOk(
+  t: ExecutionContext, file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<Run> {
+  const r = await runAsync(file, args, opts);
   if (r.status !== 0) {
     throw new Error(`${file} ${args.join(' ')} exited ${r.status}:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
   }
@@ -53,10 +59,10 @@ function runOk(t: ExecutionContext, file: string, args: string[], opts: { cwd?: 
 }
 
 /** Runs a command without blocking the event loop (lintian runs while the rest of the test goes on). */
-function runAsync(file: string, args: string[]): Promise<Run> {
+function runAsync(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -73,7 +79,7 @@ function runAsync(file: string, args: string[]): Promise<Run> {
 async function dpkg(t: ExecutionContext | null, args: string[]): Promise<Run> {
   const deadline = Date.now() + 180_000;
   for (;;) {
-    const r = run('dpkg', args);
+    const r = await runAsync('dpkg', args);
     const locked = r.status !== 0 && /lock was locked by another process|Could not get lock|is locked by another/
       .test(r.stderr);
     if (!locked) {
@@ -264,14 +270,14 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   const before = listTrees();
 
   // --- build (the first with the default xz compression, the upgrade's with gzip) -------------------------------
-  const arch = runOk(t, 'dpkg', ['--print-architecture']).stdout.trim();
-  const build1 = runOk(t, path.join(ROOT, 'bin', 'build-deb'), ['--out', out, '--revision', '1'], { cwd: ROOT });
+  const arch = (await runOk(t, 'dpkg', ['--print-architecture'])).stdout.trim();
+  const build1 = await runOk(t, path.join(ROOT, 'bin', 'build-deb'), ['--out', out, '--revision', '1'], { cwd: ROOT });
   const deb1 = path.join(out, `${NAME}_${UPSTREAM_VERSION}-1_${arch}.deb`);
   t.true(fs.existsSync(deb1), `bin/build-deb wrote ${deb1}:\n${build1.stdout}`);
   t.log(`build 1 (npm run build + xz): ${(build1.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb1).size / 1048576).toFixed(2)} MiB`);
   const lintian = runAsync('lintian', ['--display-info', '--tag-display-limit', '0', deb1]);
 
-  const info = runOk(t, 'dpkg-deb', ['--info', deb1]).stdout;
+  const info = (await runOk(t, 'dpkg-deb', ['--info', deb1])).stdout;
   t.regex(info, new RegExp(`^ Package: ${NAME}$`, 'm'));
   t.regex(info, new RegExp(`^ Version: ${UPSTREAM_VERSION.replace(/\./g, '\\.')}-1$`, 'm'));
   t.regex(info, new RegExp(`^ Architecture: ${arch}$`, 'm'), 'the host architecture: better-sqlite3 is native');
@@ -280,9 +286,9 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
     t.true(depends.includes(dep), `Depends has ${dep}: ${depends}`);
   }
   for (const member of ['conffiles', 'postinst', 'prerm', 'postrm', 'md5sums']) t.regex(info, new RegExp(` ${member} `));
-  t.is(runOk(t, 'dpkg-deb', ['--info', deb1, 'conffiles']).stdout.trim(), CONFFILE, 'the config is the one conffile');
+  t.is((await runOk(t, 'dpkg-deb', ['--info', deb1, 'conffiles'])).stdout.trim(), CONFFILE, 'the config is the one conffile');
 
-  const contents = runOk(t, 'dpkg-deb', ['--contents', deb1]).stdout.split('\n').filter(Boolean);
+  const contents = (await runOk(t, 'dpkg-deb', ['--contents', deb1])).stdout.split('\n').filter(Boolean);
   const files = contents.map((l) => l.split(/\s+/).slice(5).join(' ').replace(/^\./, '').replace(/ -> .*$/, ''));
   for (const p of [
     '/usr/bin/qwdctl', '/usr/lib/qemu-web-desktop/bin/qwdctl', '/usr/lib/qemu-web-desktop/dist/cli/main.js',
@@ -305,7 +311,7 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   installed = true;
   await dpkg(t, ['-i', deb1]);
   t.is(packageStatus(), 'install ok installed');
-  const passwd = runOk(t, 'getent', ['passwd', NAME]).stdout.trim().split(':');
+  const passwd = (await runOk(t, 'getent', ['passwd', NAME])).stdout.trim().split(':');
   const [uid, gid] = [Number(passwd[2]), Number(passwd[3])];
   t.true(uid > 0 && uid < 1000, `a system uid, got ${uid}`);
   t.is(passwd[5], STATE_DIR, 'home: the state dir');
@@ -315,13 +321,13 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   t.is(fs.statSync(`${STATE_DIR}/machines`).uid, uid);
   const postinst = `/var/lib/dpkg/info/${NAME}.postinst`;
   // As dpkg runs it (deb-systemd-helper insists on being called from dpkg).
-  const again = runOk(t, postinst, ['configure', `${UPSTREAM_VERSION}-1`], {
+  const again = await runOk(t, postinst, ['configure', `${UPSTREAM_VERSION}-1`], {
     env: { ...process.env, DPKG_MAINTSCRIPT_PACKAGE: NAME, DPKG_MAINTSCRIPT_NAME: 'postinst', DPKG_RUNNING_VERSION: '1.21' },
   });
   t.is(again.stderr, '', 'postinst configure runs again without a complaint (idempotent)');
-  t.is(runOk(t, '/usr/bin/qwdctl', ['version']).stdout.trim(), UPSTREAM_VERSION);
-  t.regex(runOk(t, '/usr/bin/qwdctl', ['config', 'path']).stdout, new RegExp(CONFFILE));
-  t.regex(runOk(t, 'gzip', ['-dc', '/usr/share/man/man1/qwdctl.1.gz']).stdout, /^\.SH COMMANDS$/m, 'a man page');
+  t.is((await runOk(t, '/usr/bin/qwdctl', ['version'])).stdout.trim(), UPSTREAM_VERSION);
+  t.regex((await runOk(t, '/usr/bin/qwdctl', ['config', 'path'])).stdout, new RegExp(CONFFILE));
+  t.regex((await runOk(t, 'gzip', ['-dc', '/usr/share/man/man1/qwdctl.1.gz'])).stdout, /^\.SH COMMANDS$/m, 'a man page');
 
   // The administrator's steps (INSTALL.md): the demo machine (its image copied here rather than rebuilt with
   // /usr/lib/qemu-web-desktop/bin/build-demo-image, which takes minutes), and a local edit of the conffile.
@@ -348,7 +354,7 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   t.is(uidOf(qemuPid), uid, 'QEMU runs as the package\'s user too');
 
   // --- upgrade with the desktop running ----------------------------------------------------------------------------
-  const build2 = runOk(t, path.join(ROOT, 'bin', 'build-deb'),
+  const build2 = await runOk(t, path.join(ROOT, 'bin', 'build-deb'),
     ['--out', out, '--revision', '2', '--skip-build', '--compression', 'gzip'], { cwd: ROOT });
   const deb2 = path.join(out, `${NAME}_${UPSTREAM_VERSION}-2_${arch}.deb`);
   t.log(`build 2 (gzip, dist/ kept): ${(build2.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb2).size / 1048576).toFixed(2)} MiB`);
