@@ -311,6 +311,8 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   installed = true;
   await dpkg(t, ['-i', deb1]);
   t.is(packageStatus(), 'install ok installed');
+  const verify = await runAsync('dpkg', ['--verify', NAME]);
+  t.deepEqual([verify.status, verify.stdout], [0, ''], 'every installed file matches the package\'s md5sums');
   const passwd = (await runOk(t, 'getent', ['passwd', NAME])).stdout.trim().split(':');
   const [uid, gid] = [Number(passwd[2]), Number(passwd[3])];
   t.true(uid > 0 && uid < 1000, `a system uid, got ${uid}`);
