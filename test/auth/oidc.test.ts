@@ -604,12 +604,20 @@ test('the SSO login start is rate-limited per client address; a completed login 
   const browser = new WebClient(broker.url);
   const completed = await startSso(broker, provider, 'alice', browser);
   for (let i = 0; i < 2; i++) t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
-  const rowsBefore = broker.services.db.prepare('SELECT sid, data FROM web_sessions').all();
+  const pendingNow = () => webSessionRows(broker).map((r) => JSON.parse(r.data).oidcPending);
+  const before = pendingNow();
+  t.is(before[0].length, 3);
   const refused = await browser.post('/auth/oidc/sso/login', { next: '/' });
   t.is(refused.status, 429);
   t.regex(refused.text, /Too many logins started\. Try again in \d+ s\./);
   noStack(t, refused.text);
-  t.deepEqual(broker.services.db.prepare('SELECT sid, data FROM web_sessions').all(), rowsBefore, 'nothing stored');
+  t.deepEqual(pendingNow(), before, 'no login start stored');
+  // A visitor without a session from the same address: refused before any row is written.
+  const fresh = new WebClient(broker.url);
+  await fresh.get('/login');
+  t.is((await fresh.post('/auth/oidc/sso/login', { next: '/' })).status, 429);
+  t.false(fresh.holds('qwd.sid'), 'no session cookie');
+  t.is(webSessionRows(broker).length, 1, 'no new browser-session row');
   const headers = await fetch(`${broker.url}/auth/oidc/sso/login`, {
     method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: browser.cookie },
     body: new URLSearchParams({ _csrf: browser.csrf, next: '/' }).toString(), redirect: 'manual',
@@ -618,6 +626,7 @@ test('the SSO login start is rate-limited per client address; a completed login 
   t.regex(headers.headers.get('retry-after') ?? '', /^\d+$/);
   // The start that logs in is forgiven: this client may start again.
   t.is((await browser.get(local(completed.callback))).status, 303);
+  await browser.get('/'); // the page's CSRF token for the new session id
   t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
   // The password form is not held back by SSO starts (a key of its own).
   t.is((await browser.post('/login', { user: 'nobody', password: 'wrong-password' })).status, 401);
