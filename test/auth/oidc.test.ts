@@ -14,6 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { startBroker, type Broker } from '../../src/main.js';
+import { SqliteWebSessionStore } from '../../src/http/web-session-store.js';
 import { createLogger } from '../../src/log.js';
 import { makeSetup, requireProgram } from '../helpers/env.js';
 import { startTestBroker, stopAllVms } from '../helpers/broker.js';
@@ -630,4 +631,52 @@ test('the SSO login start is rate-limited per client address; a completed login 
   t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
   // The password form is not held back by SSO starts (a key of its own).
   t.is((await browser.post('/login', { user: 'nobody', password: 'wrong-password' })).status, 401);
+});
+
+test('a request waiting on another\'s re-check, whose session a logout destroyed meanwhile, goes on logged out (no 500)', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const alice = await ssoLogin(broker, provider, 'alice');
+  const original = cookieOf(alice.browser, 'qwd.sid')!;
+  const sid = decodeURIComponent(original).slice(2).split('.')[0]!;
+  // The store's reads of this session are counted; the second read after arming (the waiting request's reload,
+  // after its first load) is held until the test has destroyed the session, as a logout in another tab does.
+  const realGet = SqliteWebSessionStore.prototype.get;
+  let reads = 0;
+  let reloading!: () => void;
+  const reloadReached = new Promise<void>((resolve) => { reloading = resolve; });
+  let goOn!: () => void;
+  const reloadMayGo = new Promise<void>((resolve) => { goOn = resolve; });
+  let firstLoad!: () => void;
+  const firstLoadDone = new Promise<void>((resolve) => { firstLoad = resolve; });
+  t.teardown(() => { SqliteWebSessionStore.prototype.get = realGet; });
+  const slowToken = provider.hold('/token');
+  // Request A: its re-check (recheckS 0) waits at the provider's token endpoint.
+  const a = alice.browser.get('/');
+  await slowToken.reached;
+  SqliteWebSessionStore.prototype.get = function (this: SqliteWebSessionStore, id, callback) {
+    if (id !== sid) return realGet.call(this, id, callback);
+    reads += 1;
+    if (reads === 1) {
+      realGet.call(this, id, callback);
+      firstLoad();
+      return;
+    }
+    reloading();
+    void reloadMayGo.then(() => realGet.call(this, id, callback));
+  };
+  // Request B: loads the session, then waits on A's re-check.
+  const b = alice.browser.api('GET', '/api/v1/sessions');
+  await firstLoadDone;
+  slowToken.release();
+  await reloadReached;
+  // What POST /logout in another tab does to the row (SqliteWebSessionStore.destroy).
+  broker.services.db.prepare('DELETE FROM web_sessions WHERE sid = ?').run(sid);
+  goOn();
+  t.is((await b).status, 401, 'B goes on as not logged in');
+  t.is((await a).status, 200, 'A had its answer');
+  const row = broker.services.db.prepare('SELECT data FROM web_sessions WHERE sid = ?').get(sid);
+  t.is(row, undefined, 'the destroyed session is not written back by B');
+  const old = new WebClient(broker.url);
+  old.cookie = `qwd.sid=${original}`;
+  t.is((await old.get('/')).status, 303, 'the logged-out cookie stays logged out');
 });

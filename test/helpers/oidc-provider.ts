@@ -31,6 +31,11 @@ export interface TestProvider {
   faults: Map<string, Fault>;
   /** Requests the provider received, by path (how many times discovery ran, …). */
   hits: Map<string, number>;
+  /**
+   * Requests to this path wait until release() (a slow provider, to line up concurrent requests); `reached`
+   * resolves when the first one arrives.
+   */
+  hold(path: string): { reached: Promise<void>; release: () => void };
   /** Takes the provider off the network (connections refused) until start(). */
   stop(): Promise<void>;
   start(): Promise<void>;
@@ -59,6 +64,7 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
   const accounts = new Map<string, TestAccount>();
   const faults = new Map<string, Fault>();
   const hits = new Map<string, number>();
+  const holds = new Map<string, { arrived: () => void; released: Promise<void> }>();
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', use: 'sig', alg: 'RS256' };
   // Another key under the same kid: what a forged ID token's signer would publish (fault 'other-jwks').
@@ -95,6 +101,15 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = new URL(req.url ?? '/', issuer).pathname;
     hits.set(path, (hits.get(path) ?? 0) + 1);
+    const held = holds.get(path);
+    if (held) {
+      held.arrived();
+      void held.released.then(() => answer(req, res, path));
+      return;
+    }
+    answer(req, res, path);
+  });
+  const answer = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
     const fault = faults.get(path);
     if (fault === 'garbage-json') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"issuer": "' + issuer + '", "token_endpoint":');
@@ -109,7 +124,7 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
       return;
     }
     callback(req, res);
-  });
+  };
   let running = true;
   const stop = async () => {
     if (!running) return;
@@ -122,6 +137,14 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
   t.teardown(stop);
   return {
     issuer, clientId, clientSecret, accounts, faults, hits, stop,
+    hold: (path: string) => {
+      let arrived!: () => void;
+      let release!: () => void;
+      const reached = new Promise<void>((resolve) => { arrived = resolve; });
+      const released = new Promise<void>((resolve) => { release = resolve; });
+      holds.set(path, { arrived, released });
+      return { reached, release: () => { holds.delete(path); release(); } };
+    },
     start: async () => {
       if (running) return;
       await listen(server, port);

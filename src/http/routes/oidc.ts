@@ -47,9 +47,11 @@ export function oidcRoutes(deps: { auth: AuthService; now: () => number }, login
     const name = req.params.name!;
     if (!logins.has(name)) return res.status(404).type('html').send(errorPage('Not found', 'No such login.', '/login'));
     const target = safeRedirectPath((req.body as Record<string, unknown> | undefined)?.next);
-    const again = (status: number, error: string) => res.status(status).type('html').send(loginPage(kit.page(req, res), {
-      password: auth.hasPasswordLogin, email: auth.emailBackend !== null, sso: auth.singleSignOn, error, next: target,
-    }));
+    const again = (status: number, error: string) => res.status(status).type('html').send(loginPage(
+      kit.page(req, res),
+      { password: auth.hasPasswordLogin, email: auth.emailBackend !== null, sso: auth.singleSignOn, error,
+        next: target },
+    ));
     // Each start writes a browser-session row: a client that keeps pressing is held back before anything is stored.
     const admission = auth.admitSingleSignOnStart(req.ip ?? 'unknown');
     if (!admission.admitted) {
@@ -176,11 +178,14 @@ async function applyRecheck(logins: OidcLogins, req: Request, identity: Identity
 
 /**
  * Reads the session again after another request's re-check. A concurrent request may have destroyed it meanwhile
- * (logout): express-session's reload then fails ("failed to load session"); this request goes on as logged out.
+ * (logout): express-session's reload then fails ("failed to load session"); this request goes on as logged out,
+ * in a fresh empty session (the old object, still logged in, would be written back by express-session's touch at
+ * the end of the request and undo the logout).
  */
 async function reload(req: Request): Promise<void> {
   const found = await new Promise<boolean>((resolve) => req.session.reload((err) => resolve(!err)));
   if (!found) {
+    await new Promise<void>((resolve, reject) => req.session.regenerate((err) => (err ? reject(err) : resolve())));
     req.identity = null;
     return;
   }
