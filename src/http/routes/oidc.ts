@@ -70,7 +70,7 @@ export function oidcRoutes(deps: { auth: AuthService; now: () => number }, login
         (auth.hasPasswordLogin ? ', or log in with your user name and password.' : '.'));
     }
     const startedAt = now();
-    const pending = (req.session.oidcPending ?? []).filter((p) => startedAt - p.startedAt <= PENDING_TTL_MS);
+    const pending = pendingStarts(req).filter((p) => startedAt - p.startedAt <= PENDING_TTL_MS);
     pending.push({ backend: name, ...start.checks, next: target, startedAt, counted: admission.attempt });
     req.session.oidcPending = pending.slice(-MAX_PENDING);
     req.session.save((err) => (err ? next(err) : res.redirect(303, start.url)));
@@ -79,7 +79,7 @@ export function oidcRoutes(deps: { auth: AuthService; now: () => number }, login
   router.get('/auth/oidc/:name/callback', async (req, res, next) => {
     const name = req.params.name!;
     if (!logins.has(name)) return res.status(404).type('html').send(errorPage('Not found', 'No such login.', '/login'));
-    const starts = req.session.oidcPending ?? [];
+    const starts = pendingStarts(req);
     const state = typeof req.query.state === 'string' ? req.query.state : '';
     const pending = starts.find((p) => sameSecret(state, p.state));
     // Single use: whatever happens next, this login start is spent. A state that matches none of them (forged,
@@ -192,6 +192,12 @@ async function reload(req: Request): Promise<void> {
   const state = req.session.oidc;
   if (!req.session.identity || !state) req.identity = null;
   else req.identity = req.session.identity;
+}
+
+/** The login starts kept in this browser session (a single object, as kept before tabs were, counts as none). */
+function pendingStarts(req: Request): PendingStart[] {
+  const kept: unknown = req.session.oidcPending;
+  return Array.isArray(kept) ? (kept as PendingStart[]) : [];
 }
 
 function notCompleted(res: Response, status: number, message: string, title = 'Login not completed'): void {
