@@ -160,6 +160,7 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
   const pageStarted = performance.now();
   const home = await browser.get('/');
   t.log(`a page with a re-check (recheckS 0: refresh grant + userinfo): ${Math.round(performance.now() - pageStarted)} ms`);
+  t.log(`JWKS fetched ${provider.hits.get('/jwks') ?? 0} time(s) for the login and its re-check (signature checks)`);
   t.is(home.status, 200);
   t.regex(home.text, /Desktop for <strong>alice<\/strong>/);
   t.regex(home.text, /alice \(admin\)/, 'admin through adminGroups');
