@@ -52,7 +52,10 @@ export function createApp(deps: AppDeps): express.Express {
   }));
   app.use(identify(auth));
   // Single sign-on: a login its provider no longer vouches for ends here (routes/oidc.ts).
-  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now);
+  const oidcLogins = deps.oidcLogins ?? new OidcLogins(
+    config, deps.log.child({ module: 'oidc' }), deps.now, undefined,
+    () => deps.catalog.list().map((m) => m.bootScripts.scripts),
+  );
   app.use(oidcRecheck(oidcLogins));
   app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
   const csrfTokens = new CsrfTokens(deps.sessionSecret);
