@@ -225,6 +225,13 @@ export class SlurmLauncher implements Launcher {
     const { slurm } = this.opts.config;
     let runningSince: number | null = null;
     let nextJobCheck = 0;
+    let queueWaitRecorded = false;
+    // Slurm's own times (SubmitTime → StartTime): right even for a job that started while the broker was down.
+    const recordQueueWait = (info: { submitTime: number | null; startTime: number | null }) => {
+      if (queueWaitRecorded || info.submitTime === null || info.startTime === null) return;
+      queueWaitRecorded = true;
+      this.opts.metrics?.slurmQueueWait((info.startTime - info.submitTime) / 1000);
+    };
     for (;;) {
       const status = await readStatus(handle.jobDir);
       if (status?.state === 'ready') {
@@ -251,6 +258,14 @@ export class SlurmLauncher implements Launcher {
           await this.extend(handle, expiresAt).catch((err: Error) => this.opts.log.warn(
             { jobId: handle.jobId, err: err.message }, 'could not align the job\'s time limit with the session\'s end',
           ));
+        }
+        // A job that became ready between two polls was never seen RUNNING: ask Slurm once for its times.
+        if (!queueWaitRecorded && this.opts.metrics) {
+          const info = await this.cli.jobInfo(handle.jobId).catch((err: Error) => {
+            this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'no queue wait for the metrics: scontrol failed');
+            return null;
+          });
+          if (info) recordQueueWait(info);
         }
         return { ...handle, node: status.node, host, port: status.port, accel: status.accel };
       }
@@ -289,10 +304,7 @@ export class SlurmLauncher implements Launcher {
         }
         if (info.state === 'RUNNING' && runningSince === null) {
           runningSince = now;
-          // Slurm's own times: right even for a job that started while the broker was down.
-          if (info.submitTime !== null && info.startTime !== null) {
-            this.opts.metrics?.slurmQueueWait((info.startTime - info.submitTime) / 1000);
-          }
+          recordQueueWait(info);
         }
         if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
           await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error(

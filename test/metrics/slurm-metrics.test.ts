@@ -4,7 +4,8 @@
 // not this host's CPUs; the queue wait is Slurm's own (SubmitTime → StartTime)
 // and lands in qwd_slurm_queue_wait_seconds once the job runs; a stop through
 // scancel -s TERM is a 'quit'. The host's capacity gauges are absent: Slurm
-// owns capacity.
+// owns capacity. A job that becomes ready between two polls (none saw it
+// RUNNING) has its wait read from Slurm once, on the ready path.
 import anyTest, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { api, startTestBroker, type ApiJson } from '../helpers/broker.js';
@@ -78,6 +79,31 @@ test('a desktop that waited in the Slurm queue: counted queued, then its queue w
   t.is(sampleValue(samples, 'qwd_sessions', { state: 'running', machine: 'blank' }), 1);
   t.is(sampleValue(samples, 'qwd_sessions', { state: 'queued', machine: 'blank' }), 0);
   t.is(sampleValue(samples, 'qwd_session_start_duration_seconds_count', { machine: 'blank' }), 2);
+});
+
+test('a job ready between two polls of Slurm still has its queue wait observed, as Slurm counts it', async (t) => {
+  t.timeout(180_000);
+  const slurm = await startSlurm(t, { cpus: 2, memoryMiB: 4096 });
+  const portMin = await freeRange(20000, 32000, 11);
+  // The start loop asks Slurm at once (the job is then pending) and next only after 15 s: the desktop is ready
+  // well before that, so only the ready path can observe the queue wait.
+  const { config } = makeSetup(t, {
+    launcher: 'slurm',
+    slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 10, pollIntervalMs: 15_000 },
+    metrics: { enabled: true },
+  });
+  const broker = await startTestBroker(t, config);
+  const created = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'alice', cpus: 1, lifetimeS: 600 });
+  t.is(created.status, 201, created.text);
+  await waitFor('the desktop to run', async () => (await stateOf(broker, created.json)) === 'running', 60_000);
+  const samples = await scrape(t, broker);
+  const startS = sampleValue(samples, 'qwd_session_start_duration_seconds_sum', { machine: 'blank' })!;
+  t.true(startS < 15, `ready after ${startS} s, before the second poll`);
+  t.is(sampleValue(samples, 'qwd_slurm_queue_wait_seconds_count'), 1);
+  const jobId = (broker.services.manager.get(created.json.id)!.handle as { jobId: string }).jobId;
+  const line = await slurm.run('scontrol', ['show', 'job', '-o', jobId]);
+  const at = (key: string) => Date.parse(line.match(new RegExp(`${key}=(\\S+)`))![1]!);
+  t.is(sampleValue(samples, 'qwd_slurm_queue_wait_seconds_sum'), (at('StartTime') - at('SubmitTime')) / 1000);
 });
 
 /** `count` consecutive free loopback ports in [low, high), below the kernel's ephemeral range (VNC on the node). */
