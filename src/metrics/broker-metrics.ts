@@ -15,6 +15,7 @@ import type { Config } from '../config/schema.js';
 import type { LauncherCapabilities, StopOutcome } from '../launcher/types.js';
 import type { HostLoad } from '../admission/policy.js';
 import type { PurgeReport } from '../purge/service.js';
+import { END_CODES, type EndCode } from '../store/end-reason.js';
 import type { SessionState } from '../store/session-rows.js';
 import type { AuthAttemptOutcome, BridgeStats, MetricsRecorder } from './recorder.js';
 import type { SessionCounts } from './session-counts.js';
@@ -35,6 +36,8 @@ export const REFUSAL_REASONS = [
   'maxSessionsPerUser', 'maxCpusPerUser', 'maxMemoryMiBPerUser', 'maxGpusPerUser', 'maxSessions',
   'machine.maxSessions', 'cpu', 'memory', 'gpu', 'load',
 ] as const;
+/** The end codes of a desktop that ended (END_CODES less 'revoked' and 'stopping', which end no desktop). */
+const SESSION_END_CODES: readonly EndCode[] = END_CODES.filter((c) => c !== 'revoked' && c !== 'stopping');
 const STOP_OUTCOMES: ReadonlyArray<StopOutcome | 'failed'> = ['quit', 'terminated', 'killed', 'already-gone', 'failed'];
 const AUTH_OUTCOMES: readonly AuthAttemptOutcome[] = ['success', 'invalid', 'unavailable', 'rate-limited'];
 /** A machine no longer in the catalog (its sessions may still run): one label value for all such names. */
@@ -50,9 +53,10 @@ export class BrokerMetrics implements MetricsRecorder {
   private readonly startDuration: Histogram<'machine'>;
   private readonly startFailures: Counter<'code'>;
   private readonly stops: Counter<'outcome'>;
+  private readonly ends: Counter<'reason'>;
   private readonly purgeRuns: Counter<'result'>;
   private readonly purgeDuration: Histogram;
-  private readonly purgeActions: Counter<'action' | 'reason'>;
+  private readonly purgeActions: Counter<'action' | 'reason' | 'result'>;
   private readonly purgeOrphans: Counter;
   private readonly purgeWarnings: Counter;
   private readonly purgeForgotten: Counter;
@@ -87,7 +91,8 @@ export class BrokerMetrics implements MetricsRecorder {
     });
     this.startDuration = new Histogram({
       name: 'qwd_session_start_duration_seconds',
-      help: 'From the admitted create request to the desktop\'s VM being ready (its VNC answers), in seconds.',
+      help: 'From the create request validated in the session manager (before admission) to the desktop\'s VM ' +
+        'being ready (its VNC answers), in seconds.',
       labelNames: ['machine'], registers,
       buckets: [1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300],
     });
@@ -102,6 +107,13 @@ export class BrokerMetrics implements MetricsRecorder {
       labelNames: ['outcome'], registers,
     });
     for (const outcome of STOP_OUTCOMES) this.stops.inc({ outcome }, 0);
+    this.ends = new Counter({
+      name: 'qwd_session_ends_total',
+      help: 'Desktops that ended (released), by end reason: stopped, expired, one-shot, vm-exited (the VM ended by ' +
+        'itself), launch-failed, start-abandoned, stop-abandoned, ended-while-down, reconciled.',
+      labelNames: ['reason'], registers,
+    });
+    for (const reason of SESSION_END_CODES) this.ends.inc({ reason }, 0);
 
     this.purgeRuns = new Counter({
       name: 'qwd_purge_runs_total', help: 'Purge runs (dry runs not counted), by result (ok, failed).',
@@ -114,8 +126,9 @@ export class BrokerMetrics implements MetricsRecorder {
     });
     this.purgeActions = new Counter({
       name: 'qwd_purge_actions_total',
-      help: 'What purge runs did to sessions: stop (expired) or cleanup (vm-exited, start-abandoned, stop-abandoned).',
-      labelNames: ['action', 'reason'], registers,
+      help: 'What purge runs did to sessions: stop (expired) or cleanup (vm-exited, start-abandoned, stop-abandoned), ' +
+        'by result: applied, or failed (logged; the next run tries again).',
+      labelNames: ['action', 'reason', 'result'], registers,
     });
     this.purgeOrphans = new Counter({
       name: 'qwd_purge_orphan_dirs_total', help: 'Run directories of no session that purge runs removed.', registers,
@@ -238,6 +251,10 @@ export class BrokerMetrics implements MetricsRecorder {
     this.startFailures.inc({ code: codeOf(err) });
   }
 
+  sessionEnded(code: EndCode): void {
+    this.ends.inc({ reason: SESSION_END_CODES.includes(code) ? code : 'stopped' });
+  }
+
   vmStopped(outcome: StopOutcome | 'failed'): void {
     this.stops.inc({ outcome: STOP_OUTCOMES.includes(outcome) ? outcome : 'failed' });
   }
@@ -248,8 +265,11 @@ export class BrokerMetrics implements MetricsRecorder {
     this.purgeDuration.observe(seconds);
     this.purgeLastRun.set(Date.now() / 1000);
     if (!report) return;
-    for (const a of report.actions) this.purgeActions.inc({ action: a.action, reason: a.reason });
-    this.purgeOrphans.inc(report.orphanDirs.length);
+    for (const a of report.actions) {
+      const result = report.failedActions.includes(a) ? 'failed' : 'applied';
+      this.purgeActions.inc({ action: a.action, reason: a.reason, result });
+    }
+    this.purgeOrphans.inc(report.orphanDirsRemoved);
     this.purgeWarnings.inc(report.warnings.length);
     this.purgeForgotten.inc(report.forgottenTombstones);
   }
@@ -286,12 +306,17 @@ export class BrokerMetrics implements MetricsRecorder {
     if (!capabilities.ownsCapacity) {
       gauge('qwd_admission_capacity_cpus', 'CPUs admission may reserve on this host: its CPUs × limits.cpuOvercommit.',
         () => Math.floor(sources.hostLoad().cpus * config.limits.cpuOvercommit));
+      // As admission/policy.ts memoryFreeMiB counts it for a desktop without a GPU: VFIO pins a GPU guest's memory,
+      // so only the rest is overcommitted, and capacity − reserved is what such a desktop may still have.
       gauge('qwd_admission_capacity_memory_bytes',
-        'Memory admission may reserve on this host, in bytes: (total − limits.hostReserveMemoryMiB) × ' +
-          'limits.memoryOvercommit (GPU guests count at 1×).',
-        () => Math.max(0, Math.floor(
-          (sources.hostLoad().totalMemoryMiB - config.limits.hostReserveMemoryMiB) * config.limits.memoryOvercommit,
-        )) * MIB);
+        'Memory admission may reserve on this host, in bytes: (total − limits.hostReserveMemoryMiB − GPU guests\' ' +
+          'memory) × limits.memoryOvercommit + GPU guests\' memory (pinned, counted at 1×). Admission also keeps ' +
+          'to the memory the host has available now.',
+        () => {
+          const pinnedMiB = snapshot().reserved.gpuMemoryMiB;
+          const physicalMiB = sources.hostLoad().totalMemoryMiB - config.limits.hostReserveMemoryMiB;
+          return Math.max(0, Math.floor((physicalMiB - pinnedMiB) * config.limits.memoryOvercommit) + pinnedMiB) * MIB;
+        });
     }
     if (capabilities.nodeGpusPerSession === 0) {
       gauge('qwd_admission_capacity_gpus', 'Usable VFIO GPUs of this host (held or free).', () => sources.gpusUsable());

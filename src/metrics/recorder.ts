@@ -8,6 +8,7 @@
 // user name or a session id.
 import type { StopOutcome } from '../launcher/types.js';
 import type { PurgeReport } from '../purge/service.js';
+import type { EndCode } from '../store/end-reason.js';
 
 /** How one login attempt ended at one backend (or before any: `chain`, see recordAuthAttempt). */
 export type AuthAttemptOutcome = 'success' | 'invalid' | 'unavailable' | 'rate-limited';
@@ -17,10 +18,15 @@ export interface MetricsRecorder {
   sessionCreated(machine: string): void;
   /** A create request was refused before anything was made (validation, admission, store): the error thrown. */
   sessionRefused(err: unknown): void;
-  /** A desktop's VM became ready, `seconds` after its request was admitted (POST → ready). */
+  /**
+   * A desktop's VM became ready, `seconds` after its row's createdAt: taken in the session manager once the request
+   * was validated, before admission (so it includes admission's wait for the store and, for Slurm, the queue wait).
+   */
   sessionReady(machine: string, seconds: number): void;
   /** A desktop's start failed: the launcher's error. */
   sessionStartFailed(err: unknown): void;
+  /** A session was released (its row gone, its tombstone written), with its end code: every end, whatever caused it. */
+  sessionEnded(code: EndCode): void;
   /** A VM went down the stop ladder with this outcome, or could not be stopped ('failed'). */
   vmStopped(outcome: StopOutcome | 'failed'): void;
   /** One purge run ended (a report) or failed (null); dry runs are not counted. */

@@ -14,11 +14,13 @@ export interface SessionGroup {
   cpus: number;
   memoryMiB: number;
   gpus: number;
+  /** The memory of the group's GPU guests (VFIO pins it: admission counts it at 1×, policy.ts memoryFreeMiB). */
+  gpuMemoryMiB: number;
 }
 
 export interface SessionCounts {
   groups: SessionGroup[];
-  reserved: { sessions: number; cpus: number; memoryMiB: number; gpus: number };
+  reserved: { sessions: number; cpus: number; memoryMiB: number; gpus: number; gpuMemoryMiB: number };
 }
 
 const LIVE: ReadonlySet<string> = new Set(['starting', 'queued', 'running', 'stopping']);
@@ -27,7 +29,8 @@ const LIVE: ReadonlySet<string> = new Set(['starting', 'queued', 'running', 'sto
 export function sessionCounter(db: Db): () => SessionCounts {
   const statement = db.prepare(
     'SELECT state, machine, COUNT(*) AS sessions, SUM(cpus) AS cpus, SUM(memory_mib) AS memoryMiB, ' +
-      'SUM(gpus) AS gpus FROM sessions GROUP BY state, machine',
+      'SUM(gpus) AS gpus, SUM(CASE WHEN gpus > 0 THEN memory_mib ELSE 0 END) AS gpuMemoryMiB ' +
+      'FROM sessions GROUP BY state, machine',
   );
   return () => {
     const groups = statement.all() as SessionGroup[];
@@ -37,7 +40,7 @@ export function sessionCounter(db: Db): () => SessionCounts {
 
 /** Pure: the groups' reservations, as reservedBy counts them row by row. */
 export function reservedOf(groups: readonly SessionGroup[]): SessionCounts['reserved'] {
-  const reserved = { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0 };
+  const reserved = { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0, gpuMemoryMiB: 0 };
   for (const g of groups) {
     if (!LIVE.has(g.state)) continue;
     reserved.sessions += g.sessions;
@@ -45,6 +48,7 @@ export function reservedOf(groups: readonly SessionGroup[]): SessionCounts['rese
     reserved.cpus += g.cpus;
     reserved.memoryMiB += g.memoryMiB;
     reserved.gpus += g.gpus;
+    reserved.gpuMemoryMiB += g.gpuMemoryMiB;
   }
   return reserved;
 }

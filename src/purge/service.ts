@@ -39,6 +39,10 @@ export interface PurgeReport {
   actions: PurgeAction[];
   warnings: Warning[];
   orphanDirs: string[];
+  /** Of `actions`, those that threw (logged; the next run sees their sessions again). Empty in a dry run. */
+  failedActions: PurgeAction[];
+  /** Of `orphanDirs`, how many were removed (a session may have taken a name since the listing). 0 in a dry run. */
+  orphanDirsRemoved: number;
   forgottenTombstones: number;
   dryRun: boolean;
 }
@@ -97,27 +101,33 @@ export class PurgeService {
     const warnings = this.deps.mailer ? selectWarnings(
       all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS,
     ) : [];
-    if (opts.dryRun) return { actions, warnings, orphanDirs, forgottenTombstones: 0, dryRun: true };
+    if (opts.dryRun) {
+      return { actions, warnings, orphanDirs, failedActions: [], orphanDirsRemoved: 0, forgottenTombstones: 0, dryRun: true };
+    }
     await this.sendWarnings(warnings, all);
     await this.reclaimIdleMemory(all, actions, now);
+    const failedActions: PurgeAction[] = [];
     for (const action of actions) {
       try {
         await this.apply(action);
       } catch (err) {
+        failedActions.push(action);
         log.error({ err, sessionId: action.id }, 'purge action failed');
       }
     }
+    let orphanDirsRemoved = 0;
     for (const dir of orphanDirs) {
       // Re-check: a session may have been created since the listing.
       if (rows.byId(dir)) continue;
       await launcher.cleanup(null, path.join(launcher.runRoot, dir));
+      orphanDirsRemoved++;
       log.info({ dir }, 'orphan run dir removed');
     }
     const releasedClaims = rows.releaseOrphanGpuClaims();
     if (releasedClaims) log.warn({ releasedClaims }, 'GPU claims without a session released');
     const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
     if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
-    return { actions, warnings, orphanDirs, forgottenTombstones, dryRun: false };
+    return { actions, warnings, orphanDirs, failedActions, orphanDirsRemoved, forgottenTombstones, dryRun: false };
   }
 
   /** One decision as an event to the session: expired → stop; gone or abandoned → release (stopping what runs). */

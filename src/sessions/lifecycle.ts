@@ -291,6 +291,7 @@ export class SessionLife {
           this.deps.rows.remove(row, reason, now);
           this.deps.rows.audit(this.id, 'ended', { reason: reason.detail, code: reason.code }, now);
           this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
+          this.deps.metrics?.sessionEnded(reason.code);
           this.deps.emit('ended', { id: this.id, end: reason });
         }
       } finally {

@@ -15,18 +15,26 @@ import { AdmissionError, QwdError, ValidationError } from '../../src/errors.js';
 import { ROOT, makeSetup, requireQemu } from '../helpers/env.js';
 import { parseSamples, promtoolCheckMetrics, sampleValue } from '../helpers/prometheus.js';
 import type { Config } from '../../src/config/schema.js';
+import { memoryFreeMiB } from '../../src/admission/policy.js';
+import { END_CODES } from '../../src/store/end-reason.js';
 
 const group = (state: SessionGroup['state'], sessions: number, cpus: number, memoryMiB: number, gpus = 0): SessionGroup => ({
-  state, machine: 'blank', sessions, cpus, memoryMiB, gpus,
+  state, machine: 'blank', sessions, cpus, memoryMiB, gpus, gpuMemoryMiB: gpus > 0 ? memoryMiB : 0,
 });
 
 test('reservations are counted as admission counts them: queued desktops count toward limits, not host resources', (t) => {
   const table: Array<[SessionGroup[], ReturnType<typeof reservedOf>]> = [
-    [[], { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0 }],
-    [[group('running', 2, 4, 1024, 1)], { sessions: 2, cpus: 4, memoryMiB: 1024, gpus: 1 }],
-    [[group('queued', 3, 6, 3072, 2)], { sessions: 3, cpus: 0, memoryMiB: 0, gpus: 0 }],
-    [[group('starting', 1, 1, 128), group('stopping', 1, 2, 256)], { sessions: 2, cpus: 3, memoryMiB: 384, gpus: 0 }],
-    [[group('stopped', 1, 1, 128), group('failed', 1, 1, 128)], { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0 }],
+    [[], { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0, gpuMemoryMiB: 0 }],
+    [[group('running', 2, 4, 1024, 1)], { sessions: 2, cpus: 4, memoryMiB: 1024, gpus: 1, gpuMemoryMiB: 1024 }],
+    [[group('queued', 3, 6, 3072, 2)], { sessions: 3, cpus: 0, memoryMiB: 0, gpus: 0, gpuMemoryMiB: 0 }],
+    [
+      [group('starting', 1, 1, 128), group('stopping', 1, 2, 256)],
+      { sessions: 2, cpus: 3, memoryMiB: 384, gpus: 0, gpuMemoryMiB: 0 },
+    ],
+    [
+      [group('stopped', 1, 1, 128), group('failed', 1, 1, 128)],
+      { sessions: 0, cpus: 0, memoryMiB: 0, gpus: 0, gpuMemoryMiB: 0 },
+    ],
   ];
   for (const [groups, expected] of table) t.deepEqual(reservedOf(groups), expected, JSON.stringify(groups));
 });
@@ -89,6 +97,35 @@ test('label values stay in fixed sets whatever the callers pass', async (t) => {
     Math.floor((16384 - config.limits.hostReserveMemoryMiB) * config.limits.memoryOvercommit) * 1048576);
   t.is(sampleValue(samples, 'qwd_admission_capacity_gpus'), 2);
   t.is(sampleValue(samples, 'qwd_build_info', { version: '9.9.9', launcher: 'local' }), 1);
+});
+
+test('memory capacity minus reserved is what admission lets a desktop without a GPU have (GPU guests at 1×)', async (t) => {
+  requireQemu();
+  const { config } = makeSetup(t, { limits: { memoryOvercommit: 2, hostReserveMemoryMiB: 1024 } });
+  // 4096 MiB pinned by a GPU guest, 2048 MiB of ordinary guests; the host has plenty available (no other bound).
+  const groups = [{ ...group('running', 1, 2, 4096, 1) }, { ...group('running', 2, 2, 2048), machine: 'other' }];
+  const metrics = await metricsFor(config, groups);
+  const samples = parseSamples(await metrics.scrape());
+  const capacityMiB = sampleValue(samples, 'qwd_admission_capacity_memory_bytes')! / 1048576;
+  const reservedMiB = sampleValue(samples, 'qwd_admission_reserved_memory_bytes')! / 1048576;
+  t.is(capacityMiB, (16384 - 1024 - 4096) * 2 + 4096);
+  t.is(reservedMiB, 6144);
+  const host = { cpus: 8, totalMemoryMiB: 16384, availableMemoryMiB: 1_000_000, load1: 0, sampledAt: Date.now() };
+  t.is(capacityMiB - reservedMiB, memoryFreeMiB(reservedOf(groups), config.limits, host, false));
+});
+
+test('every desktop end is counted by its end code, from the fixed list; revoked links and stops under way are not', async (t) => {
+  requireQemu();
+  const { config } = makeSetup(t);
+  const metrics = await metricsFor(config);
+  metrics.sessionEnded('vm-exited');
+  metrics.sessionEnded('expired');
+  const samples = parseSamples(await metrics.scrape());
+  const reasons = samples.filter((s) => s.name === 'qwd_session_ends_total').map((s) => s.labels.reason);
+  t.deepEqual(reasons.sort(), END_CODES.filter((c) => c !== 'revoked' && c !== 'stopping').sort());
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'vm-exited' }), 1);
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'expired' }), 1);
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'stopped' }), 0);
 });
 
 test('two brokers\' metrics in one process do not collide, and the global registry stays empty', async (t) => {
