@@ -119,6 +119,11 @@ export class FakeLauncher implements Launcher {
     }
   }
 
+  /** What the next starts do, after those already scripted (a test given a broker's launcher scripts it here). */
+  script(...starts: FakeStart[]): void {
+    this.starts.push(...starts);
+  }
+
   /** The VM's start waits (queued, or booting slowly) for ready() or failQueued(). */
   waiting(sessionId: string): boolean {
     return !!this.vms.get(sessionId)?.queued;

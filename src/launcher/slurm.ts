@@ -262,7 +262,9 @@ export class SlurmLauncher implements Launcher {
         // A job that became ready between two polls was never seen RUNNING: ask Slurm once for its times.
         if (!queueWaitRecorded && this.opts.metrics) {
           const info = await this.cli.jobInfo(handle.jobId).catch((err: Error) => {
-            this.opts.log.warn({ jobId: handle.jobId, err: err.message }, 'no queue wait for the metrics: scontrol failed');
+            this.opts.log.warn(
+              { jobId: handle.jobId, err: err.message }, 'no queue wait for the metrics: scontrol failed',
+            );
             return null;
           });
           if (info) recordQueueWait(info);

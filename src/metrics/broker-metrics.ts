@@ -126,8 +126,8 @@ export class BrokerMetrics implements MetricsRecorder {
     });
     this.purgeActions = new Counter({
       name: 'qwd_purge_actions_total',
-      help: 'What purge runs did to sessions: stop (expired) or cleanup (vm-exited, start-abandoned, stop-abandoned), ' +
-        'by result: applied, or failed (logged; the next run tries again).',
+      help: 'What purge runs did to sessions: stop (expired) or cleanup (vm-exited, start-abandoned, ' +
+        'stop-abandoned), by result: applied, or failed (logged; the next run tries again).',
       labelNames: ['action', 'reason', 'result'], registers,
     });
     this.purgeOrphans = new Counter({

@@ -102,7 +102,8 @@ export class PurgeService {
       all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS,
     ) : [];
     if (opts.dryRun) {
-      return { actions, warnings, orphanDirs, failedActions: [], orphanDirsRemoved: 0, forgottenTombstones: 0, dryRun: true };
+      const nothingDone = { failedActions: [], orphanDirsRemoved: 0, forgottenTombstones: 0 };
+      return { actions, warnings, orphanDirs, ...nothingDone, dryRun: true };
     }
     await this.sendWarnings(warnings, all);
     await this.reclaimIdleMemory(all, actions, now);

@@ -128,6 +128,25 @@ test('every desktop end is counted by its end code, from the fixed list; revoked
   t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'stopped' }), 0);
 });
 
+test('a purge run counts its actions by result and only the orphan directories it removed', async (t) => {
+  requireQemu();
+  const { config } = makeSetup(t);
+  const metrics = await metricsFor(config);
+  const expired = { id: 'aaaaaaaaaaaa', action: 'stop', reason: 'expired' } as const;
+  const gone = { id: 'bbbbbbbbbbbb', action: 'cleanup', reason: 'vm-exited' } as const;
+  metrics.purgeRan({
+    actions: [expired, gone], failedActions: [gone], warnings: [], orphanDirs: ['cccccccccccc', 'dddddddddddd'],
+    orphanDirsRemoved: 1, forgottenTombstones: 0, dryRun: false,
+  }, 0.2);
+  const samples = parseSamples(await metrics.scrape());
+  t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'stop', reason: 'expired', result: 'applied' }), 1);
+  t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'cleanup', reason: 'vm-exited', result: 'failed' }), 1);
+  t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'cleanup', reason: 'vm-exited', result: 'applied' }),
+    undefined);
+  t.is(sampleValue(samples, 'qwd_purge_orphan_dirs_total'), 1, 'the one removed, not the two listed');
+  t.is(sampleValue(samples, 'qwd_purge_runs_total', { result: 'ok' }), 1);
+});
+
 test('two brokers\' metrics in one process do not collide, and the global registry stays empty', async (t) => {
   requireQemu();
   const { config } = makeSetup(t);

@@ -22,6 +22,7 @@ import { connectRfb } from '../helpers/rfb-client.js';
 import { freePorts } from '../helpers/peer-process.js';
 import { assertNoTokenInLog, startLoggingBroker } from '../helpers/log-secrets.js';
 import { qwdctl } from '../helpers/cli.js';
+import type { FakeLauncher, FakeStart } from '../../src/launcher/fake.js';
 import { parseSamples, promtoolCheckMetrics, sampleSum, sampleValue, type Sample } from '../helpers/prometheus.js';
 
 const TOKEN = 'qwd-metrics-7f1c9e2ab04d4c55b8e3a1f2d6c07e93';
@@ -126,32 +127,99 @@ test('a metrics listener whose port is taken stops the start with a clear error 
   t.truthy(again.metricsUrl);
 });
 
-test('scrapes while 100 create requests are in flight answer 200, and the counts add up afterwards', async (t) => {
-  const { config } = makeSetup(t, { metrics: { enabled: true, bearerToken: TOKEN }, limits: { maxSessionsPerUser: 5, cpuOvercommit: 64 } });
+test('scrapes while 100 desktops are starting count them starting and reserved; all 100 are counted once ready', async (t) => {
+  const { config } = makeSetup(t, {
+    metrics: { enabled: true, bearerToken: TOKEN },
+    limits: {
+      maxSessions: 200, maxSessionsPerUser: 200, maxCpusPerUser: 1000, maxMemoryMiBPerUser: 100_000,
+      cpuOvercommit: 64, memoryOvercommit: 16,
+    },
+  });
   const broker = await startTestBroker(t, config, { launcher: 'fake' });
-  const creates = Array.from({ length: 100 }, () => api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', lifetimeS: 600 }));
-  const scrapes = Array.from({ length: 5 }, () => scrape(broker.metricsUrl!));
-  const scraped = await Promise.all(scrapes);
-  const answers = await Promise.all(creates);
-  for (const s of scraped) {
-    t.is(s.status, 200);
-    t.is((await promtoolCheckMetrics(s.body)).code, 0);
+  const launcher = broker.services.launcher as FakeLauncher;
+  // Each start waits for ready() (a VM that boots slowly): the 100 POSTs stay pending until the test releases them.
+  launcher.script(...Array.from({ length: 100 }, (): FakeStart => 'slow'));
+  // A test that failed half-way still lets the starts end, so that the broker's teardown can stop every VM.
+  t.teardown(() => {
+    for (const row of broker.services.rows.all()) launcher.failQueued(row.id, 'the test ended');
+  });
+  let answered = 0;
+  const post = (body: object) => api(broker, 'POST', '/api/v1/sessions', body).finally(() => { answered++; });
+  const creates = Array.from({ length: 100 }, () => post({ machine: 'blank', user: 'ada', lifetimeS: 600 }));
+  // Refusals mixed in: answered at once, while the creations wait.
+  const refusals = Array.from({ length: 10 }, () => post({ machine: 'no-such-machine', user: 'ada' }));
+  await waitFor('all 100 creations to be admitted', async () => (
+    sampleValue(await scrapeClean(t, broker), 'qwd_session_creations_total', { machine: 'blank' }) === 100
+  ), 60_000);
+  await waitFor('the 10 refusals to be answered', () => answered === 10, 30_000);
+  const scraped = await Promise.all(Array.from({ length: 5 }, () => scrape(broker.metricsUrl!)));
+  t.is(answered, 10, 'no create was answered: every scrape overlapped the 100 pending starts');
+  for (const { status, body } of scraped) {
+    t.is(status, 200);
+    const check = await promtoolCheckMetrics(body);
+    t.is(check.code, 0, check.output);
+    t.is(check.output, '');
+    const samples = parseSamples(body);
+    t.is(sampleValue(samples, 'qwd_sessions', { state: 'starting', machine: 'blank' }), 100);
+    t.is(sampleValue(samples, 'qwd_sessions', { state: 'running', machine: 'blank' }), 0);
+    t.is(sampleValue(samples, 'qwd_admission_reserved_sessions'), 100);
+    t.is(sampleValue(samples, 'qwd_admission_reserved_cpus'), 100);
+    t.is(sampleValue(samples, 'qwd_admission_reserved_memory_bytes'), 100 * 128 * 1048576);
+    t.is(sampleValue(samples, 'qwd_session_start_duration_seconds_count', { machine: 'blank' }), undefined, 'none ready');
+    t.is(sampleValue(samples, 'qwd_session_refusals_total', { code: 'QWD_UNKNOWN_MACHINE', reason: 'invalid-request' }), 10);
   }
-  const statuses = answers.map((a) => a.status);
-  t.is(statuses.filter((s) => s >= 500).length, 0, `no 5xx: ${statuses.join(' ')}`);
-  t.is(statuses.filter((s) => s === 201).length, 5);
-  t.is(statuses.filter((s) => s === 429).length, 95);
+  const starting = broker.services.rows.all();
+  t.is(starting.length, 100);
+  for (const row of starting) launcher.ready(row.id);
+  const statuses = (await Promise.all(creates)).map((a) => a.status);
+  t.deepEqual(statuses, Array.from({ length: 100 }, () => 201));
+  t.deepEqual((await Promise.all(refusals)).map((a) => a.status), Array.from({ length: 10 }, () => 404));
   const samples = await scrapeClean(t, broker);
-  t.is(sampleValue(samples, 'qwd_session_creations_total', { machine: 'blank' }), 5);
-  t.is(sampleValue(samples, 'qwd_session_refusals_total', { code: 'QWD_ADMISSION_LIMIT', reason: 'maxSessionsPerUser' }), 95);
-  t.is(sampleSum(samples, 'qwd_session_refusals_total'), 95);
-  t.is(sampleValue(samples, 'qwd_sessions', { state: 'running', machine: 'blank' }), 5);
-  t.is(sampleValue(samples, 'qwd_admission_reserved_sessions'), 5);
-  t.is(sampleValue(samples, 'qwd_admission_reserved_cpus'), 5);
-  t.is(sampleValue(samples, 'qwd_admission_reserved_memory_bytes'), 5 * 128 * 1048576);
-  t.is(sampleValue(samples, 'qwd_admission_capacity_sessions'), config.limits.maxSessions);
-  t.true((sampleValue(samples, 'qwd_admission_capacity_cpus') ?? 0) >= 1);
-  t.is(sampleValue(samples, 'qwd_session_start_duration_seconds_count', { machine: 'blank' }), 5);
+  t.is(sampleValue(samples, 'qwd_session_creations_total', { machine: 'blank' }), 100);
+  t.is(sampleValue(samples, 'qwd_session_start_duration_seconds_count', { machine: 'blank' }), 100);
+  t.is(sampleSum(samples, 'qwd_session_start_failures_total'), 0);
+  t.is(sampleSum(samples, 'qwd_session_refusals_total'), 10);
+  t.is(sampleValue(samples, 'qwd_sessions', { state: 'running', machine: 'blank' }), 100);
+  t.is(sampleValue(samples, 'qwd_sessions', { state: 'starting', machine: 'blank' }), 0);
+  t.is(sampleValue(samples, 'qwd_admission_capacity_sessions'), 200);
+  t.true((sampleValue(samples, 'qwd_admission_capacity_cpus') ?? 0) >= 100);
+});
+
+test('a create that fails after admission counts as a creation and a failed start, not as a refusal', async (t) => {
+  const { config } = makeSetup(t, { metrics: { enabled: true } });
+  const broker = await startTestBroker(t, config, { launcher: 'fake' });
+  (broker.services.launcher as FakeLauncher).script('fail');
+  const failed = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', lifetimeS: 600 });
+  t.is(failed.status, 500, failed.text);
+  t.is(failed.json.error.code, 'QWD_LAUNCH_FAILED');
+  const samples = await scrapeClean(t, broker, null);
+  t.is(sampleValue(samples, 'qwd_session_creations_total', { machine: 'blank' }), 1);
+  t.is(sampleValue(samples, 'qwd_session_start_failures_total', { code: 'QWD_LAUNCH_FAILED' }), 1);
+  t.is(sampleSum(samples, 'qwd_session_start_failures_total'), 1);
+  t.is(sampleSum(samples, 'qwd_session_refusals_total'), 0);
+  t.is(sampleValue(samples, 'qwd_session_start_duration_seconds_count', { machine: 'blank' }), undefined, 'never ready');
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'launch-failed' }), 1);
+  t.is(sampleSum(samples, 'qwd_session_ends_total'), 1);
+  t.is(sampleSum(samples, 'qwd_sessions'), 0);
+});
+
+test('a VM that ends by itself is counted as a vm-exited end, with no stop of the ladder', async (t) => {
+  const { config } = makeSetup(t, { metrics: { enabled: true }, purge: NO_SCHEDULED_PURGE });
+  const broker = await startTestBroker(t, config, { launcher: 'fake' });
+  const created = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', lifetimeS: 600 });
+  t.is(created.status, 201, created.text);
+  let samples = await scrapeClean(t, broker, null);
+  t.is(sampleSum(samples, 'qwd_session_ends_total'), 0, 'every reason shows, at 0');
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'vm-exited' }), 0);
+  (broker.services.launcher as FakeLauncher).exit(created.json.id, { code: 0, signal: null, reason: 'guest powered off' });
+  samples = await waitFor('the exit to be counted', async () => {
+    const now = await scrapeClean(t, broker, null);
+    return sampleValue(now, 'qwd_session_ends_total', { reason: 'vm-exited' }) === 1 ? now : false;
+  });
+  t.is(sampleSum(samples, 'qwd_session_ends_total'), 1);
+  t.is(sampleSum(samples, 'qwd_vm_stops_total'), 0, 'nothing was stopped');
+  t.is(sampleSum(samples, 'qwd_sessions'), 0);
+  t.is(broker.services.rows.all().length, 0, 'the row is gone: released');
 });
 
 test('an expired desktop purged and stopped, and a refused unknown machine, are counted as such', async (t) => {
@@ -160,12 +228,21 @@ test('an expired desktop purged and stopped, and a refused unknown machine, are 
   const broker = await startTestBroker(t, config, { launcher: 'fake', now: () => Date.now() + aheadMs });
   t.is((await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', lifetimeS: 60 })).status, 201);
   t.is((await api(broker, 'POST', '/api/v1/sessions', { machine: 'no-such-machine', user: 'ada' })).status, 404);
+  // A run directory of no session (a broker that crashed before removing it): the purge removes it.
+  const orphan = path.join(config.runDir, 'abcdef012345');
+  fs.mkdirSync(orphan, { recursive: true, mode: 0o700 });
   aheadMs = 120_000;
   const report = await broker.services.purge.run();
   t.deepEqual(report.actions.map((a) => [a.action, a.reason]), [['stop', 'expired']]);
+  t.deepEqual(report.failedActions, []);
+  t.is(report.orphanDirsRemoved, 1);
+  t.false(fs.existsSync(orphan));
   const samples = await scrapeClean(t, broker, null);
   t.is(sampleValue(samples, 'qwd_purge_runs_total', { result: 'ok' }), 1);
-  t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'stop', reason: 'expired' }), 1);
+  t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'stop', reason: 'expired', result: 'applied' }), 1);
+  t.is(sampleSum(samples, 'qwd_purge_actions_total'), 1);
+  t.is(sampleValue(samples, 'qwd_purge_orphan_dirs_total'), 1);
+  t.is(sampleValue(samples, 'qwd_session_ends_total', { reason: 'expired' }), 1);
   t.is(sampleValue(samples, 'qwd_purge_duration_seconds_count'), 1);
   t.true((sampleValue(samples, 'qwd_purge_last_run_timestamp_seconds') ?? 0) > Date.now() / 1000 - 60);
   t.is(sampleValue(samples, 'qwd_vm_stops_total', { outcome: 'quit' }), 1);
@@ -232,6 +309,13 @@ test('a real desktop: start latency, a viewer and its bytes through the bridge, 
   t.is(sampleValue(samples, 'qwd_viewers', { access: 'view' }), 0);
   const toViewer = sampleValue(samples, 'qwd_bridge_bytes_total', { direction: 'desktop_to_viewer' })!;
   const fromViewer = sampleValue(samples, 'qwd_bridge_bytes_total', { direction: 'viewer_to_desktop' })!;
+  // No request from the viewer, so nothing from the desktop (RFC 6143 §7.5.3: updates answer requests): a second
+  // scrape reads the same totals, not twice them (the counter is reset to the bridge's totals at each collect).
+  for (let i = 0; i < 2; i++) {
+    const again = await scrapeClean(t, broker);
+    t.is(sampleValue(again, 'qwd_bridge_bytes_total', { direction: 'desktop_to_viewer' }), toViewer);
+    t.is(sampleValue(again, 'qwd_bridge_bytes_total', { direction: 'viewer_to_desktop' }), fromViewer);
+  }
   t.true(toViewer >= 720 * 400 * 4, `a whole 720×400 screen went to the viewer (${toViewer} bytes)`);
   t.true(fromViewer > 0 && fromViewer < 1000, `the handshake and requests came from it (${fromViewer} bytes)`);
   t.is((await api(broker, 'DELETE', `/api/v1/sessions/${s.token}`)).status, 204);
