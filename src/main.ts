@@ -271,6 +271,9 @@ async function startBrokerLocked(
   recordBrokerAddress(config.stateDir, url); // so qwdctl's links use the real port
   const metricsUrl = metricsServer?.url ?? (scrape ? `${url}/metrics` : null);
   if (metricsUrl) log.info({ metricsUrl, bearerToken: metricsToken !== null }, 'serving Prometheus metrics');
+  if (metricsUrl && !metricsToken && !config.metrics.listen) {
+    log.warn('metrics on the public listener without metrics.bearerToken(File): whoever reaches the broker reads them');
+  }
 
   let closed = false;
   return {
@@ -297,13 +300,9 @@ async function startBrokerLocked(
   };
 }
 
-/** The token a scrape must present (metrics.bearerToken or its file), or null; a bad file is a config error. */
+/** The token a scrape must present (metrics.bearerToken or its file), or null; a bad file is QWD_CONFIG_INVALID. */
 function metricsTokenOf(config: Config): string | null {
-  try {
-    return readBearerToken(config.metrics);
-  } catch (err) {
-    throw new QwdError('QWD_CONFIG_INVALID', (err as Error).message, { cause: err });
-  }
+  return readBearerToken(config.metrics);
 }
 
 /** The cookie-signing secret: generated once, kept 0600 in the state dir. */

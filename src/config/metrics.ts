@@ -5,6 +5,7 @@
 // token itself is read when the broker starts (metrics/serve.ts).
 import fs from 'node:fs';
 import path from 'node:path';
+import { QwdError } from '../errors.js';
 import { Problems, rejectUnknownKeys, section, readBool, readOptionalString, type Obj } from './check.js';
 
 export interface MetricsConfig {
@@ -81,7 +82,7 @@ function readListen(p: Problems, value: unknown): MetricsConfig['listen'] {
   return { host: m[1] ?? m[2]!, port };
 }
 
-/** The token a scrape must present, from the config or its file; null when none is asked. Throws what is wrong. */
+/** The scrape's token, from the config or its file; null when none is asked. A bad file is QWD_CONFIG_INVALID. */
 export function readBearerToken(config: MetricsConfig): string | null {
   if (config.bearerToken) return config.bearerToken;
   if (!config.bearerTokenFile) return null;
@@ -90,13 +91,15 @@ export function readBearerToken(config: MetricsConfig): string | null {
     text = fs.readFileSync(config.bearerTokenFile, 'utf8');
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw new Error(`metrics.bearerTokenFile: ${config.bearerTokenFile} cannot be read (${why})`, { cause: err });
+    const message = `metrics.bearerTokenFile: ${config.bearerTokenFile} cannot be read (${why})`;
+    throw new QwdError('QWD_CONFIG_INVALID', message, { cause: err });
   }
   const token = text.split('\n')[0]!.trim();
   // The content is never quoted back: it is (or is close to) a secret.
   if (!BEARER_TOKEN.test(token)) {
     const file = config.bearerTokenFile;
-    throw new Error(`metrics.bearerTokenFile: the first line of ${file} must be ${TOKEN_EXPECTATION}`);
+    const message = `metrics.bearerTokenFile: the first line of ${file} must be ${TOKEN_EXPECTATION}`;
+    throw new QwdError('QWD_CONFIG_INVALID', message);
   }
   return token;
 }

@@ -259,11 +259,11 @@ export class BrokerMetrics implements MetricsRecorder {
     this.stops.inc({ outcome: STOP_OUTCOMES.includes(outcome) ? outcome : 'failed' });
   }
 
-  purgeRan(report: PurgeReport | null, seconds: number): void {
+  purgeRan(report: PurgeReport | null, seconds: number, endedAtMs: number): void {
     if (report?.dryRun) return;
     this.purgeRuns.inc({ result: report ? 'ok' : 'failed' });
     this.purgeDuration.observe(seconds);
-    this.purgeLastRun.set(Date.now() / 1000);
+    this.purgeLastRun.set(endedAtMs / 1000);
     if (!report) return;
     for (const a of report.actions) {
       const result = report.failedActions.includes(a) ? 'failed' : 'applied';

@@ -29,8 +29,8 @@ export interface MetricsRecorder {
   sessionEnded(code: EndCode): void;
   /** A VM went down the stop ladder with this outcome, or could not be stopped ('failed'). */
   vmStopped(outcome: StopOutcome | 'failed'): void;
-  /** One purge run ended (a report) or failed (null); dry runs are not counted. */
-  purgeRan(report: PurgeReport | null, seconds: number): void;
+  /** One purge run ended (a report) or failed (null) at `endedAtMs` (the broker's clock); dry runs are not counted. */
+  purgeRan(report: PurgeReport | null, seconds: number, endedAtMs: number): void;
   /**
    * One login attempt at one backend. `backend` is the backend's name from the config (bounded by it), or `chain`
    * for an attempt refused before any backend was asked (rate limit, malformed name, empty password). Call it from

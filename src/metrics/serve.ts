@@ -4,13 +4,14 @@
 // purpose: a scrape needs no browser session, CSRF or anonymous-page brake,
 // and identify() would read its Authorization header as an API token.
 // A wrong or missing token gets 401 with WWW-Authenticate (RFC 6750 §3) and is
-// compared in constant time; the token is never logged. Only GET and HEAD.
-import crypto from 'node:crypto';
+// compared in constant time (the session tokens' compare); the token is never
+// logged. Only GET and HEAD.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import { QwdError } from '../errors.js';
 import type { BrokerMetrics } from './broker-metrics.js';
+import { tokensEqual } from '../sessions/tokens.js';
 
 export const METRICS_PATH = '/metrics';
 
@@ -18,7 +19,6 @@ export type RequestListener = (req: http.IncomingMessage, res: http.ServerRespon
 
 /** Answers one scrape request (the path is the caller's business). */
 export function metricsHandler(metrics: BrokerMetrics, token: string | null, log: Logger): RequestListener {
-  const expected = token === null ? null : digest(token);
   return (req, res) => {
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('X-Content-Type-Options', 'nosniff');
@@ -26,7 +26,7 @@ export function metricsHandler(metrics: BrokerMetrics, token: string | null, log
       res.setHeader('Allow', 'GET, HEAD');
       return plain(res, 405, 'Method Not Allowed');
     }
-    if (expected && !bearerMatches(req.headers.authorization, expected)) {
+    if (token !== null && !bearerMatches(req.headers.authorization, token)) {
       res.setHeader('WWW-Authenticate', 'Bearer realm="qemu-web-desktop metrics"');
       return plain(res, 401, 'Unauthorized');
     }
@@ -86,15 +86,10 @@ export async function serveMetrics(
   };
 }
 
-/** Fixed-length digests make timingSafeEqual's comparison independent of where the tokens differ, or their length. */
-function digest(value: string): Buffer {
-  return crypto.createHash('sha256').update(value, 'utf8').digest();
-}
-
-function bearerMatches(header: string | undefined, expected: Buffer): boolean {
+function bearerMatches(header: string | undefined, expected: string): boolean {
   // RFC 6750 §2.1: "Bearer" (case-insensitive scheme, RFC 7235 §2.1), one space, the token.
   const m = header ? /^Bearer +([\x21-\x7e]+) *$/i.exec(header) : null;
-  return m !== null && crypto.timingSafeEqual(digest(m[1]!), expected);
+  return m !== null && tokensEqual(m[1]!, expected);
 }
 
 function plain(res: http.ServerResponse, status: number, text: string): void {

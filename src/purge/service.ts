@@ -70,10 +70,10 @@ export class PurgeService {
     const seconds = () => (performance.now() - started) / 1000;
     try {
       const report = await this.once(opts);
-      this.deps.metrics?.purgeRan(report, seconds());
+      this.deps.metrics?.purgeRan(report, seconds(), this.deps.manager.clock.now());
       return report;
     } catch (err) {
-      if (!opts.dryRun) this.deps.metrics?.purgeRan(null, seconds());
+      if (!opts.dryRun) this.deps.metrics?.purgeRan(null, seconds(), this.deps.manager.clock.now());
       throw err;
     }
   }

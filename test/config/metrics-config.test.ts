@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseConfig } from '../../src/config/schema.js';
 import { readBearerToken } from '../../src/config/metrics.js';
+import { QwdError } from '../../src/errors.js';
 import { tempDir } from '../helpers/env.js';
 
 const parse = (metrics: unknown, dir = '/tmp') => parseConfig({ metrics }, '/etc/qwd/config.yml', dir);
@@ -75,6 +76,7 @@ test('a token file whose first line is no token is refused at start, without quo
   fs.writeFileSync(file, 'not a token\n', { mode: 0o600 });
   const { config } = parse({ enabled: true, bearerTokenFile: file }, dir);
   const err = t.throws(() => readBearerToken(config!.metrics));
+  t.true(err instanceof QwdError && err.code === 'QWD_CONFIG_INVALID', 'a config error, as the broker reports it');
   t.regex(err!.message, /metrics\.bearerTokenFile: the first line of .*metrics\.token must be at least 16 printable/);
   t.false(err!.message.includes('not a token'));
   fs.rmSync(file);

@@ -137,7 +137,7 @@ test('a purge run counts its actions by result and only the orphan directories i
   metrics.purgeRan({
     actions: [expired, gone], failedActions: [gone], warnings: [], orphanDirs: ['cccccccccccc', 'dddddddddddd'],
     orphanDirsRemoved: 1, forgottenTombstones: 0, dryRun: false,
-  }, 0.2);
+  }, 0.2, 1_800_000_000_000);
   const samples = parseSamples(await metrics.scrape());
   t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'stop', reason: 'expired', result: 'applied' }), 1);
   t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'cleanup', reason: 'vm-exited', result: 'failed' }), 1);
@@ -145,6 +145,7 @@ test('a purge run counts its actions by result and only the orphan directories i
     undefined);
   t.is(sampleValue(samples, 'qwd_purge_orphan_dirs_total'), 1, 'the one removed, not the two listed');
   t.is(sampleValue(samples, 'qwd_purge_runs_total', { result: 'ok' }), 1);
+  t.is(sampleValue(samples, 'qwd_purge_last_run_timestamp_seconds'), 1_800_000_000, 'the end the purge job gave');
 });
 
 test('two brokers\' metrics in one process do not collide, and the global registry stays empty', async (t) => {
