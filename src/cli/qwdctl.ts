@@ -75,7 +75,12 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
         const report = await admin.purge({ dryRun: opts.dryRun ?? false });
         if (opts.json) return context.print(json(report));
         const verb = report.dryRun ? 'would' : 'did';
-        for (const a of report.actions) context.print(`${verb} ${a.action} session ${a.id} (${a.reason})`);
+        for (const a of report.actions) {
+          // Logged by the broker (purge action failed); the next run finds the session again. A broker older than
+          // qwdctl sends no failedActions.
+          const failed = (report.failedActions ?? []).some((f) => f.id === a.id) ? ': FAILED, see the log' : '';
+          context.print(`${verb} ${a.action} session ${a.id} (${a.reason})${failed}`);
+        }
         for (const d of report.orphanDirs) context.print(`${verb} delete orphan run dir ${d}`);
         if (!report.actions.length && !report.orphanDirs.length) context.print('nothing to purge');
       });
