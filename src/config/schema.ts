@@ -7,6 +7,7 @@ import path from 'node:path';
 import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './guest.js';
 import { parseAuthConfig, readTrustProxy, type AuthConfig, type TrustProxy } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
+import { parseAuditConfig, type AuditConfig } from './audit.js';
 import { DEFAULT_DENY, parseCidr, type Cidr } from './cidr.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,
@@ -138,11 +139,13 @@ export interface Config {
     readonly from: string;
   };
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** The audit trail's retention and where else it is shipped (config/audit.ts). */
+  readonly audit: AuditConfig;
 }
 
 const TOP_KEYS = [
   'listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork',
-  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
+  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log', 'audit',
 ] as const;
 const QEMU_KEYS = [
   'binaries', 'img', 'zstd', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB',
@@ -424,6 +427,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     auth,
     mail,
     log,
+    audit: parseAuditConfig(p, top, baseDir),
   };
   if (!p.ok) return { config: null, problems: p.list };
   return { config: deepFreeze(config), problems: [] };

@@ -55,6 +55,13 @@ export interface GpuClaim {
 
 export type LinkKind = 'control' | 'view';
 
+/** An audit row to write along with another change. */
+export interface AuditLine {
+  kind: string;
+  detail: Record<string, unknown> | null;
+  actor: string | null;
+}
+
 export interface EndedRow {
   sessionId: string;
   endedAt: number;
@@ -145,13 +152,20 @@ export class SessionRows {
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
   }
 
-  setViewers(id: string, viewers: number, now: number): void {
-    // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
-    // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
-    this.db.prepare(
-      'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
-        'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END WHERE id = @id'
-    ).run({ viewers, now, id });
+  /** The count, and (when given) the viewer's audit row in the same transaction: one write, not two. */
+  setViewers(id: string, viewers: number, now: number, audit?: AuditLine): void {
+    const write = () => {
+      // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
+      // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
+      this.db.prepare(
+        'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
+          'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END ' +
+          'WHERE id = @id'
+      ).run({ viewers, now, id });
+      if (audit) this.audit(id, audit.kind, audit.detail, now, { actor: audit.actor });
+    };
+    if (audit) this.db.transaction(write)();
+    else write();
   }
 
   setBalloonTarget(id: string, targetMiB: number | null): void {
@@ -243,8 +257,23 @@ export class SessionRows {
     return this.db.prepare('DELETE FROM ended_sessions WHERE ended_at < ?').run(cutoff).changes;
   }
 
-  audit(sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number): void {
-    this.db.prepare('INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)')
-      .run(now, sessionId, kind, detail ? JSON.stringify(detail) : null);
+  /**
+   * One audit row (src/audit/). `who.actor` is who did it (a user name, or a `system:`/`cli:`/`link:`/`web:` actor
+   * that no user name can be); `who.owner` whose it is, by default the session's owner (read in the same statement).
+   */
+  audit(
+    sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number,
+    who: { actor?: string | null; owner?: string | null } = {},
+  ): void {
+    this.db.prepare(
+      'INSERT INTO events (at, session_id, kind, detail, actor, owner) VALUES (?, ?, ?, ?, ?, ' +
+        'COALESCE(?, (SELECT owner FROM sessions WHERE id = ?)))',
+    ).run(
+      now, sessionId, kind, detail ? JSON.stringify(detail) : null, who.actor ?? null, who.owner ?? null, sessionId,
+    );
+    this.audited?.();
   }
+
+  /** Called after each audit row is written (the sinks' shipper wakes up: src/audit/shipper.ts). */
+  audited: (() => void) | null = null;
 }
