@@ -2,8 +2,8 @@
 // a JSON-lines file that cannot be written loses no store row, blocks no
 // session, is logged once, and gets every row it missed once it can be
 // written; syslog (RFC 5424 over UDP) reaches a UDP receiver this test owns
-// (no syslog daemon is started: the framing is checked here, and the one
-// receiver that matters, the site's collector, reads RFC 5424).
+// (the exact bytes), and a real rsyslogd (test/helpers/rsyslog.ts) parses
+// what the broker sends as RFC 5424: app-name, msgid, facility, severity.
 import test, { type ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -15,6 +15,7 @@ import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { api, stopAllVms } from '../helpers/broker.js';
 import { qwdctl } from '../helpers/cli.js';
 import { queryAudit, type AuditEntry } from '../../src/audit/query.js';
+import { startRsyslog } from '../helpers/rsyslog.js';
 
 test.before(() => requireQemu());
 
@@ -111,4 +112,30 @@ test('syslog: each row is one RFC 5424 datagram with the row as JSON; qwdctl\'s 
     t.deepEqual(parsed.map((p) => p.timestamp), expected.map((e) => e.at));
     t.is(parsed[0]!.procId, process.pid);
     for (const d of datagrams) t.false(d.toString().includes(created.json.token), 'no token in a datagram');
+  });
+
+test('a real rsyslogd parses the broker\'s datagrams as RFC 5424: app-name, msgid, facility, severity, the row',
+  async (t) => {
+    const rsyslog = await startRsyslog(t);
+    const setup = makeSetup(t);
+    const { broker } = await brokerWithLog(t, setup.dir, {
+      ...setup.config,
+      audit: {
+        ...setup.config.audit,
+        syslog: { host: '127.0.0.1', port: rsyslog.port, protocol: 'udp', facility: 'authpriv', appName: 'qwd-test' },
+      },
+    });
+    const refused = await api(broker, 'POST', '/api/v1/sessions', { machine: 'blank', user: 'ada', cpus: 64 });
+    t.is(refused.status, 400);
+    const id = await createAndStop(broker, 'ada');
+    const expected = [...queryAudit(broker.services.db, { kind: 'refused' }), ...queryAudit(broker.services.db, { sessionId: id })];
+    const lines = await waitFor('rsyslogd wrote four messages', () => rsyslog.lines().length >= 4 && rsyslog.lines());
+    t.deepEqual(lines.map((l) => [l.msgId, l.facility, l.severity, l.procId]), [
+      ['refused', 'authpriv', 'warning', String(process.pid)],
+      ['created', 'authpriv', 'info', String(process.pid)],
+      ['started', 'authpriv', 'info', String(process.pid)],
+      ['ended', 'authpriv', 'info', String(process.pid)],
+    ]);
+    // rsyslog keeps the BOM that announces UTF-8 (RFC 5424 section 6.4) at the start of MSG.
+    t.deepEqual(lines.map((l) => JSON.parse(l.msg.replace(/^\uFEFF/, ''))), expected);
   });
