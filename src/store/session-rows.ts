@@ -1,6 +1,7 @@
 // Row access for sessions and their tombstones. Plain data in and out; the
 // writers are called by the session services (sessions/: manager, lifecycle,
 // presence) and the purge job (purge/service.ts), never by routes or the CLI.
+import type Database from 'better-sqlite3';
 import type { Db } from './db.js';
 import { AdmissionError } from '../errors.js';
 import { endReason, storedEnd, type EndReason } from './end-reason.js';
@@ -154,18 +155,22 @@ export class SessionRows {
 
   /** The count, and (when given) the viewer's audit row in the same transaction: one write, not two. */
   setViewers(id: string, viewers: number, now: number, audit?: AuditLine): void {
-    const write = () => {
-      // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
-      // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
-      this.db.prepare(
-        'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
-          'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END ' +
-          'WHERE id = @id'
-      ).run({ viewers, now, id });
-      if (audit) this.audit(id, audit.kind, audit.detail, now, { actor: audit.actor });
-    };
-    if (audit) this.db.transaction(write)();
-    else write();
+    // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
+    // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
+    const statement = this.viewersStatement ??= this.db.prepare(
+      'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
+        'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END ' +
+        'WHERE id = @id'
+    );
+    if (!audit) {
+      statement.run({ viewers, now, id });
+      return;
+    }
+    this.viewersAndAudit ??= this.db.transaction((i: string, v: number, n: number, a: AuditLine) => {
+      statement.run({ viewers: v, now: n, id: i });
+      this.audit(i, a.kind, a.detail, n, { actor: a.actor });
+    });
+    this.viewersAndAudit(id, viewers, now, audit);
   }
 
   setBalloonTarget(id: string, targetMiB: number | null): void {
@@ -265,10 +270,11 @@ export class SessionRows {
     sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number,
     who: { actor?: string | null; owner?: string | null } = {},
   ): void {
-    this.db.prepare(
+    this.auditStatement ??= this.db.prepare(
       'INSERT INTO events (at, session_id, kind, detail, actor, owner) VALUES (?, ?, ?, ?, ?, ' +
         'COALESCE(?, (SELECT owner FROM sessions WHERE id = ?)))',
-    ).run(
+    );
+    this.auditStatement.run(
       now, sessionId, kind, detail ? JSON.stringify(detail) : null, who.actor ?? null, who.owner ?? null, sessionId,
     );
     this.audited?.();
@@ -276,4 +282,8 @@ export class SessionRows {
 
   /** Called after each audit row is written (the sinks' shipper wakes up: src/audit/shipper.ts). */
   audited: (() => void) | null = null;
+  /** Prepared once: audit rows and viewer counts are the store's most frequent writes. */
+  private auditStatement: Database.Statement | null = null;
+  private viewersStatement: Database.Statement | null = null;
+  private viewersAndAudit: ((id: string, viewers: number, now: number, audit: AuditLine) => void) | null = null;
 }
