@@ -7,6 +7,7 @@ import test from 'ava';
 import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
 import { deleteAuditBefore, retentionCutoff } from '../../src/audit/retention.js';
 import { queryAudit } from '../../src/audit/query.js';
+import { adminOperations } from '../../src/admin/operations.js';
 
 const DAY = 86_400_000;
 
@@ -124,3 +125,17 @@ test('a big delete goes in batches and gives the event loop back between them', 
   t.is(queryAudit(db, {}).length, 5);
   t.log(`20000 rows deleted in ${ms.toFixed(1)} ms, ${turns} event-loop turns in between`);
 });
+
+test('the admin operation refuses a filter of the wrong type (what the socket may be sent) with a usage error',
+  async (t) => {
+    const { rows } = fakeSessions(t);
+    const admin = adminOperations({
+      rows: () => rows, users: () => { throw new Error('not used'); }, services: () => { throw new Error('not used'); },
+    });
+    rows.audit(null, 'login', null, 1, { actor: 'ada' });
+    t.is((await admin.audit({ user: 'ada' })).length, 1);
+    for (const bad of [{ since: '2h' }, { user: 7 }, { limit: 0 }, { kind: 'x'.repeat(300) }]) {
+      const err = await t.throwsAsync(admin.audit(bad as never));
+      t.is((err as { code?: string }).code, 'QWD_BAD_REQUEST', JSON.stringify(bad));
+    }
+  });
