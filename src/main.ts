@@ -43,6 +43,10 @@ import { adminOperations } from './admin/operations.js';
 import { recordLoginAttempt } from './audit/login.js';
 import { AuditShipper } from './audit/shipper.js';
 import { configuredSinks } from './audit/sinks.js';
+import { BrokerMetrics } from './metrics/broker-metrics.js';
+import { sessionCounter } from './metrics/session-counts.js';
+import { readBearerToken } from './config/metrics.js';
+import { metricsHandler, serveMetrics, withMetricsPath, type MetricsServer } from './metrics/serve.js';
 
 export const VERSION: string = JSON.parse(fs.readFileSync(path.join(INSTALL_DIR, 'package.json'), 'utf8')).version;
 
@@ -60,6 +64,8 @@ export interface Services {
   users: UserStore;
   auth: AuthService;
   log: Logger;
+  /** Prometheus metrics (metrics.enabled, in the broker only); null otherwise. */
+  metrics: BrokerMetrics | null;
 }
 
 /** The services shared by the broker and qwdctl (no HTTP, no schedules). */
@@ -75,6 +81,8 @@ export interface ServiceOptions {
   launcher?: LauncherName;
   /** The accelerator and launcher already chosen (prepareLauncher), e.g. by startBroker for its checks. */
   prepared?: PreparedLauncher;
+  /** The broker's metrics, fed by the services and given their gauges here (startBroker, with metrics.enabled). */
+  metrics?: BrokerMetrics;
 }
 
 export interface PreparedLauncher {
@@ -84,10 +92,12 @@ export interface PreparedLauncher {
 
 /** Chooses the accelerator and builds the launcher: no file is opened and nothing is started. */
 export function prepareLauncher(
-  config: Config, log: Logger, opts: Pick<ServiceOptions, 'hostRoot' | 'launcher'> = {},
+  config: Config, log: Logger, opts: Pick<ServiceOptions, 'hostRoot' | 'launcher' | 'metrics'> = {},
 ): PreparedLauncher {
   const accel = chooseAccelerator(config.qemu.accel, probeHostAccel(opts.hostRoot ?? '/'));
-  return { accel, launcher: createLauncher(opts.launcher ?? config.launcher, { config, accel, log }) };
+  return {
+    accel, launcher: createLauncher(opts.launcher ?? config.launcher, { config, accel, log, metrics: opts.metrics }),
+  };
 }
 
 export async function createServices(config: Config, log: Logger, opts: ServiceOptions = {}): Promise<Services> {
@@ -105,17 +115,27 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
   );
   const clock = opts.clock ?? (opts.now ? offsetClock(opts.now) : systemClock);
   const sessionLog = log.child({ module: 'sessions' });
+  const { metrics } = opts;
   const manager = new SessionManager({
-    config, rows, catalog, launcher, load, discoverGpus: discover, clock, log: sessionLog,
+    config, rows, catalog, launcher, load, discoverGpus: discover, clock, log: sessionLog, metrics,
   });
   const presence = new ViewerPresence({ manager, rows, config, log: sessionLog });
   const purge = new PurgeService({
-    manager, rows, launcher, config, mailer, baseUrl, log: log.child({ module: 'purge' }),
+    manager, rows, launcher, config, mailer, baseUrl, log: log.child({ module: 'purge' }), metrics,
   });
   const users = new UserStore(db);
-  const auth = new AuthService(config, users, mailer, log.child({ module: 'auth' }));
+  const auth = new AuthService(
+    config, users, mailer, log.child({ module: 'auth' }), Date.now, metrics?.recordAuthAttempt.bind(metrics),
+  );
   auth.auditLogin = (attempt) => recordLoginAttempt(rows, attempt, clock.now());
-  return { config, db, rows, catalog, accel, launcher, load, manager, presence, purge, users, auth, log };
+  metrics?.observe({
+    catalog, capabilities: launcher.capabilities, sessionCounts: sessionCounter(db), hostLoad: () => load.current(),
+    gpusUsable: () => discover().filter((g) => g.usable).length,
+  });
+  return {
+    config, db, rows, catalog, accel, launcher, load, manager, presence, purge, users, auth, log,
+    metrics: metrics ?? null,
+  };
 }
 
 /**
@@ -138,6 +158,8 @@ export interface Broker {
   server: http.Server;
   url: string;
   bridge: Bridge;
+  /** Where Prometheus scrapes (metrics.enabled): on the broker's listener or metrics.listen; null when off. */
+  metricsUrl: string | null;
   /** Stops serving; running VMs are left for the next broker to adopt. */
   close(): Promise<void>;
 }
@@ -148,9 +170,12 @@ export interface BrokerOptions extends Pick<ServiceOptions, 'clock' | 'now' | 'l
 }
 
 export async function startBroker(config: Config, log: Logger, opts: BrokerOptions = {}): Promise<Broker> {
+  // The scrape token is read first: a missing or malformed token file stops the start before anything is made.
+  const metricsToken = config.metrics.enabled ? metricsTokenOf(config) : null;
+  const metrics = config.metrics.enabled ? new BrokerMetrics(config, VERSION, opts.launcher ?? config.launcher) : null;
   // Before anything is created: a launcher that runs guests on this host must be able to isolate their network
   // (Slurm jobs isolate theirs on their node).
-  const prepared = prepareLauncher(config, log, opts);
+  const prepared = prepareLauncher(config, log, { ...opts, metrics: metrics ?? undefined });
   assertGuestNetworkIsolation(config, prepared.launcher.capabilities.onBrokerHost);
   const socketPath = adminSocketPath(config.stateDir);
   // One writer: a qwdctl working on the store (no broker ran when it began) finishes first.
@@ -159,7 +184,9 @@ export async function startBroker(config: Config, log: Logger, opts: BrokerOptio
   });
   if (!lock) throw new QwdError('QWD_INTERNAL', 'no writer lock and no reason'); // only a shouldStop gives up early
   try {
-    return await startBrokerLocked(config, log, { ...opts, prepared }, lock, socketPath);
+    return await startBrokerLocked(
+      config, log, { ...opts, prepared, metrics: metrics ?? undefined }, lock, socketPath, metricsToken,
+    );
   } catch (err) {
     lock.release();
     throw err;
@@ -167,11 +194,12 @@ export async function startBroker(config: Config, log: Logger, opts: BrokerOptio
 }
 
 async function startBrokerLocked(
-  config: Config, log: Logger, opts: BrokerOptions, lock: WriterLock, socketPath: string,
+  config: Config, log: Logger, opts: BrokerOptions & { metrics?: BrokerMetrics }, lock: WriterLock, socketPath: string,
+  metricsToken: string | null,
 ): Promise<Broker> {
   const startedAt = Date.now();
   const services = await createServices(config, log, {
-    clock: opts.clock, now: opts.now, launcher: opts.launcher, prepared: opts.prepared,
+    clock: opts.clock, now: opts.now, launcher: opts.launcher, prepared: opts.prepared, metrics: opts.metrics,
   });
   const now = () => services.manager.clock.now();
   const { manager, catalog, accel, db } = services;
@@ -209,7 +237,11 @@ async function startBrokerLocked(
     log: log.child({ module: 'http' }), version: VERSION, startedAt, now, eventLoopDelay: () => loopDelay.current(),
     clipboardMode: (machine, access) => bridge.clipboardMode(machine, access),
   });
-  server.on('request', app);
+  const { metrics } = services;
+  if (metrics) metrics.attachBridge(() => bridge.stats());
+  const scrape = metrics ? metricsHandler(metrics, metricsToken, log.child({ module: 'metrics' })) : null;
+  // /metrics on the public listener only when no listener of its own is configured.
+  server.on('request', scrape && !config.metrics.listen ? withMetricsPath(scrape, app) : app);
   const purge: PurgeSchedule = schedulePurge(config.purge.schedule, async () => {
     await services.purge.run();
     webSessions.prune(now());
@@ -224,11 +256,14 @@ async function startBrokerLocked(
     });
   });
   let admin: AdminServer;
+  let metricsServer: MetricsServer | null = null;
   try {
+    if (scrape && config.metrics.listen) metricsServer = await serveMetrics(config.metrics.listen, scrape);
     admin = await serveAdmin(socketPath, adminOperations({
       rows: () => services.rows, users: () => services.users, services: async () => services,
     }), log.child({ module: 'admin' }));
   } catch (err) {
+    await metricsServer?.close();
     purge.stop();
     await shipper.close();
     loopDelay.stop();
@@ -245,15 +280,18 @@ async function startBrokerLocked(
   const url = `http://${host}:${address.port}`;
   log.info({ url, stateDir: config.stateDir, config: config.source ?? '(embedded defaults)' }, 'broker listening');
   recordBrokerAddress(config.stateDir, url); // so qwdctl's links use the real port
+  const metricsUrl = metricsServer?.url ?? (scrape ? `${url}/metrics` : null);
+  if (metricsUrl) log.info({ metricsUrl, bearerToken: metricsToken !== null }, 'serving Prometheus metrics');
 
   let closed = false;
   return {
-    services, server, url, bridge,
+    services, server, url, bridge, metricsUrl,
     close: async () => {
       if (closed) return;
       closed = true;
       purge.stop();
       loopDelay.stop();
+      await metricsServer?.close();
       await admin.close();
       bridge.close();
       manager.detach();
@@ -270,6 +308,15 @@ async function startBrokerLocked(
       lock.release(); // last: the store is closed, another writer may open it
     },
   };
+}
+
+/** The token a scrape must present (metrics.bearerToken or its file), or null; a bad file is a config error. */
+function metricsTokenOf(config: Config): string | null {
+  try {
+    return readBearerToken(config.metrics);
+  } catch (err) {
+    throw new QwdError('QWD_CONFIG_INVALID', (err as Error).message, { cause: err });
+  }
 }
 
 /** The cookie-signing secret: generated once, kept 0600 in the state dir. */

@@ -3,6 +3,10 @@
 // "invalid credentials" or "login service unavailable".
 import type { Logger } from '../log.js';
 import type { AuthBackend, Identity } from './types.js';
+import type { AuthAttemptOutcome } from '../metrics/recorder.js';
+
+/** Told of every backend's answer (metrics: MetricsRecorder.recordAuthAttempt); the backend by its config name. */
+export type AuthAttemptHook = (backend: string, outcome: AuthAttemptOutcome) => void;
 
 export type ChainResult =
   | { ok: true; identity: Identity }
@@ -10,12 +14,14 @@ export type ChainResult =
 
 export async function authenticateChain(
   backends: readonly AuthBackend[], user: string, password: string, admins: readonly string[], log: Logger,
+  onAttempt?: AuthAttemptHook,
 ): Promise<ChainResult> {
   let sawInvalid = false;
   for (const backend of backends) {
     if (!backend.authenticate) continue;
     const started = Date.now();
     const result = await backend.authenticate(user, password);
+    onAttempt?.(backend.name, result.ok ? 'success' : result.reason);
     if (result.ok) {
       log.info({ backend: backend.name, user, ms: Date.now() - started }, 'login accepted');
       return {

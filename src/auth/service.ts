@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import type { UserStore } from '../store/users.js';
 import type { Mailer } from '../notify/mailer.js';
 import { QwdError } from '../errors.js';
-import { authenticateChain } from './chain.js';
+import { authenticateChain, type AuthAttemptHook } from './chain.js';
 import { LoginRateLimiter, loginKeys } from './rate-limit.js';
 import { localBackend } from './backends/local.js';
 import { ldapBackend } from './backends/ldap.js';
@@ -32,6 +32,11 @@ export class AuthService {
   constructor(
     private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null,
     private readonly log: Logger, private readonly now: () => number = Date.now,
+    /**
+     * Told of every login attempt's backend (its config name) and outcome (metrics: recordAuthAttempt); nothing by
+     * default. Public so that any login path (an OpenID Connect callback, a route) reports through the same hook.
+     */
+    readonly recordAttempt: AuthAttemptHook = () => {},
   ) {
     this.backends = config.auth.backends.flatMap((b): AuthBackend[] => {
       switch (b.type) {
@@ -41,6 +46,8 @@ export class AuthService {
         case 'imap': return [imapBackend(b)];
         case 'smtp': return [smtpBackend(b)];
         case 'email': return [];
+        // Single sign-on has no password to check: its routes are http/routes/oidc.ts.
+        case 'oidc': return [];
       }
     });
     this.emailBackend = (
@@ -52,6 +59,11 @@ export class AuthService {
   /** No backend proves anything: users type a name (DARTS's "none"). */
   get open(): boolean {
     return this.config.auth.backends.every((b) => b.type === 'none');
+  }
+
+  /** The single sign-on backends, for the login page's "Log in with <label>" buttons. */
+  get singleSignOn(): Array<{ name: string; label: string }> {
+    return this.config.auth.backends.flatMap((b) => (b.type === 'oidc' ? [{ name: b.name, label: b.label }] : []));
   }
 
   get hasPasswordLogin(): boolean {
@@ -90,13 +102,17 @@ export class AuthService {
     // that concurrent guesses cannot all pass the check.
     const admission = this.limiter.admit(keys);
     if (!admission.admitted) {
+      this.recordAttempt('chain', 'rate-limited');
       const wait = admission.retryAfterS;
       return { ok: false, status: 429, message: `Too many failed logins. Try again in ${wait} s.`, retryAfterS: wait };
     }
     if (!USER_NAME.test(name) || password === '') {
+      this.recordAttempt('chain', 'invalid');
       return { ok: false, status: 401, message: 'Invalid user name or password.' };
     }
-    const result = await authenticateChain(this.backends, name, password, this.config.auth.admins, this.log);
+    const result = await authenticateChain(
+      this.backends, name, password, this.config.auth.admins, this.log, this.recordAttempt,
+    );
     if (result.ok) {
       this.limiter.forgive(admission.attempt);
       this.limiter.succeed(keys);
@@ -176,6 +192,7 @@ export class AuthService {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const email = this.users.consumeEmailToken(hashToken(token), Date.now());
     this.recordLogin({ backend: this.emailBackend.name, user: email, result: email ? 'success' : 'failure' });
+    this.recordAttempt(this.emailBackend.name, email ? 'success' : 'invalid');
     if (!email) return null;
     return {
       user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name,

@@ -33,6 +33,7 @@ import { describe, type VncAddress } from '../qemu/rfb-probe.js';
 import { readDesktop } from './vnc-connect.js';
 import { ViewerOutbox } from './viewer-outbox.js';
 import { systemClock, type Clock } from '../clock.js';
+import type { BridgeStats } from '../metrics/recorder.js';
 
 export interface Bridge {
   viewerCount(sessionId: string): number;
@@ -47,6 +48,8 @@ export interface Bridge {
    * enforces it: for the viewer page (e.g. a data-clipboard attribute).
    */
   clipboardMode(machine: string, access: LinkKind): ClipboardMode;
+  /** Viewers by access and bytes carried each way since the bridge started (the metrics read these at scrape). */
+  stats(): BridgeStats;
   close(): void;
 }
 
@@ -108,6 +111,9 @@ export function attachBridge(
   const clock = opts.clock ?? systemClock;
   const stalledViewerMs = opts.stalledViewerMs ?? 30_000;
   const names = new WeakMap<WebSocket, string>();
+  // Totals for the metrics: one integer add per message on the data path, nothing more.
+  let desktopToViewerBytes = 0;
+  let viewerToDesktopBytes = 0;
 
   const closeViewers = ({ id, end }: EndedEvent) => {
     for (const ws of viewers.get(id) ?? []) ws.close(4000, `session ended: ${end.detail}`.slice(0, 120));
@@ -200,7 +206,10 @@ export function attachBridge(
     wss.handleUpgrade(req, socket, head, (ws) => {
       // The data path is attached before anything is awaited: QEMU sends its banner at once. The desktop's end does
       // not end the WebSocket: finish() closes it with a code and a reason.
-      const vnc: Duplex = readDesktop(address, (chunk) => outbox.send(chunk));
+      const vnc: Duplex = readDesktop(address, (chunk) => {
+        desktopToViewerBytes += chunk.length;
+        return outbox.send(chunk);
+      });
       const outbox = new ViewerOutbox(ws, vnc, clock);
       /** Set once a control viewer's stream left framing: QEMU judges what follows, and may drop the viewer. */
       let unframed: Error | null = null;
@@ -223,6 +232,7 @@ export function attachBridge(
       // Whatever the frame type, a message is bytes of the RFB stream (as noVNC sends them). Once the filter has
       // refused the viewer (an error destroys it), what it sent after that goes nowhere.
       ws.on('message', (data: Buffer) => {
+        viewerToDesktopBytes += data.length;
         if (!filter.destroyed && !filter.write(data)) ws.pause();
       });
       filter.on('drain', () => ws.resume());
@@ -310,6 +320,11 @@ export function attachBridge(
     viewerNames: (id) => [...(viewers.get(id) ?? [])].flatMap((ws) => (names.has(ws) ? [names.get(ws)!] : [])),
     viewerCounts: countViewers,
     clipboardMode: (machine, kind) => clipboardModeOf(clipboardPolicyFor(machine, kind)),
+    stats: () => {
+      const counts = { control: 0, view: 0 };
+      for (const set of viewers.values()) for (const ws of set) counts[access.get(ws) ?? 'control']++;
+      return { viewers: counts, desktopToViewerBytes, viewerToDesktopBytes };
+    },
     close: () => {
       closing = true;
       server.off('upgrade', onUpgrade);

@@ -8,6 +8,9 @@ import path from 'node:path';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readString, readOptionalString, readBool, type Obj,
 } from './check.js';
+import { parseOidcBackend, type OidcBackendConfig } from './oidc.js';
+
+export type { OidcBackendConfig } from './oidc.js';
 
 export interface LdapBackendConfig {
   type: 'ldap'; name: string; url: string; startTls: boolean;
@@ -35,7 +38,7 @@ export interface SmtpBackendConfig {
 export interface EmailBackendConfig { type: 'email'; name: string; allowedDomains: string[]; linkTtlS: number }
 export type BackendConfig =
   | { type: 'none'; name: string } | { type: 'local'; name: string }
-  | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig;
+  | LdapBackendConfig | ImapBackendConfig | SmtpBackendConfig | EmailBackendConfig | OidcBackendConfig;
 
 export interface AuthConfig {
   backends: BackendConfig[];
@@ -55,7 +58,7 @@ export interface AuthConfig {
   sessionTtlS: number;
 }
 
-const TYPES = ['none', 'local', 'ldap', 'imap', 'smtp', 'email'] as const;
+const TYPES = ['none', 'local', 'ldap', 'imap', 'smtp', 'email', 'oidc'] as const;
 
 export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthConfig {
   const raw = section(p, top, 'auth');
@@ -71,7 +74,9 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
       if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) {
         return p.add(`${at}type`, `one of ${TYPES.join(', ')}`, type);
       }
-      const b = parseBackend(p, item, type as BackendConfig['type'], at, baseDir);
+      const b = type === 'oidc'
+        ? parseOidcBackend(p, item, at, baseDir, top)
+        : parseBackend(p, item, type as Exclude<BackendConfig['type'], 'oidc'>, at, baseDir);
       if (b) backends.push(b);
     });
     if (backends.some((b) => b.type === 'none') && backends.length > 1) {
@@ -139,7 +144,7 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
 }
 
 function parseBackend(
-  p: Problems, item: Obj, type: BackendConfig['type'], at: string, baseDir: string,
+  p: Problems, item: Obj, type: Exclude<BackendConfig['type'], 'oidc'>, at: string, baseDir: string,
 ): BackendConfig | null {
   const file = (key: string) => {
     const v = readOptionalString(p, item, key, { prefix: at });

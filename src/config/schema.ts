@@ -8,6 +8,7 @@ import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './
 import { parseAuthConfig, readTrustProxy, type AuthConfig, type TrustProxy } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
 import { parseAuditConfig, type AuditConfig } from './audit.js';
+import { parseMetricsConfig, type MetricsConfig } from './metrics.js';
 import { DEFAULT_DENY, parseCidr, type Cidr } from './cidr.js';
 import {
   Problems, isObject, rejectUnknownKeys, section, readInt, readNumber, readString,
@@ -141,11 +142,14 @@ export interface Config {
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** The audit trail's retention and where else it is shipped (config/audit.ts). */
   readonly audit: AuditConfig;
+  /** Prometheus metrics (GET /metrics): off by default (config/metrics.ts). */
+  readonly metrics: MetricsConfig;
 }
 
 const TOP_KEYS = [
   'listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork',
-  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log', 'audit',
+  'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
+  'metrics', 'audit',
 ] as const;
 const QEMU_KEYS = [
   'binaries', 'img', 'zstd', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB',
@@ -427,6 +431,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     auth,
     mail,
     log,
+    metrics: parseMetricsConfig(p, top, baseDir),
     audit: parseAuditConfig(p, top, baseDir),
   };
   if (!p.ok) return { config: null, problems: p.list };

@@ -29,7 +29,7 @@ export interface SlurmConfig extends SlurmSubmitOptions {
   readonly vncBind: string;
   readonly vncPortMin: number;
   readonly vncPortMax: number;
-  /** How often job states are read (squeue/scontrol) while waiting and while running. */
+  /** How often job states are read while waiting (scontrol) and while running (one squeue for all jobs). */
   readonly pollIntervalMs: number;
   /** Once the job runs, how long QEMU may take to report ready. */
   readonly startTimeoutMs: number;

@@ -18,6 +18,8 @@ import { loginRoutes } from './routes/login.js';
 import { adminRoutes } from './routes/admin.js';
 import { apiRoutes, stampServerTime } from './routes/api.js';
 import { healthRoutes } from './routes/health.js';
+import { oidcRecheck, oidcRoutes } from './routes/oidc.js';
+import { OidcLogins, singleSignOnOrigins } from '../auth/oidc/service.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -30,7 +32,7 @@ export function createApp(deps: AppDeps): express.Express {
   // A hop count or a list of proxy addresses, never `true` (see readTrustProxy): a copy,
   // as the config is frozen.
   app.set('trust proxy', Array.isArray(config.trustProxy) ? [...config.trustProxy] : config.trustProxy);
-  app.use(securityHeaders());
+  app.use(securityHeaders({ formActionOrigins: singleSignOnOrigins(config) }));
   app.use('/api', stampServerTime(deps.now));
   app.use('/static', express.static(path.join(INSTALL_DIR, 'public'), { index: false, maxAge: '1h' }));
   app.use('/novnc', express.static(NOVNC_DIR, { index: false, maxAge: '1d' }));
@@ -49,12 +51,16 @@ export function createApp(deps: AppDeps): express.Express {
     cookie: { httpOnly: true, sameSite: 'lax', secure: 'auto', maxAge: cookieMaxAgeMs },
   }));
   app.use(identify(auth));
+  // Single sign-on: a login its provider no longer vouches for ends here (routes/oidc.ts).
+  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now);
+  app.use(oidcRecheck(oidcLogins));
   app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
   const csrfTokens = new CsrfTokens(deps.sessionSecret);
   app.use(csrfProtect(csrfTokens));
 
   const kit = createRouteKit(deps, csrfTokens);
   app.use(pageRoutes(deps, kit));
+  app.use(oidcRoutes(deps, oidcLogins, kit));
   app.use(loginRoutes(deps, kit));
   app.use(adminRoutes(deps));
   app.use(apiRoutes(deps, kit));

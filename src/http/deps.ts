@@ -11,6 +11,7 @@ import type { EventLoopDelay } from './event-loop-delay.js';
 import type { SessionManager } from '../sessions/manager.js';
 import type { LinkKind, SessionRow } from '../store/session-rows.js';
 import type { AuthService } from '../auth/service.js';
+import type { OidcLogins } from '../auth/oidc/service.js';
 import type { SqliteWebSessionStore } from './web-session-store.js';
 import type { PageContext } from './html.js';
 import type { SessionLinks } from './views.js';
@@ -38,6 +39,8 @@ export interface AppDeps {
   now: () => number;
   /** A viewer's clipboard policy, decided as the bridge enforces it (the page only shows it). */
   clipboardMode: (machine: string, access: LinkKind) => ClipboardMode;
+  /** Single sign-on logins; built from the config by createApp when not given (give one to feed its event sink). */
+  oidcLogins?: OidcLogins;
 }
 
 export interface RouteKit {

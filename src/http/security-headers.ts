@@ -1,9 +1,12 @@
 // The response headers every answer carries (helmet): a Content Security Policy that
 // allows only this site's own scripts, styles and WebSockets, no framing, and no
 // Referer (share links are secrets). No HSTS header from the broker itself.
+// Forms post to this site only, and to the single sign-on providers' origins: a
+// form's redirects are checked against form-action too, and the SSO login and
+// logout forms are answered with a redirect to the provider.
 import helmet from 'helmet';
 
-export function securityHeaders() {
+export function securityHeaders(opts: { formActionOrigins?: readonly string[] } = {}) {
   return helmet({
     contentSecurityPolicy: {
       directives: {
@@ -13,7 +16,7 @@ export function securityHeaders() {
         imgSrc: ["'self'", 'data:'],
         connectSrc: ["'self'", 'ws:', 'wss:'],
         frameAncestors: ["'none'"],
-        formAction: ["'self'"],
+        formAction: ["'self'", ...(opts.formActionOrigins ?? [])],
         upgradeInsecureRequests: null,
       },
     },

@@ -447,6 +447,8 @@ export interface LoginOffer {
   notice?: string;
   next: string;
   user?: string;
+  /** Single sign-on backends: one "Log in with <label>" button each. */
+  sso?: Array<{ name: string; label: string }>;
 }
 
 export function loginPage(ctx: PageContext, opts: LoginOffer): string {
@@ -469,5 +471,13 @@ ${opts.email ? html`<form method="post" action="/login/email" class="create">
 <input type="email" name="email" maxlength="254" autocomplete="email" required></label>
   <button type="submit">Send me a login link</button>
 </form>` : ''}`;
-  return layout('Log in', body, { ctx });
+  // Single sign-on: a button each (a form, so that the login start carries the CSRF token); the main one
+  // when there is no password form.
+  const main = opts.password || opts.email ? '' : html` class="primary" autofocus`;
+  const sso = (opts.sso ?? []).map((b) => html`\
+<form method="post" action="/auth/oidc/${b.name}/login" class="create sso">
+  ${csrfField(ctx)}<input type="hidden" name="next" value="${opts.next}">
+  <button type="submit"${main}>Log in with ${b.label}</button>
+</form>`);
+  return layout('Log in', html`${body}${sso}`, { ctx });
 }

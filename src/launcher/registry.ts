@@ -12,6 +12,7 @@ import { LocalLauncher } from './local.js';
 import { SlurmLauncher } from './slurm.js';
 import type { Launcher } from './types.js';
 import type { Clock } from '../clock.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export interface LauncherDeps {
   config: Config;
@@ -19,6 +20,8 @@ export interface LauncherDeps {
   log: Logger;
   /** Polls, deadlines and watches; the system clock by default (VMs run in real time). */
   clock?: Clock;
+  /** Launcher metrics (Slurm queue waits); absent: not counted. */
+  metrics?: MetricsRecorder;
 }
 
 export type LauncherFactory = (deps: LauncherDeps) => Launcher;
@@ -31,8 +34,8 @@ export const LAUNCHERS: Readonly<Record<LauncherName, LauncherFactory>> = {
   local: ({ config, accel, log, clock }) => new LocalLauncher({
     config, accel, clock, log: log.child({ module: 'launcher' }),
   }),
-  slurm: ({ config, log, clock }) => new SlurmLauncher({
-    config, clock, log: log.child({ module: 'launcher', launcher: 'slurm' }),
+  slurm: ({ config, log, clock, metrics }) => new SlurmLauncher({
+    config, clock, metrics, log: log.child({ module: 'launcher', launcher: 'slurm' }),
   }),
   fake: ({ config }) => new FakeLauncher({ runRoot: config.runDir }),
 };

@@ -81,6 +81,8 @@ const MAX_OUTPUT_CHARS = 8 * 1024 * 1024;
 const MAX_SLURM_MESSAGE_CHARS = 300;
 const JOB_ID = /^\d+(?:[_+]\d+)?$/;
 const SIGNAL = /^(?:SIG)?[A-Z][A-Z0-9]*$|^\d{1,2}$/;
+/** Job ids per `squeue --jobs=` in jobStates: well under any command-line limit (ids are at most ~12 characters). */
+const JOB_STATES_BATCH = 500;
 /** Slurm's words for "this job no longer exists or has already ended" (slurm_errno.c). */
 const JOB_GONE = new RegExp([
   'Invalid job id specified', 'Job has already finished', 'Job/step already completing or completed',
@@ -171,6 +173,28 @@ export class SlurmCli {
       );
     }
     return info;
+  }
+
+  /**
+   * The states of many jobs with one `squeue` (`--jobs=a,b,… --states=all`): job id → state, for the jobs Slurm
+   * still knows. A job it has forgotten (ended more than MinJobAge ago) is simply absent. Asked in batches of
+   * JOB_STATES_BATCH ids so the command line stays short.
+   */
+  async jobStates(jobIds: readonly string[]): Promise<Map<string, string>> {
+    const states = new Map<string, string>();
+    for (let i = 0; i < jobIds.length; i += JOB_STATES_BATCH) {
+      const batch = jobIds.slice(i, i + JOB_STATES_BATCH);
+      for (const id of batch) checkJobId(id);
+      const args = ['--noheader', '--states=all', `--jobs=${batch.join(',')}`, '--format=%i|%T'];
+      const result = await this.exec('squeue', args);
+      if (result.code !== 0) {
+        // squeue asks slurmctld for one job by itself, and then an unknown id is an error; for several it lists.
+        if (batch.length === 1 && JOB_GONE.test(result.stderr + result.stdout)) continue;
+        throw this.failure('squeue', args, result);
+      }
+      for (const [id, state] of jobStatesFrom(result.stdout)) states.set(id, state);
+    }
+    return states;
   }
 
   /**
@@ -585,6 +609,19 @@ export function queuePositionFrom(squeueOutput: string, jobId: string, partition
   if (index < 0) return null;
   const wanted = new Set(partition ? [partition] : rows[index]!.partitions);
   return 1 + rows.slice(0, index).filter((r) => r.partitions.some((p) => wanted.has(p))).length;
+}
+
+/**
+ * `squeue --format=%i|%T` lines → job id → state. An array job's pending remainder ("12_[3-9]") and lines that are
+ * not "id|STATE" are skipped.
+ */
+export function jobStatesFrom(squeueOutput: string): Map<string, string> {
+  const states = new Map<string, string>();
+  for (const line of squeueOutput.split('\n')) {
+    const [id, state] = line.trim().split('|');
+    if (id && state && JOB_ID.test(id) && /^[A-Z_]+$/.test(state)) states.set(id, state);
+  }
+  return states;
 }
 
 /** NodeAddr from `scontrol show node --oneliner`; the node name when it is missing or unset. */

@@ -6,7 +6,7 @@
 // authenticates to QEMU itself (the password never reaches a browser).
 // Slurm enforces the end (--time) even when the broker is down; liveness,
 // expiry by Slurm, scancel from outside and preemption are read from
-// `scontrol show job`.
+// `squeue` (one for all watched jobs, slurm-watch.ts) and `scontrol show job`.
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -23,6 +23,7 @@ import {
   buildJobScript, NAMESPACED_VNC_LISTEN, NODE_DIR_PLACEHOLDER, probeHost, SECRET_FILE, STATUS_FILE, vncListen,
 } from './slurm-script.js';
 import { SlurmCli, type JobInfo } from './slurm-cli.js';
+import { JobWatch } from './slurm-watch.js';
 import { StopOnce } from './stop-once.js';
 import { sessionDirIn } from './session-dir.js';
 import { systemClock, type Clock } from '../clock.js';
@@ -30,6 +31,7 @@ import { SLURM_BOOTS, resumeSizeListed } from '../resume/prepared.js';
 import type {
   ExitInfo, Launcher, LauncherCapabilities, LaunchSpec, QueueInfo, StartHooks, StopOutcome, VmHandle,
 } from './types.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 /** A VM running as a Slurm job on a compute node (stored as JSON in the session row, as it always was). */
 export interface SlurmHandle extends VmHandle {
@@ -51,6 +53,8 @@ export interface SlurmLauncherOptions {
   cli?: SlurmCli;
   /** Polls, deadlines and time limits; the system clock by default. */
   clock?: Clock;
+  /** Queue waits (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 /**
@@ -78,11 +82,17 @@ export class SlurmLauncher implements Launcher {
   private readonly secrets = new Map<string, string>();
 
   private readonly clock: Clock;
+  /** One poll for the ends of all watched jobs (watchExit). */
+  private readonly jobWatch: JobWatch;
 
   constructor(private readonly opts: SlurmLauncherOptions) {
     const { slurm } = opts.config;
     this.clock = opts.clock ?? systemClock;
     this.cli = opts.cli ?? new SlurmCli({ bin: slurm.binaries, env: slurm.env, timeoutMs: slurm.commandTimeoutMs });
+    this.jobWatch = new JobWatch({
+      cli: this.cli, clock: this.clock, intervalMs: slurm.pollIntervalMs, log: opts.log,
+      alive: (state) => ALIVE.has(state),
+    });
   }
 
   get runRoot(): string {
@@ -277,7 +287,13 @@ export class SlurmLauncher implements Launcher {
             },
           );
         }
-        if (info.state === 'RUNNING' && runningSince === null) runningSince = now;
+        if (info.state === 'RUNNING' && runningSince === null) {
+          runningSince = now;
+          // Slurm's own times: right even for a job that started while the broker was down.
+          if (info.submitTime !== null && info.startTime !== null) {
+            this.opts.metrics?.slurmQueueWait((info.startTime - info.submitTime) / 1000);
+          }
+        }
         if (runningSince !== null && now - runningSince > slurm.startTimeoutMs) {
           await this.cli.cancel(handle.jobId).catch((e: Error) => this.opts.log.error(
             { jobId: handle.jobId, err: e.message }, 'a job whose QEMU never became ready could not be cancelled',
@@ -350,25 +366,16 @@ export class SlurmLauncher implements Launcher {
 
   watchExit(vm: VmHandle, onExit: (info: ExitInfo) => void): () => void {
     const handle = asSlurm(vm);
-    const interval = this.opts.config.slurm.pollIntervalMs;
     let done = false;
-    let cancel = () => {};
-    // One poll at a time: the next is scheduled when this one has its answer.
-    const poll = () => {
-      this.cli.jobInfo(handle.jobId).then((info) => {
-        if (done || (info && ALIVE.has(info.state))) return;
-        done = true;
-        return readStatus(handle.jobDir).then((status) => onExit(exitInfo(info, status)));
-      }, (err: Error) => this.opts.log.warn(
-        { jobId: handle.jobId, err: err.message }, 'cannot read the job state; trying again',
-      ))
-        .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'))
-        .finally(() => { if (!done) cancel = this.clock.after(interval, poll, { background: true }); });
-    };
-    cancel = this.clock.after(interval, poll, { background: true });
+    const unwatch = this.jobWatch.watch(handle.jobId, (info) => {
+      if (done) return;
+      done = true;
+      readStatus(handle.jobDir).then((status) => onExit(exitInfo(info, status)))
+        .catch((err: Error) => this.opts.log.error({ jobId: handle.jobId, err }, 'handling the end of a job failed'));
+    });
     return () => {
       done = true;
-      cancel();
+      unwatch();
     };
   }
 

@@ -23,6 +23,7 @@ import { selectOrphanDirs, selectPurge, type PurgeAction } from './select.js';
 import { selectWarnings, type Warning } from './warnings.js';
 import { deleteAuditBefore, retentionCutoff } from '../audit/retention.js';
 import { ACTORS } from '../audit/actor.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export interface PurgeDeps {
   manager: SessionManager;
@@ -34,6 +35,8 @@ export interface PurgeDeps {
   mailer?: Mailer | null;
   /** Base URL for links in mails (the broker's public address). */
   baseUrl?: string;
+  /** Runs and what they did (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 export interface PurgeReport {
@@ -59,9 +62,23 @@ export class PurgeService {
 
   /** actor: who asked for this run (the audit trail's 'purged' row); the cron schedule by default. */
   run(opts: { dryRun?: boolean; actor?: string } = {}): Promise<PurgeReport> {
-    const run = this.queue.then(() => this.once(opts));
+    const run = this.queue.then(() => this.timed(opts));
     this.queue = run.then(() => undefined, () => undefined);
     return run;
+  }
+
+  /** One run, counted in the metrics (ok with what it did, or failed) with how long it took. */
+  private async timed(opts: { dryRun?: boolean; actor?: string }): Promise<PurgeReport> {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    try {
+      const report = await this.once(opts);
+      this.deps.metrics?.purgeRan(report, seconds());
+      return report;
+    } catch (err) {
+      if (!opts.dryRun) this.deps.metrics?.purgeRan(null, seconds());
+      throw err;
+    }
   }
 
   private async once(opts: { dryRun?: boolean; actor?: string }): Promise<PurgeReport> {

@@ -18,6 +18,7 @@ import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
 import { ACTORS, endActor } from '../audit/actor.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type LifeEvent =
   /** A scheduler has queued the VM: the handle says where. */
@@ -47,6 +48,8 @@ export interface LifeDeps {
   emit(event: 'ending' | 'ended', payload: EndedEvent): void;
   /** The registry forgets a life once it is released. */
   forget(id: string): void;
+  /** Start latencies, failed starts and stop outcomes (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 export class SessionLife {
@@ -169,10 +172,12 @@ export class SessionLife {
         this.deps.rows.audit(this.id, 'started', { startMs: now - row.createdAt }, now, { actor: ACTORS.broker });
         this.watch(event.handle);
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session running');
+        this.deps.metrics?.sessionReady(row.machine, (this.deps.clock.now() - row.createdAt) / 1000);
         return Promise.resolve();
       }
       case 'launch-failed':
         this.deps.log.error({ sessionId: this.id, err: event.error }, 'launch failed');
+        this.deps.metrics?.sessionStartFailed(event.error);
         this.store(next);
         return this.release(failureReason(event.error));
       case 'stop-requested':
@@ -262,6 +267,7 @@ export class SessionLife {
     try {
       const outcome = await this.deps.launcher.stop(handle);
       this.deps.log.info({ sessionId: this.id, outcome }, 'qemu stopped');
+      this.deps.metrics?.vmStopped(outcome);
     } catch (err) {
       this.deps.log.error(
         { sessionId: this.id, handle, err },
@@ -271,6 +277,7 @@ export class SessionLife {
         this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now(),
         { actor: ACTORS.broker },
       );
+      this.deps.metrics?.vmStopped('failed');
       throw err;
     }
   }

@@ -30,6 +30,7 @@ import { isLive } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
 import { SessionLife, type LifeEvent } from './lifecycle.js';
 import { ACTORS, boundedText } from '../audit/actor.js';
+import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type { EndedEvent } from './lifecycle.js';
 
@@ -43,6 +44,8 @@ export interface ManagerDeps {
   /** VFIO GPUs on this host (re-read at every request: rebinding shows at once). */
   discoverGpus?: () => GpuDevice[];
   clock?: Clock;
+  /** Creations, refusals, start latencies and stop outcomes (absent: not counted). */
+  metrics?: MetricsRecorder;
 }
 
 export type TokenLookup =
@@ -84,12 +87,16 @@ export class SessionManager extends EventEmitter {
    * them (boot-script `when.groups`); never taken from the request body.
    */
   async create(raw: unknown, who: { groups?: readonly string[]; actor?: string } = {}): Promise<SessionRow> {
-    const progress = { admitted: false };
+    let admitted = false;
     try {
-      return await this.admitAndLaunch(raw, who, progress);
+      return await this.admitAndLaunch(raw, who, () => { admitted = true; });
     } catch (err) {
-      // A start that fails after admission is audited as its session's end ('launch-failed'), not as a refusal.
-      if (!progress.admitted) this.auditRefusal(raw, who.actor, err);
+      // Thrown before the row was written: a refusal (invalid, over a limit, store busy); after: a failed start,
+      // audited as its session's end ('launch-failed').
+      if (!admitted) {
+        this.deps.metrics?.sessionRefused(err);
+        this.auditRefusal(raw, who.actor, err);
+      }
       throw err;
     }
   }
@@ -122,7 +129,7 @@ export class SessionManager extends EventEmitter {
   }
 
   private async admitAndLaunch(
-    raw: unknown, who: { groups?: readonly string[]; actor?: string }, progress: { admitted: boolean },
+    raw: unknown, who: { groups?: readonly string[]; actor?: string }, onAdmitted: () => void,
   ): Promise<SessionRow> {
     const { config, rows, catalog, log } = this.deps;
     const request = validateCreateRequest(
@@ -184,8 +191,9 @@ export class SessionManager extends EventEmitter {
     } catch (err) {
       throw storeError(err);
     }
-    progress.admitted = true;
     log.info({ sessionId: id, owner: row.owner, machine: row.machine }, 'session created');
+    onAdmitted();
+    this.deps.metrics?.sessionCreated(row.machine);
 
     // The answer comes when the VM is ready, or as soon as a scheduler has
     // queued it (Slurm): then the session page says "waiting for a node" and
@@ -206,6 +214,7 @@ export class SessionManager extends EventEmitter {
     if (!life) {
       life = new SessionLife(row.id, row.runDir, {
         rows: this.deps.rows, launcher: this.deps.launcher, log: this.deps.log, clock: this.clock,
+        metrics: this.deps.metrics,
         emit: (event, payload) => this.emit(event, payload),
         forget: (id) => { if (this.lives.get(id) === life) this.lives.delete(id); },
       });

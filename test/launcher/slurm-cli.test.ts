@@ -16,7 +16,7 @@ import type { ExecutionContext } from 'ava';
 import { QwdError } from '../../src/errors.js';
 import {
   describeSbatchFailure, describeTimeLimitFailure, parseExitCode, parseJobInfo, parseKeyValueLine, parseNodeAddress, parseSbatchOutput,
-  parseSlurmDuration, parseSlurmTimestamp, queuePositionFrom, slurmMessageOf, SlurmCli, type JobInfo, type SlurmBinaries, type SlurmRefusal,
+  jobStatesFrom, parseSlurmDuration, parseSlurmTimestamp, queuePositionFrom, slurmMessageOf, SlurmCli, type JobInfo, type SlurmBinaries, type SlurmRefusal,
 } from '../../src/launcher/slurm-cli.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
 import { pidsMentioning, requireProgram, tempDir, waitFor } from '../helpers/env.js';
@@ -199,6 +199,28 @@ test('jobInfo of an id Slurm does not know is null; nodeAddress gives NodeAddr, 
   t.is(await cli.nodeAddress('no-such-node'), 'no-such-node');
   t.regex(await cli.version(), /^22\.05\.\d+$/);
   t.true(await cli.isAvailable());
+});
+
+test('jobStates: one squeue for many jobs, those Slurm has forgotten absent, a lone unknown id an empty answer', async (t) => {
+  const slurm = await startSlurm(t, { cpus: 1 });
+  const cli = cliFor(slurm);
+  const running = await cli.submit(SLEEP, [...filesIn(slurm), '--job-name=states-a']);
+  const pending = await cli.submit(SLEEP, [...filesIn(slurm), '--job-name=states-b']);
+  await waitForState(cli, running, ['RUNNING']);
+  const unknown = String(slurm.firstJobId + 5000);
+  const states = await cli.jobStates([running, pending, unknown]);
+  t.deepEqual(Object.fromEntries(states), { [running]: 'RUNNING', [pending]: 'PENDING' });
+  t.deepEqual([...(await cli.jobStates([unknown])).entries()], [], 'squeue refuses a lone unknown id: read as gone');
+  await cli.cancel(running);
+  await waitForState(cli, running, ['CANCELLED']);
+  t.is((await cli.jobStates([running, pending])).get(running), 'CANCELLED', 'an ended job Slurm still knows keeps its state');
+  await t.throwsAsync(cli.jobStates(['1;rm']), { instanceOf: QwdError }, 'a malformed id never reaches squeue');
+  t.deepEqual([...(await cli.jobStates([])).entries()], [], 'nothing asked, nothing run');
+});
+
+test('jobStatesFrom reads "id|STATE" lines and skips what is not one', (t) => {
+  t.deepEqual([...jobStatesFrom('1001|RUNNING\n1002|PENDING\n\n12_[3-9]|PENDING\nnot a line\n1003|completed\n').entries()],
+    [['1001', 'RUNNING'], ['1002', 'PENDING']]);
 });
 
 test('two private clusters run side by side on one host with the same node name and do not see each other\'s jobs', async (t) => {

@@ -18,7 +18,9 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
   router.get('/login', (req, res) => {
     if (auth.open) return res.redirect(303, '/');
     const next = safeRedirectPath(req.query.next);
-    res.type('html').send(loginPage(kit.page(req, res), { password: auth.hasPasswordLogin, email: hasEmail(), next }));
+    res.type('html').send(loginPage(kit.page(req, res), {
+      password: auth.hasPasswordLogin, email: hasEmail(), sso: auth.singleSignOn, next,
+    }));
   });
 
   router.post('/login', async (req, res) => {
@@ -31,7 +33,10 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
     const outcome = await auth.login(user, password, req.ip ?? 'unknown', isKnownDevice(sessionSecret, marks, user));
     if (!outcome.ok) {
       if (outcome.retryAfterS) res.set('Retry-After', String(outcome.retryAfterS));
-      const form = { password: true, email: hasEmail(), error: outcome.message, next, user: user.slice(0, 64) };
+      const form = {
+        password: true, email: hasEmail(), sso: auth.singleSignOn, error: outcome.message, next,
+        user: user.slice(0, 64),
+      };
       res.status(outcome.status).type('html').send(loginPage(kit.page(req, res), form));
       return;
     }
@@ -44,7 +49,7 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
 
   router.post('/login/email', async (req, res) => {
     const email = (req.body as Record<string, unknown> | undefined)?.email;
-    const form = { password: auth.hasPasswordLogin, email: true, next: '/' };
+    const form = { password: auth.hasPasswordLogin, email: true, sso: auth.singleSignOn, next: '/' };
     // The server's own failures (mail, config) are told apart from the visitor's (address, rate).
     answerErrorsWith(res, (e) => e.httpStatus >= 500
       ? { status: 503, html: loginPage(kit.page(req, res), { ...form, error: LINK_NOT_SENT }) }
