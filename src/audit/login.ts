@@ -1,9 +1,10 @@
 // Login attempts in the audit trail: the one function every login path calls
-// (the password chain and e-mail links in auth/service.ts; an OpenID Connect
-// callback calls it the same way). The user name is kept as typed, bounded and
+// (the password chain and e-mail links in auth/service.ts; single sign-on's
+// events through fromOidcEvent, wired in http/app.ts). The user name is kept as typed, bounded and
 // escaped (boundedText); a password, a code or a token is never an argument.
 import type { SessionRows } from '../store/session-rows.js';
 import { ACTORS, boundedText } from './actor.js';
+import type { LoginEvent } from '../auth/oidc/service.js';
 
 export type LoginResult =
   /** The backend vouched for the user. */
@@ -13,7 +14,11 @@ export type LoginResult =
   /** Refused before any backend was asked: too many failures (auth.rateLimit). */
   | 'rate-limited'
   /** No backend could be asked (server down): nobody checked anything. */
-  | 'unavailable';
+  | 'unavailable'
+  /** The user logged out (kind 'logout'). */
+  | 'logout'
+  /** The broker ended a login its provider no longer vouches for (kind 'login-ended'). */
+  | 'ended';
 
 export interface LoginAttempt {
   /** The backend's configured name (auth.backends[].name), or "password" when the whole chain refused. */
@@ -36,7 +41,26 @@ export function recordLoginAttempt(rows: SessionRows, attempt: LoginAttempt, now
   const detail: Record<string, unknown> = { backend: boundedText(attempt.backend), result: attempt.result };
   if (attempt.ip) detail.ip = boundedText(attempt.ip, 64);
   if (attempt.reason) detail.reason = boundedText(attempt.reason, 32);
-  rows.audit(null, 'login', detail, now, {
-    actor: attempt.result === 'success' && user ? user : ACTORS.anonymous, owner: user,
-  });
+  const kind = attempt.result === 'logout' ? 'logout' : attempt.result === 'ended' ? 'login-ended' : 'login';
+  const actor = attempt.result === 'ended' ? ACTORS.broker
+    : (attempt.result === 'success' || attempt.result === 'logout') && user ? user : ACTORS.anonymous;
+  rows.audit(null, kind, detail, now, { actor, owner: user });
+}
+
+/**
+ * A single sign-on event (auth/oidc/service.ts) as a login attempt: accepted, refused (allowedGroups, no usable
+ * name), failed (provider down, wrong state, replayed code, expired ID token), a logout, a login a re-check ended.
+ * A re-check that could not reach the provider ('kept-unreachable') changes nothing and is not recorded. The event's
+ * detail is operator text (the provider's words): only its outcome is kept.
+ */
+export function fromOidcEvent(event: LoginEvent): LoginAttempt | null {
+  const base = { backend: event.backend, user: event.user };
+  switch (event.outcome) {
+    case 'accepted': return { ...base, result: 'success' };
+    case 'refused': return { ...base, result: 'failure', reason: 'refused' };
+    case 'failed': return { ...base, result: 'failure', reason: 'provider' };
+    case 'logout': return { ...base, result: 'logout' };
+    case 'ended': return { ...base, result: 'ended' };
+    default: return null;
+  }
 }

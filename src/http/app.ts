@@ -20,6 +20,7 @@ import { apiRoutes, stampServerTime } from './routes/api.js';
 import { healthRoutes } from './routes/health.js';
 import { oidcRecheck, oidcRoutes } from './routes/oidc.js';
 import { OidcLogins, singleSignOnOrigins } from '../auth/oidc/service.js';
+import { fromOidcEvent } from '../audit/login.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -52,7 +53,12 @@ export function createApp(deps: AppDeps): express.Express {
   }));
   app.use(identify(auth));
   // Single sign-on: a login its provider no longer vouches for ends here (routes/oidc.ts).
-  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now);
+  // Its outcomes go to the audit trail (audit/login.ts) like every other login.
+  const auditSso = (event: Parameters<typeof fromOidcEvent>[0]) => {
+    const attempt = fromOidcEvent(event);
+    if (attempt) auth.recordLogin(attempt);
+  };
+  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now, auditSso);
   app.use(oidcRecheck(oidcLogins));
   app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
   const csrfTokens = new CsrfTokens(deps.sessionSecret);
