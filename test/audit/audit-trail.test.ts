@@ -137,6 +137,7 @@ test('every change leaves a row with who did it; qwdctl audit filters them; the 
   t.like(refusal[0], { actor: 'alice', owner: 'alice', sessionId: null });
   t.like(refusal[0]!.detail, { code: 'QWD_BAD_REQUEST', asked: { machine: 'blank', cpus: 64 } });
 
+  t.is((await bob.post('/logout', {})).status, 303);
   const logins = await auditJson(setup.configFile, '--kind', 'login');
   t.deepEqual(logins.map((e) => [e.actor, e.owner, e.detail!.result, e.detail!.backend]), [
     ['web:anonymous', 'alice', 'failure', 'password'],
@@ -144,9 +145,10 @@ test('every change leaves a row with who did it; qwdctl audit filters them; the 
     ['bob', 'bob', 'success', 'local'],
     ['root', 'root', 'success', 'local'],
   ]);
-  // --user: what bob did or what was about him (his login, his viewing), nothing else.
+  // --user: what bob did or what was about him (his login, his viewing, his logout), nothing else.
   const bobs = await auditJson(setup.configFile, '--user', 'bob', '--since', '1h');
-  t.deepEqual(bobs.map((e) => e.kind), ['user-added', 'login', 'viewer-joined', 'viewer-left']);
+  t.deepEqual(bobs.map((e) => e.kind), ['user-added', 'login', 'viewer-joined', 'viewer-left', 'logout']);
+  t.like(bobs[4]!.detail, { backend: 'local', result: 'logout' });
   t.deepEqual((await auditJson(setup.configFile, '--since', '1h', '--limit', '2')).map((e) => e.kind).length, 2);
   t.deepEqual(await auditJson(setup.configFile, '--until', '2000-01-01'), []);
 

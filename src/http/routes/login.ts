@@ -76,6 +76,9 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
   });
 
   router.post('/logout', (req, res, next) => {
+    // (single sign-on logouts are answered, and audited, by routes/oidc.ts before this one)
+    const who = req.session.identity;
+    if (who) auth.recordLogin({ backend: who.via, user: who.user, result: 'logout', ip: req.ip });
     req.session.destroy((err) => {
       if (err) return next(err);
       res.clearCookie(SESSION_COOKIE);
