@@ -7,7 +7,7 @@ import type { UserStore } from '../store/users.js';
 import type { Mailer } from '../notify/mailer.js';
 import { QwdError } from '../errors.js';
 import { authenticateChain, type AuthAttemptHook } from './chain.js';
-import { LoginRateLimiter, loginKeys } from './rate-limit.js';
+import { LoginRateLimiter, clientKey, loginKeys, type Admission, type Attempt } from './rate-limit.js';
 import { localBackend } from './backends/local.js';
 import { ldapBackend } from './backends/ldap.js';
 import { imapBackend } from './backends/imap.js';
@@ -197,6 +197,22 @@ export class AuthService {
     return {
       user: email, email, groups: [], admin: this.config.auth.admins.includes(email), via: this.emailBackend.name,
     };
+  }
+
+  /**
+   * A single sign-on login start from this address (each one writes a browser-session row): counted like a
+   * failed login of this client (auth.rateLimit.maxFailuresPerClient within windowS, under a key of its own so
+   * that it never holds back the password form), and forgiven when its callback logs in.
+   */
+  admitSingleSignOnStart(ip: string): Admission {
+    return this.limiter.admit([
+      { key: `sso-start:${clientKey(ip)}`, max: this.config.auth.rateLimit.maxFailuresPerClient },
+    ]);
+  }
+
+  /** The start led to a login: it no longer counts. */
+  forgiveSingleSignOnStart(attempt: Attempt): void {
+    this.limiter.forgive(attempt);
   }
 
   /** The time to record as a browser login's start (see currentIdentity). */

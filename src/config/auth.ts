@@ -65,6 +65,8 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
   rejectUnknownKeys(p, raw, 'auth.', ['backends', 'admins', 'rateLimit', 'sessionTtlS', 'linksRequireLogin']);
   const list = raw.backends ?? [{ type: 'none' }];
   const backends: BackendConfig[] = [];
+  /** Where each parsed backend is in the list, and whether its name was written or defaulted to its type. */
+  const origin: Array<{ at: string; named: boolean }> = [];
   if (!Array.isArray(list) || list.length === 0) p.add('auth.backends', 'a non-empty list of backends', list);
   else {
     list.forEach((item, i) => {
@@ -77,7 +79,10 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
       const b = type === 'oidc'
         ? parseOidcBackend(p, item, at, baseDir, top)
         : parseBackend(p, item, type as Exclude<BackendConfig['type'], 'oidc'>, at, baseDir);
-      if (b) backends.push(b);
+      if (b) {
+        backends.push(b);
+        origin.push({ at: `auth.backends[${i}]`, named: item.name !== undefined });
+      }
     });
     if (backends.some((b) => b.type === 'none') && backends.length > 1) {
       p.note('auth.backends: "none" cannot be combined with other backends (anyone could skip the password)');
@@ -98,9 +103,19 @@ export function parseAuthConfig(p: Problems, top: Obj, baseDir: string): AuthCon
           'never from the request\'s Host header (e.g. publicUrl: https://desktops.example.org)',
       );
     }
+    // Effective names: a backend without name: is named after its type, so two unnamed oidc backends are both
+    // "oidc" (one would silently replace the other's routes); refused, saying so.
     const names = backends.map((b) => b.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
-    if (dup) p.note(`auth.backends: two backends are named "${dup}"; give them distinct name: keys`);
+    if (dup) {
+      const same = origin.filter((_, i) => names[i] === dup);
+      const where = same.map((o) => o.at);
+      const unnamed = same.some((o) => !o.named);
+      p.note(
+        `auth.backends: ${where.join(' and ')} are both named "${dup}"` +
+          (unnamed ? ' (a backend without name: is named after its type)' : '') + '; give them distinct name: keys',
+      );
+    }
   }
   const admins = raw.admins ?? [];
   if (!Array.isArray(admins) || !admins.every((a) => typeof a === 'string')) {

@@ -15,7 +15,10 @@ export interface OidcBackendConfig {
   name: string;
   /** The button says "Log in with <label>". */
   label: string;
-  /** The provider's issuer URL; discovery reads <issuer>/.well-known/openid-configuration. */
+  /**
+   * The provider's issuer URL exactly as configured (a trailing "/" included): the discovery document's issuer
+   * and the ID tokens' iss must be this very string (OpenID Connect Discovery 1.0 section 4.3).
+   */
   issuer: string;
   clientId: string;
   /** Exactly one of the two is set. */
@@ -34,7 +37,7 @@ export interface OidcBackendConfig {
   recheckS: number;
   /** How long a login is kept, counted from its last successful check, while the provider cannot be reached. */
   unreachableGraceS: number;
-  /** Every request to the provider (discovery, token, userinfo) gives up after this. */
+  /** Every request to the provider (discovery, token, JWKS, userinfo) gives up after this many milliseconds. */
   timeoutMs: number;
   /** Accept an http:// issuer (no TLS): only for a provider on the same host or in tests. */
   allowHttpIssuer: boolean;
@@ -99,7 +102,7 @@ export function parseOidcBackend(p: Problems, item: Obj, at: string, baseDir: st
     );
   }
   return {
-    type: 'oidc', name, issuer: issuer.replace(/\/+$/, ''), clientId, allowHttpIssuer,
+    type: 'oidc', name, issuer, clientId, allowHttpIssuer,
     label: readString(p, item, 'label', name, { prefix: at, pattern: /^[^<>\n]{1,64}$/, expectation: 'a short label' }),
     clientSecret, clientSecretFile: secretFile, scopes,
     userClaim: claim('userClaim', 'preferred_username'),

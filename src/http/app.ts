@@ -58,7 +58,10 @@ export function createApp(deps: AppDeps): express.Express {
     const attempt = fromOidcEvent(event);
     if (attempt) auth.recordLogin(attempt);
   };
-  const oidcLogins = deps.oidcLogins ?? new OidcLogins(config, deps.log.child({ module: 'oidc' }), deps.now, auditSso);
+  const oidcLogins = deps.oidcLogins ?? new OidcLogins(
+    config, deps.log.child({ module: 'oidc' }), deps.now, auditSso,
+    () => deps.catalog.list().map((m) => m.bootScripts.scripts),
+  );
   app.use(oidcRecheck(oidcLogins));
   app.use(limitAnonymousPages(new AnonymousPageLimiter(config.auth.rateLimit.anonymousPagesPerMinute)));
   const csrfTokens = new CsrfTokens(deps.sessionSecret);

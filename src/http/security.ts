@@ -82,7 +82,7 @@ export class CsrfTokens {
     if (typeof token !== 'string' || token.length !== 87) return false;
     const [nonce, mac] = token.split('.');
     if (!nonce || !mac || !/^[A-Za-z0-9_-]{43}$/.test(nonce)) return false;
-    return same(mac, this.mac(binding, nonce));
+    return sameSecret(mac, this.mac(binding, nonce));
   }
 
   private mac(binding: string | null, nonce: string): string {
@@ -120,7 +120,8 @@ export function csrfToken(req: Request, res: Response, tokens: CsrfTokens): stri
   return token;
 }
 
-function same(a: unknown, b: string | undefined): boolean {
+/** Two secrets (tokens, MACs, OAuth state) compared in constant time; anything but a string is never equal. */
+export function sameSecret(a: unknown, b: string | undefined): boolean {
   if (typeof a !== 'string' || !b) return false;
   const x = Buffer.from(a);
   const y = Buffer.from(b);
@@ -151,7 +152,7 @@ function carriesOurCookie(cookieHeader: string | undefined): boolean {
 function tokenAccepted(req: Request, submitted: unknown, tokens: CsrfTokens): boolean {
   if (req.sessionID && tokens.valid(submitted, req.sessionID)) return true;
   if (csrfBinding(req) !== null || !tokens.valid(submitted, null)) return false;
-  return same(submitted, cookieValue(req.get('cookie'), CSRF_COOKIE) ?? undefined);
+  return sameSecret(submitted, cookieValue(req.get('cookie'), CSRF_COOKIE) ?? undefined);
 }
 
 /**

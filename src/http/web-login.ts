@@ -3,7 +3,13 @@
 // auth.linksRequireLogin holds there too. Reads the express-session cookie
 // the way express-session signs it ("s:" + id + "." + HMAC-SHA256 in base64
 // without padding, the cookie-signature format) and the stored session.
+// Also starting and ending a login in the browser session, the same for every
+// way of logging in (password form, e-mail link, single sign-on): a new
+// session id at login (no session fixation), the desktops made in this
+// browser carried over; a logout that destroys the session and its cookie.
 import crypto from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import type { SessionData } from 'express-session';
 import type { AuthService } from '../auth/service.js';
 import type { Identity } from '../auth/types.js';
 import { SESSION_COOKIE, cookieValue } from './security.js';
@@ -35,4 +41,35 @@ export function webLoginFromCookie(
   if (sid === null) return null;
   const data = store.read(sid);
   return data ? auth.currentIdentity(data.identity, data.loggedInAt) : null;
+}
+
+/**
+ * Regenerates the browser session (the old id is no longer logged in: its row is destroyed), then stores the
+ * identity, the login's start (it lasts auth.sessionTtlS from there, see identify()) and what the backend
+ * keeps besides (`more`: e.g. the SSO tokens).
+ */
+export function startWebLogin(
+  req: Request, identity: Identity, loggedInAt: number, more: Pick<SessionData, 'oidc' | 'oidcPending'> = {},
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const kept = req.session.sessionIds;
+    req.session.regenerate((err) => {
+      if (err) return reject(err);
+      req.session.identity = identity;
+      req.session.loggedInAt = loggedInAt;
+      if (more.oidc) req.session.oidc = more.oidc;
+      if (more.oidcPending?.length) req.session.oidcPending = more.oidcPending;
+      req.session.sessionIds = kept;
+      req.session.save((e) => (e ? reject(e) : resolve()));
+    });
+  });
+}
+
+/** Destroys the browser session and its cookie, then sends the browser `to`. */
+export function endWebLogin(req: Request, res: Response, next: NextFunction, to: string): void {
+  req.session.destroy((err) => {
+    if (err) return next(err);
+    res.clearCookie(SESSION_COOKIE);
+    res.redirect(303, to);
+  });
 }

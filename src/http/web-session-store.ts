@@ -33,7 +33,7 @@ export class SqliteWebSessionStore extends session.Store {
 
   override set(sid: string, data: session.SessionData, callback?: (err?: unknown) => void): void {
     try {
-      const expires = data.cookie?.expires ? new Date(data.cookie.expires).getTime() : Date.now() + DAY_MS;
+      const expires = expiresAt(data);
       this.db.prepare('INSERT INTO web_sessions (sid, data, expires_at) VALUES (?, ?, ?) '
         + 'ON CONFLICT(sid) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at')
         .run(sid, JSON.stringify(data), expires);
@@ -52,11 +52,26 @@ export class SqliteWebSessionStore extends session.Store {
     }
   }
 
-  override touch(sid: string, data: session.SessionData, callback?: () => void): void {
-    this.set(sid, data, () => callback?.());
+  /**
+   * Moves an unchanged session's expiry. Only where its row still exists: a request that read the session before a
+   * logout (in another request) destroyed it must not write the logged-in row back when it ends.
+   */
+  override touch(sid: string, data: session.SessionData, callback?: (err?: unknown) => void): void {
+    try {
+      const expires = expiresAt(data);
+      this.db.prepare('UPDATE web_sessions SET expires_at = ? WHERE sid = ?').run(expires, sid);
+      callback?.();
+    } catch (err) {
+      callback?.(err);
+    }
   }
 
   prune(now = Date.now()): number {
     return this.db.prepare('DELETE FROM web_sessions WHERE expires_at < ?').run(now).changes;
   }
+}
+
+/** When a session's row expires: its cookie's expiry, or a day from now for a cookie without one. */
+function expiresAt(data: session.SessionData): number {
+  return data.cookie?.expires ? new Date(data.cookie.expires).getTime() : Date.now() + DAY_MS;
 }

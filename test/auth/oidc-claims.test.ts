@@ -1,6 +1,6 @@
 // From a provider's claims to an Identity or a refusal (decideIdentity): pure, table by table.
 import test from 'ava';
-import { MAX_GROUPS_KEPT, decideIdentity, readGroups } from '../../src/auth/oidc/claims.js';
+import { MAX_GROUPS_KEPT, conditionGroups, decideIdentity, readGroups } from '../../src/auth/oidc/claims.js';
 import type { OidcBackendConfig } from '../../src/config/oidc.js';
 
 const CFG: OidcBackendConfig = {
@@ -61,4 +61,19 @@ test('readGroups: only a list or a string is a groups claim', (t) => {
   t.deepEqual(readGroups(undefined), []);
   t.deepEqual(readGroups({ staff: true }), []);
   t.deepEqual(readGroups(['b', 'a', 'b']), ['b', 'a']);
+});
+
+test('claims: groups a boot-script condition names are kept wherever the provider puts them', (t) => {
+  const named = conditionGroups([
+    [{ exec: 'a', when: { groups: ['beamline-7'] }, source: 'site' }, { exec: 'b', source: 'site' }],
+    [{ exec: 'c', when: { groups: ['cryo', 'beamline-7'], users: ['x'] }, source: 'machines/m.yml' }],
+  ]);
+  t.deepEqual([...named], ['beamline-7', 'cryo']);
+  const groups = [...Array.from({ length: 10_000 }, (_, i) => `g${i}`), 'cryo', 'staff', 'beamline-7'];
+  const d = decideIdentity({ preferred_username: 'ivy', groups }, { ...CFG, allowedGroups: ['staff'] }, [], named);
+  if (!d.ok) return t.fail(d.detail);
+  t.is(d.identity.groups.length, MAX_GROUPS_KEPT);
+  t.deepEqual(d.identity.groups.slice(0, 4), ['cryo', 'staff', 'beamline-7', 'g0'], 'named first, then in order');
+  const without = decideIdentity({ preferred_username: 'ivy', groups }, { ...CFG, allowedGroups: ['staff'] }, []);
+  t.false(without.ok && without.identity.groups.includes('beamline-7'), 'without the condition it would be dropped');
 });

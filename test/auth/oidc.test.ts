@@ -5,18 +5,25 @@
 // replayed code, expired ID token, refused users; the provider down (at login
 // and at a re-check), malformed answers, 10,000 groups; losing access at the
 // next request; logout that goes on to the provider. No token in the log.
+// Also: a new session id at login, a nonce or signature that does not hold, a
+// provider that never answers, an issuer with a trailing slash, several login
+// tabs, the login start's rate limit, unsafe `next` values.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { startBroker, type Broker } from '../../src/main.js';
+import { SqliteWebSessionStore } from '../../src/http/web-session-store.js';
 import { createLogger } from '../../src/log.js';
 import { makeSetup, requireProgram } from '../helpers/env.js';
 import { startTestBroker, stopAllVms } from '../helpers/broker.js';
 import { WebClient } from '../helpers/web-client.js';
 import { qwdctl } from '../helpers/cli.js';
 import { closedPort } from '../helpers/peer-process.js';
-import { ProviderBrowser, startOidcProvider, type TestProvider } from '../helpers/oidc-provider.js';
+import {
+  ProviderBrowser, startOidcProvider, type ProviderOptions, type TestProvider,
+} from '../helpers/oidc-provider.js';
 import { SecretCollector, assertNoTokenInLog } from '../helpers/log-secrets.js';
 
 const PUBLIC_URL = 'http://desktops.test';
@@ -32,10 +39,20 @@ interface SsoOptions {
   issuer?: string;
   /** More top-level config keys. */
   extra?: Record<string, unknown>;
+  /** More keys of the auth section (rateLimit). */
+  auth?: Record<string, unknown>;
+  /** How the test provider is set up (issuer with a trailing slash, no refresh tokens). */
+  provider?: Partial<ProviderOptions>;
 }
 
+/**
+ * Each request to the provider may take this long: generous, so that a loaded machine (load 16 seen) does not
+ * turn a slow answer into a failed login; the test about the timeout sets its own.
+ */
+const PROVIDER_TIMEOUT_MS = 15_000;
+
 async function ssoSetup(t: ExecutionContext, opts: SsoOptions = {}) {
-  const provider = await startOidcProvider(t, { publicUrl: PUBLIC_URL, idTokenTtlS: opts.idTokenTtlS });
+  const provider = await startOidcProvider(t, { publicUrl: PUBLIC_URL, idTokenTtlS: opts.idTokenTtlS, ...opts.provider });
   provider.accounts.set('alice', { email: 'alice@example.org', groups: ['staff', 'qwd-admins'] });
   provider.accounts.set('bob', { email: 'bob@example.org', groups: ['staff', 'physics'] });
   provider.accounts.set('eve', { email: 'eve@example.org', groups: ['visitors'] });
@@ -44,11 +61,12 @@ async function ssoSetup(t: ExecutionContext, opts: SsoOptions = {}) {
     ...opts.extra,
     publicUrl: PUBLIC_URL,
     auth: {
+      ...opts.auth,
       backends: [{ type: 'local' }, {
         type: 'oidc', name: 'sso', label: 'Lab SSO', issuer: opts.issuer ?? provider.issuer,
         clientId: provider.clientId, clientSecret: provider.clientSecret, allowHttpIssuer: true,
         scopes: ['openid', 'profile', 'email', 'groups'], adminGroups: ['qwd-admins'], allowedGroups: ['staff'],
-        recheckS: 0, timeoutMs: 2000, ...opts.backend,
+        recheckS: 0, timeoutMs: PROVIDER_TIMEOUT_MS, ...opts.backend,
       }],
     },
   });
@@ -77,10 +95,12 @@ function local(callback: URL): string {
 }
 
 /** Presses "Log in with Lab SSO" and signs in at the provider; returns where the provider sends the browser back. */
-async function startSso(broker: Broker, provider: TestProvider, user: string, browser = new WebClient(broker.url)) {
+async function startSso(
+  broker: Broker, provider: TestProvider, user: string, browser = new WebClient(broker.url), next = '/manage',
+) {
   const page = await browser.get('/login');
   if (!/Log in with Lab SSO/.test(page.text)) throw new Error(`no SSO button on the login page: ${page.text}`);
-  const start = await browser.post('/auth/oidc/sso/login', { next: '/manage' });
+  const start = await browser.post('/auth/oidc/sso/login', { next });
   if (start.status !== 303 || !start.location?.startsWith(provider.issuer)) {
     throw new Error(`the login start answered ${start.status} ${start.location ?? start.text.slice(0, 300)}`);
   }
@@ -140,6 +160,7 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
   const pageStarted = performance.now();
   const home = await browser.get('/');
   t.log(`a page with a re-check (recheckS 0: refresh grant + userinfo): ${Math.round(performance.now() - pageStarted)} ms`);
+  t.log(`JWKS fetched ${provider.hits.get('/jwks') ?? 0} time(s) for the login and its re-check (signature checks)`);
   t.is(home.status, 200);
   t.regex(home.text, /Desktop for <strong>alice<\/strong>/);
   t.regex(home.text, /alice \(admin\)/, 'admin through adminGroups');
@@ -174,6 +195,7 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
     data.oidc.tokens.idToken);
   secrets.addCookies(browser.cookie);
   t.truthy(data.oidc.tokens.refreshToken, 'a refresh token is kept for re-checks');
+  t.is(data.oidc.tokens.accessToken, null, 'no access token is kept beside a refresh token');
   assertNoTokenInLog(t, logFile, secrets.secrets, 500);
   t.regex(fs.readFileSync(logFile, 'utf8'), /"outcome":"accepted"/, 'the login is logged');
 });
@@ -273,7 +295,7 @@ test('provider down at login: a clear message, the password login and /healthz s
   t.regex(res.text, /Single sign-on with Lab SSO is unavailable right now\. Please try again later, or log in with your user name and password\./);
   t.regex(res.text, /name="password"/, 'the password form is offered');
   noStack(t, res.text);
-  t.true(Date.now() - started < 5000, 'answered within the timeout (timeoutMs 2000), with room for a loaded machine');
+  t.true(Date.now() - started < 5000, 'connection refused: answered at once, not after the timeout');
   t.is((await fetch(`${broker.url}/healthz`)).status, 200);
   const login = await browser.post('/login', { user: 'carol', password: 'carol-Secret-1234', next: '/' });
   t.is(login.status, 303);
@@ -418,4 +440,244 @@ test('an oidc-only login page shows just the button', async (t) => {
   const db = new Database(path.join(setup.stateDir, 'qwd.sqlite'), { readonly: true });
   t.teardown(() => db.close());
   t.is((db.prepare('SELECT count(*) AS n FROM web_sessions').get() as { n: number }).n, 0, 'showing the page stores nothing');
+});
+
+/** The value of one cookie in a WebClient's jar. */
+function cookieOf(browser: WebClient, name: string): string | null {
+  for (const part of browser.cookie.split('; ')) if (part.startsWith(`${name}=`)) return part.slice(name.length + 1);
+  return null;
+}
+
+test('a group a boot script names is kept even as the last of 10,000: the script is chosen', async (t) => {
+  const { provider, broker } = await ssoSetup(t, {
+    extra: { guest: { bootScripts: { scripts: [{ exec: 'echo beamline @USER@', when: { groups: ['beamline-7'] } }] } } },
+  });
+  const launcher = broker.services.launcher;
+  const startVm = launcher.start.bind(launcher);
+  const scriptsStarted: string[][] = [];
+  launcher.start = (spec) => {
+    scriptsStarted.push((spec.bootScripts?.scripts ?? []).map((s) => s.text.trim()));
+    return startVm(spec);
+  };
+  const groups = ['staff', ...Array.from({ length: 10_000 }, (_, i) => `lab-group-${i}`), 'beamline-7'];
+  provider.accounts.set('bob', { email: 'bob@example.org', groups });
+  const bob = await ssoLogin(broker, provider, 'bob');
+  const row = webSessionRows(broker).map((r) => JSON.parse(r.data)).find((d) => d.identity?.user === 'bob');
+  t.is(row.identity.groups.length, 200, 'still bounded');
+  t.true(row.identity.groups.includes('beamline-7'), 'the named group is kept');
+  const created = await bob.browser.api('POST', '/api/v1/sessions', { machine: 'blank', lifetimeS: 600 }, { withCsrf: true });
+  t.is(created.status, 201, JSON.stringify(created.json));
+  t.deepEqual(scriptsStarted, [['echo beamline bob']]);
+});
+
+test('the browser session gets a new id at login: the cookie from the login start is not logged in', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const { browser, callback } = await startSso(broker, provider, 'alice');
+  const before = cookieOf(browser, 'qwd.sid');
+  t.truthy(before, 'the login start set a session cookie (it holds state, nonce and verifier)');
+  t.is((await browser.get(local(callback))).status, 303);
+  const after = cookieOf(browser, 'qwd.sid');
+  t.truthy(after);
+  t.not(after, before, 'a new session cookie at login');
+  t.is((await browser.get('/')).status, 200, 'the new cookie is logged in');
+  const old = new WebClient(broker.url);
+  old.cookie = `qwd.sid=${before}`;
+  t.is((await old.get('/')).status, 303, 'the old cookie is sent to log in');
+  t.is((await old.api('GET', '/api/v1/sessions')).status, 401);
+  const sid = decodeURIComponent(before!).slice(2).split('.')[0]!;
+  const oldRow = broker.services.db.prepare('SELECT data FROM web_sessions WHERE sid = ?').get(sid);
+  t.is(oldRow, undefined, 'the old session row is gone');
+});
+
+test('a provider that accepts connections but never answers: a clear 503 after about timeoutMs', async (t) => {
+  const sockets = new Set<net.Socket>();
+  const silent = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy();
+    silent.close(() => resolve());
+  }));
+  const port = (silent.address() as net.AddressInfo).port;
+  const timeoutMs = 1000;
+  const { broker } = await ssoSetup(t, { issuer: `http://127.0.0.1:${port}`, backend: { timeoutMs } });
+  const browser = new WebClient(broker.url);
+  await browser.get('/login');
+  const started = performance.now();
+  const res = await browser.post('/auth/oidc/sso/login', { next: '/' });
+  const tookMs = performance.now() - started;
+  t.log(`answered after ${Math.round(tookMs)} ms (timeoutMs ${timeoutMs})`);
+  t.is(res.status, 503);
+  t.regex(res.text, /Single sign-on with Lab SSO is unavailable right now/);
+  noStack(t, res.text);
+  t.true(sockets.size >= 1 || tookMs >= timeoutMs - 50, 'the broker did connect and wait');
+  t.true(tookMs >= timeoutMs - 50, `not before the timeout (${Math.round(tookMs)} ms)`);
+  t.true(tookMs < timeoutMs + 3000, `about timeoutMs, with room for a loaded machine (${Math.round(tookMs)} ms)`);
+  t.is(webSessionRows(broker).length, 0, 'no browser-session row for a start that did not happen');
+});
+
+test('an ID token whose signature does not verify against the provider\'s keys is refused', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const { browser, callback } = await startSso(broker, provider, 'alice');
+  provider.faults.set('/jwks', 'other-jwks');
+  const res = await browser.get(local(callback));
+  t.is(res.status, 502);
+  t.regex(res.text, /The answer from Lab SSO could not be accepted/);
+  noStack(t, res.text);
+  t.true((provider.hits.get('/jwks') ?? 0) >= 1, 'the keys were fetched to check the signature');
+  t.is((await browser.get('/')).status, 303, 'not logged in');
+});
+
+test('a nonce that does not match the login start is refused', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const { browser, callback } = await startSso(broker, provider, 'alice');
+  // The stored nonce is changed (as if the ID token were from another login start): the token's nonce no longer matches.
+  const rows = broker.services.db.prepare('SELECT sid, data FROM web_sessions').all() as Array<{ sid: string; data: string }>;
+  const row = rows.find((r) => JSON.parse(r.data).oidcPending)!;
+  const data = JSON.parse(row.data);
+  data.oidcPending[0].nonce = 'n'.repeat(43);
+  broker.services.db.prepare('UPDATE web_sessions SET data = ? WHERE sid = ?').run(JSON.stringify(data), row.sid);
+  const res = await browser.get(local(callback));
+  t.is(res.status, 502);
+  t.regex(res.text, /The answer from Lab SSO could not be accepted/);
+  noStack(t, res.text);
+  t.is((await browser.get('/')).status, 303, 'not logged in');
+});
+
+for (const unsafe of ['//evil.example/x', 'https://evil.example/', '/\\evil.example']) {
+  test(`an unsafe next on the SSO start (${unsafe}) lands on a local page`, async (t) => {
+    const { provider, broker } = await ssoSetup(t);
+    const { browser, callback } = await startSso(broker, provider, 'alice', undefined, unsafe);
+    const done = await browser.get(local(callback));
+    t.is(done.status, 303);
+    t.is(done.location, '/');
+  });
+}
+
+test('an issuer with a trailing slash is used as configured: the login works', async (t) => {
+  const { provider, broker } = await ssoSetup(t, { provider: { issuerSuffix: '/' } });
+  t.true(provider.issuer.endsWith('/'));
+  const backend = broker.services.config.auth.backends.find((b) => b.name === 'sso');
+  t.is(backend?.type === 'oidc' ? backend.issuer : null, provider.issuer);
+  const alice = await ssoLogin(broker, provider, 'alice');
+  t.regex((await alice.browser.get('/')).text, /Desktop for <strong>alice<\/strong>/);
+});
+
+test('without refresh tokens the access token is kept (size-capped) and the re-check uses userinfo', async (t) => {
+  const { provider, broker } = await ssoSetup(t, { provider: { refreshTokens: false } });
+  const bob = await ssoLogin(broker, provider, 'bob');
+  const row = webSessionRows(broker).map((r) => JSON.parse(r.data)).find((d) => d.identity?.user === 'bob');
+  t.is(row.oidc.tokens.refreshToken, null);
+  t.truthy(row.oidc.tokens.accessToken);
+  t.true(row.oidc.tokens.accessToken.length <= 8192);
+  const userinfo = provider.hits.get('/me') ?? 0;
+  t.is((await bob.browser.get('/')).status, 200);
+  t.true((provider.hits.get('/me') ?? 0) > userinfo, 're-checked through userinfo');
+  provider.accounts.set('bob', { email: 'bob@example.org', groups: ['physics'] });
+  t.is((await bob.browser.get('/')).status, 303, 'out of allowedGroups: logged out');
+});
+
+test('two login tabs: each start keeps its own state; at most 5 are kept, the oldest dropped', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const first = await startSso(broker, provider, 'alice');
+  const second = await startSso(broker, provider, 'alice', first.browser, '/second');
+  t.is((await first.browser.get(local(first.callback))).location, '/manage', 'the first tab logs in');
+  const again = await first.browser.get(local(second.callback));
+  t.is(again.status, 303, 'the second tab also completes (its start was not overwritten)');
+  t.is(again.location, '/second');
+
+  const browser = new WebClient(broker.url);
+  const oldest = await startSso(broker, provider, 'bob', browser);
+  for (let i = 0; i < 4; i++) t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
+  const newest = await startSso(broker, provider, 'bob', browser, '/newest');
+  const rows = webSessionRows(broker).map((r) => JSON.parse(r.data)).filter((d) => d.oidcPending);
+  t.is(rows.length, 1);
+  t.is(rows[0].oidcPending.length, 5, 'at most 5 kept');
+  t.is((await browser.get(local(newest.callback))).location, '/newest');
+  const dropped = await browser.get(local(oldest.callback));
+  t.is(dropped.status, 400, 'the oldest start was dropped');
+  t.regex(dropped.text, /did not start in this browser, or has expired/);
+});
+
+test('the SSO login start is rate-limited per client address; a completed login does not count', async (t) => {
+  const { provider, broker } = await ssoSetup(t, { auth: { rateLimit: { maxFailuresPerClient: 3, windowS: 300 } } });
+  const browser = new WebClient(broker.url);
+  const completed = await startSso(broker, provider, 'alice', browser);
+  for (let i = 0; i < 2; i++) t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
+  const pendingNow = () => webSessionRows(broker).map((r) => JSON.parse(r.data).oidcPending);
+  const before = pendingNow();
+  t.is(before[0].length, 3);
+  const refused = await browser.post('/auth/oidc/sso/login', { next: '/' });
+  t.is(refused.status, 429);
+  t.regex(refused.text, /Too many logins started\. Try again in \d+ s\./);
+  noStack(t, refused.text);
+  t.deepEqual(pendingNow(), before, 'no login start stored');
+  // A visitor without a session from the same address: refused before any row is written.
+  const fresh = new WebClient(broker.url);
+  await fresh.get('/login');
+  t.is((await fresh.post('/auth/oidc/sso/login', { next: '/' })).status, 429);
+  t.false(fresh.holds('qwd.sid'), 'no session cookie');
+  t.is(webSessionRows(broker).length, 1, 'no new browser-session row');
+  const headers = await fetch(`${broker.url}/auth/oidc/sso/login`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: browser.cookie },
+    body: new URLSearchParams({ _csrf: browser.csrf, next: '/' }).toString(), redirect: 'manual',
+  });
+  t.is(headers.status, 429);
+  t.regex(headers.headers.get('retry-after') ?? '', /^\d+$/);
+  // The start that logs in is forgiven: this client may start again.
+  t.is((await browser.get(local(completed.callback))).status, 303);
+  await browser.get('/'); // the page's CSRF token for the new session id
+  t.is((await browser.post('/auth/oidc/sso/login', { next: '/' })).status, 303);
+  // The password form is not held back by SSO starts (a key of its own).
+  t.is((await browser.post('/login', { user: 'nobody', password: 'wrong-password' })).status, 401);
+});
+
+test('a request waiting on another\'s re-check, whose session a logout destroyed meanwhile, goes on logged out (no 500)', async (t) => {
+  const { provider, broker } = await ssoSetup(t);
+  const alice = await ssoLogin(broker, provider, 'alice');
+  const original = cookieOf(alice.browser, 'qwd.sid')!;
+  const sid = decodeURIComponent(original).slice(2).split('.')[0]!;
+  // The store's reads of this session are counted; the second read after arming (the waiting request's reload,
+  // after its first load) is held until the test has destroyed the session, as a logout in another tab does.
+  const realGet = SqliteWebSessionStore.prototype.get;
+  let reads = 0;
+  let reloading!: () => void;
+  const reloadReached = new Promise<void>((resolve) => { reloading = resolve; });
+  let goOn!: () => void;
+  const reloadMayGo = new Promise<void>((resolve) => { goOn = resolve; });
+  let firstLoad!: () => void;
+  const firstLoadDone = new Promise<void>((resolve) => { firstLoad = resolve; });
+  t.teardown(() => { SqliteWebSessionStore.prototype.get = realGet; });
+  const slowToken = provider.hold('/token');
+  // Request A: its re-check (recheckS 0) waits at the provider's token endpoint.
+  const a = alice.browser.get('/');
+  await slowToken.reached;
+  SqliteWebSessionStore.prototype.get = function (this: SqliteWebSessionStore, id, callback) {
+    if (id !== sid) return realGet.call(this, id, callback);
+    reads += 1;
+    if (reads === 1) {
+      realGet.call(this, id, callback);
+      firstLoad();
+      return;
+    }
+    reloading();
+    void reloadMayGo.then(() => realGet.call(this, id, callback));
+  };
+  // Request B: loads the session, then waits on A's re-check.
+  const b = alice.browser.api('GET', '/api/v1/sessions');
+  await firstLoadDone;
+  slowToken.release();
+  await reloadReached;
+  // What POST /logout in another tab does to the row (SqliteWebSessionStore.destroy).
+  broker.services.db.prepare('DELETE FROM web_sessions WHERE sid = ?').run(sid);
+  goOn();
+  t.is((await b).status, 401, 'B goes on as not logged in');
+  t.is((await a).status, 200, 'A had its answer');
+  const row = broker.services.db.prepare('SELECT data FROM web_sessions WHERE sid = ?').get(sid);
+  t.is(row, undefined, 'the destroyed session is not written back by B');
+  const old = new WebClient(broker.url);
+  old.cookie = `qwd.sid=${original}`;
+  t.is((await old.get('/')).status, 303, 'the logged-out cookie stays logged out');
 });

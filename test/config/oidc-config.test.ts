@@ -20,13 +20,42 @@ test('an oidc backend: the defaults a Keycloak or Dex site expects', (t) => {
   t.deepEqual(problems, []);
   const b = config!.auth.backends[0] as OidcBackendConfig;
   t.like(b, {
-    type: 'oidc', name: 'oidc', label: 'oidc', issuer: 'https://sso.example.org/realms/lab', clientId: 'qwd',
+    type: 'oidc', name: 'oidc', label: 'oidc', issuer: 'https://sso.example.org/realms/lab/', clientId: 'qwd',
     clientSecret: 's3cret-value', clientSecretFile: null, userClaim: 'preferred_username', emailClaim: 'email',
     groupsClaim: 'groups', recheckS: 300, unreachableGraceS: 900, timeoutMs: 5000, allowHttpIssuer: false,
   });
   t.deepEqual(b.scopes, ['openid', 'profile', 'email']);
   t.deepEqual([b.adminGroups, b.allowedGroups], [[], []]);
   t.true(config!.auth.linksRequireLogin, 'links need a login, as with any login backend');
+});
+
+test('the issuer is kept exactly as configured, with or without a trailing slash (it must equal the iss claim)', (t) => {
+  for (const issuer of ['https://sso.example.org/realms/lab/', 'https://sso.example.org/realms/lab', 'https://dex.example.org/']) {
+    const { config, problems } = parse({ ...GOOD, issuer });
+    t.deepEqual(problems, []);
+    t.is((config!.auth.backends[0] as OidcBackendConfig).issuer, issuer);
+  }
+});
+
+test('two oidc backends that both default to the name "oidc" are refused, naming both and why', (t) => {
+  const { config, problems } = parseConfig({
+    publicUrl: PUBLIC,
+    auth: { backends: [{ type: 'local' }, GOOD, { ...GOOD, issuer: 'https://other.example.org/' }] },
+  }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.is(config, null);
+  t.deepEqual(problems, [
+    '/etc/qwd/cfg.yml: auth.backends: auth.backends[1] and auth.backends[2] are both named "oidc" (a backend ' +
+      'without name: is named after its type); give them distinct name: keys',
+  ]);
+  const named = parseConfig({
+    publicUrl: PUBLIC, auth: { backends: [{ ...GOOD, name: 'lab' }, { ...GOOD, name: 'lab' }] },
+  }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.true(named.problems.some((p) => /auth\.backends\[0\] and auth\.backends\[1\] are both named "lab"; give/.test(p)),
+    named.problems.join('\n'));
+  const distinct = parseConfig({
+    publicUrl: PUBLIC, auth: { backends: [GOOD, { ...GOOD, name: 'second' }] },
+  }, '/etc/qwd/cfg.yml', '/etc/qwd');
+  t.deepEqual(distinct.problems, []);
 });
 
 test('an oidc backend next to local accounts, with its secret in a file', (t) => {

@@ -5,7 +5,8 @@
 // "groups" and the groups claim sent with userinfo, as Keycloak's group
 // mapper does), refresh tokens, and RP-initiated logout. Accounts are a Map
 // the test changes (remove a user from a group, delete them). `faults` turns
-// the server into a bad one for a path (malformed JSON, HTTP 500). Stopped in
+// the server into a bad one for a path (malformed JSON, HTTP 500, a JWKS of
+// another key so that every signature fails to verify). Stopped in
 // teardown; `stop()` earlier takes it off the network (provider down).
 // Also a small provider-side browser that signs in through the provider's
 // own login and consent forms (its development interactions), by plain HTTP.
@@ -27,33 +28,48 @@ export interface TestProvider {
   clientSecret: string;
   accounts: Map<string, TestAccount>;
   /** path (e.g. /token, /.well-known/openid-configuration) → what to answer instead of the provider. */
-  faults: Map<string, 'garbage-json' | 'http-500'>;
+  faults: Map<string, Fault>;
   /** Requests the provider received, by path (how many times discovery ran, …). */
   hits: Map<string, number>;
+  /**
+   * Requests to this path wait until release() (a slow provider, to line up concurrent requests); `reached`
+   * resolves when the first one arrives.
+   */
+  hold(path: string): { reached: Promise<void>; release: () => void };
   /** Takes the provider off the network (connections refused) until start(). */
   stop(): Promise<void>;
   start(): Promise<void>;
 }
+
+export type Fault = 'garbage-json' | 'http-500' | 'other-jwks';
 
 export interface ProviderOptions {
   publicUrl: string;
   backendName?: string;
   /** ID token lifetime (s); the broker's clock is moved past it to test expiry. */
   idTokenTtlS?: number;
+  /** The issuer is http://127.0.0.1:<port> + this (e.g. "/": an issuer with a trailing slash, as some sites have). */
+  issuerSuffix?: string;
+  /** false: no refresh tokens (re-checks then use userinfo with the access token). Default true, like Keycloak. */
+  refreshTokens?: boolean;
 }
 
 export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptions): Promise<TestProvider> {
   const server = http.createServer();
   await listen(server, 0);
   const port = (server.address() as AddressInfo).port;
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `http://127.0.0.1:${port}${opts.issuerSuffix ?? ''}`;
   const clientId = 'qemu-web-desktop';
   const clientSecret = crypto.randomBytes(24).toString('base64url');
   const accounts = new Map<string, TestAccount>();
-  const faults = new Map<string, 'garbage-json' | 'http-500'>();
+  const faults = new Map<string, Fault>();
   const hits = new Map<string, number>();
+  const holds = new Map<string, { arrived: () => void; released: Promise<void> }>();
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', use: 'sig', alg: 'RS256' };
+  // Another key under the same kid: what a forged ID token's signer would publish (fault 'other-jwks').
+  const otherKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
+  const otherJwks = JSON.stringify({ keys: [{ ...otherKey, kid: 'test-key', use: 'sig', alg: 'RS256' }] });
   const name = opts.backendName ?? 'sso';
   const provider = new Provider(issuer, {
     clients: [{
@@ -69,7 +85,7 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
     scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
     pkce: { required: () => true },
     // Like Keycloak: a refresh token with every code exchange, no offline_access scope needed.
-    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    issueRefreshToken: async (_ctx, client) => opts.refreshTokens !== false && client.grantTypeAllowed('refresh_token'),
     findAccount: async (_ctx, sub) => {
       const account = accounts.get(sub);
       if (!account) return undefined;
@@ -85,9 +101,22 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = new URL(req.url ?? '/', issuer).pathname;
     hits.set(path, (hits.get(path) ?? 0) + 1);
+    const held = holds.get(path);
+    if (held) {
+      held.arrived();
+      void held.released.then(() => answer(req, res, path));
+      return;
+    }
+    answer(req, res, path);
+  });
+  const answer = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
     const fault = faults.get(path);
     if (fault === 'garbage-json') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"issuer": "' + issuer + '", "token_endpoint":');
+      return;
+    }
+    if (fault === 'other-jwks') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(otherJwks);
       return;
     }
     if (fault === 'http-500') {
@@ -95,7 +124,7 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
       return;
     }
     callback(req, res);
-  });
+  };
   let running = true;
   const stop = async () => {
     if (!running) return;
@@ -108,6 +137,14 @@ export async function startOidcProvider(t: ExecutionContext, opts: ProviderOptio
   t.teardown(stop);
   return {
     issuer, clientId, clientSecret, accounts, faults, hits, stop,
+    hold: (path: string) => {
+      let arrived!: () => void;
+      let release!: () => void;
+      const reached = new Promise<void>((resolve) => { arrived = resolve; });
+      const released = new Promise<void>((resolve) => { release = resolve; });
+      holds.set(path, { arrived, released });
+      return { reached, release: () => { holds.delete(path); release(); } };
+    },
     start: async () => {
       if (running) return;
       await listen(server, port);

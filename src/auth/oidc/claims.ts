@@ -2,16 +2,19 @@
 // broker's Identity, or a refusal: pure, no I/O. Decides the user name (the
 // configured claim, checked against USER_NAME), the e-mail, the groups
 // (bounded: see MAX_GROUPS_KEPT), admin rights (adminGroups, auth.admins) and
-// whether the user may log in at all (allowedGroups).
+// whether the user may log in at all (allowedGroups). conditionGroups() lists the
+// groups the config's conditions name (always kept, wherever the provider puts them).
 import type { OidcBackendConfig } from '../../config/oidc.js';
+import type { ScriptDecl } from '../../config/guest.js';
 import { USER_NAME, type Identity } from '../types.js';
 
 /**
  * Groups kept in a login (the web session row, boot-script conditions). A
  * provider may send thousands (every LDAP group of a user); the decisions
  * (allowed, admin) are made on all of them, but only this many are kept:
- * the configured admin/allowed groups first, then the others in the
- * provider's order.
+ * the groups a condition names (adminGroups, allowedGroups, boot scripts'
+ * when.groups: see conditionGroups) always, then the others in the
+ * provider's order up to this bound.
  */
 export const MAX_GROUPS_KEPT = 200;
 /** Longer group names are dropped (none of ours is that long; a provider bug or an attack). */
@@ -25,7 +28,13 @@ export type ClaimsDecision =
 
 export type Claims = Record<string, unknown>;
 
-export function decideIdentity(claims: Claims, cfg: OidcBackendConfig, admins: readonly string[]): ClaimsDecision {
+/**
+ * `named`: groups some other condition of the config names (boot scripts' when.groups): kept whatever their
+ * place in the claim, so that a group the provider sends at position 10,000 still chooses its boot script.
+ */
+export function decideIdentity(
+  claims: Claims, cfg: OidcBackendConfig, admins: readonly string[], named: ReadonlySet<string> = new Set(),
+): ClaimsDecision {
   const rawUser = claims[cfg.userClaim];
   if (typeof rawUser !== 'string' || !USER_NAME.test(rawUser)) {
     return {
@@ -51,12 +60,22 @@ export function decideIdentity(claims: Claims, cfg: OidcBackendConfig, admins: r
     };
   }
   const admin = cfg.adminGroups.some((g) => member.has(g)) || admins.includes(user);
-  const wanted = new Set([...cfg.adminGroups, ...cfg.allowedGroups]);
-  const kept = [...all.filter((g) => wanted.has(g)), ...all.filter((g) => !wanted.has(g))].slice(0, MAX_GROUPS_KEPT);
+  const wanted = new Set([...cfg.adminGroups, ...cfg.allowedGroups, ...named]);
+  // The named ones are bounded by the config (never by the provider), so they all fit even past MAX_GROUPS_KEPT.
+  const namedKept = all.filter((g) => wanted.has(g));
+  const others = all.filter((g) => !wanted.has(g)).slice(0, Math.max(0, MAX_GROUPS_KEPT - namedKept.length));
+  const kept = [...namedKept, ...others];
   return {
     ok: true, identity: { user, email, groups: kept, admin, via: cfg.name },
     groupsSeen: all.length, groupsDropped: all.length - kept.length,
   };
+}
+
+/** The groups the boot scripts' conditions (when.groups) name: the site's and every machine's. */
+export function conditionGroups(scriptLists: Iterable<readonly ScriptDecl[]>): Set<string> {
+  const out = new Set<string>();
+  for (const list of scriptLists) for (const s of list) for (const g of s.when?.groups ?? []) out.add(g);
+  return out;
 }
 
 /** The group names in a groups claim: strings only, each once, none too long; a single string is one group. */

@@ -37,13 +37,20 @@ export interface PendingChecks {
 export interface KeptTokens {
   sub: string;
   refreshToken: string | null;
+  /**
+   * Only without a refresh token (the re-check then asks userinfo with it), and only up to MAX_KEPT_TOKEN: with a
+   * refresh token the re-check gets a fresh one, so a possibly large access token is not stored in the session row.
+   */
   accessToken: string | null;
   /** For id_token_hint at logout; null when it was too large to keep. */
   idToken: string | null;
 }
 
-/** ID tokens larger than this are not kept (a claim with thousands of groups); logout then sends client_id alone. */
-const MAX_KEPT_ID_TOKEN = 8192;
+/**
+ * ID and access tokens larger than this are not kept (a claim with thousands of groups): logout then sends
+ * client_id alone; a re-check without a refresh token and without a kept access token ends the login.
+ */
+export const MAX_KEPT_TOKEN = 8192;
 
 export class OidcProviderClient {
   private metadata: Promise<oidc.ServerMetadata> | null = null;
@@ -159,13 +166,13 @@ export class OidcProviderClient {
       claims = { ...claims, ...info };
     }
     const idToken = response.id_token ?? previous?.idToken ?? null;
+    const refreshToken = response.refresh_token ?? previous?.refreshToken ?? null;
     return {
       claims,
       tokens: {
-        sub,
-        refreshToken: response.refresh_token ?? previous?.refreshToken ?? null,
-        accessToken: response.access_token,
-        idToken: idToken && idToken.length <= MAX_KEPT_ID_TOKEN ? idToken : null,
+        sub, refreshToken,
+        accessToken: refreshToken === null ? bounded(response.access_token) : null,
+        idToken: bounded(idToken),
       },
     };
   }
@@ -195,6 +202,10 @@ export class OidcProviderClient {
         oidc.ClientSecretBasic(this.secret),
       );
       if (this.cfg.allowHttpIssuer) oidc.allowInsecureRequests(config);
+      // The ID token's signature is checked against the provider's JWKS (fetched once per Configuration, then
+      // cached): over https TLS already vouches for the token endpoint, but over an http:// issuer nothing else
+      // would, and the cost is one JWKS request and an RSA/EC verification per login or refresh.
+      oidc.enableNonRepudiationChecks(config);
       config.timeout = this.timeoutS();
       if (this.configs.size > 8) this.configs.clear();
       this.configs.set(skewS, config);
@@ -202,8 +213,9 @@ export class OidcProviderClient {
     return config;
   }
 
+  /** openid-client counts its timeout in seconds and aborts after timeout * 1000 ms: fractions keep timeoutMs exact. */
   private timeoutS(): number {
-    return Math.max(1, Math.ceil(this.cfg.timeoutMs / 1000));
+    return this.cfg.timeoutMs / 1000;
   }
 
   /** Runs a provider call and turns whatever it throws into an OidcProviderError. */
@@ -214,6 +226,10 @@ export class OidcProviderClient {
       throw classify(err);
     }
   }
+}
+
+function bounded(token: string | null | undefined): string | null {
+  return token && token.length <= MAX_KEPT_TOKEN ? token : null;
 }
 
 /** openid-client's errors (and fetch's) → the kinds the routes decide on; the message names no token. */

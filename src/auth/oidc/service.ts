@@ -10,7 +10,8 @@ import type { OidcBackendConfig } from '../../config/oidc.js';
 import type { Logger } from '../../log.js';
 import { QwdError } from '../../errors.js';
 import type { Identity } from '../types.js';
-import { decideIdentity } from './claims.js';
+import type { ScriptDecl } from '../../config/guest.js';
+import { conditionGroups, decideIdentity } from './claims.js';
 import {
   OidcProviderClient, OidcProviderError, type KeptTokens, type PendingChecks,
 } from './provider-client.js';
@@ -66,6 +67,11 @@ export class OidcLogins {
   constructor(
     private readonly config: Config, private readonly log: Logger, private readonly now: () => number,
     private readonly onEvent: LoginEventSink = () => {},
+    /**
+     * The machines' boot scripts (the catalog's, read at each login: it can be reloaded): the groups their
+     * conditions name are kept in every login, like those of the site's guest.bootScripts.
+     */
+    private readonly machineScripts: () => Iterable<readonly ScriptDecl[]> = () => [],
   ) {
     const publicUrl = config.publicUrl ?? '';
     for (const b of config.auth.backends) {
@@ -119,7 +125,7 @@ export class OidcLogins {
       this.reportLogin({ backend: name, outcome: 'failed', user: null, detail: failure.message });
       return failedLogin(failure, label);
     }
-    const decision = decideIdentity(result.claims, client.cfg, this.config.auth.admins);
+    const decision = decideIdentity(result.claims, client.cfg, this.config.auth.admins, this.namedGroups());
     if (!decision.ok) {
       this.reportLogin({ backend: name, outcome: 'refused', user: decision.user, detail: decision.detail });
       return { ok: false, status: 403, title: 'Login refused', message: decision.userMessage };
@@ -157,7 +163,7 @@ export class OidcLogins {
       }
       return this.withinGrace(identity, state, cfg, now, failure);
     }
-    const decision = decideIdentity(result.claims, cfg, this.config.auth.admins);
+    const decision = decideIdentity(result.claims, cfg, this.config.auth.admins, this.namedGroups());
     if (!decision.ok) return this.end(identity, state, decision.detail);
     if (decision.identity.user !== identity.user) {
       return this.end(identity, state, `the user name changed at the provider (now ${decision.identity.user})`);
@@ -195,6 +201,11 @@ export class OidcLogins {
   private end(identity: Identity, state: OidcLoginState, reason: string): RecheckDecision {
     this.reportLogin({ backend: state.backend, outcome: 'ended', user: identity.user, detail: reason });
     return { action: 'end', reason };
+  }
+
+  /** The groups a boot-script condition names (site and machines): never dropped from a login. */
+  private namedGroups(): Set<string> {
+    return conditionGroups([this.config.guest.bootScripts, ...this.machineScripts()]);
   }
 
   private client(name: string): OidcProviderClient {

@@ -1,8 +1,9 @@
 // Logging in and out: the password form, the e-mail login link (asked for, shown,
 // redeemed) and logout. Who is logged in on each request is identify() (security.ts).
-import { Router, type Request, type Response } from 'express';
+import { Router, type Response } from 'express';
 import { KNOWN_DEVICE_COOKIE, KNOWN_DEVICE_MAX_AGE_S, addMark, isKnownDevice } from '../../auth/known-device.js';
-import { SESSION_COOKIE, cookieValue, safeRedirectPath } from '../security.js';
+import { cookieValue, safeRedirectPath } from '../security.js';
+import { endWebLogin, startWebLogin } from '../web-login.js';
 import { answerErrorsWith } from '../error-handler.js';
 import type { AppDeps, RouteKit } from '../deps.js';
 import { emailLinkPage, errorPage, loginPage } from '../views.js';
@@ -40,7 +41,7 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
       res.status(outcome.status).type('html').send(loginPage(kit.page(req, res), form));
       return;
     }
-    await startLogin(req, outcome.identity);
+    await startWebLogin(req, outcome.identity, auth.loginStartedAt());
     res.cookie(KNOWN_DEVICE_COOKIE, addMark(sessionSecret, marks, user), {
       httpOnly: true, sameSite: 'lax', secure: req.secure, path: '/login', maxAge: KNOWN_DEVICE_MAX_AGE_S * 1000,
     });
@@ -71,7 +72,7 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
   router.post('/login/email/:token', async (req, res) => {
     const identity = auth.redeemEmailLink(req.params.token);
     if (!identity) return linkNotValid(res);
-    await startLogin(req, identity);
+    await startWebLogin(req, identity, auth.loginStartedAt());
     res.redirect(303, '/');
   });
 
@@ -79,26 +80,8 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
     // (single sign-on logouts are answered, and audited, by routes/oidc.ts before this one)
     const who = req.session.identity;
     if (who) auth.recordLogin({ backend: who.via, user: who.user, result: 'logout', ip: req.ip });
-    req.session.destroy((err) => {
-      if (err) return next(err);
-      res.clearCookie(SESSION_COOKIE);
-      res.redirect(303, auth.open ? '/' : '/login');
-    });
+    endWebLogin(req, res, next, auth.open ? '/' : '/login');
   });
-
-  /** A new browser session id at login (no fixation), then the identity. */
-  const startLogin = (req: Request, identity: NonNullable<Request['identity']>) =>
-    new Promise<void>((resolve, reject) => {
-      const kept = req.session.sessionIds;
-      req.session.regenerate((err) => {
-        if (err) return reject(err);
-        req.session.identity = identity;
-        // The login lasts auth.sessionTtlS from here (checked on every request by identify()).
-        req.session.loggedInAt = auth.loginStartedAt();
-        req.session.sessionIds = kept;
-        req.session.save((e) => (e ? reject(e) : resolve()));
-      });
-    });
 
   return router;
 }
