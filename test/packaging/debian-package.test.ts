@@ -5,7 +5,8 @@
 // through the API, a second build is installed over the first while that desktop runs and
 // the restarted broker adopts it, then dpkg -r (whose prerm stops the desktop through the
 // broker), a reinstall with the state dir chowned to root and the broker run as root (INSTALL.md's
-// guest-network recipe) and a second dpkg -r (prerm then runs qwdctl as root), and dpkg -P, and the file lists of /etc, /usr, /lib/systemd and /var/lib are
+// guest-network recipe) and a second dpkg -r (prerm then runs qwdctl as root), a third whose stop fails
+// (prerm warns, as it must without systemd, and the removal goes on), and dpkg -P, and the file lists of /etc, /usr, /lib/systemd and /var/lib are
 // compared with what they were before. Needs root (dpkg -i); refuses to run when the package
 // is installed by anyone else, and always purges what it installed (t.teardown).
 import test from 'ava';
@@ -425,6 +426,34 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   t.notRegex(remove3.stdout + remove3.stderr, /could not stop|WARNING/);
   t.false(isRunning(qemuPid3), 'prerm stopped the desktop through the root broker');
   t.is(await stopBroker(broker3), 0);
+
+  // --- remove when the stop fails, without systemd: prerm says so loudly and the removal goes on -------------------
+  // The state dir handed to a uid without a name (prerm then runs qwdctl through setpriv) that can read neither the
+  // config nor the root broker's socket and store: qwdctl fails. With systemd, prerm would kill the unit's cgroup;
+  // here there is none, so the desktop stays and prerm must say which processes to look for.
+  await dpkg(t, ['-i', deb2]);
+  const broker4 = await startFromUnit(t, started, 'root');
+  const created4 = await fetch(`${broker4.url}/api/v1/sessions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ machine: 'demo', user: 'deb-fail' }),
+  });
+  const session4 = await created4.json() as { id: string };
+  t.is(created4.status, 201, JSON.stringify(session4));
+  const qemuPid4 = qemuPidOf(session4.id);
+  if (qemuPid4 === null) throw new Error(`no QEMU process named qwd-${session4.id}`);
+  started.add(qemuPid4);
+  const nobodyUid = 4242424;
+  t.is(run('getent', ['passwd', String(nobodyUid)]).status, 2, `uid ${nobodyUid} has no name on this host`);
+  fs.chownSync(STATE_DIR, nobodyUid, nobodyUid);
+  const remove4 = await dpkg(t, ['-r', NAME]);
+  t.regex(remove4.stderr, /could not stop every running desktop through qwdctl/);
+  t.regex(remove4.stderr, /WARNING: systemd is not running, so the desktops that could not be stopped/);
+  t.regex(remove4.stderr, /-name qwd-/);
+  t.is(packageStatus(), 'deinstall ok config-files', 'the removal went on');
+  t.true(isRunning(qemuPid4), 'without systemd the desktop is left running (and said so)');
+  t.is(await stopBroker(broker4), 0);
+  process.kill(qemuPid4, 'SIGKILL'); // the test's own QEMU: what the warning asks the administrator to stop
+  await waitFor(`QEMU ${qemuPid4} to end`, () => !isRunning(qemuPid4), 10_000);
+  fs.chownSync(STATE_DIR, 0, 0);
 
   // --- purge: nothing of the package is left ----------------------------------------------------------------------
   await dpkg(t, ['-P', NAME]);
