@@ -7,6 +7,7 @@
 // `qwdctl audit`, no forged lines in a log collector).
 
 import type { EndReason } from '../store/end-reason.js';
+import { describeValue } from '../describe-value.js';
 
 export const ACTORS = {
   /** The purge job (expiry, dead VMs, abandoned starts and stops, retention). */
@@ -40,7 +41,8 @@ export const MAX_TEXT = 64;
  * Unicode line/paragraph separators written as \uXXXX. Not a secret filter: callers never pass secrets.
  */
 export function boundedText(value: unknown, max = MAX_TEXT): string {
-  const text = typeof value === 'string' ? value : String(value);
+  // Not String(value): an array nested 10,000 deep overflows the stack there (describe-value.ts).
+  const text = typeof value === 'string' ? value : describeValue(value, max);
   const cut = text.length > max ? text.slice(0, max) + '…' : text;
   return cut.replace(UNSAFE_CHARS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
