@@ -40,6 +40,9 @@ import { acquireWriterLock, type WriterLock } from './store/writer-lock.js';
 import { serveAdmin, type AdminServer } from './admin/server.js';
 import { adminSocketPath } from './admin/socket.js';
 import { adminOperations } from './admin/operations.js';
+import { recordLoginAttempt } from './audit/login.js';
+import { AuditShipper } from './audit/shipper.js';
+import { configuredSinks } from './audit/sinks.js';
 import { BrokerMetrics } from './metrics/broker-metrics.js';
 import { sessionCounter } from './metrics/session-counts.js';
 import { readBearerToken } from './config/metrics.js';
@@ -124,6 +127,7 @@ export async function createServices(config: Config, log: Logger, opts: ServiceO
   const auth = new AuthService(
     config, users, mailer, log.child({ module: 'auth' }), Date.now, metrics?.recordAuthAttempt.bind(metrics),
   );
+  auth.auditLogin = (attempt) => recordLoginAttempt(rows, attempt, clock.now());
   metrics?.observe({
     catalog, capabilities: launcher.capabilities, sessionCounts: sessionCounter(db), hostLoad: () => load.current(),
     gpusUsable: () => discover().filter((g) => g.usable).length,
@@ -199,6 +203,12 @@ async function startBrokerLocked(
   });
   const now = () => services.manager.clock.now();
   const { manager, catalog, accel, db } = services;
+  // The audit trail's copies (audit.jsonFile, audit.syslog): woken by every row, caught up now with what was missed.
+  const shipper = new AuditShipper(db, configuredSinks(config.audit), log.child({ module: 'audit' }));
+  if (shipper.active) {
+    services.rows.audited = () => shipper.wake();
+    shipper.wake();
+  }
   log.info({ accel: accel.accel, requested: accel.requested, reason: accel.reason }, 'accelerator chosen');
   if (catalog.list().length === 0) {
     log.warn({ machinesDir: config.machinesDir }, 'no usable machine: the form will offer nothing');
@@ -255,6 +265,7 @@ async function startBrokerLocked(
   } catch (err) {
     await metricsServer?.close();
     purge.stop();
+    await shipper.close();
     loopDelay.stop();
     bridge.close();
     manager.detach();
@@ -294,6 +305,8 @@ async function startBrokerLocked(
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      services.rows.audited = null;
+      await shipper.close();
       db.close();
       lock.release(); // last: the store is closed, another writer may open it
     },

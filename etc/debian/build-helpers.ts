@@ -1,7 +1,7 @@
 // Build-time helpers of bin/build-deb (run with `node --import tsx`), the parts of the Debian
 // package that are made from the project's own sources rather than copied:
-//   config    the package's /etc/qemu-web-desktop/config.yml: config.example.yml (every key,
-//             its comment, its default) with the few values a packaged install needs changed;
+//   config    the package's /etc/qemu-web-desktop/config.yml: only the values a packaged install
+//             needs (the full config.example.yml ships as documentation);
 //   man       qwdctl(1) in roff, generated from qwdctl's own commander help (every command,
 //             option and description as `qwdctl --help` prints them);
 //   copyright debian/copyright in the machine-readable format: the project, then each bundled
@@ -20,70 +20,96 @@ export const PACKAGE_PATHS = {
   machinesDir: '/var/lib/qemu-web-desktop/machines',
 } as const;
 
-interface LineEdit {
-  /** The key's path in the YAML document, to check the result. */
+interface PackageValue {
+  /** The key's path in the YAML document. */
   keyPath: string[];
-  /** Matches the one line of the example that sets it (anchored, with its indentation). */
-  line: RegExp;
   value: string;
   why: string;
 }
 
-const CONFIG_EDITS: LineEdit[] = [
+const PACKAGE_VALUES: PackageValue[] = [
   {
-    keyPath: ['stateDir'], line: /^stateDir: .*$/m, value: PACKAGE_PATHS.stateDir,
+    keyPath: ['stateDir'], value: PACKAGE_PATHS.stateDir,
     why: 'the package keeps its state in /var/lib/qemu-web-desktop (created by postinst, 0700, removed on purge)',
   },
   {
-    keyPath: ['machinesDir'], line: /^machinesDir: .*$/m, value: PACKAGE_PATHS.machinesDir,
+    keyPath: ['machinesDir'], value: PACKAGE_PATHS.machinesDir,
     why: 'machine descriptors and their images (INSTALL.md, "Installing from the Debian package")',
   },
   {
-    keyPath: ['qemu', 'network'], line: /^ {2}network: .*$/m, value: 'none',
+    keyPath: ['qemu', 'network'], value: 'none',
     why: 'the packaged service runs as the unprivileged user qemu-web-desktop, and a guest network ' +
-      '(network: user) needs root for its per-session network namespace',
+      '(network: user) needs root for its per-session network namespace (INSTALL.md, "Guest network")',
   },
 ];
 
+/** Where the package installs the full example config (every key, its default and its meaning). */
+export const PACKAGED_EXAMPLE = '/usr/share/doc/qemu-web-desktop/examples/config.example.yml';
+
 /**
- * The packaged config: the example's text with each edited line replaced (every comment kept
- * as written), a header saying what differs, and a check that the YAML now holds those values.
- * Throws when the example no longer has exactly one such line: the build must not ship a
- * config that silently kept the development defaults.
+ * The lines of the packaged config that an administrator uncomments before publishing the
+ * service (INSTALL.md, "Installing from the Debian package", step 4); valid YAML once the
+ * leading "# " is removed (test/packaging/build-helpers.test.ts parses them so).
+ */
+export const PUBLISHING_BLOCK = [
+  '# Before the service is published (INSTALL.md, "Installing from the Debian package", step 4):',
+  '# the address people use, the proxy in front (nginx on this host), and who may log in. Without',
+  '# an auth block the default applies: type none, where users type a name and NOTHING proves it.',
+  '# Backends: INSTALL.md, "Authentication" and "Single sign-on (OpenID Connect)"; their secrets',
+  '# (bindPassword, clientSecret, smtpPassword) may go here: this file is 0640 root:qemu-web-desktop.',
+  '#',
+  '# publicUrl: https://desktops.example.org',
+  '# trustProxy: [loopback]',
+  '# auth:',
+  '#   backends:',
+  '#     - type: local                 # accounts made with: qwdctl users add NAME',
+] as const;
+
+/**
+ * The packaged /etc/qemu-web-desktop/config.yml: only the values the package needs (every other
+ * key keeps its default), each with its reason, and a commented block for publishing. Short on
+ * purpose: it is a conffile, and dpkg asks the administrator about every change of it; the full
+ * example ships as documentation. `exampleText` is config.example.yml: each key set here must
+ * exist in it (a renamed key fails the build instead of shipping a config the broker refuses).
  */
 export function renderPackagedConfig(exampleText: string): string {
-  let text = exampleText;
-  const notes: string[] = [];
-  for (const edit of CONFIG_EDITS) {
-    const global = new RegExp(edit.line.source, 'gm');
-    const found = text.match(global) ?? [];
-    if (found.length !== 1) {
-      throw new Error(`config.example.yml: expected exactly one line for ${edit.keyPath.join('.')}, ` +
-        `found ${found.length}`);
-    }
-    const indent = /^ */.exec(found[0]!)![0];
-    const key = edit.keyPath[edit.keyPath.length - 1]!;
-    text = text.replace(edit.line, `${indent}${key}: ${edit.value}`);
-    notes.push(`#   ${edit.keyPath.join('.')}: ${edit.value} — ${edit.why}`);
-  }
-  const parsed = parseYaml(text) as Record<string, unknown>;
-  for (const edit of CONFIG_EDITS) {
-    let node: unknown = parsed;
-    for (const k of edit.keyPath) node = (node as Record<string, unknown> | null)?.[k];
-    if (String(node) !== edit.value) {
-      throw new Error(`packaged config: ${edit.keyPath.join('.')} reads ${JSON.stringify(node)}, ` +
-        `expected ${edit.value}`);
+  const example = parseYaml(exampleText) as Record<string, unknown>;
+  for (const v of PACKAGE_VALUES) {
+    let node: unknown = example;
+    for (const k of v.keyPath) {
+      if (!node || typeof node !== 'object' || !(k in node)) {
+        throw new Error(`config.example.yml has no key ${v.keyPath.join('.')}: update etc/debian/build-helpers.ts`);
+      }
+      node = (node as Record<string, unknown>)[k];
     }
   }
-  const header = [
+  const comment = (why: string, indent: string): string[] =>
+    wrapComment(`# ${why[0]!.toUpperCase()}${why.slice(1)}.`, '# ', 100 - indent.length).map((l) => indent + l);
+  const lines = [
     '# /etc/qemu-web-desktop/config.yml — installed by the Debian package qemu-web-desktop.',
     '# A conffile: your changes are kept on upgrade (dpkg asks when the packaged file changed too).',
     '# The service reads it (QWD_CONFIG in its systemd unit) and so does /usr/bin/qwdctl.',
-    '# It is the project\'s config.example.yml with these values changed for the package:',
-    ...notes.map((n) => wrapComment(n, '#     ')).flat(),
-    '#',
+    '# Only the package\'s own values are set here; every other key keeps its default. Every key,',
+    `# with its default and meaning: ${PACKAGED_EXAMPLE}`,
+    '# (copy the keys you need from there) and /usr/share/doc/qemu-web-desktop/INSTALL.md.gz.',
+    '# Check your edits with: qwdctl config check',
+    '',
   ];
-  return `${header.join('\n')}\n${text}`;
+  const [stateDir, machinesDir, network] = PACKAGE_VALUES as [PackageValue, PackageValue, PackageValue];
+  lines.push(...comment(stateDir.why, ''), `stateDir: ${stateDir.value}`, '');
+  lines.push(...comment(machinesDir.why, ''), `machinesDir: ${machinesDir.value}`, '');
+  lines.push('qemu:', ...comment(network.why, '  '), `  network: ${network.value}`, '');
+  lines.push(...PUBLISHING_BLOCK);
+  const text = `${lines.join('\n')}\n`;
+  const parsed = parseYaml(text) as Record<string, unknown>;
+  for (const v of PACKAGE_VALUES) {
+    let node: unknown = parsed;
+    for (const k of v.keyPath) node = (node as Record<string, unknown> | null)?.[k];
+    if (String(node) !== v.value) {
+      throw new Error(`packaged config: ${v.keyPath.join('.')} reads ${JSON.stringify(node)}, expected ${v.value}`);
+    }
+  }
+  return text;
 }
 
 function wrapComment(line: string, continuation: string, width = 100): string[] {
@@ -188,6 +214,16 @@ function licenseOf(pkg: NpmPackageJson): string {
   return 'unknown';
 }
 
+/** The licence a bundled package declares; none (or an unusable one) fails the build: copyright must name it. */
+function declaredLicense(pkg: NpmPackageJson, dir: string): string {
+  const license = licenseOf(pkg);
+  if (!license || /^(unknown|undefined|null|UNLICENSED)$/i.test(license) || license.includes('undefined')) {
+    throw new Error(`${dir}/package.json declares no usable licence (${JSON.stringify(license)}): ` +
+      'the package cannot be shipped without knowing its licence (copyright lists each one)');
+  }
+  return license;
+}
+
 /**
  * debian/copyright (DEP-5): the project under its licence, then one stanza per bundled npm
  * package (its directory under /usr/lib/qemu-web-desktop/node_modules) with the licence it
@@ -215,7 +251,7 @@ export function renderCopyright(
     const pkg = JSON.parse(fs.readFileSync(path.join(installDir, dir, 'package.json'), 'utf8')) as NpmPackageJson;
     out.push('', `Files: usr/lib/qemu-web-desktop/${dir}/*`,
       `Copyright: the authors of ${pkg.name ?? dir} ${pkg.version ?? ''}`.trimEnd(),
-      `License: ${licenseOf(pkg)}`,
+      `License: ${declaredLicense(pkg, dir)}`,
       ' See the licence file in that directory, or the package\'s repository.');
   }
   return `${out.join('\n')}\n`;

@@ -4,7 +4,8 @@
 // qwdctl runs the very same functions on services of its own when no broker
 // runs (cli/context.ts), under the writer lock. Arguments and results are plain
 // JSON values; formatting for the terminal stays in the CLI. Not an HTTP API:
-// no users, no tokens; whoever may open the socket is the administrator.
+// no users, no tokens; whoever may open the socket is the administrator, and
+// the audit trail records its changes with the actor cli:qwdctl.
 import type { SessionManager } from '../sessions/manager.js';
 import type { PurgeReport, PurgeService } from '../purge/service.js';
 import { endReason } from '../store/end-reason.js';
@@ -16,6 +17,9 @@ import type { AccelChoice } from '../qemu/accel.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Launcher } from '../launcher/types.js';
 import type { GpuDevice } from '../gpu/discover.js';
+import { QwdError } from '../errors.js';
+import { ACTORS } from '../audit/actor.js';
+import { queryAudit, type AuditEntry, type AuditFilter } from '../audit/query.js';
 
 /** The services behind the session operations (built only for commands that need them). */
 export interface AdminServices {
@@ -68,6 +72,8 @@ export interface Admin {
   addApiToken(token: { id: string; hash: string; user: string; admin: boolean; createdAt: number }): Promise<null>;
   listApiTokens(): Promise<ApiToken[]>;
   revokeApiToken(id: string): Promise<boolean>;
+  /** The audit trail, filtered (qwdctl audit). */
+  audit(filter: AuditFilter): Promise<AuditEntry[]>;
 }
 
 /** Every operation's name (the remote client's methods and the server's table are built from it). */
@@ -75,30 +81,57 @@ export const ADMIN_OPERATIONS: Readonly<Record<keyof Admin, true>> = {
   listSessions: true, getSession: true, createSession: true, stopSession: true, extendSession: true,
   balloonInfo: true, setBalloon: true, schedulerInfo: true, purge: true, gpuStatus: true, hostStatus: true,
   hasUser: true, listUsers: true, addUser: true, setUserHash: true, setUserAdmin: true, removeUser: true,
-  addApiToken: true, listApiTokens: true, revokeApiToken: true,
+  addApiToken: true, listApiTokens: true, revokeApiToken: true, audit: true,
 };
+
+/** A filter as it arrives over the socket: each field of its type or absent, else a usage error. */
+function checkedFilter(raw: unknown): AuditFilter {
+  const f = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const out: AuditFilter = {};
+  for (const key of ['since', 'until', 'limit'] as const) {
+    if (f[key] === undefined || f[key] === null) continue;
+    if (typeof f[key] !== 'number' || !Number.isFinite(f[key])) throw badFilter(key, f[key]);
+    out[key] = f[key];
+  }
+  for (const key of ['user', 'sessionId', 'kind'] as const) {
+    if (f[key] === undefined || f[key] === null) continue;
+    if (typeof f[key] !== 'string' || f[key].length > 256) throw badFilter(key, f[key]);
+    out[key] = f[key];
+  }
+  return out;
+}
+
+function badFilter(key: string, value: unknown): QwdError {
+  const message = `audit filter ${key} has the wrong type (${typeof value})`;
+  return new QwdError('QWD_BAD_REQUEST', message, { userMessage: message });
+}
 
 export function adminOperations(deps: AdminDeps): Admin {
   const manager = async () => (await deps.services()).manager;
+  const actor = ACTORS.qwdctl;
+  /** An account or token change, audited (never a hash or a token: names, ids and flags only). */
+  const audit = (kind: string, owner: string | null, detail: Record<string, unknown> | null) => {
+    deps.rows().audit(null, kind, detail, Date.now(), { actor, owner });
+  };
   return {
     listSessions: async () => deps.rows().all(),
     getSession: async (id) => deps.rows().byId(id) ?? null,
-    createSession: async (request) => (await manager()).create(request),
+    createSession: async (request) => (await manager()).create(request, { actor }),
     stopSession: async (id, reason) => {
-      await (await manager()).stop(id, endReason('stopped', reason));
+      await (await manager()).stop(id, endReason('stopped', reason, actor));
       return null;
     },
-    extendSession: async (id, byS) => (await manager()).extend(id, byS),
+    extendSession: async (id, byS) => (await manager()).extend(id, byS, actor),
     balloonInfo: async (id) => (await manager()).balloonInfo(id),
     setBalloon: async (id, targetMiB) => {
-      await (await manager()).setBalloon(id, targetMiB);
+      await (await manager()).setBalloon(id, targetMiB, actor);
       return null;
     },
     schedulerInfo: async (id) => {
       const row = deps.rows().byId(id);
       return row ? (await manager()).schedulerInfo(row) : {};
     },
-    purge: async (opts) => (await deps.services()).purge.run({ dryRun: opts.dryRun }),
+    purge: async (opts) => (await deps.services()).purge.run({ dryRun: opts.dryRun, actor }),
     gpuStatus: async () => (await manager()).gpuStatus(),
     hostStatus: async () => {
       const { load, accel, catalog, launcher } = await deps.services();
@@ -114,16 +147,36 @@ export function adminOperations(deps: AdminDeps): Admin {
     })),
     addUser: async (user) => {
       deps.users().add(user);
+      audit('user-added', user.name, { admin: user.admin, email: user.email !== null });
       return null;
     },
-    setUserHash: async (name, hash) => deps.users().setHash(name, hash),
-    setUserAdmin: async (name, admin) => deps.users().setAdmin(name, admin),
-    removeUser: async (name) => deps.users().remove(name),
+    setUserHash: async (name, hash) => {
+      const changed = deps.users().setHash(name, hash);
+      if (changed) audit('user-password-set', name, null);
+      return changed;
+    },
+    setUserAdmin: async (name, admin) => {
+      const changed = deps.users().setAdmin(name, admin);
+      if (changed) audit('user-admin-set', name, { admin });
+      return changed;
+    },
+    removeUser: async (name) => {
+      const removed = deps.users().remove(name);
+      if (removed) audit('user-removed', name, { tokens: removed.tokens });
+      return removed;
+    },
     addApiToken: async ({ id, hash, user, admin, createdAt }) => {
       deps.users().addApiToken(id, hash, user, admin, createdAt);
+      audit('api-token-added', user, { tokenId: id, admin });
       return null;
     },
     listApiTokens: async () => deps.users().apiTokens(),
-    revokeApiToken: async (id) => deps.users().revokeApiToken(id),
+    revokeApiToken: async (id) => {
+      const token = deps.users().apiTokens().find((t) => t.id === id);
+      const revoked = deps.users().revokeApiToken(id);
+      if (revoked) audit('api-token-revoked', token?.user ?? null, { tokenId: id });
+      return revoked;
+    },
+    audit: async (filter) => queryAudit(deps.rows().db, checkedFilter(filter)),
   };
 }

@@ -14,6 +14,7 @@ import { imapBackend } from './backends/imap.js';
 import { smtpBackend } from './backends/smtp.js';
 import { USER_NAME, type AuthBackend, type Identity } from './types.js';
 import type { EmailBackendConfig } from '../config/auth.js';
+import type { LoginAttempt } from '../audit/login.js';
 
 export type LoginOutcome =
   | { ok: true; identity: Identity }
@@ -23,6 +24,10 @@ export class AuthService {
   readonly backends: AuthBackend[];
   readonly emailBackend: EmailBackendConfig | null;
   private readonly limiter: LoginRateLimiter;
+  /**
+   * Where login attempts are recorded (the broker sets it to the audit trail: audit/login.ts); null records nothing.
+   */
+  auditLogin: ((attempt: LoginAttempt) => void) | null = null;
 
   constructor(
     private readonly config: Config, private readonly users: UserStore, private readonly mailer: Mailer | null,
@@ -65,8 +70,32 @@ export class AuthService {
     return this.backends.length > 0;
   }
 
+  /**
+   * A login attempt for the audit trail, from any login path (password, e-mail link, an OpenID Connect callback).
+   * Never throws: a trail that cannot be written is logged, and the login goes on as it was decided.
+   */
+  recordLogin(attempt: LoginAttempt): void {
+    try {
+      this.auditLogin?.(attempt);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, backend: attempt.backend }, 'login attempt could not be audited');
+    }
+  }
+
   /** knownDevice: the browser carries a mark of an earlier login as this name (auth/known-device.ts). */
   async login(user: string, password: string, ip: string, knownDevice = false): Promise<LoginOutcome> {
+    const outcome = await this.checkLogin(user, password, ip, knownDevice);
+    const name = user.trim();
+    if (outcome.ok) {
+      this.recordLogin({ backend: outcome.identity.via, user: outcome.identity.user, result: 'success', ip });
+    } else {
+      const result = outcome.status === 429 ? 'rate-limited' : outcome.status === 503 ? 'unavailable' : 'failure';
+      this.recordLogin({ backend: 'password', user: name === '' ? null : name, result, ip });
+    }
+    return outcome;
+  }
+
+  private async checkLogin(user: string, password: string, ip: string, knownDevice: boolean): Promise<LoginOutcome> {
     const name = user.trim();
     const keys = loginKeys(this.config.auth.rateLimit, name, ip, { knownDevice });
     // Counted before the backends are asked (forgiven below on success), so
@@ -162,6 +191,7 @@ export class AuthService {
   redeemEmailLink(token: string): Identity | null {
     if (!this.emailBackend || !/^[A-Za-z0-9_-]{43}$/.test(token)) return null;
     const email = this.users.consumeEmailToken(hashToken(token), Date.now());
+    this.recordLogin({ backend: this.emailBackend.name, user: email, result: email ? 'success' : 'failure' });
     this.recordAttempt(this.emailBackend.name, email ? 'success' : 'invalid');
     if (!email) return null;
     return {

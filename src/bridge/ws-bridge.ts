@@ -244,7 +244,7 @@ export function attachBridge(
       const set = viewers.get(row.id) ?? new Set<WebSocket>();
       set.add(ws);
       viewers.set(row.id, set);
-      presence.record(row.id, set.size);
+      presence.record(row.id, set.size, { change: 'joined', access: found.access, name: name ?? null });
       log.info(
         { sessionId: row.id, viewers: set.size, access: found.access, clipboard: clipboardModeOf(clipboard) },
         'viewer connected',
@@ -274,7 +274,9 @@ export function attachBridge(
         if (set.size === 0) viewers.delete(row.id);
         // Once the bridge is closing the store may be closed too (broker shutdown); the next start resets viewer
         // counts.
-        if (!closing && manager.get(row.id)) presence.record(row.id, set.size);
+        if (!closing && manager.get(row.id)) {
+          presence.record(row.id, set.size, { change: 'left', access: found.access, name: name ?? null, why });
+        }
         vnc.destroy();
         // A close frame with the reason. A closing handshake already under way is cut short, unless ws started it
         // after an error of the viewer's: its close frame (1002, 1009: why) is on its way.

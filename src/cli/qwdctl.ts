@@ -16,6 +16,7 @@ import { registerStatus } from './commands/status.js';
 import { registerCompletion } from './commands/completion.js';
 import { registerGpu } from './commands/gpu.js';
 import { registerUsers } from './commands/users.js';
+import { registerAudit } from './commands/audit.js';
 import { json } from './output.js';
 
 export const EXIT_CODES: Record<ErrorFamily, number> = {
@@ -66,6 +67,7 @@ export function buildProgram(ctx?: CliContext): { program: Command; ctx: CliCont
   registerMachines(program, context);
   registerGpu(program, context);
   registerUsers(program, context);
+  registerAudit(program, context);
 
   program.command('purge')
     .description('stop expired sessions, clean up dead ones, delete orphan run dirs (what the cron job does)')

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { readBootScripts, readShares, type ShareDecl, type ScriptDecl } from './guest.js';
 import { parseAuthConfig, readTrustProxy, type AuthConfig, type TrustProxy } from './auth.js';
 import { parseSlurmConfig, type SlurmConfig } from './slurm.js';
+import { parseAuditConfig, type AuditConfig } from './audit.js';
 import { parseMetricsConfig, type MetricsConfig } from './metrics.js';
 import { DEFAULT_DENY, parseCidr, type Cidr } from './cidr.js';
 import {
@@ -139,6 +140,8 @@ export interface Config {
     readonly from: string;
   };
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** The audit trail's retention and where else it is shipped (config/audit.ts). */
+  readonly audit: AuditConfig;
   /** Prometheus metrics (GET /metrics): off by default (config/metrics.ts). */
   readonly metrics: MetricsConfig;
 }
@@ -146,7 +149,7 @@ export interface Config {
 const TOP_KEYS = [
   'listen', 'publicUrl', 'trustProxy', 'stateDir', 'runDir', 'machinesDir', 'launcher', 'slurm', 'qemu', 'guestNetwork',
   'limits', 'purge', 'sessions', 'guest', 'gpu', 'balloon', 'bridge', 'auth', 'mail', 'log',
-  'metrics',
+  'metrics', 'audit',
 ] as const;
 const QEMU_KEYS = [
   'binaries', 'img', 'zstd', 'accel', 'runAs', 'sandbox', 'readyTimeoutMs', 'quitGraceMs', 'termGraceMs', 'isoDiskGiB',
@@ -429,6 +432,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir: string):
     mail,
     log,
     metrics: parseMetricsConfig(p, top, baseDir),
+    audit: parseAuditConfig(p, top, baseDir),
   };
   if (!p.ok) return { config: null, problems: p.list };
   return { config: deepFreeze(config), problems: [] };

@@ -19,7 +19,8 @@ import { adminRoutes } from './routes/admin.js';
 import { apiRoutes, stampServerTime } from './routes/api.js';
 import { healthRoutes } from './routes/health.js';
 import { oidcRecheck, oidcRoutes } from './routes/oidc.js';
-import { OidcLogins, singleSignOnOrigins } from '../auth/oidc/service.js';
+import { attemptOutcome, OidcLogins, singleSignOnOrigins, type LoginEvent } from '../auth/oidc/service.js';
+import { fromOidcEvent } from '../audit/login.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -52,8 +53,15 @@ export function createApp(deps: AppDeps): express.Express {
   }));
   app.use(identify(auth));
   // Single sign-on: a login its provider no longer vouches for ends here (routes/oidc.ts).
+  // Its outcomes go to the audit trail (audit/login.ts) and the login metrics like every other login.
+  const auditSso = (event: LoginEvent) => {
+    const attempt = fromOidcEvent(event);
+    if (attempt) auth.recordLogin(attempt);
+    const outcome = attemptOutcome(event);
+    if (outcome) auth.recordAttempt(event.backend, outcome);
+  };
   const oidcLogins = deps.oidcLogins ?? new OidcLogins(
-    config, deps.log.child({ module: 'oidc' }), deps.now, undefined,
+    config, deps.log.child({ module: 'oidc' }), deps.now, auditSso,
     () => deps.catalog.list().map((m) => m.bootScripts.scripts),
   );
   app.use(oidcRecheck(oidcLogins));

@@ -17,6 +17,7 @@ import type { PageContext } from './html.js';
 import type { SessionLinks } from './views.js';
 import { type CsrfTokens, csrfToken } from './security.js';
 import { type AccessNeed, type SessionAccess, decideSessionAccess } from './session-access.js';
+import { webActor } from '../audit/actor.js';
 
 export interface AppDeps {
   config: Config;
@@ -80,7 +81,8 @@ export function createRouteKit(deps: AppDeps, csrfTokens: CsrfTokens): RouteKit 
       identity: req.identity, open: auth.open, mustLogIn: linkLogin && config.auth.linksRequireLogin,
     }, need),
     create: async (req, body) => {
-      const row = await manager.create(withIdentity(req, body), identityGroups(req));
+      const who = { ...identityGroups(req), actor: webActor(req.identity) };
+      const row = await manager.create(withIdentity(req, body), who);
       const kept = (req.session.sessionIds ?? []).filter((id) => manager.get(id));
       req.session.sessionIds = [...kept, row.id].slice(-50);
       req.session.userName = row.owner;

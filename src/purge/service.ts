@@ -2,10 +2,12 @@
 // and by tests: expired sessions are stopped, sessions whose VM is gone (or
 // whose start or stop was abandoned) are released, orphan run dirs removed,
 // idle guests' memory reclaimed, life-time warnings mailed, old tombstones
-// forgotten. What to do is decided by the pure functions of this folder;
-// every change to a session goes through the session manager. One run at a
-// time: a run asked for while another runs starts when it ends, so two runs
-// never both mail the same warning.
+// forgotten, audit rows past audit.retentionDays deleted (in batches); a run
+// that did something leaves a 'purged' audit row saying what. What to do is
+// decided by the pure functions of this folder; every change to a session
+// goes through the session manager. One run at a time: a run asked for while
+// another runs starts when it ends, so two runs never both mail the same
+// warning.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
@@ -19,6 +21,8 @@ import { lifetimeWarningMail } from '../notify/lifetime-warning.js';
 import { selectIdleReclaims } from '../admission/idle-reclaim.js';
 import { selectOrphanDirs, selectPurge, type PurgeAction } from './select.js';
 import { selectWarnings, type Warning } from './warnings.js';
+import { deleteAuditBefore, retentionCutoff } from '../audit/retention.js';
+import { ACTORS } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export interface PurgeDeps {
@@ -44,6 +48,8 @@ export interface PurgeReport {
   /** Of `orphanDirs`, how many were removed (a session may have taken a name since the listing). 0 in a dry run. */
   orphanDirsRemoved: number;
   forgottenTombstones: number;
+  /** Audit rows older than audit.retentionDays, deleted by this run. */
+  auditRowsDeleted: number;
   dryRun: boolean;
 }
 
@@ -58,14 +64,15 @@ export class PurgeService {
 
   constructor(private readonly deps: PurgeDeps) {}
 
-  run(opts: { dryRun?: boolean } = {}): Promise<PurgeReport> {
+  /** actor: who asked for this run (the audit trail's 'purged' row); the cron schedule by default. */
+  run(opts: { dryRun?: boolean; actor?: string } = {}): Promise<PurgeReport> {
     const run = this.queue.then(() => this.timed(opts));
     this.queue = run.then(() => undefined, () => undefined);
     return run;
   }
 
   /** One run, counted in the metrics (ok with what it did, or failed) with how long it took. */
-  private async timed(opts: { dryRun?: boolean }): Promise<PurgeReport> {
+  private async timed(opts: { dryRun?: boolean; actor?: string }): Promise<PurgeReport> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
     try {
@@ -78,7 +85,7 @@ export class PurgeService {
     }
   }
 
-  private async once(opts: { dryRun?: boolean }): Promise<PurgeReport> {
+  private async once(opts: { dryRun?: boolean; actor?: string }): Promise<PurgeReport> {
     const { rows, launcher, config, log, manager } = this.deps;
     const now = manager.clock.now();
     const all = rows.all();
@@ -102,7 +109,7 @@ export class PurgeService {
       all.filter((r) => !actions.some((a) => a.id === r.id)), now, config.sessions.warnBeforeS,
     ) : [];
     if (opts.dryRun) {
-      const nothingDone = { failedActions: [], orphanDirsRemoved: 0, forgottenTombstones: 0 };
+      const nothingDone = { failedActions: [], orphanDirsRemoved: 0, forgottenTombstones: 0, auditRowsDeleted: 0 };
       return { actions, warnings, orphanDirs, ...nothingDone, dryRun: true };
     }
     await this.sendWarnings(warnings, all);
@@ -127,8 +134,20 @@ export class PurgeService {
     const releasedClaims = rows.releaseOrphanGpuClaims();
     if (releasedClaims) log.warn({ releasedClaims }, 'GPU claims without a session released');
     const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
+    const cutoff = retentionCutoff(config.audit.retentionDays, now);
+    const auditRowsDeleted = cutoff === null ? 0 : await deleteAuditBefore(rows.db, cutoff);
     if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
-    return { actions, warnings, orphanDirs, failedActions, orphanDirsRemoved, forgottenTombstones, dryRun: false };
+    if (actions.length || orphanDirs.length || auditRowsDeleted) {
+      rows.audit(null, 'purged', {
+        actions: actions.map((a) => ({ id: a.id, action: a.action, reason: a.reason })), orphanDirs: orphanDirs.length,
+        forgottenTombstones, auditRowsDeleted,
+        ...(cutoff === null ? {} : { auditCutoff: new Date(cutoff).toISOString() }),
+      }, manager.clock.now(), { actor: opts.actor ?? ACTORS.purge });
+    }
+    return {
+      actions, warnings, orphanDirs, failedActions, orphanDirsRemoved, forgottenTombstones, auditRowsDeleted,
+      dryRun: false,
+    };
   }
 
   /** One decision as an event to the session: expired → stop; gone or abandoned → release (stopping what runs). */
@@ -170,7 +189,9 @@ export class PurgeService {
       try {
         await mailer.send({ to: row.email!, ...lifetimeWarningMail(row, w.remainingS, this.deps.baseUrl ?? null) });
         store.setWarned(row.id, w.beforeS);
-        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, manager.clock.now());
+        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, manager.clock.now(), {
+          actor: ACTORS.purge,
+        });
         log.info({ sessionId: row.id, beforeS: w.beforeS }, 'life-time warning mailed');
       } catch (err) {
         // Not recorded as sent: the next purge run tries again.

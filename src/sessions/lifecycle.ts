@@ -17,6 +17,7 @@ import { exitWords, type LaunchSpec, type Launcher, type VmHandle } from '../lau
 import type { SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
+import { ACTORS, endActor } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type LifeEvent =
@@ -161,14 +162,19 @@ export class SessionLife {
     switch (event.type) {
       case 'submitted':
         this.store(next, event.handle);
+        this.deps.rows.audit(this.id, 'queued', null, this.deps.clock.now(), { actor: ACTORS.broker });
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session queued');
         return Promise.resolve();
-      case 'launched':
+      case 'launched': {
         this.store(next, event.handle);
+        const now = this.deps.clock.now();
+        // Ready: its VNC answers. startMs is from the request's row to ready (a queue's wait included).
+        this.deps.rows.audit(this.id, 'started', { startMs: now - row.createdAt }, now, { actor: ACTORS.broker });
         this.watch(event.handle);
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session running');
         this.deps.metrics?.sessionReady(row.machine, (this.deps.clock.now() - row.createdAt) / 1000);
         return Promise.resolve();
+      }
       case 'launch-failed':
         this.deps.log.error({ sessionId: this.id, err: event.error }, 'launch failed');
         this.deps.metrics?.sessionStartFailed(event.error);
@@ -267,7 +273,10 @@ export class SessionLife {
         { sessionId: this.id, handle, err },
         'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host',
       );
-      this.deps.rows.audit(this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now());
+      this.deps.rows.audit(
+        this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now(),
+        { actor: ACTORS.broker },
+      );
       this.deps.metrics?.vmStopped('failed');
       throw err;
     }
@@ -289,7 +298,10 @@ export class SessionLife {
         } finally {
           const now = this.deps.clock.now();
           this.deps.rows.remove(row, reason, now);
-          this.deps.rows.audit(this.id, 'ended', { reason: reason.detail, code: reason.code }, now);
+          this.deps.rows.audit(
+            this.id, 'ended', { reason: reason.detail, code: reason.code }, now,
+            { actor: endActor(reason), owner: row.owner },
+          );
           this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
           this.deps.metrics?.sessionEnded(reason.code);
           this.deps.emit('ended', { id: this.id, end: reason });

@@ -29,6 +29,7 @@ import { hashToken, isWellFormedToken, newSessionId, newToken, tokensEqual } fro
 import { isLive } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
 import { SessionLife, type LifeEvent } from './lifecycle.js';
+import { ACTORS, boundedText } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type { EndedEvent } from './lifecycle.js';
@@ -85,19 +86,50 @@ export class SessionManager extends EventEmitter {
    * `who.groups` are the logged-in user's groups as the auth backend reported
    * them (boot-script `when.groups`); never taken from the request body.
    */
-  async create(raw: unknown, who: { groups?: readonly string[] } = {}): Promise<SessionRow> {
+  async create(raw: unknown, who: { groups?: readonly string[]; actor?: string } = {}): Promise<SessionRow> {
     let admitted = false;
     try {
       return await this.admitAndLaunch(raw, who, () => { admitted = true; });
     } catch (err) {
-      // Thrown before the row was written: a refusal (invalid, over a limit, store busy); after: a failed start.
-      if (!admitted) this.deps.metrics?.sessionRefused(err);
+      // Thrown before the row was written: a refusal (invalid, over a limit, store busy); after: a failed start,
+      // audited as its session's end ('launch-failed').
+      if (!admitted) {
+        this.deps.metrics?.sessionRefused(err);
+        this.auditRefusal(raw, who.actor, err);
+      }
       throw err;
     }
   }
 
+  /**
+   * A request refused before anything was made (invalid, over a limit, no capacity, no GPU), as an audit row: who,
+   * what was asked (known fields only, bounded: never a script, never a token) and the reason code.
+   */
+  private auditRefusal(raw: unknown, actor: string | undefined, err: unknown): void {
+    // Not a refusal (a fault of the broker's own, a store that failed): the log has it.
+    if (!(err instanceof QwdError) || !['usage', 'not-found', 'refused'].includes(err.family)) return;
+    const body = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+    const asked: Record<string, unknown> = {};
+    for (const key of ['machine', 'cpus', 'memoryMiB', 'lifetimeS', 'gpus', 'oneShot'] as const) {
+      const v = body[key];
+      if (typeof v === 'number' || typeof v === 'boolean') asked[key] = v;
+      else if (v !== undefined && v !== null) asked[key] = boundedText(v);
+    }
+    const owner = typeof body.user === 'string' ? boundedText(body.user) : null;
+    const limit = typeof err.details?.limit === 'string' ? err.details.limit : undefined;
+    try {
+      this.deps.rows.audit(
+        null, 'refused', { code: err.code, ...(limit ? { limit } : {}), asked }, this.now(),
+        { actor: actor ?? ACTORS.anonymous, owner },
+      );
+    } catch (auditErr) {
+      // The refusal is answered whatever happens here (a full disk refuses the row as it refused the session).
+      this.deps.log.error({ err: auditErr }, 'a refusal could not be audited');
+    }
+  }
+
   private async admitAndLaunch(
-    raw: unknown, who: { groups?: readonly string[] }, onAdmitted: () => void,
+    raw: unknown, who: { groups?: readonly string[]; actor?: string }, onAdmitted: () => void,
   ): Promise<SessionRow> {
     const { config, rows, catalog, log } = this.deps;
     const request = validateCreateRequest(
@@ -153,7 +185,7 @@ export class SessionManager extends EventEmitter {
             lifetimeS: request.lifetimeS, gpus: claimed.map((g) => g.address),
             gpuFunctions: claimed.flatMap((g) => g.functions.map((f) => f.address)),
           },
-          now,
+          now, { actor: who.actor ?? ACTORS.anonymous, owner: row.owner },
         );
       }).immediate();
     } catch (err) {
@@ -279,7 +311,7 @@ export class SessionManager extends EventEmitter {
   }
 
   /** Asks the guest's balloon driver to give memory back (or take it again), QMP balloon. */
-  async setBalloon(id: string, targetMiB: number): Promise<void> {
+  async setBalloon(id: string, targetMiB: number, actor: string = ACTORS.balloon): Promise<void> {
     const row = this.requireRunning(id);
     if (!Number.isInteger(targetMiB) || targetMiB < 64 || targetMiB > row.memoryMiB) {
       throw new ValidationError(
@@ -288,7 +320,7 @@ export class SessionManager extends EventEmitter {
     }
     await this.guestQmp(row, 'balloon', { value: targetMiB * 1048576 });
     this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
-    this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now());
+    this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now(), { actor });
   }
 
   /** One QMP command to a running session's guest, where the launcher reaches it (capabilities.guestControl). */
@@ -321,15 +353,17 @@ export class SessionManager extends EventEmitter {
   }
 
   /** Revokes a link: a new token replaces it and its open viewers are disconnected. */
-  revokeLink(id: string, kind: LinkKind): SessionRow {
+  revokeLink(id: string, kind: LinkKind, actor: string = ACTORS.broker): SessionRow {
     const row = this.deps.rows.byId(id);
     if (!row || !isLive(row.state)) {
       throw new QwdError('QWD_SESSION_ENDED', `session ${id} has ended`, { userMessage: 'This desktop has ended.' });
     }
     const token = newToken();
     const now = this.now();
-    this.deps.rows.rotateToken(row, kind, token, hashToken(token), now);
-    this.deps.rows.audit(id, 'link-revoked', { kind }, now);
+    this.deps.rows.db.transaction(() => {
+      this.deps.rows.rotateToken(row, kind, token, hashToken(token), now);
+      this.deps.rows.audit(id, 'link-revoked', { kind }, now, { actor });
+    })();
     this.emit('revoked', { id, kind } satisfies RevokedEvent);
     return this.deps.rows.byId(id)!;
   }
@@ -338,7 +372,7 @@ export class SessionManager extends EventEmitter {
    * Adds time to a running session, never beyond limits.maxLifetimeS counted
    * from its creation. Returns the new end time.
    */
-  async extend(id: string, byS: number): Promise<SessionRow> {
+  async extend(id: string, byS: number, actor: string = ACTORS.broker): Promise<SessionRow> {
     const { rows, config, launcher } = this.deps;
     if (!Number.isInteger(byS) || byS <= 0) {
       throw new ValidationError(`extension must be a positive whole number of seconds, got ${describeValue(byS)}`);
@@ -366,8 +400,10 @@ export class SessionManager extends EventEmitter {
     const expiresAt = Math.min(row.expiresAt + byS * 1000, ceiling);
     // Where a scheduler enforces the end (Slurm's time limit), it must agree first.
     if (launcher.extend && row.handle) await launcher.extend(row.handle as VmHandle, expiresAt);
-    rows.update(id, { expiresAt }, now);
-    rows.audit(id, 'extended', { byS, expiresAt }, now);
+    rows.db.transaction(() => {
+      rows.update(id, { expiresAt }, now);
+      rows.audit(id, 'extended', { byS, expiresAt }, now, { actor });
+    })();
     this.deps.log.info({ sessionId: id, expiresAt, capped: expiresAt === ceiling }, 'session extended');
     return { ...row, expiresAt };
   }

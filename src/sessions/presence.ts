@@ -11,6 +11,17 @@ import type { CancelTimer } from '../clock.js';
 import type { SessionRows } from '../store/session-rows.js';
 import type { AdoptedEvent, EndedEvent, SessionManager } from './manager.js';
 import { endReason } from '../store/end-reason.js';
+import { ACTORS } from '../audit/actor.js';
+
+/** A viewer that came or went, for the audit trail: its link's access and its logged-in name, if any. */
+export interface ViewerChange {
+  change: 'joined' | 'left';
+  access: 'control' | 'view';
+  /** The name on its viewer ticket (a logged-in viewer), else null. */
+  name: string | null;
+  /** Why it left (browser closed, stopped reading, link revoked...). */
+  why?: string;
+}
 
 export interface PresenceDeps {
   manager: SessionManager;
@@ -33,12 +44,17 @@ export class ViewerPresence {
     deps.manager.on('adopted', this.onAdopted);
   }
 
-  /** How many viewers the bridge has for a session right now. */
-  record(id: string, viewers: number): void {
+  /** How many viewers the bridge has for a session now; the viewer that changed it is audited in the same write. */
+  record(id: string, viewers: number, viewer?: ViewerChange): void {
     const { manager, rows, log } = this.deps;
     const row = rows.byId(id);
     if (!row) return;
-    rows.setViewers(id, viewers, manager.clock.now());
+    const audit = viewer && {
+      kind: `viewer-${viewer.change}`,
+      detail: { access: viewer.access, viewers, ...(viewer.why ? { why: viewer.why } : {}) },
+      actor: viewer.name ?? (viewer.access === 'control' ? ACTORS.controlLink : ACTORS.viewLink),
+    };
+    rows.setViewers(id, viewers, manager.clock.now(), audit);
     // Somebody is back on a guest whose memory was taken for idleness: give it back.
     if (
       viewers > 0 && row.balloonTargetMiB !== null && row.balloonTargetMiB < row.memoryMiB && row.state === 'running'

@@ -120,6 +120,23 @@ const MIGRATIONS: Migration[] = [
     for (const [code, words] of LEGACY_END_WORDS) setCode.run(code, words);
     db.prepare("UPDATE ended_sessions SET code = 'stopped' WHERE code IS NULL").run();
   },
+  // 10: the audit trail you can query (src/audit/): who did it (actor) and whose it is (owner: the session's owner,
+  // the account logged in or changed), indexes for time (--since, retention) and session, and how far each
+  // configured sink (JSON-lines file, syslog) has shipped. No index on actor or owner: the two made every audit write
+  // (a viewer joining) ~60% dearer (360 vs 220 µs, measured) for a rarer query (--user scans: 20-45 ms per 200k rows).
+  (db) => {
+    addColumnOnce(db, 'events', 'actor', 'TEXT');
+    addColumnOnce(db, 'events', 'owner', 'TEXT');
+    db.exec(`CREATE INDEX IF NOT EXISTS events_at ON events(at);
+      CREATE INDEX IF NOT EXISTS events_session ON events(session_id);
+      CREATE TABLE IF NOT EXISTS audit_sinks (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL);`);
+    // Older rows: the owner of a session that still exists, or the one its 'created' row named.
+    db.exec(`UPDATE events SET owner = COALESCE(
+        (SELECT s.owner FROM sessions s WHERE s.id = events.session_id),
+        (SELECT json_extract(c.detail, '$.owner') FROM events c
+          WHERE c.session_id = events.session_id AND c.kind = 'created' AND json_valid(c.detail)))
+      WHERE owner IS NULL AND session_id IS NOT NULL`);
+  },
 ];
 
 /** The words tombstones carried before codes were stored, per code (migration 9). */

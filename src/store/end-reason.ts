@@ -36,6 +36,8 @@ export interface EndReason {
   readonly code: EndCode;
   /** In words, for tombstones, logs and the operator's side of messages. */
   readonly detail: string;
+  /** Who ended it, for the audit trail (audit/actor.ts); absent: the code's own actor (endActor). */
+  readonly actor?: string;
 }
 
 /** What each code says when nothing more precise is known (also what older tombstones stored as their only text). */
@@ -53,8 +55,9 @@ const DEFAULT_DETAIL: Record<EndCode, string> = {
   stopping: 'stopping',
 };
 
-export function endReason(code: EndCode, detail?: string): EndReason {
-  return { code, detail: detail ?? DEFAULT_DETAIL[code] };
+export function endReason(code: EndCode, detail?: string, actor?: string): EndReason {
+  const end = { code, detail: detail ?? DEFAULT_DETAIL[code] };
+  return actor === undefined ? end : { ...end, actor };
 }
 
 /** An end reason in words for the user ("This desktop has ended (its life-time ran out)"). */

@@ -1,6 +1,7 @@
 // Row access for sessions and their tombstones. Plain data in and out; the
 // writers are called by the session services (sessions/: manager, lifecycle,
 // presence) and the purge job (purge/service.ts), never by routes or the CLI.
+import type Database from 'better-sqlite3';
 import type { Db } from './db.js';
 import { AdmissionError } from '../errors.js';
 import { endReason, storedEnd, type EndReason } from './end-reason.js';
@@ -54,6 +55,13 @@ export interface GpuClaim {
 }
 
 export type LinkKind = 'control' | 'view';
+
+/** An audit row to write along with another change. */
+export interface AuditLine {
+  kind: string;
+  detail: Record<string, unknown> | null;
+  actor: string | null;
+}
 
 export interface EndedRow {
   sessionId: string;
@@ -145,13 +153,24 @@ export class SessionRows {
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
   }
 
-  setViewers(id: string, viewers: number, now: number): void {
+  /** The count, and (when given) the viewer's audit row in the same transaction: one write, not two. */
+  setViewers(id: string, viewers: number, now: number, audit?: AuditLine): void {
     // idle_since: kept while nobody watches, set when the last viewer leaves, cleared when one comes.
     // had_viewer: set by the first viewer, never cleared (a one-shot session's "first viewer has been").
-    this.db.prepare(
+    const statement = this.viewersStatement ??= this.db.prepare(
       'UPDATE sessions SET viewers = @viewers, idle_since = CASE WHEN @viewers > 0 THEN NULL ELSE ' +
-        'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END WHERE id = @id'
-    ).run({ viewers, now, id });
+        'COALESCE(idle_since, @now) END, had_viewer = CASE WHEN @viewers > 0 THEN 1 ELSE had_viewer END ' +
+        'WHERE id = @id'
+    );
+    if (!audit) {
+      statement.run({ viewers, now, id });
+      return;
+    }
+    this.viewersAndAudit ??= this.db.transaction((i: string, v: number, n: number, a: AuditLine) => {
+      statement.run({ viewers: v, now: n, id: i });
+      this.audit(i, a.kind, a.detail, n, { actor: a.actor });
+    });
+    this.viewersAndAudit(id, viewers, now, audit);
   }
 
   setBalloonTarget(id: string, targetMiB: number | null): void {
@@ -243,8 +262,28 @@ export class SessionRows {
     return this.db.prepare('DELETE FROM ended_sessions WHERE ended_at < ?').run(cutoff).changes;
   }
 
-  audit(sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number): void {
-    this.db.prepare('INSERT INTO events (at, session_id, kind, detail) VALUES (?, ?, ?, ?)')
-      .run(now, sessionId, kind, detail ? JSON.stringify(detail) : null);
+  /**
+   * One audit row (src/audit/). `who.actor` is who did it (a user name, or a `system:`/`cli:`/`link:`/`web:` actor
+   * that no user name can be); `who.owner` whose it is, by default the session's owner (read in the same statement).
+   */
+  audit(
+    sessionId: string | null, kind: string, detail: Record<string, unknown> | null, now: number,
+    who: { actor?: string | null; owner?: string | null } = {},
+  ): void {
+    this.auditStatement ??= this.db.prepare(
+      'INSERT INTO events (at, session_id, kind, detail, actor, owner) VALUES (?, ?, ?, ?, ?, ' +
+        'COALESCE(?, (SELECT owner FROM sessions WHERE id = ?)))',
+    );
+    this.auditStatement.run(
+      now, sessionId, kind, detail ? JSON.stringify(detail) : null, who.actor ?? null, who.owner ?? null, sessionId,
+    );
+    this.audited?.();
   }
+
+  /** Called after each audit row is written (the sinks' shipper wakes up: src/audit/shipper.ts). */
+  audited: (() => void) | null = null;
+  /** Prepared once: audit rows and viewer counts are the store's most frequent writes. */
+  private auditStatement: Database.Statement | null = null;
+  private viewersStatement: Database.Statement | null = null;
+  private viewersAndAudit: ((id: string, viewers: number, now: number, audit: AuditLine) => void) | null = null;
 }

@@ -25,6 +25,7 @@ import {
   ProviderBrowser, startOidcProvider, type ProviderOptions, type TestProvider,
 } from '../helpers/oidc-provider.js';
 import { SecretCollector, assertNoTokenInLog } from '../helpers/log-secrets.js';
+import { parseSamples, sampleValue } from '../helpers/prometheus.js';
 
 const PUBLIC_URL = 'http://desktops.test';
 
@@ -680,4 +681,22 @@ test('a request waiting on another\'s re-check, whose session a logout destroyed
   const old = new WebClient(broker.url);
   old.cookie = `qwd.sid=${original}`;
   t.is((await old.get('/')).status, 303, 'the logged-out cookie stays logged out');
+});
+
+test('single sign-on logins are counted in qwd_auth_attempts_total under the backend\'s name, with the password logins\' outcomes', async (t) => {
+  const { provider, broker } = await ssoSetup(t, { extra: { metrics: { enabled: true } } });
+  await ssoLogin(broker, provider, 'alice');
+  const eve = await startSso(broker, provider, 'eve');
+  t.is((await eve.browser.get(local(eve.callback))).status, 403);
+  const replay = await ssoLogin(broker, provider, 'bob');
+  t.is((await replay.browser.get(local(replay.callback))).status, 400, 'the same callback again: no login start left');
+  const res = await fetch(broker.metricsUrl!);
+  t.is(res.status, 200);
+  const samples = parseSamples(await res.text());
+  const count = (outcome: string) => sampleValue(samples, 'qwd_auth_attempts_total', { backend: 'sso', outcome });
+  t.deepEqual(
+    { success: count('success'), invalid: count('invalid'), unavailable: count('unavailable') },
+    { success: 2, invalid: 2, unavailable: 0 },
+    'alice and bob in; eve refused and the replayed callback invalid',
+  );
 });

@@ -136,7 +136,7 @@ test('a purge run counts its actions by result and only the orphan directories i
   const gone = { id: 'bbbbbbbbbbbb', action: 'cleanup', reason: 'vm-exited' } as const;
   metrics.purgeRan({
     actions: [expired, gone], failedActions: [gone], warnings: [], orphanDirs: ['cccccccccccc', 'dddddddddddd'],
-    orphanDirsRemoved: 1, forgottenTombstones: 0, dryRun: false,
+    orphanDirsRemoved: 1, forgottenTombstones: 0, auditRowsDeleted: 0, dryRun: false,
   }, 0.2, 1_800_000_000_000);
   const samples = parseSamples(await metrics.scrape());
   t.is(sampleValue(samples, 'qwd_purge_actions_total', { action: 'stop', reason: 'expired', result: 'applied' }), 1);

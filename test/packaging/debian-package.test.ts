@@ -4,7 +4,9 @@
 // systemd here, so setpriv runs it as the package's user), a real QEMU desktop is created
 // through the API, a second build is installed over the first while that desktop runs and
 // the restarted broker adopts it, then dpkg -r (whose prerm stops the desktop through the
-// broker) and dpkg -P, and the file lists of /etc, /usr, /lib/systemd and /var/lib are
+// broker), a reinstall with the state dir chowned to root and the broker run as root (INSTALL.md's
+// guest-network recipe) and a second dpkg -r (prerm then runs qwdctl as root), a third whose stop fails
+// (prerm warns, as it must without systemd, and the removal goes on), and dpkg -P, and the file lists of /etc, /usr, /lib/systemd and /var/lib are
 // compared with what they were before. Needs root (dpkg -i); refuses to run when the package
 // is installed by anyone else, and always purges what it installed (t.teardown).
 import test from 'ava';
@@ -182,9 +184,13 @@ function readUnit(text: string): UnitService {
 
 interface Broker { child: ChildProcess; pid: number; url: string; exited: Promise<number | null>; log: () => string }
 
-/** Starts the installed unit's ExecStart as its User/Group (setpriv, supplementary groups of the user), port 0. */
-async function startFromUnit(t: ExecutionContext, started: Set<number>): Promise<Broker> {
+/**
+ * Starts the installed unit's ExecStart as its User/Group (setpriv, supplementary groups of the user), port 0;
+ * `asUser` stands for a drop-in's User=/Group= (INSTALL.md's guest-network recipe: root).
+ */
+async function startFromUnit(t: ExecutionContext, started: Set<number>, asUser?: string): Promise<Broker> {
   const unit = readUnit(fs.readFileSync(UNIT, 'utf8'));
+  if (asUser) Object.assign(unit, { user: asUser, group: asUser });
   const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', ...unit.env, QWD_PORT: '0' };
   const child = spawn('setpriv', [
     `--reuid=${unit.user}`, `--regid=${unit.group}`, '--init-groups', '--', ...unit.execStart,
@@ -274,7 +280,7 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   const build1 = await runOk(t, path.join(ROOT, 'bin', 'build-deb'), ['--out', out, '--revision', '1'], { cwd: ROOT });
   const deb1 = path.join(out, `${NAME}_${UPSTREAM_VERSION}-1_${arch}.deb`);
   t.true(fs.existsSync(deb1), `bin/build-deb wrote ${deb1}:\n${build1.stdout}`);
-  t.log(`build 1 (npm run build + xz): ${(build1.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb1).size / 1048576).toFixed(2)} MiB`);
+  t.log(`build 1 (tsc + xz): ${(build1.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb1).size / 1048576).toFixed(2)} MiB`);
   const lintian = runAsync('lintian', ['--display-info', '--tag-display-limit', '0', deb1]);
 
   const info = (await runOk(t, 'dpkg-deb', ['--info', deb1])).stdout;
@@ -298,6 +304,7 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
     '/usr/share/man/man1/qwdctl.1.gz', '/usr/share/doc/qemu-web-desktop/copyright',
     '/usr/share/doc/qemu-web-desktop/changelog.Debian.gz',
     '/usr/share/doc/qemu-web-desktop/examples/nginx/qemu-web-desktop.conf',
+    '/usr/share/doc/qemu-web-desktop/examples/config.example.yml',
   ]) t.true(files.includes(p), `the package holds ${p}`);
   for (const dev of ['ava', 'eslint', 'tsx', 'typescript', 'oidc-provider', 'playwright-core', 'smtp-server']) {
     t.false(files.some((f) => f.startsWith(`/usr/lib/qemu-web-desktop/node_modules/${dev}/`)), `no dev dependency ${dev}`);
@@ -321,6 +328,16 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   const state = fs.statSync(STATE_DIR);
   t.deepEqual([state.uid, state.gid, state.mode & 0o7777], [uid, gid, 0o700], 'the state dir: the user\'s, 0700');
   t.is(fs.statSync(`${STATE_DIR}/machines`).uid, uid);
+  const conf = fs.statSync(CONFFILE);
+  t.deepEqual([conf.uid, conf.gid, conf.mode & 0o7777], [0, gid, 0o640], 'the config (it may hold secrets): root:the group, 0640');
+  t.is((await runOk(t, 'dpkg-statoverride', ['--list', CONFFILE])).stdout.trim(), `root ${NAME} 640 ${CONFFILE}`);
+  const unitText = fs.readFileSync(UNIT, 'utf8');
+  for (const line of ['ProtectSystem=full', 'PrivateTmp=yes', 'UMask=0077', 'NoNewPrivileges=yes', 'KillMode=process']) {
+    t.true(unitText.split('\n').includes(line), `the unit has ${line}`);
+  }
+  t.regex(fs.readFileSync('/usr/lib/qemu-web-desktop/bin/build-demo-image', 'utf8'),
+    /^\[ -n "\$OUT" \] \|\| OUT=\/var\/lib\/qemu-web-desktop\/machines\/images\/demo\.qcow2$/m,
+    'the packaged demo-image builder writes into the package\'s machines dir by default');
   const postinst = `/var/lib/dpkg/info/${NAME}.postinst`;
   // As dpkg runs it (deb-systemd-helper insists on being called from dpkg).
   const again = await runOk(t, postinst, ['configure', `${UPSTREAM_VERSION}-1`], {
@@ -336,10 +353,9 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   fs.mkdirSync(`${STATE_DIR}/machines/images`, { recursive: true });
   fs.copyFileSync(demoImage, `${STATE_DIR}/machines/images/demo.qcow2`);
   fs.copyFileSync('/usr/share/doc/qemu-web-desktop/examples/machines/demo.yml', `${STATE_DIR}/machines/demo.yml`);
-  const packagedConfig = fs.readFileSync(CONFFILE, 'utf8');
-  t.regex(packagedConfig, /^ {2}maxLoadPerCpu: 1\.5$/m);
+  t.false(/^limits:/m.test(fs.readFileSync(CONFFILE, 'utf8')), 'the short packaged config leaves limits at their defaults');
   // This host runs other tests at once: its load must not refuse the desktop.
-  fs.writeFileSync(CONFFILE, packagedConfig.replace(/^ {2}maxLoadPerCpu: 1\.5$/m, '  maxLoadPerCpu: 1000'));
+  fs.appendFileSync(CONFFILE, '\nlimits:\n  maxLoadPerCpu: 1000\n');
 
   // --- the service, as its unit starts it --------------------------------------------------------------------------
   const broker1 = await startFromUnit(t, started);
@@ -357,14 +373,15 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
 
   // --- upgrade with the desktop running ----------------------------------------------------------------------------
   const build2 = await runOk(t, path.join(ROOT, 'bin', 'build-deb'),
-    ['--out', out, '--revision', '2', '--skip-build', '--compression', 'gzip'], { cwd: ROOT });
+    ['--out', out, '--revision', '2', '--compression', 'gzip'], { cwd: ROOT });
   const deb2 = path.join(out, `${NAME}_${UPSTREAM_VERSION}-2_${arch}.deb`);
-  t.log(`build 2 (gzip, dist/ kept): ${(build2.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb2).size / 1048576).toFixed(2)} MiB`);
+  t.log(`build 2 (gzip): ${(build2.ms / 1000).toFixed(1)} s, ${(fs.statSync(deb2).size / 1048576).toFixed(2)} MiB`);
   await dpkg(t, ['-i', deb2]);
   t.is(run('dpkg-query', ['-W', '-f=${Version}', NAME]).stdout, `${UPSTREAM_VERSION}-2`);
   t.true(isRunning(qemuPid), 'the desktop survived the upgrade');
   t.regex(fs.readFileSync(CONFFILE, 'utf8'), /^ {2}maxLoadPerCpu: 1000$/m, 'the administrator\'s edit of the conffile is kept');
   t.deepEqual(fs.readdirSync(CONF_DIR), ['config.yml'], 'no .dpkg-dist/.dpkg-new beside it');
+  t.is(fs.statSync(CONFFILE).mode & 0o7777, 0o640, 'the upgrade keeps the config 0640');
   t.is(await stopBroker(broker1), 0, 'the old broker ends cleanly on SIGTERM');
   t.true(isRunning(qemuPid), 'the desktop outlives the broker (KillMode=process)');
   const broker2 = await startFromUnit(t, started);
@@ -386,12 +403,65 @@ test.serial('the Debian package builds, installs, serves a desktop as its own us
   t.true(fs.existsSync(`${STATE_DIR}/qwd.sqlite`), 'remove keeps the state');
   t.is(await stopBroker(broker2), 0);
 
+  // --- remove with the state dir root's and the broker run as root (INSTALL.md's guest-network recipe) -------------
+  // prerm runs qwdctl as the state dir's owner: as the package's user it could reach neither the admin socket nor
+  // the store, and the desktop would outlive its broker.
+  await dpkg(t, ['-i', deb2]);
+  t.is(fs.statSync(CONFFILE).mode & 0o7777, 0o640, 'a reinstall over the kept config keeps it 0640');
+  await runOk(t, 'chown', ['-R', 'root:root', STATE_DIR]);
+  fs.writeFileSync(CONFFILE, fs.readFileSync(CONFFILE, 'utf8').replace(/^ {2}network: none$/m, `  network: none\n  runAs: ${NAME}`));
+  const broker3 = await startFromUnit(t, started, 'root');
+  t.is(uidOf(broker3.pid), 0, 'this broker runs as root');
+  const created3 = await fetch(`${broker3.url}/api/v1/sessions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ machine: 'demo', user: 'deb-root' }),
+  });
+  const session3 = await created3.json() as { id: string; state: string };
+  t.is(created3.status, 201, JSON.stringify(session3));
+  const qemuPid3 = qemuPidOf(session3.id);
+  if (qemuPid3 === null) throw new Error(`no QEMU process named qwd-${session3.id}`);
+  started.add(qemuPid3);
+  t.is(uidOf(qemuPid3), uid, 'QEMU dropped to qemu.runAs');
+  const remove3 = await dpkg(t, ['-r', NAME]);
+  t.regex(remove3.stdout + remove3.stderr, new RegExp(`stopped session ${session3.id}`));
+  t.notRegex(remove3.stdout + remove3.stderr, /could not stop|WARNING/);
+  t.false(isRunning(qemuPid3), 'prerm stopped the desktop through the root broker');
+  t.is(await stopBroker(broker3), 0);
+
+  // --- remove when the stop fails, without systemd: prerm says so loudly and the removal goes on -------------------
+  // The state dir handed to a uid without a name (prerm then runs qwdctl through setpriv) that can read neither the
+  // config nor the root broker's socket and store: qwdctl fails. With systemd, prerm would kill the unit's cgroup;
+  // here there is none, so the desktop stays and prerm must say which processes to look for.
+  await dpkg(t, ['-i', deb2]);
+  const broker4 = await startFromUnit(t, started, 'root');
+  const created4 = await fetch(`${broker4.url}/api/v1/sessions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ machine: 'demo', user: 'deb-fail' }),
+  });
+  const session4 = await created4.json() as { id: string };
+  t.is(created4.status, 201, JSON.stringify(session4));
+  const qemuPid4 = qemuPidOf(session4.id);
+  if (qemuPid4 === null) throw new Error(`no QEMU process named qwd-${session4.id}`);
+  started.add(qemuPid4);
+  const nobodyUid = 4242424;
+  t.is(run('getent', ['passwd', String(nobodyUid)]).status, 2, `uid ${nobodyUid} has no name on this host`);
+  fs.chownSync(STATE_DIR, nobodyUid, nobodyUid);
+  const remove4 = await dpkg(t, ['-r', NAME]);
+  t.regex(remove4.stderr, /could not stop every running desktop through qwdctl/);
+  t.regex(remove4.stderr, /WARNING: systemd is not running, so the desktops that could not be stopped/);
+  t.regex(remove4.stderr, /-name qwd-/);
+  t.is(packageStatus(), 'deinstall ok config-files', 'the removal went on');
+  t.true(isRunning(qemuPid4), 'without systemd the desktop is left running (and said so)');
+  t.is(await stopBroker(broker4), 0);
+  process.kill(qemuPid4, 'SIGKILL'); // the test's own QEMU: what the warning asks the administrator to stop
+  await waitFor(`QEMU ${qemuPid4} to end`, () => !isRunning(qemuPid4), 10_000);
+  fs.chownSync(STATE_DIR, 0, 0);
+
   // --- purge: nothing of the package is left ----------------------------------------------------------------------
   await dpkg(t, ['-P', NAME]);
   t.is(packageStatus(), 'not-installed');
   installed = false;
   t.false(fs.existsSync(STATE_DIR), 'purge removes the state dir');
   t.false(fs.existsSync(CONF_DIR), 'purge removes the config');
+  t.is(run('dpkg-statoverride', ['--list', CONFFILE]).status, 1, 'purge removes the config\'s mode override');
   const afterPurge = listTrees();
   // Other jobs on this host may install packages meanwhile: what another package owns is theirs, not a leftover.
   const addedAll = [...afterPurge].filter((p) => !before.has(p) && !ACCOUNT_BACKUPS.includes(p));

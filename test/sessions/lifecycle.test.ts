@@ -75,7 +75,7 @@ test('a stop of a queued session whose cancel fails still releases it and report
   t.is(row.state, 'queued');
   await t.throwsAsync(manager.stop(row.id), { message: /survived SIGKILL/ });
   t.is(rows.byId(row.id), undefined);
-  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'stop-failed', 'ended']);
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'queued', 'stop-failed', 'ended']);
   // The job the scheduler kept starts after all: it is stopped as soon as it is up, and nothing is left.
   launcher.ready(row.id);
   await waitFor('the leftover VM to be stopped', () => launcher.stopsRun.get(row.id) === 2);
@@ -90,7 +90,7 @@ test('events after the end change nothing: a second stop, a late exit, a late st
   launcher.exit(row.id);
   await manager.dispatch(row.id, { type: 'exited', reason: endReason('vm-exited') });
   t.is(rows.ended(row.tokenHash)?.end.detail, 'first');
-  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'ended']);
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'started', 'ended']);
 });
 
 test('a stop its writer abandoned (a row left stopping) is finished by the purge job once it is old', async (t) => {

@@ -34,7 +34,7 @@ test('a VM that exits on its own ends its session with the launcher\'s reason an
   t.deepEqual(await ended, { id: row.id, end: { code: 'vm-exited', detail: 'the virtual machine was shut down from inside' } });
   t.is(rows.byId(row.id), undefined);
   t.deepEqual(sessionDirs(), []);
-  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'ended']);
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'started', 'ended']);
   t.is(launcher.stopsRun.get(row.id), undefined, 'a VM that is gone is not stopped again');
 });
 
@@ -86,7 +86,7 @@ test('a stop that fails still releases the session, and the failure reaches the 
   t.regex(err!.message, /survived SIGKILL/);
   t.is(rows.byId(row.id), undefined);
   t.deepEqual(sessionDirs(), []);
-  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'stop-failed', 'ended']);
+  t.deepEqual(audit(row.id).map((e) => e.kind), ['created', 'started', 'stop-failed', 'ended']);
   t.true(await launcher.isAlive(row.handle as { kind: string }), 'the VM survived: the audit line is how it is found');
 });
 

@@ -13,8 +13,9 @@ import type { Identity } from '../types.js';
 import type { ScriptDecl } from '../../config/guest.js';
 import { conditionGroups, decideIdentity } from './claims.js';
 import {
-  OidcProviderClient, OidcProviderError, type KeptTokens, type PendingChecks,
+  OidcProviderClient, OidcProviderError, type KeptTokens, type OidcFailureKind, type PendingChecks,
 } from './provider-client.js';
+import type { AuthAttemptOutcome } from '../../metrics/recorder.js';
 
 export type OidcOutcome =
   /** Logged in. */
@@ -35,9 +36,27 @@ export interface LoginEvent {
   outcome: OidcOutcome;
   user: string | null;
   detail?: string;
+  /** Why a 'failed' login failed: the provider's side (OidcFailureKind), or the rate limit on starts. */
+  failure?: OidcFailureKind | 'rate-limited';
 }
 
 export type LoginEventSink = (event: LoginEvent) => void;
+
+/**
+ * A login event as a login attempt in the metrics' terms (qwd_auth_attempts_total), or null for what is not an
+ * attempt (a logout, a re-check). A provider that is down or answers garbage is 'unavailable', as a password
+ * backend that cannot be asked; a used code, a wrong state or a refusal is 'invalid'.
+ */
+export function attemptOutcome(event: LoginEvent): AuthAttemptOutcome | null {
+  switch (event.outcome) {
+    case 'accepted': return 'success';
+    case 'refused': return 'invalid';
+    case 'failed':
+      if (event.failure === 'rate-limited') return 'rate-limited';
+      return event.failure === 'unavailable' || event.failure === 'bad-response' ? 'unavailable' : 'invalid';
+    default: return null;
+  }
+}
 
 /** What a login keeps in the broker's web session besides the Identity. */
 export interface OidcLoginState {
@@ -109,7 +128,9 @@ export class OidcLogins {
       return await this.client(name).startLogin();
     } catch (err) {
       const failure = err instanceof OidcProviderError ? err : new OidcProviderError('bad-response', String(err));
-      this.reportLogin({ backend: name, outcome: 'failed', user: null, detail: `login start: ${failure.message}` });
+      this.reportLogin({
+        backend: name, outcome: 'failed', user: null, detail: `login start: ${failure.message}`, failure: failure.kind,
+      });
       throw failure;
     }
   }
@@ -122,7 +143,9 @@ export class OidcLogins {
       result = await client.finishLogin(search, checks);
     } catch (err) {
       const failure = err as OidcProviderError;
-      this.reportLogin({ backend: name, outcome: 'failed', user: null, detail: failure.message });
+      this.reportLogin({
+        backend: name, outcome: 'failed', user: null, detail: failure.message, failure: failure.kind,
+      });
       return failedLogin(failure, label);
     }
     const decision = decideIdentity(result.claims, client.cfg, this.config.auth.admins, this.namedGroups());

@@ -18,6 +18,9 @@ function valueOptions(program: Command): string[] {
   return [...names].sort();
 }
 
+/** qwdctl audit's filters, offered with the other options. */
+const AUDIT_OPTIONS = '--since --until --user --session --kind --limit';
+
 /** Words after a command that has no sub-commands but fixed first arguments. */
 const ARGUMENT_WORDS: Record<string, string> = { edit: 'config machines', completion: 'bash' };
 
@@ -43,7 +46,7 @@ _qwdctl() {
     esac
   done
   if [[ "$cur" == -* ]]; then
-    words="--help --json --config --state-dir --verbose --yes --all --dry-run"
+    words="--help --json --config --state-dir --verbose --yes --all --dry-run ${AUDIT_OPTIONS}"
   elif [[ -z "$noun" ]]; then
     words="${top.join(' ')}"
   else

@@ -21,7 +21,7 @@ export function adminRoutes(deps: Pick<AppDeps, 'manager' | 'log'>): Router {
     }
     const rows = manager.list();
     await Promise.all(rows.map((r) => manager.stop(
-      r.id, endReason('stopped', `stopped by ${admin} (administrator, stop all)`),
+      r.id, endReason('stopped', `stopped by ${admin} (administrator, stop all)`, admin),
     )));
     log.warn({ admin, count: rows.length }, 'all desktops stopped by an administrator');
     res.redirect(303, '/manage');

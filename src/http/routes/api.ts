@@ -11,6 +11,7 @@ import { LOGIN_FIRST_MESSAGE, type AccessNeed } from '../session-access.js';
 import type { SessionLinks } from '../views.js';
 import type { QueueInfo } from '../../launcher/types.js';
 import { endReason } from '../../store/end-reason.js';
+import { webActor } from '../../audit/actor.js';
 
 /** Stopping, extending or re-linking a desktop through the API. */
 const CHANGE: AccessNeed = { kind: 'change', what: 'change it' };
@@ -67,25 +68,25 @@ export function apiRoutes(deps: AppDeps, kit: RouteKit): Router {
 
   // Changes need the owner (or an admin) whether or not links need a login: refused 403, not 401.
   router.delete('/api/v1/sessions/:token', async (req, res) => {
-    const { row } = kit.access(req, CHANGE, false);
-    await manager.stop(row.id, endReason('stopped', 'stopped through the API'));
+    const { row, access } = kit.access(req, CHANGE, false);
+    await manager.stop(row.id, endReason('stopped', 'stopped through the API', webActor(req.identity, access)));
     res.status(204).end();
   });
 
   router.post('/api/v1/sessions/:token/extend', async (req, res) => {
-    const { row } = kit.access(req, CHANGE, false);
+    const { row, access } = kit.access(req, CHANGE, false);
     const byS = (req.body as { byS?: unknown } | undefined)?.byS ?? config.sessions.extendStepS;
-    res.json(json(req, await manager.extend(row.id, byS as number)));
+    res.json(json(req, await manager.extend(row.id, byS as number, webActor(req.identity, access))));
   });
 
   router.post('/api/v1/sessions/:token/revoke', (req, res) => {
-    const { row } = kit.access(req, CHANGE, false);
+    const { row, access } = kit.access(req, CHANGE, false);
     const link = (req.body as { link?: unknown } | undefined)?.link;
     if (link !== 'control' && link !== 'view') {
       const message = `link must be "control" or "view", got ${describeValue(link)}`;
       throw new QwdError('QWD_BAD_REQUEST', message, { userMessage: 'link must be "control" or "view".' });
     }
-    res.json(json(req, manager.revokeLink(row.id, link)));
+    res.json(json(req, manager.revokeLink(row.id, link, webActor(req.identity, access))));
   });
 
   return router;

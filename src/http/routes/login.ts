@@ -76,7 +76,12 @@ export function loginRoutes(deps: Pick<AppDeps, 'auth' | 'sessionSecret'>, kit: 
     res.redirect(303, '/');
   });
 
-  router.post('/logout', (req, res, next) => endWebLogin(req, res, next, auth.open ? '/' : '/login'));
+  router.post('/logout', (req, res, next) => {
+    // (single sign-on logouts are answered, and audited, by routes/oidc.ts before this one)
+    const who = req.session.identity;
+    if (who) auth.recordLogin({ backend: who.via, user: who.user, result: 'logout', ip: req.ip });
+    endWebLogin(req, res, next, auth.open ? '/' : '/login');
+  });
 
   return router;
 }

@@ -55,7 +55,9 @@ export function oidcRoutes(deps: { auth: AuthService; now: () => number }, login
     // Each start writes a browser-session row: a client that keeps pressing is held back before anything is stored.
     const admission = auth.admitSingleSignOnStart(req.ip ?? 'unknown');
     if (!admission.admitted) {
-      logins.reportLogin({ backend: name, outcome: 'failed', user: null, detail: 'login start rate limited' });
+      logins.reportLogin({
+        backend: name, outcome: 'failed', user: null, detail: 'login start rate limited', failure: 'rate-limited',
+      });
       res.set('Retry-After', String(admission.retryAfterS));
       return again(429, `Too many logins started. Try again in ${admission.retryAfterS} s.`);
     }

@@ -11,6 +11,7 @@ import { answerErrorsWith } from '../error-handler.js';
 import type { AppDeps, RouteKit } from '../deps.js';
 import type { AccessNeed } from '../session-access.js';
 import { endReason } from '../../store/end-reason.js';
+import { webActor } from '../../audit/actor.js';
 import {
   errorPage, formPage, managePage, sessionPage, viewOnlyPage, viewerPage, type FormValues, type ViewerDisplay,
 } from '../views.js';
@@ -69,25 +70,25 @@ export function pageRoutes(deps: AppDeps, kit: RouteKit): Router {
   });
 
   router.post('/s/:token/stop', async (req, res) => {
-    const { row } = kit.access(req, CHANGE);
+    const { row, access } = kit.access(req, CHANGE);
     const who = req.identity;
     const reason = who && who.user !== row.owner ? `stopped by ${who.user} (administrator)` : 'stopped by its user';
-    await manager.stop(row.id, endReason('stopped', reason));
+    await manager.stop(row.id, endReason('stopped', reason, webActor(who, access)));
     res.redirect(303, (req.body as Record<string, unknown>).back === 'manage' ? '/manage' : `/s/${row.token}`);
   });
 
   router.post('/s/:token/extend', async (req, res) => {
-    const { row } = kit.access(req, CHANGE);
+    const { row, access } = kit.access(req, CHANGE);
     answerErrorsWith(res, (e) => ({ html: errorPage('Cannot extend', e.userMessage, `/s/${row.token}`) }));
-    await manager.extend(row.id, config.sessions.extendStepS);
+    await manager.extend(row.id, config.sessions.extendStepS, webActor(req.identity, access));
     res.redirect(303, `/s/${row.token}`);
   });
 
   router.post('/s/:token/revoke/:link', (req, res) => {
-    const { row } = kit.access(req, CHANGE);
+    const { row, access } = kit.access(req, CHANGE);
     const kind = req.params.link === 'view' ? 'view' : req.params.link === 'control' ? 'control' : null;
     if (!kind) throw new QwdError('QWD_BAD_REQUEST', 'link must be control or view', { userMessage: 'Unknown link.' });
-    const updated = manager.revokeLink(row.id, kind);
+    const updated = manager.revokeLink(row.id, kind, webActor(req.identity, access));
     res.redirect(303, `/s/${updated.token}`);
   });
 
