@@ -176,9 +176,8 @@ export class PurgeService {
       const row = rows.find((r) => r.id === w.id)!;
       try {
         await mailer.send({ to: row.email!, ...lifetimeWarningMail(row, w.remainingS, this.deps.baseUrl ?? null) });
-        store.setWarned(row.id, w.beforeS);
-        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, manager.clock.now(), {
-          actor: ACTORS.purge,
+        store.setWarned(row.id, w.beforeS, manager.clock.now(), {
+          kind: 'warned', detail: { beforeS: w.beforeS, to: row.email }, actor: ACTORS.purge,
         });
         log.info({ sessionId: row.id, beforeS: w.beforeS }, 'life-time warning mailed');
       } catch (err) {

@@ -127,8 +127,11 @@ export class SessionRows {
     })();
   }
 
-  setWarned(id: string, beforeS: number): void {
-    this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
+  /** Records the warning sent, and (when given) its audit row in the same transaction. */
+  setWarned(id: string, beforeS: number, now?: number, audit?: AuditLine): void {
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
+    });
   }
 
   all(): SessionRow[] {
@@ -140,7 +143,10 @@ export class SessionRows {
       .map(fromRaw);
   }
 
-  update(id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number): void {
+  /** Changes the row, and (when given) writes its audit row in the same transaction: both or neither. */
+  update(
+    id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number, audit?: AuditLine,
+  ): void {
     const sets: string[] = ['updated_at = @now'];
     const params: Record<string, unknown> = { id, now };
     if (changes.state !== undefined) { sets.push('state = @state'); params.state = changes.state; }
@@ -150,7 +156,9 @@ export class SessionRows {
     if (changes.expiresAt !== undefined) {
       sets.push('expires_at = @expiresAt', 'warned_before_s = NULL'); params.expiresAt = changes.expiresAt;
     }
-    this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
+    });
   }
 
   /** The count, and (when given) the viewer's audit row in the same transaction: one write, not two. */
@@ -173,8 +181,11 @@ export class SessionRows {
     this.viewersAndAudit(id, viewers, now, audit);
   }
 
-  setBalloonTarget(id: string, targetMiB: number | null): void {
-    this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
+  /** The balloon target, and (when given) its audit row in the same transaction. */
+  setBalloonTarget(id: string, targetMiB: number | null, now?: number, audit?: AuditLine): void {
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
+    });
   }
 
   /** After a broker restart nobody is connected: the counts start again from zero. */
@@ -238,9 +249,13 @@ export class SessionRows {
     })();
   }
 
-  /** Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason. */
-  remove(row: SessionRow, end: EndReason, now: number): void {
+  /**
+   * Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason; the audit
+   * row (when given, its owner the session's) is written in the same transaction: a crash keeps both or neither.
+   */
+  remove(row: SessionRow, end: EndReason, now: number, audit?: AuditLine): void {
     this.db.transaction(() => {
+      if (audit) this.audit(row.id, audit.kind, audit.detail, now, { actor: audit.actor, owner: row.owner });
       this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
@@ -278,6 +293,18 @@ export class SessionRows {
       now, sessionId, kind, detail ? JSON.stringify(detail) : null, who.actor ?? null, who.owner ?? null, sessionId,
     );
     this.audited?.();
+  }
+
+  /** Runs `change` and writes `audit` (if any) for session `id` in one transaction: one write, not two. */
+  private withAudit(id: string, now: number | undefined, audit: AuditLine | undefined, change: () => void): void {
+    if (!audit) {
+      change();
+      return;
+    }
+    this.db.transaction(() => {
+      change();
+      this.audit(id, audit.kind, audit.detail, now ?? Date.now(), { actor: audit.actor });
+    })();
   }
 
   /** Called after each audit row is written (the sinks' shipper wakes up: src/audit/shipper.ts). */
