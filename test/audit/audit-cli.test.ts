@@ -47,7 +47,10 @@ test('qwdctl audit without a broker: --since, --until, --user, --session, --kind
 
 test('a bad time is a clear usage error (exit 1) and nothing is opened or written', async (t) => {
   const setup = makeSetup(t);
-  for (const args of [['--since', 'yesterday'], ['--until', '2026-02-31T99:00'], ['--since', '1h', '--until', '2h'], ['--limit', '0']]) {
+  for (const args of [
+    ['--since', 'yesterday'], ['--until', '2026-02-31T99:00'], ['--since', '1h', '--until', '2h'], ['--limit', '0'],
+    ['--since', '2026-02-30'], ['--since', '2026-02-31'], ['--since', '2026'], ['--until', '2026-13-01'],
+  ]) {
     const res = await qwdctl(['--config', setup.configFile, 'audit', ...args]);
     t.is(res.code, 1, args.join(' '));
     t.is(res.stdout, '');
@@ -55,6 +58,10 @@ test('a bad time is a clear usage error (exit 1) and nothing is opened or writte
   }
   const res = await qwdctl(['--config', setup.configFile, 'audit', '--since', 'yesterday']);
   t.is(res.stderr, 'qwdctl: --since must be a duration (30m, 2h, 7d) or an ISO time (2026-12-01 or 2026-12-01T08:00:00Z), got "yesterday"\n');
+  const rolled = await qwdctl(['--config', setup.configFile, 'audit', '--since', '2026-02-31']);
+  t.regex(rolled.stderr, /got "2026-02-31": no such date or time\n$/);
+  const year = await qwdctl(['--config', setup.configFile, 'audit', '--since', '2026']);
+  t.regex(year.stderr, /got "2026": a duration needs its unit \(2026s, 2026m…\)/);
   t.false(fs.existsSync(setup.stateDir), 'no state dir, no store, no lock was made');
 });
 

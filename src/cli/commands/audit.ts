@@ -18,27 +18,54 @@ export interface AuditOptions {
   json?: boolean;
 }
 
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|([+-])(\d{2}):?(\d{2}))?)?$/;
 
 /**
- * A time as an administrator writes it: a duration back from now (`30m`, `2h`, `7d`, `1d12h`, whole seconds) or an
- * ISO 8601 date or date-time, read as UTC unless it names a zone. Anything else is a usage error naming the option.
+ * An ISO date or date-time as milliseconds, or null when no such instant exists. Built from its fields and checked
+ * field by field: Date.parse rolls 2026-02-31 over to 2026-03-03 and reads a zone-less time as local time; the trail
+ * speaks UTC.
+ */
+function isoTime(text: string): number | null {
+  const m = ISO_TIME.exec(text);
+  if (!m) return null;
+  const field = (i: number) => (m[i] === undefined ? 0 : Number(m[i]));
+  const [y, mo, d, h, mi, s] = [1, 2, 3, 4, 5, 6].map(field);
+  const ms = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0'));
+  const at = new Date(Date.UTC(y, mo - 1, d, h, mi, s, ms));
+  // Date.UTC reads years 0-99 as 1900-99: setUTCFullYear keeps the year typed.
+  at.setUTCFullYear(y, mo - 1, d);
+  const same = at.getUTCFullYear() === y && at.getUTCMonth() === mo - 1 && at.getUTCDate() === d &&
+    at.getUTCHours() === h && at.getUTCMinutes() === mi && at.getUTCSeconds() === s;
+  if (!same) return null;
+  if (m[9] === undefined) return at.getTime();
+  const [zh, zm] = [Number(m[10]), Number(m[11])];
+  if (zh > 23 || zm > 59) return null;
+  return at.getTime() - (m[9] === '-' ? -1 : 1) * (zh * 60 + zm) * 60_000;
+}
+
+/**
+ * A time as an administrator writes it: a duration back from now with its unit (`30m`, `2h`, `7d`, `1d12h`, `90s`)
+ * or an ISO 8601 date or date-time, read as UTC unless it names a zone. Anything else — a bare number (is `2026` a
+ * year or seconds?), a date that does not exist (2026-02-31) — is a usage error naming the option and the value.
  */
 export function parseAuditTime(option: string, text: string, now: number): number {
   const trimmed = text.trim();
+  let hint = '';
   if (ISO_TIME.test(trimmed)) {
-    let iso = trimmed.replace(' ', 'T');
-    // Date.parse reads a date-time without a zone as local time: the trail speaks UTC.
-    if (iso.includes('T') && !/(?:Z|[+-]\d{2}:?\d{2})$/.test(iso)) iso += 'Z';
-    const ms = Date.parse(iso);
-    if (Number.isFinite(ms)) return ms;
+    const ms = isoTime(trimmed);
+    if (ms !== null) return ms;
+    hint = ': no such date or time';
+  } else if (/^\d+$/.test(trimmed)) {
+    const n = trimmed.length > 12 ? trimmed.slice(0, 12) + '…' : trimmed;
+    hint = `: a duration needs its unit (${n}s, ${n}m…), a date all of year-month-day`;
   } else {
     const seconds = parseDuration(trimmed);
     if (seconds !== null) return now - seconds * 1000;
   }
   const shown = JSON.stringify(text.length > 40 ? text.slice(0, 40) + '…' : text);
   throw usage(`${option} must be a duration (30m, 2h, 7d) or an ISO time (2026-12-01 or 2026-12-01T08:00:00Z), ` +
-    `got ${shown}`);
+    `got ${shown}${hint}`);
 }
 
 /** The command's options as a filter; every problem is a usage error raised before the store is opened. */
