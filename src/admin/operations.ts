@@ -88,7 +88,7 @@ export const ADMIN_OPERATIONS: Readonly<Record<keyof Admin, true>> = {
 function checkedFilter(raw: unknown): AuditFilter {
   const f = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
   const out: AuditFilter = {};
-  for (const key of ['since', 'until', 'limit'] as const) {
+  for (const key of ['since', 'until', 'limit', 'beforeId'] as const) {
     if (f[key] === undefined || f[key] === null) continue;
     if (typeof f[key] !== 'number' || !Number.isFinite(f[key])) throw badFilter(key, f[key]);
     out[key] = f[key];

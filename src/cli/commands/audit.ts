@@ -15,6 +15,7 @@ export interface AuditOptions {
   session?: string;
   kind?: string;
   limit?: string;
+  beforeId?: string;
   json?: boolean;
 }
 
@@ -83,9 +84,15 @@ export function auditFilter(opts: AuditOptions, now: number): AuditFilter {
   if (opts.limit !== undefined) {
     const n = /^\d{1,7}$/.test(opts.limit.trim()) ? Number(opts.limit) : NaN;
     if (!(n >= 1 && n <= MAX_LIMIT)) {
-      throw usage(`--limit must be a whole number from 1 to ${MAX_LIMIT}, got ${JSON.stringify(opts.limit)}`);
+      throw usage(`--limit must be a whole number from 1 to ${MAX_LIMIT} (more: page with --before-id), ` +
+        `got ${JSON.stringify(opts.limit)}`);
     }
     filter.limit = n;
+  }
+  if (opts.beforeId !== undefined) {
+    const id = /^\d{1,15}$/.test(opts.beforeId.trim()) ? Number(opts.beforeId) : NaN;
+    if (!(id >= 1)) throw usage(`--before-id must be a row id (a whole number), got ${JSON.stringify(opts.beforeId)}`);
+    filter.beforeId = id;
   }
   return filter;
 }
@@ -117,7 +124,8 @@ export function registerAudit(program: Command, ctx: CliContext): void {
     .option('--user <name>', 'rows done by this user or about them (their sessions, their logins)')
     .option('--session <id>', 'rows of this session')
     .option('--kind <kind>', 'rows of this kind (created, refused, started, viewer-joined, ended, login, ...)')
-    .option('--limit <n>', `at most this many rows, the newest (default ${DEFAULT_LIMIT})`)
+    .option('--limit <n>', `at most this many rows, the newest (default ${DEFAULT_LIMIT}, at most ${MAX_LIMIT})`)
+    .option('--before-id <id>', 'only rows older than row <id>: the next page (give the first id of this one)')
     .option('--json', 'machine-readable output (a JSON array, oldest first)')
     .addHelpText('after', '\nExamples:\n  qwdctl audit --since 2h\n  qwdctl audit --user alice --since 7d --json\n' +
       '  qwdctl audit --session 1f2e3d4c --kind viewer-joined\n  qwdctl audit --since 2026-12-01 --until 2026-12-02\n')
