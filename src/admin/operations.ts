@@ -18,7 +18,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { Launcher } from '../launcher/types.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { QwdError } from '../errors.js';
-import { ACTORS } from '../audit/actor.js';
+import { ACTORS, boundedText } from '../audit/actor.js';
 import { queryAudit, type AuditEntry, type AuditFilter } from '../audit/query.js';
 
 /** The services behind the session operations (built only for commands that need them). */
@@ -123,7 +123,9 @@ export function adminOperations(deps: AdminDeps): Admin {
     getSession: async (id) => deps.rows().byId(id) ?? null,
     createSession: async (request) => (await manager()).create(request, { actor }),
     stopSession: async (id, reason) => {
-      await (await manager()).stop(id, endReason('stopped', reason, actor));
+      // The administrator's words go to the trail (and the tombstone the user's link shows): bounded and escaped.
+      const words = typeof reason === 'string' ? boundedText(reason, 500) : undefined;
+      await (await manager()).stop(id, endReason('stopped', words, actor));
       return null;
     },
     extendSession: async (id, byS) => (await manager()).extend(id, byS, actor),

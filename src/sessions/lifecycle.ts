@@ -17,7 +17,7 @@ import { exitWords, type LaunchSpec, type Launcher, type VmHandle } from '../lau
 import type { AuditLine, SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
-import { ACTORS, endActor } from '../audit/actor.js';
+import { ACTORS, boundedText, endActor } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type LifeEvent =
@@ -274,7 +274,8 @@ export class SessionLife {
         'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host',
       );
       this.deps.rows.audit(
-        this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now(),
+        // The launcher's message may carry a scheduler's or QEMU's output: bounded and escaped like text from outside.
+        this.id, 'stop-failed', { error: boundedText((err as Error).message, 500), handle }, this.deps.clock.now(),
         { actor: ACTORS.broker },
       );
       this.deps.metrics?.vmStopped('failed');

@@ -159,3 +159,18 @@ test('the admin operation refuses a filter of the wrong type (what the socket ma
       t.is((err as { code?: string }).code, 'QWD_BAD_REQUEST', JSON.stringify(bad));
     }
   });
+
+test('qwdctl stop\'s reason is bounded (500) and escaped in the ended row and the tombstone', async (t) => {
+  const { manager, rows, db } = fakeSessions(t);
+  const admin = adminOperations({
+    rows: () => rows, users: () => { throw new Error('not used'); },
+    services: async () => ({ manager }) as unknown as Awaited<ReturnType<Parameters<typeof adminOperations>[0]['services']>>,
+  });
+  const row = await manager.create(REQUEST);
+  await admin.stopSession(row.id, 'maintenance \u001b[2J' + 'x'.repeat(2000));
+  const [ended] = queryAudit(db, { sessionId: row.id, kind: 'ended' });
+  const reason = ended!.detail!.reason as string;
+  t.true(reason.startsWith('maintenance \\u001b[2J'), reason.slice(0, 40));
+  t.true(reason.length <= 520, `${reason.length} characters`);
+  t.is(rows.ended(row.tokenHash)!.end.detail, reason);
+});
