@@ -61,6 +61,8 @@ export interface AuditLine {
   kind: string;
   detail: Record<string, unknown> | null;
   actor: string | null;
+  /** Whose it is, when the caller has it at hand; else read from the session's row in the same statement. */
+  owner?: string | null;
 }
 
 export interface EndedRow {
@@ -101,7 +103,9 @@ export class SessionRows {
   }
 
   byId(id: string): SessionRow | undefined {
-    const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as RawRow | undefined;
+    // Prepared once: read at every viewer change and every lifecycle step.
+    this.byIdStatement ??= this.db.prepare('SELECT * FROM sessions WHERE id = ?');
+    const r = this.byIdStatement.get(id) as RawRow | undefined;
     return r && fromRaw(r);
   }
 
@@ -176,7 +180,7 @@ export class SessionRows {
     }
     this.viewersAndAudit ??= this.db.transaction((i: string, v: number, n: number, a: AuditLine) => {
       statement.run({ viewers: v, now: n, id: i });
-      this.audit(i, a.kind, a.detail, n, { actor: a.actor });
+      this.audit(i, a.kind, a.detail, n, { actor: a.actor, owner: a.owner });
     });
     this.viewersAndAudit(id, viewers, now, audit);
   }
@@ -303,7 +307,7 @@ export class SessionRows {
     }
     this.db.transaction(() => {
       change();
-      this.audit(id, audit.kind, audit.detail, now ?? Date.now(), { actor: audit.actor });
+      this.audit(id, audit.kind, audit.detail, now ?? Date.now(), { actor: audit.actor, owner: audit.owner });
     })();
   }
 
@@ -312,5 +316,6 @@ export class SessionRows {
   /** Prepared once: audit rows and viewer counts are the store's most frequent writes. */
   private auditStatement: Database.Statement | null = null;
   private viewersStatement: Database.Statement | null = null;
+  private byIdStatement: Database.Statement | null = null;
   private viewersAndAudit: ((id: string, viewers: number, now: number, audit: AuditLine) => void) | null = null;
 }
