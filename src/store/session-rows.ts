@@ -132,7 +132,7 @@ export class SessionRows {
   }
 
   /** Records the warning sent, and (when given) its audit row in the same transaction. */
-  setWarned(id: string, beforeS: number, now?: number, audit?: AuditLine): void {
+  setWarned(id: string, beforeS: number, now: number, audit?: AuditLine): void {
     this.withAudit(id, now, audit, () => {
       this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
     });
@@ -186,7 +186,7 @@ export class SessionRows {
   }
 
   /** The balloon target, and (when given) its audit row in the same transaction. */
-  setBalloonTarget(id: string, targetMiB: number | null, now?: number, audit?: AuditLine): void {
+  setBalloonTarget(id: string, targetMiB: number | null, now: number, audit?: AuditLine): void {
     this.withAudit(id, now, audit, () => {
       this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
     });
@@ -300,14 +300,14 @@ export class SessionRows {
   }
 
   /** Runs `change` and writes `audit` (if any) for session `id` in one transaction: one write, not two. */
-  private withAudit(id: string, now: number | undefined, audit: AuditLine | undefined, change: () => void): void {
+  private withAudit(id: string, now: number, audit: AuditLine | undefined, change: () => void): void {
     if (!audit) {
       change();
       return;
     }
     this.db.transaction(() => {
       change();
-      this.audit(id, audit.kind, audit.detail, now ?? Date.now(), { actor: audit.actor, owner: audit.owner });
+      this.audit(id, audit.kind, audit.detail, now, { actor: audit.actor, owner: audit.owner });
     })();
   }
 
