@@ -18,7 +18,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { Launcher } from '../launcher/types.js';
 import type { GpuDevice } from '../gpu/discover.js';
 import { QwdError } from '../errors.js';
-import { ACTORS } from '../audit/actor.js';
+import { ACTORS, boundedText } from '../audit/actor.js';
 import { queryAudit, type AuditEntry, type AuditFilter } from '../audit/query.js';
 
 /** The services behind the session operations (built only for commands that need them). */
@@ -88,7 +88,7 @@ export const ADMIN_OPERATIONS: Readonly<Record<keyof Admin, true>> = {
 function checkedFilter(raw: unknown): AuditFilter {
   const f = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
   const out: AuditFilter = {};
-  for (const key of ['since', 'until', 'limit'] as const) {
+  for (const key of ['since', 'until', 'limit', 'beforeId'] as const) {
     if (f[key] === undefined || f[key] === null) continue;
     if (typeof f[key] !== 'number' || !Number.isFinite(f[key])) throw badFilter(key, f[key]);
     out[key] = f[key];
@@ -113,12 +113,19 @@ export function adminOperations(deps: AdminDeps): Admin {
   const audit = (kind: string, owner: string | null, detail: Record<string, unknown> | null) => {
     deps.rows().audit(null, kind, detail, Date.now(), { actor, owner });
   };
+  /**
+   * A change and its audit row in one transaction: if the row cannot be written the change is rolled back too
+   * (accounts and sessions share one store, one Db; the user store's own transactions nest as savepoints).
+   */
+  const inTransaction = <T>(change: () => T): T => deps.rows().db.transaction(change)();
   return {
     listSessions: async () => deps.rows().all(),
     getSession: async (id) => deps.rows().byId(id) ?? null,
     createSession: async (request) => (await manager()).create(request, { actor }),
     stopSession: async (id, reason) => {
-      await (await manager()).stop(id, endReason('stopped', reason, actor));
+      // The administrator's words go to the trail (and the tombstone the user's link shows): bounded and escaped.
+      const words = typeof reason === 'string' ? boundedText(reason, 500) : undefined;
+      await (await manager()).stop(id, endReason('stopped', words, actor));
       return null;
     },
     extendSession: async (id, byS) => (await manager()).extend(id, byS, actor),
@@ -145,38 +152,38 @@ export function adminOperations(deps: AdminDeps): Admin {
     listUsers: async () => deps.users().list().map(({ name, email, admin, createdAt }) => ({
       name, email, admin, createdAt,
     })),
-    addUser: async (user) => {
+    addUser: async (user) => inTransaction(() => {
       deps.users().add(user);
       audit('user-added', user.name, { admin: user.admin, email: user.email !== null });
       return null;
-    },
-    setUserHash: async (name, hash) => {
+    }),
+    setUserHash: async (name, hash) => inTransaction(() => {
       const changed = deps.users().setHash(name, hash);
       if (changed) audit('user-password-set', name, null);
       return changed;
-    },
-    setUserAdmin: async (name, admin) => {
+    }),
+    setUserAdmin: async (name, admin) => inTransaction(() => {
       const changed = deps.users().setAdmin(name, admin);
       if (changed) audit('user-admin-set', name, { admin });
       return changed;
-    },
-    removeUser: async (name) => {
+    }),
+    removeUser: async (name) => inTransaction(() => {
       const removed = deps.users().remove(name);
       if (removed) audit('user-removed', name, { tokens: removed.tokens });
       return removed;
-    },
-    addApiToken: async ({ id, hash, user, admin, createdAt }) => {
+    }),
+    addApiToken: async ({ id, hash, user, admin, createdAt }) => inTransaction(() => {
       deps.users().addApiToken(id, hash, user, admin, createdAt);
       audit('api-token-added', user, { tokenId: id, admin });
       return null;
-    },
+    }),
     listApiTokens: async () => deps.users().apiTokens(),
-    revokeApiToken: async (id) => {
+    revokeApiToken: async (id) => inTransaction(() => {
       const token = deps.users().apiTokens().find((t) => t.id === id);
       const revoked = deps.users().revokeApiToken(id);
       if (revoked) audit('api-token-revoked', token?.user ?? null, { tokenId: id });
       return revoked;
-    },
+    }),
     audit: async (filter) => queryAudit(deps.rows().db, checkedFilter(filter)),
   };
 }

@@ -1,10 +1,12 @@
 // Login attempts in the audit trail: the one function every login path calls
 // (the password chain and e-mail links in auth/service.ts; single sign-on's
 // events through fromOidcEvent, wired in http/app.ts). The user name is kept as typed, bounded and
-// escaped (boundedText); a password, a code or a token is never an argument.
+// escaped (boundedText), but for a failed attempt only if it could be a user name (USER_NAME): a password typed into
+// the name field is not kept (reason 'malformed-name'); a password, a code or a token is never an argument.
 import type { SessionRows } from '../store/session-rows.js';
 import { ACTORS, boundedText } from './actor.js';
 import type { LoginEvent } from '../auth/oidc/service.js';
+import { USER_NAME } from '../auth/types.js';
 
 export type LoginResult =
   /** The backend vouched for the user. */
@@ -37,10 +39,15 @@ export interface LoginAttempt {
  * visitor; the owner is the account it was for, so `qwdctl audit --user alice` lists the failures against alice.
  */
 export function recordLoginAttempt(rows: SessionRows, attempt: LoginAttempt, now: number): void {
-  const user = attempt.user === null ? null : boundedText(attempt.user);
+  // What nobody vouched for may be anything typed into the name field, a password included: kept only if it has the
+  // shape of a user name. A name a backend or a provider vouched for (success, logout, ended) is kept as it is.
+  const vouched = attempt.result === 'success' || attempt.result === 'logout' || attempt.result === 'ended';
+  const malformed = !vouched && attempt.user !== null && !USER_NAME.test(attempt.user);
+  const user = attempt.user === null || malformed ? null : boundedText(attempt.user);
   const detail: Record<string, unknown> = { backend: boundedText(attempt.backend), result: attempt.result };
   if (attempt.ip) detail.ip = boundedText(attempt.ip, 64);
-  if (attempt.reason) detail.reason = boundedText(attempt.reason, 32);
+  if (malformed) detail.reason = 'malformed-name';
+  else if (attempt.reason) detail.reason = boundedText(attempt.reason, 32);
   const kind = attempt.result === 'logout' ? 'logout' : attempt.result === 'ended' ? 'login-ended' : 'login';
   const actor = attempt.result === 'ended' ? ACTORS.broker
     : (attempt.result === 'success' || attempt.result === 'logout') && user ? user : ACTORS.anonymous;

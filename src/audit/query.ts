@@ -29,10 +29,16 @@ export interface AuditFilter {
   kind?: string;
   /** The newest `limit` rows that match, printed oldest first. */
   limit?: number;
+  /** Paging: only rows older than this row (in the trail's order: time, then id). */
+  beforeId?: number;
 }
 
 export const DEFAULT_LIMIT = 1000;
-export const MAX_LIMIT = 1_000_000;
+/**
+ * At most this many rows per query: the query runs on the broker's event loop (admin socket), and 10,000 rows take
+ * tens of milliseconds there, where a million froze it for seconds. More: page with beforeId (--before-id).
+ */
+export const MAX_LIMIT = 10_000;
 
 interface RawEvent {
   id: number; at: number; session_id: string | null; kind: string; detail: string | null;
@@ -53,8 +59,23 @@ export function queryAudit(db: Db, filter: AuditFilter): AuditEntry[] {
     throw new QwdError('QWD_BAD_REQUEST', message, { userMessage: message });
   }
   params.limit = limit;
+  if (filter.beforeId !== undefined) {
+    if (!Number.isSafeInteger(filter.beforeId) || filter.beforeId < 1) {
+      const message = `--before-id must be a row id (a whole number), got ${String(filter.beforeId)}`;
+      throw new QwdError('QWD_BAD_REQUEST', message, { userMessage: message });
+    }
+    const cursor = db.prepare('SELECT at FROM events WHERE id = ?').get(filter.beforeId) as { at: number } | undefined;
+    if (!cursor) {
+      const message = `--before-id ${filter.beforeId}: no audit row has this id (deleted by retention?)`;
+      throw new QwdError('QWD_BAD_REQUEST', message, { userMessage: message });
+    }
+    where.push('(at, id) < (@beforeAt, @beforeId)');
+    Object.assign(params, { beforeAt: cursor.at, beforeId: filter.beforeId });
+  }
+  // ORDER BY at, id (not id alone): the events_at index (at, then the rowid = id) gives both the --since range and
+  // the order, so a --since query reads only its rows; ORDER BY id made SQLite walk the whole table by rowid.
   const sql = 'SELECT id, at, session_id, kind, detail, actor, owner FROM events' +
-    (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY id DESC LIMIT @limit';
+    (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY at DESC, id DESC LIMIT @limit';
   const rows = (db.prepare(sql).all(params) as RawEvent[]).reverse();
   return rows.map(toEntry);
 }

@@ -13,6 +13,26 @@ export function retentionCutoff(retentionDays: number, now: number): number | nu
 }
 
 /**
+ * For each named sink (its mark in audit_sinks), how many rows older than `cutoff` it has not been given yet: what
+ * retention is about to delete unshipped (a sink failing for longer than audit.retentionDays). Sinks with none left
+ * out.
+ */
+export function unshippedBefore(
+  db: Db, cutoff: number, sinkNames: readonly string[],
+): Array<{ sink: string; rows: number }> {
+  const mark = db.prepare('SELECT last_id FROM audit_sinks WHERE name = ?');
+  const count = db.prepare('SELECT COUNT(*) AS n FROM events WHERE at < ? AND id > ?');
+  const out: Array<{ sink: string; rows: number }> = [];
+  for (const sink of sinkNames) {
+    const found = mark.get(sink) as { last_id: number } | undefined;
+    if (!found) continue; // never started: it begins at the newest row, history is not its to ship
+    const { n } = count.get(cutoff, found.last_id) as { n: number };
+    if (n > 0) out.push({ sink, rows: n });
+  }
+  return out;
+}
+
+/**
  * Deletes every row older than `cutoff`, `batch` rows per statement (oldest first, on the at index), yielding to
  * the event loop between statements. Returns how many went.
  */

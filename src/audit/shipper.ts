@@ -9,6 +9,7 @@
 // the rows after the mark once the writer's transaction is over (setImmediate:
 // a row rolled back is never shipped). Failures are logged at most once a
 // minute per sink; they never reach the writer of the row.
+import type Database from 'better-sqlite3';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import type { AuditSink } from './sinks.js';
@@ -35,6 +36,8 @@ export class AuditShipper {
   private again = false;
   private retry: NodeJS.Timeout | null = null;
   private closed = false;
+  private nextStatement: Database.Statement | null = null;
+  private saveStatement: Database.Statement | null = null;
 
   constructor(private readonly db: Db, sinks: readonly AuditSink[], private readonly log: Logger) {
     const newest = (db.prepare('SELECT COALESCE(MAX(id), 0) AS id FROM events').get() as { id: number }).id;
@@ -79,10 +82,11 @@ export class AuditShipper {
   }
 
   private async drain(state: SinkState): Promise<void> {
-    const next = this.db.prepare(
+    // Prepared once, on first use (a drain runs at every audit write's wake).
+    const next = this.nextStatement ??= this.db.prepare(
       'SELECT id, at, session_id, kind, detail, actor, owner FROM events WHERE id > ? ORDER BY id LIMIT ?',
     );
-    const save = this.db.prepare('UPDATE audit_sinks SET last_id = ? WHERE name = ?');
+    const save = this.saveStatement ??= this.db.prepare('UPDATE audit_sinks SET last_id = ? WHERE name = ?');
     while (!this.closed) {
       const rows = next.all(state.lastId, SHIP_BATCH) as RawEvent[];
       if (rows.length === 0) return;

@@ -24,7 +24,7 @@ export interface AuditSink {
  */
 export function jsonLinesSink(file: string): AuditSink {
   return {
-    name: `jsonFile:${file}`,
+    name: jsonLinesSinkName(file),
     ship: async (entries) => {
       await fs.promises.appendFile(file, entries.map((e) => JSON.stringify(e) + '\n').join(''), { mode: 0o600 });
     },
@@ -43,7 +43,7 @@ export function syslogUdpSink(target: NonNullable<AuditConfig['syslog']>): Audit
     socket.send(message, target.port, target.host, (err) => (err ? reject(err) : resolve()));
   });
   return {
-    name: `syslog:${target.host}:${target.port}`,
+    name: syslogSinkName(target),
     ship: async (entries) => {
       for (const entry of entries) {
         await send(syslogMessage(entry, {
@@ -53,6 +53,17 @@ export function syslogUdpSink(target: NonNullable<AuditConfig['syslog']>): Audit
     },
     close: () => socket.close(),
   };
+}
+
+const jsonLinesSinkName = (file: string) => `jsonFile:${file}`;
+const syslogSinkName = (target: NonNullable<AuditConfig['syslog']>) => `syslog:${target.host}:${target.port}`;
+
+/** The names (shipper marks) of the configured sinks, without opening anything (retention checks the marks). */
+export function configuredSinkNames(audit: AuditConfig): string[] {
+  return [
+    ...(audit.jsonFile ? [jsonLinesSinkName(audit.jsonFile)] : []),
+    ...(audit.syslog ? [syslogSinkName(audit.syslog)] : []),
+  ];
 }
 
 export function configuredSinks(audit: AuditConfig): AuditSink[] {

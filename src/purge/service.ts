@@ -21,7 +21,8 @@ import { lifetimeWarningMail } from '../notify/lifetime-warning.js';
 import { selectIdleReclaims } from '../admission/idle-reclaim.js';
 import { selectOrphanDirs, selectPurge, type PurgeAction } from './select.js';
 import { selectWarnings, type Warning } from './warnings.js';
-import { deleteAuditBefore, retentionCutoff } from '../audit/retention.js';
+import { deleteAuditBefore, retentionCutoff, unshippedBefore } from '../audit/retention.js';
+import { configuredSinkNames } from '../audit/sinks.js';
 import { ACTORS } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
@@ -135,9 +136,23 @@ export class PurgeService {
     if (releasedClaims) log.warn({ releasedClaims }, 'GPU claims without a session released');
     const forgottenTombstones = rows.forgetEndedBefore(now - config.purge.endedRetentionS * 1000);
     const cutoff = retentionCutoff(config.audit.retentionDays, now);
+    if (cutoff !== null) {
+      // Rows a failing sink never got are deleted all the same (the store keeps what retention allows): said loudly.
+      for (const { sink, rows: unshipped } of unshippedBefore(rows.db, cutoff, configuredSinkNames(config.audit))) {
+        log.warn({ sink, unshipped, auditCutoff: new Date(cutoff).toISOString() },
+          'audit rows past retention deleted before this sink got them');
+      }
+    }
     const auditRowsDeleted = cutoff === null ? 0 : await deleteAuditBefore(rows.db, cutoff);
     if (actions.length || orphanDirs.length) log.info({ actions, orphanDirs }, 'purge done');
-    if (actions.length || orphanDirs.length || auditRowsDeleted) {
+    if (auditRowsDeleted) {
+      log.info({ auditRowsDeleted, auditCutoff: new Date(cutoff!).toISOString() }, 'audit rows past retention deleted');
+    }
+    // Retention alone leaves no 'purged' row from the schedule: a row a minute would be written forever to say rows
+    // were deleted (the log line above says it; a run that also did something counts them in its row). A run an
+    // administrator asked for (qwdctl purge) that deleted rows is recorded.
+    const asked = opts.actor !== undefined && opts.actor !== ACTORS.purge;
+    if (actions.length || orphanDirs.length || (auditRowsDeleted && asked)) {
       rows.audit(null, 'purged', {
         actions: actions.map((a) => ({ id: a.id, action: a.action, reason: a.reason })), orphanDirs: orphanDirs.length,
         forgottenTombstones, auditRowsDeleted,
@@ -188,9 +203,8 @@ export class PurgeService {
       const row = rows.find((r) => r.id === w.id)!;
       try {
         await mailer.send({ to: row.email!, ...lifetimeWarningMail(row, w.remainingS, this.deps.baseUrl ?? null) });
-        store.setWarned(row.id, w.beforeS);
-        store.audit(row.id, 'warned', { beforeS: w.beforeS, to: row.email }, manager.clock.now(), {
-          actor: ACTORS.purge,
+        store.setWarned(row.id, w.beforeS, manager.clock.now(), {
+          kind: 'warned', detail: { beforeS: w.beforeS, to: row.email }, actor: ACTORS.purge,
         });
         log.info({ sessionId: row.id, beforeS: w.beforeS }, 'life-time warning mailed');
       } catch (err) {

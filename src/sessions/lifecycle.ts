@@ -14,10 +14,10 @@ import { QwdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
 import { exitWords, type LaunchSpec, type Launcher, type VmHandle } from '../launcher/types.js';
-import type { SessionRow, SessionRows } from '../store/session-rows.js';
+import type { AuditLine, SessionRow, SessionRows } from '../store/session-rows.js';
 import { nextState } from './state.js';
 import { endReason, type EndReason } from '../store/end-reason.js';
-import { ACTORS, endActor } from '../audit/actor.js';
+import { ACTORS, boundedText, endActor } from '../audit/actor.js';
 import type { MetricsRecorder } from '../metrics/recorder.js';
 
 export type LifeEvent =
@@ -161,15 +161,15 @@ export class SessionLife {
     }
     switch (event.type) {
       case 'submitted':
-        this.store(next, event.handle);
-        this.deps.rows.audit(this.id, 'queued', null, this.deps.clock.now(), { actor: ACTORS.broker });
+        this.store(next, event.handle, { kind: 'queued', detail: null, actor: ACTORS.broker });
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session queued');
         return Promise.resolve();
       case 'launched': {
-        this.store(next, event.handle);
         const now = this.deps.clock.now();
         // Ready: its VNC answers. startMs is from the request's row to ready (a queue's wait included).
-        this.deps.rows.audit(this.id, 'started', { startMs: now - row.createdAt }, now, { actor: ACTORS.broker });
+        this.store(next, event.handle, {
+          kind: 'started', detail: { startMs: now - row.createdAt }, actor: ACTORS.broker,
+        });
         this.watch(event.handle);
         this.deps.log.info({ sessionId: this.id, handle: event.handle }, 'session running');
         this.deps.metrics?.sessionReady(row.machine, (this.deps.clock.now() - row.createdAt) / 1000);
@@ -274,7 +274,8 @@ export class SessionLife {
         'the VM could not be stopped and may still be running: its session is cleaned up anyway; check the host',
       );
       this.deps.rows.audit(
-        this.id, 'stop-failed', { error: (err as Error).message, handle }, this.deps.clock.now(),
+        // The launcher's message may carry a scheduler's or QEMU's output: bounded and escaped like text from outside.
+        this.id, 'stop-failed', { error: boundedText((err as Error).message, 500), handle }, this.deps.clock.now(),
         { actor: ACTORS.broker },
       );
       this.deps.metrics?.vmStopped('failed');
@@ -296,15 +297,19 @@ export class SessionLife {
         try {
           await this.deps.launcher.cleanup(row.handle as VmHandle | null, row.runDir);
         } finally {
-          const now = this.deps.clock.now();
-          this.deps.rows.remove(row, reason, now);
-          this.deps.rows.audit(
-            this.id, 'ended', { reason: reason.detail, code: reason.code }, now,
-            { actor: endActor(reason), owner: row.owner },
-          );
-          this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
-          this.deps.metrics?.sessionEnded(reason.code);
-          this.deps.emit('ended', { id: this.id, end: reason });
+          try {
+            // The removal and its 'ended' row are one transaction: a crash or a full store keeps both or neither.
+            const now = this.deps.clock.now();
+            this.deps.rows.remove(row, reason, now, {
+              kind: 'ended', detail: { reason: reason.detail, code: reason.code }, actor: endActor(reason),
+            });
+            this.deps.log.info({ sessionId: this.id, reason: reason.detail, code: reason.code }, 'session ended');
+            // Counted once, when the row is gone: a release that failed and is retried is not counted twice.
+            this.deps.metrics?.sessionEnded(reason.code);
+          } finally {
+            // Whatever the store did: the VM is gone (or given up on), so its viewers and listeners are told.
+            this.deps.emit('ended', { id: this.id, end: reason });
+          }
         }
       } finally {
         // Forgotten either way: a release that failed (the store full or busy) leaves its row for the purge job
@@ -320,8 +325,8 @@ export class SessionLife {
     return attempt;
   }
 
-  private store(state: SessionRow['state'], handle?: VmHandle): void {
-    this.deps.rows.update(this.id, handle ? { state, handle } : { state }, this.deps.clock.now());
+  private store(state: SessionRow['state'], handle?: VmHandle, audit?: AuditLine): void {
+    this.deps.rows.update(this.id, handle ? { state, handle } : { state }, this.deps.clock.now(), audit);
   }
 
   private watch(handle: VmHandle): void {

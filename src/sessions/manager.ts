@@ -319,8 +319,9 @@ export class SessionManager extends EventEmitter {
       );
     }
     await this.guestQmp(row, 'balloon', { value: targetMiB * 1048576 });
-    this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB);
-    this.deps.rows.audit(id, 'balloon', { targetMiB }, this.now(), { actor });
+    this.deps.rows.setBalloonTarget(id, targetMiB === row.memoryMiB ? null : targetMiB, this.now(), {
+      kind: 'balloon', detail: { targetMiB }, actor,
+    });
   }
 
   /** One QMP command to a running session's guest, where the launcher reaches it (capabilities.guestControl). */

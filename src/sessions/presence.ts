@@ -53,6 +53,7 @@ export class ViewerPresence {
       kind: `viewer-${viewer.change}`,
       detail: { access: viewer.access, viewers, ...(viewer.why ? { why: viewer.why } : {}) },
       actor: viewer.name ?? (viewer.access === 'control' ? ACTORS.controlLink : ACTORS.viewLink),
+      owner: row.owner,
     };
     rows.setViewers(id, viewers, manager.clock.now(), audit);
     // Somebody is back on a guest whose memory was taken for idleness: give it back.

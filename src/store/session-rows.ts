@@ -61,6 +61,8 @@ export interface AuditLine {
   kind: string;
   detail: Record<string, unknown> | null;
   actor: string | null;
+  /** Whose it is, when the caller has it at hand; else read from the session's row in the same statement. */
+  owner?: string | null;
 }
 
 export interface EndedRow {
@@ -101,7 +103,9 @@ export class SessionRows {
   }
 
   byId(id: string): SessionRow | undefined {
-    const r = this.db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as RawRow | undefined;
+    // Prepared once: read at every viewer change and every lifecycle step.
+    this.byIdStatement ??= this.db.prepare('SELECT * FROM sessions WHERE id = ?');
+    const r = this.byIdStatement.get(id) as RawRow | undefined;
     return r && fromRaw(r);
   }
 
@@ -127,8 +131,11 @@ export class SessionRows {
     })();
   }
 
-  setWarned(id: string, beforeS: number): void {
-    this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
+  /** Records the warning sent, and (when given) its audit row in the same transaction. */
+  setWarned(id: string, beforeS: number, now: number, audit?: AuditLine): void {
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare('UPDATE sessions SET warned_before_s = ? WHERE id = ?').run(beforeS, id);
+    });
   }
 
   all(): SessionRow[] {
@@ -140,7 +147,10 @@ export class SessionRows {
       .map(fromRaw);
   }
 
-  update(id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number): void {
+  /** Changes the row, and (when given) writes its audit row in the same transaction: both or neither. */
+  update(
+    id: string, changes: Partial<Pick<SessionRow, 'state' | 'handle' | 'expiresAt'>>, now: number, audit?: AuditLine,
+  ): void {
     const sets: string[] = ['updated_at = @now'];
     const params: Record<string, unknown> = { id, now };
     if (changes.state !== undefined) { sets.push('state = @state'); params.state = changes.state; }
@@ -150,7 +160,9 @@ export class SessionRows {
     if (changes.expiresAt !== undefined) {
       sets.push('expires_at = @expiresAt', 'warned_before_s = NULL'); params.expiresAt = changes.expiresAt;
     }
-    this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = @id`).run(params);
+    });
   }
 
   /** The count, and (when given) the viewer's audit row in the same transaction: one write, not two. */
@@ -168,13 +180,16 @@ export class SessionRows {
     }
     this.viewersAndAudit ??= this.db.transaction((i: string, v: number, n: number, a: AuditLine) => {
       statement.run({ viewers: v, now: n, id: i });
-      this.audit(i, a.kind, a.detail, n, { actor: a.actor });
+      this.audit(i, a.kind, a.detail, n, { actor: a.actor, owner: a.owner });
     });
     this.viewersAndAudit(id, viewers, now, audit);
   }
 
-  setBalloonTarget(id: string, targetMiB: number | null): void {
-    this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
+  /** The balloon target, and (when given) its audit row in the same transaction. */
+  setBalloonTarget(id: string, targetMiB: number | null, now: number, audit?: AuditLine): void {
+    this.withAudit(id, now, audit, () => {
+      this.db.prepare('UPDATE sessions SET balloon_target_mib = ? WHERE id = ?').run(targetMiB, id);
+    });
   }
 
   /** After a broker restart nobody is connected: the counts start again from zero. */
@@ -238,9 +253,13 @@ export class SessionRows {
     })();
   }
 
-  /** Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason. */
-  remove(row: SessionRow, end: EndReason, now: number): void {
+  /**
+   * Deletes the row (and its GPU claims) and leaves a tombstone so old links answer 410 with the reason; the audit
+   * row (when given, its owner the session's) is written in the same transaction: a crash keeps both or neither.
+   */
+  remove(row: SessionRow, end: EndReason, now: number, audit?: AuditLine): void {
     this.db.transaction(() => {
+      if (audit) this.audit(row.id, audit.kind, audit.detail, now, { actor: audit.actor, owner: row.owner });
       this.db.prepare('DELETE FROM gpu_claims WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM gpu_claim_functions WHERE session_id = ?').run(row.id);
       this.db.prepare('DELETE FROM sessions WHERE id = ?').run(row.id);
@@ -280,10 +299,23 @@ export class SessionRows {
     this.audited?.();
   }
 
+  /** Runs `change` and writes `audit` (if any) for session `id` in one transaction: one write, not two. */
+  private withAudit(id: string, now: number, audit: AuditLine | undefined, change: () => void): void {
+    if (!audit) {
+      change();
+      return;
+    }
+    this.db.transaction(() => {
+      change();
+      this.audit(id, audit.kind, audit.detail, now, { actor: audit.actor, owner: audit.owner });
+    })();
+  }
+
   /** Called after each audit row is written (the sinks' shipper wakes up: src/audit/shipper.ts). */
   audited: (() => void) | null = null;
   /** Prepared once: audit rows and viewer counts are the store's most frequent writes. */
   private auditStatement: Database.Statement | null = null;
   private viewersStatement: Database.Statement | null = null;
+  private byIdStatement: Database.Statement | null = null;
   private viewersAndAudit: ((id: string, viewers: number, now: number, audit: AuditLine) => void) | null = null;
 }

@@ -17,7 +17,10 @@ for (const [text, expected] of [
   ['2h', NOW - 2 * 3_600_000],
   ['7d', NOW - 7 * 86_400_000],
   ['1d12h', NOW - 36 * 3_600_000],
-  ['90', NOW - 90_000],
+  ['90s', NOW - 90_000],
+  ['2028-02-29', Date.UTC(2028, 1, 29)],
+  ['2026-12-31T23:59:59Z', Date.UTC(2026, 11, 31, 23, 59, 59)],
+  ['2026-12-01T08:00-0130', Date.UTC(2026, 11, 1, 9, 30)],
   ['2026-12-01', Date.UTC(2026, 11, 1)],
   ['2026-12-01T08:00', Date.UTC(2026, 11, 1, 8)],
   ['2026-12-01 08:00:30', Date.UTC(2026, 11, 1, 8, 0, 30)],
@@ -30,7 +33,12 @@ for (const [text, expected] of [
   });
 }
 
-for (const text of ['yesterday', '', '2h ago', '-2h', '2026-13-01', '2026-12-01T25:00Z', '12/01/2026', '3w', '2h;drop']) {
+for (const text of [
+  'yesterday', '', '2h ago', '-2h', '2026-13-01', '2026-12-01T25:00Z', '12/01/2026', '3w', '2h;drop',
+  // Dates Date.parse would roll over (2026-02-31 → 2026-03-03), and bare numbers (a year? seconds?).
+  '2026-02-30', '2026-02-31', '2026-02-29', '2026-04-31', '2026-00-10', '2026-12-00', '2026-12-01T23:60Z',
+  '2026-12-01T24:00Z', '2026-12-01T08:00:60Z', '2026-12-01T08:00+24:00', '2026', '90', '0',
+]) {
   test(`--since ${JSON.stringify(text)} is a usage error naming the option and the value`, (t) => {
     const err = t.throws(() => parseAuditTime('--since', text, NOW), { instanceOf: QwdError });
     t.is(err!.code, 'QWD_BAD_REQUEST');

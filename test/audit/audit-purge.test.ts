@@ -5,7 +5,8 @@
 // in batches that give the event loop back.
 import test from 'ava';
 import { REQUEST, endedOnce, fakeSessions } from '../helpers/fake-sessions.js';
-import { deleteAuditBefore, retentionCutoff } from '../../src/audit/retention.js';
+import { deleteAuditBefore, retentionCutoff, unshippedBefore } from '../../src/audit/retention.js';
+import { configuredSinkNames } from '../../src/audit/sinks.js';
 import { queryAudit } from '../../src/audit/query.js';
 import { adminOperations } from '../../src/admin/operations.js';
 
@@ -86,11 +87,30 @@ test('retention deletes rows older than audit.retentionDays and keeps the rest (
   t.is(report.auditRowsDeleted, 3);
   const left = queryAudit(db, { kind: 'login' }).map((e) => e.detail!.ageDays);
   t.deepEqual(left, [29, 1, 0]);
-  const [purged] = queryAudit(db, { kind: 'purged' });
-  t.like(purged!.detail, { auditRowsDeleted: 3, auditCutoff: new Date(now - 30 * DAY).toISOString() });
-  // A month later the purged row itself is old, and goes with the rest.
+  t.deepEqual(queryAudit(db, { kind: 'purged' }), [], 'retention alone writes no purged row (not one a minute)');
+  t.is((await purge.run()).auditRowsDeleted, 0);
+  t.is(queryAudit(db, {}).length, 3, 'a run that did nothing writes nothing either');
   await clock.advance(31 * DAY);
-  t.is((await purge.run()).auditRowsDeleted, 4);
+  t.is((await purge.run()).auditRowsDeleted, 3);
+  t.deepEqual(queryAudit(db, {}), []);
+});
+
+test('rows past retention that a configured sink has not got yet are counted per sink (logged before the delete)', (t) => {
+  const { db, rows, clock } = fakeSessions(t);
+  const now = clock.now();
+  for (let i = 0; i < 10; i++) rows.audit(null, 'login', { i }, now - (40 - i) * DAY, { actor: 'ada' }); // ids 1-10
+  const names = configuredSinkNames({
+    retentionDays: 30, jsonFile: '/var/log/qwd/audit.jsonl',
+    syslog: { host: 'logs.example.org', port: 514, facility: 'authpriv', appName: 'qemu-web-desktop' },
+  } as Parameters<typeof configuredSinkNames>[0]);
+  t.deepEqual(names, ['jsonFile:/var/log/qwd/audit.jsonl', 'syslog:logs.example.org:514']);
+  const mark = db.prepare('INSERT INTO audit_sinks (name, last_id) VALUES (?, ?)');
+  mark.run(names[0], 10); // got everything
+  mark.run(names[1], 3); // failing since row 3
+  // The cutoff (30 days) takes rows 1-10 (40..31 days old): the syslog sink never got 4-10.
+  t.deepEqual(unshippedBefore(db, now - 30 * DAY, names), [{ sink: names[1], rows: 7 }]);
+  t.deepEqual(unshippedBefore(db, now - 35 * DAY, names), [{ sink: names[1], rows: 2 }]);
+  t.deepEqual(unshippedBefore(db, now - 30 * DAY, ['jsonFile:/never/started']), [], 'a sink with no mark yet');
 });
 
 test('retentionDays 0 keeps every row', async (t) => {
@@ -139,3 +159,18 @@ test('the admin operation refuses a filter of the wrong type (what the socket ma
       t.is((err as { code?: string }).code, 'QWD_BAD_REQUEST', JSON.stringify(bad));
     }
   });
+
+test('qwdctl stop\'s reason is bounded (500) and escaped in the ended row and the tombstone', async (t) => {
+  const { manager, rows, db } = fakeSessions(t);
+  const admin = adminOperations({
+    rows: () => rows, users: () => { throw new Error('not used'); },
+    services: async () => ({ manager }) as unknown as Awaited<ReturnType<Parameters<typeof adminOperations>[0]['services']>>,
+  });
+  const row = await manager.create(REQUEST);
+  await admin.stopSession(row.id, 'maintenance \u001b[2J' + 'x'.repeat(2000));
+  const [ended] = queryAudit(db, { sessionId: row.id, kind: 'ended' });
+  const reason = ended!.detail!.reason as string;
+  t.true(reason.startsWith('maintenance \\u001b[2J'), reason.slice(0, 40));
+  t.true(reason.length <= 520, `${reason.length} characters`);
+  t.is(rows.ended(row.tokenHash)!.end.detail, reason);
+});

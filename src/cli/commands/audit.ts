@@ -15,30 +15,58 @@ export interface AuditOptions {
   session?: string;
   kind?: string;
   limit?: string;
+  beforeId?: string;
   json?: boolean;
 }
 
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|([+-])(\d{2}):?(\d{2}))?)?$/;
 
 /**
- * A time as an administrator writes it: a duration back from now (`30m`, `2h`, `7d`, `1d12h`, whole seconds) or an
- * ISO 8601 date or date-time, read as UTC unless it names a zone. Anything else is a usage error naming the option.
+ * An ISO date or date-time as milliseconds, or null when no such instant exists. Built from its fields and checked
+ * field by field: Date.parse rolls 2026-02-31 over to 2026-03-03 and reads a zone-less time as local time; the trail
+ * speaks UTC.
+ */
+function isoTime(text: string): number | null {
+  const m = ISO_TIME.exec(text);
+  if (!m) return null;
+  const field = (i: number) => (m[i] === undefined ? 0 : Number(m[i]));
+  const [y, mo, d, h, mi, s] = [1, 2, 3, 4, 5, 6].map(field);
+  const ms = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0'));
+  const at = new Date(Date.UTC(y, mo - 1, d, h, mi, s, ms));
+  // Date.UTC reads years 0-99 as 1900-99: setUTCFullYear keeps the year typed.
+  at.setUTCFullYear(y, mo - 1, d);
+  const same = at.getUTCFullYear() === y && at.getUTCMonth() === mo - 1 && at.getUTCDate() === d &&
+    at.getUTCHours() === h && at.getUTCMinutes() === mi && at.getUTCSeconds() === s;
+  if (!same) return null;
+  if (m[9] === undefined) return at.getTime();
+  const [zh, zm] = [Number(m[10]), Number(m[11])];
+  if (zh > 23 || zm > 59) return null;
+  return at.getTime() - (m[9] === '-' ? -1 : 1) * (zh * 60 + zm) * 60_000;
+}
+
+/**
+ * A time as an administrator writes it: a duration back from now with its unit (`30m`, `2h`, `7d`, `1d12h`, `90s`)
+ * or an ISO 8601 date or date-time, read as UTC unless it names a zone. Anything else — a bare number (is `2026` a
+ * year or seconds?), a date that does not exist (2026-02-31) — is a usage error naming the option and the value.
  */
 export function parseAuditTime(option: string, text: string, now: number): number {
   const trimmed = text.trim();
+  let hint = '';
   if (ISO_TIME.test(trimmed)) {
-    let iso = trimmed.replace(' ', 'T');
-    // Date.parse reads a date-time without a zone as local time: the trail speaks UTC.
-    if (iso.includes('T') && !/(?:Z|[+-]\d{2}:?\d{2})$/.test(iso)) iso += 'Z';
-    const ms = Date.parse(iso);
-    if (Number.isFinite(ms)) return ms;
+    const ms = isoTime(trimmed);
+    if (ms !== null) return ms;
+    hint = ': no such date or time';
+  } else if (/^\d+$/.test(trimmed)) {
+    const n = trimmed.length > 12 ? trimmed.slice(0, 12) + '…' : trimmed;
+    hint = `: a duration needs its unit (${n}s, ${n}m…), a date all of year-month-day`;
   } else {
     const seconds = parseDuration(trimmed);
     if (seconds !== null) return now - seconds * 1000;
   }
   const shown = JSON.stringify(text.length > 40 ? text.slice(0, 40) + '…' : text);
   throw usage(`${option} must be a duration (30m, 2h, 7d) or an ISO time (2026-12-01 or 2026-12-01T08:00:00Z), ` +
-    `got ${shown}`);
+    `got ${shown}${hint}`);
 }
 
 /** The command's options as a filter; every problem is a usage error raised before the store is opened. */
@@ -56,9 +84,15 @@ export function auditFilter(opts: AuditOptions, now: number): AuditFilter {
   if (opts.limit !== undefined) {
     const n = /^\d{1,7}$/.test(opts.limit.trim()) ? Number(opts.limit) : NaN;
     if (!(n >= 1 && n <= MAX_LIMIT)) {
-      throw usage(`--limit must be a whole number from 1 to ${MAX_LIMIT}, got ${JSON.stringify(opts.limit)}`);
+      throw usage(`--limit must be a whole number from 1 to ${MAX_LIMIT} (more: page with --before-id), ` +
+        `got ${JSON.stringify(opts.limit)}`);
     }
     filter.limit = n;
+  }
+  if (opts.beforeId !== undefined) {
+    const id = /^\d{1,15}$/.test(opts.beforeId.trim()) ? Number(opts.beforeId) : NaN;
+    if (!(id >= 1)) throw usage(`--before-id must be a row id (a whole number), got ${JSON.stringify(opts.beforeId)}`);
+    filter.beforeId = id;
   }
   return filter;
 }
@@ -90,7 +124,8 @@ export function registerAudit(program: Command, ctx: CliContext): void {
     .option('--user <name>', 'rows done by this user or about them (their sessions, their logins)')
     .option('--session <id>', 'rows of this session')
     .option('--kind <kind>', 'rows of this kind (created, refused, started, viewer-joined, ended, login, ...)')
-    .option('--limit <n>', `at most this many rows, the newest (default ${DEFAULT_LIMIT})`)
+    .option('--limit <n>', `at most this many rows, the newest (default ${DEFAULT_LIMIT}, at most ${MAX_LIMIT})`)
+    .option('--before-id <id>', 'only rows older than row <id>: the next page (give the first id of this one)')
     .option('--json', 'machine-readable output (a JSON array, oldest first)')
     .addHelpText('after', '\nExamples:\n  qwdctl audit --since 2h\n  qwdctl audit --user alice --since 7d --json\n' +
       '  qwdctl audit --session 1f2e3d4c --kind viewer-joined\n  qwdctl audit --since 2026-12-01 --until 2026-12-02\n')

@@ -19,7 +19,7 @@ function valueOptions(program: Command): string[] {
 }
 
 /** qwdctl audit's filters, offered with the other options. */
-const AUDIT_OPTIONS = '--since --until --user --session --kind --limit';
+const AUDIT_OPTIONS = '--since --until --user --session --kind --limit --before-id';
 
 /** Words after a command that has no sub-commands but fixed first arguments. */
 const ARGUMENT_WORDS: Record<string, string> = { edit: 'config machines', completion: 'bash' };
