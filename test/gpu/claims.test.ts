@@ -52,6 +52,7 @@ test('a database with per-GPU claims from before migration 7 keeps them, now exc
   const { dir, db, rows } = store(t);
   rows.insert(session('a'));
   rows.insert(session('b'));
+  const latest = (db.prepare('SELECT version FROM schema_version').get() as { version: number }).version;
   // Put the database back in its version-6 shape: no per-function table, two
   // sessions double-claiming one IOMMU group through its two GPUs (the old bug).
   db.exec('DROP TABLE gpu_claim_functions; UPDATE schema_version SET version = 6');
@@ -62,7 +63,8 @@ test('a database with per-GPU claims from before migration 7 keeps them, now exc
   const reopened = openDb(dir);
   t.teardown(() => reopened.close());
   const after = new SessionRows(reopened);
-  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, 9);
+  t.is((reopened.prepare('SELECT version FROM schema_version').get() as { version: number }).version, latest,
+    'every migration since 6 ran again');
   t.is(after.gpuClaims().length, 2, 'existing claims are kept');
   t.deepEqual(Object.fromEntries(after.claimedGpuFunctions()), { '0000:01:00.0': 'a', '0000:01:00.1': 'a', '0000:02:00.0': 'b' }, 'the earlier claim keeps the shared function');
   t.throws(() => after.claimGpu('0000:01:00.0', 'b', ['0000:01:00.0'], 30), { instanceOf: AdmissionError });
