@@ -47,9 +47,9 @@ test('Chromium: the SSO button logs in through the provider, and logout goes thr
   await page.waitForURL(`${publicUrl}/manage`);
   t.regex(await page.locator('header').innerText(), /alice \(admin\)/);
 
-  // Pressed from the keyboard: Playwright's pointer hit test lands on the button's inline form (the nav's
-  // button.link also matches the share-link cards' .link rule, display: flex; not this test's concern).
-  await page.getByRole('button', { name: 'Log out' }).press('Enter');
+  // Clicked with the pointer: the nav's button once also took the share-link cards' flex layout, and the click
+  // landed on its form instead.
+  await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL((u) => u.origin === provider.issuer && u.pathname.startsWith('/session/end'), dom);
   await page.getByRole('button', { name: /yes, sign me out/i }).click();
   await page.waitForURL((u) => u.origin === publicUrl && u.pathname === '/login');
