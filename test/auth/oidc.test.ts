@@ -117,6 +117,18 @@ async function ssoLogin(broker: Broker, provider: TestProvider, user: string) {
   return { browser, callback, done, authorizeUrl };
 }
 
+/** What the launcher is asked to start (passed on to the real fake launcher): the boot scripts of each start. */
+function recordBootScripts(broker: Broker): string[][] {
+  const launcher = broker.services.launcher;
+  const startVm = launcher.start.bind(launcher);
+  const scriptsStarted: string[][] = [];
+  launcher.start = (spec) => {
+    scriptsStarted.push((spec.bootScripts?.scripts ?? []).map((s) => s.text.trim()));
+    return startVm(spec);
+  };
+  return scriptsStarted;
+}
+
 function webSessionRows(broker: Broker): Array<{ data: string }> {
   return broker.services.db.prepare('SELECT data FROM web_sessions').all() as Array<{ data: string }>;
 }
@@ -133,14 +145,8 @@ test('a login through the provider: PKCE and state, the user name, e-mail, group
       { exec: 'echo physics @USER@', when: { groups: ['physics'] } },
     ] } } },
   });
-  // What the launcher is asked to start (passed on to the real fake launcher): the boot scripts chosen by groups.
-  const launcher = broker.services.launcher;
-  const startVm = launcher.start.bind(launcher);
-  const scriptsStarted: string[][] = [];
-  launcher.start = (spec) => {
-    scriptsStarted.push((spec.bootScripts?.scripts ?? []).map((s) => s.text.trim()));
-    return startVm(spec);
-  };
+  // The boot scripts chosen by groups, as the launcher is asked to start them.
+  const scriptsStarted = recordBootScripts(broker);
   const secrets = new SecretCollector();
   const anonymous = new WebClient(broker.url);
   const page = await anonymous.get('/login');
@@ -453,13 +459,7 @@ test('a group a boot script names is kept even as the last of 10,000: the script
   const { provider, broker } = await ssoSetup(t, {
     extra: { guest: { bootScripts: { scripts: [{ exec: 'echo beamline @USER@', when: { groups: ['beamline-7'] } }] } } },
   });
-  const launcher = broker.services.launcher;
-  const startVm = launcher.start.bind(launcher);
-  const scriptsStarted: string[][] = [];
-  launcher.start = (spec) => {
-    scriptsStarted.push((spec.bootScripts?.scripts ?? []).map((s) => s.text.trim()));
-    return startVm(spec);
-  };
+  const scriptsStarted = recordBootScripts(broker);
   const groups = ['staff', ...Array.from({ length: 10_000 }, (_, i) => `lab-group-${i}`), 'beamline-7'];
   provider.accounts.set('bob', { email: 'bob@example.org', groups });
   const bob = await ssoLogin(broker, provider, 'bob');

@@ -229,3 +229,22 @@ export async function waitForChildrenExit(pids: number[], what: string): Promise
   }
   if (left.length > 0) throw new Error(`${what} ${left.join(', ')} outlived their parent and were killed`);
 }
+
+/**
+ * A run of `count` consecutive TCP ports in [low, high) that nothing listens on now on 127.0.0.1 (a VNC port range
+ * for Slurm nodes, below the kernel's ephemeral range).
+ */
+export async function freePortRange(low: number, high: number, count: number): Promise<number> {
+  const free = (port: number) => new Promise<boolean>((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = low + Math.floor(Math.random() * (high - low - count));
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await free(p);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} free consecutive ports in ${low}-${high}`);
+}

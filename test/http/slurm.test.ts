@@ -15,7 +15,7 @@ import { AUDIO, GPU, makeSysfs } from '../helpers/sysfs.js';
 import type { ExecutionContext } from 'ava';
 import { api, startTestBroker } from '../helpers/broker.js';
 import { makeSetup, pidsMentioning, requireQemu, waitFor, writeDemoMachine } from '../helpers/env.js';
-import { runProgram } from '../helpers/peer-process.js';
+import { freePortRange, runProgram } from '../helpers/peer-process.js';
 import { connectRfb, waitForGuestText } from '../helpers/rfb-client.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
 import type { SlurmHandle } from '../../src/launcher/slurm.js';
@@ -32,7 +32,7 @@ async function cluster(t: ExecutionContext, raw: Record<string, unknown> = {}, o
   const slurm = await startSlurm(t, { cpus: opts.cpus ?? 2, memoryMiB: 4096, gpuFiles: opts.gpuFiles, netnsNodes: opts.netnsNodes });
   // A private VNC port range per test, below the kernel's ephemeral range
   // (32768-60999) where every other test's listeners and clients get theirs.
-  const portMin = await freeRange(20000, 32000, 41);
+  const portMin = await freePortRange(20000, 32000, 41);
   const setup = makeSetup(t, {
     launcher: 'slurm',
     // Guests have network (qemu.network: user), so every job here runs QEMU in a namespace of its own on its node.
@@ -334,22 +334,6 @@ test('an sbatch that does not answer in time: the request fails clearly and the 
   t.deepEqual(fs.existsSync(setup.config.slurm.sharedDir) ? fs.readdirSync(setup.config.slurm.sharedDir) : [], []);
 });
 
-/** A run of `count` consecutive TCP ports in [low, high) that nothing listens on now. */
-async function freeRange(low: number, high: number, count: number): Promise<number> {
-  const net = await import('node:net');
-  const free = (port: number) => new Promise<boolean>((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = low + Math.floor(Math.random() * (high - low - count));
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await free(p);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} free consecutive ports in ${low}-${high}`);
-}
 
 /** Security types a VNC server offers to a raw RFB 3.8 client. */
 async function rawRfbSecurityTypes(host: string, port: number): Promise<number[]> {

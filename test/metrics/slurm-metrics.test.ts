@@ -7,10 +7,10 @@
 // owns capacity. A job that becomes ready between two polls (none saw it
 // RUNNING) has its wait read from Slurm once, on the ready path.
 import anyTest, { type ExecutionContext } from 'ava';
-import net from 'node:net';
 import { api, startTestBroker, type ApiJson } from '../helpers/broker.js';
 import { makeSetup, requireQemu, waitFor } from '../helpers/env.js';
 import { startSlurm } from '../helpers/slurm.js';
+import { freePortRange } from '../helpers/peer-process.js';
 import { parseSamples, promtoolCheckMetrics, sampleValue, type Sample } from '../helpers/prometheus.js';
 import type { Broker } from '../../src/main.js';
 
@@ -32,7 +32,7 @@ const stateOf = async (broker: Broker, s: ApiJson) => (await api(broker, 'GET', 
 test('a desktop that waited in the Slurm queue: counted queued, then its queue wait observed when it runs', async (t) => {
   t.timeout(240_000);
   const slurm = await startSlurm(t, { cpus: 2, memoryMiB: 4096 });
-  const portMin = await freeRange(20000, 32000, 11);
+  const portMin = await freePortRange(20000, 32000, 11);
   const { config } = makeSetup(t, {
     launcher: 'slurm',
     slurm: { env: slurm.env, vncBind: '127.0.0.1', vncPortMin: portMin, vncPortMax: portMin + 10, pollIntervalMs: 300 },
@@ -84,7 +84,7 @@ test('a desktop that waited in the Slurm queue: counted queued, then its queue w
 test('a job ready between two polls of Slurm still has its queue wait observed, as Slurm counts it', async (t) => {
   t.timeout(180_000);
   const slurm = await startSlurm(t, { cpus: 2, memoryMiB: 4096 });
-  const portMin = await freeRange(20000, 32000, 11);
+  const portMin = await freePortRange(20000, 32000, 11);
   // The start loop asks Slurm at once (the job is then pending) and next only after 15 s: the desktop is ready
   // well before that, so only the ready path can observe the queue wait.
   const { config } = makeSetup(t, {
@@ -106,18 +106,3 @@ test('a job ready between two polls of Slurm still has its queue wait observed, 
   t.is(sampleValue(samples, 'qwd_slurm_queue_wait_seconds_sum'), (at('StartTime') - at('SubmitTime')) / 1000);
 });
 
-/** `count` consecutive free loopback ports in [low, high), below the kernel's ephemeral range (VNC on the node). */
-async function freeRange(low: number, high: number, count: number): Promise<number> {
-  const free = (port: number) => new Promise<boolean>((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = low + Math.floor(Math.random() * (high - low - count));
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await free(p);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} free consecutive ports in ${low}-${high}`);
-}
